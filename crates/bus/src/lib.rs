@@ -1,0 +1,409 @@
+//! keysync's bus on NATS JetStream: the subjects and streams, the durable consumers,
+//! encoding and decoding of the protobuf messages with their schema version, and dead
+//! letters for messages that cannot be decoded.
+//!
+//! Every name carries a prefix (`keysync` in production; a unique one per test), so
+//! several deployments or tests can share one NATS server.
+//!
+//! Streams:
+//! - `{PREFIX}_EVENTS` (limits retention): `{prefix}.run.>`, `{prefix}.snapshot.>`, `{prefix}.plan.>`;
+//! - `{PREFIX}_CHANGES` (work-queue retention): `{prefix}.changes.{product}`, consumed by one
+//!   durable pull consumer per product, shared by that product's applier replicas;
+//! - `{PREFIX}_DEAD` (limits retention): `{prefix}.dead.>`, messages that failed to decode,
+//!   with the reason in the `Keysync-Dead-Reason` header.
+//!
+//! Architecture invariant: this crate knows the wire (`proto`) and NATS, nothing of
+//! Keycloak, the products or the plan.
+
+use std::time::Duration;
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{
+        self, consumer,
+        context::PublishAckFuture,
+        message::PublishMessage,
+        stream::{self, RetentionPolicy},
+    },
+};
+use bytes::Bytes;
+use proto::v1;
+
+/// Header with the reason a message was dead-lettered.
+pub const DEAD_REASON_HEADER: &str = "Keysync-Dead-Reason";
+/// Header with the subject a dead-lettered message was first published on.
+pub const DEAD_SUBJECT_HEADER: &str = "Keysync-Dead-Subject";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("connecting to NATS at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("creating or updating stream {stream}")]
+    Stream {
+        stream: String,
+        #[source]
+        source: jetstream::context::CreateStreamError,
+    },
+    #[error("creating consumer {consumer} on stream {stream}")]
+    Consumer {
+        stream: String,
+        consumer: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("publishing to {subject}")]
+    Publish {
+        subject: String,
+        #[source]
+        source: jetstream::context::PublishError,
+    },
+    #[error("acknowledging a message")]
+    Ack(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// Why a payload is not a message this service can act on.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DecodeError {
+    #[error("not a valid {kind} protobuf: {reason}")]
+    Malformed { kind: &'static str, reason: String },
+    #[error("{kind} has schema version {found}; this build knows version {known}")]
+    UnknownVersion {
+        kind: &'static str,
+        found: u32,
+        known: u32,
+    },
+}
+
+/// A protobuf message that travels on the bus.
+pub trait BusMessage: prost::Message + Default + Sized {
+    /// The message name, for errors and logs.
+    const KIND: &'static str;
+    fn schema_version(&self) -> u32;
+}
+
+macro_rules! bus_messages {
+    ($($name:ident),* $(,)?) => {$(
+        impl BusMessage for v1::$name {
+            const KIND: &'static str = stringify!($name);
+            fn schema_version(&self) -> u32 {
+                self.schema_version
+            }
+        }
+    )*};
+}
+bus_messages!(
+    RunRequested,
+    SnapshotReady,
+    SnapshotFailed,
+    PlanReady,
+    PlanFailed,
+    ChangeSet,
+    ChangeResult,
+);
+
+/// Encodes a bus message.
+pub fn encode<M: BusMessage>(message: &M) -> Bytes {
+    Bytes::from(message.encode_to_vec())
+}
+
+/// Decodes a bus message and checks its schema version.
+pub fn decode<M: BusMessage>(payload: &[u8]) -> Result<M, DecodeError> {
+    let message = M::decode(payload).map_err(|error| DecodeError::Malformed {
+        kind: M::KIND,
+        reason: error.to_string(),
+    })?;
+    let found = message.schema_version();
+    if found == 0 || found > v1::SCHEMA_VERSION {
+        return Err(DecodeError::UnknownVersion {
+            kind: M::KIND,
+            found,
+            known: v1::SCHEMA_VERSION,
+        });
+    }
+    Ok(message)
+}
+
+/// The subject and stream names of one deployment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topology {
+    prefix: String,
+}
+
+impl Topology {
+    /// `prefix` is a NATS subject token: letters, digits, `-` and `_`.
+    pub fn new(prefix: &str) -> Topology {
+        Topology {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn run_requested(&self) -> String {
+        format!("{}.run.requested", self.prefix)
+    }
+
+    pub fn snapshot_ready(&self) -> String {
+        format!("{}.snapshot.ready", self.prefix)
+    }
+
+    pub fn snapshot_failed(&self) -> String {
+        format!("{}.snapshot.failed", self.prefix)
+    }
+
+    pub fn plan_ready(&self) -> String {
+        format!("{}.plan.ready", self.prefix)
+    }
+
+    pub fn plan_failed(&self) -> String {
+        format!("{}.plan.failed", self.prefix)
+    }
+
+    /// Change sets for one product: `{prefix}.changes.jira` and so on.
+    pub fn changes(&self, product: &str) -> String {
+        format!("{}.changes.{product}", self.prefix)
+    }
+
+    /// Where a message first published on `subject` goes when it cannot be decoded.
+    pub fn dead_letter(&self, subject: &str) -> String {
+        let rest = subject
+            .strip_prefix(&self.prefix)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .unwrap_or(subject);
+        format!("{}.dead.{rest}", self.prefix)
+    }
+
+    pub fn events_stream(&self) -> String {
+        format!("{}_EVENTS", self.stream_prefix())
+    }
+
+    pub fn changes_stream(&self) -> String {
+        format!("{}_CHANGES", self.stream_prefix())
+    }
+
+    pub fn dead_stream(&self) -> String {
+        format!("{}_DEAD", self.stream_prefix())
+    }
+
+    /// The durable consumer all replicas of one product's applier share.
+    pub fn applier_consumer(&self, product: &str) -> String {
+        format!("applier-{product}")
+    }
+
+    fn stream_prefix(&self) -> String {
+        self.prefix.to_uppercase().replace(['.', '-'], "_")
+    }
+
+    fn stream_configs(&self) -> [stream::Config; 3] {
+        let duplicate_window = Duration::from_secs(120);
+        [
+            stream::Config {
+                name: self.events_stream(),
+                subjects: vec![
+                    format!("{}.run.>", self.prefix),
+                    format!("{}.snapshot.>", self.prefix),
+                    format!("{}.plan.>", self.prefix),
+                ],
+                retention: RetentionPolicy::Limits,
+                max_age: Duration::from_secs(30 * 24 * 3600),
+                duplicate_window,
+                ..Default::default()
+            },
+            stream::Config {
+                name: self.changes_stream(),
+                subjects: vec![format!("{}.changes.>", self.prefix)],
+                retention: RetentionPolicy::WorkQueue,
+                duplicate_window,
+                ..Default::default()
+            },
+            stream::Config {
+                name: self.dead_stream(),
+                subjects: vec![format!("{}.dead.>", self.prefix)],
+                retention: RetentionPolicy::Limits,
+                max_age: Duration::from_secs(30 * 24 * 3600),
+                ..Default::default()
+            },
+        ]
+    }
+}
+
+/// A connection to the bus.
+#[derive(Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    topology: Topology,
+}
+
+impl Bus {
+    /// Connects and makes sure the streams exist with the current configuration.
+    pub async fn connect(url: &str, topology: Topology) -> Result<Bus, Error> {
+        let client = async_nats::connect(url)
+            .await
+            .map_err(|source| Error::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
+        let bus = Bus::from_client(client, topology);
+        bus.ensure_streams().await?;
+        Ok(bus)
+    }
+
+    /// Wraps an existing client; does not touch the streams.
+    pub fn from_client(client: async_nats::Client, topology: Topology) -> Bus {
+        let jetstream = jetstream::new(client.clone());
+        Bus {
+            client,
+            jetstream,
+            topology,
+        }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
+    /// Creates the streams, or updates them to the current configuration.
+    pub async fn ensure_streams(&self) -> Result<(), Error> {
+        for config in self.topology.stream_configs() {
+            let name = config.name.clone();
+            self.jetstream
+                .create_or_update_stream(config)
+                .await
+                .map_err(|source| Error::Stream {
+                    stream: name,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a message and waits for JetStream to store it. `message_id` makes a
+    /// repeated publish within the duplicate window a no-op (`Nats-Msg-Id`).
+    pub async fn publish<M: BusMessage>(
+        &self,
+        subject: &str,
+        message: &M,
+        message_id: &str,
+    ) -> Result<(), Error> {
+        self.publish_with_headers(subject, message, message_id, HeaderMap::new())
+            .await
+    }
+
+    /// As [`Bus::publish`], with extra headers (trace context, for example).
+    pub async fn publish_with_headers<M: BusMessage>(
+        &self,
+        subject: &str,
+        message: &M,
+        message_id: &str,
+        headers: HeaderMap,
+    ) -> Result<(), Error> {
+        let publish = PublishMessage::build()
+            .headers(headers)
+            .message_id(message_id)
+            .payload(encode(message));
+        let ack: PublishAckFuture = self
+            .jetstream
+            .send_publish(subject.to_owned(), publish)
+            .await
+            .map_err(|source| Error::Publish {
+                subject: subject.to_owned(),
+                source,
+            })?;
+        ack.await.map_err(|source| Error::Publish {
+            subject: subject.to_owned(),
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// A durable pull consumer with explicit acks on `stream`, created if missing.
+    /// Replicas that use the same `name` share the messages.
+    pub async fn durable_consumer(
+        &self,
+        stream: &str,
+        name: &str,
+        filter_subject: &str,
+        ack_wait: Duration,
+    ) -> Result<consumer::PullConsumer, Error> {
+        let consumer_error = |source: Box<dyn std::error::Error + Send + Sync>| Error::Consumer {
+            stream: stream.to_owned(),
+            consumer: name.to_owned(),
+            source,
+        };
+        let stream_handle = self
+            .jetstream
+            .get_stream(stream)
+            .await
+            .map_err(|error| consumer_error(Box::new(error)))?;
+        stream_handle
+            .get_or_create_consumer(
+                name,
+                consumer::pull::Config {
+                    durable_name: Some(name.to_owned()),
+                    filter_subject: filter_subject.to_owned(),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait,
+                    max_deliver: -1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|error| consumer_error(Box::new(error)))
+    }
+
+    /// Decodes a consumed message; one that does not decode is dead-lettered (published
+    /// to the dead-letter subject with the reason, then acknowledged, so the consumer
+    /// moves on) and `Ok(None)` is returned.
+    pub async fn decode_or_dead_letter<M: BusMessage>(
+        &self,
+        message: &jetstream::Message,
+    ) -> Result<Option<M>, Error> {
+        match decode::<M>(&message.payload) {
+            Ok(decoded) => Ok(Some(decoded)),
+            Err(error) => {
+                self.dead_letter(message, &error.to_string()).await?;
+                tracing::warn!(
+                    subject = %message.subject,
+                    error = %error,
+                    "Dead-lettered a message that does not decode."
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Moves a message to the dead-letter stream with `reason`, then acknowledges it.
+    pub async fn dead_letter(&self, message: &jetstream::Message, reason: &str) -> Result<(), Error> {
+        let subject = self.topology.dead_letter(&message.subject);
+        let mut headers = HeaderMap::new();
+        headers.insert(DEAD_REASON_HEADER, reason);
+        headers.insert(DEAD_SUBJECT_HEADER, message.subject.as_str());
+        let ack = self
+            .jetstream
+            .publish_with_headers(subject.clone(), headers, message.payload.clone())
+            .await
+            .map_err(|source| Error::Publish {
+                subject: subject.clone(),
+                source,
+            })?;
+        ack.await.map_err(|source| Error::Publish { subject, source })?;
+        message.ack().await.map_err(Error::Ack)
+    }
+}

@@ -1,0 +1,17 @@
+//! Real servers for keysync's tests, on free ports: `nats-server` with JetStream and
+//! Keycloak, both installed by `make deps` (`deploy/local/deps.sh`).
+//!
+//! - [`nats::NatsServer`]: one per test, with a temporary JetStream store, killed on drop.
+//! - [`keycloak::Keycloak::shared`]: one Keycloak per test run, reused by every test. Under
+//!   `make test` the `keysync-test-env` wrapper starts it once for all test binaries
+//!   while they compile; a plain `cargo test` starts one per test binary.
+//! - [`keycloak::RealmSpec`]: a fresh realm per test with a confidential client whose
+//!   service account holds `realm-management` roles, plus users, nested groups,
+//!   memberships and attributes.
+//!
+//! Every server's output goes to a log file that is printed when a test fails.
+
+pub mod deps;
+pub mod keycloak;
+pub mod nats;
+pub mod process;

@@ -1,0 +1,144 @@
+//! A real `nats-server` with JetStream for one test, on a free port, with a temporary
+//! store. Dropping it kills the server and removes the store.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use tempfile::TempDir;
+
+use crate::{
+    deps,
+    process::{self, Tethered},
+};
+
+pub struct NatsServer {
+    process: Tethered,
+    port: u16,
+    monitor_port: u16,
+    store: TempDir,
+}
+
+impl NatsServer {
+    /// Starts nats-server with JetStream and waits until JetStream answers.
+    pub fn start() -> anyhow::Result<NatsServer> {
+        let binary = deps::existing_path("KEYSYNC_NATS_SERVER")?;
+        let mut last_error = None;
+        // A free port can be taken between our check and the server's bind: retry.
+        for _ in 0..5 {
+            match start_once(&binary) {
+                Ok(server) => return Ok(server),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("nats-server did not start")))
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The HTTP monitoring endpoint (`/jsz`, `/healthz`, ...).
+    pub fn monitor_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.monitor_port)
+    }
+
+    pub fn store_dir(&self) -> &Path {
+        self.store.path()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        self.process.log()
+    }
+
+    /// Connects a client.
+    pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
+        async_nats::connect(self.url())
+            .await
+            .with_context(|| format!("connecting to {}", self.url()))
+    }
+
+    /// Kills the server abruptly (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        process::print_log_if_panicking("nats-server", self.process.log());
+    }
+}
+
+fn start_once(binary: &Path) -> anyhow::Result<NatsServer> {
+    let port = process::free_port()?;
+    let monitor_port = process::free_port()?;
+    let store = tempfile::Builder::new()
+        .prefix("keysync-nats-")
+        .tempdir()
+        .context("creating a JetStream store directory")?;
+    let log = process::log_dir().join(format!("nats-{port}.log"));
+    let args = [
+        "-js".to_owned(),
+        "-a".to_owned(),
+        "127.0.0.1".to_owned(),
+        "-p".to_owned(),
+        port.to_string(),
+        "-m".to_owned(),
+        monitor_port.to_string(),
+        "-sd".to_owned(),
+        store.path().display().to_string(),
+    ];
+    let process = Tethered::spawn(binary, &args, &[], &log)?;
+    let mut server = NatsServer {
+        process,
+        port,
+        monitor_port,
+        store,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = server.process.exited() {
+            bail!(
+                "nats-server exited with {status}:\n{}",
+                process::log_tail(&log, 20)
+            );
+        }
+        if jetstream_healthy(monitor_port) {
+            return Ok(server);
+        }
+        if Instant::now() > deadline {
+            server.kill();
+            bail!(
+                "nats-server did not report JetStream healthy within 20 s:\n{}",
+                process::log_tail(&log, 20)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// `GET /healthz?js-enabled-only=true` answers 200 once JetStream is ready.
+fn jetstream_healthy(monitor_port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", monitor_port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request =
+        "GET /healthz?js-enabled-only=true HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200")
+}

@@ -1,0 +1,139 @@
+//! Child processes that die with the test run, free ports, and log files kept for failures.
+
+use std::{
+    fs::File,
+    io::{Read, Seek, SeekFrom},
+    net::TcpListener,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+};
+
+use anyhow::Context;
+
+/// A port nobody listens on right now. Another process may take it before we do, so
+/// callers retry a failed start on a new port.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding an ephemeral port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// The folder for server logs: `target/test-logs`, kept after the run.
+pub fn log_dir() -> PathBuf {
+    let dir = crate::deps::workspace_root().join("target/test-logs");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+/// A server process tied to this process: it runs in its own process group under a
+/// small shell that kills the whole group when the pipe from us closes. So it dies when
+/// [`Tethered`] is dropped, and also when this process exits or is killed, without
+/// leaking servers between test runs. (A plain parent-death signal is not enough: it
+/// fires when the spawning *thread* ends, and `kc.sh` runs Java as a grandchild.)
+pub struct Tethered {
+    shell: Child,
+    log: PathBuf,
+}
+
+/// The shell between us and the server: it runs the server in the background, waits for
+/// it, and kills the process group once its stdin (our end of the pipe) closes.
+/// (Background jobs of a non-interactive shell read /dev/null unless told otherwise,
+/// hence the explicit `<&3`.)
+const TETHER: &str = r#"exec 3<&0
+"$@" </dev/null 3<&- & server=$!
+( cat <&3 >/dev/null; kill -KILL -- -$$ ) &
+exec 3<&-
+wait "$server""#;
+
+impl Tethered {
+    /// Starts `program args...` with stdout and stderr appended to `log`.
+    pub fn spawn(
+        program: &Path,
+        args: &[String],
+        envs: &[(&str, String)],
+        log: &Path,
+    ) -> anyhow::Result<Tethered> {
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let err = out.try_clone()?;
+        let mut command = Command::new("bash");
+        command
+            .arg("-c")
+            .arg(TETHER)
+            .arg("tether")
+            .arg(program)
+            .args(args)
+            .envs(envs.iter().map(|(key, value)| (*key, value.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(out)
+            .stderr(err);
+        // SAFETY: setpgid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setpgid(0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let shell = command
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        Ok(Tethered {
+            shell,
+            log: log.to_owned(),
+        })
+    }
+
+    /// The exit status, once the server has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.shell.try_wait().ok().flatten()
+    }
+
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// Kills the server and everything it started (SIGKILL to the process group).
+    pub fn kill(&mut self) {
+        if let Ok(pid) = i32::try_from(self.shell.id()) {
+            // SAFETY: plain syscall; the group is ours (setpgid above).
+            unsafe { libc::killpg(pid, libc::SIGKILL) };
+        }
+        let _ = self.shell.wait();
+    }
+}
+
+impl Drop for Tethered {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The last `max_lines` lines of a log file, for a failure report.
+pub fn log_tail(log: &Path, max_lines: usize) -> String {
+    let Ok(mut file) = File::open(log) else {
+        return format!("(no log at {})", log.display());
+    };
+    let len = file.metadata().map(|meta| meta.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(256 * 1024)));
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(max_lines)..].join("\n")
+}
+
+/// Prints a server's log tail to stderr when the current thread is panicking, which is
+/// how a failing test ends.
+pub fn print_log_if_panicking(name: &str, log: &Path) {
+    if std::thread::panicking() {
+        eprintln!(
+            "---- {name} log ({}), last 200 lines ----\n{}\n---- end of {name} log ----",
+            log.display(),
+            log_tail(log, 200)
+        );
+    }
+}
