@@ -390,7 +390,11 @@ impl Bus {
     }
 
     /// Moves a message to the dead-letter stream with `reason`, then acknowledges it.
-    pub async fn dead_letter(&self, message: &jetstream::Message, reason: &str) -> Result<(), Error> {
+    pub async fn dead_letter(
+        &self,
+        message: &jetstream::Message,
+        reason: &str,
+    ) -> Result<(), Error> {
         let subject = self.topology.dead_letter(&message.subject);
         let mut headers = HeaderMap::new();
         headers.insert(DEAD_REASON_HEADER, reason);
@@ -403,7 +407,8 @@ impl Bus {
                 subject: subject.clone(),
                 source,
             })?;
-        ack.await.map_err(|source| Error::Publish { subject, source })?;
+        ack.await
+            .map_err(|source| Error::Publish { subject, source })?;
         message.ack().await.map_err(Error::Ack)
     }
 }

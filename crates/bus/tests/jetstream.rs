@@ -35,13 +35,19 @@ async fn next_message(consumer: &PullConsumer) -> Option<async_nats::jetstream::
 #[tokio::test]
 async fn durable_consumer_delivers_published_messages_once_acknowledged() {
     let nats = NatsServer::start().expect("nats-server");
-    let bus = Bus::connect(&nats.url(), Topology::new("t1")).await.expect("bus");
+    let bus = Bus::connect(&nats.url(), Topology::new("t1"))
+        .await
+        .expect("bus");
     let subject = bus.topology().run_requested();
     for run_id in ["run-1", "run-2"] {
-        bus.publish(&subject, &run_requested(run_id), run_id).await.expect("publish");
+        bus.publish(&subject, &run_requested(run_id), run_id)
+            .await
+            .expect("publish");
     }
     // A repeated publish with the same message id is dropped by the duplicate window.
-    bus.publish(&subject, &run_requested("run-1"), "run-1").await.expect("publish");
+    bus.publish(&subject, &run_requested("run-1"), "run-1")
+        .await
+        .expect("publish");
 
     let stream = bus.topology().events_stream();
     let consumer = bus
@@ -61,7 +67,10 @@ async fn durable_consumer_delivers_published_messages_once_acknowledged() {
         .durable_consumer(&stream, "fetcher", &subject, Duration::from_secs(30))
         .await
         .expect("consumer");
-    assert!(next_message(&again).await.is_none(), "acknowledged messages came back");
+    assert!(
+        next_message(&again).await.is_none(),
+        "acknowledged messages came back"
+    );
     let mut info = again.clone();
     let info = info.info().await.expect("consumer info");
     assert_eq!(info.num_ack_pending, 0);
@@ -71,7 +80,9 @@ async fn durable_consumer_delivers_published_messages_once_acknowledged() {
 #[tokio::test]
 async fn unacknowledged_message_is_redelivered_to_another_replica() {
     let nats = NatsServer::start().expect("nats-server");
-    let bus = Bus::connect(&nats.url(), Topology::new("t2")).await.expect("bus");
+    let bus = Bus::connect(&nats.url(), Topology::new("t2"))
+        .await
+        .expect("bus");
     let subject = bus.topology().changes("jira");
     let change_set = ChangeSet {
         schema_version: v1::SCHEMA_VERSION,
@@ -81,12 +92,20 @@ async fn unacknowledged_message_is_redelivered_to_another_replica() {
         total_sets: 1,
         ..ChangeSet::default()
     };
-    bus.publish(&subject, &change_set, "run-1/jira/0").await.expect("publish");
+    bus.publish(&subject, &change_set, "run-1/jira/0")
+        .await
+        .expect("publish");
     let stream = bus.topology().changes_stream();
     let name = bus.topology().applier_consumer("jira");
     let ack_wait = Duration::from_secs(1);
-    let replica_a = bus.durable_consumer(&stream, &name, &subject, ack_wait).await.expect("consumer");
-    let replica_b = bus.durable_consumer(&stream, &name, &subject, ack_wait).await.expect("consumer");
+    let replica_a = bus
+        .durable_consumer(&stream, &name, &subject, ack_wait)
+        .await
+        .expect("consumer");
+    let replica_b = bus
+        .durable_consumer(&stream, &name, &subject, ack_wait)
+        .await
+        .expect("consumer");
 
     // Replica A takes the message and dies without acknowledging it.
     let first = next_message(&replica_a).await.expect("delivered");
@@ -115,7 +134,9 @@ async fn unacknowledged_message_is_redelivered_to_another_replica() {
 #[tokio::test]
 async fn malformed_message_goes_to_the_dead_letter_stream_and_the_next_one_is_consumed() {
     let nats = NatsServer::start().expect("nats-server");
-    let bus = Bus::connect(&nats.url(), Topology::new("t3")).await.expect("bus");
+    let bus = Bus::connect(&nats.url(), Topology::new("t3"))
+        .await
+        .expect("bus");
     let subject = bus.topology().changes("confluence");
     bus.jetstream()
         .publish(subject.clone(), "not protobuf \u{1}\u{2}\u{3}".into())
@@ -129,7 +150,9 @@ async fn malformed_message_goes_to_the_dead_letter_stream_and_the_next_one_is_co
         product: Product::Confluence as i32,
         ..ChangeSet::default()
     };
-    bus.publish(&subject, &good, "run-9/confluence/0").await.expect("publish");
+    bus.publish(&subject, &good, "run-9/confluence/0")
+        .await
+        .expect("publish");
 
     let consumer = bus
         .durable_consumer(
@@ -160,14 +183,20 @@ async fn malformed_message_goes_to_the_dead_letter_stream_and_the_next_one_is_co
         .get_stream(bus.topology().dead_stream())
         .await
         .expect("dead stream");
-    let dead = dead_stream.get_last_raw_message_by_subject(&dead_subject).await.expect("dead letter");
+    let dead = dead_stream
+        .get_last_raw_message_by_subject(&dead_subject)
+        .await
+        .expect("dead letter");
     assert_eq!(&dead.payload[..], "not protobuf \u{1}\u{2}\u{3}".as_bytes());
     let reason = dead
         .headers
         .get(DEAD_REASON_HEADER)
         .expect("reason header")
         .to_string();
-    assert!(reason.contains("not a valid ChangeSet protobuf"), "reason: {reason}");
+    assert!(
+        reason.contains("not a valid ChangeSet protobuf"),
+        "reason: {reason}"
+    );
     assert_eq!(dead_stream.info().await.expect("info").state.messages, 1);
 }
 
@@ -185,5 +214,8 @@ fn newer_schema_version_is_refused_by_name() {
         }
     );
     message.schema_version = 0;
-    assert!(bus::decode::<RunRequested>(&bus::encode(&message)).is_err(), "version 0 means unset");
+    assert!(
+        bus::decode::<RunRequested>(&bus::encode(&message)).is_err(),
+        "version 0 means unset"
+    );
 }

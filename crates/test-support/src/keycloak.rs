@@ -136,7 +136,10 @@ impl Keycloak {
         let probe = format!("{}/realms/master", self.base_url);
         loop {
             if let Some(process) = &self.process
-                && let Some(status) = process.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.exited()
+                && let Some(status) = process
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?
+                    .exited()
             {
                 bail!(
                     "keycloak exited with {status} before it was ready:\n{}",
@@ -207,7 +210,12 @@ impl Keycloak {
 
     /// Sends one admin API request (`path` below `/admin/`) and returns the JSON
     /// answer (`Value::Null` for an empty one); a non-2xx status is an error.
-    pub async fn admin(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
         let token = self.admin_token().await?;
         self.admin_with_token(&token, method, path, body).await
     }
@@ -289,7 +297,10 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
 
 async fn checked_json(response: reqwest::Response, what: &str) -> anyhow::Result<Value> {
     let status = response.status();
-    let text = response.text().await.with_context(|| format!("reading {what}"))?;
+    let text = response
+        .text()
+        .await
+        .with_context(|| format!("reading {what}"))?;
     if !status.is_success() {
         bail!("{what}: {status}: {text}");
     }
@@ -351,8 +362,10 @@ impl UserSpec {
     }
 
     pub fn attribute(mut self, key: &str, values: &[&str]) -> UserSpec {
-        self.attributes
-            .insert(key.to_owned(), values.iter().map(|value| (*value).to_owned()).collect());
+        self.attributes.insert(
+            key.to_owned(),
+            values.iter().map(|value| (*value).to_owned()).collect(),
+        );
         self
     }
 
@@ -517,7 +530,12 @@ impl TestRealm<'_> {
     }
 
     /// An admin API request below `/admin/realms/{realm}/`.
-    pub async fn admin(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
         let path = format!("realms/{}/{}", self.name, path.trim_start_matches('/'));
         self.keycloak.admin(method, &path, body).await
     }
@@ -545,13 +563,20 @@ impl TestRealm<'_> {
         let users = self
             .admin(
                 Method::GET,
-                &format!("users?exact=true&briefRepresentation=true&username={}", encode(username)),
+                &format!(
+                    "users?exact=true&briefRepresentation=true&username={}",
+                    encode(username)
+                ),
                 None,
             )
             .await?;
         users
             .as_array()
-            .and_then(|users| users.iter().find(|user| user["username"] == username.to_lowercase()))
+            .and_then(|users| {
+                users
+                    .iter()
+                    .find(|user| user["username"] == username.to_lowercase())
+            })
             .and_then(|user| user["id"].as_str())
             .map(str::to_owned)
             .with_context(|| format!("no user {username} in realm {}", self.name))

@@ -98,12 +98,19 @@ impl Tethered {
     }
 
     /// Kills the server and everything it started (SIGKILL to the process group).
+    /// Returns once every process of the group is gone, so its ports are free.
     pub fn kill(&mut self) {
-        if let Ok(pid) = i32::try_from(self.shell.id()) {
-            // SAFETY: plain syscall; the group is ours (setpgid above).
-            unsafe { libc::killpg(pid, libc::SIGKILL) };
-        }
+        let Ok(group) = i32::try_from(self.shell.id()) else {
+            return;
+        };
+        // SAFETY: plain syscall; the group is ours (setpgid above).
+        unsafe { libc::killpg(group, libc::SIGKILL) };
         let _ = self.shell.wait();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // SAFETY: signal 0 only asks whether any process of the group still exists.
+        while unsafe { libc::killpg(group, 0) } == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 }
 

@@ -9,7 +9,10 @@ use anyhow::Context;
 use test_support::keycloak::{Keycloak, KeycloakOptions};
 
 fn main() -> anyhow::Result<ExitCode> {
-    let args: Vec<String> = std::env::args().skip(1).skip_while(|arg| arg == "--").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .skip_while(|arg| arg == "--")
+        .collect();
     let Some((program, rest)) = args.split_first() else {
         anyhow::bail!("usage: keysync-test-env -- COMMAND [ARGS...]");
     };
@@ -22,7 +25,10 @@ fn main() -> anyhow::Result<ExitCode> {
     let status = Command::new(program)
         .args(rest)
         .env("KEYSYNC_TEST_KEYCLOAK_URL", keycloak.base_url())
-        .env("KEYSYNC_TEST_KEYCLOAK_ADMIN_PASSWORD", keycloak.admin_password())
+        .env(
+            "KEYSYNC_TEST_KEYCLOAK_ADMIN_PASSWORD",
+            keycloak.admin_password(),
+        )
         .env("KEYSYNC_TEST_KEYCLOAK_LOG", keycloak.log_path())
         .status()
         .with_context(|| format!("running {program}"))?;

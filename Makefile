@@ -1,0 +1,33 @@
+# keysync: the commands a developer and CI run. `make help` lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: help deps test lint fmt bench bench-plan bench-apply
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+deps: ## Install nats-server, Java 21+ and Keycloak into .deps/ (cached; fast when done).
+	@deploy/local/deps.sh
+
+test: deps ## Run every test, with real nats-server and one Keycloak for the whole run.
+	$(CARGO) build --quiet -p test-support --bin keysync-test-env
+	$(CARGO) run --quiet -p test-support --bin keysync-test-env -- $(CARGO) test --workspace
+
+lint: ## Formatting and clippy, warnings are errors.
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code.
+	$(CARGO) fmt --all
+
+BENCHES := $(if $(wildcard crates/model/benches/plan.rs),bench-plan) \
+           $(if $(wildcard crates/atlassian/benches/apply.rs),bench-apply)
+
+bench: $(BENCHES) ## Run every benchmark; each ends with `BENCH <workload> key=value ...` lines.
+
+bench-plan: ## The plan function at 10k, 100k and 1M users (floor: 1M in <= 2 s, <= 2 GiB).
+	$(CARGO) bench -p model --bench plan
+
+bench-apply: ## 100,000 creates against the Jira emulator at 1,000 req/s (floor: >= 90 % of the limit).
+	$(CARGO) bench -p atlassian --bench apply
