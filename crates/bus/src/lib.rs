@@ -105,6 +105,10 @@ bus_messages!(
     PlanFailed,
     ChangeSet,
     ChangeResult,
+    Plan,
+    RunApproved,
+    RunCancelled,
+    ProductState,
 );
 
 /// Encodes a bus message.
@@ -165,6 +169,14 @@ impl Topology {
 
     pub fn plan_failed(&self) -> String {
         format!("{}.plan.failed", self.prefix)
+    }
+
+    pub fn run_approved(&self) -> String {
+        format!("{}.run.approved", self.prefix)
+    }
+
+    pub fn run_cancelled(&self) -> String {
+        format!("{}.run.cancelled", self.prefix)
     }
 
     /// Change sets for one product: `{prefix}.changes.jira` and so on.

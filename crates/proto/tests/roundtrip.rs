@@ -72,6 +72,28 @@ fn change_result() -> ChangeResult {
     }
 }
 
+fn conflict() -> Conflict {
+    Conflict {
+        product: Product::Jira as i32,
+        login: "jdoe".into(),
+        keycloak_user_ids: vec!["u1".into(), "u2".into()],
+        reason: "two Keycloak users map to login jdoe".into(),
+    }
+}
+
+fn cached_account() -> CachedAccount {
+    CachedAccount {
+        id: "JIRAUSER10000".into(),
+        login: "zoe".into(),
+        display_name: "Zoë Ångström".into(),
+        email: "zoe@example.org".into(),
+        active: true,
+        managed: true,
+        keycloak_user_id: "4f1c".into(),
+        read_only_reason: "LDAP directory".into(),
+    }
+}
+
 fn run() -> Run {
     Run {
         run_id: "01JZRUN".into(),
@@ -185,6 +207,8 @@ fn every_message_survives_a_round_trip() {
                 groups: 2,
                 memberships: 3,
                 fetched_at: timestamp(),
+                mode: RunMode::Apply as i32,
+                products: vec![Product::Jira as i32],
             },
         ),
         check(
@@ -229,6 +253,70 @@ fn every_message_survives_a_round_trip() {
             },
         ),
         check("ChangeResult", change_result()),
+        check("Conflict", conflict()),
+        check(
+            "Plan",
+            Plan {
+                schema_version: SCHEMA_VERSION,
+                run_id: "01JZRUN".into(),
+                mode: RunMode::Apply as i32,
+                products: vec![plan_summary()],
+                changes: vec![change(), change()],
+                held: true,
+                hold_reason: "would delete 12 % of managed accounts".into(),
+                conflicts: vec![conflict()],
+            },
+        ),
+        check(
+            "RunApproved",
+            RunApproved {
+                schema_version: SCHEMA_VERSION,
+                run_id: "01JZRUN".into(),
+                approved_by: "ops".into(),
+                comment: "expected".into(),
+            },
+        ),
+        check(
+            "RunCancelled",
+            RunCancelled {
+                schema_version: SCHEMA_VERSION,
+                run_id: "01JZRUN".into(),
+                reason: "wrong realm".into(),
+            },
+        ),
+        check("CachedAccount", cached_account()),
+        check(
+            "CachedGroup",
+            CachedGroup {
+                name: "jira-software-users".into(),
+                managed: true,
+            },
+        ),
+        check(
+            "CachedMembership",
+            CachedMembership {
+                account_id: "JIRAUSER10000".into(),
+                group: "staff".into(),
+            },
+        ),
+        check(
+            "ProductState",
+            ProductState {
+                schema_version: SCHEMA_VERSION,
+                product: Product::Jira as i32,
+                accounts: vec![cached_account()],
+                groups: vec![CachedGroup {
+                    name: "staff".into(),
+                    managed: false,
+                }],
+                memberships: vec![CachedMembership {
+                    account_id: "JIRAUSER10000".into(),
+                    group: "staff".into(),
+                }],
+                read_at: timestamp(),
+                run_id: "01JZRUN".into(),
+            },
+        ),
         check(
             "ProductProgress",
             ProductProgress {
