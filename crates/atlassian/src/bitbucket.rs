@@ -1,0 +1,486 @@
+//! The Bitbucket Data Center client (`/rest/api/1.0`).
+//!
+//! Bitbucket's particulars, from the reference and its 8.14 OpenAPI document:
+//! - The stable id is the `slug` (never assumed equal to the name); admin endpoints take the
+//!   `name`, so writes first find the user with `admin/users?filter=` and match its slug.
+//!   That lookup also reads `mutableDetails`, `mutableGroups` and `deletable`: writes to
+//!   read-only accounts (LDAP, Crowd) answer [`Outcome::Skipped`] with the reason.
+//! - Creating a user is a body-less `POST` with query parameters answered by 204 with no
+//!   body; the client reads the user back to learn its slug. 409 means it exists; 403 means
+//!   adding it to the default group would exceed the licence ([`Error::LicenseLimit`]).
+//! - There is no deactivation: [`Capabilities::can_deactivate`] is false and
+//!   [`Directory::deactivate_account`] answers [`Error::Unsupported`].
+//! - Listings page with `{values, isLastPage, nextPageStart}`.
+
+use reqwest::Method;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::config::{BitbucketSettings, Connection};
+use crate::http::{ApiRequest, ApiResponse, Http};
+use crate::{
+    AccountRef, AccountUpdate, Capabilities, ConnectionInfo, Created, Directory, Error, NewAccount,
+    Outcome, Product, RemoteAccount, RemoteGroup, random_password, same_account,
+};
+
+/// Bitbucket's documented default page is 25; it serves up to 1,000 per page.
+const DEFAULT_PAGE: u32 = 1000;
+
+/// A Bitbucket Data Center client.
+#[derive(Debug)]
+pub struct BitbucketClient {
+    http: Http,
+    settings: BitbucketSettings,
+    page_size: u32,
+}
+
+impl BitbucketClient {
+    /// Builds the client; validates the settings and does no IO.
+    pub fn new(
+        connection: Connection,
+        settings: BitbucketSettings,
+    ) -> Result<BitbucketClient, Error> {
+        let page_size = connection.page_size.unwrap_or(DEFAULT_PAGE);
+        Ok(BitbucketClient {
+            http: Http::new(Product::Bitbucket, connection)?,
+            settings,
+            page_size,
+        })
+    }
+
+    async fn send_ok(&self, request: &ApiRequest) -> Result<ApiResponse, Error> {
+        let response = self.http.send(request).await?;
+        if !response.is_success() {
+            return Err(response.into_error());
+        }
+        Ok(response)
+    }
+
+    /// Every item of a `{values, isLastPage, nextPageStart}` listing.
+    async fn all_pages<T: DeserializeOwned>(
+        &self,
+        request: ApiRequest,
+        what: &'static str,
+    ) -> Result<Vec<T>, Error> {
+        let mut items = Vec::new();
+        let mut start: u64 = 0;
+        loop {
+            let page_request = request
+                .clone()
+                .query("start", start.to_string())
+                .query("limit", self.page_size.to_string());
+            let page: Page<T> = self.send_ok(&page_request).await?.json(what)?;
+            let n_values = page.values.len() as u64;
+            items.extend(page.values);
+            if page.is_last_page || n_values == 0 {
+                break;
+            }
+            start = page.next_page_start.unwrap_or(start + n_values);
+        }
+        Ok(items)
+    }
+
+    /// The detailed user with this slug (or, failing that, this name); `None` when absent.
+    async fn find_user(
+        &self,
+        slug: Option<&str>,
+        name: &str,
+    ) -> Result<Option<DetailedUser>, Error> {
+        let request = ApiRequest::get("rest/api/1.0/admin/users").query("filter", name);
+        let users: Vec<DetailedUser> = self.all_pages(request, "user page").await?;
+        let by_slug = slug.and_then(|slug| users.iter().position(|user| user.slug == slug));
+        let by_name = || {
+            users
+                .iter()
+                .position(|user| user.name.eq_ignore_ascii_case(name))
+        };
+        Ok(by_slug.or_else(by_name).map(|idx| users[idx].clone()))
+    }
+
+    /// The user behind `account`, or `NotFound`.
+    async fn existing_user(&self, account: AccountRef<'_>) -> Result<DetailedUser, Error> {
+        self.find_user(Some(account.id), account.login)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                product: Product::Bitbucket,
+                status: 404,
+                message: format!("no user with slug {} (name {})", account.id, account.login),
+            })
+    }
+}
+
+impl Directory for BitbucketClient {
+    fn product(&self) -> Product {
+        Product::Bitbucket
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            can_deactivate: false,
+            can_rename: true,
+            lists_email: true,
+            async_delete: false,
+            nested_group_members: false,
+        }
+    }
+
+    async fn test_connection(&self) -> Result<ConnectionInfo, Error> {
+        // The same admin listing the sync reads, so it needs no extra permission.
+        let request = ApiRequest::get("rest/api/1.0/admin/users").query("limit", "1");
+        self.send_ok(&request).await?;
+        let properties: ApplicationProperties = self
+            .send_ok(&ApiRequest::get("rest/api/1.0/application-properties"))
+            .await?
+            .json("application properties")?;
+        Ok(ConnectionInfo {
+            product: Product::Bitbucket,
+            version: properties.version,
+            user: None,
+        })
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<RemoteAccount>, Error> {
+        let users: Vec<DetailedUser> = self
+            .all_pages(ApiRequest::get("rest/api/1.0/admin/users"), "user page")
+            .await?;
+        Ok(users.into_iter().map(DetailedUser::into_account).collect())
+    }
+
+    async fn list_groups(&self) -> Result<Vec<RemoteGroup>, Error> {
+        let groups: Vec<DetailedGroup> = self
+            .all_pages(ApiRequest::get("rest/api/1.0/admin/groups"), "group page")
+            .await?;
+        Ok(groups
+            .into_iter()
+            .map(|group| RemoteGroup {
+                read_only: (!group.deletable.unwrap_or(true))
+                    .then(|| "Bitbucket marks the group as not deletable".to_owned()),
+                name: group.name,
+            })
+            .collect())
+    }
+
+    async fn list_members(&self, group: &str) -> Result<Vec<String>, Error> {
+        let request =
+            ApiRequest::get("rest/api/1.0/admin/groups/more-members").query("context", group);
+        let users: Vec<DetailedUser> = self.all_pages(request, "member page").await?;
+        Ok(users.into_iter().map(|user| user.slug).collect())
+    }
+
+    async fn create_account(&self, account: &NewAccount) -> Result<Created, Error> {
+        let request = create_user_request(account, self.settings.add_to_default_group);
+        let response = self.http.send(&request).await?;
+        let created = response.is_success();
+        match response.status {
+            _ if created => {}
+            409 => {}
+            403 => {
+                return Err(Error::LicenseLimit {
+                    product: Product::Bitbucket,
+                    status: 403,
+                    message: response.message(),
+                });
+            }
+            _ => return Err(response.into_error()),
+        }
+        // 204 has no body, and 409 says nothing about the existing user: read it back.
+        let Some(user) = self.find_user(None, &account.login).await? else {
+            return Err(Error::NotFound {
+                product: Product::Bitbucket,
+                status: 404,
+                message: format!("user {} cannot be read back after create", account.login),
+            });
+        };
+        if created {
+            return Ok(Created {
+                id: user.slug,
+                outcome: Outcome::Applied,
+            });
+        }
+        if !same_account(&user.clone().into_account(), account) {
+            return Err(Error::Conflict {
+                product: Product::Bitbucket,
+                status: 409,
+                message: format!("user {} exists with other details", account.login),
+            });
+        }
+        Ok(Created {
+            id: user.slug,
+            outcome: Outcome::AlreadyDone,
+        })
+    }
+
+    async fn update_account(
+        &self,
+        account: AccountRef<'_>,
+        update: &AccountUpdate,
+    ) -> Result<Outcome, Error> {
+        if update == &AccountUpdate::default() {
+            return Ok(Outcome::AlreadyDone);
+        }
+        let user = self.existing_user(account).await?;
+        if let Some(reason) = user.read_only_reason() {
+            return Ok(Outcome::Skipped { reason });
+        }
+        let mut name = user.name.clone();
+        if let Some(new_name) = &update.login
+            && new_name != &user.name
+        {
+            let request = ApiRequest::new(Method::POST, "rest/api/1.0/admin/users/rename")
+                .json(json!({ "name": user.name, "newName": new_name }));
+            self.send_ok(&request).await?;
+            name = new_name.clone();
+        }
+        if let Some(request) = update_user_request(&name, update) {
+            self.send_ok(&request).await?;
+        }
+        Ok(Outcome::Applied)
+    }
+
+    async fn deactivate_account(&self, _account: AccountRef<'_>) -> Result<Outcome, Error> {
+        Err(Error::Unsupported {
+            product: Product::Bitbucket,
+            operation: "deactivate a user",
+        })
+    }
+
+    async fn reactivate_account(&self, _account: AccountRef<'_>) -> Result<Outcome, Error> {
+        Err(Error::Unsupported {
+            product: Product::Bitbucket,
+            operation: "reactivate a user",
+        })
+    }
+
+    async fn delete_account(&self, account: AccountRef<'_>) -> Result<Outcome, Error> {
+        let Some(user) = self.find_user(Some(account.id), account.login).await? else {
+            return Ok(Outcome::AlreadyDone);
+        };
+        if let Some(reason) = user.read_only_reason() {
+            return Ok(Outcome::Skipped { reason });
+        }
+        let request =
+            ApiRequest::new(Method::DELETE, "rest/api/1.0/admin/users").query("name", user.name);
+        let response = self.http.send(&request).await?;
+        match response.status {
+            404 => Ok(Outcome::AlreadyDone),
+            _ if response.is_success() => Ok(Outcome::Applied),
+            _ => Err(response.into_error()),
+        }
+    }
+
+    async fn create_group(&self, name: &str) -> Result<Outcome, Error> {
+        let request =
+            ApiRequest::new(Method::POST, "rest/api/1.0/admin/groups").query("name", name);
+        let response = self.http.send(&request).await?;
+        match response.status {
+            409 => Ok(Outcome::AlreadyDone),
+            _ if response.is_success() => Ok(Outcome::Applied),
+            _ => Err(response.into_error()),
+        }
+    }
+
+    async fn delete_group(&self, name: &str) -> Result<Outcome, Error> {
+        let request =
+            ApiRequest::new(Method::DELETE, "rest/api/1.0/admin/groups").query("name", name);
+        let response = self.http.send(&request).await?;
+        match response.status {
+            404 => Ok(Outcome::AlreadyDone),
+            _ if response.is_success() => Ok(Outcome::Applied),
+            _ => Err(response.into_error()),
+        }
+    }
+
+    async fn add_member(&self, group: &str, account: AccountRef<'_>) -> Result<Outcome, Error> {
+        let user = self.existing_user(account).await?;
+        if !user.mutable_groups.unwrap_or(true) {
+            return Ok(Outcome::Skipped {
+                reason: format!(
+                    "the groups of {} are managed by {}",
+                    user.name,
+                    user.directory()
+                ),
+            });
+        }
+        let request = ApiRequest::new(Method::POST, "rest/api/1.0/admin/users/add-groups")
+            .json(json!({ "user": user.name, "groups": [group] }));
+        self.send_ok(&request).await?;
+        Ok(Outcome::Applied)
+    }
+
+    async fn remove_member(&self, group: &str, account: AccountRef<'_>) -> Result<Outcome, Error> {
+        let Some(user) = self.find_user(Some(account.id), account.login).await? else {
+            return Ok(Outcome::AlreadyDone);
+        };
+        if !user.mutable_groups.unwrap_or(true) {
+            return Ok(Outcome::Skipped {
+                reason: format!(
+                    "the groups of {} are managed by {}",
+                    user.name,
+                    user.directory()
+                ),
+            });
+        }
+        let request = ApiRequest::new(Method::POST, "rest/api/1.0/admin/users/remove-group")
+            .json(json!({ "context": user.name, "itemName": group }));
+        let response = self.http.send(&request).await?;
+        match response.status {
+            404 => Ok(Outcome::AlreadyDone),
+            _ if response.is_success() => Ok(Outcome::Applied),
+            _ => Err(response.into_error()),
+        }
+    }
+}
+
+/// `POST /rest/api/1.0/admin/users?name=…` with everything in query parameters and no body;
+/// a random password is sent when none is given, since `notify` needs a mail server.
+fn create_user_request(account: &NewAccount, add_to_default_group: bool) -> ApiRequest {
+    let password = account.password.clone().unwrap_or_else(random_password);
+    ApiRequest::new(Method::POST, "rest/api/1.0/admin/users")
+        .query("name", account.login.clone())
+        .query("displayName", account.display_name.clone())
+        .query("emailAddress", account.email.clone())
+        .query("password", password.expose())
+        .query("addToDefaultGroup", add_to_default_group.to_string())
+        .query("notify", "false")
+}
+
+/// `PUT /rest/api/1.0/admin/users` with the changed details; `None` when only the name
+/// changes (that is the rename call).
+fn update_user_request(name: &str, update: &AccountUpdate) -> Option<ApiRequest> {
+    if update.display_name.is_none() && update.email.is_none() {
+        return None;
+    }
+    let mut body = json!({ "name": name });
+    if let Some(display_name) = &update.display_name {
+        body["displayName"] = json!(display_name);
+    }
+    if let Some(email) = &update.email {
+        body["email"] = json!(email);
+    }
+    Some(ApiRequest::new(Method::PUT, "rest/api/1.0/admin/users").json(body))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Page<T> {
+    values: Vec<T>,
+    #[serde(default = "default_true")]
+    is_last_page: bool,
+    next_page_start: Option<u64>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DetailedUser {
+    name: String,
+    slug: String,
+    display_name: Option<String>,
+    email_address: Option<String>,
+    active: Option<bool>,
+    directory_name: Option<String>,
+    mutable_details: Option<bool>,
+    mutable_groups: Option<bool>,
+    deletable: Option<bool>,
+}
+
+impl DetailedUser {
+    fn directory(&self) -> &str {
+        self.directory_name
+            .as_deref()
+            .unwrap_or("another directory")
+    }
+
+    /// Why the account must not be written, from `mutableDetails` and `deletable`.
+    fn read_only_reason(&self) -> Option<String> {
+        if !self.mutable_details.unwrap_or(true) {
+            return Some(format!(
+                "the details of {} are managed by {} (mutableDetails is false)",
+                self.name,
+                self.directory()
+            ));
+        }
+        if !self.deletable.unwrap_or(true) {
+            return Some(format!(
+                "{} cannot be deleted (deletable is false, directory {})",
+                self.name,
+                self.directory()
+            ));
+        }
+        None
+    }
+
+    fn into_account(self) -> RemoteAccount {
+        RemoteAccount {
+            read_only: self.read_only_reason(),
+            id: self.slug,
+            login: self.name,
+            display_name: self.display_name.unwrap_or_default(),
+            email: self.email_address,
+            active: self.active.unwrap_or(true),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct DetailedGroup {
+    name: String,
+    deletable: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct ApplicationProperties {
+    version: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_request_carries_everything_in_query_parameters_and_no_body() {
+        let request = create_user_request(
+            &NewAccount {
+                login: "carol".into(),
+                display_name: "Carol C".into(),
+                email: "carol@example.com".into(),
+                password: None,
+            },
+            true,
+        );
+        assert_eq!(request.body, None);
+        let names: Vec<&str> = request.query.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            names,
+            [
+                "name",
+                "displayName",
+                "emailAddress",
+                "password",
+                "addToDefaultGroup",
+                "notify"
+            ]
+        );
+    }
+
+    #[test]
+    fn read_only_reason_names_the_directory() {
+        let user = DetailedUser {
+            name: "ldap-user".into(),
+            slug: "ldap-user".into(),
+            display_name: None,
+            email_address: None,
+            active: Some(true),
+            directory_name: Some("Corporate LDAP".into()),
+            mutable_details: Some(false),
+            mutable_groups: Some(false),
+            deletable: Some(false),
+        };
+        let reason = user.read_only_reason().unwrap();
+        assert!(reason.contains("Corporate LDAP"), "{reason}");
+    }
+}

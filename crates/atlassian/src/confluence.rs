@@ -1,0 +1,552 @@
+//! The Confluence Data Center client (`/rest/api`, admin user endpoints from 8.4 on).
+//!
+//! Confluence's particulars, from the reference:
+//! - The stable id is the `userKey`; admin endpoints address users by username in the path,
+//!   so writes first read the user by key to learn its current username.
+//! - An invalid personal access token is answered as the anonymous user with 200, not 401:
+//!   [`Directory::test_connection`] reads `/rest/api/user/current` and fails when it is
+//!   anonymous.
+//! - Deleting a user answers 202 with a long task; the client polls `/rest/api/longtask/{id}`
+//!   until it finishes, for at most [`ConfluenceSettings::long_task_timeout`].
+//! - Creating a user when no licence seat is left answers 402 ([`Error::LicenseLimit`]); an
+//!   existing user answers 409.
+//! - Membership adds and removes are idempotent on the server (204 either way), so they
+//!   answer [`Outcome::Applied`] even when nothing changed.
+//! - There is no rename endpoint, and user objects carry no email.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::config::{ConfluenceSettings, Connection};
+use crate::http::{ApiRequest, ApiResponse, Http};
+use crate::{
+    AccountRef, AccountUpdate, Capabilities, ConnectionInfo, Created, Directory, Error, NewAccount,
+    Outcome, Product, RemoteAccount, RemoteGroup, random_password, same_account,
+};
+
+/// The documented default (and usual largest) page of Confluence's listings.
+const DEFAULT_PAGE: u32 = 200;
+/// The longest wait between two polls of a long task.
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A Confluence Data Center client.
+#[derive(Debug)]
+pub struct ConfluenceClient {
+    http: Http,
+    settings: ConfluenceSettings,
+    page_size: u32,
+}
+
+impl ConfluenceClient {
+    /// Builds the client; validates the settings and does no IO.
+    pub fn new(
+        connection: Connection,
+        settings: ConfluenceSettings,
+    ) -> Result<ConfluenceClient, Error> {
+        let page_size = connection.page_size.unwrap_or(DEFAULT_PAGE);
+        Ok(ConfluenceClient {
+            http: Http::new(Product::Confluence, connection)?,
+            settings,
+            page_size,
+        })
+    }
+
+    async fn send_ok(&self, request: &ApiRequest) -> Result<ApiResponse, Error> {
+        let response = self.http.send(request).await?;
+        if !response.is_success() {
+            return Err(response.into_error());
+        }
+        Ok(response)
+    }
+
+    /// Every item of a `{results, start, limit, size, _links.next}` listing.
+    async fn all_pages<T: DeserializeOwned>(
+        &self,
+        request: ApiRequest,
+        what: &'static str,
+    ) -> Result<Vec<T>, Error> {
+        let mut items = Vec::new();
+        let mut start: usize = 0;
+        loop {
+            let page_request = request
+                .clone()
+                .query("start", start.to_string())
+                .query("limit", self.page_size.to_string());
+            let page: Page<T> = self.send_ok(&page_request).await?.json(what)?;
+            let n_results = page.results.len();
+            items.extend(page.results);
+            let has_next = page.links.is_some_and(|links| links.next.is_some());
+            if !has_next || n_results == 0 {
+                break;
+            }
+            start += n_results;
+        }
+        Ok(items)
+    }
+
+    /// A user by key or username, with its status; `None` on 404.
+    async fn find_user(&self, by: UserBy<'_>) -> Result<Option<Person>, Error> {
+        let request = ApiRequest::get("rest/api/user");
+        let request = match by {
+            UserBy::Key(key) => request.query("key", key),
+            UserBy::Name(name) => request.query("username", name),
+        };
+        let response = self.http.send(&request.query("expand", "status")).await?;
+        if response.status == 404 {
+            return Ok(None);
+        }
+        if !response.is_success() {
+            return Err(response.into_error());
+        }
+        response.json("user").map(Some)
+    }
+
+    async fn set_active(&self, account: AccountRef<'_>, active: bool) -> Result<Outcome, Error> {
+        // Read by key: an admin may have renamed the user since we last listed it.
+        let Some(person) = self.find_user(UserBy::Key(account.id)).await? else {
+            return Err(Error::NotFound {
+                product: Product::Confluence,
+                status: 404,
+                message: format!("no user with key {}", account.id),
+            });
+        };
+        if person.is_active() == Some(active) {
+            return Ok(Outcome::AlreadyDone);
+        }
+        let username = person.username.as_deref().unwrap_or(account.login);
+        let request = ApiRequest::new(Method::PUT, "rest/api/admin/user")
+            .segment(username)
+            .segment(if active { "enable" } else { "disable" });
+        self.send_ok(&request).await?;
+        Ok(Outcome::Applied)
+    }
+
+    /// Polls a long task until it finishes, doubling the wait up to a second.
+    async fn wait_for_long_task(&self, task_id: &str) -> Result<(), Error> {
+        let deadline = Instant::now() + self.settings.long_task_timeout;
+        let mut interval = self.settings.long_task_poll_interval;
+        loop {
+            let request = ApiRequest::get("rest/api/longtask").segment(task_id);
+            let task: LongTask = self.send_ok(&request).await?.json("long task")?;
+            if task.finished {
+                if task.successful.unwrap_or(true) {
+                    return Ok(());
+                }
+                return Err(Error::LongTask {
+                    product: Product::Confluence,
+                    task_id: task_id.to_owned(),
+                    message: task.message(),
+                });
+            }
+            if Instant::now() + interval > deadline {
+                return Err(Error::LongTask {
+                    product: Product::Confluence,
+                    task_id: task_id.to_owned(),
+                    message: format!(
+                        "not finished after {:?} ({}% done)",
+                        self.settings.long_task_timeout,
+                        task.percentage_complete.unwrap_or(0)
+                    ),
+                });
+            }
+            tokio::time::sleep(interval).await;
+            interval = (interval * 2).min(MAX_POLL_INTERVAL);
+        }
+    }
+}
+
+impl Directory for ConfluenceClient {
+    fn product(&self) -> Product {
+        Product::Confluence
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            can_deactivate: true,
+            can_rename: false,
+            lists_email: false,
+            async_delete: true,
+            nested_group_members: false,
+        }
+    }
+
+    async fn test_connection(&self) -> Result<ConnectionInfo, Error> {
+        let person: Person = self
+            .send_ok(&ApiRequest::get("rest/api/user/current"))
+            .await?
+            .json("user")?;
+        // An invalid token is not refused: Confluence answers as the anonymous user.
+        if person.kind.as_deref() == Some("anonymous") || person.username.is_none() {
+            return Err(Error::Unauthorized {
+                product: Product::Confluence,
+                status: 200,
+                message: "the credentials were not accepted: the current user is anonymous"
+                    .to_owned(),
+            });
+        }
+        Ok(ConnectionInfo {
+            product: Product::Confluence,
+            version: None,
+            user: person.username,
+        })
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<RemoteAccount>, Error> {
+        let request = ApiRequest::get("rest/api/user/list").query("expand", "status");
+        let people: Vec<Person> = self.all_pages(request, "user page").await?;
+        Ok(people
+            .into_iter()
+            .filter_map(Person::into_account)
+            .collect())
+    }
+
+    async fn list_groups(&self) -> Result<Vec<RemoteGroup>, Error> {
+        let groups: Vec<GroupJson> = self
+            .all_pages(ApiRequest::get("rest/api/group"), "group page")
+            .await?;
+        Ok(groups
+            .into_iter()
+            .map(|group| RemoteGroup {
+                name: group.name,
+                read_only: None,
+            })
+            .collect())
+    }
+
+    async fn list_members(&self, group: &str) -> Result<Vec<String>, Error> {
+        let request = ApiRequest::get("rest/api/group")
+            .segment(group)
+            .segment("member")
+            .query("expand", "status");
+        let people: Vec<Person> = self.all_pages(request, "member page").await?;
+        Ok(people
+            .into_iter()
+            .filter_map(|person| person.user_key)
+            .collect())
+    }
+
+    async fn create_account(&self, account: &NewAccount) -> Result<Created, Error> {
+        let response = self.http.send(&create_user_request(account)).await?;
+        if response.is_success() {
+            let created: CreatedUser = response.json("created user")?;
+            if let Some(user_key) = created.user_key {
+                return Ok(Created {
+                    id: user_key,
+                    outcome: Outcome::Applied,
+                });
+            }
+            let person = self.find_user(UserBy::Name(&account.login)).await?;
+            let Some(user_key) = person.and_then(|person| person.user_key) else {
+                return Err(Error::NotFound {
+                    product: Product::Confluence,
+                    status: 404,
+                    message: format!("user {} was created but cannot be read back", account.login),
+                });
+            };
+            return Ok(Created {
+                id: user_key,
+                outcome: Outcome::Applied,
+            });
+        }
+        if response.status == 409
+            && let Some(existing) = self.find_user(UserBy::Name(&account.login)).await?
+            && let Some(existing) = existing.into_account()
+        {
+            if !same_account(&existing, account) {
+                return Err(Error::Conflict {
+                    product: Product::Confluence,
+                    status: 409,
+                    message: format!("user {} exists with other details", account.login),
+                });
+            }
+            return Ok(Created {
+                id: existing.id,
+                outcome: Outcome::AlreadyDone,
+            });
+        }
+        Err(response.into_error())
+    }
+
+    async fn update_account(
+        &self,
+        account: AccountRef<'_>,
+        update: &AccountUpdate,
+    ) -> Result<Outcome, Error> {
+        if update.login.is_some() {
+            return Err(Error::Unsupported {
+                product: Product::Confluence,
+                operation: "rename a user",
+            });
+        }
+        let Some(request) = update_user_request(account.login, update) else {
+            return Ok(Outcome::AlreadyDone);
+        };
+        self.send_ok(&request).await?;
+        Ok(Outcome::Applied)
+    }
+
+    async fn deactivate_account(&self, account: AccountRef<'_>) -> Result<Outcome, Error> {
+        self.set_active(account, false).await
+    }
+
+    async fn reactivate_account(&self, account: AccountRef<'_>) -> Result<Outcome, Error> {
+        self.set_active(account, true).await
+    }
+
+    async fn delete_account(&self, account: AccountRef<'_>) -> Result<Outcome, Error> {
+        // Read by key first: with a stale username the delete would answer 404 and look done.
+        let Some(person) = self.find_user(UserBy::Key(account.id)).await? else {
+            return Ok(Outcome::AlreadyDone);
+        };
+        let username = person.username.as_deref().unwrap_or(account.login);
+        let request = ApiRequest::new(Method::DELETE, "rest/api/admin/user").segment(username);
+        let response = self.http.send(&request).await?;
+        match response.status {
+            404 => Ok(Outcome::AlreadyDone),
+            202 => {
+                let submission: LongTaskSubmission = response.json("long task submission")?;
+                self.wait_for_long_task(&submission.id).await?;
+                Ok(Outcome::Applied)
+            }
+            _ if response.is_success() => Ok(Outcome::Applied),
+            _ => Err(response.into_error()),
+        }
+    }
+
+    async fn create_group(&self, name: &str) -> Result<Outcome, Error> {
+        let request = ApiRequest::new(Method::POST, "rest/api/admin/group")
+            .json(json!({ "type": "group", "name": name }));
+        let response = self.http.send(&request).await?;
+        match response.status {
+            409 => Ok(Outcome::AlreadyDone),
+            _ if response.is_success() => Ok(Outcome::Applied),
+            _ => Err(response.into_error()),
+        }
+    }
+
+    async fn delete_group(&self, name: &str) -> Result<Outcome, Error> {
+        let request = ApiRequest::new(Method::DELETE, "rest/api/admin/group").segment(name);
+        let response = self.http.send(&request).await?;
+        match response.status {
+            404 => Ok(Outcome::AlreadyDone),
+            _ if response.is_success() => Ok(Outcome::Applied),
+            _ => Err(response.into_error()),
+        }
+    }
+
+    async fn add_member(&self, group: &str, account: AccountRef<'_>) -> Result<Outcome, Error> {
+        self.send_ok(&membership_request(Method::PUT, group, account.login))
+            .await?;
+        Ok(Outcome::Applied)
+    }
+
+    async fn remove_member(&self, group: &str, account: AccountRef<'_>) -> Result<Outcome, Error> {
+        let response = self
+            .http
+            .send(&membership_request(Method::DELETE, group, account.login))
+            .await?;
+        match response.status {
+            404 => Ok(Outcome::AlreadyDone),
+            _ if response.is_success() => Ok(Outcome::Applied),
+            _ => Err(response.into_error()),
+        }
+    }
+}
+
+/// `POST /rest/api/admin/user`; Confluence requires a password unless it emails an
+/// invitation, so a random one is sent when none is given.
+fn create_user_request(account: &NewAccount) -> ApiRequest {
+    let password = account.password.clone().unwrap_or_else(random_password);
+    ApiRequest::new(Method::POST, "rest/api/admin/user").json(json!({
+        "userName": account.login,
+        "fullName": account.display_name,
+        "email": account.email,
+        "password": password.expose(),
+        "notifyViaEmail": false,
+    }))
+}
+
+/// `PUT /rest/api/admin/user/{username}` with the changed fields; `None` when nothing
+/// changes.
+fn update_user_request(username: &str, update: &AccountUpdate) -> Option<ApiRequest> {
+    let mut body = serde_json::Map::new();
+    if let Some(display_name) = &update.display_name {
+        body.insert("fullName".into(), json!(display_name));
+    }
+    if let Some(email) = &update.email {
+        body.insert("email".into(), json!(email));
+    }
+    if body.is_empty() {
+        return None;
+    }
+    Some(
+        ApiRequest::new(Method::PUT, "rest/api/admin/user")
+            .segment(username)
+            .json(body.into()),
+    )
+}
+
+/// `PUT|DELETE /rest/api/user/{username}/group/{groupName}`.
+fn membership_request(method: Method, group: &str, username: &str) -> ApiRequest {
+    ApiRequest::new(method, "rest/api/user")
+        .segment(username)
+        .segment("group")
+        .segment(group)
+}
+
+#[derive(Clone, Copy)]
+enum UserBy<'a> {
+    Key(&'a str),
+    Name(&'a str),
+}
+
+#[derive(Deserialize)]
+struct Page<T> {
+    results: Vec<T>,
+    #[serde(rename = "_links")]
+    links: Option<PageLinks>,
+}
+
+#[derive(Deserialize)]
+struct PageLinks {
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Person {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    username: Option<String>,
+    user_key: Option<String>,
+    display_name: Option<String>,
+    /// With `expand=status`; the values seen are `Active` and `Deactivated` (the casing is
+    /// not documented, so it is compared case-insensitively).
+    status: Option<String>,
+}
+
+impl Person {
+    fn is_active(&self) -> Option<bool> {
+        let status = self.status.as_deref()?;
+        Some(
+            !["deactivated", "disabled", "inactive"]
+                .iter()
+                .any(|inactive| status.eq_ignore_ascii_case(inactive)),
+        )
+    }
+
+    fn into_account(self) -> Option<RemoteAccount> {
+        let active = self.is_active().unwrap_or(true);
+        Some(RemoteAccount {
+            id: self.user_key?,
+            login: self.username?,
+            display_name: self.display_name.unwrap_or_default(),
+            email: None,
+            active,
+            read_only: None,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct GroupJson {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreatedUser {
+    user_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LongTaskSubmission {
+    id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LongTask {
+    #[serde(default)]
+    finished: bool,
+    successful: Option<bool>,
+    percentage_complete: Option<u32>,
+    #[serde(default)]
+    messages: Vec<LongTaskMessage>,
+}
+
+impl LongTask {
+    fn message(&self) -> String {
+        let texts: Vec<&str> = self
+            .messages
+            .iter()
+            .filter_map(|message| message.translation.as_deref())
+            .collect();
+        if texts.is_empty() {
+            return "the task failed without a message".to_owned();
+        }
+        texts.join("; ")
+    }
+}
+
+#[derive(Deserialize)]
+struct LongTaskMessage {
+    translation: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Secret;
+
+    #[test]
+    fn create_request_sends_a_random_password_when_none_is_given() {
+        let request = create_user_request(&NewAccount {
+            login: "bob".into(),
+            display_name: "Bob".into(),
+            email: "bob@example.com".into(),
+            password: None,
+        });
+        let body = request.body.unwrap();
+        assert_eq!(body["userName"], "bob");
+        assert_eq!(body["notifyViaEmail"], false);
+        assert_eq!(body["password"].as_str().map(str::len), Some(24));
+    }
+
+    #[test]
+    fn create_request_keeps_a_given_password() {
+        let request = create_user_request(&NewAccount {
+            login: "bob".into(),
+            display_name: "Bob".into(),
+            email: "bob@example.com".into(),
+            password: Some(Secret::new("s3cret")),
+        });
+        assert_eq!(request.body.unwrap()["password"], "s3cret");
+    }
+
+    #[test]
+    fn membership_request_puts_names_in_path_segments() {
+        let request = membership_request(Method::PUT, "dev team", "bob");
+        assert_eq!(
+            request.segments,
+            ["rest", "api", "user", "bob", "group", "dev team"]
+        );
+    }
+
+    #[test]
+    fn person_status_deactivated_means_inactive() {
+        let person: Person = serde_json::from_value(json!({
+            "type": "known", "username": "bob", "userKey": "k1", "displayName": "Bob",
+            "status": "Deactivated"
+        }))
+        .unwrap();
+        assert_eq!(
+            person.into_account().map(|account| account.active),
+            Some(false)
+        );
+    }
+}

@@ -1,0 +1,648 @@
+//! The one HTTP layer the three clients share.
+//!
+//! Every request carries the auth header (`Bearer` PAT or `Basic`), `Accept` and, with a
+//! body, `Content-Type: application/json`, and `X-Atlassian-Token: no-check`. Requests wait
+//! for a slot of a semaphore (bounded concurrency) and then for the [`Pacer`], which keeps the
+//! request rate below what the product's `X-RateLimit-*` headers say it refills, so a client
+//! alone never provokes 429s. 429, 502, 503, 504 and transport errors are retried with
+//! backoff, honouring `Retry-After`; every other status goes back to the product module, which
+//! knows what it means for that call (a Jira 400 on "add member" is success).
+
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use reqwest::Method;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+use url::Url;
+
+use crate::config::{Auth, Connection};
+use crate::{Error, Product};
+
+/// Below the refill rate the product announces, so that timing jitter never empties its
+/// bucket.
+const PACE_SAFETY_FACTOR: f64 = 0.97;
+
+/// One request, built by a product module without IO.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ApiRequest {
+    pub(crate) method: Method,
+    /// Path segments below the endpoint, each percent-encoded on send.
+    pub(crate) segments: Vec<String>,
+    pub(crate) query: Vec<(&'static str, String)>,
+    pub(crate) body: Option<serde_json::Value>,
+}
+
+impl ApiRequest {
+    pub(crate) fn new(method: Method, path: &str) -> ApiRequest {
+        ApiRequest {
+            method,
+            segments: path.split('/').map(str::to_owned).collect(),
+            query: Vec::new(),
+            body: None,
+        }
+    }
+
+    pub(crate) fn get(path: &str) -> ApiRequest {
+        ApiRequest::new(Method::GET, path)
+    }
+
+    /// Appends one path segment, such as a user or group name, which may hold any character.
+    pub(crate) fn segment(mut self, segment: &str) -> ApiRequest {
+        self.segments.push(segment.to_owned());
+        self
+    }
+
+    pub(crate) fn query(mut self, name: &'static str, value: impl Into<String>) -> ApiRequest {
+        self.query.push((name, value.into()));
+        self
+    }
+
+    pub(crate) fn json(mut self, body: serde_json::Value) -> ApiRequest {
+        self.body = Some(body);
+        self
+    }
+
+    /// A short, secret-free description for logs and errors.
+    fn describe(&self) -> String {
+        format!("{} /{}", self.method, self.segments.join("/"))
+    }
+}
+
+/// A product's answer that was neither retried nor a transport error.
+#[derive(Debug)]
+pub(crate) struct ApiResponse {
+    pub(crate) status: u16,
+    pub(crate) body: bytes::Bytes,
+    product: Product,
+}
+
+impl ApiResponse {
+    pub(crate) fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    pub(crate) fn json<T: DeserializeOwned>(&self, what: &'static str) -> Result<T, Error> {
+        serde_json::from_slice(&self.body).map_err(|source| Error::Decode {
+            product: self.product,
+            what,
+            source,
+        })
+    }
+
+    /// The product's own error message from its error body (Jira `errorMessages`/`errors`,
+    /// Confluence `message`, Bitbucket `errors[].message`), else the start of the body.
+    pub(crate) fn message(&self) -> String {
+        error_message(self.product, &self.body)
+    }
+
+    /// The error this status means when the product module has nothing more specific to say.
+    pub(crate) fn into_error(self) -> Error {
+        let message = self.message();
+        let (product, status) = (self.product, self.status);
+        match status {
+            400 | 422 => Error::Validation {
+                product,
+                status,
+                message,
+            },
+            401 => Error::Unauthorized {
+                product,
+                status,
+                message,
+            },
+            402 => Error::LicenseLimit {
+                product,
+                status,
+                message,
+            },
+            403 => Error::Forbidden {
+                product,
+                status,
+                message,
+            },
+            404 => Error::NotFound {
+                product,
+                status,
+                message,
+            },
+            409 => Error::Conflict {
+                product,
+                status,
+                message,
+            },
+            _ => Error::UnexpectedStatus {
+                product,
+                status,
+                message,
+            },
+        }
+    }
+}
+
+/// The shared HTTP client of one product.
+pub(crate) struct Http {
+    product: Product,
+    client: reqwest::Client,
+    endpoint: Url,
+    authorization: HeaderValue,
+    slots: Semaphore,
+    max_concurrency: usize,
+    pacer: Pacer,
+    max_retries: u32,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl fmt::Debug for Http {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Http")
+            .field("product", &self.product)
+            .field("endpoint", &self.endpoint.as_str())
+            .field("max_retries", &self.max_retries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Http {
+    pub(crate) fn new(product: Product, connection: Connection) -> Result<Http, Error> {
+        connection.validate(product)?;
+        let config_error = |message: String| Error::Config { product, message };
+        let credentials = match &connection.auth {
+            Auth::Bearer(token) => format!("Bearer {}", token.expose()),
+            Auth::Basic { user, password } => {
+                let pair = format!("{user}:{}", password.expose());
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                )
+            }
+        };
+        let mut authorization = HeaderValue::from_str(&credentials)
+            .map_err(|_| config_error("credentials hold characters a header cannot".into()))?;
+        authorization.set_sensitive(true);
+        let mut default_headers = HeaderMap::new();
+        default_headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        default_headers.insert("X-Atlassian-Token", HeaderValue::from_static("no-check"));
+        let client = reqwest::Client::builder()
+            .default_headers(default_headers)
+            .timeout(connection.request_timeout)
+            .connect_timeout(connection.connect_timeout)
+            .pool_max_idle_per_host(connection.max_concurrency)
+            .build()
+            .map_err(|error| config_error(format!("cannot build the HTTP client: {error}")))?;
+        Ok(Http {
+            product,
+            client,
+            endpoint: connection.endpoint,
+            authorization,
+            slots: Semaphore::new(connection.max_concurrency),
+            max_concurrency: connection.max_concurrency,
+            pacer: Pacer::new(connection.max_requests_per_second),
+            max_retries: connection.max_retries,
+            initial_backoff: connection.initial_backoff,
+            max_backoff: connection.max_backoff,
+        })
+    }
+
+    /// The most requests in flight at once, for callers that fan out.
+    pub(crate) fn max_concurrency(&self) -> usize {
+        self.max_concurrency
+    }
+
+    fn url(&self, request: &ApiRequest) -> Url {
+        let mut url = self.endpoint.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().extend(&request.segments);
+        }
+        if !request.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(&request.query);
+        }
+        url
+    }
+
+    /// Sends `request`, retrying 429, 502, 503, 504 and transport errors, and answers any
+    /// other status for the product module to interpret.
+    pub(crate) async fn send(&self, request: &ApiRequest) -> Result<ApiResponse, Error> {
+        let url = self.url(request);
+        let body = request.body.as_ref().map(|body| body.to_string());
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let result = {
+                let _slot = self.slots.acquire().await;
+                let now = Instant::now();
+                let start_at = self.pacer.reserve(now);
+                if start_at > now {
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(start_at)).await;
+                }
+                let mut builder = self
+                    .client
+                    .request(request.method.clone(), url.clone())
+                    .header(AUTHORIZATION, self.authorization.clone());
+                if let Some(body) = &body {
+                    builder = builder
+                        .header(CONTENT_TYPE, "application/json")
+                        .body(body.clone());
+                }
+                let _in_flight = self.pacer.start();
+                let started = Instant::now();
+                let result = match builder.send().await {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        let headers = response.headers().clone();
+                        response.bytes().await.map(|body| (status, headers, body))
+                    }
+                    Err(error) => Err(error),
+                };
+                if let Ok((status, headers, _)) = &result {
+                    self.pacer.observe(Instant::now(), headers);
+                    tracing::debug!(
+                        product = %self.product,
+                        request = %request.describe(),
+                        status,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "Request answered."
+                    );
+                }
+                result
+            };
+            let can_retry = attempt <= self.max_retries;
+            let wait = match result {
+                Ok((status, headers, body)) => {
+                    let retry_after = retry_after(&headers);
+                    let retryable = matches!(status, 429 | 502 | 503 | 504);
+                    if !retryable {
+                        return Ok(ApiResponse {
+                            status,
+                            body,
+                            product: self.product,
+                        });
+                    }
+                    let message = error_message(self.product, &body);
+                    if !can_retry {
+                        return Err(if status == 429 {
+                            Error::RateLimited {
+                                product: self.product,
+                                attempts: attempt,
+                                retry_after,
+                                message,
+                            }
+                        } else {
+                            Error::Unavailable {
+                                product: self.product,
+                                attempts: attempt,
+                                status,
+                                message,
+                            }
+                        });
+                    }
+                    let wait = retry_after
+                        .unwrap_or_else(|| self.backoff(attempt))
+                        .min(self.max_backoff);
+                    if status == 429 {
+                        self.pacer.pause(Instant::now(), wait);
+                    }
+                    tracing::warn!(
+                        product = %self.product,
+                        request = %request.describe(),
+                        status,
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        "Retrying after a temporary failure."
+                    );
+                    wait
+                }
+                Err(source) => {
+                    if !can_retry {
+                        return Err(Error::Transport {
+                            product: self.product,
+                            attempts: attempt,
+                            source,
+                        });
+                    }
+                    let wait = self.backoff(attempt);
+                    tracing::warn!(
+                        product = %self.product,
+                        request = %request.describe(),
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        error = %source,
+                        "Retrying after a transport error."
+                    );
+                    wait
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Exponential backoff with jitter: between half and all of `initial * 2^(attempt-1)`.
+    fn backoff(&self, attempt: u32) -> Duration {
+        use rand::Rng;
+        let full = self
+            .initial_backoff
+            .saturating_mul(1u32 << (attempt - 1).min(16))
+            .min(self.max_backoff);
+        let half = full / 2;
+        half + full.mul_f64(rand::rng().random_range(0.0..0.5))
+    }
+}
+
+/// `Retry-After` in whole seconds (the form the Data Center products send).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
+fn header_number(headers: &HeaderMap, name: &str) -> Option<f64> {
+    let value: f64 = headers.get(name)?.to_str().ok()?.trim().parse().ok()?;
+    value.is_finite().then_some(value)
+}
+
+/// The product's message from its documented error body, or the start of the body.
+fn error_message(product: Product, body: &[u8]) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let mut messages: Vec<String> = Vec::new();
+    if let Some(value) = &parsed {
+        match product {
+            Product::Jira => {
+                if let Some(list) = value.get("errorMessages").and_then(|v| v.as_array()) {
+                    messages.extend(list.iter().filter_map(|m| m.as_str()).map(str::to_owned));
+                }
+                if let Some(fields) = value.get("errors").and_then(|v| v.as_object()) {
+                    messages.extend(fields.iter().map(|(field, message)| {
+                        format!("{field}: {}", message.as_str().unwrap_or_default())
+                    }));
+                }
+            }
+            Product::Confluence => {
+                if let Some(message) = value.get("message").and_then(|v| v.as_str()) {
+                    messages.push(message.to_owned());
+                }
+                if let Some(list) = value.pointer("/data/errors").and_then(|v| v.as_array()) {
+                    messages.extend(
+                        list.iter()
+                            .filter_map(|e| e.pointer("/message/translation"))
+                            .filter_map(|m| m.as_str())
+                            .map(str::to_owned),
+                    );
+                }
+            }
+            Product::Bitbucket => {
+                if let Some(list) = value.get("errors").and_then(|v| v.as_array()) {
+                    messages.extend(
+                        list.iter()
+                            .filter_map(|e| e.get("message"))
+                            .filter_map(|m| m.as_str())
+                            .map(str::to_owned),
+                    );
+                }
+            }
+        }
+    }
+    if !messages.is_empty() {
+        return messages.join("; ");
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return "(empty body)".to_owned();
+    }
+    text.chars().take(300).collect()
+}
+
+/// Spaces requests out so that the product's token bucket never runs dry.
+///
+/// It mirrors the product's bucket: it learns the refill rate from `X-RateLimit-FillRate` /
+/// `X-RateLimit-Interval-Seconds` and the size from `X-RateLimit-Limit`, refills its own
+/// tokens a little slower than the product does, and never believes it has more tokens than
+/// the product's last `X-RateLimit-Remaining` minus the requests still in flight. Tokens may
+/// go negative: each reservation then starts one refill interval after the previous one. A
+/// 429 pauses every request until its `Retry-After` has passed.
+struct Pacer {
+    state: Mutex<PacerState>,
+    in_flight: AtomicUsize,
+}
+
+struct PacerState {
+    /// Our own ceiling, requests per second.
+    configured_rate: Option<f64>,
+    /// The product's refill rate (already reduced by the safety factor) and bucket size.
+    learned: Option<(f64, f64)>,
+    tokens: f64,
+    /// The instant `tokens` is valid at; in the future while paused.
+    updated: Instant,
+}
+
+/// Counts a request as in flight until dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Pacer {
+    fn new(configured_rate: Option<f64>) -> Pacer {
+        Pacer {
+            state: Mutex::new(PacerState {
+                configured_rate,
+                learned: None,
+                tokens: configured_rate.unwrap_or(1.0).max(1.0),
+                updated: Instant::now(),
+            }),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn start(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(&self.in_flight)
+    }
+
+    /// When the next request may start.
+    fn reserve(&self, now: Instant) -> Instant {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some((rate, capacity)) = state.rate_and_capacity() else {
+            return state.updated.max(now);
+        };
+        state.refill(now, rate, capacity);
+        state.tokens -= 1.0;
+        if state.tokens >= 0.0 {
+            return state.updated.max(now);
+        }
+        state.updated.max(now) + Duration::from_secs_f64(-state.tokens / rate)
+    }
+
+    /// Learns from a response's `X-RateLimit-*` headers.
+    fn observe(&self, now: Instant, headers: &HeaderMap) {
+        let fill_rate = header_number(headers, "X-RateLimit-FillRate");
+        let interval = header_number(headers, "X-RateLimit-Interval-Seconds");
+        let limit = header_number(headers, "X-RateLimit-Limit");
+        let remaining = header_number(headers, "X-RateLimit-Remaining");
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let (Some(fill_rate), Some(interval)) = (fill_rate, interval)
+            && fill_rate > 0.0
+            && interval > 0.0
+        {
+            let rate = fill_rate / interval * PACE_SAFETY_FACTOR;
+            let capacity = limit.unwrap_or(fill_rate).max(1.0);
+            state.learned = Some((rate, capacity));
+        }
+        if let Some(remaining) = remaining
+            && let Some((rate, capacity)) = state.rate_and_capacity()
+        {
+            state.refill(now, rate, capacity);
+            let in_flight = self.in_flight.load(Ordering::Relaxed) as f64;
+            // The answering request is still counted as in flight, and its token is already
+            // out of `remaining`.
+            let allowed = remaining - (in_flight - 1.0).max(0.0);
+            state.tokens = state.tokens.min(allowed);
+        }
+    }
+
+    /// Holds every request back until `wait` has passed.
+    fn pause(&self, now: Instant, wait: Duration) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((rate, capacity)) = state.rate_and_capacity() {
+            state.refill(now, rate, capacity);
+        }
+        state.tokens = state.tokens.min(0.0);
+        state.updated = state.updated.max(now + wait);
+    }
+}
+
+impl PacerState {
+    fn rate_and_capacity(&self) -> Option<(f64, f64)> {
+        match (self.learned, self.configured_rate) {
+            (Some((rate, capacity)), Some(configured)) => {
+                Some((rate.min(configured), capacity.min(configured.max(1.0))))
+            }
+            (Some(learned), None) => Some(learned),
+            (None, Some(configured)) => Some((configured, configured.max(1.0))),
+            (None, None) => None,
+        }
+    }
+
+    fn refill(&mut self, now: Instant, rate: f64, capacity: f64) {
+        if now <= self.updated {
+            return;
+        }
+        let elapsed = (now - self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(capacity);
+        self.updated = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn pacer_lets_requests_through_at_once_when_nothing_is_known() {
+        let pacer = Pacer::new(None);
+        let now = Instant::now();
+        assert_eq!(pacer.reserve(now), now);
+        assert_eq!(pacer.reserve(now), now);
+    }
+
+    #[test]
+    fn pacer_spaces_requests_at_the_announced_fill_rate_once_the_bucket_is_empty() {
+        let pacer = Pacer::new(None);
+        let now = Instant::now();
+        pacer.observe(
+            now,
+            &headers(&[
+                ("X-RateLimit-Limit", "10"),
+                ("X-RateLimit-Remaining", "0"),
+                ("X-RateLimit-FillRate", "10"),
+                ("X-RateLimit-Interval-Seconds", "1"),
+            ]),
+        );
+        let first = pacer.reserve(now);
+        let second = pacer.reserve(now);
+        let gap = (second - first).as_secs_f64();
+        let expected = 1.0 / (10.0 * PACE_SAFETY_FACTOR);
+        assert!(
+            (gap - expected).abs() < 1e-6,
+            "gap {gap}, expected {expected}"
+        );
+    }
+
+    #[test]
+    fn pacer_spends_the_remaining_tokens_before_pacing() {
+        let pacer = Pacer::new(None);
+        let now = Instant::now();
+        pacer.observe(
+            now,
+            &headers(&[
+                ("X-RateLimit-Limit", "100"),
+                ("X-RateLimit-Remaining", "5"),
+                ("X-RateLimit-FillRate", "100"),
+                ("X-RateLimit-Interval-Seconds", "1"),
+            ]),
+        );
+        for _ in 0..5 {
+            assert_eq!(pacer.reserve(now), now);
+        }
+        assert!(pacer.reserve(now) > now);
+    }
+
+    #[test]
+    fn pacer_holds_everything_back_during_a_pause() {
+        let pacer = Pacer::new(None);
+        let now = Instant::now();
+        pacer.pause(now, Duration::from_secs(2));
+        assert!(pacer.reserve(now) >= now + Duration::from_secs(2));
+    }
+
+    #[test]
+    fn pacer_never_exceeds_the_configured_rate() {
+        let pacer = Pacer::new(Some(4.0));
+        let now = Instant::now();
+        let starts: Vec<Instant> = (0..12).map(|_| pacer.reserve(now)).collect();
+        let last = *starts.last().unwrap();
+        // Four may start at once (the bucket), the next eight take two seconds.
+        assert!(last >= now + Duration::from_millis(1999));
+    }
+
+    #[test]
+    fn error_messages_are_read_from_each_products_error_shape() {
+        let jira = br#"{"errorMessages":["boom"],"errors":{"username":"taken"}}"#;
+        assert_eq!(error_message(Product::Jira, jira), "boom; username: taken");
+        let confluence = br#"{"statusCode":404,"data":{"authorized":false,"valid":false,"errors":[],"successful":false},"message":"no user","reason":"Not Found"}"#;
+        assert_eq!(error_message(Product::Confluence, confluence), "no user");
+        let bitbucket = br#"{"errors":[{"context":null,"message":"gone","exceptionName":"x"}]}"#;
+        assert_eq!(error_message(Product::Bitbucket, bitbucket), "gone");
+        assert_eq!(error_message(Product::Jira, b"  "), "(empty body)");
+    }
+}

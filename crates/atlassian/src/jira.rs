@@ -1,0 +1,644 @@
+//! The Jira Data Center client (REST v2, `/rest/api/2`).
+//!
+//! Jira's particulars, from the reference:
+//! - The stable id is the user key (`key`); writes address users by `key=` where Jira
+//!   accepts it and by username where it does not (memberships).
+//! - Listing every user: `/user/list` with a cursor from 10.3 on; before that only
+//!   `/user/search`, which stops at the first 1,000 users, so the client searches by prefix
+//!   and splits every prefix that hits the cap ([`UserListing`]).
+//! - Groups come from `/groups/picker`, which has no paging and is capped by a server
+//!   property: a query whose `total` exceeds what came back is split by appending characters.
+//! - An add of an existing member answers 400, and so does a create of an existing user or
+//!   group: the client then reads the current state and answers [`Outcome::AlreadyDone`].
+//! - `group/member` includes members of nested groups.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::StreamExt;
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+use crate::config::{Connection, JiraSettings, UserListing};
+use crate::http::{ApiRequest, ApiResponse, Http};
+use crate::{
+    AccountRef, AccountUpdate, Capabilities, ConnectionInfo, Created, Directory, Error, NewAccount,
+    Outcome, Product, RemoteAccount, RemoteGroup, same_account,
+};
+
+/// `/user/search` answers at most this many users, from the first of all users on (Jira 9.x).
+const SEARCH_CAP: usize = 1000;
+/// `/user/list`'s documented default page.
+const USER_LIST_PAGE: u32 = 2000;
+/// `group/member`'s default and largest page.
+const MEMBER_PAGE: u32 = 50;
+/// What we ask `groups/picker` for; the server may cap it lower.
+const PICKER_MAX_RESULTS: u32 = 1000;
+/// The first character of a prefix search; `.` is left out because a lone `.` matches
+/// everyone.
+const FIRST_PREFIX_CHARS: &str = "abcdefghijklmnopqrstuvwxyz0123456789_-@+'";
+/// Characters appended to a prefix (or group query) that hit a cap.
+const NEXT_PREFIX_CHARS: &str = "abcdefghijklmnopqrstuvwxyz0123456789._-@+' ";
+/// Beyond this many characters a capped prefix is an error rather than split again.
+const MAX_PREFIX_LEN: usize = 12;
+
+/// A Jira Data Center client.
+#[derive(Debug)]
+pub struct JiraClient {
+    http: Http,
+    settings: JiraSettings,
+    page_size: Option<u32>,
+    /// The listing flavour, resolved from `serverInfo` once when configured as `Auto`.
+    listing: OnceCell<UserListing>,
+}
+
+impl JiraClient {
+    /// Builds the client; validates the settings and does no IO.
+    pub fn new(connection: Connection, settings: JiraSettings) -> Result<JiraClient, Error> {
+        let page_size = connection.page_size;
+        Ok(JiraClient {
+            http: Http::new(Product::Jira, connection)?,
+            settings,
+            page_size,
+            listing: OnceCell::new(),
+        })
+    }
+
+    /// The user-listing flavour in use: the configured one, or the one `serverInfo` implies.
+    pub async fn user_listing(&self) -> Result<UserListing, Error> {
+        if self.settings.user_listing != UserListing::Auto {
+            return Ok(self.settings.user_listing);
+        }
+        let listing = self
+            .listing
+            .get_or_try_init(|| async {
+                let info = self.server_info().await?;
+                let cursor = info.version_numbers.as_slice() >= [10, 3].as_slice();
+                Ok::<_, Error>(if cursor {
+                    UserListing::Cursor
+                } else {
+                    UserListing::PrefixSearch
+                })
+            })
+            .await?;
+        Ok(*listing)
+    }
+
+    async fn server_info(&self) -> Result<ServerInfo, Error> {
+        let response = self
+            .http
+            .send(&ApiRequest::get("rest/api/2/serverInfo"))
+            .await?;
+        if !response.is_success() {
+            return Err(response.into_error());
+        }
+        response.json("serverInfo")
+    }
+
+    async fn send_ok(&self, request: &ApiRequest) -> Result<ApiResponse, Error> {
+        let response = self.http.send(request).await?;
+        if !response.is_success() {
+            return Err(response.into_error());
+        }
+        Ok(response)
+    }
+
+    /// A user by username or key; `None` when Jira answers 404.
+    async fn find_user(
+        &self,
+        by: UserBy<'_>,
+        expand_groups: bool,
+    ) -> Result<Option<UserBean>, Error> {
+        let mut request = ApiRequest::get("rest/api/2/user");
+        request = match by {
+            UserBy::Name(name) => request.query("username", name),
+            UserBy::Key(key) => request.query("key", key),
+        };
+        if expand_groups {
+            request = request.query("expand", "groups");
+        }
+        let response = self.http.send(&request).await?;
+        if response.status == 404 {
+            return Ok(None);
+        }
+        if !response.is_success() {
+            return Err(response.into_error());
+        }
+        response.json("user").map(Some)
+    }
+
+    async fn is_member(&self, group: &str, login: &str) -> Result<bool, Error> {
+        let Some(user) = self.find_user(UserBy::Name(login), true).await? else {
+            return Ok(false);
+        };
+        Ok(user.groups.is_some_and(|groups| {
+            groups
+                .items
+                .iter()
+                .any(|g| g.name.eq_ignore_ascii_case(group))
+        }))
+    }
+
+    async fn group_exists(&self, name: &str) -> Result<bool, Error> {
+        let request = ApiRequest::get("rest/api/2/group/member")
+            .query("groupname", name)
+            .query("maxResults", "1");
+        let response = self.http.send(&request).await?;
+        match response.status {
+            404 => Ok(false),
+            _ if response.is_success() => Ok(true),
+            _ => Err(response.into_error()),
+        }
+    }
+
+    async fn list_accounts_with_cursor(&self) -> Result<Vec<RemoteAccount>, Error> {
+        let page_size = self.page_size.unwrap_or(USER_LIST_PAGE);
+        let mut accounts = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut request =
+                ApiRequest::get("rest/api/2/user/list").query("maxResults", page_size.to_string());
+            if let Some(cursor) = &cursor {
+                request = request.query("cursor", cursor.clone());
+            }
+            let page: UserListPage = self.send_ok(&request).await?.json("user list page")?;
+            let n_values = page.values.len();
+            accounts.extend(page.values.into_iter().map(UserBean::into_account));
+            match page.next_cursor {
+                Some(next) if !page.is_last && n_values > 0 => cursor = Some(next),
+                _ => break,
+            }
+        }
+        Ok(accounts)
+    }
+
+    /// One `/user/search` call; `true` when it hit the cap and may have left users out.
+    async fn search_users(&self, query: &str) -> Result<(Vec<UserBean>, bool), Error> {
+        let request = ApiRequest::get("rest/api/2/user/search")
+            .query("username", query)
+            .query("startAt", "0")
+            .query("maxResults", SEARCH_CAP.to_string())
+            .query("includeActive", "true")
+            .query("includeInactive", "true");
+        let users: Vec<UserBean> = self.send_ok(&request).await?.json("user search")?;
+        let capped = users.len() >= SEARCH_CAP;
+        Ok((users, capped))
+    }
+
+    async fn list_accounts_by_prefix(&self) -> Result<Vec<RemoteAccount>, Error> {
+        let mut by_key: BTreeMap<String, RemoteAccount> = BTreeMap::new();
+        let add = |users: Vec<UserBean>, by_key: &mut BTreeMap<String, RemoteAccount>| {
+            for user in users {
+                let account = user.into_account();
+                by_key.insert(account.id.clone(), account);
+            }
+        };
+        let (everyone, capped) = self.search_users(".").await?;
+        add(everyone, &mut by_key);
+        if !capped {
+            return Ok(by_key.into_values().collect());
+        }
+        let mut prefixes: Vec<String> = FIRST_PREFIX_CHARS.chars().map(String::from).collect();
+        while !prefixes.is_empty() {
+            let results: Vec<(String, Result<(Vec<UserBean>, bool), Error>)> =
+                futures::stream::iter(prefixes.drain(..).map(|prefix| async move {
+                    let result = self.search_users(&prefix).await;
+                    (prefix, result)
+                }))
+                .buffer_unordered(self.http.max_concurrency())
+                .collect()
+                .await;
+            let mut next_prefixes = Vec::new();
+            for (prefix, result) in results {
+                let (users, capped) = result?;
+                add(users, &mut by_key);
+                if !capped {
+                    continue;
+                }
+                if prefix.chars().count() >= MAX_PREFIX_LEN {
+                    return Err(Error::UnexpectedStatus {
+                        product: Product::Jira,
+                        status: 200,
+                        message: format!(
+                            "more than {SEARCH_CAP} users match the prefix {prefix:?}; cannot list them all with user search"
+                        ),
+                    });
+                }
+                // A user whose every searched field ends exactly at the prefix matches none
+                // of the longer prefixes.
+                if let Some(user) = self.find_user(UserBy::Name(&prefix), false).await? {
+                    add(vec![user], &mut by_key);
+                }
+                next_prefixes.extend(NEXT_PREFIX_CHARS.chars().map(|c| format!("{prefix}{c}")));
+            }
+            prefixes = next_prefixes;
+        }
+        Ok(by_key.into_values().collect())
+    }
+
+    /// One `groups/picker` call: the names, and whether `total` says some were left out.
+    async fn pick_groups(&self, query: &str) -> Result<(Vec<String>, bool), Error> {
+        let request = ApiRequest::get("rest/api/2/groups/picker")
+            .query("query", query)
+            .query("maxResults", PICKER_MAX_RESULTS.to_string());
+        let picked: GroupPicker = self.send_ok(&request).await?.json("group picker")?;
+        let capped = picked.total > picked.groups.len() as u64;
+        Ok((picked.groups.into_iter().map(|g| g.name).collect(), capped))
+    }
+}
+
+impl Directory for JiraClient {
+    fn product(&self) -> Product {
+        Product::Jira
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            can_deactivate: true,
+            can_rename: true,
+            lists_email: true,
+            async_delete: false,
+            nested_group_members: true,
+        }
+    }
+
+    async fn test_connection(&self) -> Result<ConnectionInfo, Error> {
+        let myself: UserBean = self
+            .send_ok(&ApiRequest::get("rest/api/2/myself"))
+            .await?
+            .json("user")?;
+        let info = self.server_info().await?;
+        Ok(ConnectionInfo {
+            product: Product::Jira,
+            version: info.version,
+            user: Some(myself.name),
+        })
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<RemoteAccount>, Error> {
+        match self.user_listing().await? {
+            UserListing::Cursor => self.list_accounts_with_cursor().await,
+            UserListing::PrefixSearch | UserListing::Auto => self.list_accounts_by_prefix().await,
+        }
+    }
+
+    async fn list_groups(&self) -> Result<Vec<RemoteGroup>, Error> {
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        let mut queries = vec![String::new()];
+        while !queries.is_empty() {
+            let mut next_queries = Vec::new();
+            for query in queries.drain(..) {
+                let (picked, capped) = self.pick_groups(&query).await?;
+                names.extend(picked);
+                if !capped {
+                    continue;
+                }
+                if query.chars().count() >= MAX_PREFIX_LEN {
+                    return Err(Error::UnexpectedStatus {
+                        product: Product::Jira,
+                        status: 200,
+                        message: format!(
+                            "the group picker keeps capping the query {query:?}; cannot list every group"
+                        ),
+                    });
+                }
+                if !query.is_empty() && self.group_exists(&query).await? {
+                    names.insert(query.clone());
+                }
+                next_queries.extend(NEXT_PREFIX_CHARS.chars().map(|c| format!("{query}{c}")));
+            }
+            queries = next_queries;
+        }
+        Ok(names
+            .into_iter()
+            .map(|name| RemoteGroup {
+                name,
+                read_only: None,
+            })
+            .collect())
+    }
+
+    async fn list_members(&self, group: &str) -> Result<Vec<String>, Error> {
+        let page_size = self.page_size.unwrap_or(MEMBER_PAGE).min(MEMBER_PAGE);
+        let mut members = Vec::new();
+        let mut start_at: usize = 0;
+        loop {
+            let request = ApiRequest::get("rest/api/2/group/member")
+                .query("groupname", group)
+                .query("includeInactiveUsers", "true")
+                .query("startAt", start_at.to_string())
+                .query("maxResults", page_size.to_string());
+            let page: MemberPage = self.send_ok(&request).await?.json("group member page")?;
+            let n_values = page.values.len();
+            members.extend(
+                page.values
+                    .into_iter()
+                    .map(|user| user.key.unwrap_or(user.name)),
+            );
+            if page.is_last || n_values == 0 {
+                break;
+            }
+            start_at += n_values;
+        }
+        Ok(members)
+    }
+
+    async fn create_account(&self, account: &NewAccount) -> Result<Created, Error> {
+        let response = self.http.send(&create_user_request(account)).await?;
+        if response.is_success() {
+            let user: UserBean = response.json("user")?;
+            return Ok(Created {
+                id: user.key.unwrap_or(user.name),
+                outcome: Outcome::Applied,
+            });
+        }
+        // Jira answers 400 for an existing username, as for any other validation error.
+        if response.status == 400
+            && let Some(existing) = self.find_user(UserBy::Name(&account.login), false).await?
+        {
+            let existing = existing.into_account();
+            if !same_account(&existing, account) {
+                return Err(Error::Conflict {
+                    product: Product::Jira,
+                    status: response.status,
+                    message: format!(
+                        "user {} exists with other details ({})",
+                        account.login,
+                        response.message()
+                    ),
+                });
+            }
+            return Ok(Created {
+                id: existing.id,
+                outcome: Outcome::AlreadyDone,
+            });
+        }
+        Err(response.into_error())
+    }
+
+    async fn update_account(
+        &self,
+        account: AccountRef<'_>,
+        update: &AccountUpdate,
+    ) -> Result<Outcome, Error> {
+        let Some(request) = update_user_request(account, update) else {
+            return Ok(Outcome::AlreadyDone);
+        };
+        self.send_ok(&request).await?;
+        Ok(Outcome::Applied)
+    }
+
+    async fn deactivate_account(&self, account: AccountRef<'_>) -> Result<Outcome, Error> {
+        set_active(self, account, false).await
+    }
+
+    async fn reactivate_account(&self, account: AccountRef<'_>) -> Result<Outcome, Error> {
+        set_active(self, account, true).await
+    }
+
+    async fn delete_account(&self, account: AccountRef<'_>) -> Result<Outcome, Error> {
+        let request = ApiRequest::new(Method::DELETE, "rest/api/2/user").query("key", account.id);
+        let response = self.http.send(&request).await?;
+        match response.status {
+            404 => Ok(Outcome::AlreadyDone),
+            _ if response.is_success() => Ok(Outcome::Applied),
+            _ => Err(response.into_error()),
+        }
+    }
+
+    async fn create_group(&self, name: &str) -> Result<Outcome, Error> {
+        let request =
+            ApiRequest::new(Method::POST, "rest/api/2/group").json(json!({ "name": name }));
+        let response = self.http.send(&request).await?;
+        if response.is_success() {
+            return Ok(Outcome::Applied);
+        }
+        if response.status == 400 && self.group_exists(name).await? {
+            return Ok(Outcome::AlreadyDone);
+        }
+        Err(response.into_error())
+    }
+
+    async fn delete_group(&self, name: &str) -> Result<Outcome, Error> {
+        let request = ApiRequest::new(Method::DELETE, "rest/api/2/group").query("groupname", name);
+        let response = self.http.send(&request).await?;
+        match response.status {
+            404 => Ok(Outcome::AlreadyDone),
+            _ if response.is_success() => Ok(Outcome::Applied),
+            _ => Err(response.into_error()),
+        }
+    }
+
+    async fn add_member(&self, group: &str, account: AccountRef<'_>) -> Result<Outcome, Error> {
+        let request = ApiRequest::new(Method::POST, "rest/api/2/group/user")
+            .query("groupname", group)
+            .json(json!({ "name": account.login }));
+        let response = self.http.send(&request).await?;
+        if response.is_success() {
+            return Ok(Outcome::Applied);
+        }
+        // "Already a member" is a 400, like an empty name.
+        if response.status == 400 && self.is_member(group, account.login).await? {
+            return Ok(Outcome::AlreadyDone);
+        }
+        Err(response.into_error())
+    }
+
+    async fn remove_member(&self, group: &str, account: AccountRef<'_>) -> Result<Outcome, Error> {
+        let request = ApiRequest::new(Method::DELETE, "rest/api/2/group/user")
+            .query("groupname", group)
+            .query("username", account.login);
+        let response = self.http.send(&request).await?;
+        match response.status {
+            404 => Ok(Outcome::AlreadyDone),
+            400 if !self.is_member(group, account.login).await? => Ok(Outcome::AlreadyDone),
+            _ if response.is_success() => Ok(Outcome::Applied),
+            _ => Err(response.into_error()),
+        }
+    }
+}
+
+/// Deactivation and reactivation: read the user, then `PUT {"name", "active"}` unless it is
+/// already in that state (Jira 8.3+).
+async fn set_active(
+    client: &JiraClient,
+    account: AccountRef<'_>,
+    active: bool,
+) -> Result<Outcome, Error> {
+    let Some(user) = client.find_user(UserBy::Key(account.id), false).await? else {
+        return Err(Error::NotFound {
+            product: Product::Jira,
+            status: 404,
+            message: format!("no user with key {}", account.id),
+        });
+    };
+    if user.active == active {
+        return Ok(Outcome::AlreadyDone);
+    }
+    let request = ApiRequest::new(Method::PUT, "rest/api/2/user")
+        .query("key", account.id)
+        .json(json!({ "name": user.name, "active": active }));
+    client.send_ok(&request).await?;
+    Ok(Outcome::Applied)
+}
+
+/// `POST /rest/api/2/user`; without a password Jira picks a random one.
+fn create_user_request(account: &NewAccount) -> ApiRequest {
+    let mut body = json!({
+        "name": account.login,
+        "emailAddress": account.email,
+        "displayName": account.display_name,
+    });
+    if let Some(password) = &account.password {
+        body["password"] = json!(password.expose());
+    }
+    ApiRequest::new(Method::POST, "rest/api/2/user").json(body)
+}
+
+/// `PUT /rest/api/2/user?key=…` with only the changed fields plus `name` (older Jira rejects
+/// bodies without it); `None` when nothing changes.
+fn update_user_request(account: AccountRef<'_>, update: &AccountUpdate) -> Option<ApiRequest> {
+    if update == &AccountUpdate::default() {
+        return None;
+    }
+    let mut body = json!({ "name": update.login.as_deref().unwrap_or(account.login) });
+    if let Some(display_name) = &update.display_name {
+        body["displayName"] = json!(display_name);
+    }
+    if let Some(email) = &update.email {
+        body["emailAddress"] = json!(email);
+    }
+    Some(
+        ApiRequest::new(Method::PUT, "rest/api/2/user")
+            .query("key", account.id)
+            .json(body),
+    )
+}
+
+#[derive(Clone, Copy)]
+enum UserBy<'a> {
+    Name(&'a str),
+    Key(&'a str),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserBean {
+    key: Option<String>,
+    name: String,
+    display_name: Option<String>,
+    email_address: Option<String>,
+    #[serde(default = "default_active")]
+    active: bool,
+    groups: Option<UserGroups>,
+}
+
+fn default_active() -> bool {
+    true
+}
+
+impl UserBean {
+    fn into_account(self) -> RemoteAccount {
+        RemoteAccount {
+            id: self.key.unwrap_or_else(|| self.name.clone()),
+            display_name: self.display_name.unwrap_or_default(),
+            login: self.name,
+            email: self.email_address,
+            active: self.active,
+            read_only: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct UserGroups {
+    #[serde(default)]
+    items: Vec<GroupName>,
+}
+
+#[derive(Deserialize)]
+struct GroupName {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserListPage {
+    values: Vec<UserBean>,
+    is_last: bool,
+    next_cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberPage {
+    values: Vec<UserBean>,
+    is_last: bool,
+}
+
+#[derive(Deserialize)]
+struct GroupPicker {
+    total: u64,
+    groups: Vec<GroupName>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ServerInfo {
+    version: Option<String>,
+    #[serde(default)]
+    version_numbers: Vec<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account() -> AccountRef<'static> {
+        AccountRef {
+            id: "JIRAUSER10000",
+            login: "alice",
+        }
+    }
+
+    #[test]
+    fn create_request_sends_name_email_and_display_name_without_a_password_by_default() {
+        let request = create_user_request(&NewAccount {
+            login: "alice".into(),
+            display_name: "Alice".into(),
+            email: "alice@example.com".into(),
+            password: None,
+        });
+        assert_eq!(request.method, Method::POST);
+        assert_eq!(request.segments, ["rest", "api", "2", "user"]);
+        assert_eq!(
+            request.body,
+            Some(
+                json!({"name": "alice", "emailAddress": "alice@example.com", "displayName": "Alice"})
+            )
+        );
+    }
+
+    #[test]
+    fn update_request_addresses_the_key_and_always_carries_a_name() {
+        let update = AccountUpdate {
+            email: Some("new@example.com".into()),
+            ..AccountUpdate::default()
+        };
+        let request = update_user_request(account(), &update).unwrap();
+        assert_eq!(request.query, [("key", "JIRAUSER10000".to_owned())]);
+        assert_eq!(
+            request.body,
+            Some(json!({"name": "alice", "emailAddress": "new@example.com"}))
+        );
+    }
+
+    #[test]
+    fn update_request_is_none_when_nothing_changes() {
+        assert_eq!(
+            update_user_request(account(), &AccountUpdate::default()),
+            None
+        );
+    }
+}

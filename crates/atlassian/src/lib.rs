@@ -1,0 +1,567 @@
+//! Clients for Jira, Confluence and Bitbucket Data Center behind one [`Directory`] trait.
+//!
+//! The applier sees every product through [`Directory`]: list the accounts, groups and
+//! memberships ([`Directory::fetch_state`]), then create, update, deactivate, reactivate and
+//! delete accounts, create and delete groups, and add and remove memberships. Every write is
+//! idempotent: "already exists with the same data", "already a member" and "already inactive"
+//! answer [`Outcome::AlreadyDone`], so a redelivered change set never fails or duplicates.
+//!
+//! The products differ, and the differences are in the types instead of hidden:
+//! - [`Capabilities`] says what a product can do. Bitbucket cannot deactivate
+//!   (`can_deactivate == false`: [`Directory::deactivate_account`] answers
+//!   [`Error::Unsupported`]); Confluence cannot rename; Confluence deletes asynchronously.
+//! - [`RemoteAccount::id`] is the product's stable id: the Jira user key, the Confluence
+//!   `userKey` or the Bitbucket slug. Writes take an [`AccountRef`] with both the id and the
+//!   login, because each product addresses users differently.
+//! - Jira lists users with the 10.3+ cursor endpoint or, for older versions, with prefix
+//!   searches that work around the 1,000-result cap ([`config::UserListing`]).
+//! - Read-only accounts (Bitbucket `mutableDetails`/`deletable` false) carry
+//!   [`RemoteAccount::read_only`], and writes to them answer [`Outcome::Skipped`].
+//!
+//! All three clients share one HTTP layer (`http.rs`): bearer or basic auth,
+//! `X-Atlassian-Token: no-check`, retries on 429/502/503/504 and transport errors that honour
+//! `Retry-After`, a client-side pacer that reads `X-RateLimit-*` headers so it never provokes
+//! a 429 storm, and bounded concurrency.
+//!
+//! Entry points: [`Client::new`] from [`config::Settings`], or one of [`jira::JiraClient`],
+//! [`confluence::ConfluenceClient`] and [`bitbucket::BitbucketClient`].
+
+pub mod bitbucket;
+pub mod config;
+pub mod confluence;
+mod http;
+pub mod jira;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+
+/// How many groups' members are listed at the same time by [`Directory::fetch_state`]; the
+/// HTTP layer's own concurrency bound still applies underneath.
+const LISTING_CONCURRENCY: usize = 8;
+
+/// One Atlassian Data Center product's user directory, as the applier sees it.
+///
+/// Writes answer an [`Outcome`]; an `Err` is a failure that the caller should count and
+/// report (after the HTTP layer's own retries).
+pub trait Directory: Send + Sync {
+    /// The product this client talks to.
+    fn product(&self) -> Product;
+
+    /// What this product can and cannot do; the plan reads it.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Checks the endpoint and the credentials with a call that needs the same rights as the
+    /// writes do. Bad credentials answer [`Error::Unauthorized`].
+    fn test_connection(&self) -> impl Future<Output = Result<ConnectionInfo, Error>> + Send;
+
+    /// Every account of the directory, active or not, across all pages.
+    fn list_accounts(&self) -> impl Future<Output = Result<Vec<RemoteAccount>, Error>> + Send;
+
+    /// Every group of the directory, across all pages.
+    fn list_groups(&self) -> impl Future<Output = Result<Vec<RemoteGroup>, Error>> + Send;
+
+    /// The stable ids ([`RemoteAccount::id`]) of a group's members, across all pages.
+    fn list_members(&self, group: &str) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
+
+    /// Accounts, groups and memberships together; members are listed for several groups at
+    /// once.
+    fn fetch_state(&self) -> impl Future<Output = Result<DirectoryState, Error>> + Send {
+        async move {
+            let accounts = self.list_accounts().await?;
+            let groups = self.list_groups().await?;
+            let names: Vec<String> = groups.iter().map(|group| group.name.clone()).collect();
+            let member_lists: Vec<(String, Vec<String>)> = futures::stream::iter(names)
+                .map(|name| async move {
+                    let members = self.list_members(&name).await?;
+                    Ok::<_, Error>((name, members))
+                })
+                .buffer_unordered(LISTING_CONCURRENCY)
+                .try_collect()
+                .await?;
+            let memberships = member_lists
+                .into_iter()
+                .flat_map(|(group, members)| {
+                    members.into_iter().map(move |account_id| Membership {
+                        group: group.clone(),
+                        account_id,
+                    })
+                })
+                .collect();
+            Ok(DirectoryState {
+                accounts,
+                groups,
+                memberships,
+            })
+        }
+    }
+
+    /// Creates an account and answers its stable id. An existing account with the same login,
+    /// display name and email is [`Outcome::AlreadyDone`]; with other data it is
+    /// [`Error::Conflict`].
+    fn create_account(
+        &self,
+        account: &NewAccount,
+    ) -> impl Future<Output = Result<Created, Error>> + Send;
+
+    /// Changes the fields that are `Some` in `update`.
+    fn update_account(
+        &self,
+        account: AccountRef<'_>,
+        update: &AccountUpdate,
+    ) -> impl Future<Output = Result<Outcome, Error>> + Send;
+
+    /// Deactivates an account; [`Error::Unsupported`] where
+    /// [`Capabilities::can_deactivate`] is false.
+    fn deactivate_account(
+        &self,
+        account: AccountRef<'_>,
+    ) -> impl Future<Output = Result<Outcome, Error>> + Send;
+
+    /// Reactivates an account; [`Error::Unsupported`] where
+    /// [`Capabilities::can_deactivate`] is false.
+    fn reactivate_account(
+        &self,
+        account: AccountRef<'_>,
+    ) -> impl Future<Output = Result<Outcome, Error>> + Send;
+
+    /// Deletes an account. An account that is already gone is [`Outcome::AlreadyDone`].
+    fn delete_account(
+        &self,
+        account: AccountRef<'_>,
+    ) -> impl Future<Output = Result<Outcome, Error>> + Send;
+
+    /// Creates a group; an existing group is [`Outcome::AlreadyDone`].
+    fn create_group(&self, name: &str) -> impl Future<Output = Result<Outcome, Error>> + Send;
+
+    /// Deletes a group; a missing group is [`Outcome::AlreadyDone`].
+    fn delete_group(&self, name: &str) -> impl Future<Output = Result<Outcome, Error>> + Send;
+
+    /// Adds an account to a group; an existing membership is [`Outcome::AlreadyDone`].
+    fn add_member(
+        &self,
+        group: &str,
+        account: AccountRef<'_>,
+    ) -> impl Future<Output = Result<Outcome, Error>> + Send;
+
+    /// Removes an account from a group; a membership that does not exist (including a gone
+    /// account or group) is [`Outcome::AlreadyDone`].
+    fn remove_member(
+        &self,
+        group: &str,
+        account: AccountRef<'_>,
+    ) -> impl Future<Output = Result<Outcome, Error>> + Send;
+}
+
+/// The three Data Center products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Product {
+    Jira,
+    Confluence,
+    Bitbucket,
+}
+
+impl fmt::Display for Product {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Product::Jira => "jira",
+            Product::Confluence => "confluence",
+            Product::Bitbucket => "bitbucket",
+        })
+    }
+}
+
+/// What a product can do through its REST API; the plan reads this instead of assuming.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Accounts can be deactivated and reactivated (false for Bitbucket: the plan must strip
+    /// licence groups or delete instead).
+    pub can_deactivate: bool,
+    /// An account's login can be changed ([`AccountUpdate::login`]); false for Confluence.
+    pub can_rename: bool,
+    /// Listings report each account's email address; false for Confluence, whose user
+    /// objects carry no email, so [`RemoteAccount::email`] is `None` there.
+    pub lists_email: bool,
+    /// Deleting an account is a long-running task on the server (Confluence); the client
+    /// waits for it, so a delete can take seconds.
+    pub async_delete: bool,
+    /// Group member listings include members of nested groups (Jira), not only direct
+    /// members.
+    pub nested_group_members: bool,
+}
+
+/// An account as the product reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteAccount {
+    /// The stable id: Jira user key, Confluence `userKey`, Bitbucket slug.
+    pub id: String,
+    /// The login name (Jira `name`, Confluence `username`, Bitbucket `name`); may change.
+    pub login: String,
+    pub display_name: String,
+    /// `None` where the product does not report it (see [`Capabilities::lists_email`]).
+    pub email: Option<String>,
+    pub active: bool,
+    /// Why keysync must not write to this account, when it must not (for example a
+    /// Bitbucket account from a read-only LDAP directory).
+    pub read_only: Option<String>,
+}
+
+/// A group as the product reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteGroup {
+    pub name: String,
+    /// Why keysync must not delete this group, when it must not (Bitbucket `deletable`).
+    pub read_only: Option<String>,
+}
+
+/// One account's membership of one group.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Membership {
+    pub group: String,
+    /// The member's [`RemoteAccount::id`].
+    pub account_id: String,
+}
+
+/// Everything [`Directory::fetch_state`] read from a product.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectoryState {
+    pub accounts: Vec<RemoteAccount>,
+    pub groups: Vec<RemoteGroup>,
+    pub memberships: BTreeSet<Membership>,
+}
+
+/// How writes address an existing account: products use the stable id for some calls and
+/// the login for others (Jira membership calls take the username, Bitbucket admin calls take
+/// the name while its user resources take the slug).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccountRef<'a> {
+    /// [`RemoteAccount::id`].
+    pub id: &'a str,
+    /// [`RemoteAccount::login`], as the product knows it now.
+    pub login: &'a str,
+}
+
+impl<'a> From<&'a RemoteAccount> for AccountRef<'a> {
+    fn from(account: &'a RemoteAccount) -> Self {
+        AccountRef {
+            id: &account.id,
+            login: &account.login,
+        }
+    }
+}
+
+/// An account to create.
+#[derive(Clone, Debug)]
+pub struct NewAccount {
+    pub login: String,
+    pub display_name: String,
+    pub email: String,
+    /// The initial password. Accounts that sign in through SSO need none: Jira then picks a
+    /// random one itself, and the Confluence and Bitbucket clients send a random one because
+    /// those products require a password when no invitation email is sent.
+    pub password: Option<Secret>,
+}
+
+/// Changes to an account; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccountUpdate {
+    /// A new login (rename); [`Error::Unsupported`] where [`Capabilities::can_rename`] is false.
+    pub login: Option<String>,
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+}
+
+/// What a write did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The product changed.
+    Applied,
+    /// The product was already in the wanted state (exists with the same data, already a
+    /// member, already inactive, already gone).
+    AlreadyDone,
+    /// Nothing was written, on purpose: for example the account is read-only.
+    Skipped { reason: String },
+}
+
+/// The answer to [`Directory::create_account`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Created {
+    /// The new (or existing, identical) account's stable id.
+    pub id: String,
+    pub outcome: Outcome,
+}
+
+/// What [`Directory::test_connection`] learned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub product: Product,
+    /// The product's version, when it reports one.
+    pub version: Option<String>,
+    /// The login the credentials belong to, when the product reports it.
+    pub user: Option<String>,
+}
+
+/// A password or token. Its `Debug` prints `[redacted]`, and it has no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A failed call to a product. Variants that come from an HTTP answer keep the product's
+/// status code and message.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{product} rejected the credentials ({status}): {message}")]
+    Unauthorized {
+        product: Product,
+        status: u16,
+        message: String,
+    },
+    #[error("{product} forbade the call ({status}): {message}")]
+    Forbidden {
+        product: Product,
+        status: u16,
+        message: String,
+    },
+    #[error("{product} found no such object ({status}): {message}")]
+    NotFound {
+        product: Product,
+        status: u16,
+        message: String,
+    },
+    #[error("{product} reported a conflict ({status}): {message}")]
+    Conflict {
+        product: Product,
+        status: u16,
+        message: String,
+    },
+    #[error("{product} rejected the request as invalid ({status}): {message}")]
+    Validation {
+        product: Product,
+        status: u16,
+        message: String,
+    },
+    #[error("{product} has no licence seat left ({status}): {message}")]
+    LicenseLimit {
+        product: Product,
+        status: u16,
+        message: String,
+    },
+    #[error("{product} kept rate limiting after {attempts} attempts: {message}")]
+    RateLimited {
+        product: Product,
+        attempts: u32,
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    #[error("{product} stayed unavailable after {attempts} attempts ({status}): {message}")]
+    Unavailable {
+        product: Product,
+        attempts: u32,
+        status: u16,
+        message: String,
+    },
+    #[error("{product} answered an unexpected status ({status}): {message}")]
+    UnexpectedStatus {
+        product: Product,
+        status: u16,
+        message: String,
+    },
+    #[error("{product} cannot {operation} through its REST API")]
+    Unsupported {
+        product: Product,
+        operation: &'static str,
+    },
+    #[error("{product} long task {task_id} did not succeed: {message}")]
+    LongTask {
+        product: Product,
+        task_id: String,
+        message: String,
+    },
+    #[error("{product} could not be reached after {attempts} attempts")]
+    Transport {
+        product: Product,
+        attempts: u32,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{product} sent a body that is not a valid {what}")]
+    Decode {
+        product: Product,
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("invalid {product} client settings: {message}")]
+    Config { product: Product, message: String },
+}
+
+impl Error {
+    /// The HTTP status the product answered, for errors that come from an answer.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Unauthorized { status, .. }
+            | Error::Forbidden { status, .. }
+            | Error::NotFound { status, .. }
+            | Error::Conflict { status, .. }
+            | Error::Validation { status, .. }
+            | Error::LicenseLimit { status, .. }
+            | Error::Unavailable { status, .. }
+            | Error::UnexpectedStatus { status, .. } => Some(*status),
+            Error::RateLimited { .. } => Some(429),
+            Error::Unsupported { .. }
+            | Error::LongTask { .. }
+            | Error::Transport { .. }
+            | Error::Decode { .. }
+            | Error::Config { .. } => None,
+        }
+    }
+}
+
+/// Any of the three clients, chosen by [`config::ProductSettings`]; the applier holds one of
+/// these so that its code is the same for every product.
+#[derive(Debug)]
+pub enum Client {
+    Jira(jira::JiraClient),
+    Confluence(confluence::ConfluenceClient),
+    Bitbucket(bitbucket::BitbucketClient),
+}
+
+impl Client {
+    /// Builds the client for the product in `settings`; validates them and does no IO.
+    pub fn new(settings: config::Settings) -> Result<Client, Error> {
+        let config::Settings {
+            connection,
+            product,
+        } = settings;
+        Ok(match product {
+            config::ProductSettings::Jira(jira) => {
+                Client::Jira(jira::JiraClient::new(connection, jira)?)
+            }
+            config::ProductSettings::Confluence(confluence) => {
+                Client::Confluence(confluence::ConfluenceClient::new(connection, confluence)?)
+            }
+            config::ProductSettings::Bitbucket(bitbucket) => {
+                Client::Bitbucket(bitbucket::BitbucketClient::new(connection, bitbucket)?)
+            }
+        })
+    }
+}
+
+/// Forwards one `Directory` method to whichever client `Client` holds.
+macro_rules! delegate {
+    ($self:ident, $client:ident => $call:expr) => {
+        match $self {
+            Client::Jira($client) => $call,
+            Client::Confluence($client) => $call,
+            Client::Bitbucket($client) => $call,
+        }
+    };
+}
+
+impl Directory for Client {
+    fn product(&self) -> Product {
+        delegate!(self, client => client.product())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        delegate!(self, client => client.capabilities())
+    }
+
+    async fn test_connection(&self) -> Result<ConnectionInfo, Error> {
+        delegate!(self, client => client.test_connection().await)
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<RemoteAccount>, Error> {
+        delegate!(self, client => client.list_accounts().await)
+    }
+
+    async fn list_groups(&self) -> Result<Vec<RemoteGroup>, Error> {
+        delegate!(self, client => client.list_groups().await)
+    }
+
+    async fn list_members(&self, group: &str) -> Result<Vec<String>, Error> {
+        delegate!(self, client => client.list_members(group).await)
+    }
+
+    async fn create_account(&self, account: &NewAccount) -> Result<Created, Error> {
+        delegate!(self, client => client.create_account(account).await)
+    }
+
+    async fn update_account(
+        &self,
+        account: AccountRef<'_>,
+        update: &AccountUpdate,
+    ) -> Result<Outcome, Error> {
+        delegate!(self, client => client.update_account(account, update).await)
+    }
+
+    async fn deactivate_account(&self, account: AccountRef<'_>) -> Result<Outcome, Error> {
+        delegate!(self, client => client.deactivate_account(account).await)
+    }
+
+    async fn reactivate_account(&self, account: AccountRef<'_>) -> Result<Outcome, Error> {
+        delegate!(self, client => client.reactivate_account(account).await)
+    }
+
+    async fn delete_account(&self, account: AccountRef<'_>) -> Result<Outcome, Error> {
+        delegate!(self, client => client.delete_account(account).await)
+    }
+
+    async fn create_group(&self, name: &str) -> Result<Outcome, Error> {
+        delegate!(self, client => client.create_group(name).await)
+    }
+
+    async fn delete_group(&self, name: &str) -> Result<Outcome, Error> {
+        delegate!(self, client => client.delete_group(name).await)
+    }
+
+    async fn add_member(&self, group: &str, account: AccountRef<'_>) -> Result<Outcome, Error> {
+        delegate!(self, client => client.add_member(group, account).await)
+    }
+
+    async fn remove_member(&self, group: &str, account: AccountRef<'_>) -> Result<Outcome, Error> {
+        delegate!(self, client => client.remove_member(group, account).await)
+    }
+}
+
+/// A random password for products that require one on create; 24 characters from a
+/// 62-letter alphabet (about 143 bits).
+fn random_password() -> Secret {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let password: String = (0..24)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    Secret::new(password)
+}
+
+/// Whether an existing account carries the same data as the one we meant to create; logins
+/// and emails compare case-insensitively, and an email the product does not report matches.
+fn same_account(existing: &RemoteAccount, wanted: &NewAccount) -> bool {
+    existing.login.eq_ignore_ascii_case(&wanted.login)
+        && existing.display_name == wanted.display_name
+        && existing
+            .email
+            .as_deref()
+            .is_none_or(|email| email.eq_ignore_ascii_case(&wanted.email))
+}
