@@ -15,6 +15,8 @@
 //! Architecture invariant: this crate knows the wire (`proto`) and NATS, nothing of
 //! Keycloak, the products or the plan.
 
+pub mod trace;
+
 use std::time::Duration;
 
 use async_nats::{
@@ -318,14 +320,19 @@ impl Bus {
             .await
     }
 
-    /// As [`Bus::publish`], with extra headers (trace context, for example).
+    /// As [`Bus::publish`], with extra headers. The current span's trace context is
+    /// added to them, so the consumer continues the same trace.
     pub async fn publish_with_headers<M: BusMessage>(
         &self,
         subject: &str,
         message: &M,
         message_id: &str,
-        headers: HeaderMap,
+        mut headers: HeaderMap,
     ) -> Result<(), Error> {
+        telemetry::inject(
+            &tracing::Span::current(),
+            &mut trace::HeaderInjector(&mut headers),
+        );
         let publish = PublishMessage::build()
             .headers(headers)
             .message_id(message_id)

@@ -9,9 +9,13 @@
 //!   service account holds `realm-management` roles, plus users, nested groups,
 //!   memberships and attributes.
 //!
+//! - [`otlp::OtlpReceiver`]: an in-process OTLP/gRPC receiver that keeps every span and
+//!   metric it is sent, to check what the services export.
+//!
 //! Every server's output goes to a log file that is printed when a test fails.
 
 pub mod deps;
 pub mod keycloak;
 pub mod nats;
+pub mod otlp;
 pub mod process;
