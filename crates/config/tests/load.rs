@@ -1,0 +1,304 @@
+//! Loading layered settings the way every service does: defaults, the TOML file, the
+//! `KEYSYNC_*` environment, and secrets from `*_file` keys; and the errors a person reads
+//! when one of them is wrong. `figment::Jail` gives each test its own directory and
+//! environment.
+
+use std::collections::BTreeMap;
+
+use config::{Error, Invalid, Secret};
+use figment::Jail;
+use serde::Deserialize;
+
+/// What a service's settings look like: sections, a map of named connectors, a secret.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    /// The bus.
+    #[serde(default)]
+    nats: Nats,
+    /// Connectors by name.
+    #[serde(default)]
+    keycloak: BTreeMap<String, Connector>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Nats {
+    /// Default: `nats://127.0.0.1:4222`.
+    #[serde(default = "default_url")]
+    url: String,
+    /// Default: `keysync`.
+    #[serde(default = "default_prefix")]
+    prefix: String,
+}
+
+impl Default for Nats {
+    fn default() -> Nats {
+        Nats {
+            url: default_url(),
+            prefix: default_prefix(),
+        }
+    }
+}
+
+fn default_url() -> String {
+    "nats://127.0.0.1:4222".to_owned()
+}
+
+fn default_prefix() -> String {
+    "keysync".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Connector {
+    /// The realm.
+    realm: String,
+    /// The client secret.
+    client_secret: Secret,
+    /// Default: 100.
+    #[serde(default = "default_page_size")]
+    page_size: u32,
+}
+
+fn default_page_size() -> u32 {
+    100
+}
+
+fn load(jail: &Jail) -> Result<Settings, Error> {
+    config::load(Some(&jail.directory().join("keysync.toml")))
+}
+
+#[test]
+fn settings_take_the_defaults_then_the_file_then_the_environment() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "keysync.toml",
+            r#"
+                [nats]
+                prefix = "from-file"
+
+                [keycloak.corp]
+                realm = "corp"
+                client_secret = "s3cret"
+                page_size = 50
+            "#,
+        )?;
+        jail.set_env("KEYSYNC_KEYCLOAK__CORP__PAGE_SIZE", "200");
+        let settings = load(jail).expect("loads");
+        assert_eq!(settings.nats.url, "nats://127.0.0.1:4222");
+        assert_eq!(settings.nats.prefix, "from-file");
+        let corp = &settings.keycloak["corp"];
+        assert_eq!(corp.realm, "corp");
+        assert_eq!(corp.client_secret.expose(), "s3cret");
+        assert_eq!(corp.page_size, 200);
+        Ok(())
+    });
+}
+
+#[test]
+fn secret_file_key_is_read_from_the_file_and_the_secret_never_printed() {
+    Jail::expect_with(|jail| {
+        jail.create_file("kc-secret", "from-a-file\n")?;
+        let secret_path = jail.directory().join("kc-secret");
+        jail.create_file(
+            "keysync.toml",
+            &format!(
+                "[keycloak.corp]\nrealm = \"corp\"\nclient_secret_file = \"{}\"\n",
+                secret_path.display()
+            ),
+        )?;
+        let settings = load(jail).expect("loads");
+        let corp = &settings.keycloak["corp"];
+        assert_eq!(corp.client_secret.expose(), "from-a-file");
+        let printed = format!("{settings:?} {}", corp.client_secret);
+        assert!(!printed.contains("from-a-file"), "{printed}");
+        assert!(printed.contains("[redacted]"), "{printed}");
+        Ok(())
+    });
+}
+
+#[test]
+fn secret_file_can_be_named_by_an_environment_variable() {
+    Jail::expect_with(|jail| {
+        jail.create_file("kc-secret", "via-env")?;
+        jail.create_file("keysync.toml", "[keycloak.corp]\nrealm = \"corp\"\n")?;
+        jail.set_env(
+            "KEYSYNC_KEYCLOAK__CORP__CLIENT_SECRET_FILE",
+            jail.directory().join("kc-secret").display(),
+        );
+        let settings = load(jail).expect("loads");
+        assert_eq!(settings.keycloak["corp"].client_secret.expose(), "via-env");
+        Ok(())
+    });
+}
+
+#[test]
+fn secret_that_looks_like_a_number_is_kept_verbatim_from_the_environment() {
+    Jail::expect_with(|jail| {
+        jail.create_file("keysync.toml", "[keycloak.corp]\nrealm = \"corp\"\n")?;
+        jail.set_env("KEYSYNC_KEYCLOAK__CORP__CLIENT_SECRET", "0012345");
+        let settings = load(jail).expect("loads");
+        assert_eq!(settings.keycloak["corp"].client_secret.expose(), "0012345");
+        Ok(())
+    });
+}
+
+#[test]
+fn wrong_type_in_the_file_names_the_key_and_the_file() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "keysync.toml",
+            "[keycloak.corp]\nrealm = \"corp\"\nclient_secret = \"x\"\npage_size = \"many\"\n",
+        )?;
+        let error = load(jail).expect_err("page_size is not a number");
+        let message = error.to_string();
+        let file = jail.directory().join("keysync.toml");
+        assert!(
+            message.starts_with(&format!(
+                "`keycloak.corp.page_size` in {}: invalid type",
+                file.display()
+            )),
+            "{message}"
+        );
+        assert!(message.contains("\"many\""), "{message}");
+        Ok(())
+    });
+}
+
+#[test]
+fn wrong_type_in_the_environment_names_the_variable() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "keysync.toml",
+            "[keycloak.corp]\nrealm = \"corp\"\nclient_secret = \"x\"\n",
+        )?;
+        jail.set_env("KEYSYNC_KEYCLOAK__CORP__PAGE_SIZE", "lots");
+        let message = load(jail).expect_err("not a number").to_string();
+        assert!(
+            message.starts_with(
+                "`keycloak.corp.page_size` in environment variable \
+                 KEYSYNC_KEYCLOAK__CORP__PAGE_SIZE: invalid type"
+            ),
+            "{message}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_key_is_an_error_that_names_it() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "keysync.toml",
+            "[keycloak.corp]\nrealm = \"corp\"\nclient_secret = \"x\"\npagesize = 10\n",
+        )?;
+        let message = load(jail).expect_err("typo").to_string();
+        assert!(message.contains("unknown field"), "{message}");
+        assert!(message.contains("`pagesize`"), "{message}");
+        assert!(message.contains("keycloak.corp"), "{message}");
+        Ok(())
+    });
+}
+
+#[test]
+fn missing_key_is_an_error_that_names_it() {
+    Jail::expect_with(|jail| {
+        jail.create_file("keysync.toml", "[keycloak.corp]\nclient_secret = \"x\"\n")?;
+        let message = load(jail).expect_err("no realm").to_string();
+        assert!(message.contains("missing field `realm`"), "{message}");
+        assert!(message.contains("`keycloak.corp`"), "{message}");
+        Ok(())
+    });
+}
+
+#[test]
+fn file_that_does_not_parse_is_an_error_naming_the_file() {
+    Jail::expect_with(|jail| {
+        jail.create_file("keysync.toml", "[keycloak.corp\nrealm = 1\n")?;
+        let message = load(jail).expect_err("not TOML").to_string();
+        assert!(
+            message.contains(&jail.directory().join("keysync.toml").display().to_string()),
+            "{message}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn missing_configuration_file_is_an_error() {
+    Jail::expect_with(|jail| {
+        let error = load(jail).expect_err("no file");
+        assert!(matches!(error, Error::File { .. }), "{error:?}");
+        assert!(error.to_string().contains("keysync.toml"), "{error}");
+        Ok(())
+    });
+}
+
+#[test]
+fn secret_and_secret_file_together_are_an_error() {
+    Jail::expect_with(|jail| {
+        jail.create_file("kc-secret", "a")?;
+        jail.create_file(
+            "keysync.toml",
+            "[keycloak.corp]\nrealm = \"corp\"\nclient_secret = \"b\"\nclient_secret_file = \"kc-secret\"\n",
+        )?;
+        let error = load(jail).expect_err("both set");
+        assert_eq!(
+            error.to_string(),
+            "`keycloak.corp.client_secret` and `keycloak.corp.client_secret_file` are both set; \
+             set one of them"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn unreadable_secret_file_is_an_error_naming_the_key_and_the_path() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "keysync.toml",
+            "[keycloak.corp]\nrealm = \"corp\"\nclient_secret_file = \"/nonexistent/kc\"\n",
+        )?;
+        let error = load(jail).expect_err("no such file");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("`keycloak.corp.client_secret_file` in "),
+            "{message}"
+        );
+        assert!(message.contains("/nonexistent/kc"), "{message}");
+        assert!(matches!(error, Error::SecretFile { .. }), "{error:?}");
+        Ok(())
+    });
+}
+
+#[test]
+fn variables_without_a_nesting_separator_are_left_to_the_tooling() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "keysync.toml",
+            "[keycloak.corp]\nrealm = \"corp\"\nclient_secret = \"x\"\n",
+        )?;
+        jail.set_env("KEYSYNC_KEYCLOAK_HOME", "/opt/keycloak");
+        jail.set_env("KEYSYNC_TEST_KEYCLOAK_URL", "http://127.0.0.1:1");
+        let settings = load(jail).expect("tooling variables are not settings");
+        assert_eq!(settings.keycloak.len(), 1);
+        Ok(())
+    });
+}
+
+#[test]
+fn invalid_setting_names_its_full_key() {
+    let error = Error::from(Invalid::new("page_size", "must be 1 to 500").within("keycloak.corp"));
+    assert_eq!(
+        error.to_string(),
+        "`keycloak.corp.page_size`: must be 1 to 500"
+    );
+}
+
+#[test]
+fn secret_prints_redacted() {
+    let secret = Secret::new("hunter2");
+    assert_eq!(format!("{secret} {secret:?}"), "[redacted] [redacted]");
+    assert_eq!(secret.expose(), "hunter2");
+}
