@@ -1,0 +1,578 @@
+//! Bitbucket Data Center's user and group endpoints under `/rest/api/1.0` (and
+//! `/rest/api/latest`), as in the 8.14 OpenAPI document.
+//!
+//! Errors are `{"errors":[{"context","message","exceptionName"}]}`. Listings are
+//! `{size,limit,isLastPage,values,start,nextPageStart?}`, 25 by default and at most 1,000.
+//! Users are created with query parameters and answered 204 with no body; slugs are derived
+//! from the name (lower case, other characters `_`) and change on rename. Read-only accounts
+//! report `mutableDetails`, `mutableGroups` and `deletable` false and refuse writes. New users
+//! join the default group `stash-users` when it exists.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::gate::Caller;
+use crate::reply::{self, Params};
+use crate::store::{Account, StateHandle};
+
+const PAGE_DEFAULT: usize = 25;
+const PAGE_MAX: usize = 1000;
+/// The group new users join when `addToDefaultGroup` is true, if it exists.
+const DEFAULT_GROUP: &str = "stash-users";
+
+const NO_SUCH_USER: &str = "com.atlassian.bitbucket.user.NoSuchUserException";
+const NO_SUCH_GROUP: &str = "com.atlassian.bitbucket.user.NoSuchGroupException";
+const VALIDATION: &str = "com.atlassian.bitbucket.validation.ArgumentValidationException";
+const INTEGRITY: &str = "com.atlassian.bitbucket.IntegrityException";
+const FORBIDDEN: &str = "com.atlassian.bitbucket.AuthorisationException";
+
+pub(crate) fn routes() -> Router<StateHandle> {
+    let api = Router::new()
+        .route("/application-properties", get(application_properties))
+        .route(
+            "/admin/users",
+            get(list_users)
+                .post(create_user)
+                .put(update_user)
+                .delete(delete_user),
+        )
+        .route("/admin/users/rename", post(rename_user))
+        .route("/admin/users/more-members", get(groups_of_user))
+        .route("/admin/users/add-groups", post(add_user_to_groups))
+        .route("/admin/users/remove-group", post(remove_user_from_group))
+        .route(
+            "/admin/groups",
+            get(list_groups).post(create_group).delete(delete_group),
+        )
+        .route("/admin/groups/more-members", get(group_members))
+        .route("/admin/groups/add-users", post(add_users_to_group))
+        .route("/users/{slug}", get(get_user));
+    Router::new()
+        .nest("/rest/api/1.0", api.clone())
+        .nest("/rest/api/latest", api)
+}
+
+/// Bitbucket's error shape.
+pub(crate) fn error(status: u16, message: &str, exception: &str) -> Response {
+    reply::json(
+        status,
+        json!({ "errors": [{ "context": null, "message": message, "exceptionName": exception }] }),
+    )
+}
+
+fn field_error(field: &str, message: &str) -> Response {
+    reply::json(
+        400,
+        json!({ "errors": [{ "context": field, "message": message, "exceptionName": VALIDATION }] }),
+    )
+}
+
+fn require_admin(caller: Caller) -> Result<(), Response> {
+    match caller {
+        Caller::Admin => Ok(()),
+        Caller::Anonymous => Err(error(
+            401,
+            "Authentication is required to access this resource.",
+            "com.atlassian.bitbucket.auth.AuthenticationRequiredException",
+        )),
+    }
+}
+
+fn detailed_user(base: &str, account: &Account) -> Value {
+    json!({
+        "name": account.name,
+        "emailAddress": account.email,
+        "active": account.active,
+        "displayName": account.display_name,
+        "id": account.id,
+        "slug": account.key,
+        "type": "NORMAL",
+        "directoryName": if account.read_only { "Delegated LDAP Directory" } else { "Bitbucket Internal Directory" },
+        "deletable": !account.read_only,
+        "mutableDetails": !account.read_only,
+        "mutableGroups": !account.read_only,
+        "links": { "self": [{ "href": format!("{base}/users/{}", account.key) }] },
+    })
+}
+
+/// One page of `items` (already the whole list).
+fn page(params: &Params, items: Vec<Value>) -> Result<Value, Response> {
+    let start = reply::number(params, "start", 0).map_err(|m| field_error("start", &m))?;
+    let limit = reply::number(params, "limit", PAGE_DEFAULT)
+        .map_err(|m| field_error("limit", &m))?
+        .clamp(1, PAGE_MAX);
+    let total = items.len();
+    let values: Vec<Value> = items.into_iter().skip(start).take(limit).collect();
+    let size = values.len();
+    let is_last_page = start + size >= total;
+    let mut body = json!({
+        "size": size,
+        "limit": limit,
+        "isLastPage": is_last_page,
+        "values": values,
+        "start": start,
+    });
+    if !is_last_page {
+        body["nextPageStart"] = json!(start + size);
+    }
+    Ok(body)
+}
+
+/// `filter`: a case-insensitive substring of the name, display name or email.
+fn user_matches(account: &Account, filter: Option<&String>) -> bool {
+    let Some(filter) = filter.map(|f| f.to_lowercase()) else {
+        return true;
+    };
+    account.name.to_lowercase().contains(&filter)
+        || account.display_name.to_lowercase().contains(&filter)
+        || account.email.to_lowercase().contains(&filter)
+}
+
+async fn application_properties() -> Response {
+    reply::json(
+        200,
+        json!({
+            "version": "8.14.0",
+            "buildNumber": "8014000",
+            "buildDate": "1690000000000",
+            "displayName": "Bitbucket",
+        }),
+    )
+}
+
+async fn list_users(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let base = reply::base_url(&headers);
+    let store = state.lock();
+    let users: Vec<Value> = store
+        .accounts()
+        .filter(|account| user_matches(account, params.get("filter")))
+        .map(|account| detailed_user(&base, account))
+        .collect();
+    reply::json(200, tri!(page(&params, users)))
+}
+
+async fn get_user(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path(slug): Path<String>,
+) -> Response {
+    tri!(require_admin(caller));
+    let store = state.lock();
+    let Some(account) = store.account_by_key(&slug) else {
+        return error(404, &format!("User {slug} does not exist."), NO_SUCH_USER);
+    };
+    let base = reply::base_url(&headers);
+    reply::json(
+        200,
+        json!({
+            "name": account.name,
+            "emailAddress": account.email,
+            "active": account.active,
+            "displayName": account.display_name,
+            "id": account.id,
+            "slug": account.key,
+            "type": "NORMAL",
+            "links": { "self": [{ "href": format!("{base}/users/{}", account.key) }] },
+        }),
+    )
+}
+
+async fn create_user(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let text = |name: &str| params.get(name).map(|v| v.trim()).unwrap_or_default();
+    let (name, display_name, email) = (text("name"), text("displayName"), text("emailAddress"));
+    if name.is_empty() {
+        return field_error("name", "The username is required.");
+    }
+    if display_name.is_empty() {
+        return field_error("displayName", "The display name is required.");
+    }
+    if !email.contains('@') {
+        return field_error("emailAddress", "A valid email address is required.");
+    }
+    let notify = params
+        .get("notify")
+        .is_some_and(|v| !v.eq_ignore_ascii_case("false"));
+    if !notify && text("password").is_empty() {
+        return field_error("password", "A password is required unless notify is set.");
+    }
+    let add_to_default_group = reply::flag(&params, "addToDefaultGroup", true);
+    let mut store = state.lock();
+    if store.account_by_name(name).is_some() {
+        return error(
+            409,
+            &format!("A user named '{name}' already exists."),
+            INTEGRITY,
+        );
+    }
+    if add_to_default_group
+        && let Some(seats) = state.config().license_seats
+        && store.n_active_accounts() >= seats
+    {
+        return error(
+            403,
+            "Adding the user to the default group would exceed the server's license limit.",
+            "com.atlassian.bitbucket.license.LicenseLimitException",
+        );
+    }
+    let id = store.insert_account(name, display_name, email);
+    if add_to_default_group && store.group(DEFAULT_GROUP).is_some() {
+        store.add_member(DEFAULT_GROUP, id);
+    }
+    store.count_write("create_account");
+    reply::empty(204)
+}
+
+/// The account with this name, or 404; read-only accounts answer 400.
+fn writable_account(state: &StateHandle, name: &str) -> Result<Account, Response> {
+    let store = state.lock();
+    let Some(account) = store.account_by_name(name) else {
+        return Err(error(
+            404,
+            &format!("User {name} does not exist."),
+            NO_SUCH_USER,
+        ));
+    };
+    if account.read_only {
+        return Err(error(
+            400,
+            &format!("User {name} belongs to a read-only directory."),
+            "com.atlassian.bitbucket.user.ReadOnlyDirectoryException",
+        ));
+    }
+    Ok(account.clone())
+}
+
+async fn update_user(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    tri!(require_admin(caller));
+    let body = tri!(reply::object(&body).map_err(|m| field_error("body", &m)));
+    let Some(name) = reply::text(&body, "name") else {
+        return field_error("name", "The username is required.");
+    };
+    let account = tri!(writable_account(&state, name));
+    let display_name = reply::text(&body, "displayName").map(str::trim);
+    let email = reply::text(&body, "email").map(str::trim);
+    if display_name.is_some_and(str::is_empty) {
+        return field_error("displayName", "The display name must not be blank.");
+    }
+    if email.is_some_and(|email| !email.contains('@')) {
+        return field_error("email", "A valid email address is required.");
+    }
+    let mut store = state.lock();
+    if let Some(stored) = store.account_mut(account.id) {
+        if let Some(display_name) = display_name {
+            stored.display_name = display_name.to_owned();
+        }
+        if let Some(email) = email {
+            stored.email = email.to_owned();
+        }
+    }
+    store.count_write("update_account");
+    let Some(updated) = store.account(account.id) else {
+        return error(500, "The user vanished.", INTEGRITY);
+    };
+    reply::json(200, detailed_user(&reply::base_url(&headers), updated))
+}
+
+async fn rename_user(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    tri!(require_admin(caller));
+    let body = tri!(reply::object(&body).map_err(|m| field_error("body", &m)));
+    let (Some(name), Some(new_name)) = (reply::text(&body, "name"), reply::text(&body, "newName"))
+    else {
+        return field_error("newName", "Both name and newName are required.");
+    };
+    let new_name = new_name.trim();
+    if new_name.is_empty() {
+        return field_error("newName", "The new username must not be blank.");
+    }
+    let account = tri!(writable_account(&state, name));
+    let mut store = state.lock();
+    if let Some(other) = store.account_by_name(new_name)
+        && other.id != account.id
+    {
+        return field_error(
+            "newName",
+            &format!("A user named '{new_name}' already exists."),
+        );
+    }
+    store.rename_account(account.id, new_name);
+    store.count_write("rename_account");
+    let Some(renamed) = store.account(account.id) else {
+        return error(500, "The user vanished.", INTEGRITY);
+    };
+    reply::json(200, detailed_user(&reply::base_url(&headers), renamed))
+}
+
+async fn delete_user(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let Some(name) = params.get("name") else {
+        return field_error("name", "The username is required.");
+    };
+    let account = tri!(writable_account(&state, name));
+    let mut store = state.lock();
+    store.remove_account(account.id);
+    store.count_write("delete_account");
+    reply::json(200, detailed_user(&reply::base_url(&headers), &account))
+}
+
+async fn groups_of_user(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let Some(name) = params.get("context") else {
+        return field_error("context", "The user is required.");
+    };
+    let store = state.lock();
+    let Some(account) = store.account_by_name(name) else {
+        return error(404, &format!("User {name} does not exist."), NO_SUCH_USER);
+    };
+    let groups: Vec<Value> = store
+        .groups_of(account.id)
+        .into_iter()
+        .map(|group| json!({ "name": group.name, "deletable": group.deletable }))
+        .collect();
+    reply::json(200, tri!(page(&params, groups)))
+}
+
+async fn list_groups(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let filter = params.get("filter").map(|f| f.to_lowercase());
+    let store = state.lock();
+    let groups: Vec<Value> = store
+        .groups()
+        .filter(|group| {
+            filter
+                .as_ref()
+                .is_none_or(|filter| group.name.to_lowercase().contains(filter))
+        })
+        .map(|group| json!({ "name": group.name, "deletable": group.deletable }))
+        .collect();
+    reply::json(200, tri!(page(&params, groups)))
+}
+
+async fn create_group(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let name = params.get("name").map(|n| n.trim()).unwrap_or_default();
+    if name.is_empty() {
+        return field_error("name", "The group name is required.");
+    }
+    let mut store = state.lock();
+    if store.group(name).is_some() {
+        return error(
+            409,
+            &format!("A group named '{name}' already exists."),
+            INTEGRITY,
+        );
+    }
+    store.insert_group(name);
+    store.count_write("create_group");
+    reply::json(200, json!({ "name": name, "deletable": true }))
+}
+
+async fn delete_group(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let Some(name) = params.get("name") else {
+        return field_error("name", "The group name is required.");
+    };
+    let mut store = state.lock();
+    match store.group(name) {
+        None => return error(404, &format!("Group {name} does not exist."), NO_SUCH_GROUP),
+        Some(group) if !group.deletable => {
+            return error(403, &format!("Group {name} cannot be deleted."), FORBIDDEN);
+        }
+        Some(_) => {}
+    }
+    let Some(group) = store.remove_group(name) else {
+        return error(404, &format!("Group {name} does not exist."), NO_SUCH_GROUP);
+    };
+    store.count_write("delete_group");
+    reply::json(
+        200,
+        json!({ "name": group.name, "deletable": group.deletable }),
+    )
+}
+
+async fn group_members(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let Some(name) = params.get("context") else {
+        return field_error("context", "The group is required.");
+    };
+    let base = reply::base_url(&headers);
+    let store = state.lock();
+    if store.group(name).is_none() {
+        return error(404, &format!("Group {name} does not exist."), NO_SUCH_GROUP);
+    }
+    let users: Vec<Value> = store
+        .members(name)
+        .into_iter()
+        .filter(|account| user_matches(account, params.get("filter")))
+        .map(|account| detailed_user(&base, account))
+        .collect();
+    reply::json(200, tri!(page(&params, users)))
+}
+
+/// Adds every (user, group) pair after checking they all exist and may change; all or none.
+fn add_memberships(state: &StateHandle, users: &[&str], groups: &[&str]) -> Response {
+    let mut store = state.lock();
+    let mut pairs = Vec::new();
+    for user in users {
+        let Some(account) = store.account_by_name(user) else {
+            return error(404, &format!("User {user} does not exist."), NO_SUCH_USER);
+        };
+        if account.read_only {
+            return error(
+                403,
+                &format!("The groups of {user} cannot be changed: its directory is read-only."),
+                FORBIDDEN,
+            );
+        }
+        for group in groups {
+            let Some(group) = store.group(group) else {
+                return error(
+                    404,
+                    &format!("Group {group} does not exist."),
+                    NO_SUCH_GROUP,
+                );
+            };
+            pairs.push((group.name.clone(), account.id));
+        }
+    }
+    for (group, account_id) in pairs {
+        if store.add_member(&group, account_id) {
+            store.count_write("add_member");
+        }
+    }
+    reply::empty(200)
+}
+
+async fn add_user_to_groups(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Response {
+    tri!(require_admin(caller));
+    let body = tri!(reply::object(&body).map_err(|m| field_error("body", &m)));
+    let Some(user) = reply::text(&body, "user") else {
+        return field_error("user", "The user is required.");
+    };
+    let groups: Vec<&str> = body
+        .get("groups")
+        .and_then(Value::as_array)
+        .map(|groups| groups.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if groups.is_empty() {
+        return field_error("groups", "At least one group is required.");
+    }
+    add_memberships(&state, &[user], &groups)
+}
+
+async fn add_users_to_group(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Response {
+    tri!(require_admin(caller));
+    let body = tri!(reply::object(&body).map_err(|m| field_error("body", &m)));
+    let Some(group) = reply::text(&body, "group") else {
+        return field_error("group", "The group is required.");
+    };
+    let users: Vec<&str> = body
+        .get("users")
+        .and_then(Value::as_array)
+        .map(|users| users.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if users.is_empty() {
+        return field_error("users", "At least one user is required.");
+    }
+    add_memberships(&state, &users, &[group])
+}
+
+async fn remove_user_from_group(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Response {
+    tri!(require_admin(caller));
+    let body = tri!(reply::object(&body).map_err(|m| field_error("body", &m)));
+    let (Some(user), Some(group)) = (
+        reply::text(&body, "context"),
+        reply::text(&body, "itemName"),
+    ) else {
+        return field_error(
+            "context",
+            "Both context (the user) and itemName (the group) are required.",
+        );
+    };
+    let mut store = state.lock();
+    let Some(account) = store.account_by_name(user).cloned() else {
+        return error(404, &format!("User {user} does not exist."), NO_SUCH_USER);
+    };
+    let Some(group) = store.group(group).map(|group| group.name.clone()) else {
+        return error(
+            404,
+            &format!("Group {group} does not exist."),
+            NO_SUCH_GROUP,
+        );
+    };
+    if account.read_only {
+        return error(
+            403,
+            &format!("The groups of {user} cannot be changed: its directory is read-only."),
+            FORBIDDEN,
+        );
+    }
+    if store.remove_member(&group, account.id) {
+        store.count_write("remove_member");
+    }
+    reply::empty(200)
+}

@@ -1,0 +1,579 @@
+//! Confluence Data Center's user and group endpoints under `/rest/api` (admin endpoints as in
+//! 8.4+).
+//!
+//! Errors are `{"statusCode","data":{…},"message","reason"}`. Listings are
+//! `{results,start,limit,size,_links{base,context,self,next?}}`, at most 200 per page. A bad
+//! bearer token is the anonymous user (the gate sees to that): `/user/current` answers it with
+//! 200, everything else with 403. Deleting a user answers 202 and a long task that finishes on
+//! its second poll (or after half a second); the user goes when the task finishes. Creating a
+//! user beyond the licence seats answers 402.
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::HeaderMap;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use serde_json::{Value, json};
+
+use crate::gate::Caller;
+use crate::reply::{self, Params};
+use crate::store::{Account, StateHandle};
+
+/// The largest page Confluence serves.
+const PAGE_MAX: usize = 200;
+
+pub(crate) fn routes() -> Router<StateHandle> {
+    let api = Router::new()
+        .route("/user/current", get(current_user))
+        .route("/user", get(get_user))
+        .route("/user/list", get(list_users))
+        .route("/user/memberof", get(member_of))
+        .route(
+            "/user/{username}/group/{group}",
+            put(add_member).delete(remove_member),
+        )
+        .route("/group", get(list_groups))
+        .route("/group/{group}", get(get_group))
+        .route("/group/{group}/member", get(group_members))
+        .route("/admin/user", post(create_user))
+        .route(
+            "/admin/user/{username}",
+            put(update_user).delete(delete_user),
+        )
+        .route("/admin/user/{username}/disable", put(disable_user))
+        .route("/admin/user/{username}/enable", put(enable_user))
+        .route("/admin/group", post(create_group))
+        .route("/admin/group/{group}", axum::routing::delete(delete_group))
+        .route("/longtask/{id}", get(long_task));
+    Router::new().nest("/rest/api", api)
+}
+
+/// Confluence's error shape.
+pub(crate) fn error(status: u16, message: &str) -> Response {
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|code| code.canonical_reason())
+        .unwrap_or("Error");
+    reply::json(
+        status,
+        json!({
+            "statusCode": status,
+            "data": {
+                "authorized": !matches!(status, 401 | 403),
+                "valid": status != 400,
+                "errors": [],
+                "successful": false,
+            },
+            "message": message,
+            "reason": reason,
+        }),
+    )
+}
+
+fn require_admin(caller: Caller) -> Result<(), Response> {
+    match caller {
+        Caller::Admin => Ok(()),
+        Caller::Anonymous => Err(error(
+            403,
+            "Anonymous users are not permitted to use this resource.",
+        )),
+    }
+}
+
+fn person(base: &str, account: &Account, expand: Option<&String>) -> Value {
+    let mut person = json!({
+        "type": "known",
+        "username": account.name,
+        "userKey": account.key,
+        "profilePicture": {
+            "path": "/images/icons/profilepics/default.svg",
+            "width": 48, "height": 48, "isDefault": true,
+        },
+        "displayName": account.display_name,
+        "_links": { "self": format!("{base}/rest/api/user?key={}", account.key) },
+    });
+    if expand.is_some_and(|expand| expand.split(',').any(|item| item.trim() == "status")) {
+        person["status"] = json!(if account.active {
+            "Active"
+        } else {
+            "Deactivated"
+        });
+    } else {
+        person["_expandable"] = json!({ "status": "" });
+    }
+    person
+}
+
+fn group_json(base: &str, name: &str) -> Value {
+    json!({
+        "type": "group",
+        "name": name,
+        "_links": { "self": format!("{base}/rest/api/group/{name}") },
+    })
+}
+
+/// One page of `items` (already the whole list) from `start`, with a `next` link when more
+/// follow.
+fn page(base: &str, path: &str, params: &Params, items: Vec<Value>) -> Result<Value, Response> {
+    let start = reply::number(params, "start", 0).map_err(|m| error(400, &m))?;
+    let limit = reply::number(params, "limit", PAGE_MAX)
+        .map_err(|m| error(400, &m))?
+        .clamp(1, PAGE_MAX);
+    let total = items.len();
+    let results: Vec<Value> = items.into_iter().skip(start).take(limit).collect();
+    let size = results.len();
+    let mut links = json!({
+        "base": base,
+        "context": "",
+        "self": format!("{base}{path}"),
+    });
+    if start + size < total {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        links["next"] = json!(format!(
+            "{path}{separator}start={}&limit={limit}",
+            start + size
+        ));
+    }
+    Ok(json!({
+        "results": results,
+        "start": start,
+        "limit": limit,
+        "size": size,
+        "_links": links,
+    }))
+}
+
+async fn current_user(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Response {
+    let base = reply::base_url(&headers);
+    if caller == Caller::Anonymous {
+        return reply::json(
+            200,
+            json!({
+                "type": "anonymous",
+                "profilePicture": {
+                    "path": "/images/icons/profilepics/anonymous.svg",
+                    "width": 48, "height": 48, "isDefault": true,
+                },
+                "displayName": "Anonymous",
+                "_links": { "self": format!("{base}/rest/api/user/anonymous") },
+            }),
+        );
+    }
+    let name = state
+        .config()
+        .basic
+        .as_ref()
+        .map_or("admin", |(user, _)| user.as_str())
+        .to_owned();
+    reply::json(
+        200,
+        json!({
+            "type": "known",
+            "username": name,
+            "userKey": "8a7f808a00000000000000000000admin",
+            "displayName": "Administrator",
+            "_links": { "self": format!("{base}/rest/api/user?username={name}") },
+        }),
+    )
+}
+
+async fn get_user(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let store = state.lock();
+    let account = if let Some(name) = params.get("username") {
+        store.account_by_name(name)
+    } else if let Some(key) = params.get("key") {
+        store.account_by_key(key)
+    } else {
+        return error(400, "A username or key is required.");
+    };
+    let Some(account) = account else {
+        return error(404, "No user found with the given username or key.");
+    };
+    reply::json(
+        200,
+        person(&reply::base_url(&headers), account, params.get("expand")),
+    )
+}
+
+async fn list_users(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let base = reply::base_url(&headers);
+    let store = state.lock();
+    let people: Vec<Value> = store
+        .accounts()
+        .map(|account| person(&base, account, params.get("expand")))
+        .collect();
+    let body = tri!(page(&base, "/rest/api/user/list", &params, people));
+    reply::json(200, body)
+}
+
+async fn member_of(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let base = reply::base_url(&headers);
+    let store = state.lock();
+    let Some(account) = params
+        .get("username")
+        .and_then(|name| store.account_by_name(name))
+    else {
+        return error(404, "No user found with the given username.");
+    };
+    let groups: Vec<Value> = store
+        .groups_of(account.id)
+        .into_iter()
+        .map(|group| group_json(&base, &group.name))
+        .collect();
+    let path = format!("/rest/api/user/memberof?username={}", account.name);
+    let body = tri!(page(&base, &path, &params, groups));
+    reply::json(200, body)
+}
+
+async fn list_groups(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let base = reply::base_url(&headers);
+    let store = state.lock();
+    let groups: Vec<Value> = store
+        .groups()
+        .map(|group| group_json(&base, &group.name))
+        .collect();
+    let body = tri!(page(&base, "/rest/api/group", &params, groups));
+    reply::json(200, body)
+}
+
+async fn get_group(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path(group): Path<String>,
+) -> Response {
+    tri!(require_admin(caller));
+    let store = state.lock();
+    let Some(group) = store.group(&group) else {
+        return error(404, &format!("No group found with name: {group}"));
+    };
+    reply::json(200, group_json(&reply::base_url(&headers), &group.name))
+}
+
+async fn group_members(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path(group): Path<String>,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let base = reply::base_url(&headers);
+    let store = state.lock();
+    let Some(group) = store.group(&group) else {
+        return error(404, &format!("No group found with name: {group}"));
+    };
+    let people: Vec<Value> = store
+        .members(&group.name)
+        .into_iter()
+        .map(|account| person(&base, account, params.get("expand")))
+        .collect();
+    let path = format!("/rest/api/group/{}/member", group.name);
+    let body = tri!(page(&base, &path, &params, people));
+    reply::json(200, body)
+}
+
+/// `createUser`'s documented validation of the user name.
+fn invalid_username(name: &str) -> Option<&'static str> {
+    if name.trim().is_empty() {
+        return Some("Username should not be blank.");
+    }
+    if name != name.to_lowercase() {
+        return Some("Username should be in lower case.");
+    }
+    if name.chars().any(char::is_whitespace) {
+        return Some("Username should not contain whitespace.");
+    }
+    if name.chars().any(|c| "\\,+<>'\"".contains(c)) {
+        return Some("Username should not contain any of these characters: \\ , + < > ' \"");
+    }
+    if name == "anonymous" {
+        return Some("Username 'anonymous' is reserved.");
+    }
+    None
+}
+
+async fn create_user(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Response {
+    tri!(require_admin(caller));
+    let body = tri!(reply::object(&body).map_err(|m| error(400, &m)));
+    let name = reply::text(&body, "userName").unwrap_or_default();
+    let full_name = reply::text(&body, "fullName").unwrap_or_default().trim();
+    let email = reply::text(&body, "email").unwrap_or_default().trim();
+    let password = reply::text(&body, "password").unwrap_or_default();
+    let notify = body
+        .get("notifyViaEmail")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if let Some(message) = invalid_username(name) {
+        return error(400, message);
+    }
+    if full_name.is_empty() || full_name.contains(['<', '>']) {
+        return error(400, "Full name should not be blank or contain < or >.");
+    }
+    if !email.contains('@') {
+        return error(400, "Email address is not valid.");
+    }
+    if notify == !password.is_empty() {
+        return error(
+            400,
+            "A password is required if and only if notifyViaEmail is false.",
+        );
+    }
+    let mut store = state.lock();
+    if store.account_by_name(name).is_some() {
+        return error(
+            409,
+            &format!("A user with username '{name}' already exists."),
+        );
+    }
+    if let Some(seats) = state.config().license_seats
+        && store.n_active_accounts() >= seats
+    {
+        return error(402, "The licence has no seat left for a new user.");
+    }
+    let id = store.insert_account(name, full_name, email);
+    store.count_write("create_account");
+    let Some(account) = store.account(id) else {
+        return error(500, "The new user vanished.");
+    };
+    reply::json(201, json!({ "userKey": account.key }))
+}
+
+/// The account named in the path, refusing read-only ones.
+fn writable_account(state: &StateHandle, username: &str) -> Result<Account, Response> {
+    let store = state.lock();
+    let Some(account) = store.account_by_name(username) else {
+        return Err(error(
+            404,
+            &format!("No user found with username: {username}"),
+        ));
+    };
+    if account.read_only {
+        return Err(error(403, "The user is in a read-only directory."));
+    }
+    Ok(account.clone())
+}
+
+async fn update_user(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    Path(username): Path<String>,
+    body: Bytes,
+) -> Response {
+    tri!(require_admin(caller));
+    let body = tri!(reply::object(&body).map_err(|m| error(400, &m)));
+    let account = tri!(writable_account(&state, &username));
+    let email = reply::text(&body, "email").map(str::trim);
+    let full_name = reply::text(&body, "fullName").map(str::trim);
+    if email.is_some_and(|email| !email.contains('@')) {
+        return error(400, "Email address is not valid.");
+    }
+    if full_name.is_some_and(|name| name.is_empty() || name.contains(['<', '>'])) {
+        return error(400, "Full name should not be blank or contain < or >.");
+    }
+    let mut store = state.lock();
+    if let Some(stored) = store.account_mut(account.id) {
+        if let Some(email) = email {
+            stored.email = email.to_owned();
+        }
+        if let Some(full_name) = full_name {
+            stored.display_name = full_name.to_owned();
+        }
+    }
+    store.count_write("update_account");
+    reply::empty(204)
+}
+
+fn set_active(state: &StateHandle, username: &str, active: bool) -> Response {
+    let account = tri!(writable_account(state, username));
+    let mut store = state.lock();
+    if account.active != active {
+        if let Some(stored) = store.account_mut(account.id) {
+            stored.active = active;
+        }
+        store.count_write(if active {
+            "reactivate_account"
+        } else {
+            "deactivate_account"
+        });
+    }
+    reply::empty(204)
+}
+
+async fn disable_user(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    Path(username): Path<String>,
+) -> Response {
+    tri!(require_admin(caller));
+    set_active(&state, &username, false)
+}
+
+async fn enable_user(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    Path(username): Path<String>,
+) -> Response {
+    tri!(require_admin(caller));
+    set_active(&state, &username, true)
+}
+
+async fn delete_user(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    Path(username): Path<String>,
+) -> Response {
+    tri!(require_admin(caller));
+    let account = tri!(writable_account(&state, &username));
+    let task_id = state.lock().submit_long_task(account.id, Instant::now());
+    reply::json(
+        202,
+        json!({ "id": task_id, "links": { "status": format!("/rest/api/longtask/{task_id}") } }),
+    )
+}
+
+async fn long_task(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    Path(task_id): Path<String>,
+) -> Response {
+    tri!(require_admin(caller));
+    let now = Instant::now();
+    let mut store = state.lock();
+    let Some(task) = store.long_tasks.get_mut(&task_id) else {
+        return error(404, &format!("No long task found with id: {task_id}"));
+    };
+    task.polls += 1;
+    store.settle_long_tasks(now);
+    let Some(task) = store.long_tasks.get(&task_id) else {
+        return error(404, &format!("No long task found with id: {task_id}"));
+    };
+    reply::json(
+        200,
+        json!({
+            "id": task_id,
+            "name": { "key": "com.atlassian.confluence.user.delete.longtask", "args": [] },
+            "elapsedTime": (now - task.submitted).as_millis() as u64,
+            "percentageComplete": if task.finished { 100 } else { 50 },
+            "successful": task.finished,
+            "finished": task.finished,
+            "messages": [],
+        }),
+    )
+}
+
+async fn create_group(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    tri!(require_admin(caller));
+    let body = tri!(reply::object(&body).map_err(|m| error(400, &m)));
+    let name = reply::text(&body, "name")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    if name.is_empty() {
+        return error(400, "Group name should not be blank.");
+    }
+    let mut store = state.lock();
+    if store.group(&name).is_some() {
+        return error(409, &format!("Group with name '{name}' already exists."));
+    }
+    store.insert_group(&name);
+    store.count_write("create_group");
+    reply::json(201, group_json(&reply::base_url(&headers), &name))
+}
+
+async fn delete_group(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    Path(group): Path<String>,
+) -> Response {
+    tri!(require_admin(caller));
+    let mut store = state.lock();
+    if store.remove_group(&group).is_none() {
+        return error(404, &format!("No group found with name: {group}"));
+    }
+    store.count_write("delete_group");
+    reply::empty(204)
+}
+
+/// The account and group of a membership call, or the 404/403 answer.
+fn membership_target(
+    state: &StateHandle,
+    username: &str,
+    group: &str,
+) -> Result<(u64, String), Response> {
+    let account = writable_account(state, username)?;
+    let store = state.lock();
+    let Some(group) = store.group(group) else {
+        return Err(error(404, &format!("No group found with name: {group}")));
+    };
+    Ok((account.id, group.name.clone()))
+}
+
+async fn add_member(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    Path((username, group)): Path<(String, String)>,
+) -> Response {
+    tri!(require_admin(caller));
+    let (account_id, group) = tri!(membership_target(&state, &username, &group));
+    let mut store = state.lock();
+    if store.add_member(&group, account_id) {
+        store.count_write("add_member");
+    }
+    reply::empty(204)
+}
+
+async fn remove_member(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    Path((username, group)): Path<(String, String)>,
+) -> Response {
+    tri!(require_admin(caller));
+    let (account_id, group) = tri!(membership_target(&state, &username, &group));
+    let mut store = state.lock();
+    if store.remove_member(&group, account_id) {
+        store.count_write("remove_member");
+    }
+    reply::empty(204)
+}

@@ -1,0 +1,46 @@
+//! The test endpoints, outside auth, rate limit and counters: `GET /_emulator/state`,
+//! `POST /_emulator/reset` and `POST /_emulator/seed`.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::reply;
+use crate::store::{Seed, StateHandle};
+
+pub(crate) fn routes() -> Router<StateHandle> {
+    Router::new()
+        .route("/_emulator/state", get(state))
+        .route("/_emulator/reset", post(reset))
+        .route("/_emulator/seed", post(seed))
+}
+
+async fn state(State(state): State<StateHandle>) -> Response {
+    match serde_json::to_value(state.dump()) {
+        Ok(dump) => reply::json(200, dump),
+        Err(error) => reply::json(500, json!({ "error": error.to_string() })),
+    }
+}
+
+async fn reset(State(state): State<StateHandle>) -> Response {
+    match state.reset() {
+        Ok(()) => reply::empty(204),
+        Err(error) => reply::json(400, json!({ "error": error.to_string() })),
+    }
+}
+
+async fn seed(State(state): State<StateHandle>, body: Bytes) -> Response {
+    let seed: Seed = match serde_json::from_slice(&body) {
+        Ok(seed) => seed,
+        Err(error) => {
+            return reply::json(400, json!({ "error": format!("invalid seed: {error}") }));
+        }
+    };
+    match state.seed(&seed) {
+        Ok(()) => reply::empty(204),
+        Err(error) => reply::json(400, json!({ "error": error.to_string() })),
+    }
+}

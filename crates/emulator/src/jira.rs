@@ -1,0 +1,643 @@
+//! Jira Data Center's user and group endpoints under `/rest/api/2` (and `/rest/api/latest`).
+//!
+//! Errors are `{"errorMessages":[…],"errors":{field: message}}`. Usernames are stored lower
+//! case; users are addressed by `username=` or `key=`. Version behaviour follows
+//! [`JiraVersion`](crate::JiraVersion): 10.3 has the `/user/list` cursor endpoint and caps
+//! `/user/search` at 100; 9.12 has no `/user/list` and stops `/user/search` at the first
+//! 1,000 users. `group/member` pages 50 at most. A 400 answers an add of an existing member.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Extension, Query, State};
+use axum::http::HeaderMap;
+use axum::http::HeaderValue;
+use axum::http::header::LOCATION;
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::JiraVersion;
+use crate::gate::Caller;
+use crate::reply::{self, Params};
+use crate::store::{Account, StateHandle, Store};
+
+/// `/user/search` in 9.x never looks past the first 1,000 users.
+const SEARCH_CAP_9: usize = 1000;
+/// `/user/search` in 10.x answers at most 100 users and ignores `startAt`.
+const SEARCH_CAP_10: usize = 100;
+/// `/user/list`'s default page.
+const USER_LIST_DEFAULT: usize = 2000;
+/// `group/member`'s default and largest page.
+const MEMBER_PAGE_MAX: usize = 50;
+
+pub(crate) fn routes() -> Router<StateHandle> {
+    let api = Router::new()
+        .route("/serverInfo", get(server_info))
+        .route("/myself", get(myself))
+        .route(
+            "/user",
+            get(get_user)
+                .post(create_user)
+                .put(update_user)
+                .delete(delete_user),
+        )
+        .route("/user/search", get(search_users))
+        .route("/user/list", get(list_users))
+        .route("/groups/picker", get(pick_groups))
+        .route("/group", post(create_group).delete(delete_group))
+        .route("/group/member", get(group_members))
+        .route("/group/user", post(add_member).delete(remove_member));
+    Router::new()
+        .nest("/rest/api/2", api.clone())
+        .nest("/rest/api/latest", api)
+}
+
+/// Jira's error shape with one message.
+pub(crate) fn error(status: u16, message: &str) -> Response {
+    reply::json(status, json!({ "errorMessages": [message], "errors": {} }))
+}
+
+/// Jira's error shape with one field error.
+fn field_error(field: &str, message: &str) -> Response {
+    reply::json(
+        400,
+        json!({ "errorMessages": [], "errors": { field: message } }),
+    )
+}
+
+fn require_admin(caller: Caller) -> Result<(), Response> {
+    match caller {
+        Caller::Admin => Ok(()),
+        Caller::Anonymous => Err(error(
+            401,
+            "You are not authenticated. Authentication required to perform this operation.",
+        )),
+    }
+}
+
+fn user_json(base: &str, account: &Account, groups: Option<Vec<&str>>) -> Value {
+    let mut user = json!({
+        "self": format!("{base}/rest/api/2/user?username={}", account.name),
+        "key": account.key,
+        "name": account.name,
+        "emailAddress": account.email,
+        "avatarUrls": {},
+        "displayName": account.display_name,
+        "active": account.active,
+        "deleted": false,
+        "timeZone": "UTC",
+        "locale": "en_US",
+        "expand": "groups,applicationRoles",
+    });
+    if let Some(groups) = groups {
+        let items: Vec<Value> = groups
+            .iter()
+            .map(|name| json!({ "name": name, "self": format!("{base}/rest/api/2/group?groupname={name}") }))
+            .collect();
+        user["groups"] = json!({ "size": items.len(), "items": items });
+    }
+    user
+}
+
+fn group_json(base: &str, name: &str) -> Value {
+    json!({
+        "name": name,
+        "self": format!("{base}/rest/api/2/group?groupname={name}"),
+        "users": { "size": 0, "items": [], "max-results": 50, "start-index": 0, "end-index": 0 },
+        "expand": "users",
+    })
+}
+
+/// The user a `username=` or `key=` parameter names, or Jira's 404.
+fn find_user<'a>(store: &'a Store, params: &Params) -> Result<&'a Account, Response> {
+    if let Some(name) = params.get("username") {
+        return store
+            .account_by_name(name)
+            .ok_or_else(|| error(404, &format!("The user named '{name}' does not exist")));
+    }
+    if let Some(key) = params.get("key") {
+        return store.account_by_key(key).ok_or_else(|| {
+            error(
+                404,
+                &format!("The user with the key '{key}' does not exist"),
+            )
+        });
+    }
+    Err(error(
+        400,
+        "Either the 'username' or the 'key' query parameter is required.",
+    ))
+}
+
+async fn server_info(State(state): State<StateHandle>, headers: HeaderMap) -> Response {
+    let numbers = state.config().jira_version.version_numbers();
+    reply::json(
+        200,
+        json!({
+            "baseUrl": reply::base_url(&headers),
+            "version": format!("{}.{}.{}", numbers[0], numbers[1], numbers[2]),
+            "versionNumbers": numbers,
+            "deploymentType": "Server",
+            "buildNumber": numbers[0] * 100_000 + numbers[1] * 1_000,
+            "serverTitle": "Jira (keysync emulator)",
+        }),
+    )
+}
+
+async fn myself(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Response {
+    tri!(require_admin(caller));
+    let base = reply::base_url(&headers);
+    let name = state
+        .config()
+        .basic
+        .as_ref()
+        .map_or("admin", |(user, _)| user.as_str())
+        .to_owned();
+    reply::json(
+        200,
+        json!({
+            "self": format!("{base}/rest/api/2/user?username={name}"),
+            "key": name, "name": name, "displayName": "Administrator",
+            "emailAddress": "admin@example.com", "active": true, "timeZone": "UTC",
+        }),
+    )
+}
+
+async fn get_user(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let store = state.lock();
+    let account = tri!(find_user(&store, &params));
+    let expand_groups = params
+        .get("expand")
+        .is_some_and(|expand| expand.split(',').any(|item| item.trim() == "groups"));
+    let groups = expand_groups.then(|| {
+        store
+            .groups_of(account.id)
+            .into_iter()
+            .map(|group| group.name.as_str())
+            .collect()
+    });
+    reply::json(200, user_json(&reply::base_url(&headers), account, groups))
+}
+
+async fn search_users(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let Some(query) = params.get("username").map(|q| q.to_lowercase()) else {
+        return error(400, "The username query parameter was not provided");
+    };
+    let start_at = tri!(reply::number(&params, "startAt", 0).map_err(|m| error(400, &m)));
+    let max_results = tri!(reply::number(&params, "maxResults", 50).map_err(|m| error(400, &m)));
+    let include_active = reply::flag(&params, "includeActive", true);
+    let include_inactive = reply::flag(&params, "includeInactive", false);
+    let store = state.lock();
+    let mut matches: Vec<&Account> = store
+        .accounts()
+        .filter(|account| {
+            (account.active && include_active) || (!account.active && include_inactive)
+        })
+        .filter(|account| query == "." || search_matches(account, &query))
+        .collect();
+    matches.sort_by(|a, b| a.name.cmp(&b.name));
+    let window: Vec<&Account> = match state.config().jira_version {
+        JiraVersion::V9_12 => matches
+            .into_iter()
+            .take(SEARCH_CAP_9)
+            .skip(start_at)
+            .take(max_results.min(SEARCH_CAP_9))
+            .collect(),
+        JiraVersion::V10_3 => matches
+            .into_iter()
+            .take(max_results.min(SEARCH_CAP_10))
+            .collect(),
+    };
+    let base = reply::base_url(&headers);
+    let users: Vec<Value> = window
+        .iter()
+        .map(|account| user_json(&base, account, None))
+        .collect();
+    reply::json(200, Value::Array(users))
+}
+
+/// Jira's user search matches the start of the username, the email address, the display
+/// name or any word of the display name, ignoring case.
+fn search_matches(account: &Account, query: &str) -> bool {
+    let display_name = account.display_name.to_lowercase();
+    account.name.to_lowercase().starts_with(query)
+        || account.email.to_lowercase().starts_with(query)
+        || display_name.starts_with(query)
+        || display_name
+            .split_whitespace()
+            .any(|word| word.starts_with(query))
+}
+
+async fn list_users(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Response {
+    if state.config().jira_version == JiraVersion::V9_12 {
+        return reply::empty(404);
+    }
+    tri!(require_admin(caller));
+    let max_results =
+        tri!(reply::number(&params, "maxResults", USER_LIST_DEFAULT).map_err(|m| error(400, &m)))
+            .clamp(1, USER_LIST_DEFAULT);
+    let base = reply::base_url(&headers);
+    let self_link = format!("{base}/rest/api/2/user/list?maxResults={max_results}");
+    // The cursor is opaque to clients; here it is the id of the last user served. A cursor
+    // that is not ours answers an empty last page, never 404.
+    let after = match params.get("cursor") {
+        None => 0,
+        Some(cursor) => match cursor.parse::<u64>() {
+            Ok(after) => after,
+            Err(_) => {
+                return reply::json(
+                    200,
+                    json!({ "self": self_link, "maxResults": max_results, "isLast": true, "values": [] }),
+                );
+            }
+        },
+    };
+    let store = state.lock();
+    let mut page: Vec<&Account> = store.accounts_after(after).take(max_results + 1).collect();
+    let is_last = page.len() <= max_results;
+    page.truncate(max_results);
+    let values: Vec<Value> = page
+        .iter()
+        .map(|account| user_json(&base, account, None))
+        .collect();
+    let mut body = json!({
+        "self": self_link,
+        "maxResults": max_results,
+        "isLast": is_last,
+        "values": values,
+    });
+    if !is_last && let Some(last) = page.last() {
+        body["nextCursor"] = json!(last.id.to_string());
+        body["nextPage"] = json!(format!(
+            "{base}/rest/api/2/user/list?cursor={}&maxResults={max_results}",
+            last.id
+        ));
+    }
+    reply::json(200, body)
+}
+
+async fn create_user(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    tri!(require_admin(caller));
+    let body = tri!(reply::object(&body).map_err(|m| error(400, &m)));
+    let name = reply::text(&body, "name")
+        .unwrap_or_default()
+        .trim()
+        .to_lowercase();
+    let email = reply::text(&body, "emailAddress")
+        .unwrap_or_default()
+        .trim();
+    let display_name = reply::text(&body, "displayName").unwrap_or_default().trim();
+    if name.is_empty() {
+        return field_error("username", "You must specify a username.");
+    }
+    if !email.contains('@') {
+        return field_error("email", "You must specify a valid email address.");
+    }
+    if display_name.is_empty() {
+        return field_error("displayName", "You must specify a full name.");
+    }
+    let mut store = state.lock();
+    if store.account_by_name(&name).is_some() {
+        return field_error("username", "A user with that username already exists.");
+    }
+    let id = store.insert_account(&name, display_name, email);
+    store.count_write("create_account");
+    let base = reply::base_url(&headers);
+    let Some(account) = store.account(id) else {
+        return error(500, "The new user vanished.");
+    };
+    let mut response = reply::json(201, user_json(&base, account, None));
+    if let Ok(location) = HeaderValue::from_str(&format!("{base}/rest/api/2/user?username={name}"))
+    {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    response
+}
+
+async fn update_user(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+    body: Bytes,
+) -> Response {
+    tri!(require_admin(caller));
+    let body = tri!(reply::object(&body).map_err(|m| error(400, &m)));
+    let mut store = state.lock();
+    let account = tri!(find_user(&store, &params)).clone();
+    if account.read_only {
+        return error(
+            403,
+            "The user is in a read-only directory and cannot be changed.",
+        );
+    }
+    // Some clients send `"active": "false"` as a string.
+    let active = match body.get("active") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(active)) => Some(*active),
+        Some(Value::String(text)) if text.eq_ignore_ascii_case("true") => Some(true),
+        Some(Value::String(text)) if text.eq_ignore_ascii_case("false") => Some(false),
+        Some(_) => return field_error("active", "The active field must be true or false."),
+    };
+    let new_name = reply::text(&body, "name").map(|name| name.trim().to_lowercase());
+    if let Some(new_name) = &new_name {
+        if new_name.is_empty() {
+            return field_error("username", "You must specify a username.");
+        }
+        if new_name != &account.name && store.account_by_name(new_name).is_some() {
+            return field_error("username", "A user with that username already exists.");
+        }
+    }
+    let email = reply::text(&body, "emailAddress").map(str::trim);
+    if email.is_some_and(|email| !email.contains('@')) {
+        return field_error("email", "You must specify a valid email address.");
+    }
+    let display_name = reply::text(&body, "displayName").map(str::trim);
+    if display_name.is_some_and(str::is_empty) {
+        return field_error("displayName", "You must specify a full name.");
+    }
+    if let Some(new_name) = new_name.filter(|new_name| new_name != &account.name) {
+        store.rename_account(account.id, &new_name);
+        store.count_write("rename_account");
+    }
+    let mut details_changed = false;
+    if let Some(stored) = store.account_mut(account.id) {
+        if let Some(email) = email {
+            details_changed |= stored.email != email;
+            stored.email = email.to_owned();
+        }
+        if let Some(display_name) = display_name {
+            details_changed |= stored.display_name != display_name;
+            stored.display_name = display_name.to_owned();
+        }
+        if let Some(active) = active {
+            stored.active = active;
+        }
+    }
+    if details_changed {
+        store.count_write("update_account");
+    }
+    match active {
+        Some(false) if account.active => store.count_write("deactivate_account"),
+        Some(true) if !account.active => store.count_write("reactivate_account"),
+        _ => {}
+    }
+    let Some(updated) = store.account(account.id) else {
+        return error(500, "The user vanished.");
+    };
+    reply::json(200, user_json(&reply::base_url(&headers), updated, None))
+}
+
+async fn delete_user(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let mut store = state.lock();
+    let account = tri!(find_user(&store, &params)).clone();
+    if account.read_only {
+        return error(
+            403,
+            "The user is in a read-only directory and cannot be deleted.",
+        );
+    }
+    store.remove_account(account.id);
+    store.count_write("delete_account");
+    reply::empty(204)
+}
+
+async fn pick_groups(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let query = params
+        .get("query")
+        .map(|q| q.to_lowercase())
+        .unwrap_or_default();
+    let limit = state.config().jira_picker_limit;
+    let max_results =
+        tri!(reply::number(&params, "maxResults", limit).map_err(|m| error(400, &m))).min(limit);
+    let store = state.lock();
+    let matching: Vec<&str> = store
+        .groups()
+        .filter(|group| group.name.to_lowercase().contains(&query))
+        .map(|group| group.name.as_str())
+        .collect();
+    let shown: Vec<Value> = matching
+        .iter()
+        .take(max_results)
+        .map(|name| json!({ "name": name, "html": name, "labels": [] }))
+        .collect();
+    reply::json(
+        200,
+        json!({
+            "header": format!("Showing {} of {} matching groups", shown.len(), matching.len()),
+            "total": matching.len(),
+            "groups": shown,
+        }),
+    )
+}
+
+async fn create_group(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    tri!(require_admin(caller));
+    let body = tri!(reply::object(&body).map_err(|m| error(400, &m)));
+    let name = reply::text(&body, "name")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    if name.is_empty() {
+        return error(400, "You must specify a valid group name.");
+    }
+    let mut store = state.lock();
+    if store.group(&name).is_some() {
+        return error(400, "A group or user with this name already exists.");
+    }
+    store.insert_group(&name);
+    store.count_write("create_group");
+    reply::json(201, group_json(&reply::base_url(&headers), &name))
+}
+
+async fn delete_group(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let Some(name) = params.get("groupname") else {
+        return error(400, "The groupname query parameter was not provided");
+    };
+    let mut store = state.lock();
+    if store.remove_group(name).is_none() {
+        return error(404, "Specified group does not exist.");
+    }
+    store.count_write("delete_group");
+    reply::empty(200)
+}
+
+async fn group_members(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let Some(name) = params.get("groupname") else {
+        return error(400, "The groupname query parameter was not provided");
+    };
+    let start_at = tri!(reply::number(&params, "startAt", 0).map_err(|m| error(400, &m)));
+    let max_results =
+        tri!(reply::number(&params, "maxResults", MEMBER_PAGE_MAX).map_err(|m| error(400, &m)))
+            .clamp(1, MEMBER_PAGE_MAX);
+    let include_inactive = reply::flag(&params, "includeInactiveUsers", false);
+    let store = state.lock();
+    if store.group(name).is_none() {
+        return error(404, "Specified group does not exist.");
+    }
+    let members: Vec<&Account> = store
+        .members(name)
+        .into_iter()
+        .filter(|account| account.active || include_inactive)
+        .collect();
+    let total = members.len();
+    let base = reply::base_url(&headers);
+    let values: Vec<Value> = members
+        .iter()
+        .skip(start_at)
+        .take(max_results)
+        .map(|account| user_json(&base, account, None))
+        .collect();
+    let is_last = start_at + values.len() >= total;
+    let mut body = json!({
+        "self": format!("{base}/rest/api/2/group/member?groupname={name}&startAt={start_at}&maxResults={max_results}"),
+        "maxResults": max_results,
+        "startAt": start_at,
+        "total": total,
+        "isLast": is_last,
+        "values": values,
+    });
+    if !is_last {
+        body["nextPage"] = json!(format!(
+            "{base}/rest/api/2/group/member?groupname={name}&startAt={}&maxResults={max_results}",
+            start_at + max_results
+        ));
+    }
+    reply::json(200, body)
+}
+
+async fn add_member(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+    body: Bytes,
+) -> Response {
+    tri!(require_admin(caller));
+    let Some(group_name) = params.get("groupname") else {
+        return error(400, "The groupname query parameter was not provided");
+    };
+    let body = tri!(reply::object(&body).map_err(|m| error(400, &m)));
+    let user_name = reply::text(&body, "name")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    if user_name.is_empty() {
+        return error(400, "You must specify a user name.");
+    }
+    let mut store = state.lock();
+    let Some(group) = store.group(group_name).map(|group| group.name.clone()) else {
+        return error(404, "Specified group does not exist.");
+    };
+    let Some(account) = store.account_by_name(&user_name).cloned() else {
+        return error(404, &format!("The user named '{user_name}' does not exist"));
+    };
+    if account.read_only {
+        return error(
+            403,
+            "The user is in a read-only directory; its groups cannot be changed.",
+        );
+    }
+    if !store.add_member(&group, account.id) {
+        return error(
+            400,
+            &format!(
+                "Cannot add user. '{}' is already a member of '{group}'",
+                account.name
+            ),
+        );
+    }
+    store.count_write("add_member");
+    reply::json(201, group_json(&reply::base_url(&headers), &group))
+}
+
+async fn remove_member(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let (Some(group_name), Some(user_name)) = (params.get("groupname"), params.get("username"))
+    else {
+        return error(
+            400,
+            "The groupname and username query parameters are required.",
+        );
+    };
+    let mut store = state.lock();
+    let Some(group) = store.group(group_name).map(|group| group.name.clone()) else {
+        return error(404, "Specified group does not exist.");
+    };
+    let Some(account) = store.account_by_name(user_name).cloned() else {
+        return error(404, &format!("The user named '{user_name}' does not exist"));
+    };
+    if account.read_only {
+        return error(
+            403,
+            "The user is in a read-only directory; its groups cannot be changed.",
+        );
+    }
+    if !store.remove_member(&group, account.id) {
+        return error(
+            400,
+            &format!(
+                "Cannot remove user '{}' from group '{group}' since user is not a member of '{group}'",
+                account.name
+            ),
+        );
+    }
+    store.count_write("remove_member");
+    reply::empty(200)
+}

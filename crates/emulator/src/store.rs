@@ -1,0 +1,571 @@
+//! The emulator's in-memory directory (accounts, groups, memberships), its counters and
+//! request log, and the JSON shapes of the test endpoints: [`Seed`] in, [`Dump`] out.
+//!
+//! Accounts are kept in creation order under a numeric id; each also has the product's
+//! stable key (Jira `JIRAUSER…` key, Confluence 32-hex `userKey`, Bitbucket slug) and a
+//! case-insensitive login index.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Config, Error, Product};
+
+/// The initial state of an emulator, as JSON for `--seed-file` and `POST /_emulator/seed`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seed {
+    #[serde(default)]
+    pub accounts: Vec<SeedAccount>,
+    #[serde(default)]
+    pub groups: Vec<SeedGroup>,
+    #[serde(default)]
+    pub memberships: Vec<SeedMembership>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedAccount {
+    pub login: String,
+    pub display_name: String,
+    pub email: String,
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// From a read-only directory: Bitbucket reports `mutableDetails`, `mutableGroups` and
+    /// `deletable` false, and every product refuses writes to it.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedGroup {
+    pub name: String,
+    #[serde(default = "yes")]
+    pub deletable: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedMembership {
+    pub group: String,
+    pub login: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The answer of `GET /_emulator/state`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Dump {
+    pub product: Product,
+    pub accounts: Vec<DumpAccount>,
+    pub groups: Vec<String>,
+    pub memberships: Vec<DumpMembership>,
+    pub counters: Counters,
+    /// Only with `record_requests`.
+    pub requests: Vec<RequestRecord>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct DumpAccount {
+    /// The product's stable key: Jira key, Confluence userKey, Bitbucket slug.
+    pub key: String,
+    pub login: String,
+    pub display_name: String,
+    pub email: String,
+    pub active: bool,
+    pub read_only: bool,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DumpMembership {
+    pub group: String,
+    /// The member's login.
+    pub login: String,
+}
+
+/// What the emulator has answered since it started or was reset.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Counters {
+    /// Every request to the product endpoints, whatever the answer.
+    pub requests: u64,
+    /// 429 answers.
+    pub throttled: u64,
+    /// Injected 503 answers.
+    pub unavailable: u64,
+    /// 401 answers and requests answered as anonymous because of a bad token.
+    pub unauthorized: u64,
+    /// Successful writes by kind (`create_account`, `add_member`, …).
+    pub writes: BTreeMap<String, u64>,
+}
+
+/// One request, when `record_requests` is on.
+#[derive(Clone, Debug, Serialize)]
+pub struct RequestRecord {
+    /// Milliseconds since the emulator started, when the request arrived.
+    pub at_ms: f64,
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    pub body: String,
+    pub status: u16,
+    /// The `Retry-After` seconds of a 429.
+    pub retry_after: Option<u64>,
+}
+
+/// A clonable handle on one emulator's state.
+#[derive(Clone, Debug)]
+pub struct StateHandle(pub(crate) Arc<Shared>);
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) started: Instant,
+    store: Mutex<Store>,
+    pub(crate) bucket: Mutex<Bucket>,
+}
+
+impl StateHandle {
+    pub(crate) fn new(config: Config) -> Result<StateHandle, Error> {
+        let store = Store::seeded(config.product, &config.seed)?;
+        let bucket = Bucket::new(config.rate_limit);
+        Ok(StateHandle(Arc::new(Shared {
+            config,
+            started: Instant::now(),
+            store: Mutex::new(store),
+            bucket: Mutex::new(bucket),
+        })))
+    }
+
+    pub fn product(&self) -> Product {
+        self.0.config.product
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Store> {
+        self.0
+            .store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Everything the emulator holds and has counted.
+    pub fn dump(&self) -> Dump {
+        let mut store = self.lock();
+        store.settle_long_tasks(Instant::now());
+        store.dump()
+    }
+
+    /// Replaces the directory with `seed` and zeroes the counters.
+    pub fn seed(&self, seed: &Seed) -> Result<(), Error> {
+        let store = Store::seeded(self.product(), seed)?;
+        *self.lock() = store;
+        Ok(())
+    }
+
+    /// Back to the seed the emulator was started with.
+    pub fn reset(&self) -> Result<(), Error> {
+        let seed = self.0.config.seed.clone();
+        self.seed(&seed)
+    }
+}
+
+/// An account as the emulator keeps it.
+#[derive(Clone, Debug)]
+pub(crate) struct Account {
+    pub(crate) id: u64,
+    pub(crate) key: String,
+    pub(crate) name: String,
+    pub(crate) display_name: String,
+    pub(crate) email: String,
+    pub(crate) active: bool,
+    pub(crate) read_only: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Group {
+    pub(crate) name: String,
+    pub(crate) deletable: bool,
+}
+
+/// A Confluence long task (user deletion).
+#[derive(Clone, Debug)]
+pub(crate) struct LongTask {
+    pub(crate) account_id: u64,
+    pub(crate) submitted: Instant,
+    pub(crate) polls: u32,
+    pub(crate) finished: bool,
+}
+
+/// A long task finishes on its second poll, or this long after it was submitted.
+pub(crate) const LONG_TASK_DURATION: std::time::Duration = std::time::Duration::from_millis(500);
+
+#[derive(Debug)]
+pub(crate) struct Store {
+    product: Product,
+    accounts: BTreeMap<u64, Account>,
+    by_key: HashMap<String, u64>,
+    by_name: HashMap<String, u64>,
+    next_id: u64,
+    groups: BTreeMap<String, Group>,
+    /// (lower-cased group name, account id).
+    memberships: BTreeSet<(String, u64)>,
+    pub(crate) counters: Counters,
+    pub(crate) requests: Vec<RequestRecord>,
+    pub(crate) long_tasks: BTreeMap<String, LongTask>,
+    next_task: u64,
+}
+
+impl Store {
+    fn seeded(product: Product, seed: &Seed) -> Result<Store, Error> {
+        let mut store = Store {
+            product,
+            accounts: BTreeMap::new(),
+            by_key: HashMap::new(),
+            by_name: HashMap::new(),
+            next_id: 1,
+            groups: BTreeMap::new(),
+            memberships: BTreeSet::new(),
+            counters: Counters::default(),
+            requests: Vec::new(),
+            long_tasks: BTreeMap::new(),
+            next_task: 1,
+        };
+        for account in &seed.accounts {
+            if store.account_by_name(&account.login).is_some() {
+                return Err(Error::Seed {
+                    message: format!("account {} appears twice", account.login),
+                });
+            }
+            let id = store.insert_account(&account.login, &account.display_name, &account.email);
+            if let Some(stored) = store.accounts.get_mut(&id) {
+                stored.active = account.active;
+                stored.read_only = account.read_only;
+            }
+        }
+        for group in &seed.groups {
+            store.insert_group(&group.name);
+            if let Some(stored) = store.groups.get_mut(&group.name.to_lowercase()) {
+                stored.deletable = group.deletable;
+            }
+        }
+        for membership in &seed.memberships {
+            let Some(account_id) = store.account_by_name(&membership.login).map(|a| a.id) else {
+                return Err(Error::Seed {
+                    message: format!("membership names unknown account {}", membership.login),
+                });
+            };
+            if store.group(&membership.group).is_none() {
+                return Err(Error::Seed {
+                    message: format!("membership names unknown group {}", membership.group),
+                });
+            }
+            store.add_member(&membership.group, account_id);
+        }
+        Ok(store)
+    }
+
+    pub(crate) fn count_write(&mut self, kind: &str) {
+        *self.counters.writes.entry(kind.to_owned()).or_default() += 1;
+    }
+
+    pub(crate) fn accounts(&self) -> impl DoubleEndedIterator<Item = &Account> {
+        self.accounts.values()
+    }
+
+    /// Accounts with an id greater than `after`, in id order.
+    pub(crate) fn accounts_after(&self, after: u64) -> impl Iterator<Item = &Account> {
+        self.accounts
+            .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+            .map(|(_, account)| account)
+    }
+
+    pub(crate) fn account(&self, id: u64) -> Option<&Account> {
+        self.accounts.get(&id)
+    }
+
+    pub(crate) fn account_mut(&mut self, id: u64) -> Option<&mut Account> {
+        self.accounts.get_mut(&id)
+    }
+
+    pub(crate) fn account_by_name(&self, name: &str) -> Option<&Account> {
+        let id = self.by_name.get(&name.to_lowercase())?;
+        self.accounts.get(id)
+    }
+
+    pub(crate) fn account_by_key(&self, key: &str) -> Option<&Account> {
+        let id = self.by_key.get(key)?;
+        self.accounts.get(id)
+    }
+
+    pub(crate) fn n_active_accounts(&self) -> usize {
+        self.accounts
+            .values()
+            .filter(|account| account.active)
+            .count()
+    }
+
+    /// Adds an active account and answers its id; the caller checks the name is free.
+    pub(crate) fn insert_account(&mut self, name: &str, display_name: &str, email: &str) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let key = match self.product {
+            Product::Jira => format!("JIRAUSER{}", 10_000 + id),
+            Product::Confluence => format!("8a7f808a{:024x}", 0x5eed_0000_u64 + id),
+            Product::Bitbucket => self.free_slug(name),
+        };
+        self.by_key.insert(key.clone(), id);
+        self.by_name.insert(name.to_lowercase(), id);
+        self.accounts.insert(
+            id,
+            Account {
+                id,
+                key,
+                name: name.to_owned(),
+                display_name: display_name.to_owned(),
+                email: email.to_owned(),
+                active: true,
+                read_only: false,
+            },
+        );
+        id
+    }
+
+    /// Bitbucket-style slug: lower case, characters outside `[a-z0-9._-]` become `_`, and a
+    /// numeric suffix when taken.
+    fn free_slug(&self, name: &str) -> String {
+        let base: String = name
+            .to_lowercase()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let mut slug = base.clone();
+        let mut suffix = 1;
+        while self.by_key.contains_key(&slug) {
+            slug = format!("{base}{suffix}");
+            suffix += 1;
+        }
+        slug
+    }
+
+    /// Changes an account's login; the caller checks the new name is free. A Bitbucket slug
+    /// follows the new name.
+    pub(crate) fn rename_account(&mut self, id: u64, new_name: &str) {
+        let Some(account) = self.accounts.get(&id) else {
+            return;
+        };
+        let (old_name, old_key) = (account.name.to_lowercase(), account.key.clone());
+        self.by_name.remove(&old_name);
+        self.by_name.insert(new_name.to_lowercase(), id);
+        let new_key = if self.product == Product::Bitbucket {
+            self.by_key.remove(&old_key);
+            let slug = self.free_slug(new_name);
+            self.by_key.insert(slug.clone(), id);
+            slug
+        } else {
+            old_key
+        };
+        if let Some(account) = self.accounts.get_mut(&id) {
+            account.name = new_name.to_owned();
+            account.key = new_key;
+        }
+    }
+
+    pub(crate) fn remove_account(&mut self, id: u64) -> Option<Account> {
+        let account = self.accounts.remove(&id)?;
+        self.by_key.remove(&account.key);
+        self.by_name.remove(&account.name.to_lowercase());
+        self.memberships.retain(|(_, member)| *member != id);
+        Some(account)
+    }
+
+    pub(crate) fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values()
+    }
+
+    pub(crate) fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.get(&name.to_lowercase())
+    }
+
+    pub(crate) fn insert_group(&mut self, name: &str) {
+        self.groups.insert(
+            name.to_lowercase(),
+            Group {
+                name: name.to_owned(),
+                deletable: true,
+            },
+        );
+    }
+
+    pub(crate) fn remove_group(&mut self, name: &str) -> Option<Group> {
+        let lower = name.to_lowercase();
+        let group = self.groups.remove(&lower)?;
+        self.memberships
+            .retain(|(group_name, _)| *group_name != lower);
+        Some(group)
+    }
+
+    /// `true` when the membership is new.
+    pub(crate) fn add_member(&mut self, group: &str, account_id: u64) -> bool {
+        self.memberships.insert((group.to_lowercase(), account_id))
+    }
+
+    /// `true` when there was such a membership.
+    pub(crate) fn remove_member(&mut self, group: &str, account_id: u64) -> bool {
+        self.memberships.remove(&(group.to_lowercase(), account_id))
+    }
+
+    /// A group's members in account id order.
+    pub(crate) fn members(&self, group: &str) -> Vec<&Account> {
+        let lower = group.to_lowercase();
+        let mut ids: Vec<u64> = self
+            .memberships
+            .iter()
+            .filter(|(group_name, _)| *group_name == lower)
+            .map(|(_, id)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids.iter().filter_map(|id| self.accounts.get(id)).collect()
+    }
+
+    /// The groups an account belongs to, by name.
+    pub(crate) fn groups_of(&self, account_id: u64) -> Vec<&Group> {
+        self.memberships
+            .iter()
+            .filter(|(_, id)| *id == account_id)
+            .filter_map(|(group_name, _)| self.groups.get(group_name))
+            .collect()
+    }
+
+    pub(crate) fn submit_long_task(&mut self, account_id: u64, now: Instant) -> String {
+        let task_id = format!("{}", 9_000 + self.next_task);
+        self.next_task += 1;
+        self.long_tasks.insert(
+            task_id.clone(),
+            LongTask {
+                account_id,
+                submitted: now,
+                polls: 0,
+                finished: false,
+            },
+        );
+        task_id
+    }
+
+    /// Finishes long tasks that have run long enough, deleting their accounts.
+    pub(crate) fn settle_long_tasks(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .long_tasks
+            .iter()
+            .filter(|(_, task)| {
+                !task.finished && (task.polls >= 2 || now - task.submitted >= LONG_TASK_DURATION)
+            })
+            .map(|(task_id, _)| task_id.clone())
+            .collect();
+        for task_id in due {
+            let Some(task) = self.long_tasks.get_mut(&task_id) else {
+                continue;
+            };
+            task.finished = true;
+            let account_id = task.account_id;
+            if self.remove_account(account_id).is_some() {
+                self.count_write("delete_account");
+            }
+        }
+    }
+
+    fn dump(&self) -> Dump {
+        let accounts = self
+            .accounts
+            .values()
+            .map(|account| DumpAccount {
+                key: account.key.clone(),
+                login: account.name.clone(),
+                display_name: account.display_name.clone(),
+                email: account.email.clone(),
+                active: account.active,
+                read_only: account.read_only,
+            })
+            .collect();
+        let memberships = self
+            .memberships
+            .iter()
+            .filter_map(|(group_name, id)| {
+                Some(DumpMembership {
+                    group: self.groups.get(group_name)?.name.clone(),
+                    login: self.accounts.get(id)?.name.clone(),
+                })
+            })
+            .collect();
+        Dump {
+            product: self.product,
+            accounts,
+            groups: self
+                .groups
+                .values()
+                .map(|group| group.name.clone())
+                .collect(),
+            memberships,
+            counters: self.counters.clone(),
+            requests: self.requests.clone(),
+        }
+    }
+}
+
+/// The rate limit's token bucket: capacity and refill per second both equal the limit.
+#[derive(Debug)]
+pub(crate) struct Bucket {
+    pub(crate) limit: u32,
+    tokens: f64,
+    updated: Instant,
+}
+
+/// What the bucket said about one request.
+pub(crate) enum Take {
+    Allowed { remaining: u64 },
+    Throttled { retry_after_secs: u64 },
+    Unlimited,
+}
+
+impl Bucket {
+    fn new(limit: u32) -> Bucket {
+        Bucket {
+            limit,
+            tokens: f64::from(limit),
+            updated: Instant::now(),
+        }
+    }
+
+    pub(crate) fn take(&mut self, now: Instant) -> Take {
+        if self.limit == 0 {
+            return Take::Unlimited;
+        }
+        let rate = f64::from(self.limit);
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.updated = now.max(self.updated);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Take::Allowed {
+                remaining: self.tokens.floor() as u64,
+            };
+        }
+        let seconds = ((1.0 - self.tokens) / rate).ceil().max(1.0);
+        Take::Throttled {
+            retry_after_secs: seconds as u64,
+        }
+    }
+}
