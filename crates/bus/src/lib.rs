@@ -6,7 +6,8 @@
 //! several deployments or tests can share one NATS server.
 //!
 //! Streams:
-//! - `{PREFIX}_EVENTS` (limits retention): `{prefix}.run.>`, `{prefix}.snapshot.>`, `{prefix}.plan.>`;
+//! - `{PREFIX}_EVENTS` (limits retention): `{prefix}.run.>`, `{prefix}.snapshot.>`,
+//!   `{prefix}.state.>`, `{prefix}.plan.>`;
 //! - `{PREFIX}_CHANGES` (work-queue retention): `{prefix}.changes.{product}`, consumed by one
 //!   durable pull consumer per product, shared by that product's applier replicas;
 //! - `{PREFIX}_DEAD` (limits retention): `{prefix}.dead.>`, messages that failed to decode,
@@ -111,6 +112,8 @@ bus_messages!(
     RunApproved,
     RunCancelled,
     ProductState,
+    StateReady,
+    StateFailed,
 );
 
 /// Encodes a bus message.
@@ -173,6 +176,15 @@ impl Topology {
         format!("{}.plan.failed", self.prefix)
     }
 
+    /// An applier read its product's state for a run: `{prefix}.state.ready.{product}`.
+    pub fn state_ready(&self, product: &str) -> String {
+        format!("{}.state.ready.{product}", self.prefix)
+    }
+
+    pub fn state_failed(&self, product: &str) -> String {
+        format!("{}.state.failed.{product}", self.prefix)
+    }
+
     pub fn run_approved(&self) -> String {
         format!("{}.run.approved", self.prefix)
     }
@@ -225,6 +237,7 @@ impl Topology {
                     format!("{}.run.>", self.prefix),
                     format!("{}.snapshot.>", self.prefix),
                     format!("{}.plan.>", self.prefix),
+                    format!("{}.state.>", self.prefix),
                 ],
                 retention: RetentionPolicy::Limits,
                 max_age: Duration::from_secs(30 * 24 * 3600),

@@ -255,6 +255,27 @@ fn every_message_survives_a_round_trip() {
         check("ChangeResult", change_result()),
         check("Conflict", conflict()),
         check(
+            "StateReady",
+            StateReady {
+                schema_version: SCHEMA_VERSION,
+                run_id: "01JZRUN".into(),
+                product: Product::Jira as i32,
+                state: Some(object_ref()),
+                accounts: 10,
+                groups: 2,
+                memberships: 30,
+            },
+        ),
+        check(
+            "StateFailed",
+            StateFailed {
+                schema_version: SCHEMA_VERSION,
+                run_id: "01JZRUN".into(),
+                product: Product::Bitbucket as i32,
+                reason: "401 from bitbucket".into(),
+            },
+        ),
+        check(
             "Plan",
             Plan {
                 schema_version: SCHEMA_VERSION,
