@@ -505,6 +505,10 @@ impl Pacer {
         {
             let rate = fill_rate / interval * PACE_SAFETY_FACTOR;
             let capacity = limit.unwrap_or(fill_rate).max(1.0);
+            if state.learned.is_none() && state.configured_rate.is_none() {
+                // Until now nothing limited us; `remaining` below says what is really left.
+                state.tokens = capacity;
+            }
             state.learned = Some((rate, capacity));
         }
         if let Some(remaining) = remaining

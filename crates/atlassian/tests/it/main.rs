@@ -1,0 +1,10 @@
+//! Integration tests of the three clients against their emulators, in one test binary.
+//!
+//! Each test starts its own emulator in-process on a free port through `helpers`, drives
+//! the client, and checks both the client's answers and the emulator's state and counters.
+
+mod bitbucket;
+mod confluence;
+mod helpers;
+mod http;
+mod jira;
