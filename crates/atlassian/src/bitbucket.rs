@@ -125,6 +125,7 @@ impl Directory for BitbucketClient {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(product = "bitbucket"))]
     async fn test_connection(&self) -> Result<ConnectionInfo, Error> {
         // The same admin listing the sync reads, so it needs no extra permission.
         let request = ApiRequest::get("rest/api/1.0/admin/users").query("limit", "1");
@@ -140,6 +141,7 @@ impl Directory for BitbucketClient {
         })
     }
 
+    #[tracing::instrument(skip_all, fields(product = "bitbucket"))]
     async fn list_accounts(&self) -> Result<Vec<RemoteAccount>, Error> {
         let users: Vec<DetailedUser> = self
             .all_pages(ApiRequest::get("rest/api/1.0/admin/users"), "user page")
@@ -147,6 +149,7 @@ impl Directory for BitbucketClient {
         Ok(users.into_iter().map(DetailedUser::into_account).collect())
     }
 
+    #[tracing::instrument(skip_all, fields(product = "bitbucket"))]
     async fn list_groups(&self) -> Result<Vec<RemoteGroup>, Error> {
         let groups: Vec<DetailedGroup> = self
             .all_pages(ApiRequest::get("rest/api/1.0/admin/groups"), "group page")
@@ -161,6 +164,7 @@ impl Directory for BitbucketClient {
             .collect())
     }
 
+    #[tracing::instrument(skip_all, fields(product = "bitbucket", group = group))]
     async fn list_members(&self, group: &str) -> Result<Vec<String>, Error> {
         let request =
             ApiRequest::get("rest/api/1.0/admin/groups/more-members").query("context", group);
@@ -168,6 +172,7 @@ impl Directory for BitbucketClient {
         Ok(users.into_iter().map(|user| user.slug).collect())
     }
 
+    #[tracing::instrument(skip_all, fields(product = "bitbucket", login = %account.login))]
     async fn create_account(&self, account: &NewAccount) -> Result<Created, Error> {
         let request = create_user_request(account, self.settings.add_to_default_group);
         let response = self.http.send(&request).await?;
@@ -211,6 +216,7 @@ impl Directory for BitbucketClient {
         })
     }
 
+    #[tracing::instrument(skip_all, fields(product = "bitbucket", id = account.id, login = account.login))]
     async fn update_account(
         &self,
         account: AccountRef<'_>,
@@ -238,20 +244,23 @@ impl Directory for BitbucketClient {
         Ok(Outcome::Applied)
     }
 
-    async fn deactivate_account(&self, _account: AccountRef<'_>) -> Result<Outcome, Error> {
+    #[tracing::instrument(skip_all, fields(product = "bitbucket", id = account.id))]
+    async fn deactivate_account(&self, account: AccountRef<'_>) -> Result<Outcome, Error> {
         Err(Error::Unsupported {
             product: Product::Bitbucket,
             operation: "deactivate a user",
         })
     }
 
-    async fn reactivate_account(&self, _account: AccountRef<'_>) -> Result<Outcome, Error> {
+    #[tracing::instrument(skip_all, fields(product = "bitbucket", id = account.id))]
+    async fn reactivate_account(&self, account: AccountRef<'_>) -> Result<Outcome, Error> {
         Err(Error::Unsupported {
             product: Product::Bitbucket,
             operation: "reactivate a user",
         })
     }
 
+    #[tracing::instrument(skip_all, fields(product = "bitbucket", id = account.id, login = account.login))]
     async fn delete_account(&self, account: AccountRef<'_>) -> Result<Outcome, Error> {
         let Some(user) = self.find_user(Some(account.id), account.login).await? else {
             return Ok(Outcome::AlreadyDone);
@@ -269,6 +278,7 @@ impl Directory for BitbucketClient {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(product = "bitbucket", group = name))]
     async fn create_group(&self, name: &str) -> Result<Outcome, Error> {
         let request =
             ApiRequest::new(Method::POST, "rest/api/1.0/admin/groups").query("name", name);
@@ -280,6 +290,7 @@ impl Directory for BitbucketClient {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(product = "bitbucket", group = name))]
     async fn delete_group(&self, name: &str) -> Result<Outcome, Error> {
         let request =
             ApiRequest::new(Method::DELETE, "rest/api/1.0/admin/groups").query("name", name);
@@ -291,6 +302,7 @@ impl Directory for BitbucketClient {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(product = "bitbucket", group = group, id = account.id, login = account.login))]
     async fn add_member(&self, group: &str, account: AccountRef<'_>) -> Result<Outcome, Error> {
         let user = self.existing_user(account).await?;
         if !user.mutable_groups.unwrap_or(true) {
@@ -308,6 +320,7 @@ impl Directory for BitbucketClient {
         Ok(Outcome::Applied)
     }
 
+    #[tracing::instrument(skip_all, fields(product = "bitbucket", group = group, id = account.id, login = account.login))]
     async fn remove_member(&self, group: &str, account: AccountRef<'_>) -> Result<Outcome, Error> {
         let Some(user) = self.find_user(Some(account.id), account.login).await? else {
             return Ok(Outcome::AlreadyDone);

@@ -174,6 +174,7 @@ impl Directory for ConfluenceClient {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(product = "confluence"))]
     async fn test_connection(&self) -> Result<ConnectionInfo, Error> {
         let person: Person = self
             .send_ok(&ApiRequest::get("rest/api/user/current"))
@@ -195,6 +196,7 @@ impl Directory for ConfluenceClient {
         })
     }
 
+    #[tracing::instrument(skip_all, fields(product = "confluence"))]
     async fn list_accounts(&self) -> Result<Vec<RemoteAccount>, Error> {
         let request = ApiRequest::get("rest/api/user/list").query("expand", "status");
         let people: Vec<Person> = self.all_pages(request, "user page").await?;
@@ -204,6 +206,7 @@ impl Directory for ConfluenceClient {
             .collect())
     }
 
+    #[tracing::instrument(skip_all, fields(product = "confluence"))]
     async fn list_groups(&self) -> Result<Vec<RemoteGroup>, Error> {
         let groups: Vec<GroupJson> = self
             .all_pages(ApiRequest::get("rest/api/group"), "group page")
@@ -217,6 +220,7 @@ impl Directory for ConfluenceClient {
             .collect())
     }
 
+    #[tracing::instrument(skip_all, fields(product = "confluence", group = group))]
     async fn list_members(&self, group: &str) -> Result<Vec<String>, Error> {
         let request = ApiRequest::get("rest/api/group")
             .segment(group)
@@ -229,6 +233,7 @@ impl Directory for ConfluenceClient {
             .collect())
     }
 
+    #[tracing::instrument(skip_all, fields(product = "confluence", login = %account.login))]
     async fn create_account(&self, account: &NewAccount) -> Result<Created, Error> {
         let response = self.http.send(&create_user_request(account)).await?;
         if response.is_success() {
@@ -271,6 +276,7 @@ impl Directory for ConfluenceClient {
         Err(response.into_error())
     }
 
+    #[tracing::instrument(skip_all, fields(product = "confluence", id = account.id, login = account.login))]
     async fn update_account(
         &self,
         account: AccountRef<'_>,
@@ -289,14 +295,17 @@ impl Directory for ConfluenceClient {
         Ok(Outcome::Applied)
     }
 
+    #[tracing::instrument(skip_all, fields(product = "confluence", id = account.id, login = account.login))]
     async fn deactivate_account(&self, account: AccountRef<'_>) -> Result<Outcome, Error> {
         self.set_active(account, false).await
     }
 
+    #[tracing::instrument(skip_all, fields(product = "confluence", id = account.id, login = account.login))]
     async fn reactivate_account(&self, account: AccountRef<'_>) -> Result<Outcome, Error> {
         self.set_active(account, true).await
     }
 
+    #[tracing::instrument(skip_all, fields(product = "confluence", id = account.id, login = account.login))]
     async fn delete_account(&self, account: AccountRef<'_>) -> Result<Outcome, Error> {
         // Read by key first: with a stale username the delete would answer 404 and look done.
         let Some(person) = self.find_user(UserBy::Key(account.id)).await? else {
@@ -317,6 +326,7 @@ impl Directory for ConfluenceClient {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(product = "confluence", group = name))]
     async fn create_group(&self, name: &str) -> Result<Outcome, Error> {
         let request = ApiRequest::new(Method::POST, "rest/api/admin/group")
             .json(json!({ "type": "group", "name": name }));
@@ -328,6 +338,7 @@ impl Directory for ConfluenceClient {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(product = "confluence", group = name))]
     async fn delete_group(&self, name: &str) -> Result<Outcome, Error> {
         let request = ApiRequest::new(Method::DELETE, "rest/api/admin/group").segment(name);
         let response = self.http.send(&request).await?;
@@ -338,12 +349,14 @@ impl Directory for ConfluenceClient {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(product = "confluence", group = group, id = account.id, login = account.login))]
     async fn add_member(&self, group: &str, account: AccountRef<'_>) -> Result<Outcome, Error> {
         self.send_ok(&membership_request(Method::PUT, group, account.login))
             .await?;
         Ok(Outcome::Applied)
     }
 
+    #[tracing::instrument(skip_all, fields(product = "confluence", group = group, id = account.id, login = account.login))]
     async fn remove_member(&self, group: &str, account: AccountRef<'_>) -> Result<Outcome, Error> {
         let response = self
             .http

@@ -173,8 +173,8 @@ impl JiraClient {
         Ok(accounts)
     }
 
-    /// One `/user/search` call; `true` when it hit the cap and may have left users out.
-    async fn search_users(&self, query: &str) -> Result<(Vec<UserBean>, bool), Error> {
+    /// One `/user/search` call.
+    async fn search_users(&self, query: &str) -> Result<Search, Error> {
         let request = ApiRequest::get("rest/api/2/user/search")
             .query("username", query)
             .query("startAt", "0")
@@ -183,7 +183,7 @@ impl JiraClient {
             .query("includeInactive", "true");
         let users: Vec<UserBean> = self.send_ok(&request).await?.json("user search")?;
         let capped = users.len() >= SEARCH_CAP;
-        Ok((users, capped))
+        Ok(Search { users, capped })
     }
 
     async fn list_accounts_by_prefix(&self) -> Result<Vec<RemoteAccount>, Error> {
@@ -194,14 +194,14 @@ impl JiraClient {
                 by_key.insert(account.id.clone(), account);
             }
         };
-        let (everyone, capped) = self.search_users(".").await?;
-        add(everyone, &mut by_key);
-        if !capped {
+        let everyone = self.search_users(".").await?;
+        add(everyone.users, &mut by_key);
+        if !everyone.capped {
             return Ok(by_key.into_values().collect());
         }
         let mut prefixes: Vec<String> = FIRST_PREFIX_CHARS.chars().map(String::from).collect();
         while !prefixes.is_empty() {
-            let results: Vec<(String, Result<(Vec<UserBean>, bool), Error>)> =
+            let results: Vec<(String, Result<Search, Error>)> =
                 futures::stream::iter(prefixes.drain(..).map(|prefix| async move {
                     let result = self.search_users(&prefix).await;
                     (prefix, result)
@@ -211,9 +211,9 @@ impl JiraClient {
                 .await;
             let mut next_prefixes = Vec::new();
             for (prefix, result) in results {
-                let (users, capped) = result?;
-                add(users, &mut by_key);
-                if !capped {
+                let search = result?;
+                add(search.users, &mut by_key);
+                if !search.capped {
                     continue;
                 }
                 if prefix.chars().count() >= MAX_PREFIX_LEN {
@@ -263,6 +263,7 @@ impl Directory for JiraClient {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(product = "jira"))]
     async fn test_connection(&self) -> Result<ConnectionInfo, Error> {
         let myself: UserBean = self
             .send_ok(&ApiRequest::get("rest/api/2/myself"))
@@ -276,6 +277,7 @@ impl Directory for JiraClient {
         })
     }
 
+    #[tracing::instrument(skip_all, fields(product = "jira"))]
     async fn list_accounts(&self) -> Result<Vec<RemoteAccount>, Error> {
         match self.user_listing().await? {
             UserListing::Cursor => self.list_accounts_with_cursor().await,
@@ -283,6 +285,7 @@ impl Directory for JiraClient {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(product = "jira"))]
     async fn list_groups(&self) -> Result<Vec<RemoteGroup>, Error> {
         let mut names: BTreeSet<String> = BTreeSet::new();
         let mut queries = vec![String::new()];
@@ -319,6 +322,7 @@ impl Directory for JiraClient {
             .collect())
     }
 
+    #[tracing::instrument(skip_all, fields(product = "jira", group = group))]
     async fn list_members(&self, group: &str) -> Result<Vec<String>, Error> {
         let page_size = self.page_size.unwrap_or(MEMBER_PAGE).min(MEMBER_PAGE);
         let mut members = Vec::new();
@@ -344,6 +348,7 @@ impl Directory for JiraClient {
         Ok(members)
     }
 
+    #[tracing::instrument(skip_all, fields(product = "jira", login = %account.login))]
     async fn create_account(&self, account: &NewAccount) -> Result<Created, Error> {
         let response = self.http.send(&create_user_request(account)).await?;
         if response.is_success() {
@@ -377,6 +382,7 @@ impl Directory for JiraClient {
         Err(response.into_error())
     }
 
+    #[tracing::instrument(skip_all, fields(product = "jira", id = account.id, login = account.login))]
     async fn update_account(
         &self,
         account: AccountRef<'_>,
@@ -389,14 +395,17 @@ impl Directory for JiraClient {
         Ok(Outcome::Applied)
     }
 
+    #[tracing::instrument(skip_all, fields(product = "jira", id = account.id, login = account.login))]
     async fn deactivate_account(&self, account: AccountRef<'_>) -> Result<Outcome, Error> {
         set_active(self, account, false).await
     }
 
+    #[tracing::instrument(skip_all, fields(product = "jira", id = account.id, login = account.login))]
     async fn reactivate_account(&self, account: AccountRef<'_>) -> Result<Outcome, Error> {
         set_active(self, account, true).await
     }
 
+    #[tracing::instrument(skip_all, fields(product = "jira", id = account.id, login = account.login))]
     async fn delete_account(&self, account: AccountRef<'_>) -> Result<Outcome, Error> {
         let request = ApiRequest::new(Method::DELETE, "rest/api/2/user").query("key", account.id);
         let response = self.http.send(&request).await?;
@@ -407,6 +416,7 @@ impl Directory for JiraClient {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(product = "jira", group = name))]
     async fn create_group(&self, name: &str) -> Result<Outcome, Error> {
         let request =
             ApiRequest::new(Method::POST, "rest/api/2/group").json(json!({ "name": name }));
@@ -420,6 +430,7 @@ impl Directory for JiraClient {
         Err(response.into_error())
     }
 
+    #[tracing::instrument(skip_all, fields(product = "jira", group = name))]
     async fn delete_group(&self, name: &str) -> Result<Outcome, Error> {
         let request = ApiRequest::new(Method::DELETE, "rest/api/2/group").query("groupname", name);
         let response = self.http.send(&request).await?;
@@ -430,6 +441,7 @@ impl Directory for JiraClient {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(product = "jira", group = group, id = account.id, login = account.login))]
     async fn add_member(&self, group: &str, account: AccountRef<'_>) -> Result<Outcome, Error> {
         let request = ApiRequest::new(Method::POST, "rest/api/2/group/user")
             .query("groupname", group)
@@ -445,6 +457,7 @@ impl Directory for JiraClient {
         Err(response.into_error())
     }
 
+    #[tracing::instrument(skip_all, fields(product = "jira", group = group, id = account.id, login = account.login))]
     async fn remove_member(&self, group: &str, account: AccountRef<'_>) -> Result<Outcome, Error> {
         let request = ApiRequest::new(Method::DELETE, "rest/api/2/group/user")
             .query("groupname", group)
@@ -514,6 +527,13 @@ fn update_user_request(account: AccountRef<'_>, update: &AccountUpdate) -> Optio
             .query("key", account.id)
             .json(body),
     )
+}
+
+/// The answer of one `/user/search` call.
+struct Search {
+    users: Vec<UserBean>,
+    /// It hit the cap, so it may have left users out.
+    capped: bool,
 }
 
 #[derive(Clone, Copy)]

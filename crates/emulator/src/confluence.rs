@@ -349,7 +349,7 @@ async fn create_user(
     if !email.contains('@') {
         return error(400, "Email address is not valid.");
     }
-    if notify == !password.is_empty() {
+    if notify != password.is_empty() {
         return error(
             400,
             "A password is required if and only if notifyViaEmail is false.",

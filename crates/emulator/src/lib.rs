@@ -16,6 +16,11 @@
 //! and `POST /_emulator/seed` (replace the state with a [`store::Seed`]). In-process tests can
 //! use [`Running::state`] instead.
 
+#![allow(
+    clippy::result_large_err,
+    reason = "handlers return the product's error answer as `Err(Response)`, once per request"
+)]
+
 /// Unwraps an `Ok`, or returns the `Err` answer from the handler.
 macro_rules! tri {
     ($result:expr) => {

@@ -237,7 +237,10 @@ async fn groups_and_memberships_are_idempotent() {
         Outcome::Applied
     );
     assert_eq!(emulator.state().dump().memberships.len(), 1);
-    assert_eq!(client.list_members("writers").await.unwrap(), [key.clone()]);
+    assert_eq!(
+        client.list_members("writers").await.unwrap(),
+        vec![key.clone()]
+    );
     assert_eq!(
         client.remove_member("writers", account).await.unwrap(),
         Outcome::Applied
