@@ -569,3 +569,93 @@ impl Bucket {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(product: Product) -> Store {
+        Store::seeded(product, &Seed::default()).unwrap()
+    }
+
+    #[test]
+    fn bucket_throttles_past_its_capacity_and_asks_for_at_least_a_second() {
+        let mut bucket = Bucket::new(3);
+        let now = Instant::now();
+        let remaining: Vec<u64> = (0..3)
+            .map(|_| match bucket.take(now) {
+                Take::Allowed { remaining } => remaining,
+                _ => u64::MAX,
+            })
+            .collect();
+        assert_eq!(remaining, [2, 1, 0]);
+        assert!(matches!(
+            bucket.take(now),
+            Take::Throttled {
+                retry_after_secs: 1
+            }
+        ));
+        let later = now + std::time::Duration::from_millis(400);
+        assert!(matches!(bucket.take(later), Take::Allowed { remaining: 0 }));
+    }
+
+    #[test]
+    fn bitbucket_slugs_are_lower_case_url_safe_and_unique() {
+        let mut store = store(Product::Bitbucket);
+        let first = store.insert_account("Jane.Doe@Corp", "Jane", "jane@example.com");
+        let second = store.insert_account("jane.doe_corp", "Jane 2", "jane2@example.com");
+        assert_eq!(store.account(first).unwrap().key, "jane.doe_corp");
+        assert_eq!(store.account(second).unwrap().key, "jane.doe_corp1");
+    }
+
+    #[test]
+    fn a_bitbucket_rename_changes_the_slug_and_a_jira_rename_keeps_the_key() {
+        let mut bitbucket = store(Product::Bitbucket);
+        let id = bitbucket.insert_account("dave", "Dave", "dave@example.com");
+        bitbucket.rename_account(id, "david");
+        assert_eq!(bitbucket.account_by_key("david").map(|a| a.id), Some(id));
+        assert!(bitbucket.account_by_key("dave").is_none());
+
+        let mut jira = store(Product::Jira);
+        let id = jira.insert_account("dave", "Dave", "dave@example.com");
+        jira.rename_account(id, "david");
+        assert_eq!(
+            jira.account_by_name("david").map(|a| a.key.as_str()),
+            Some("JIRAUSER10001")
+        );
+        assert!(jira.account_by_name("dave").is_none());
+    }
+
+    #[test]
+    fn deleting_an_account_or_a_group_drops_its_memberships() {
+        let mut store = store(Product::Confluence);
+        let id = store.insert_account("erin", "Erin", "erin@example.com");
+        store.insert_group("writers");
+        store.insert_group("readers");
+        store.add_member("writers", id);
+        store.add_member("readers", id);
+        store.remove_group("writers");
+        assert_eq!(store.groups_of(id).len(), 1);
+        store.remove_account(id);
+        assert!(store.members("readers").is_empty());
+    }
+
+    #[test]
+    fn a_seed_naming_an_unknown_account_is_refused() {
+        let seed = Seed {
+            memberships: vec![SeedMembership {
+                group: "g".into(),
+                login: "nobody".into(),
+            }],
+            groups: vec![SeedGroup {
+                name: "g".into(),
+                deletable: true,
+            }],
+            accounts: vec![],
+        };
+        assert!(matches!(
+            Store::seeded(Product::Jira, &seed),
+            Err(Error::Seed { .. })
+        ));
+    }
+}
