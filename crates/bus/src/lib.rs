@@ -16,6 +16,8 @@
 //! Architecture invariant: this crate knows the wire (`proto`) and NATS, nothing of
 //! Keycloak, the products or the plan.
 
+mod consumers;
+pub mod objects;
 pub mod trace;
 
 use std::time::Duration;

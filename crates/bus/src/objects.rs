@@ -1,0 +1,227 @@
+//! Payloads too large for a NATS message in the JetStream object store: snapshots, plans,
+//! product states and big change sets. A payload is one protobuf bus message, encoded,
+//! zstd-compressed and stored under a key; the message that announces it carries an
+//! [`v1::ObjectRef`] with the bucket, the key, the size and the hex SHA-256 of the stored
+//! (compressed) bytes.
+//!
+//! [`Bus::get_object`] checks the checksum before it decompresses, so a reader never acts
+//! on an object that was replaced or damaged since it was announced, and it checks the
+//! schema version like [`crate::decode`].
+
+use async_nats::jetstream::object_store::{self, ObjectStore};
+use proto::v1;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+use crate::{Bus, BusMessage, DecodeError, Topology};
+
+/// The zstd level: a good ratio at a few hundred MB/s, so a million-user snapshot stores
+/// in about a second.
+const ZSTD_LEVEL: i32 = 3;
+
+/// Why an object could not be stored or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("opening object store bucket {bucket}")]
+    Bucket {
+        bucket: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("storing object {key} in bucket {bucket}")]
+    Put {
+        bucket: String,
+        key: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("reading object {key} from bucket {bucket}")]
+    Get {
+        bucket: String,
+        key: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("object {key} is not in bucket {bucket}")]
+    NotFound { bucket: String, key: String },
+    #[error("object {key} in bucket {bucket} has SHA-256 {found}, not the announced {expected}")]
+    Checksum {
+        bucket: String,
+        key: String,
+        expected: String,
+        found: String,
+    },
+    #[error("object {key} in bucket {bucket} is not valid zstd")]
+    Decompress {
+        bucket: String,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("object {key} in bucket {bucket}")]
+    Decode {
+        bucket: String,
+        key: String,
+        #[source]
+        source: DecodeError,
+    },
+}
+
+impl ObjectError {
+    /// Whether the object itself is missing or unusable (gone, replaced, damaged, not the
+    /// expected message), as opposed to the bus failing; retrying does not help then.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            ObjectError::NotFound { .. }
+                | ObjectError::Checksum { .. }
+                | ObjectError::Decompress { .. }
+                | ObjectError::Decode { .. }
+        )
+    }
+}
+
+impl Topology {
+    /// The bucket of stored plans, `{prefix}-plans`; a run's plan is `{run_id}.pb.zst`,
+    /// and change sets too large for a message are `{run_id}/{product}/{sequence}.pb.zst`.
+    pub fn plans_bucket(&self) -> String {
+        format!("{}-plans", self.prefix)
+    }
+
+    /// The bucket of the product state cache, `{prefix}-state`; the object of a product is
+    /// named after it (`jira`, `confluence`, `bitbucket`).
+    pub fn state_bucket(&self) -> String {
+        format!("{}-state", self.prefix)
+    }
+}
+
+impl Bus {
+    /// The object store bucket `bucket`, created if missing.
+    pub async fn object_store(&self, bucket: &str) -> Result<ObjectStore, ObjectError> {
+        self.jetstream()
+            .create_object_store(object_store::Config {
+                bucket: bucket.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|source| ObjectError::Bucket {
+                bucket: bucket.to_owned(),
+                source: Box::new(source),
+            })
+    }
+
+    /// Encodes `message`, compresses it and stores it as `key` in `bucket` (created if
+    /// missing), replacing an object of that name. Answers where it is.
+    pub async fn put_object<M: BusMessage>(
+        &self,
+        bucket: &str,
+        key: &str,
+        message: &M,
+    ) -> Result<v1::ObjectRef, ObjectError> {
+        let put_error = |source: Box<dyn std::error::Error + Send + Sync>| ObjectError::Put {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            source,
+        };
+        let compressed = zstd::bulk::compress(&message.encode_to_vec(), ZSTD_LEVEL)
+            .map_err(|error| put_error(Box::new(error)))?;
+        let store = self.object_store(bucket).await?;
+        store
+            .put(key, &mut compressed.as_slice())
+            .await
+            .map_err(|error| put_error(Box::new(error)))?;
+        Ok(v1::ObjectRef {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            sha256: sha256_hex(&compressed),
+            size: compressed.len() as u64,
+        })
+    }
+
+    /// Loads the object `object` names, checks its checksum, decompresses and decodes it.
+    pub async fn get_object<M: BusMessage>(
+        &self,
+        object: &v1::ObjectRef,
+    ) -> Result<M, ObjectError> {
+        let (bucket, key) = (object.bucket.as_str(), object.key.as_str());
+        let stored = self.get_object_bytes(bucket, key).await?;
+        let found = sha256_hex(&stored);
+        if !found.eq_ignore_ascii_case(&object.sha256) {
+            return Err(ObjectError::Checksum {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                expected: object.sha256.clone(),
+                found,
+            });
+        }
+        decode_stored(bucket, key, &stored)
+    }
+
+    /// Loads the newest object `key` of `bucket`, whatever its checksum, with the
+    /// [`v1::ObjectRef`] that names it now; `None` when there is no such object.
+    pub async fn get_latest_object<M: BusMessage>(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(M, v1::ObjectRef)>, ObjectError> {
+        let stored = match self.get_object_bytes(bucket, key).await {
+            Ok(stored) => stored,
+            Err(ObjectError::NotFound { .. }) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let message = decode_stored(bucket, key, &stored)?;
+        let object = v1::ObjectRef {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            sha256: sha256_hex(&stored),
+            size: stored.len() as u64,
+        };
+        Ok(Some((message, object)))
+    }
+
+    async fn get_object_bytes(&self, bucket: &str, key: &str) -> Result<Vec<u8>, ObjectError> {
+        let get_error = |source: Box<dyn std::error::Error + Send + Sync>| ObjectError::Get {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            source,
+        };
+        let store = self.object_store(bucket).await?;
+        let mut reader = match store.get(key).await {
+            Ok(reader) => reader,
+            Err(error) if error.kind() == object_store::GetErrorKind::NotFound => {
+                return Err(ObjectError::NotFound {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                });
+            }
+            Err(error) => return Err(get_error(Box::new(error))),
+        };
+        let mut stored = Vec::new();
+        reader
+            .read_to_end(&mut stored)
+            .await
+            .map_err(|error| get_error(Box::new(error)))?;
+        Ok(stored)
+    }
+}
+
+fn decode_stored<M: BusMessage>(bucket: &str, key: &str, stored: &[u8]) -> Result<M, ObjectError> {
+    let encoded = zstd::stream::decode_all(stored).map_err(|source| ObjectError::Decompress {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        source,
+    })?;
+    crate::decode::<M>(&encoded).map_err(|source| ObjectError::Decode {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        source,
+    })
+}
+
+/// Lower-case hex SHA-256.
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
