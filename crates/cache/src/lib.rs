@@ -1,0 +1,141 @@
+//! keysync's cache of each product's state, shared by the appliers (who read the product and
+//! write the cache) and the planner (who plans against it), plus the configuration sections
+//! both of them read ([`settings`]).
+//!
+//! # Layout
+//!
+//! One JetStream object store bucket per deployment, `{prefix}-state`, holds one object per
+//! product, named after it (`jira`, `confluence`, `bitbucket`): a [`proto::v1::ProductState`]
+//! (every account with its login, name, email, activity, whether keysync manages it and for
+//! which Keycloak user, and why it is read-only if it is; every group with whether keysync
+//! created it; every membership), protobuf-encoded and zstd-compressed. The object is
+//! replaced as a whole: by an applier's refresh at the start of every run, and at the end of
+//! every change set the applier applies. [`Cache::store`] answers the [`proto::v1::ObjectRef`]
+//! (with the SHA-256 of the stored bytes) that `StateReady` announces, and
+//! [`Cache::load_announced`] refuses an object that changed since.
+//!
+//! The product knows its accounts, groups and memberships; only the cache knows which of
+//! them keysync manages. Conversions to and from the plan's types are in [`convert`].
+//!
+//! **Architecture invariant:** this crate knows the wire, the bus and the plan's types; it
+//! makes no product calls and plans nothing.
+
+pub mod convert;
+pub mod settings;
+
+use bus::Bus;
+use bus::objects::ObjectError;
+use model::state::Product;
+use proto::v1;
+
+/// Why the cache could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the cached state of {product}")]
+    Object {
+        product: Product,
+        #[source]
+        source: ObjectError,
+    },
+    #[error("the cached state of {product}")]
+    Convert {
+        product: Product,
+        #[source]
+        source: convert::ConvertError,
+    },
+    #[error("the cached state in {key} is of {found}, not {expected}")]
+    WrongProduct {
+        key: String,
+        expected: Product,
+        found: String,
+    },
+}
+
+impl Error {
+    /// Whether the cached object itself is unusable (missing, replaced, damaged), as
+    /// opposed to the bus failing.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::Object { source, .. } => source.is_permanent(),
+            Error::Convert { .. } | Error::WrongProduct { .. } => true,
+        }
+    }
+}
+
+/// The product state cache of one deployment.
+#[derive(Clone)]
+pub struct Cache {
+    bus: Bus,
+    bucket: String,
+}
+
+impl Cache {
+    pub fn new(bus: Bus) -> Cache {
+        let bucket = bus.topology().state_bucket();
+        Cache { bus, bucket }
+    }
+
+    /// The bucket, `{prefix}-state`.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The newest cached state of `product` and where it is; `None` before the first
+    /// refresh.
+    pub async fn load(
+        &self,
+        product: Product,
+    ) -> Result<Option<(v1::ProductState, v1::ObjectRef)>, Error> {
+        let loaded = self
+            .bus
+            .get_latest_object::<v1::ProductState>(&self.bucket, product.as_str())
+            .await
+            .map_err(|source| Error::Object { product, source })?;
+        let Some((state, object)) = loaded else {
+            return Ok(None);
+        };
+        check_product(&state, product, &object.key)?;
+        Ok(Some((state, object)))
+    }
+
+    /// The state a `StateReady` announced, if it is still the one in the cache.
+    pub async fn load_announced(
+        &self,
+        product: Product,
+        object: &v1::ObjectRef,
+    ) -> Result<v1::ProductState, Error> {
+        let state = self
+            .bus
+            .get_object::<v1::ProductState>(object)
+            .await
+            .map_err(|source| Error::Object { product, source })?;
+        check_product(&state, product, &object.key)?;
+        Ok(state)
+    }
+
+    /// Replaces the cached state of `product`; the state must be of that product.
+    pub async fn store(
+        &self,
+        product: Product,
+        state: &v1::ProductState,
+    ) -> Result<v1::ObjectRef, Error> {
+        check_product(state, product, product.as_str())?;
+        self.bus
+            .put_object(&self.bucket, product.as_str(), state)
+            .await
+            .map_err(|source| Error::Object { product, source })
+    }
+}
+
+fn check_product(state: &v1::ProductState, expected: Product, key: &str) -> Result<(), Error> {
+    match convert::product_from_proto(state.product) {
+        Ok(found) if found == expected => Ok(()),
+        _ => Err(Error::WrongProduct {
+            key: key.to_owned(),
+            expected,
+            found: v1::Product::try_from(state.product)
+                .map(|product| product.as_str_name().to_owned())
+                .unwrap_or_else(|_| state.product.to_string()),
+        }),
+    }
+}

@@ -1,0 +1,435 @@
+//! The sections of the shared configuration file that both the planner and the appliers
+//! read: `[bus]` and `[products.jira]`, `[products.confluence]`, `[products.bitbucket]`.
+//! The planner takes each product's `enabled` and `policy`; an applier takes its product's
+//! client settings. Both parse the whole section, so a typo is an error in either.
+//!
+//! ```toml
+//! [bus]
+//! nats_url = "nats://127.0.0.1:4222"   # default
+//! prefix = "keysync"                   # default
+//!
+//! [products.jira]
+//! enabled = true                       # default
+//! endpoint = "https://jira.example.org"
+//! token_file = "/run/secrets/jira-token"   # or: user = "svc", password_file = "..."
+//! max_concurrency = 16                 # default
+//! # max_requests_per_second = 50       # default: no ceiling of our own
+//! request_timeout_seconds = 30         # default
+//! connect_timeout_seconds = 10         # default
+//! max_retries = 8                      # default
+//! initial_backoff_ms = 250             # default
+//! max_backoff_seconds = 60             # default
+//! # page_size = 500                    # default: each endpoint's documented page
+//! user_listing = "auto"                # Jira only: auto | cursor | prefix_search
+//! # long_task_timeout_seconds = 300    # Confluence only
+//! # add_to_default_group = true        # Bitbucket only
+//!
+//! [products.jira.policy]               # model::policy::Policy, every key with its default
+//! ```
+//!
+//! Defaults are written once, in the `default_*` functions below; `validate`-style methods
+//! do no IO.
+
+use std::time::Duration;
+
+use atlassian::config::{
+    Auth, BitbucketSettings, ConfluenceSettings, Connection, JiraSettings,
+    ProductSettings as ClientProduct, Settings as ClientSettings, UserListing,
+};
+use config::{Invalid, Secret};
+use model::policy::{Policy, ValidPolicy};
+use model::state::Product;
+use serde::Deserialize;
+
+/// `[bus]`: where NATS is and the prefix of every subject, stream and bucket.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusSettings {
+    /// The NATS server. Default: `nats://127.0.0.1:4222`.
+    #[serde(default = "default_nats_url")]
+    pub nats_url: String,
+    /// The prefix of every subject, stream and bucket of one deployment: letters, digits,
+    /// `-` and `_`. Default: `keysync`.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+}
+
+impl Default for BusSettings {
+    fn default() -> BusSettings {
+        BusSettings {
+            nats_url: default_nats_url(),
+            prefix: default_prefix(),
+        }
+    }
+}
+
+impl BusSettings {
+    /// Checks the prefix; no IO. Keys are relative to `[bus]`.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let valid = !self.prefix.is_empty()
+            && self
+                .prefix
+                .chars()
+                .all(|char| char.is_ascii_alphanumeric() || char == '-' || char == '_');
+        if !valid {
+            return Err(Invalid::new(
+                "prefix",
+                "must be letters, digits, `-` and `_`",
+            ));
+        }
+        if self.nats_url.trim().is_empty() {
+            return Err(Invalid::new("nats_url", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+fn default_nats_url() -> String {
+    "nats://127.0.0.1:4222".to_owned()
+}
+
+fn default_prefix() -> String {
+    "keysync".to_owned()
+}
+
+/// `[products]`: one optional section per product. A product without a section is not
+/// synced.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductsSettings {
+    pub jira: Option<ProductSettings>,
+    pub confluence: Option<ProductSettings>,
+    pub bitbucket: Option<ProductSettings>,
+}
+
+impl ProductsSettings {
+    /// The section of `product`, if the file has one.
+    pub fn get(&self, product: Product) -> Option<&ProductSettings> {
+        match product {
+            Product::Jira => self.jira.as_ref(),
+            Product::Confluence => self.confluence.as_ref(),
+            Product::Bitbucket => self.bitbucket.as_ref(),
+        }
+    }
+
+    /// The products with a section and `enabled = true`, in the order Jira, Confluence,
+    /// Bitbucket.
+    pub fn enabled(&self) -> Vec<Product> {
+        [Product::Jira, Product::Confluence, Product::Bitbucket]
+            .into_iter()
+            .filter(|&product| self.get(product).is_some_and(|settings| settings.enabled))
+            .collect()
+    }
+}
+
+/// How Jira lists every user (`user_listing`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserListingSetting {
+    /// Reads the server version once: `cursor` from 10.3 on, else `prefix_search`.
+    Auto,
+    /// `/user/list` with a cursor (Jira 10.3 LTS and later).
+    Cursor,
+    /// `/user/search` by username prefixes (Jira 9.x and older).
+    PrefixSearch,
+}
+
+/// `[products.<name>]`: whether the product is synced, how to reach it, and its policy.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductSettings {
+    /// Whether keysync syncs this product. Default: `true`.
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+    /// The product's base URL including any context path, e.g. `https://host/jira`.
+    pub endpoint: String,
+    /// A personal access token (Bitbucket: an HTTP access token), sent as a bearer token;
+    /// set `token_file` to read it from a file. Set either this or `user` and `password`.
+    pub token: Option<Secret>,
+    /// The user of basic authentication, with `password`.
+    pub user: Option<String>,
+    /// The password of basic authentication; set `password_file` to read it from a file.
+    pub password: Option<Secret>,
+    /// The most requests in flight at once. Default: 16.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    /// A ceiling in requests per second, on top of the pace the product's rate-limit
+    /// headers ask for. Default: none.
+    pub max_requests_per_second: Option<f64>,
+    /// The timeout of one request, in seconds. Default: 30.
+    #[serde(default = "default_request_timeout_seconds")]
+    pub request_timeout_seconds: u64,
+    /// The connect timeout, in seconds. Default: 10.
+    #[serde(default = "default_connect_timeout_seconds")]
+    pub connect_timeout_seconds: u64,
+    /// Retries after the first attempt for 429, 502, 503, 504 and transport errors.
+    /// Default: 8.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// The first backoff when the product sends no `Retry-After`, in milliseconds.
+    /// Default: 250.
+    #[serde(default = "default_initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    /// The longest wait between two attempts, in seconds. Default: 60.
+    #[serde(default = "default_max_backoff_seconds")]
+    pub max_backoff_seconds: u64,
+    /// Page size of listings. Default: each endpoint's documented default.
+    pub page_size: Option<u32>,
+    /// Jira only: how to list every user. Default: `auto`.
+    pub user_listing: Option<UserListingSetting>,
+    /// Confluence only: how long a user deletion may run on the server, in seconds.
+    /// Default: 300.
+    pub long_task_timeout_seconds: Option<u64>,
+    /// Bitbucket only: whether new users join the default group (which usually grants the
+    /// licence). Default: `true`.
+    pub add_to_default_group: Option<bool>,
+    /// What keysync syncs into this product; see `model::policy::Policy` for every key and
+    /// its default.
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+impl ProductSettings {
+    /// The validated policy. Keys in errors are relative to the product's section
+    /// (`policy.safety.max_percent`).
+    pub fn valid_policy(&self) -> Result<ValidPolicy, Invalid> {
+        self.policy.validate().map_err(|errors| {
+            let reason = errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            Invalid::new("policy", reason)
+        })
+    }
+
+    /// The settings of the product's client, checked without IO. Keys in errors are
+    /// relative to the product's section.
+    pub fn client_settings(&self, product: Product) -> Result<ClientSettings, Invalid> {
+        let endpoint = url::Url::parse(&self.endpoint)
+            .map_err(|error| Invalid::new("endpoint", format!("not a URL: {error}")))?;
+        let auth = match (&self.token, &self.user, &self.password) {
+            (Some(token), None, None) => Auth::Bearer(atlassian::Secret::new(token.expose())),
+            (None, Some(user), Some(password)) => Auth::Basic {
+                user: user.clone(),
+                password: atlassian::Secret::new(password.expose()),
+            },
+            _ => {
+                return Err(Invalid::new(
+                    "token",
+                    "set either `token` (or `token_file`), or `user` and `password` (or `password_file`)",
+                ));
+            }
+        };
+        let only_for = |key: &str, set: bool, owner: Product| {
+            if set && product != owner {
+                return Err(Invalid::new(key, format!("is a {owner} setting")));
+            }
+            Ok(())
+        };
+        only_for("user_listing", self.user_listing.is_some(), Product::Jira)?;
+        only_for(
+            "long_task_timeout_seconds",
+            self.long_task_timeout_seconds.is_some(),
+            Product::Confluence,
+        )?;
+        only_for(
+            "add_to_default_group",
+            self.add_to_default_group.is_some(),
+            Product::Bitbucket,
+        )?;
+
+        let mut connection = Connection::new(endpoint, auth);
+        connection.max_concurrency = self.max_concurrency;
+        connection.max_requests_per_second = self.max_requests_per_second;
+        connection.request_timeout = Duration::from_secs(self.request_timeout_seconds);
+        connection.connect_timeout = Duration::from_secs(self.connect_timeout_seconds);
+        connection.max_retries = self.max_retries;
+        connection.initial_backoff = Duration::from_millis(self.initial_backoff_ms);
+        connection.max_backoff = Duration::from_secs(self.max_backoff_seconds);
+        connection.page_size = self.page_size;
+        connection
+            .validate(to_atlassian(product))
+            .map_err(|error| Invalid::new("endpoint", error.to_string()))?;
+        let product_settings = match product {
+            Product::Jira => ClientProduct::Jira(JiraSettings {
+                user_listing: match self.user_listing.unwrap_or(UserListingSetting::Auto) {
+                    UserListingSetting::Auto => UserListing::Auto,
+                    UserListingSetting::Cursor => UserListing::Cursor,
+                    UserListingSetting::PrefixSearch => UserListing::PrefixSearch,
+                },
+            }),
+            Product::Confluence => {
+                let mut confluence = ConfluenceSettings::recommended();
+                if let Some(seconds) = self.long_task_timeout_seconds {
+                    confluence.long_task_timeout = Duration::from_secs(seconds);
+                }
+                ClientProduct::Confluence(confluence)
+            }
+            Product::Bitbucket => ClientProduct::Bitbucket(BitbucketSettings {
+                add_to_default_group: self.add_to_default_group.unwrap_or(true),
+            }),
+        };
+        Ok(ClientSettings {
+            connection,
+            product: product_settings,
+        })
+    }
+}
+
+/// The `atlassian` crate's name for a product.
+pub fn to_atlassian(product: Product) -> atlassian::Product {
+    match product {
+        Product::Jira => atlassian::Product::Jira,
+        Product::Confluence => atlassian::Product::Confluence,
+        Product::Bitbucket => atlassian::Product::Bitbucket,
+    }
+}
+
+fn default_enabled() -> bool {
+    true
+}
+
+fn default_max_concurrency() -> usize {
+    16
+}
+
+fn default_request_timeout_seconds() -> u64 {
+    30
+}
+
+fn default_connect_timeout_seconds() -> u64 {
+    10
+}
+
+fn default_max_retries() -> u32 {
+    8
+}
+
+fn default_initial_backoff_ms() -> u64 {
+    250
+}
+
+fn default_max_backoff_seconds() -> u64 {
+    60
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct File {
+        #[serde(default)]
+        bus: BusSettings,
+        #[serde(default)]
+        products: ProductsSettings,
+    }
+
+    fn load(toml: &str) -> Result<File, config::Error> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let token = dir.path().join("jira-token");
+        std::fs::write(&token, "s3cret\n").expect("writes the token");
+        let toml = toml.replace("TOKEN_PATH", &token.display().to_string());
+        let file = dir.path().join("keysync.toml");
+        std::fs::write(&file, toml).expect("writes the file");
+        config::load::<File>(Some(&file))
+    }
+
+    #[test]
+    fn a_product_section_takes_its_defaults_and_reads_its_token_from_a_file() {
+        let file = load(
+            r#"
+            [products.jira]
+            endpoint = "http://127.0.0.1:8080/jira"
+            token_file = "TOKEN_PATH"
+            [products.bitbucket]
+            enabled = false
+            endpoint = "http://127.0.0.1:7990"
+            user = "svc"
+            password = "pw"
+            "#,
+        )
+        .expect("loads");
+        assert_eq!(file.bus.prefix, "keysync");
+        assert_eq!(file.products.enabled(), [Product::Jira]);
+        let jira = file.products.get(Product::Jira).expect("jira");
+        let client = jira.client_settings(Product::Jira).expect("valid");
+        assert!(
+            matches!(&client.connection.auth, Auth::Bearer(token) if token.expose() == "s3cret")
+        );
+        assert_eq!(client.connection.max_concurrency, 16);
+        assert!(matches!(
+            client.product,
+            ClientProduct::Jira(JiraSettings {
+                user_listing: UserListing::Auto
+            })
+        ));
+        assert_eq!(jira.policy, Policy::default());
+        assert!(jira.valid_policy().is_ok());
+        assert!(
+            !format!("{jira:?}").contains("s3cret"),
+            "the token leaked into Debug"
+        );
+    }
+
+    #[test]
+    fn a_setting_of_another_product_or_two_kinds_of_auth_are_invalid() {
+        let file = load(
+            r#"
+            [products.confluence]
+            endpoint = "http://127.0.0.1:8090"
+            token = "t"
+            user_listing = "cursor"
+            [products.bitbucket]
+            endpoint = "http://127.0.0.1:7990"
+            token = "t"
+            user = "svc"
+            password = "pw"
+            "#,
+        )
+        .expect("loads");
+        let confluence = file.products.get(Product::Confluence).expect("confluence");
+        assert_eq!(
+            confluence
+                .client_settings(Product::Confluence)
+                .expect_err("jira setting")
+                .key(),
+            "user_listing"
+        );
+        let bitbucket = file.products.get(Product::Bitbucket).expect("bitbucket");
+        assert_eq!(
+            bitbucket
+                .client_settings(Product::Bitbucket)
+                .expect_err("two auths")
+                .key(),
+            "token"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_product_section_or_its_policy_is_an_error() {
+        for toml in [
+            "[products.jira]\nendpoint = \"http://x\"\ntoken = \"t\"\ncolour = \"blue\"\n",
+            "[products.jira]\nendpoint = \"http://x\"\ntoken = \"t\"\n[products.jira.policy.safety]\nmax = 1\n",
+        ] {
+            let error = load(toml).expect_err("unknown key");
+            assert!(error.to_string().contains("products.jira"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_bad_policy_names_the_policy_key() {
+        let file = load(
+            "[products.jira]\nendpoint = \"http://x\"\ntoken = \"t\"\n[products.jira.policy.safety]\nmax_percent = 101\n",
+        )
+        .expect("loads");
+        let error = file
+            .products
+            .get(Product::Jira)
+            .expect("jira")
+            .valid_policy()
+            .expect_err("101 %");
+        assert!(error.to_string().contains("safety.max_percent"), "{error}");
+    }
+}
