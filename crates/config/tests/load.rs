@@ -3,6 +3,10 @@
 //! when one of them is wrong. `figment::Jail` gives each test its own directory and
 //! environment.
 
+// `Jail::expect_with` takes closures that return `figment::Error`, which is large; the
+// signature is figment's.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 
 use config::{Error, Invalid, Secret};

@@ -291,6 +291,9 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(300))
         .connect_timeout(Duration::from_secs(5))
+        // The shared server outlives each test's tokio runtime, and a pooled connection
+        // dies with the runtime that opened it ("dispatch task is gone"): no pooling.
+        .pool_max_idle_per_host(0)
         .build()
         .context("building an HTTP client")
 }

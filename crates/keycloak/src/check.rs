@@ -1,0 +1,87 @@
+//! Test connection, as the control API offers it: the token, the realm, the roles (by
+//! making one small call of every kind the fetch makes) and the size of the directory.
+
+use crate::{
+    Error,
+    client::{Client, Endpoint},
+    representation::{GroupCount, GroupRepresentation, MemberRepresentation, UserRepresentation},
+};
+
+/// What a successful test connection found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionReport {
+    pub realm: String,
+    /// Users the fetch would read (`/users/count`; service accounts are not counted).
+    pub users: u64,
+    /// Groups at every level (`/groups/count`).
+    pub groups: u64,
+}
+
+impl Client {
+    /// Gets a token (the client id and secret, and the realm), then makes one small
+    /// request of each kind the fetch makes, so a missing role shows as
+    /// [`Error::MissingRole`] naming it. Nothing is retried more than a fetch would.
+    #[tracing::instrument(skip(self), fields(realm = %self.settings().realm))]
+    pub async fn check(&self) -> Result<ConnectionReport, Error> {
+        self.token().await?;
+        let _: Vec<UserRepresentation> = self
+            .get(
+                Endpoint::Users,
+                &["users"],
+                &[
+                    ("first", "0"),
+                    ("max", "1"),
+                    ("briefRepresentation", "false"),
+                ],
+            )
+            .await?;
+        let users: u64 = self
+            .get(Endpoint::UsersCount, &["users", "count"], &[])
+            .await?;
+        let top: Vec<GroupRepresentation> = self
+            .get(
+                Endpoint::Groups,
+                &["groups"],
+                &[
+                    ("first", "0"),
+                    ("max", "1"),
+                    ("briefRepresentation", "true"),
+                ],
+            )
+            .await?;
+        let groups: GroupCount = self
+            .get(Endpoint::GroupsCount, &["groups", "count"], &[])
+            .await?;
+        if let Some(group) = top.first() {
+            let _: Vec<MemberRepresentation> = self
+                .get(
+                    Endpoint::Members,
+                    &["groups", group.id.as_str(), "members"],
+                    &[
+                        ("first", "0"),
+                        ("max", "1"),
+                        ("briefRepresentation", "true"),
+                    ],
+                )
+                .await?;
+            if group.sub_group_count.is_some_and(|count| count > 0) {
+                let _: Vec<GroupRepresentation> = self
+                    .get(
+                        Endpoint::Children,
+                        &["groups", group.id.as_str(), "children"],
+                        &[
+                            ("first", "0"),
+                            ("max", "1"),
+                            ("briefRepresentation", "true"),
+                        ],
+                    )
+                    .await?;
+            }
+        }
+        Ok(ConnectionReport {
+            realm: self.settings().realm.clone(),
+            users,
+            groups: groups.count,
+        })
+    }
+}

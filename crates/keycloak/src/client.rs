@@ -1,0 +1,475 @@
+//! [`Client`]: one realm's admin API with bounded concurrency, timeouts and retries.
+//!
+//! Every request goes through [`Client::get`]: it takes a permit of the client-wide
+//! semaphore (`concurrency` requests in flight at most, whatever the fetch does), sends
+//! with the cached token, and retries with exponential backoff on a 5xx, a 429, a
+//! transport error or timeout, and a body that is not the expected JSON (Keycloak cuts
+//! long responses short when its transaction times out, keycloak#52033). A 401 gets one
+//! new token and one more try; a 403 is [`Error::MissingRole`] with the role the endpoint
+//! needs.
+
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+
+use crate::{
+    Error,
+    config::KeycloakSettings,
+    representation::TokenResponse,
+    token::{AccessToken, TokenCache},
+};
+
+/// The admin API of one realm. Cheap to clone; clones share the token, the connection
+/// pool, the concurrency limit and the progress counters.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    settings: KeycloakSettings,
+    /// `{endpoint}/admin/realms/{realm}`.
+    admin_base: url::Url,
+    token_url: url::Url,
+    token: TokenCache,
+    permits: Semaphore,
+    progress: Progress,
+}
+
+/// Counters of what the client has read so far, for logs and for tests that act in the
+/// middle of a fetch.
+#[derive(Clone, Default)]
+pub struct Progress {
+    counters: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    retries: AtomicU64,
+    users: AtomicU64,
+    groups: AtomicU64,
+    memberships: AtomicU64,
+}
+
+impl Progress {
+    /// Admin API responses received (any status).
+    pub fn requests(&self) -> u64 {
+        self.counters.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn retries(&self) -> u64 {
+        self.counters.retries.load(Ordering::Relaxed)
+    }
+
+    /// Users read, counting a rescan's users again.
+    pub fn users(&self) -> u64 {
+        self.counters.users.load(Ordering::Relaxed)
+    }
+
+    pub fn groups(&self) -> u64 {
+        self.counters.groups.load(Ordering::Relaxed)
+    }
+
+    pub fn memberships(&self) -> u64 {
+        self.counters.memberships.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_users(&self, n: usize) {
+        self.counters.users.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_groups(&self, n: usize) {
+        self.counters.groups.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_memberships(&self, n: usize) {
+        self.counters
+            .memberships
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+impl fmt::Debug for Progress {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Progress")
+            .field("requests", &self.requests())
+            .field("retries", &self.retries())
+            .field("users", &self.users())
+            .field("groups", &self.groups())
+            .field("memberships", &self.memberships())
+            .finish()
+    }
+}
+
+/// An admin API endpoint, as errors and logs name it; each knows the role it needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    Users,
+    UsersCount,
+    User,
+    UserGroups,
+    Groups,
+    GroupsCount,
+    Children,
+    Members,
+}
+
+impl Endpoint {
+    fn template(self) -> &'static str {
+        match self {
+            Endpoint::Users => "GET /users",
+            Endpoint::UsersCount => "GET /users/count",
+            Endpoint::User => "GET /users/{id}",
+            Endpoint::UserGroups => "GET /users/{id}/groups",
+            Endpoint::Groups => "GET /groups",
+            Endpoint::GroupsCount => "GET /groups/count",
+            Endpoint::Children => "GET /groups/{id}/children",
+            Endpoint::Members => "GET /groups/{id}/members",
+        }
+    }
+
+    /// The `realm-management` role that grants the endpoint. `view-users` implies
+    /// `query-users` and `query-groups`; listing a group's members needs `view-users`.
+    fn role(self) -> &'static str {
+        match self {
+            Endpoint::Groups | Endpoint::GroupsCount | Endpoint::Children => "query-groups",
+            Endpoint::Users
+            | Endpoint::UsersCount
+            | Endpoint::User
+            | Endpoint::UserGroups
+            | Endpoint::Members => "view-users",
+        }
+    }
+}
+
+/// What one attempt of a request came to.
+enum Attempt<T> {
+    Done(T),
+    /// Worth another try after a backoff.
+    Retry(Error),
+    /// Another try gives the same answer.
+    Fail(Error),
+}
+
+impl Client {
+    /// Validates the settings and builds the HTTP client; no IO.
+    pub fn new(settings: KeycloakSettings) -> Result<Client, Error> {
+        settings.validate()?;
+        let endpoint = url::Url::parse(settings.endpoint.trim_end_matches('/'))
+            .map_err(|error| ::config::Invalid::new("endpoint", error.to_string()))?;
+        let url_below = |segments: &[&str]| -> Result<url::Url, Error> {
+            let mut url = endpoint.clone();
+            url.path_segments_mut()
+                .map_err(|()| ::config::Invalid::new("endpoint", "cannot be a base URL"))?
+                .pop_if_empty()
+                .extend(segments);
+            Ok(url)
+        };
+        let admin_base = url_below(&["admin", "realms", &settings.realm])?;
+        let token_url = url_below(&[
+            "realms",
+            &settings.realm,
+            "protocol",
+            "openid-connect",
+            "token",
+        ])?;
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout())
+            .connect_timeout(settings.timeout().min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(settings.concurrency)
+            .tcp_nodelay(true)
+            .user_agent(concat!("keysync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(Error::Build)?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                permits: Semaphore::new(settings.concurrency),
+                settings,
+                admin_base,
+                token_url,
+                token: TokenCache::default(),
+                progress: Progress::default(),
+            }),
+        })
+    }
+
+    pub fn settings(&self) -> &KeycloakSettings {
+        &self.inner.settings
+    }
+
+    /// The counters of this client (and its clones).
+    pub fn progress(&self) -> &Progress {
+        &self.inner.progress
+    }
+
+    /// GETs `path` below `/admin/realms/{realm}` (segments, percent-encoded here) and
+    /// decodes the JSON answer.
+    pub(crate) async fn get<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        path: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<T, Error> {
+        let mut url = self.inner.admin_base.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.extend(path);
+        }
+        let mut reauthorized = false;
+        let mut failures = 0;
+        loop {
+            let token = self.token().await?;
+            match self.get_once(endpoint, &url, query, &token).await {
+                Attempt::Done(value) => return Ok(value),
+                Attempt::Fail(Error::MissingRole { status: 401, .. }) if !reauthorized => {
+                    // The token may have expired early (a clock jump, a revocation):
+                    // one new token, one more try.
+                    reauthorized = true;
+                    self.inner.token.invalidate(&token).await;
+                }
+                Attempt::Fail(error) => return Err(error),
+                Attempt::Retry(error) => {
+                    failures += 1;
+                    if failures > self.inner.settings.retries {
+                        return Err(error);
+                    }
+                    self.inner
+                        .progress
+                        .counters
+                        .retries
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        endpoint = endpoint.template(),
+                        attempt = failures,
+                        error = %error,
+                        "Retrying a Keycloak request."
+                    );
+                    tokio::time::sleep(backoff(failures)).await;
+                }
+            }
+        }
+    }
+
+    async fn get_once<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        url: &url::Url,
+        query: &[(&str, &str)],
+        token: &AccessToken,
+    ) -> Attempt<T> {
+        let label = || endpoint.template().to_owned();
+        let body = {
+            // The semaphore is never closed, so a permit always comes.
+            let _permit = self.inner.permits.acquire().await.ok();
+            let sent = self
+                .inner
+                .http
+                .get(url.clone())
+                .query(query)
+                .bearer_auth(token.expose())
+                .header(reqwest::header::ACCEPT, "application/json")
+                .send()
+                .await;
+            let response = match sent {
+                Ok(response) => response,
+                Err(source) => {
+                    return Attempt::Retry(Error::Transport {
+                        endpoint: label(),
+                        source,
+                    });
+                }
+            };
+            self.inner
+                .progress
+                .counters
+                .requests
+                .fetch_add(1, Ordering::Relaxed);
+            let status = response.status();
+            let body = response.bytes().await;
+            match (status, body) {
+                (_, Err(source)) => {
+                    return Attempt::Retry(Error::Transport {
+                        endpoint: label(),
+                        source,
+                    });
+                }
+                (status, Ok(body)) if status.is_success() => body,
+                (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, Ok(_)) => {
+                    return Attempt::Fail(Error::MissingRole {
+                        role: endpoint.role(),
+                        endpoint: label(),
+                        client_id: self.inner.settings.client_id.clone(),
+                        status: status.as_u16(),
+                    });
+                }
+                (status, Ok(body)) => {
+                    let error = Error::Http {
+                        status: status.as_u16(),
+                        endpoint: label(),
+                        body: body_excerpt(&body),
+                    };
+                    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                        return Attempt::Retry(error);
+                    }
+                    if status == StatusCode::NOT_FOUND && is_realm_missing(&body) {
+                        return Attempt::Fail(Error::RealmNotFound {
+                            realm: self.inner.settings.realm.clone(),
+                            endpoint: self.inner.settings.endpoint.clone(),
+                        });
+                    }
+                    return Attempt::Fail(error);
+                }
+            }
+        };
+        match serde_json::from_slice(&body) {
+            Ok(value) => Attempt::Done(value),
+            Err(source) => Attempt::Retry(Error::Decode {
+                endpoint: label(),
+                source,
+            }),
+        }
+    }
+
+    /// The current access token, requested (with retries) when there is none or it is
+    /// due for renewal.
+    pub(crate) async fn token(&self) -> Result<AccessToken, Error> {
+        self.inner
+            .token
+            .get(|| async {
+                let mut failures = 0;
+                loop {
+                    match self.request_token().await {
+                        Attempt::Done(token) => return Ok(token),
+                        Attempt::Fail(error) => return Err(error),
+                        Attempt::Retry(error) => {
+                            failures += 1;
+                            if failures > self.inner.settings.retries {
+                                return Err(error);
+                            }
+                            tracing::warn!(
+                                attempt = failures,
+                                error = %error,
+                                "Retrying the Keycloak token request."
+                            );
+                            tokio::time::sleep(backoff(failures)).await;
+                        }
+                    }
+                }
+            })
+            .await
+    }
+
+    async fn request_token(&self) -> Attempt<(String, Duration)> {
+        let settings = &self.inner.settings;
+        let label = || format!("POST {}", self.inner.token_url);
+        let sent = self
+            .inner
+            .http
+            .post(self.inner.token_url.clone())
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", settings.client_id.as_str()),
+                ("client_secret", settings.client_secret.expose()),
+            ])
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(source) => {
+                return Attempt::Retry(Error::Transport {
+                    endpoint: label(),
+                    source,
+                });
+            }
+        };
+        let status = response.status();
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(source) => {
+                return Attempt::Retry(Error::Transport {
+                    endpoint: label(),
+                    source,
+                });
+            }
+        };
+        if status.is_success() {
+            return match serde_json::from_slice::<TokenResponse>(&body) {
+                Ok(token) => {
+                    Attempt::Done((token.access_token, Duration::from_secs(token.expires_in)))
+                }
+                Err(source) => Attempt::Retry(Error::Decode {
+                    endpoint: label(),
+                    source,
+                }),
+            };
+        }
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            return Attempt::Retry(Error::Http {
+                status: status.as_u16(),
+                endpoint: label(),
+                body: body_excerpt(&body),
+            });
+        }
+        if status == StatusCode::NOT_FOUND {
+            return Attempt::Fail(Error::RealmNotFound {
+                realm: settings.realm.clone(),
+                endpoint: settings.endpoint.clone(),
+            });
+        }
+        // Keycloak answers 401 `invalid_client` for a wrong id or secret, and 400
+        // `unauthorized_client` for a client without service accounts.
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::BAD_REQUEST) {
+            return Attempt::Fail(Error::Unauthorized {
+                client_id: settings.client_id.clone(),
+                endpoint: label(),
+                status: status.as_u16(),
+                body: body_excerpt(&body),
+            });
+        }
+        Attempt::Fail(Error::Http {
+            status: status.as_u16(),
+            endpoint: label(),
+            body: body_excerpt(&body),
+        })
+    }
+}
+
+/// 200 ms, 400 ms, 800 ms ... up to 5 s, each stretched by up to a quarter so that
+/// concurrent retries spread out.
+fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_millis(200)
+        .saturating_mul(1 << failures.saturating_sub(1).min(5))
+        .min(Duration::from_secs(5));
+    let spread = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|now| now.subsec_nanos() % 250)
+        .unwrap_or(0);
+    base + base.mul_f64(f64::from(spread) / 1000.0)
+}
+
+/// The start of an error body, for the error message.
+fn body_excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    match text.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// Keycloak answers `{"error":"Realm not found."}` for an admin path of a missing realm.
+fn is_realm_missing(body: &[u8]) -> bool {
+    String::from_utf8_lossy(body).contains("Realm not found")
+}

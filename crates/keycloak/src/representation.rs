@@ -1,0 +1,70 @@
+//! The JSON the admin API answers with, reduced to the fields keysync reads: serde skips
+//! the rest while parsing, so a page of users never exists as a generic JSON tree.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// A user, full representation (`briefRepresentation=false`, which carries `attributes`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRepresentation {
+    pub id: String,
+    pub username: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub email_verified: bool,
+    /// Custom attributes (user-profile fields like `email` are not repeated here). Only
+    /// declared attributes show, unless the realm's `unmanagedAttributePolicy` lets admins
+    /// see the others.
+    #[serde(default)]
+    pub attributes: Option<BTreeMap<String, Vec<String>>>,
+    #[serde(default)]
+    pub federation_link: Option<String>,
+    /// Set on the user behind a client's service account; such users are never synced.
+    #[serde(default)]
+    pub service_account_client_id: Option<String>,
+}
+
+/// A user as a group's member listing gives it with `briefRepresentation=true`: only the
+/// id is read.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MemberRepresentation {
+    pub id: String,
+}
+
+/// A group. Since Keycloak 23, `/groups` and `/children` give `subGroupCount` and leave
+/// `subGroups` empty; before, `/groups` gave the whole tree in `subGroups` and no count.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupRepresentation {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub sub_group_count: Option<u64>,
+    #[serde(default)]
+    pub sub_groups: Vec<GroupRepresentation>,
+}
+
+/// `GET /groups/count` answers `{"count": n}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GroupCount {
+    pub count: u64,
+}
+
+/// The token endpoint's answer to a client-credentials grant.
+#[derive(Deserialize)]
+pub(crate) struct TokenResponse {
+    pub(crate) access_token: String,
+    /// Seconds.
+    pub(crate) expires_in: u64,
+}
