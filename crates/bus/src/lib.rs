@@ -104,6 +104,7 @@ macro_rules! bus_messages {
 }
 bus_messages!(
     RunRequested,
+    Snapshot,
     SnapshotReady,
     SnapshotFailed,
     PlanReady,

@@ -82,6 +82,12 @@ impl ObjectError {
 }
 
 impl Topology {
+    /// The bucket of fetched snapshots, `{prefix}-snapshots`; a run's snapshot is
+    /// `{run_id}.pb.zst`.
+    pub fn snapshots_bucket(&self) -> String {
+        format!("{}-snapshots", self.prefix)
+    }
+
     /// The bucket of stored plans, `{prefix}-plans`; a run's plan is `{run_id}.pb.zst`,
     /// and change sets too large for a message are `{run_id}/{product}/{sequence}.pb.zst`.
     pub fn plans_bucket(&self) -> String {
