@@ -1,0 +1,49 @@
+//! The fetcher service: on a run request from the bus, read one Keycloak realm into a
+//! snapshot, store it in the JetStream object store, and announce it; or announce that
+//! there is none.
+//!
+//! ```text
+//! {prefix}.run.requested (RunRequested)
+//!     -> keycloak::client::Client::fetch           a complete, consistent realm, or an error
+//!     -> {prefix}-snapshots/{run_id}.pb.zst         proto Snapshot, zstd, SHA-256 in the ref
+//!     -> {prefix}.snapshot.ready (SnapshotReady)    object ref and counts
+//!     or {prefix}.snapshot.failed (SnapshotFailed)  the reason; no object, nothing else
+//! ```
+//!
+//! Start with [`app::App`]: [`app::App::build`] connects and checks the settings,
+//! [`app::App::run_until_stopped`] is the service loop, and [`app::App::try_step`] handles
+//! at most one request, so tests drive the service one message at a time.
+//! [`settings::Settings`] is the configuration; [`convert`] turns `model`'s snapshot into
+//! the wire's.
+//!
+//! **Architecture invariant:** nothing downstream plans from part of a directory. A run
+//! gets a `SnapshotReady` only for a snapshot the `keycloak` crate returned whole; any
+//! failure, a Keycloak that dies mid-fetch included, gets one `SnapshotFailed` and no
+//! object. Both are published with the message id `{run_id}/snapshot`, so a run never has
+//! both within JetStream's duplicate window.
+
+pub mod app;
+pub mod convert;
+pub mod settings;
+
+/// Why the service could not start or go on. A failed fetch is not an error of the
+/// service: it is a `SnapshotFailed` on the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid settings: {0}")]
+    Settings(#[from] config::Invalid),
+    #[error(transparent)]
+    Bus(#[from] bus::Error),
+    #[error(transparent)]
+    Object(#[from] bus::objects::ObjectError),
+    #[error("setting up keycloak connector `{connector}`")]
+    Keycloak {
+        connector: String,
+        #[source]
+        source: keycloak::Error,
+    },
+    #[error("pulling run requests from the consumer")]
+    Pull(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the run request consumer closed")]
+    ConsumerClosed,
+}

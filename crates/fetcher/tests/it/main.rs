@@ -1,0 +1,5 @@
+//! The fetcher's tests, in one binary: the service with a real nats-server and a real
+//! Keycloak, driven one step at a time.
+
+mod helpers;
+mod service;
