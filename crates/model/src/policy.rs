@@ -1,0 +1,507 @@
+//! The sync policy: everything a user configures about *what* keysync syncs, each part with its default, and
+//! the validation that turns a [`Policy`] into the [`ValidPolicy`] that [`crate::plan::plan`] takes.
+//!
+//! These are the only serializable types of the crate: the configuration file's `policy` section deserializes
+//! into [`Policy`]. Field names are snake_case, unknown fields are errors, and a missing field takes the default
+//! documented on it (the `Default` impls below are the one place the defaults are written).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::mapping::{Glob, GroupMapper, Template};
+
+/// The whole sync policy for one product.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Which Keycloak users are synced.
+    pub scope: Scope,
+    /// How an account's login name, display name and email derive from a Keycloak user.
+    pub attributes: Attributes,
+    /// Which Keycloak groups become product groups, how they are named, and the default groups.
+    pub groups: Groups,
+    /// How existing product accounts that keysync does not manage yet are taken over on first sync.
+    pub linking: Linking,
+    /// What happens to the accounts of users who left Keycloak or the scope, and what replaces deactivation in a
+    /// product that cannot deactivate.
+    pub cleanup: Cleanup,
+    /// Login-name patterns of accounts keysync never changes and never links: `*` matches any run of characters
+    /// and `?` one character, case-insensitively (`admin`, `svc-*`, `*-bot`).
+    /// Default: `["admin", "administrator", "sysadmin"]`.
+    pub protected_accounts: Vec<String>,
+    /// When a plan is held until a person approves it.
+    pub safety: Safety,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            scope: Scope::default(),
+            attributes: Attributes::default(),
+            groups: Groups::default(),
+            linking: Linking::default(),
+            cleanup: Cleanup::default(),
+            protected_accounts: vec![
+                "admin".to_owned(),
+                "administrator".to_owned(),
+                "sysadmin".to_owned(),
+            ],
+            safety: Safety::default(),
+        }
+    }
+}
+
+/// Which Keycloak users are synced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scope {
+    /// Full paths of Keycloak groups (`/staff`); only their members are synced. Default: empty, which syncs every
+    /// user of the realm.
+    pub required_groups: Vec<String>,
+    /// Whether a member of a subgroup (`/staff/devs`) counts as a member of a required group (`/staff`).
+    /// Default: `true`.
+    pub include_subgroups: bool,
+}
+
+impl Default for Scope {
+    fn default() -> Scope {
+        Scope {
+            required_groups: Vec::new(),
+            include_subgroups: true,
+        }
+    }
+}
+
+/// How an account's fields derive from a Keycloak user.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Attributes {
+    pub login: LoginMapping,
+    pub display_name: DisplayNameMapping,
+    pub email: EmailMapping,
+}
+
+/// Where the login name comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginMapping {
+    /// `"username"`, `"email"` or `{ attribute = "NAME" }` (the attribute's first value). Default: `"username"`.
+    pub from: LoginSource,
+    /// Lower-case the login name. Default: `true` (Jira rejects upper-case user names).
+    pub lowercase: bool,
+    /// Drop everything from the last `@` on, so `ann@example.com` becomes `ann`. Default: `false`.
+    pub strip_domain: bool,
+}
+
+impl Default for LoginMapping {
+    fn default() -> LoginMapping {
+        LoginMapping {
+            from: LoginSource::Username,
+            lowercase: true,
+            strip_domain: false,
+        }
+    }
+}
+
+/// The Keycloak field a login name is read from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum LoginSource {
+    Username,
+    Email,
+    Attribute(String),
+}
+
+/// How the display name is built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DisplayNameMapping {
+    /// A template over `{username}`, `{email}`, `{firstName}`, `{lastName}` and `{attributes.NAME}` (the
+    /// attribute's first value); `{{` and `}}` are literal braces. Runs of whitespace in the result collapse to
+    /// one space and the ends are trimmed. Default: `"{firstName} {lastName}"`.
+    pub template: String,
+    /// The template used when `template` renders empty; when this renders empty too, the login name is used.
+    /// Default: `"{username}"`.
+    pub fallback: String,
+}
+
+impl Default for DisplayNameMapping {
+    fn default() -> DisplayNameMapping {
+        DisplayNameMapping {
+            template: "{firstName} {lastName}".to_owned(),
+            fallback: "{username}".to_owned(),
+        }
+    }
+}
+
+/// Where the email comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailMapping {
+    /// `"email"` or `{ attribute = "NAME" }`. Default: `"email"`.
+    pub from: EmailSource,
+    /// Lower-case the email. Default: `true`. Emails are compared case-insensitively either way.
+    pub lowercase: bool,
+    /// Treat an email Keycloak has not verified as missing. Default: `false`.
+    pub require_verified: bool,
+    /// Do not create an account for a user without a usable email (Jira and Bitbucket require one); the plan
+    /// reports the user instead. An existing account keeps its email either way. Default: `true`.
+    pub required: bool,
+}
+
+impl Default for EmailMapping {
+    fn default() -> EmailMapping {
+        EmailMapping {
+            from: EmailSource::Email,
+            lowercase: true,
+            require_verified: false,
+            required: true,
+        }
+    }
+}
+
+/// The Keycloak field an email is read from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum EmailSource {
+    Email,
+    Attribute(String),
+}
+
+/// Which Keycloak groups become product groups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Groups {
+    /// `"all"`; `{ map = { "/KEYCLOAK/PATH" = "product-group", ... } }`; or
+    /// `{ pattern = { regex = "...", rename = "..." } }`, which syncs the groups whose name (or path, see
+    /// `naming`) the regex matches, named by replacing the first match with `rename` (`$1`, `${name}`; default
+    /// `$0`, the name unchanged). Default: `"all"`.
+    pub select: GroupSelection,
+    /// Whether `all` and `pattern` name a product group after the Keycloak group's `name` (`devs`) or its full
+    /// `path` without the leading slash (`staff/devs`). Default: `"name"`.
+    pub naming: GroupNaming,
+    /// Product groups a user joins when keysync creates the account; later runs leave these memberships alone.
+    /// Missing groups are created. Default: empty.
+    pub default_for_new_users: Vec<String>,
+    /// Product groups every synced user belongs to, checked on every run (typically the licence group, such as
+    /// `jira-software-users`). Missing groups are created. Default: empty.
+    pub default_for_all_users: Vec<String>,
+    /// Remove a product group keysync created once no mapping or default names it any more. When `false`, the
+    /// group stays and only its managed members are removed. Default: `false` (removing a group also removes the
+    /// permissions that name it).
+    pub remove_unmapped: bool,
+}
+
+impl Default for Groups {
+    fn default() -> Groups {
+        Groups {
+            select: GroupSelection::All,
+            naming: GroupNaming::Name,
+            default_for_new_users: Vec::new(),
+            default_for_all_users: Vec::new(),
+            remove_unmapped: false,
+        }
+    }
+}
+
+/// Which Keycloak groups are synced, and to which product group names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum GroupSelection {
+    /// Every Keycloak group, named by `naming`.
+    All,
+    /// Only the listed Keycloak groups, by full path, each to the product group named here. Several Keycloak
+    /// groups may map to one product group; its members are the union.
+    Map(BTreeMap<String, String>),
+    /// The groups whose name (or path) matches `regex`, renamed by `rename`.
+    Pattern {
+        regex: String,
+        #[serde(default = "default_rename")]
+        rename: String,
+    },
+}
+
+fn default_rename() -> String {
+    "$0".to_owned()
+}
+
+/// What an `all` or `pattern` group selection names a product group after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupNaming {
+    Name,
+    Path,
+}
+
+/// How existing accounts are taken over. An account keysync links becomes managed, keeps its id and history,
+/// and is updated like any other managed account. Protected accounts and disabled users are never linked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Linking {
+    /// Link an unmanaged account whose login name equals the user's (case-insensitively). Default: `true`.
+    /// When `false`, such a user is reported as a conflict, since the login is taken.
+    pub by_login: bool,
+    /// Link an unmanaged account whose email equals the user's (case-insensitively) when no login matches;
+    /// the account is then renamed to the user's login where the product can rename. Default: `true`.
+    pub by_email: bool,
+}
+
+impl Default for Linking {
+    fn default() -> Linking {
+        Linking {
+            by_login: true,
+            by_email: true,
+        }
+    }
+}
+
+/// What happens to managed accounts whose Keycloak user is gone or out of scope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cleanup {
+    /// The account of a user deleted from Keycloak or no longer in a required group. Default: `"deactivate"`.
+    pub action: CleanupAction,
+    /// Used instead of deactivation (for cleanup and for users disabled in Keycloak) where the product cannot
+    /// deactivate, which is Bitbucket. Default: `"remove_groups"`, which takes away the licence where it comes
+    /// from a managed or default group and keeps the account's history.
+    pub when_cannot_deactivate: Fallback,
+}
+
+impl Default for Cleanup {
+    fn default() -> Cleanup {
+        Cleanup {
+            action: CleanupAction::Deactivate,
+            when_cannot_deactivate: Fallback::RemoveGroups,
+        }
+    }
+}
+
+/// What cleanup does to an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CleanupAction {
+    /// Deactivate the account, keeping its groups; it is reactivated when the user comes back.
+    Deactivate,
+    /// Delete the account. Its history in the product may be anonymized or lost.
+    Delete,
+    /// Keep the account active but remove it from every managed group and every default group.
+    RemoveGroups,
+    /// Leave the account as it is.
+    Keep,
+}
+
+/// What replaces deactivation in a product that cannot deactivate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    RemoveGroups,
+    Delete,
+    Keep,
+}
+
+/// The safety limit. Accounts that would lose access (deactivated, deleted, or stripped of their groups by
+/// cleanup) are counted; a plan over either limit is held. A held plan still lists its changes for review.
+/// A snapshot with no users, or with no user in scope, against a product where keysync manages accounts is
+/// always held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Safety {
+    /// Hold a plan in which more than this many accounts lose access. Default: `50`.
+    pub max_accounts: u32,
+    /// Hold a plan in which more than this percentage (0 to 100) of the managed accounts lose access.
+    /// Default: `10`. Small instances hit this first: with 20 managed accounts, 3 departures are held.
+    pub max_percent: u32,
+}
+
+impl Default for Safety {
+    fn default() -> Safety {
+        Safety {
+            max_accounts: 50,
+            max_percent: 10,
+        }
+    }
+}
+
+/// One problem in a policy, naming the field as it is written in the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{field}: must not be empty")]
+    Empty { field: String },
+    #[error(
+        "{field}: `{value}` is not a Keycloak group path; paths start with `/`, like `/staff/devs`"
+    )]
+    NotAGroupPath { field: String, value: String },
+    #[error("{field}: bad template `{template}`: {problem}")]
+    Template {
+        field: String,
+        template: String,
+        problem: String,
+    },
+    #[error("{field}: bad regex `{regex}`: {problem}")]
+    Regex {
+        field: String,
+        regex: String,
+        problem: String,
+    },
+    #[error("{field}: {value} is not a percentage from 0 to 100")]
+    Percent { field: String, value: u32 },
+}
+
+/// A policy that passed validation, with its templates, regex and patterns compiled. [`crate::plan::plan`]
+/// takes only this, so a plan never meets a broken policy.
+#[derive(Debug, Clone)]
+pub struct ValidPolicy {
+    policy: Policy,
+    pub(crate) display_template: Template,
+    pub(crate) display_fallback: Template,
+    pub(crate) groups: GroupMapper,
+    pub(crate) protected: Vec<Glob>,
+}
+
+impl ValidPolicy {
+    /// The policy as written.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Whether a login name matches one of `protected_accounts`.
+    pub fn is_protected(&self, login: &str) -> bool {
+        if self.protected.is_empty() {
+            return false;
+        }
+        let folded = crate::mapping::fold(login);
+        self.protected.iter().any(|glob| glob.matches(&folded))
+    }
+}
+
+impl Policy {
+    /// Checks every field, without side effects, and compiles the templates, the regex and the patterns. Returns
+    /// every problem found, not only the first, so `keysync config check` can list them all.
+    pub fn validate(&self) -> Result<ValidPolicy, Vec<PolicyError>> {
+        let mut errors = Vec::new();
+        for (idx, path) in self.scope.required_groups.iter().enumerate() {
+            check_group_path(&format!("scope.required_groups[{idx}]"), path, &mut errors);
+        }
+        if let LoginSource::Attribute(name) = &self.attributes.login.from {
+            check_not_empty("attributes.login.from.attribute", name, &mut errors);
+        }
+        if let EmailSource::Attribute(name) = &self.attributes.email.from {
+            check_not_empty("attributes.email.from.attribute", name, &mut errors);
+        }
+        let display = &self.attributes.display_name;
+        let display_template = compile_template(
+            "attributes.display_name.template",
+            &display.template,
+            &mut errors,
+        );
+        let display_fallback = compile_template(
+            "attributes.display_name.fallback",
+            &display.fallback,
+            &mut errors,
+        );
+
+        let groups = match &self.groups.select {
+            GroupSelection::All => Some(GroupMapper::All {
+                naming: self.groups.naming,
+            }),
+            GroupSelection::Map(map) => {
+                for (path, name) in map {
+                    check_group_path("groups.select.map", path, &mut errors);
+                    check_not_empty(&format!("groups.select.map[\"{path}\"]"), name, &mut errors);
+                }
+                Some(GroupMapper::Map(map.clone()))
+            }
+            GroupSelection::Pattern { regex, rename } => match regex::Regex::new(regex) {
+                Ok(compiled) => Some(GroupMapper::Pattern {
+                    regex: compiled,
+                    rename: rename.clone(),
+                    naming: self.groups.naming,
+                }),
+                Err(error) => {
+                    errors.push(PolicyError::Regex {
+                        field: "groups.select.pattern.regex".to_owned(),
+                        regex: regex.clone(),
+                        problem: error.to_string(),
+                    });
+                    None
+                }
+            },
+        };
+        for (idx, name) in self.groups.default_for_new_users.iter().enumerate() {
+            check_not_empty(
+                &format!("groups.default_for_new_users[{idx}]"),
+                name,
+                &mut errors,
+            );
+        }
+        for (idx, name) in self.groups.default_for_all_users.iter().enumerate() {
+            check_not_empty(
+                &format!("groups.default_for_all_users[{idx}]"),
+                name,
+                &mut errors,
+            );
+        }
+        for (idx, pattern) in self.protected_accounts.iter().enumerate() {
+            check_not_empty(&format!("protected_accounts[{idx}]"), pattern, &mut errors);
+        }
+        if self.safety.max_percent > 100 {
+            errors.push(PolicyError::Percent {
+                field: "safety.max_percent".to_owned(),
+                value: self.safety.max_percent,
+            });
+        }
+
+        match (display_template, display_fallback, groups) {
+            (Some(display_template), Some(display_fallback), Some(groups)) if errors.is_empty() => {
+                Ok(ValidPolicy {
+                    policy: self.clone(),
+                    display_template,
+                    display_fallback,
+                    groups,
+                    protected: self
+                        .protected_accounts
+                        .iter()
+                        .map(|pattern| Glob::new(pattern))
+                        .collect(),
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+fn check_not_empty(field: &str, value: &str, errors: &mut Vec<PolicyError>) {
+    if value.trim().is_empty() {
+        errors.push(PolicyError::Empty {
+            field: field.to_owned(),
+        });
+    }
+}
+
+fn check_group_path(field: &str, value: &str, errors: &mut Vec<PolicyError>) {
+    if !value.starts_with('/') || value.len() < 2 {
+        errors.push(PolicyError::NotAGroupPath {
+            field: field.to_owned(),
+            value: value.to_owned(),
+        });
+    }
+}
+
+fn compile_template(
+    field: &str,
+    template: &str,
+    errors: &mut Vec<PolicyError>,
+) -> Option<Template> {
+    match Template::parse(template) {
+        Ok(compiled) => Some(compiled),
+        Err(problem) => {
+            errors.push(PolicyError::Template {
+                field: field.to_owned(),
+                template: template.to_owned(),
+                problem,
+            });
+            None
+        }
+    }
+}
