@@ -34,8 +34,8 @@
 //!
 //! **Attributes** ([`policy::Attributes`]). The login comes `from` the `username` (default), the `email`, or an
 //! `attribute`, lower-cased (default on) and optionally with the domain stripped (default off). The display name
-//! is the `template` (default `{firstName} {lastName}`), else the `fallback` (default `{username}`), else the
-//! login. The email comes `from` the `email` (default) or an attribute, lower-cased (default on); unverified
+//! is the `template` (default `{firstName} {lastName}`) for a user who has a value for each of its placeholders,
+//! else the `fallback` (default `{username}`) on the same condition, else the login. The email comes `from` the `email` (default) or an attribute, lower-cased (default on); unverified
 //! emails can be treated as missing (default off); a user with no usable email gets no new account when
 //! `required` (default on), and an existing account keeps its email.
 //!

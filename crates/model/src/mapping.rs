@@ -122,20 +122,22 @@ pub(crate) fn email<'u>(mapping: &EmailMapping, user: &'u KeycloakUser) -> Optio
     })
 }
 
-/// Writes the display name of a user into `out`: the template, else the fallback, else the login name.
+/// Writes the display name of a user into `out`: the template if the user has a value for each of its
+/// placeholders, else the fallback on the same condition, else the login name.
 pub(crate) fn display_name_into(
     policy: &ValidPolicy,
     user: &KeycloakUser,
     login: &str,
     out: &mut String,
 ) {
-    policy.display_template.render_into(user, out);
-    if out.is_empty() {
-        policy.display_fallback.render_into(user, out);
+    if policy.display_template.render_into(user, out) && !out.is_empty() {
+        return;
     }
-    if out.is_empty() {
-        out.push_str(login);
+    if policy.display_fallback.render_into(user, out) && !out.is_empty() {
+        return;
     }
+    out.clear();
+    out.push_str(login);
 }
 
 fn first_value<'u>(user: &'u KeycloakUser, name: &str) -> Option<&'u str> {
@@ -209,8 +211,10 @@ impl Template {
     }
 
     /// Renders into `out` (cleared first), collapsing runs of whitespace to one space and trimming the ends.
-    pub(crate) fn render_into(&self, user: &KeycloakUser, out: &mut String) {
+    /// Returns whether every placeholder had a value that is not blank.
+    pub(crate) fn render_into(&self, user: &KeycloakUser, out: &mut String) -> bool {
         out.clear();
+        let mut complete = true;
         // Starting as if a space was just written drops leading whitespace.
         let mut after_space = true;
         for segment in &self.segments {
@@ -222,6 +226,9 @@ impl Template {
                 Segment::LastName => user.last_name.as_deref().unwrap_or(""),
                 Segment::Attribute(name) => first_value(user, name).unwrap_or(""),
             };
+            if !matches!(segment, Segment::Literal(_)) && piece.trim().is_empty() {
+                complete = false;
+            }
             // Most pieces are one word of visible ASCII characters, copied whole.
             if !piece.is_empty() && piece.bytes().all(|byte| byte.is_ascii_graphic()) {
                 out.push_str(piece);
@@ -243,6 +250,7 @@ impl Template {
         if out.ends_with(' ') {
             out.pop();
         }
+        complete
     }
 }
 
@@ -357,7 +365,11 @@ mod tests {
     fn render(template: &str) -> String {
         let mut out = String::new();
         match Template::parse(template) {
-            Ok(parsed) => parsed.render_into(&user(), &mut out),
+            Ok(parsed) => {
+                if !parsed.render_into(&user(), &mut out) {
+                    out.push_str(" (incomplete)");
+                }
+            }
             Err(problem) => out = format!("error: {problem}"),
         }
         out
@@ -365,8 +377,10 @@ mod tests {
 
     #[test]
     fn template_collapses_whitespace_around_missing_fields() {
-        assert_eq!(render("{firstName} {lastName}"), "Ann");
-        assert_eq!(render("{lastName}"), "");
+        assert_eq!(render("{firstName} {lastName}"), "Ann (incomplete)");
+        assert_eq!(render("  {firstName}\t {username}  "), "Ann ann");
+        assert_eq!(render("{lastName}"), " (incomplete)");
+        assert_eq!(render("no placeholders"), "no placeholders");
         assert_eq!(
             render("{{{username}}} ({attributes.dept})"),
             "{ann} (Sales)"

@@ -1617,11 +1617,13 @@ fn settle_held_logins(
     let holder_text = |holder: u32| -> String {
         let account = &accounts[holder as usize];
         match &account.keycloak_user_id {
-            Some(user_id) => format!(
-                "account {}, which keysync manages for Keycloak user {user_id}",
-                account.id
-            ),
-            None => format!("account {}, which keysync does not manage", account.id),
+            Some(user_id) => {
+                format!(
+                    "account {} (managed for Keycloak user {user_id})",
+                    account.id
+                )
+            }
+            None => format!("account {} (not managed by keysync)", account.id),
         }
     };
     let mut blocked: Vec<(u32, u32)> = renames
@@ -1647,9 +1649,10 @@ fn settle_held_logins(
                 Some(&keycloak_user.id),
                 desired,
                 format!(
-                    "account {} is renamed to this login by the next run: it still belongs to {}, which this plan renames or deletes",
-                    accounts[idx as usize].id,
-                    holder_text(holder)
+                    "this login still belongs to {}, which this plan renames or deletes; account {} \
+                     is renamed to it by the next run",
+                    holder_text(holder),
+                    accounts[idx as usize].id
                 ),
             );
         } else {
@@ -1676,7 +1679,11 @@ fn settle_held_logins(
                 DiagnosticKind::Deferred,
                 Some(&keycloak_user.id),
                 login,
-                format!("created by the next run: this login still belongs to {}, which this plan renames or deletes", holder_text(holder)),
+                format!(
+                    "this login still belongs to {}, which this plan renames or deletes; the \
+                     account is created by the next run",
+                    holder_text(holder)
+                ),
             );
         } else {
             report.conflict(
@@ -2166,17 +2173,17 @@ fn safety_hold(ctx: &Ctx<'_>, losing_access: usize) -> Option<Hold> {
     if managed_accounts > 0 {
         if ctx.snapshot.users.is_empty() {
             reasons.push(format!(
-                "the Keycloak snapshot has no users, but keysync manages {managed_accounts} accounts in {product}"
+                "the Keycloak snapshot has no users, but keysync manages {managed_accounts} account(s) in {product}"
             ));
         } else if !ctx.users.status.contains(&UserStatus::InScope) {
             reasons.push(format!(
-                "no Keycloak user is in scope, but keysync manages {managed_accounts} accounts in {product}"
+                "no Keycloak user is in scope, but keysync manages {managed_accounts} account(s) in {product}"
             ));
         }
     }
     if losing_access as u64 > u64::from(safety.max_accounts) {
         reasons.push(format!(
-            "{losing_access} accounts would lose access, more than safety.max_accounts ({})",
+            "{losing_access} account(s) would lose access, more than safety.max_accounts ({})",
             safety.max_accounts
         ));
     }

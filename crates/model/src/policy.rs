@@ -119,10 +119,11 @@ pub enum LoginSource {
 pub struct DisplayNameMapping {
     /// A template over `{username}`, `{email}`, `{firstName}`, `{lastName}` and `{attributes.NAME}` (the
     /// attribute's first value); `{{` and `}}` are literal braces. Runs of whitespace in the result collapse to
-    /// one space and the ends are trimmed. Default: `"{firstName} {lastName}"`.
+    /// one space and the ends are trimmed. It is used for a user who has a value for each of its placeholders.
+    /// Default: `"{firstName} {lastName}"`.
     pub template: String,
-    /// The template used when `template` renders empty; when this renders empty too, the login name is used.
-    /// Default: `"{username}"`.
+    /// The template used for a user who lacks a value for one of `template`'s placeholders; for a user who also
+    /// lacks one of these, the login name is used. Default: `"{username}"`.
     pub fallback: String,
 }
 
