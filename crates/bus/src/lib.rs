@@ -18,6 +18,7 @@
 
 mod consumers;
 pub mod objects;
+pub mod runs;
 pub mod trace;
 
 use std::time::Duration;
