@@ -1,0 +1,92 @@
+//! The control plane's metrics, exported by the `telemetry` crate's meter provider (OTLP):
+//! runs started and finished by outcome, run duration, events received and dead-lettered,
+//! and change results by product and outcome.
+
+use opentelemetry::{
+    KeyValue, global,
+    metrics::{Counter, Histogram},
+};
+
+/// The instruments, made once.
+pub struct Metrics {
+    runs_started: Counter<u64>,
+    runs_finished: Counter<u64>,
+    run_duration: Histogram<f64>,
+    events_received: Counter<u64>,
+    events_dead_lettered: Counter<u64>,
+    change_results: Counter<u64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let meter = global::meter("keysync-control-plane");
+        Metrics {
+            runs_started: meter
+                .u64_counter("keysync_runs_started_total")
+                .with_description("Runs started, by trigger and mode.")
+                .build(),
+            runs_finished: meter
+                .u64_counter("keysync_runs_finished_total")
+                .with_description("Runs that ended, by outcome and mode.")
+                .build(),
+            run_duration: meter
+                .f64_histogram("keysync_run_duration_seconds")
+                .with_description("From a run's creation to its end, by outcome.")
+                .with_unit("s")
+                .build(),
+            events_received: meter
+                .u64_counter("keysync_control_plane_events_received_total")
+                .with_description("Bus events the control plane received, by kind.")
+                .build(),
+            events_dead_lettered: meter
+                .u64_counter("keysync_control_plane_events_dropped_total")
+                .with_description("Bus events that did not decode and were dead-lettered.")
+                .build(),
+            change_results: meter
+                .u64_counter("keysync_change_results_total")
+                .with_description(
+                    "Change results recorded (repeats not counted), by product and outcome.",
+                )
+                .build(),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn run_started(&self, trigger: &'static str, mode: &'static str) {
+        self.runs_started.add(
+            1,
+            &[
+                KeyValue::new("trigger", trigger),
+                KeyValue::new("mode", mode),
+            ],
+        );
+    }
+
+    pub fn run_finished(&self, outcome: &'static str, mode: &'static str, seconds: f64) {
+        let attributes = [
+            KeyValue::new("outcome", outcome),
+            KeyValue::new("mode", mode),
+        ];
+        self.runs_finished.add(1, &attributes);
+        self.run_duration.record(seconds, &attributes[..1]);
+    }
+
+    pub fn event_received(&self, kind: &'static str) {
+        self.events_received.add(1, &[KeyValue::new("kind", kind)]);
+    }
+
+    pub fn event_dead_lettered(&self) {
+        self.events_dead_lettered.add(1, &[]);
+    }
+
+    pub fn change_results(&self, product: &'static str, outcome: &'static str, recorded: u64) {
+        self.change_results.add(
+            recorded,
+            &[
+                KeyValue::new("product", product),
+                KeyValue::new("outcome", outcome),
+            ],
+        );
+    }
+}

@@ -1,0 +1,798 @@
+//! What the control API does to runs, without gRPC: start, read, list, approve, cancel,
+//! record results, list changes, and react to the bus's events. The tonic service
+//! ([`crate::service`]) and the schedule ([`crate::schedule`]) call these.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use bus::{Bus, objects::ObjectError};
+use futures::{Stream, StreamExt, TryStreamExt};
+use proto::v1::{self, ChangeOp, ChangeOutcome, Product, RunMode, RunState, RunTrigger};
+
+use crate::{
+    events::{self, Event, Transition, is_terminal, state_name},
+    metrics::Metrics,
+    store::{Store, StoreError, StoredRun, Updated, now},
+};
+
+/// How many results of one report are written at once.
+const RECORD_CONCURRENCY: usize = 16;
+
+/// How far back [`recover`] looks for runs left unfinished by a stop.
+const RECOVERY_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Why a run operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunsError {
+    #[error("`{run_id}` is not a run id (a ULID)")]
+    InvalidRunId { run_id: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("run {run_id} does not exist")]
+    NotFound { run_id: String },
+    #[error("run {run_id} is {state}; {expected}")]
+    WrongState {
+        run_id: String,
+        state: &'static str,
+        expected: &'static str,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] bus::Error),
+    #[error("reading the plan of run {run_id}")]
+    Plan {
+        run_id: String,
+        #[source]
+        source: ObjectError,
+    },
+}
+
+/// A run to start.
+#[derive(Clone, Debug)]
+pub struct StartRun {
+    pub mode: RunMode,
+    /// Empty means every configured product.
+    pub products: Vec<Product>,
+    /// Empty means the fetcher's default connector.
+    pub connector: String,
+    pub trigger: RunTrigger,
+    pub requested_by: String,
+}
+
+/// The filters and page of `ListChanges`.
+#[derive(Clone, Debug, Default)]
+pub struct ChangeQuery {
+    pub product: Option<Product>,
+    pub op: Option<ChangeOp>,
+    pub outcome: Option<ChangeOutcome>,
+    /// A login, email or Keycloak user id, compared without case.
+    pub user: Option<String>,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+/// One page of a run's changes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChangePage {
+    pub changes: Vec<v1::ChangeRecord>,
+    /// Changes that match the filters, on every page.
+    pub total: u64,
+    /// Where the next page starts, if there is one.
+    pub next_offset: Option<usize>,
+}
+
+/// One page of runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunPage {
+    pub runs: Vec<v1::Run>,
+    /// The id after which the next page starts, if there is one.
+    pub next_after: Option<String>,
+}
+
+/// The runs of one deployment and the bus they are driven by.
+pub struct Runs {
+    bus: Bus,
+    store: Store,
+    metrics: Metrics,
+    /// The plan read last: `ListChanges` pages through one run's plan at a time.
+    plan_cache: Mutex<Option<(v1::ObjectRef, Arc<v1::Plan>)>>,
+}
+
+impl Runs {
+    pub fn new(bus: Bus, store: Store) -> Runs {
+        Runs {
+            bus,
+            store,
+            metrics: Metrics::default(),
+            plan_cache: Mutex::new(None),
+        }
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Creates the run, publishes `RunRequested` (message id = run id) and moves the run to
+    /// FETCHING.
+    pub async fn start(&self, start: StartRun) -> Result<v1::Run, RunsError> {
+        if start.mode == RunMode::Unspecified {
+            return Err(RunsError::Invalid(
+                "mode must be RUN_MODE_SIMULATE or RUN_MODE_APPLY".to_owned(),
+            ));
+        }
+        let mut products: Vec<Product> = Vec::new();
+        for product in start.products {
+            if product == Product::Unspecified {
+                return Err(RunsError::Invalid(
+                    "PRODUCT_UNSPECIFIED is not a product".to_owned(),
+                ));
+            }
+            if !products.contains(&product) {
+                products.push(product);
+            }
+        }
+        let created_at = now();
+        let mut run = v1::Run {
+            run_id: self.store.new_run_id(),
+            connector: start.connector,
+            products: products.iter().map(|product| *product as i32).collect(),
+            created_at: Some(created_at),
+            updated_at: Some(created_at),
+            requested_by: start.requested_by,
+            ..v1::Run::default()
+        };
+        run.set_mode(start.mode);
+        run.set_state(RunState::Requested);
+        run.set_trigger(start.trigger);
+        self.store
+            .create(&StoredRun {
+                run: run.clone(),
+                plan: None,
+                results_counted_through: 0,
+            })
+            .await?;
+        tracing::info!(
+            run_id = %run.run_id,
+            mode = mode_name(run.mode()),
+            trigger = trigger_name(run.trigger()),
+            requested_by = %run.requested_by,
+            "Run requested."
+        );
+        self.metrics
+            .run_started(trigger_name(run.trigger()), mode_name(run.mode()));
+        self.request_fetch(&run).await
+    }
+
+    /// Publishes the run's `RunRequested` and moves it from REQUESTED to FETCHING; a run
+    /// that could not be requested fails.
+    async fn request_fetch(&self, run: &v1::Run) -> Result<v1::Run, RunsError> {
+        let requested = v1::RunRequested {
+            schema_version: v1::SCHEMA_VERSION,
+            run_id: run.run_id.clone(),
+            mode: run.mode,
+            products: run.products.clone(),
+            connector: run.connector.clone(),
+            requested_at: run.created_at,
+            requested_by: run.requested_by.clone(),
+        };
+        let subject = self.bus.topology().run_requested();
+        if let Err(error) = self.bus.publish(&subject, &requested, &run.run_id).await {
+            let reason = format!("the run could not be requested: {error}");
+            self.store
+                .update(&run.run_id, |stored| {
+                    if stored.run.state() != RunState::Requested {
+                        return false;
+                    }
+                    stored.run.set_state(RunState::Failed);
+                    stored.run.reason = reason.clone();
+                    true
+                })
+                .await?;
+            return Err(error.into());
+        }
+        let updated = self
+            .update(&run.run_id, |stored| {
+                // The fetcher may be faster than this write, and the events with it.
+                if stored.run.state() != RunState::Requested {
+                    return false;
+                }
+                stored.run.set_state(RunState::Fetching);
+                true
+            })
+            .await?;
+        Ok(updated.stored.run)
+    }
+
+    /// The run `run_id`.
+    pub async fn get(&self, run_id: &str) -> Result<v1::Run, RunsError> {
+        check_run_id(run_id)?;
+        match self.store.get(run_id).await? {
+            Some(stored) => Ok(stored.run),
+            None => Err(RunsError::NotFound {
+                run_id: run_id.to_owned(),
+            }),
+        }
+    }
+
+    /// The run now, then after every change, ending with the first terminal state.
+    pub async fn watch(
+        &self,
+        run_id: &str,
+    ) -> Result<impl Stream<Item = Result<v1::Run, RunsError>> + Send + 'static, RunsError> {
+        // Fails with NotFound before a watch is made on a key that may never exist.
+        self.get(run_id).await?;
+        let updates = Box::pin(self.store.watch(run_id).await?);
+        // Ends right after the terminal state (or an error), not when the next write comes.
+        Ok(futures::stream::unfold(
+            Some(updates),
+            |updates| async move {
+                let mut updates = updates?;
+                let item = updates.next().await?.map_err(RunsError::from);
+                let ended = match &item {
+                    Ok(run) => is_terminal(run.state()),
+                    Err(_) => true,
+                };
+                Some((item, (!ended).then_some(updates)))
+            },
+        ))
+    }
+
+    /// Runs newest first: `limit` of them after the id `after`, in `states` (all when
+    /// empty).
+    pub async fn list(
+        &self,
+        states: &[RunState],
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<RunPage, RunsError> {
+        if let Some(after) = after {
+            check_run_id(after)?;
+        }
+        let mut runs = Vec::new();
+        for run_id in self.store.run_ids().await? {
+            if after.is_some_and(|after| run_id.as_str() >= after) {
+                continue;
+            }
+            let Some(stored) = self.store.get(&run_id).await? else {
+                continue;
+            };
+            if !states.is_empty() && !states.contains(&stored.run.state()) {
+                continue;
+            }
+            runs.push(stored.run);
+            // One more than asked for tells whether there is a next page.
+            if runs.len() > limit {
+                break;
+            }
+        }
+        let next_after = if runs.len() > limit {
+            runs.truncate(limit);
+            runs.last().map(|run| run.run_id.clone())
+        } else {
+            None
+        };
+        Ok(RunPage { runs, next_after })
+    }
+
+    /// Moves a HELD run to APPLYING and publishes `RunApproved`, so the planner publishes
+    /// the stored plan's change sets.
+    pub async fn approve(
+        &self,
+        run_id: &str,
+        comment: &str,
+        approved_by: &str,
+    ) -> Result<v1::Run, RunsError> {
+        check_run_id(run_id)?;
+        let mut refused = None;
+        let mut hold_reason = String::new();
+        let updated = self
+            .update(run_id, |stored| {
+                if stored.run.state() != RunState::Held {
+                    refused = Some(stored.run.state());
+                    return false;
+                }
+                refused = None;
+                hold_reason = std::mem::take(&mut stored.run.reason);
+                stored.run.set_state(RunState::Applying);
+                events::settle(&mut stored.run);
+                true
+            })
+            .await?;
+        if let Some(state) = refused {
+            return Err(RunsError::WrongState {
+                run_id: run_id.to_owned(),
+                state: state_name(state),
+                expected: "only a HELD run can be approved",
+            });
+        }
+        tracing::info!(
+            run_id,
+            approved_by,
+            comment,
+            hold_reason = %hold_reason,
+            "Run approved."
+        );
+        let approved = v1::RunApproved {
+            schema_version: v1::SCHEMA_VERSION,
+            run_id: run_id.to_owned(),
+            approved_by: approved_by.to_owned(),
+            comment: comment.to_owned(),
+        };
+        let subject = self.bus.topology().run_approved();
+        if let Err(error) = self
+            .bus
+            .publish(&subject, &approved, &format!("{run_id}.approved"))
+            .await
+        {
+            // Nothing will apply the plan: hold the run again, so approving can be retried.
+            self.store
+                .update(run_id, |stored| {
+                    if stored.run.state() != RunState::Applying {
+                        return false;
+                    }
+                    stored.run.set_state(RunState::Held);
+                    stored.run.reason = hold_reason.clone();
+                    true
+                })
+                .await?;
+            return Err(error.into());
+        }
+        Ok(updated.stored.run)
+    }
+
+    /// Moves a run that has not ended to CANCELLED and publishes `RunCancelled`. Cancelling
+    /// a cancelled run announces it again, so a caller can retry.
+    pub async fn cancel(
+        &self,
+        run_id: &str,
+        reason: &str,
+        cancelled_by: &str,
+    ) -> Result<v1::Run, RunsError> {
+        check_run_id(run_id)?;
+        let reason = if reason.trim().is_empty() {
+            format!("cancelled by {cancelled_by}")
+        } else {
+            reason.trim().to_owned()
+        };
+        let mut refused = None;
+        let updated = self
+            .update(run_id, |stored| {
+                refused = None;
+                match stored.run.state() {
+                    RunState::Cancelled => false,
+                    RunState::Succeeded | RunState::Failed => {
+                        refused = Some(stored.run.state());
+                        false
+                    }
+                    _ => {
+                        stored.run.set_state(RunState::Cancelled);
+                        stored.run.reason = reason.clone();
+                        true
+                    }
+                }
+            })
+            .await?;
+        if let Some(state) = refused {
+            return Err(RunsError::WrongState {
+                run_id: run_id.to_owned(),
+                state: state_name(state),
+                expected: "only a run that has not ended can be cancelled",
+            });
+        }
+        let run = updated.stored.run;
+        tracing::info!(run_id, cancelled_by, reason = %run.reason, "Run cancelled.");
+        let cancelled = v1::RunCancelled {
+            schema_version: v1::SCHEMA_VERSION,
+            run_id: run_id.to_owned(),
+            reason: run.reason.clone(),
+        };
+        let subject = self.bus.topology().run_cancelled();
+        self.bus
+            .publish(&subject, &cancelled, &format!("{run_id}.cancelled"))
+            .await?;
+        Ok(run)
+    }
+
+    /// Records `results` of one product, each once by (run, change id), and counts them in
+    /// the run's progress, which may finish it. Answers how many were new and the run's
+    /// state after them: an applier learns from it that the run was cancelled.
+    pub async fn report(
+        &self,
+        run_id: &str,
+        product: Product,
+        results: Vec<v1::ChangeResult>,
+    ) -> Result<(u32, RunState), RunsError> {
+        check_run_id(run_id)?;
+        let mut checked = Vec::with_capacity(results.len());
+        for mut result in results {
+            if result.run_id.is_empty() {
+                result.run_id = run_id.to_owned();
+            }
+            if result.run_id != run_id {
+                return Err(RunsError::Invalid(format!(
+                    "a result of run {} was reported for run {run_id}",
+                    result.run_id
+                )));
+            }
+            if result.change_id.is_empty() {
+                return Err(RunsError::Invalid("a result has no change_id".to_owned()));
+            }
+            if result.product() == Product::Unspecified {
+                result.set_product(product);
+            }
+            if result.product() == Product::Unspecified
+                || (product != Product::Unspecified && result.product() != product)
+            {
+                return Err(RunsError::Invalid(format!(
+                    "the result of change {} is for {}, not for the reported product {}",
+                    result.change_id,
+                    result.product().as_str_name(),
+                    product.as_str_name()
+                )));
+            }
+            if matches!(
+                result.outcome(),
+                ChangeOutcome::Unspecified | ChangeOutcome::Planned
+            ) {
+                return Err(RunsError::Invalid(format!(
+                    "the result of change {} has outcome {}; a result is applied, already done, skipped or failed",
+                    result.change_id,
+                    result.outcome().as_str_name()
+                )));
+            }
+            if result.schema_version == 0 {
+                result.schema_version = v1::SCHEMA_VERSION;
+            }
+            checked.push(result);
+        }
+        if self.store.get(run_id).await?.is_none() {
+            return Err(RunsError::NotFound {
+                run_id: run_id.to_owned(),
+            });
+        }
+        let store = &self.store;
+        let recorded: Vec<(bool, Product, ChangeOutcome)> = futures::stream::iter(checked)
+            .map(|result| async move {
+                let new = store.record_result(&result).await?;
+                Ok::<_, StoreError>((new, result.product(), result.outcome()))
+            })
+            .buffer_unordered(RECORD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut new = 0u32;
+        for (is_new, product, outcome) in recorded {
+            if is_new {
+                new += 1;
+                self.metrics
+                    .change_results(product_name(product), outcome_name(outcome), 1);
+            }
+        }
+        // Counted even when nothing is new: a repeat may be the retry of a report whose
+        // results were recorded by a replica that stopped before counting them.
+        let state = self.count_results(run_id).await?;
+        Ok((new, state))
+    }
+
+    /// Counts the run's results recorded since it was last counted; answers its state.
+    async fn count_results(&self, run_id: &str) -> Result<RunState, RunsError> {
+        let updated = self
+            .store
+            .count_results(run_id, |stored, recorded| {
+                let results: Vec<v1::ChangeResult> = recorded
+                    .iter()
+                    .map(|recorded| recorded.result.clone())
+                    .collect();
+                events::count(&mut stored.run, &results);
+                events::settle(&mut stored.run);
+                true
+            })
+            .await?;
+        let Some(updated) = updated else {
+            return Err(RunsError::NotFound {
+                run_id: run_id.to_owned(),
+            });
+        };
+        self.note_finished(&updated);
+        Ok(updated.stored.run.state())
+    }
+
+    /// The run's planned changes joined with their results, filtered, in plan order.
+    pub async fn changes(
+        &self,
+        run_id: &str,
+        query: &ChangeQuery,
+    ) -> Result<ChangePage, RunsError> {
+        check_run_id(run_id)?;
+        let Some(stored) = self.store.get(run_id).await? else {
+            return Err(RunsError::NotFound {
+                run_id: run_id.to_owned(),
+            });
+        };
+        let Some(object) = stored.plan else {
+            return Ok(ChangePage {
+                changes: Vec::new(),
+                total: 0,
+                next_offset: None,
+            });
+        };
+        let plan = self.plan(run_id, &object).await?;
+        let results = self.store.results(run_id).await?;
+        let user = query.user.as_deref().map(str::to_lowercase);
+        let mut total = 0u64;
+        let mut changes = Vec::new();
+        for change in &plan.changes {
+            if query
+                .product
+                .is_some_and(|product| change.product() != product)
+            {
+                continue;
+            }
+            if query.op.is_some_and(|op| change.op() != op) {
+                continue;
+            }
+            if let Some(user) = &user
+                && !concerns_user(change, user)
+            {
+                continue;
+            }
+            let result = results.get(&change.id);
+            let outcome = result.map_or(ChangeOutcome::Planned, |result| result.outcome());
+            if query.outcome.is_some_and(|wanted| outcome != wanted) {
+                continue;
+            }
+            total += 1;
+            if total as usize <= query.offset || changes.len() >= query.limit {
+                continue;
+            }
+            let mut record = v1::ChangeRecord {
+                change: Some(change.clone()),
+                ..v1::ChangeRecord::default()
+            };
+            record.set_outcome(outcome);
+            if let Some(result) = result {
+                record.message = result.message.clone();
+                record.product_status = result.product_status;
+                record.finished_at = result.finished_at;
+            }
+            changes.push(record);
+        }
+        let next = query.offset + changes.len();
+        Ok(ChangePage {
+            changes,
+            total,
+            next_offset: (next < total as usize).then_some(next),
+        })
+    }
+
+    /// Applies an event from the bus to its run. Answers whether the run changed; an
+    /// event for an unknown run changes nothing.
+    pub async fn apply_event(&self, event: &Event) -> Result<bool, RunsError> {
+        let run_id = event.run_id();
+        let mut ignored = None;
+        let updated = self
+            .update_if_exists(run_id, |stored| match events::next(&stored.run, event) {
+                Transition::Ignore { why } => {
+                    ignored = Some(why);
+                    false
+                }
+                Transition::To(run) => {
+                    ignored = None;
+                    stored.run = *run;
+                    if let Event::PlanReady(ready) = event {
+                        stored.plan = ready.plan.clone();
+                    }
+                    true
+                }
+            })
+            .await?;
+        let Some(updated) = updated else {
+            tracing::info!(
+                run_id,
+                event = event.kind(),
+                "Ignored an event of an unknown run."
+            );
+            return Ok(false);
+        };
+        if let Some(why) = ignored {
+            tracing::info!(run_id, event = event.kind(), why = %why, "Ignored an event.");
+            return Ok(false);
+        }
+        let run = &updated.stored.run;
+        tracing::info!(
+            run_id,
+            event = event.kind(),
+            state = state_name(run.state()),
+            reason = %run.reason,
+            "Run advanced."
+        );
+        Ok(updated.written)
+    }
+
+    /// Reads the plan `object` of `run_id`, or the one read last if it is the same.
+    async fn plan(&self, run_id: &str, object: &v1::ObjectRef) -> Result<Arc<v1::Plan>, RunsError> {
+        {
+            let cache = self
+                .plan_cache
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some((cached, plan)) = cache.as_ref()
+                && cached == object
+            {
+                return Ok(Arc::clone(plan));
+            }
+        }
+        let plan: v1::Plan =
+            self.bus
+                .get_object(object)
+                .await
+                .map_err(|source| RunsError::Plan {
+                    run_id: run_id.to_owned(),
+                    source,
+                })?;
+        let plan = Arc::new(plan);
+        *self
+            .plan_cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some((object.clone(), Arc::clone(&plan)));
+        Ok(plan)
+    }
+
+    /// [`Store::update`] for a run that must exist.
+    async fn update<F>(&self, run_id: &str, change: F) -> Result<Updated, RunsError>
+    where
+        F: FnMut(&mut StoredRun) -> bool,
+    {
+        match self.update_if_exists(run_id, change).await? {
+            Some(updated) => Ok(updated),
+            None => Err(RunsError::NotFound {
+                run_id: run_id.to_owned(),
+            }),
+        }
+    }
+
+    /// [`Store::update`], noting a run that ended.
+    async fn update_if_exists<F>(
+        &self,
+        run_id: &str,
+        change: F,
+    ) -> Result<Option<Updated>, RunsError>
+    where
+        F: FnMut(&mut StoredRun) -> bool,
+    {
+        let updated = self.store.update(run_id, change).await?;
+        if let Some(updated) = &updated {
+            self.note_finished(updated);
+        }
+        Ok(updated)
+    }
+
+    fn note_finished(&self, updated: &Updated) {
+        if !updated.finished {
+            return;
+        }
+        let run = &updated.stored.run;
+        let seconds = match (run.created_at, run.finished_at) {
+            (Some(created), Some(finished)) => {
+                (finished.seconds - created.seconds) as f64
+                    + f64::from(finished.nanos - created.nanos) / 1e9
+            }
+            _ => 0.0,
+        };
+        let outcome = state_name(run.state());
+        self.metrics
+            .run_finished(outcome, mode_name(run.mode()), seconds.max(0.0));
+        tracing::info!(
+            run_id = %run.run_id,
+            state = outcome,
+            reason = %run.reason,
+            seconds,
+            "Run ended."
+        );
+    }
+}
+
+/// Picks up what a stop left: runs still REQUESTED are requested again (the message id
+/// makes a repeat within the duplicate window a no-op), and results recorded but not yet
+/// counted are counted. Looks at the runs of the last week.
+pub async fn recover(runs: Arc<Runs>) -> Result<(), crate::Error> {
+    let horizon = SystemTime::now()
+        .checked_sub(RECOVERY_WINDOW)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let run_ids = runs.store.run_ids().await.map_err(RunsError::from)?;
+    for run_id in run_ids {
+        let Ok(ulid) = ulid::Ulid::from_string(&run_id) else {
+            continue;
+        };
+        if ulid.datetime() < horizon {
+            break;
+        }
+        let Some(stored) = runs.store.get(&run_id).await.map_err(RunsError::from)? else {
+            continue;
+        };
+        let outcome = match stored.run.state() {
+            RunState::Requested => runs.request_fetch(&stored.run).await.map(|_| ()),
+            RunState::Planning | RunState::Held | RunState::Applying | RunState::Cancelled => {
+                runs.count_results(&run_id).await.map(|_| ())
+            }
+            _ => Ok(()),
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(run_id, error = %error, "Could not recover a run.");
+        }
+    }
+    Ok(())
+}
+
+/// A run id must be a ULID: it is a key in the store.
+fn check_run_id(run_id: &str) -> Result<(), RunsError> {
+    match ulid::Ulid::from_string(run_id) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(RunsError::InvalidRunId {
+            run_id: run_id.to_owned(),
+        }),
+    }
+}
+
+/// Whether `change` is about the user `user` (lower case): their login (new or before),
+/// email (new or before), or Keycloak user id.
+fn concerns_user(change: &v1::Change, user: &str) -> bool {
+    let same = |value: &str| !value.is_empty() && value.to_lowercase() == user;
+    let fields = [change.fields.as_ref(), change.previous.as_ref()];
+    let account_login = match change
+        .account
+        .as_ref()
+        .and_then(|account| account.r#ref.as_ref())
+    {
+        Some(v1::account_ref::Ref::NewLogin(login)) => login.as_str(),
+        Some(v1::account_ref::Ref::AccountId(id)) => id.as_str(),
+        None => "",
+    };
+    same(&change.keycloak_user_id)
+        || same(account_login)
+        || fields
+            .iter()
+            .flatten()
+            .any(|fields| same(&fields.login) || same(&fields.email))
+}
+
+pub fn mode_name(mode: RunMode) -> &'static str {
+    match mode {
+        RunMode::Unspecified => "unspecified",
+        RunMode::Simulate => "simulate",
+        RunMode::Apply => "apply",
+    }
+}
+
+pub fn trigger_name(trigger: RunTrigger) -> &'static str {
+    match trigger {
+        RunTrigger::Unspecified => "unspecified",
+        RunTrigger::Api => "api",
+        RunTrigger::Schedule => "schedule",
+    }
+}
+
+fn product_name(product: Product) -> &'static str {
+    match product {
+        Product::Unspecified => "unspecified",
+        Product::Jira => "jira",
+        Product::Confluence => "confluence",
+        Product::Bitbucket => "bitbucket",
+    }
+}
+
+fn outcome_name(outcome: ChangeOutcome) -> &'static str {
+    let name = outcome.as_str_name();
+    name.strip_prefix("CHANGE_OUTCOME_").unwrap_or(name)
+}

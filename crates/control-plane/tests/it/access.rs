@@ -1,0 +1,158 @@
+//! Who may call what: the token guards the control API; health and reflection answer
+//! without it, and the HTTP probes answer when configured.
+
+use std::io::{Read, Write};
+
+use futures::StreamExt;
+use proto::v1;
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use tonic_reflection::pb::{v1 as reflection_v1, v1alpha as reflection_v1alpha};
+
+use crate::helpers::{Options, connect, spawn_app, spawn_app_with};
+
+async fn channel(address: std::net::SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{address}"))
+        .expect("a URI")
+        .connect()
+        .await
+        .expect("connects")
+}
+
+#[tokio::test]
+async fn calls_without_a_token_or_with_a_wrong_one_are_unauthenticated_while_health_answers() {
+    let app = spawn_app().await;
+
+    for token in [None, Some("not-the-token")] {
+        let mut client = connect(app.address, token).await;
+        let status = client
+            .list_runs(v1::ListRunsRequest::default())
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{token:?}");
+        assert!(
+            !status.message().contains(crate::helpers::TOKEN),
+            "the answer shows the token"
+        );
+    }
+    let mut client = connect(app.address, Some(crate::helpers::TOKEN)).await;
+    client
+        .list_runs(v1::ListRunsRequest::default())
+        .await
+        .expect("the token is accepted");
+
+    let mut health = HealthClient::new(channel(app.address).await);
+    let answer = health
+        .check(HealthCheckRequest {
+            service: "keysync.v1.ControlService".to_owned(),
+        })
+        .await
+        .expect("health answers without a token")
+        .into_inner();
+    assert_eq!(answer.status(), ServingStatus::Serving);
+}
+
+#[tokio::test]
+async fn reflection_lists_the_control_service_in_v1alpha_and_v1() {
+    let app = spawn_app().await;
+
+    let mut alpha = reflection_v1alpha::server_reflection_client::ServerReflectionClient::new(
+        channel(app.address).await,
+    );
+    let request = reflection_v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            reflection_v1alpha::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            ),
+        ),
+    };
+    let mut answers = alpha
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .expect("v1alpha reflection answers without a token")
+        .into_inner();
+    let answer = answers
+        .next()
+        .await
+        .expect("an answer")
+        .expect("not an error");
+    let Some(
+        reflection_v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(
+            services,
+        ),
+    ) = answer.message_response
+    else {
+        panic!("not a list of services: {answer:?}");
+    };
+    let names: Vec<String> = services
+        .service
+        .into_iter()
+        .map(|service| service.name)
+        .collect();
+    assert!(
+        names.iter().any(|name| name == "keysync.v1.ControlService"),
+        "{names:?}"
+    );
+
+    let mut current = reflection_v1::server_reflection_client::ServerReflectionClient::new(
+        channel(app.address).await,
+    );
+    let request = reflection_v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            reflection_v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "keysync.v1.ControlService".to_owned(),
+            ),
+        ),
+    };
+    let mut answers = current
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .expect("v1 reflection answers")
+        .into_inner();
+    let answer = answers
+        .next()
+        .await
+        .expect("an answer")
+        .expect("not an error");
+    assert!(
+        matches!(
+            answer.message_response,
+            Some(
+                reflection_v1::server_reflection_response::MessageResponse::FileDescriptorResponse(
+                    _
+                )
+            )
+        ),
+        "{answer:?}"
+    );
+}
+
+/// `GET path` over plain HTTP/1.0; answers the status line.
+fn http_get(address: std::net::SocketAddr, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(address).expect("connects");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("writes");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("reads");
+    response.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn the_http_probes_answer_when_configured() {
+    let app = spawn_app_with(Options {
+        health: true,
+        ..Options::default()
+    })
+    .await;
+    let address = app.health_address.expect("the probes are served");
+    let (live, ready) = tokio::task::spawn_blocking(move || {
+        (http_get(address, "/healthz"), http_get(address, "/readyz"))
+    })
+    .await
+    .expect("the requests run");
+    assert!(live.contains(" 200 "), "{live}");
+    assert!(ready.contains(" 200 "), "{ready}");
+}

@@ -1,0 +1,8 @@
+//! The control plane's integration tests, one binary: each test starts the real service
+//! against a real nats-server through `helpers::spawn_app`.
+
+mod access;
+mod helpers;
+mod restart;
+mod runs;
+mod schedule;
