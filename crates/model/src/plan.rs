@@ -606,6 +606,14 @@ struct GroupFlags {
     removed: bool,
 }
 
+/// Where a product group name was seen, from the least to the most authoritative spelling.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum NameSource {
+    Policy,
+    Membership,
+    Listed,
+}
+
 /// Every product group the plan knows of, from the product, the defaults and the mapping, by folded name.
 struct ProductGroups<'a> {
     index: FastMap<Cow<'a, str>, u32>,
@@ -613,6 +621,8 @@ struct ProductGroups<'a> {
     /// this finds almost all of them without folding or reading the name.
     by_state_name: IdTable<'a>,
     names: Vec<Cow<'a, str>>,
+    /// Where each name's spelling comes from.
+    name_ranks: Vec<NameSource>,
     flags: Vec<GroupFlags>,
     /// For mapped groups: how many Keycloak groups map here, and the smallest of their paths.
     sources: Vec<(u32, &'a str)>,
@@ -629,61 +639,62 @@ impl<'a> ProductGroups<'a> {
             index: fast_map(state.groups.len()),
             by_state_name: IdTable::with_capacity(state.groups.len()),
             names: Vec::new(),
+            name_ranks: Vec::new(),
             flags: Vec::new(),
             sources: Vec::new(),
             default_new: Vec::new(),
             default_all: Vec::new(),
         };
         for group in &state.groups {
-            let idx = groups.intern(Cow::Borrowed(trim(group.name.as_str())), true);
+            let idx = groups.intern(Cow::Borrowed(trim(group.name.as_str())), NameSource::Listed);
             groups.by_state_name.insert(group.name.key(), idx);
-            let idx = idx as usize;
-            groups.flags[idx].listed = true;
-            groups.flags[idx].state_managed |= group.managed;
+            groups.flags[idx as usize].state_managed |= group.managed;
         }
         let settings = &policy.policy().groups;
         for name in &settings.default_for_new_users {
-            let idx = groups.intern(Cow::Borrowed(trim(name)), false);
+            let idx = groups.intern(Cow::Borrowed(trim(name)), NameSource::Policy);
             groups.flags[idx as usize].default_new = true;
             groups.default_new.push(idx);
         }
         for name in &settings.default_for_all_users {
-            let idx = groups.intern(Cow::Borrowed(trim(name)), false);
+            let idx = groups.intern(Cow::Borrowed(trim(name)), NameSource::Policy);
             groups.flags[idx as usize].default_all = true;
             groups.default_all.push(idx);
         }
         groups
     }
 
-    /// The index of a group, added if new. Of several spellings of one name, the product's wins, then the
-    /// smallest, so the choice does not depend on input order.
-    fn intern(&mut self, name: Cow<'a, str>, in_state: bool) -> u32 {
+    /// The index of a group, added if new. Of several spellings of one name, the product's group list wins,
+    /// then its memberships, then the policy; among equals the smallest, so the choice does not depend on input
+    /// order.
+    fn intern(&mut self, name: Cow<'a, str>, source: NameSource) -> u32 {
         let key = match &name {
             Cow::Borrowed(text) => fold(text),
             Cow::Owned(text) => Cow::Owned(fold(text).into_owned()),
         };
         if let Some(&idx) = self.index.get(key.as_ref()) {
-            let flags = &mut self.flags[idx as usize];
-            let current = &self.names[idx as usize];
-            if (in_state && !flags.in_state) || (in_state == flags.in_state && name < *current) {
-                self.names[idx as usize] = name;
+            let idx_usize = idx as usize;
+            let rank = &mut self.name_ranks[idx_usize];
+            if source > *rank || (source == *rank && name < self.names[idx_usize]) {
+                self.names[idx_usize] = name;
+                *rank = source;
             }
-            flags.in_state |= in_state;
+            let flags = &mut self.flags[idx_usize];
+            flags.in_state |= source != NameSource::Policy;
+            flags.listed |= source == NameSource::Listed;
             return idx;
         }
         let idx = self.names.len() as u32;
         self.index.insert(key, idx);
         self.names.push(name);
+        self.name_ranks.push(source);
         self.flags.push(GroupFlags {
-            in_state,
+            in_state: source != NameSource::Policy,
+            listed: source == NameSource::Listed,
             ..GroupFlags::default()
         });
         self.sources.push((0, ""));
         idx
-    }
-
-    fn lookup(&self, name: &str) -> Option<u32> {
-        self.index.get(fold(trim(name)).as_ref()).copied()
     }
 
     fn is_default(&self, idx: u32) -> bool {
@@ -855,7 +866,7 @@ impl<'a> KeycloakGroups<'a> {
                 );
                 continue;
             }
-            let product_idx = product_groups.intern(name, false);
+            let product_idx = product_groups.intern(name, NameSource::Policy);
             product_groups.flags[product_idx as usize].mapped = true;
             let (n_sources, first_path) = &mut product_groups.sources[product_idx as usize];
             if *n_sources == 0 || group.path.as_str() < *first_path {
@@ -1126,7 +1137,7 @@ impl Accounts {
                     usable[idx] = false;
                     report.diagnose(
                         DiagnosticKind::InvalidInput,
-                        account.keycloak_user_id.as_ref(),
+                        None,
                         account.id.as_str(),
                         "this account id occurs more than once in the product state; the accounts are left alone"
                             .to_owned(),
@@ -1189,11 +1200,8 @@ impl Accounts {
             let group_idx = match product_groups.by_state_name.get(&membership.group.key()) {
                 Some(idx) => idx,
                 None => {
-                    let group_name = trim(membership.group.as_str());
-                    match product_groups.lookup(group_name) {
-                        Some(idx) if product_groups.flags[idx as usize].in_state => idx,
-                        _ => product_groups.intern(Cow::Borrowed(group_name), true),
-                    }
+                    let group_name = Cow::Borrowed(trim(membership.group.as_str()));
+                    product_groups.intern(group_name, NameSource::Membership)
                 }
             };
             pairs.push((account_idx, group_idx));
@@ -1233,8 +1241,8 @@ enum Resolution {
     Managed(u32),
     Link(u32, LinkedBy),
     Create,
-    /// Would be created, but the login belongs to this managed account of another user.
-    Held(u32),
+    /// Would be created or linked, but the login belongs to another user's account, or to several accounts.
+    Held,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1253,18 +1261,18 @@ enum Disposition {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Rename {
     Renamed,
-    /// The new login belongs to this other account.
-    Blocked(u32),
+    /// The new login belongs to another account.
+    Blocked,
     Refused,
 }
 
-/// What happens to each Keycloak user: matched to its managed account, linked to an existing one, created, or
-/// nothing. Reports the conflicts.
-/// Accounts by folded login (the first and how many), only for the logins the plan looks up: the logins of
-/// users who need an account and the new logins of renamed users. Indexing every account would cost more than
-/// the rest of the plan.
+/// Accounts by folded login (the one with the smallest id, and how many), only for the logins the plan looks
+/// up: the logins of users who need an account and the new logins of renamed users. Indexing every account
+/// would cost more than the rest of the plan.
 type LoginIndex<'c> = FastMap<&'c str, (u32, u32)>;
 
+/// What happens to each Keycloak user: matched to its managed account, linked to an existing one, created, or
+/// nothing. Reports the conflicts.
 fn resolve<'c>(ctx: &'c Ctx<'_>, report: &mut Report) -> (Vec<Resolution>, LoginIndex<'c>) {
     let users = &ctx.snapshot.users;
     let policy = ctx.policy;
@@ -1376,7 +1384,8 @@ fn resolve<'c>(ctx: &'c Ctx<'_>, report: &mut Report) -> (Vec<Resolution>, Login
     }
     for (idx, account) in accounts.iter().enumerate() {
         if let Some((first, count)) = by_login.get_mut(fold(trim(&account.login)).as_ref()) {
-            if *count == 0 {
+            // Of several accounts with one login, the smallest id is named, whatever the input order.
+            if *count == 0 || account.id < accounts[*first as usize].id {
                 *first = idx as u32;
             }
             *count += 1;
@@ -1390,12 +1399,8 @@ fn resolve<'c>(ctx: &'c Ctx<'_>, report: &mut Report) -> (Vec<Resolution>, Login
         let login = ctx.users.logins[idx].as_ref();
         if let Some(&(account_idx, count)) = by_login.get(login) {
             let account = &accounts[account_idx as usize];
-            if count > 1 {
-                report.conflict(
-                    &user.id,
-                    login,
-                    format!("this login matches {count} accounts that differ only in case"),
-                );
+            if count > 1 || account.is_managed() {
+                resolutions[idx] = Resolution::Held;
             } else if !ctx.accounts.usable[account_idx as usize] {
                 report.conflict(
                     &user.id,
@@ -1405,8 +1410,6 @@ fn resolve<'c>(ctx: &'c Ctx<'_>, report: &mut Report) -> (Vec<Resolution>, Login
                         account.id
                     ),
                 );
-            } else if account.is_managed() {
-                resolutions[idx] = Resolution::Held(account_idx);
             } else if policy.is_protected(&account.login) {
                 report.conflict(
                     &user.id,
@@ -1496,7 +1499,7 @@ fn dispositions(ctx: &Ctx<'_>, resolutions: &[Resolution]) -> Vec<Disposition> {
                     link: Some(by),
                 };
             }
-            Resolution::Nothing | Resolution::Create | Resolution::Held(_) => {}
+            Resolution::Nothing | Resolution::Create | Resolution::Held => {}
         }
     }
     for (idx, account) in ctx.state.accounts.iter().enumerate() {
@@ -1561,11 +1564,10 @@ fn renames(
                 format!("renaming account {} to this login would make it a protected account; not renamed", account.id),
             );
             Rename::Refused
+        } else if by_login.contains_key(desired) {
+            Rename::Blocked
         } else {
-            match by_login.get(desired) {
-                Some(&(holder, _)) if holder as usize != idx => Rename::Blocked(holder),
-                _ => Rename::Renamed,
-            }
+            Rename::Renamed
         };
         renames.insert(idx as u32, rename);
     }
@@ -1575,17 +1577,12 @@ fn renames(
 /// Whether an account gives up its login in this plan: renamed, or deleted.
 fn frees_login(
     ctx: &Ctx<'_>,
-    by_login: &LoginIndex<'_>,
     dispositions: &[Disposition],
     renames: &FastMap<u32, Rename>,
     account_idx: u32,
 ) -> bool {
     let account = &ctx.state.accounts[account_idx as usize];
-    if ctx.policy.is_protected(&account.login)
-        || by_login
-            .get(fold(trim(&account.login)).as_ref())
-            .is_some_and(|entry| entry.1 > 1)
-    {
+    if ctx.policy.is_protected(&account.login) {
         return false;
     }
     match dispositions[account_idx as usize] {
@@ -1626,24 +1623,58 @@ fn settle_held_logins(
             None => format!("account {} (not managed by keysync)", account.id),
         }
     };
-    let mut blocked: Vec<(u32, u32)> = renames
-        .iter()
-        .filter_map(|(&idx, rename)| {
-            if let Rename::Blocked(holder) = rename {
-                Some((idx, *holder))
-            } else {
-                None
+    // The accounts that hold a login, by id; several only in odd input.
+    let holders_of = |login: &str| -> Vec<u32> {
+        match by_login.get(login) {
+            None => Vec::new(),
+            Some(&(first, 1)) => vec![first],
+            Some(_) => {
+                let mut holders: Vec<u32> = (0..accounts.len() as u32)
+                    .filter(|&idx| fold(trim(&accounts[idx as usize].login)) == login)
+                    .collect();
+                holders.sort_by(|left, right| {
+                    accounts[*left as usize]
+                        .id
+                        .cmp(&accounts[*right as usize].id)
+                });
+                holders
             }
-        })
+        }
+    };
+    let describe = |holders: &[u32]| -> String {
+        match holders {
+            [holder] => holder_text(*holder),
+            _ => {
+                let ids: Vec<&str> = holders
+                    .iter()
+                    .map(|&idx| accounts[idx as usize].id.as_str())
+                    .collect();
+                format!("{} accounts ({})", holders.len(), ids.join(", "))
+            }
+        }
+    };
+    let frees = |holders: &[u32]| {
+        holders
+            .iter()
+            .any(|&holder| frees_login(ctx, dispositions, renames, holder))
+    };
+
+    let mut blocked: Vec<u32> = renames
+        .iter()
+        .filter_map(|(&idx, rename)| (*rename == Rename::Blocked).then_some(idx))
         .collect();
     blocked.sort_unstable();
-    for (idx, holder) in blocked {
+    for idx in blocked {
         let Disposition::Sync { user, .. } = dispositions[idx as usize] else {
             continue;
         };
         let keycloak_user = &ctx.snapshot.users[user as usize];
         let desired = ctx.users.logins[user as usize].as_ref();
-        if frees_login(ctx, by_login, dispositions, renames, holder) {
+        let holders: Vec<u32> = holders_of(desired)
+            .into_iter()
+            .filter(|&holder| holder != idx)
+            .collect();
+        if frees(&holders) {
             report.diagnose(
                 DiagnosticKind::Deferred,
                 Some(&keycloak_user.id),
@@ -1651,7 +1682,7 @@ fn settle_held_logins(
                 format!(
                     "this login still belongs to {}, which this plan renames or deletes; account {} \
                      is renamed to it by the next run",
-                    holder_text(holder),
+                    describe(&holders),
                     accounts[idx as usize].id
                 ),
             );
@@ -1662,34 +1693,35 @@ fn settle_held_logins(
                 format!(
                     "account {} is not renamed to this login: it belongs to {}",
                     accounts[idx as usize].id,
-                    holder_text(holder)
+                    describe(&holders)
                 ),
             );
         }
     }
     for (idx, resolution) in resolutions.iter_mut().enumerate() {
-        let Resolution::Held(holder) = *resolution else {
+        if *resolution != Resolution::Held {
             continue;
-        };
+        }
         *resolution = Resolution::Nothing;
         let keycloak_user = &ctx.snapshot.users[idx];
         let login = ctx.users.logins[idx].as_ref();
-        if frees_login(ctx, by_login, dispositions, renames, holder) {
+        let holders = holders_of(login);
+        if frees(&holders) {
             report.diagnose(
                 DiagnosticKind::Deferred,
                 Some(&keycloak_user.id),
                 login,
                 format!(
                     "this login still belongs to {}, which this plan renames or deletes; the \
-                     account is created by the next run",
-                    holder_text(holder)
+                     account is created or linked by the next run",
+                    describe(&holders)
                 ),
             );
         } else {
             report.conflict(
                 &keycloak_user.id,
                 login,
-                format!("this login belongs to {}", holder_text(holder)),
+                format!("this login belongs to {}", describe(&holders)),
             );
         }
     }
@@ -1760,7 +1792,7 @@ fn emit_group_changes(ctx: &Ctx<'_>, out: &mut Output) {
             );
             continue;
         }
-        if flags.in_state || !(flags.mapped || flags.default_new || flags.default_all) {
+        if flags.listed || !(flags.mapped || flags.default_new || flags.default_all) {
             continue;
         }
         let reason = if flags.mapped {

@@ -408,7 +408,7 @@ impl Policy {
             }),
             GroupSelection::Map(map) => {
                 for (path, name) in map {
-                    check_group_path("groups.select.map", path, &mut errors);
+                    check_group_path(&format!("groups.select.map[\"{path}\"]"), path, &mut errors);
                     check_not_empty(&format!("groups.select.map[\"{path}\"]"), name, &mut errors);
                 }
                 Some(GroupMapper::Map(map.clone()))

@@ -1035,7 +1035,7 @@ fn defers_a_creation_until_this_plan_frees_the_login() {
         policy,
         expect![[r#"
             update_user ann [J1]: login changed from ann to ann.lee; display name changed from "Ann Example" to "Ann.lee Example"; email changed from ann@example.com to ann.lee@example.com
-            Deferred ann: this login still belongs to account J1 (managed for Keycloak user u1), which this plan renames or deletes; the account is created by the next run
+            Deferred ann: this login still belongs to account J1 (managed for Keycloak user u1), which this plan renames or deletes; the account is created or linked by the next run
         "#]],
     );
 }

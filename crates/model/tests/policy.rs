@@ -1,0 +1,192 @@
+//! The policy as a configuration file gives it: defaults, strict field names, and validation errors that name
+//! the field. JSON stands in for the TOML file here; both go through the same serde derives.
+
+use expect_test::{Expect, expect};
+use model::policy::{
+    CleanupAction, Fallback, GroupNaming, GroupSelection, LoginSource, Policy, PolicyError,
+};
+
+fn check(json: &str, expect: Expect) {
+    let rendered = match serde_json::from_str::<Policy>(json) {
+        Err(error) => format!("does not parse: {error}"),
+        Ok(policy) => match policy.validate() {
+            Ok(_) => "valid".to_owned(),
+            Err(errors) => errors
+                .iter()
+                .map(|error| format!("{error}\n"))
+                .collect::<String>(),
+        },
+    };
+    expect.assert_eq(&rendered);
+}
+
+#[test]
+fn default_policy_is_valid_and_an_empty_section_means_the_defaults() {
+    assert!(Policy::default().validate().is_ok());
+    let parsed: Policy = serde_json::from_str("{}").unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(parsed, Policy::default());
+    let parsed: Policy = serde_json::from_str(r#"{"scope": {}, "safety": {"max_accounts": 5}}"#)
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(parsed.safety.max_accounts, 5);
+    assert_eq!(parsed.safety.max_percent, 10);
+    assert!(parsed.scope.include_subgroups);
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let policy = Policy::default();
+    assert!(policy.scope.required_groups.is_empty());
+    assert!(policy.scope.include_subgroups);
+    assert_eq!(policy.attributes.login.from, LoginSource::Username);
+    assert!(policy.attributes.login.lowercase);
+    assert!(!policy.attributes.login.strip_domain);
+    assert_eq!(
+        policy.attributes.display_name.template,
+        "{firstName} {lastName}"
+    );
+    assert_eq!(policy.attributes.display_name.fallback, "{username}");
+    assert!(policy.attributes.email.lowercase);
+    assert!(!policy.attributes.email.require_verified);
+    assert!(policy.attributes.email.required);
+    assert_eq!(policy.groups.select, GroupSelection::All);
+    assert_eq!(policy.groups.naming, GroupNaming::Name);
+    assert!(policy.groups.default_for_new_users.is_empty());
+    assert!(policy.groups.default_for_all_users.is_empty());
+    assert!(!policy.groups.remove_unmapped);
+    assert!(policy.linking.by_login);
+    assert!(policy.linking.by_email);
+    assert_eq!(policy.cleanup.action, CleanupAction::Deactivate);
+    assert_eq!(
+        policy.cleanup.when_cannot_deactivate,
+        Fallback::RemoveGroups
+    );
+    assert_eq!(
+        policy.protected_accounts,
+        ["admin", "administrator", "sysadmin"]
+    );
+    assert_eq!(
+        (policy.safety.max_accounts, policy.safety.max_percent),
+        (50, 10)
+    );
+}
+
+#[test]
+fn reads_every_section_in_snake_case() {
+    let json = r#"{
+        "scope": {"required_groups": ["/staff"], "include_subgroups": false},
+        "attributes": {
+            "login": {"from": {"attribute": "uid"}, "lowercase": false, "strip_domain": true},
+            "display_name": {"template": "{lastName}, {firstName}", "fallback": "{email}"},
+            "email": {"from": "email", "lowercase": false, "require_verified": true, "required": false}
+        },
+        "groups": {
+            "select": {"pattern": {"regex": "^app-(.*)$", "rename": "$1"}},
+            "naming": "path",
+            "default_for_new_users": ["welcome"],
+            "default_for_all_users": ["jira-software-users"],
+            "remove_unmapped": true
+        },
+        "linking": {"by_login": true, "by_email": false},
+        "cleanup": {"action": "remove_groups", "when_cannot_deactivate": "delete"},
+        "protected_accounts": ["svc-*"],
+        "safety": {"max_accounts": 10, "max_percent": 5}
+    }"#;
+    let policy: Policy = serde_json::from_str(json).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(
+        policy.attributes.login.from,
+        LoginSource::Attribute("uid".to_owned())
+    );
+    assert_eq!(
+        policy.groups.select,
+        GroupSelection::Pattern {
+            regex: "^app-(.*)$".to_owned(),
+            rename: "$1".to_owned()
+        }
+    );
+    assert_eq!(policy.cleanup.action, CleanupAction::RemoveGroups);
+    assert_eq!(policy.cleanup.when_cannot_deactivate, Fallback::Delete);
+    assert!(policy.validate().is_ok());
+    check(
+        r#"{"groups": {"select": {"map": {"/staff": "staff"}}}}"#,
+        expect!["valid"],
+    );
+    check(
+        r#"{"groups": {"select": {"pattern": {"regex": "^x"}}}}"#,
+        expect!["valid"],
+    );
+}
+
+#[test]
+fn rejects_unknown_fields_and_values() {
+    check(
+        r#"{"safety": {"max_acounts": 5}}"#,
+        expect![
+            "does not parse: unknown field `max_acounts`, expected `max_accounts` or `max_percent` at line 1 column 25"
+        ],
+    );
+    check(
+        r#"{"cleanup": {"action": "disable"}}"#,
+        expect![
+            "does not parse: unknown variant `disable`, expected one of `deactivate`, `delete`, `remove_groups`, `keep` at line 1 column 32"
+        ],
+    );
+    check(
+        r#"{"groups": {"select": {"pattern": {"regex": "x", "renam": "y"}}}}"#,
+        expect![
+            "does not parse: unknown field `renam`, expected `regex` or `rename` at line 1 column 56"
+        ],
+    );
+}
+
+#[test]
+fn validation_names_every_bad_field() {
+    check(
+        r#"{
+            "scope": {"required_groups": ["staff", "/ok"]},
+            "attributes": {
+                "login": {"from": {"attribute": " "}},
+                "display_name": {"template": "{first}", "fallback": "{username"},
+                "email": {"from": {"attribute": ""}}
+            },
+            "groups": {"default_for_new_users": [""], "default_for_all_users": ["ok", " "]},
+            "protected_accounts": [""],
+            "safety": {"max_percent": 101}
+        }"#,
+        expect![[r#"
+            scope.required_groups[0]: `staff` is not a Keycloak group path; paths start with `/`, like `/staff/devs`
+            attributes.login.from.attribute: must not be empty
+            attributes.email.from.attribute: must not be empty
+            attributes.display_name.template: bad template `{first}`: unknown placeholder `{first}`; known are {username}, {email}, {firstName}, {lastName} and {attributes.NAME}
+            attributes.display_name.fallback: bad template `{username`: `{` without a matching `}` (write `{{` for a literal brace)
+            groups.default_for_new_users[0]: must not be empty
+            groups.default_for_all_users[1]: must not be empty
+            protected_accounts[0]: must not be empty
+            safety.max_percent: 101 is not a percentage from 0 to 100
+        "#]],
+    );
+    check(
+        r#"{"groups": {"select": {"pattern": {"regex": "(unclosed"}}}}"#,
+        expect![[r#"
+            groups.select.pattern.regex: bad regex `(unclosed`: regex parse error:
+                (unclosed
+                ^
+            error: unclosed group
+        "#]],
+    );
+    check(
+        r#"{"groups": {"select": {"map": {"staff": " "}}}}"#,
+        expect![[r#"
+            groups.select.map["staff"]: `staff` is not a Keycloak group path; paths start with `/`, like `/staff/devs`
+            groups.select.map["staff"]: must not be empty
+        "#]],
+    );
+}
+
+#[test]
+fn policy_errors_are_plain_data() {
+    let error = PolicyError::Empty {
+        field: "x".to_owned(),
+    };
+    assert_eq!(error.clone(), error);
+    assert_eq!(error.to_string(), "x: must not be empty");
+}

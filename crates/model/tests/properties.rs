@@ -1,0 +1,730 @@
+//! Properties of the plan, checked with proptest over generated inputs.
+//!
+//! Two generators: `odd_case` draws ids, names and emails from small pools, so duplicates, clashes, unknown
+//! references, cycles, protected names and case differences are common; `clean_case` makes well-formed input
+//! (unique ids and names, every user with an email) for which the desired end state is easy to write down.
+
+mod fixture;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fixture::assert_converges;
+use model::apply::apply;
+use model::plan::{AccountRef, Action, ChangeOp, Plan, plan};
+use model::policy::{
+    CleanupAction, Fallback, GroupNaming, GroupSelection, LoginSource, Policy, ValidPolicy,
+};
+use model::snapshot::{GroupId, KeycloakGroup, KeycloakMembership, KeycloakUser, Snapshot, UserId};
+use model::state::{
+    Account, AccountId, Capabilities, Group, GroupName, Membership, Product, ProductState,
+};
+use proptest::prelude::*;
+use proptest::sample::select;
+
+/// A generated case: the inputs of `plan`, and the policy as written (for the checks that read it).
+#[derive(Debug, Clone)]
+struct Case {
+    snapshot: Snapshot,
+    state: ProductState,
+    policy: Policy,
+}
+
+impl Case {
+    fn valid_policy(&self) -> ValidPolicy {
+        self.policy
+            .validate()
+            .unwrap_or_else(|errors| panic!("generated an invalid policy: {errors:?}"))
+    }
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// Generators.
+
+fn opt<T: std::fmt::Debug + Clone + 'static>(values: Vec<T>) -> impl Strategy<Value = Option<T>> {
+    prop::option::of(select(values))
+}
+
+fn odd_user() -> impl Strategy<Value = KeycloakUser> {
+    (
+        select(vec!["u0", "u1", "u2", "u3", "u4", "u5"]),
+        select(vec![
+            "ann", "Ann", "ben", "bob", "cat", "admin", "svc-x", "", "ann.lee", "ärger",
+        ]),
+        opt(vec![
+            "ann@x.io", "ANN@x.io", "ben@x.io", "cat@y.io", "bad", "", "b@x.io",
+        ]),
+        opt(vec!["Ann", "Ben", "", " "]),
+        opt(vec!["Lee", "Example"]),
+        prop::bool::weighted(0.8),
+        any::<bool>(),
+        opt(vec!["ALEE", "bob", ""]),
+    )
+        .prop_map(
+            |(id, username, email, first, last, enabled, verified, uid)| {
+                let mut attributes = BTreeMap::new();
+                if let Some(uid) = uid {
+                    attributes.insert("uid".to_owned(), vec![uid.to_owned()]);
+                }
+                KeycloakUser {
+                    id: UserId::new(id),
+                    username: username.to_owned(),
+                    email: email.map(str::to_owned),
+                    first_name: first.map(str::to_owned),
+                    last_name: last.map(str::to_owned),
+                    enabled,
+                    email_verified: verified,
+                    attributes,
+                    federation_link: None,
+                }
+            },
+        )
+}
+
+fn odd_group() -> impl Strategy<Value = KeycloakGroup> {
+    (
+        select(vec!["g0", "g1", "g2", "g3", "g4"]),
+        select(vec!["devs", "Devs", "ops", "staff", ""]),
+        select(vec!["/staff", "/devs", "/ops", "/staff/devs", "/x"]),
+        opt(vec!["g0", "g1", "g2", "g9"]),
+    )
+        .prop_map(|(id, name, path, parent)| KeycloakGroup {
+            id: GroupId::new(id),
+            name: name.to_owned(),
+            path: path.to_owned(),
+            parent_id: parent.map(GroupId::new),
+        })
+}
+
+fn odd_membership() -> impl Strategy<Value = KeycloakMembership> {
+    (
+        select(vec!["u0", "u1", "u2", "u3", "u9"]),
+        select(vec!["g0", "g1", "g2", "g3", "g9"]),
+    )
+        .prop_map(|(user, group)| KeycloakMembership {
+            user_id: UserId::new(user),
+            group_id: GroupId::new(group),
+        })
+}
+
+fn odd_account() -> impl Strategy<Value = Account> {
+    (
+        select(vec!["a0", "a1", "a2", "a3", "a4", "a5"]),
+        select(vec![
+            "ann", "ANN", "ben", "bob", "cat", "admin", "alee", "svc-x", "ci-bot",
+        ]),
+        select(vec!["Ann Lee", "Ben", "Ann Example", ""]),
+        opt(vec!["ann@x.io", "ben@x.io", "B@X.IO", "old@x.io"]),
+        prop::bool::weighted(0.7),
+        opt(vec!["u0", "u1", "u2", "u3", "u9"]),
+    )
+        .prop_map(|(id, login, display, email, active, user)| Account {
+            id: AccountId::new(id),
+            login: login.to_owned(),
+            display_name: display.to_owned(),
+            email: email.map(str::to_owned),
+            active,
+            keycloak_user_id: user.map(UserId::new),
+        })
+}
+
+fn odd_product_group() -> impl Strategy<Value = Group> {
+    (
+        select(vec![
+            "devs",
+            "Devs",
+            "ops",
+            "staff",
+            "old",
+            "jira-users",
+            "welcome",
+        ]),
+        any::<bool>(),
+    )
+        .prop_map(|(name, managed)| Group {
+            name: GroupName::new(name),
+            managed,
+        })
+}
+
+fn odd_product_membership() -> impl Strategy<Value = Membership> {
+    (
+        select(vec!["a0", "a1", "a2", "a3", "a9"]),
+        select(vec!["devs", "DEVS", "ops", "old", "jira-users", "x"]),
+    )
+        .prop_map(|(account, group)| Membership {
+            account_id: AccountId::new(account),
+            group: GroupName::new(group),
+        })
+}
+
+fn odd_policy() -> impl Strategy<Value = Policy> {
+    (
+        (
+            select(vec![vec![], vec!["/staff"], vec!["/devs", "/ops"]]),
+            any::<bool>(),
+            select(vec![0, 1, 2]),
+            select(vec![0, 1, 2]),
+            any::<bool>(),
+        ),
+        (
+            select(vec![vec![], vec!["welcome"]]),
+            select(vec![vec![], vec!["jira-users"]]),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        ),
+        (
+            select(vec![
+                CleanupAction::Deactivate,
+                CleanupAction::Delete,
+                CleanupAction::RemoveGroups,
+                CleanupAction::Keep,
+            ]),
+            select(vec![
+                Fallback::RemoveGroups,
+                Fallback::Delete,
+                Fallback::Keep,
+            ]),
+            select(vec![vec![], vec!["admin"], vec!["admin", "*-bot", "svc-*"]]),
+            select(vec![(0, 0), (1, 50), (50, 10), (1000, 100)]),
+            any::<bool>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (required, subgroups, login, select_mode, path_naming),
+                (new_defaults, all_defaults, by_login, by_email, remove_unmapped),
+                (cleanup, fallback, protected, (max_accounts, max_percent), email_optional),
+            )| {
+                let mut policy = Policy::default();
+                policy.scope.required_groups = required.into_iter().map(str::to_owned).collect();
+                policy.scope.include_subgroups = subgroups;
+                match login {
+                    0 => {}
+                    1 => {
+                        policy.attributes.login.from = LoginSource::Email;
+                        policy.attributes.login.strip_domain = true;
+                    }
+                    _ => policy.attributes.login.from = LoginSource::Attribute("uid".to_owned()),
+                }
+                policy.attributes.email.required = !email_optional;
+                policy.groups.select = match select_mode {
+                    0 => GroupSelection::All,
+                    1 => GroupSelection::Map(
+                        [("/devs", "devs"), ("/staff/devs", "devs"), ("/ops", "Ops")]
+                            .into_iter()
+                            .map(|(path, name)| (path.to_owned(), name.to_owned()))
+                            .collect(),
+                    ),
+                    _ => GroupSelection::Pattern {
+                        regex: "^(d|o)(.*)$".to_owned(),
+                        rename: "$1$2".to_owned(),
+                    },
+                };
+                policy.groups.naming = if path_naming {
+                    GroupNaming::Path
+                } else {
+                    GroupNaming::Name
+                };
+                policy.groups.default_for_new_users =
+                    new_defaults.into_iter().map(str::to_owned).collect();
+                policy.groups.default_for_all_users =
+                    all_defaults.into_iter().map(str::to_owned).collect();
+                policy.groups.remove_unmapped = remove_unmapped;
+                policy.linking.by_login = by_login;
+                policy.linking.by_email = by_email;
+                policy.cleanup.action = cleanup;
+                policy.cleanup.when_cannot_deactivate = fallback;
+                policy.protected_accounts = protected.into_iter().map(str::to_owned).collect();
+                policy.safety.max_accounts = max_accounts;
+                policy.safety.max_percent = max_percent;
+                policy
+            },
+        )
+}
+
+fn product_and_capabilities() -> impl Strategy<Value = (Product, Capabilities)> {
+    (
+        select(vec![Product::Jira, Product::Confluence, Product::Bitbucket]),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(product, usual, swap)| {
+            let mut capabilities = Capabilities::of(product);
+            if !usual {
+                capabilities.can_deactivate ^= swap;
+                capabilities.can_rename ^= !swap;
+            }
+            (product, capabilities)
+        })
+}
+
+fn odd_case() -> impl Strategy<Value = Case> {
+    (
+        prop::collection::vec(odd_user(), 0..6),
+        prop::collection::vec(odd_group(), 0..5),
+        prop::collection::vec(odd_membership(), 0..10),
+        prop::collection::vec(odd_account(), 0..6),
+        prop::collection::vec(odd_product_group(), 0..5),
+        prop::collection::vec(odd_product_membership(), 0..8),
+        odd_policy(),
+        product_and_capabilities(),
+    )
+        .prop_map(
+            |(
+                users,
+                groups,
+                memberships,
+                accounts,
+                product_groups,
+                product_memberships,
+                policy,
+                (product, capabilities),
+            )| {
+                Case {
+                    snapshot: Snapshot {
+                        users,
+                        groups,
+                        memberships,
+                    },
+                    state: ProductState {
+                        product,
+                        capabilities,
+                        accounts,
+                        groups: product_groups,
+                        memberships: product_memberships,
+                    },
+                    policy,
+                }
+            },
+        )
+}
+
+/// An odd case with every vector of its inputs shuffled.
+fn odd_case_and_shuffled() -> impl Strategy<Value = (Case, Case)> {
+    odd_case().prop_flat_map(|case| {
+        let shuffled = (
+            Just(case.snapshot.users.clone()).prop_shuffle(),
+            Just(case.snapshot.groups.clone()).prop_shuffle(),
+            Just(case.snapshot.memberships.clone()).prop_shuffle(),
+            Just(case.state.accounts.clone()).prop_shuffle(),
+            Just(case.state.groups.clone()).prop_shuffle(),
+            Just(case.state.memberships.clone()).prop_shuffle(),
+        );
+        (Just(case), shuffled).prop_map(
+            |(
+                case,
+                (users, groups, memberships, accounts, product_groups, product_memberships),
+            )| {
+                let shuffled = Case {
+                    snapshot: Snapshot {
+                        users,
+                        groups,
+                        memberships,
+                    },
+                    state: ProductState {
+                        accounts,
+                        groups: product_groups,
+                        memberships: product_memberships,
+                        ..case.state.clone()
+                    },
+                    policy: case.policy.clone(),
+                };
+                (case, shuffled)
+            },
+        )
+    })
+}
+
+const CLEAN_USERS: [&str; 6] = ["ann", "ben", "cat", "dan", "eve", "fay"];
+const CLEAN_GROUPS: [&str; 4] = ["/staff", "/staff/devs", "/ops", "/guests"];
+
+/// Well-formed input: users u0..u5 with distinct usernames, a fixed group tree, and a product whose accounts
+/// are managed for some of those users (with stale data), for users who are gone, or unmanaged and named like a
+/// user (to be linked) or not.
+fn clean_case() -> impl Strategy<Value = Case> {
+    (
+        prop::collection::vec((any::<bool>(), prop::bool::weighted(0.8), any::<bool>()), 6),
+        prop::collection::vec(prop::collection::vec(any::<bool>(), 4), 6),
+        prop::collection::vec((0..5u8, any::<bool>(), any::<bool>()), 6),
+        prop::collection::vec(prop::collection::vec(any::<bool>(), 3), 6),
+        (
+            select(vec![vec![], vec!["/staff"]]),
+            select(vec![
+                CleanupAction::Deactivate,
+                CleanupAction::Delete,
+                CleanupAction::RemoveGroups,
+                CleanupAction::Keep,
+            ]),
+            select(vec![Product::Jira, Product::Bitbucket]),
+        ),
+    )
+        .prop_map(
+            |(
+                user_flags,
+                user_groups,
+                account_kinds,
+                account_groups,
+                (required, cleanup, product),
+            )| {
+                let mut users = Vec::new();
+                let mut memberships = Vec::new();
+                for (idx, &(exists, enabled, renamed_email)) in user_flags.iter().enumerate() {
+                    if !exists {
+                        continue;
+                    }
+                    let username = CLEAN_USERS[idx];
+                    let email = if renamed_email {
+                        format!("{username}.new@x.io")
+                    } else {
+                        format!("{username}@x.io")
+                    };
+                    users.push(KeycloakUser {
+                        id: UserId::new(format!("u{idx}")),
+                        username: username.to_owned(),
+                        email: Some(email),
+                        first_name: Some(username.to_uppercase()),
+                        last_name: Some("Example".to_owned()),
+                        enabled,
+                        email_verified: true,
+                        attributes: BTreeMap::new(),
+                        federation_link: None,
+                    });
+                    for (group_idx, &member) in user_groups[idx].iter().enumerate() {
+                        if member {
+                            memberships.push(KeycloakMembership {
+                                user_id: UserId::new(format!("u{idx}")),
+                                group_id: GroupId::new(CLEAN_GROUPS[group_idx]),
+                            });
+                        }
+                    }
+                }
+                let groups = CLEAN_GROUPS
+                    .iter()
+                    .map(|path| {
+                        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+                        KeycloakGroup {
+                            id: GroupId::new(*path),
+                            name: name.to_owned(),
+                            path: (*path).to_owned(),
+                            parent_id: (!parent.is_empty()).then(|| GroupId::new(parent)),
+                        }
+                    })
+                    .collect();
+
+                // Account kinds: 0 none; 1 managed for the user, fresh; 2 managed for the user, stale and maybe
+                // inactive; 3 unmanaged with the user's login; 4 managed for a user who is gone.
+                let mut accounts = Vec::new();
+                let mut product_memberships = Vec::new();
+                let product_groups = ["devs", "ops", "staff", "guests", "manual"];
+                for (idx, &(kind, active, stale)) in account_kinds.iter().enumerate() {
+                    let username = CLEAN_USERS[idx];
+                    let account = match kind {
+                        1 | 2 => Account {
+                            id: AccountId::new(format!("A{idx}")),
+                            login: username.to_owned(),
+                            display_name: if kind == 2 && stale {
+                                "Stale".to_owned()
+                            } else {
+                                format!("{} Example", username.to_uppercase())
+                            },
+                            email: Some(format!("{username}@x.io")),
+                            active: kind == 1 || active,
+                            keycloak_user_id: Some(UserId::new(format!("u{idx}"))),
+                        },
+                        3 => Account {
+                            id: AccountId::new(format!("A{idx}")),
+                            login: username.to_uppercase(),
+                            display_name: "Local".to_owned(),
+                            email: None,
+                            active,
+                            keycloak_user_id: None,
+                        },
+                        4 => Account {
+                            id: AccountId::new(format!("G{idx}")),
+                            login: format!("gone{idx}"),
+                            display_name: "Gone".to_owned(),
+                            email: Some(format!("gone{idx}@x.io")),
+                            active,
+                            keycloak_user_id: Some(UserId::new(format!("gone{idx}"))),
+                        },
+                        _ => continue,
+                    };
+                    for (group_idx, &member) in account_groups[idx].iter().enumerate() {
+                        if member {
+                            product_memberships.push(Membership {
+                                account_id: account.id.clone(),
+                                group: GroupName::new(product_groups[[0, 1, 4][group_idx]]),
+                            });
+                        }
+                    }
+                    accounts.push(account);
+                }
+                let mut policy = Policy::default();
+                policy.scope.required_groups = required.into_iter().map(str::to_owned).collect();
+                policy.cleanup.action = cleanup;
+                policy.safety.max_percent = 100;
+                let mut state = fixture::product(product, accounts, vec![], product_memberships);
+                state.groups = vec![
+                    Group {
+                        name: GroupName::new("devs"),
+                        managed: true,
+                    },
+                    Group {
+                        name: GroupName::new("ops"),
+                        managed: false,
+                    },
+                    Group {
+                        name: GroupName::new("manual"),
+                        managed: false,
+                    },
+                ];
+                Case {
+                    snapshot: Snapshot {
+                        users,
+                        groups,
+                        memberships,
+                    },
+                    state,
+                    policy,
+                }
+            },
+        )
+}
+
+fn new_account_id() -> impl FnMut(&model::plan::Change) -> AccountId {
+    let mut n_created = 0;
+    move |_| {
+        n_created += 1;
+        AccountId::new(format!("new-{n_created}"))
+    }
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// Properties.
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// The plan does not depend on the order of any input vector, and never panics on odd input.
+    #[test]
+    fn planning_is_deterministic_whatever_the_input_order((case, shuffled) in odd_case_and_shuffled()) {
+        let policy = case.valid_policy();
+        let first = plan(&case.snapshot, &case.state, &policy);
+        prop_assert_eq!(&first, &plan(&case.snapshot, &case.state, &policy));
+        let second = plan(&shuffled.snapshot, &shuffled.state, &policy);
+        prop_assert_eq!(first.to_string(), second.to_string());
+        prop_assert_eq!(first, second);
+    }
+
+    /// Changes come in plan order, and no two changes share an id.
+    #[test]
+    fn changes_are_ordered_by_kind_and_have_distinct_ids(case in odd_case()) {
+        let planned = plan(&case.snapshot, &case.state, &case.valid_policy());
+        let ops: Vec<ChangeOp> = planned.changes.iter().map(|change| change.op()).collect();
+        prop_assert!(ops.windows(2).all(|pair| pair[0] <= pair[1]), "not in plan order: {:?}", ops);
+        let ids: BTreeSet<_> = planned.changes.iter().map(|change| change.id).collect();
+        prop_assert_eq!(ids.len(), planned.changes.len());
+        for change in &planned.changes {
+            prop_assert!(!change.reason.is_empty(), "no reason for {}", change);
+        }
+    }
+
+    /// Applying a plan and planning again leaves nothing to do, except work the first plan said it deferred
+    /// (a login this plan frees), which the following plans finish.
+    #[test]
+    fn applying_a_plan_and_planning_again_leaves_nothing_to_do(case in odd_case()) {
+        let policy = case.valid_policy();
+        let planned = plan(&case.snapshot, &case.state, &policy);
+        assert_converges(&case.snapshot, case.state.clone(), &policy, &planned);
+    }
+
+    /// Accounts keysync does not manage (and does not link in this plan) and protected accounts keep their
+    /// fields and their memberships; no change names them. The one exception is a group keysync created and
+    /// removes, which takes its memberships with it.
+    #[test]
+    fn unmanaged_and_protected_accounts_are_never_touched(case in odd_case()) {
+        let policy = case.valid_policy();
+        let planned = plan(&case.snapshot, &case.state, &policy);
+        let linked: BTreeSet<&AccountId> = planned
+            .changes
+            .iter()
+            .filter_map(|change| match &change.action {
+                Action::LinkUser { id, .. } => Some(id),
+                _ => None,
+            })
+            .collect();
+        let untouchable: BTreeSet<&AccountId> = case
+            .state
+            .accounts
+            .iter()
+            .filter(|account| policy.is_protected(&account.login) || (!account.is_managed() && !linked.contains(&account.id)))
+            .map(|account| &account.id)
+            .collect();
+        for change in &planned.changes {
+            let named = match &change.action {
+                Action::LinkUser { id, .. } => Some(id),
+                Action::UpdateUser { account, .. }
+                | Action::ReactivateUser { account }
+                | Action::AddMembership { account, .. }
+                | Action::RemoveMembership { account, .. }
+                | Action::DeactivateUser { account }
+                | Action::DeleteUser { account } => match account {
+                    AccountRef::Existing { id, .. } => Some(id),
+                    AccountRef::New { .. } => None,
+                },
+                Action::CreateGroup { .. } | Action::RemoveGroup { .. } | Action::CreateUser { .. } => None,
+            };
+            if let Some(id) = named {
+                let protected = case.state.accounts.iter().any(|account| &account.id == id && policy.is_protected(&account.login));
+                prop_assert!(!protected, "a change names protected account {}: {}", id, change);
+                let unmanaged = case.state.accounts.iter().any(|account| &account.id == id && !account.is_managed());
+                prop_assert!(!unmanaged || linked.contains(id), "a change names unmanaged account {}: {}", id, change);
+            }
+        }
+
+        let removed_groups: BTreeSet<String> = planned
+            .changes
+            .iter()
+            .filter_map(|change| match &change.action {
+                Action::RemoveGroup { group } => Some(group.to_lowercase()),
+                _ => None,
+            })
+            .collect();
+        let after = apply(case.state.clone(), &planned.changes, new_account_id());
+        let memberships = |state: &ProductState, id: &AccountId| -> Vec<String> {
+            let mut groups: Vec<String> = state
+                .memberships
+                .iter()
+                .filter(|membership| &membership.account_id == id)
+                .map(|membership| membership.group.as_str().to_owned())
+                .filter(|group| !removed_groups.contains(&group.to_lowercase()))
+                .collect();
+            groups.sort();
+            groups
+        };
+        for id in untouchable {
+            let before: Vec<&Account> = case.state.accounts.iter().filter(|account| &account.id == id).collect();
+            let now: Vec<&Account> = after.accounts.iter().filter(|account| &account.id == id).collect();
+            prop_assert_eq!(before, now, "account {} changed", id);
+            prop_assert_eq!(memberships(&case.state, id), memberships(&after, id), "memberships of {} changed", id);
+        }
+    }
+
+    /// A held plan says why, and the limits hold a plan whenever they should.
+    #[test]
+    fn held_plans_say_why(case in odd_case()) {
+        let planned = plan(&case.snapshot, &case.state, &case.valid_policy());
+        let safety = &case.policy.safety;
+        let managed = case.state.accounts.iter().filter(|account| account.is_managed()).count();
+        let removals = planned.count(ChangeOp::DeactivateUser) + planned.count(ChangeOp::DeleteUser);
+        let stripped: BTreeSet<&str> = planned
+            .changes
+            .iter()
+            .filter_map(|change| match &change.action {
+                Action::RemoveMembership { account: AccountRef::Existing { id, .. }, .. } => {
+                    Some(id.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        let must_hold = removals > safety.max_accounts as usize
+            || removals * 100 > safety.max_percent as usize * managed
+            || (case.snapshot.users.is_empty() && managed > 0);
+        prop_assert!(!must_hold || planned.hold.is_some(), "not held:\n{}", planned);
+        if let Some(hold) = &planned.hold {
+            prop_assert!(!hold.reason.is_empty());
+            prop_assert_eq!(hold.managed_accounts, managed);
+            prop_assert!(hold.losing_access >= removals && hold.losing_access <= removals + stripped.len());
+            let over_limit = hold.losing_access > safety.max_accounts as usize
+                || hold.losing_access * 100 > safety.max_percent as usize * managed;
+            let explained = (over_limit && hold.reason.contains("would lose access"))
+                || hold.reason.contains("has no users")
+                || hold.reason.contains("no Keycloak user is in scope");
+            prop_assert!(explained, "hold without a matching reason: {}", hold.reason);
+        }
+    }
+
+    /// On well-formed input the product ends in the desired state: every enabled user in scope has one active,
+    /// managed account with the mapped fields and exactly its mapped groups among the managed ones; every
+    /// disabled user's account is inactive (or stripped where the product cannot deactivate); and every other
+    /// managed account went through the cleanup action.
+    #[test]
+    fn the_product_ends_in_the_desired_state(case in clean_case()) {
+        let policy = case.valid_policy();
+        let planned = plan(&case.snapshot, &case.state, &policy);
+        prop_assert!(planned.conflicts.is_empty(), "{}", planned);
+        let after = assert_converges(&case.snapshot, case.state.clone(), &policy, &planned);
+        let can_deactivate = case.state.capabilities.can_deactivate;
+        let groups_of = |id: &AccountId| -> BTreeSet<String> {
+            after.memberships.iter().filter(|membership| &membership.account_id == id).map(|membership| membership.group.as_str().to_owned()).collect()
+        };
+        let managed_groups: BTreeSet<String> = ["staff", "devs", "ops", "guests"].into_iter().map(str::to_owned).collect();
+        let in_scope = |user: &KeycloakUser| {
+            case.policy.scope.required_groups.is_empty()
+                || case.snapshot.memberships.iter().any(|membership| membership.user_id == user.id && membership.group_id.as_str().starts_with("/staff"))
+        };
+        for user in &case.snapshot.users {
+            let accounts: Vec<&Account> = after.accounts.iter().filter(|account| account.keycloak_user_id.as_ref() == Some(&user.id)).collect();
+            let before: Vec<&Account> = case.state.accounts.iter().filter(|account| account.keycloak_user_id.as_ref() == Some(&user.id)).collect();
+            if !in_scope(user) {
+                continue;
+            }
+            if !user.enabled {
+                match (before.first(), accounts.first()) {
+                    (None, account) => prop_assert!(account.is_none(), "a disabled user got an account"),
+                    (Some(_), Some(account)) if can_deactivate => prop_assert!(!account.active),
+                    (Some(_), Some(account)) => prop_assert!(groups_of(&account.id).is_disjoint(&managed_groups)),
+                    (Some(_), None) => prop_assert!(false, "the account of a disabled user vanished"),
+                }
+                continue;
+            }
+            prop_assert_eq!(accounts.len(), 1, "user {} has {} accounts", user.id, accounts.len());
+            let account = accounts[0];
+            prop_assert!(account.active || !can_deactivate);
+            prop_assert_eq!(account.login.to_lowercase(), user.username.clone());
+            prop_assert_eq!(account.email.as_deref(), user.email.as_deref());
+            prop_assert_eq!(&account.display_name, &format!("{} Example", user.username.to_uppercase()));
+            let wanted: BTreeSet<String> = case
+                .snapshot
+                .memberships
+                .iter()
+                .filter(|membership| membership.user_id == user.id)
+                .map(|membership| membership.group_id.as_str().rsplit('/').next().unwrap_or("").to_owned())
+                .collect();
+            let have: BTreeSet<String> = groups_of(&account.id).intersection(&managed_groups).cloned().collect();
+            prop_assert_eq!(have, wanted);
+        }
+        for account in &case.state.accounts {
+            let Some(user_id) = &account.keycloak_user_id else { continue };
+            let user = case.snapshot.users.iter().find(|user| &user.id == user_id);
+            if user.is_some_and(|user| in_scope(user)) {
+                continue;
+            }
+            let now = after.accounts.iter().find(|candidate| candidate.id == account.id);
+            let action = match case.policy.cleanup.action {
+                CleanupAction::Deactivate if !can_deactivate => CleanupAction::RemoveGroups,
+                action => action,
+            };
+            match action {
+                CleanupAction::Deactivate => prop_assert!(now.is_some_and(|now| !now.active)),
+                CleanupAction::Delete => prop_assert!(now.is_none()),
+                CleanupAction::RemoveGroups => prop_assert!(now.is_some_and(|now| groups_of(&now.id).is_disjoint(&managed_groups))),
+                CleanupAction::Keep => prop_assert_eq!(now, Some(account)),
+            }
+        }
+    }
+}
+
+/// A plan's text is its review: every line of a non-empty plan says what and why.
+#[test]
+fn a_held_plan_lists_its_changes_for_review() {
+    let snapshot = Snapshot::default();
+    let state = fixture::jira(vec![fixture::managed("J1", "ann", "u1")], vec![], vec![]);
+    let policy = Policy::default()
+        .validate()
+        .unwrap_or_else(|errors| panic!("{errors:?}"));
+    let planned: Plan = plan(&snapshot, &state, &policy);
+    assert!(planned.hold.is_some());
+    assert_eq!(planned.count(ChangeOp::DeactivateUser), 1);
+}
