@@ -243,10 +243,8 @@ pub struct App {
 enum Event {
     Shutdown,
     Tick,
-    /// No message arrived within the fetch's wait.
-    Idle,
     Message(Box<jetstream::Message>),
-    FetchFailed(Box<Error>),
+    ConsumerFailed(Box<Error>),
 }
 
 impl App {
@@ -290,16 +288,25 @@ impl App {
             (self.state_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One long-lived pull of one message at a time: unlike a fetch, polling it again
+        // after the ticker or the shutdown won loses nothing in flight.
+        let mut messages = self.messages().await?;
         tracing::info!(products = ?self.enabled, "The planner is running.");
         loop {
             let event = tokio::select! {
                 biased;
                 () = &mut shutdown => Event::Shutdown,
                 _ = ticker.tick() => Event::Tick,
-                message = self.next_message(Duration::from_secs(5)) => match message {
-                    Ok(None) => Event::Idle,
-                    Ok(Some(message)) => Event::Message(Box::new(message)),
-                    Err(error) => Event::FetchFailed(Box::new(error)),
+                message = messages.next() => match message {
+                    Some(Ok(message)) => Event::Message(Box::new(message)),
+                    Some(Err(error)) => Event::ConsumerFailed(Box::new(Error::Consume {
+                        consumer: CONSUMER.to_owned(),
+                        source: Box::new(error),
+                    })),
+                    None => Event::ConsumerFailed(Box::new(Error::Consume {
+                        consumer: CONSUMER.to_owned(),
+                        source: "the message stream ended".into(),
+                    })),
                 },
             };
             match event {
@@ -309,10 +316,10 @@ impl App {
                         tracing::warn!(error = %error, "Could not check the runs waiting for a state.");
                     }
                 }
-                Event::Idle => {}
-                Event::FetchFailed(error) => {
-                    tracing::warn!(error = %error, "Could not fetch a message; trying again in a second.");
+                Event::ConsumerFailed(error) => {
+                    tracing::warn!(error = %error, "The consumer failed; binding it again in a second.");
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                    messages = self.messages().await?;
                 }
                 Event::Message(message) => {
                     if let Err(error) = self.handle(*message).await {
@@ -352,6 +359,19 @@ impl App {
             }
         }
         Ok(failed)
+    }
+
+    /// The consumer's messages, pulled one at a time.
+    async fn messages(&self) -> Result<jetstream::consumer::pull::Stream, Error> {
+        self.consumer
+            .stream()
+            .max_messages_per_batch(1)
+            .messages()
+            .await
+            .map_err(|error| Error::Consume {
+                consumer: CONSUMER.to_owned(),
+                source: Box::new(error),
+            })
     }
 
     async fn next_message(&self, wait: Duration) -> Result<Option<jetstream::Message>, Error> {
