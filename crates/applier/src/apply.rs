@@ -1,0 +1,413 @@
+//! Applying one change set to a product: each [`v1::Change`] becomes one [`Directory`]
+//! call, in dependency order, with bounded concurrency, and every change gets a
+//! [`v1::ChangeResult`].
+//!
+//! Changes run in phases: create groups, create users, link, update, reactivate, add
+//! memberships, remove memberships, deactivate and delete, remove groups. The changes of
+//! one phase run concurrently (at most `concurrency` at once); a phase starts when the one
+//! before it has finished, so a membership is added only after its account was created.
+//!
+//! An account is named by its product id, or (for one created earlier in the plan) by its
+//! login. Writes need both the id and the current login, so an id is resolved to its login,
+//! and a login to its id, from the accounts created in this set, else the cache, else a
+//! listing of the product (read at most once per set). Links write nothing to the product:
+//! they make the account managed in the cache. What succeeded is recorded in the
+//! [`Working`] state, which the caller writes back to the cache at the end of the set.
+
+use std::time::SystemTime;
+
+use atlassian::{AccountRef, AccountUpdate, Directory, NewAccount, Outcome, RemoteAccount};
+use futures::StreamExt;
+use proto::v1::{self, ChangeOp, ChangeOutcome, account_ref::Ref};
+use tokio::sync::OnceCell;
+
+use crate::state::Working;
+
+/// The phase of each operation, in the order phases run.
+fn phase(op: ChangeOp) -> Option<u8> {
+    Some(match op {
+        ChangeOp::CreateGroup => 0,
+        ChangeOp::CreateUser => 1,
+        ChangeOp::LinkUser => 2,
+        ChangeOp::UpdateUser => 3,
+        ChangeOp::ReactivateUser => 4,
+        ChangeOp::AddMembership => 5,
+        ChangeOp::RemoveMembership => 6,
+        ChangeOp::DeactivateUser | ChangeOp::DeleteUser => 7,
+        ChangeOp::RemoveGroup => 8,
+        ChangeOp::Unspecified => return None,
+    })
+}
+
+const PHASES: u8 = 9;
+
+/// One product call, with the accounts resolved.
+enum Call {
+    CreateGroup {
+        group: String,
+    },
+    CreateUser {
+        account: NewAccount,
+    },
+    Link {
+        id: String,
+    },
+    Update {
+        id: String,
+        login: String,
+        update: AccountUpdate,
+    },
+    Reactivate {
+        id: String,
+        login: String,
+    },
+    Deactivate {
+        id: String,
+        login: String,
+    },
+    Delete {
+        id: String,
+        login: String,
+    },
+    AddMember {
+        id: String,
+        login: String,
+        group: String,
+    },
+    RemoveMember {
+        id: String,
+        login: String,
+        group: String,
+    },
+    RemoveGroup {
+        group: String,
+    },
+}
+
+/// What a call did: the product's outcome, and the id of a created account.
+type Done = Result<(Outcome, Option<String>), atlassian::Error>;
+
+/// Applies `changes` (one set, in plan order) and answers one result per change, in the
+/// same order.
+pub async fn apply<D: Directory>(
+    directory: &D,
+    run_id: &str,
+    product: v1::Product,
+    changes: &[v1::Change],
+    working: &mut Working,
+    concurrency: usize,
+) -> Vec<v1::ChangeResult> {
+    let mut results: Vec<Option<v1::ChangeResult>> = vec![None; changes.len()];
+    let listing: OnceCell<Result<Vec<RemoteAccount>, String>> = OnceCell::new();
+    let result = |change: &v1::Change, outcome: ChangeOutcome, message: String| v1::ChangeResult {
+        schema_version: v1::SCHEMA_VERSION,
+        run_id: run_id.to_owned(),
+        change_id: change.id.clone(),
+        product: product as i32,
+        outcome: outcome as i32,
+        message,
+        product_status: 0,
+        account_id: String::new(),
+        finished_at: Some(SystemTime::now().into()),
+        attempts: 1,
+    };
+
+    for (idx, change) in changes.iter().enumerate() {
+        let valid_op = phase(change.op()).is_some() && ChangeOp::try_from(change.op).is_ok();
+        if change.product != product as i32 {
+            results[idx] = Some(result(
+                change,
+                ChangeOutcome::Failed,
+                format!("not a change of {}", product.as_str_name()),
+            ));
+        } else if !valid_op {
+            results[idx] = Some(result(
+                change,
+                ChangeOutcome::Failed,
+                format!("unknown operation {}", change.op),
+            ));
+        }
+    }
+
+    for current in 0..PHASES {
+        let mut calls = Vec::new();
+        for (idx, change) in changes.iter().enumerate() {
+            if results[idx].is_some() || phase(change.op()) != Some(current) {
+                continue;
+            }
+            match prepare(directory, change, working, &listing).await {
+                Ok(call) => calls.push((idx, call)),
+                Err(reason) => results[idx] = Some(result(change, ChangeOutcome::Failed, reason)),
+            }
+        }
+        if calls.is_empty() {
+            continue;
+        }
+        let done: Vec<(usize, Call, Done)> = futures::stream::iter(calls)
+            .map(|(idx, call)| async move {
+                let done = execute(directory, &call).await;
+                (idx, call, done)
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        for (idx, call, done) in done {
+            let change = &changes[idx];
+            let finished = match done {
+                Ok((outcome, created_id)) => {
+                    let changed = !matches!(outcome, Outcome::Skipped { .. });
+                    if changed {
+                        record(working, change, &call, created_id.as_deref());
+                    }
+                    let (wire_outcome, message) = match outcome {
+                        Outcome::Applied => (ChangeOutcome::Applied, String::new()),
+                        Outcome::AlreadyDone => (ChangeOutcome::AlreadyDone, String::new()),
+                        Outcome::Skipped { reason } => (ChangeOutcome::Skipped, reason),
+                    };
+                    v1::ChangeResult {
+                        account_id: created_id.unwrap_or_default(),
+                        ..result(change, wire_outcome, message)
+                    }
+                }
+                Err(error) => v1::ChangeResult {
+                    product_status: error.status().map(u32::from).unwrap_or(0),
+                    ..result(change, ChangeOutcome::Failed, error_chain(&error))
+                },
+            };
+            results[idx] = Some(finished);
+        }
+    }
+
+    results
+        .into_iter()
+        .zip(changes)
+        .map(|(finished, change)| {
+            finished.unwrap_or_else(|| {
+                result(
+                    change,
+                    ChangeOutcome::Failed,
+                    "the change was not attempted".to_owned(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Every change of `changes` as skipped, for `reason`, without touching the product.
+pub fn skip_all(
+    run_id: &str,
+    product: v1::Product,
+    changes: &[v1::Change],
+    reason: &str,
+) -> Vec<v1::ChangeResult> {
+    changes
+        .iter()
+        .map(|change| v1::ChangeResult {
+            schema_version: v1::SCHEMA_VERSION,
+            run_id: run_id.to_owned(),
+            change_id: change.id.clone(),
+            product: product as i32,
+            outcome: ChangeOutcome::Skipped as i32,
+            message: reason.to_owned(),
+            product_status: 0,
+            account_id: String::new(),
+            finished_at: Some(SystemTime::now().into()),
+            attempts: 1,
+        })
+        .collect()
+}
+
+/// Resolves the change's account and builds its call.
+async fn prepare<D: Directory>(
+    directory: &D,
+    change: &v1::Change,
+    working: &Working,
+    listing: &OnceCell<Result<Vec<RemoteAccount>, String>>,
+) -> Result<Call, String> {
+    let group = || {
+        if change.group.trim().is_empty() {
+            return Err("the change names no group".to_owned());
+        }
+        Ok(change.group.clone())
+    };
+    let fields = || {
+        change
+            .fields
+            .as_ref()
+            .ok_or_else(|| "the change carries no account data".to_owned())
+    };
+    let op = change.op();
+    if op == ChangeOp::CreateGroup {
+        return Ok(Call::CreateGroup { group: group()? });
+    }
+    if op == ChangeOp::RemoveGroup {
+        return Ok(Call::RemoveGroup { group: group()? });
+    }
+    if op == ChangeOp::CreateUser {
+        let fields = fields()?;
+        return Ok(Call::CreateUser {
+            account: NewAccount {
+                login: fields.login.clone(),
+                display_name: fields.display_name.clone(),
+                email: fields.email.clone(),
+                password: None,
+            },
+        });
+    }
+    let (id, login) = resolve(directory, change.account.as_ref(), working, listing).await?;
+    Ok(match op {
+        ChangeOp::LinkUser => Call::Link { id },
+        ChangeOp::UpdateUser => {
+            let fields = fields()?;
+            let previous = change.previous.clone().unwrap_or_default();
+            let differs = |wanted: &str, before: &str| {
+                (!wanted.is_empty() && wanted != before).then(|| wanted.to_owned())
+            };
+            let update = AccountUpdate {
+                login: differs(&fields.login, &previous.login),
+                display_name: differs(&fields.display_name, &previous.display_name),
+                email: differs(&fields.email, &previous.email),
+            };
+            Call::Update { id, login, update }
+        }
+        ChangeOp::ReactivateUser => Call::Reactivate { id, login },
+        ChangeOp::DeactivateUser => Call::Deactivate { id, login },
+        ChangeOp::DeleteUser => Call::Delete { id, login },
+        ChangeOp::AddMembership => Call::AddMember {
+            id,
+            login,
+            group: group()?,
+        },
+        ChangeOp::RemoveMembership => Call::RemoveMember {
+            id,
+            login,
+            group: group()?,
+        },
+        ChangeOp::CreateGroup
+        | ChangeOp::RemoveGroup
+        | ChangeOp::CreateUser
+        | ChangeOp::Unspecified => {
+            return Err(format!("unexpected operation {}", op.as_str_name()));
+        }
+    })
+}
+
+/// The product id and current login of the account a change names.
+async fn resolve<D: Directory>(
+    directory: &D,
+    account: Option<&v1::AccountRef>,
+    working: &Working,
+    listing: &OnceCell<Result<Vec<RemoteAccount>, String>>,
+) -> Result<(String, String), String> {
+    let Some(reference) = account.and_then(|account| account.r#ref.as_ref()) else {
+        return Err("the change names no account".to_owned());
+    };
+    let cached = match reference {
+        Ref::AccountId(id) => working.account(id),
+        Ref::NewLogin(login) => working.account_by_login(login),
+    };
+    if let Some(account) = cached {
+        return Ok((account.id.clone(), account.login.clone()));
+    }
+    let accounts = listing
+        .get_or_init(|| async {
+            directory
+                .list_accounts()
+                .await
+                .map_err(|error| format!("looking the account up: {}", error_chain(&error)))
+        })
+        .await
+        .as_ref()
+        .map_err(Clone::clone)?;
+    let found = accounts.iter().find(|account| match reference {
+        Ref::AccountId(id) => &account.id == id,
+        Ref::NewLogin(login) => account.login.to_lowercase() == login.to_lowercase(),
+    });
+    match (found, reference) {
+        (Some(account), _) => Ok((account.id.clone(), account.login.clone())),
+        (None, Ref::AccountId(id)) => Err(format!("no account with id {id}")),
+        (None, Ref::NewLogin(login)) => {
+            Err(format!("no account {login}; its creation did not succeed"))
+        }
+    }
+}
+
+/// Makes the product call.
+async fn execute<D: Directory>(directory: &D, call: &Call) -> Done {
+    let outcome = match call {
+        Call::CreateGroup { group } => directory.create_group(group).await?,
+        Call::CreateUser { account } => {
+            let created = directory.create_account(account).await?;
+            return Ok((created.outcome, Some(created.id)));
+        }
+        Call::Link { .. } => Outcome::Applied,
+        Call::Update { id, login, update } => {
+            if update == &AccountUpdate::default() {
+                Outcome::AlreadyDone
+            } else {
+                directory
+                    .update_account(AccountRef { id, login }, update)
+                    .await?
+            }
+        }
+        Call::Reactivate { id, login } => {
+            directory
+                .reactivate_account(AccountRef { id, login })
+                .await?
+        }
+        Call::Deactivate { id, login } => {
+            directory
+                .deactivate_account(AccountRef { id, login })
+                .await?
+        }
+        Call::Delete { id, login } => directory.delete_account(AccountRef { id, login }).await?,
+        Call::AddMember { id, login, group } => {
+            directory
+                .add_member(group, AccountRef { id, login })
+                .await?
+        }
+        Call::RemoveMember { id, login, group } => {
+            directory
+                .remove_member(group, AccountRef { id, login })
+                .await?
+        }
+        Call::RemoveGroup { group } => directory.delete_group(group).await?,
+    };
+    Ok((outcome, None))
+}
+
+/// Records in the working state what a call that succeeded did.
+fn record(working: &mut Working, change: &v1::Change, call: &Call, created_id: Option<&str>) {
+    match call {
+        Call::CreateGroup { group } => working.group_created(group),
+        Call::CreateUser { .. } => {
+            if let (Some(id), Some(fields)) = (created_id, change.fields.as_ref()) {
+                working.created(id, fields, &change.keycloak_user_id);
+            }
+        }
+        Call::Link { id } => working.linked(id, &change.keycloak_user_id),
+        Call::Update { id, .. } => {
+            if let Some(fields) = change.fields.as_ref() {
+                working.updated(id, fields);
+            }
+        }
+        Call::Reactivate { id, .. } => working.set_active(id, true),
+        Call::Deactivate { id, .. } => working.set_active(id, false),
+        Call::Delete { id, .. } => working.deleted(id),
+        Call::AddMember { id, group, .. } => working.member_added(id, group),
+        Call::RemoveMember { id, group, .. } => working.member_removed(id, group),
+        Call::RemoveGroup { group } => working.group_removed(group),
+    }
+}
+
+/// An error with its sources, on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,189 @@
+//! The applier's side of the control API: `GetRun` (is the run cancelled?) and
+//! `ReportResults` (every result, in batches), each retried with exponential backoff while
+//! the control plane is unreachable or busy. Calls carry the bearer token and the current
+//! span's trace context.
+
+use std::time::Duration;
+
+use config::Secret;
+use proto::v1::{self, control_service_client::ControlServiceClient};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+/// Attempts of one call before it fails: about 25 s of backoff in all.
+const MAX_ATTEMPTS: u32 = 8;
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
+/// Why a call to the control plane failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("the control plane endpoint {endpoint} is not a valid URI")]
+    Endpoint {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the control plane token cannot be sent in a header")]
+    Token,
+    #[error("{call} answered {code:?} after {attempts} attempts: {message}")]
+    Status {
+        call: &'static str,
+        code: tonic::Code,
+        message: String,
+        attempts: u32,
+    },
+}
+
+impl ControlError {
+    /// Whether the control plane does not know the run.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            ControlError::Status {
+                code: tonic::Code::NotFound,
+                ..
+            }
+        )
+    }
+}
+
+/// Adds `authorization: Bearer …` and the trace context to every call. Its `Debug` shows
+/// no part of the token.
+#[derive(Clone)]
+struct Auth {
+    header: MetadataValue<Ascii>,
+}
+
+impl Interceptor for Auth {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.header.clone());
+        telemetry::grpc_client_interceptor(request)
+    }
+}
+
+/// A client of the control plane.
+#[derive(Clone)]
+pub struct Control {
+    client: ControlServiceClient<InterceptedService<Channel, Auth>>,
+}
+
+impl Control {
+    /// A client that connects on first use, so the applier starts while the control plane
+    /// does.
+    pub fn new(endpoint: &str, token: &Secret) -> Result<Control, ControlError> {
+        let channel = Endpoint::from_shared(endpoint.to_owned())
+            .map_err(|source| ControlError::Endpoint {
+                endpoint: endpoint.to_owned(),
+                source,
+            })?
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .connect_lazy();
+        let mut header: MetadataValue<Ascii> = format!("Bearer {}", token.expose())
+            .parse()
+            .map_err(|_| ControlError::Token)?;
+        header.set_sensitive(true);
+        Ok(Control {
+            client: ControlServiceClient::with_interceptor(channel, Auth { header }),
+        })
+    }
+
+    pub async fn get_run(&self, run_id: &str) -> Result<v1::Run, ControlError> {
+        let request = v1::GetRunRequest {
+            run_id: run_id.to_owned(),
+        };
+        let response = retry("GetRun", || {
+            let mut client = self.client.clone();
+            let request = request.clone();
+            async move { client.get_run(request).await }
+        })
+        .await?;
+        Ok(response.into_inner())
+    }
+
+    /// Reports `results` in batches of `batch_size`; answers how many the control plane
+    /// recorded as new (repeats of recorded results are not counted) and how many
+    /// attempts beyond the first it took.
+    pub async fn report(
+        &self,
+        run_id: &str,
+        product: v1::Product,
+        results: &[v1::ChangeResult],
+        batch_size: usize,
+    ) -> Result<Reported, ControlError> {
+        let mut reported = Reported::default();
+        for batch in results.chunks(batch_size.max(1)) {
+            let request = v1::ReportResultsRequest {
+                run_id: run_id.to_owned(),
+                product: product as i32,
+                results: batch.to_vec(),
+            };
+            let mut attempts: u32 = 0;
+            let response = retry("ReportResults", || {
+                attempts += 1;
+                let mut client = self.client.clone();
+                let request = request.clone();
+                async move { client.report_results(request).await }
+            })
+            .await?;
+            reported.recorded += u64::from(response.into_inner().recorded);
+            reported.retries += u64::from(attempts.saturating_sub(1));
+        }
+        Ok(reported)
+    }
+}
+
+/// What [`Control::report`] achieved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reported {
+    pub recorded: u64,
+    pub retries: u64,
+}
+
+/// Calls `call` until it succeeds, fails for good, or [`MAX_ATTEMPTS`] are spent.
+async fn retry<T, F, Fut>(
+    name: &'static str,
+    mut call: F,
+) -> Result<tonic::Response<T>, ControlError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let status = match call().await {
+            Ok(response) => return Ok(response),
+            Err(status) => status,
+        };
+        let retriable = matches!(
+            status.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::ResourceExhausted
+                | tonic::Code::Aborted
+                | tonic::Code::Internal
+                | tonic::Code::Unknown
+        );
+        if !retriable || attempt >= MAX_ATTEMPTS {
+            return Err(ControlError::Status {
+                call: name,
+                code: status.code(),
+                message: status.message().to_owned(),
+                attempts: attempt,
+            });
+        }
+        tracing::debug!(call = name, attempt, code = ?status.code(), "Retrying a call to the control plane.");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}

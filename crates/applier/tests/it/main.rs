@@ -1,0 +1,7 @@
+//! The applier's integration tests, one binary: a real nats-server, the product emulators,
+//! the control plane and the planner per test, the protocol played with real messages.
+
+mod delivery;
+mod helpers;
+mod refresh;
+mod sync;
