@@ -118,7 +118,7 @@ pub struct ApplierSettings {
     pub report_batch_size: usize,
     /// How long a replica may go silent on a message in hand before JetStream gives it to
     /// another replica, in seconds (a replica in good health says it is alive every third
-    /// of this): 1 to 3,600. Default: 300.
+    /// of this): 1 to 3,600. Default: 60.
     #[serde(default = "default_ack_wait_seconds")]
     pub ack_wait_seconds: u64,
     /// How long a change set waits for its predecessor in the run before it is given up
@@ -147,7 +147,7 @@ fn default_report_batch_size() -> usize {
 }
 
 fn default_ack_wait_seconds() -> u64 {
-    300
+    60
 }
 
 fn default_sequence_timeout_seconds() -> u64 {
@@ -850,5 +850,95 @@ async fn fetch_one(
         None => Ok(None),
         Some(Ok(message)) => Ok(Some(message)),
         Some(Err(error)) => Err(consume_error(error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One file for every service: the applier reads its sections and leaves the others.
+    const SHARED: &str = r#"
+        [bus]
+        prefix = "corp"
+
+        [keycloak.corp]
+        endpoint = "http://127.0.0.1:8080"
+        realm = "corp"
+
+        [control_plane]
+        listen = "127.0.0.1:50051"
+        endpoint = "http://keysync-control-plane:50051"
+        token_file = "SECRET_PATH"
+
+        [control_plane.schedule]
+        cron = "0 3 * * *"
+
+        [products.jira]
+        endpoint = "http://jira.example.org"
+        token_file = "SECRET_PATH"
+
+        [products.bitbucket]
+        enabled = false
+        endpoint = "http://bitbucket.example.org"
+        user = "svc-keysync"
+        password_file = "SECRET_PATH"
+
+        [planner]
+        change_set_size = 200
+
+        [applier]
+        concurrency = 4
+    "#;
+
+    fn load(toml: &str) -> Result<Settings, config::Error> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret\n").expect("writes the secret");
+        let file = dir.path().join("keysync.toml");
+        let toml = toml.replace("SECRET_PATH", &secret.display().to_string());
+        std::fs::write(&file, toml).expect("writes the file");
+        config::load::<Settings>(Some(&file))
+    }
+
+    #[test]
+    fn the_shared_file_gives_the_applier_its_sections_with_their_defaults() {
+        let settings = load(SHARED).expect("loads");
+        assert_eq!(settings.bus.prefix, "corp");
+        assert_eq!(
+            settings.control_plane.endpoint,
+            "http://keysync-control-plane:50051"
+        );
+        assert_eq!(settings.control_plane.token.expose(), "s3cret");
+        assert_eq!(settings.applier.concurrency, 4);
+        assert_eq!(settings.applier.report_batch_size, 100);
+        assert_eq!(settings.applier.ack_wait_seconds, 60);
+        let client = settings.validate(Product::Jira).expect("jira is valid");
+        assert_eq!(
+            client.connection.endpoint.as_str(),
+            "http://jira.example.org/"
+        );
+        assert!(
+            !format!("{settings:?}").contains("s3cret"),
+            "a secret leaked into Debug"
+        );
+    }
+
+    #[test]
+    fn an_applier_of_a_product_without_a_section_or_disabled_does_not_start() {
+        let settings = load(SHARED).expect("loads");
+        let missing = settings
+            .validate(Product::Confluence)
+            .expect_err("no section");
+        assert_eq!(missing.key(), "products.confluence");
+        let disabled = settings.validate(Product::Bitbucket).expect_err("disabled");
+        assert_eq!(disabled.key(), "products.bitbucket.enabled");
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_applier_section_is_an_error() {
+        let error =
+            load(&format!("{SHARED}\n[applier.extra]\ncolour = 1\n")).expect_err("unknown key");
+        assert!(error.to_string().contains("applier"), "{error}");
     }
 }

@@ -749,3 +749,64 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str) -> Result<Settings, config::Error> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("keysync.toml");
+        std::fs::write(&file, toml).expect("writes the file");
+        config::load::<Settings>(Some(&file))
+    }
+
+    #[test]
+    fn the_shared_file_gives_the_planner_its_sections_and_a_policy_per_enabled_product() {
+        let settings = load(
+            r#"
+            [control_plane]
+            token = "t"
+            listen = "127.0.0.1:50051"
+
+            [products.jira]
+            endpoint = "http://jira.example.org"
+            token = "t"
+            [products.jira.policy.safety]
+            max_accounts = 5
+
+            [products.confluence]
+            enabled = false
+            endpoint = "http://confluence.example.org"
+            token = "t"
+
+            [planner]
+            change_set_size = 200
+            "#,
+        )
+        .expect("loads");
+        assert_eq!(settings.planner.change_set_size, 200);
+        assert_eq!(settings.planner.state_timeout_seconds, 600);
+        let policies = settings.validate().expect("valid");
+        assert_eq!(
+            policies.keys().copied().collect::<Vec<_>>(),
+            [Product::Jira]
+        );
+        assert_eq!(policies[&Product::Jira].policy().safety.max_accounts, 5);
+    }
+
+    #[test]
+    fn a_bad_policy_or_change_set_size_names_its_key() {
+        let settings = load(
+            "[products.jira]\nendpoint = \"http://x\"\ntoken = \"t\"\n[products.jira.policy.safety]\nmax_percent = 400\n",
+        )
+        .expect("loads");
+        let error = settings.validate().expect_err("400 %");
+        assert_eq!(error.key(), "products.jira.policy");
+        let settings = load("[planner]\nchange_set_size = 0\n").expect("loads");
+        assert_eq!(
+            settings.validate().expect_err("zero").key(),
+            "planner.change_set_size"
+        );
+    }
+}

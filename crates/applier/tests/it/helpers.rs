@@ -458,22 +458,18 @@ impl Sync {
 
 impl ControlPlane {
     async fn spawn(nats_url: &str, prefix: &str) -> ControlPlane {
-        let settings = control_plane::Settings {
-            bus: control_plane::BusSettings {
-                nats_url: nats_url.to_owned(),
-                prefix: prefix.to_owned(),
-            },
-            control_plane: control_plane::ControlPlaneSettings {
-                listen: "127.0.0.1:0".parse().expect("an address"),
-                token: Secret::new(TOKEN),
-                endpoint: "http://127.0.0.1:50051".to_owned(),
-                schedule: control_plane::ScheduleSettings {
-                    enabled: false,
-                    ..control_plane::ScheduleSettings::default()
-                },
-            },
-            health: control_plane::HealthSettings::default(),
-        };
+        // Loaded from a file, as in production, so new settings with defaults need no
+        // change here.
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("control-plane.toml");
+        let toml = format!(
+            "[bus]\nnats_url = \"{nats_url}\"\nprefix = \"{prefix}\"\n\n\
+             [control_plane]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n\n\
+             [control_plane.schedule]\nenabled = false\n"
+        );
+        std::fs::write(&file, toml).expect("writes the control plane's settings");
+        let settings =
+            control_plane::Settings::load(Some(&file)).expect("valid control plane settings");
         let app = control_plane::App::build(settings)
             .await
             .expect("the control plane starts");
