@@ -112,7 +112,7 @@ struct Slot<'a> {
 }
 
 /// How many keys a join touches before looking them up.
-pub(crate) const BATCH: usize = 16;
+pub(crate) const BATCH: usize = 32;
 
 impl<'a> IdTable<'a> {
     /// A table with room for `capacity` keys before it grows; it is kept at most half full.

@@ -118,8 +118,9 @@ macro_rules! string_id {
 
         impl PartialEq for $name {
             fn eq(&self, other: &$name) -> bool {
-                // `Arc<str>` equality checks for a shared allocation before comparing bytes.
-                self.hash == other.hash && self.text == other.text
+                // Ids cloned from one another share their text, so that is checked before the bytes.
+                self.hash == other.hash
+                    && (std::sync::Arc::ptr_eq(&self.text, &other.text) || self.text == other.text)
             }
         }
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
 
-use crate::hash::{BATCH, FastMap, IdKey, IdTable, fast_map, fnv1a};
+use crate::hash::{BATCH, FastMap, IdKey, IdTable, fast_map, fnv1a, hash_str};
 use crate::mapping::{self, fold, trim};
 use crate::policy::{CleanupAction, Fallback, ValidPolicy};
 use crate::snapshot::{GroupId, KeycloakUser, Snapshot, UserId};
@@ -194,9 +194,19 @@ pub fn plan(snapshot: &Snapshot, state: &ProductState, policy: &ValidPolicy) -> 
         accounts,
     };
 
-    let (mut resolutions, by_login) = resolve(&ctx, &mut report);
+    let Resolved {
+        mut resolutions,
+        by_login,
+        rename_candidates,
+    } = resolve(&ctx, &mut report);
     let dispositions = dispositions(&ctx, &resolutions);
-    let renames = renames(&ctx, &by_login, &dispositions, &mut report);
+    let renames = renames(
+        &ctx,
+        &by_login,
+        &rename_candidates,
+        &dispositions,
+        &mut report,
+    );
     settle_held_logins(
         &ctx,
         &by_login,
@@ -983,7 +993,14 @@ impl<'a> Users<'a> {
         let users = &snapshot.users;
         let mut by_id = IdTable::with_capacity(users.len());
         let mut status = vec![UserStatus::OutOfScope; users.len()];
+        let mut touched = 0u64;
         for (idx, user) in users.iter().enumerate() {
+            if idx % BATCH == 0 {
+                let batch = &users[idx..(idx + BATCH).min(users.len())];
+                touched ^= batch
+                    .iter()
+                    .fold(0, |acc, user| acc ^ by_id.touch(&user.id.key()));
+            }
             if let Some(first) = by_id.insert(user.id.key(), idx as u32) {
                 {
                     status[first as usize] = UserStatus::Ignored;
@@ -1004,7 +1021,6 @@ impl<'a> Users<'a> {
         let mut unknown_groups: BTreeMap<&str, u32> = BTreeMap::new();
         // Memberships usually come group by group, so the last group lookup is worth remembering.
         let mut last_group: Option<(&GroupId, Option<u32>)> = None;
-        let mut touched = 0u64;
         for (membership_idx, membership) in snapshot.memberships.iter().enumerate() {
             if membership_idx % BATCH == 0 {
                 let batch = &snapshot.memberships
@@ -1130,7 +1146,14 @@ impl Accounts {
         let accounts = &state.accounts;
         let mut by_id = IdTable::with_capacity(accounts.len());
         let mut usable = vec![true; accounts.len()];
+        let mut touched = 0u64;
         for (idx, account) in accounts.iter().enumerate() {
+            if idx % BATCH == 0 {
+                let batch = &accounts[idx..(idx + BATCH).min(accounts.len())];
+                touched ^= batch
+                    .iter()
+                    .fold(0, |acc, account| acc ^ by_id.touch(&account.id.key()));
+            }
             if let Some(first) = by_id.insert(account.id.key(), idx as u32) {
                 {
                     usable[first as usize] = false;
@@ -1148,7 +1171,6 @@ impl Accounts {
         // The join of accounts and users goes through the users' index, so it needs no index of its own.
         let mut user_of = vec![NONE; accounts.len()];
         let mut account_of_user = vec![NONE; users.status.len()];
-        let mut touched = 0u64;
         for (idx, account) in accounts.iter().enumerate() {
             if idx % BATCH == 0 {
                 let batch = &accounts[idx..(idx + BATCH).min(accounts.len())];
@@ -1271,27 +1293,64 @@ enum Rename {
 /// would cost more than the rest of the plan.
 type LoginIndex<'c> = FastMap<&'c str, (u32, u32)>;
 
+struct Resolved<'c> {
+    /// What happens to each Keycloak user.
+    resolutions: Vec<Resolution>,
+    by_login: LoginIndex<'c>,
+    /// Accounts whose user's login may differ from theirs: managed accounts whose login changed in Keycloak,
+    /// and accounts being linked.
+    rename_candidates: Vec<u32>,
+}
+
 /// What happens to each Keycloak user: matched to its managed account, linked to an existing one, created, or
 /// nothing. Reports the conflicts.
-fn resolve<'c>(ctx: &'c Ctx<'_>, report: &mut Report) -> (Vec<Resolution>, LoginIndex<'c>) {
+fn resolve<'c>(ctx: &'c Ctx<'_>, report: &mut Report) -> Resolved<'c> {
     let users = &ctx.snapshot.users;
     let policy = ctx.policy;
     let accounts = &ctx.state.accounts;
     let mut resolutions = vec![Resolution::Nothing; users.len()];
 
-    let mut claims: FastMap<&str, (u32, u32)> = fast_map(users.len());
-    for (idx, login) in ctx.users.logins.iter().enumerate() {
-        if ctx.users.status[idx] == UserStatus::InScope {
-            claims
-                .entry(login.as_ref())
-                .and_modify(|(_, count)| *count += 1)
-                .or_insert((idx as u32, 1));
+    // The login of every user in scope, to find two users with one login. Hashes are computed a batch at a
+    // time and their slots touched before inserting, as in the other joins of a million keys.
+    let login_key = |idx: usize| {
+        let login = ctx.users.logins[idx].as_ref();
+        IdKey {
+            hash: hash_str(login),
+            text: login,
+        }
+    };
+    let mut claims = IdTable::with_capacity(users.len());
+    let mut clashing_logins: FastMap<&str, ()> = fast_map(0);
+    let mut keys: Vec<(usize, IdKey<'_>)> = Vec::with_capacity(BATCH);
+    let mut touched = 0u64;
+    for batch_start in (0..users.len()).step_by(BATCH) {
+        keys.clear();
+        for idx in batch_start..(batch_start + BATCH).min(users.len()) {
+            if ctx.users.status[idx] == UserStatus::InScope {
+                let key = login_key(idx);
+                touched ^= claims.touch(&key);
+                keys.push((idx, key));
+            }
+        }
+        for &(idx, key) in &keys {
+            if claims.insert(key, idx as u32).is_some() {
+                clashing_logins.insert(key.text, ());
+            }
         }
     }
+    std::hint::black_box(touched);
+    let is_claimed = |login: &str| {
+        claims
+            .get(&IdKey {
+                hash: hash_str(login),
+                text: login,
+            })
+            .is_some()
+    };
     let mut clashes: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-    if claims.values().any(|claim| claim.1 > 1) {
+    if !clashing_logins.is_empty() {
         for (idx, login) in ctx.users.logins.iter().enumerate() {
-            let clashing = claims.get(login.as_ref()).is_some_and(|claim| claim.1 > 1);
+            let clashing = clashing_logins.contains_key(login.as_ref());
             if ctx.users.status[idx] == UserStatus::InScope && clashing {
                 clashes.entry(login.as_ref()).or_default().push(idx as u32);
             }
@@ -1327,7 +1386,7 @@ fn resolve<'c>(ctx: &'c Ctx<'_>, report: &mut Report) -> (Vec<Resolution>, Login
             };
             let linkable = ctx.accounts.usable[idx]
                 && !account.is_managed()
-                && !claims.contains_key(fold(trim(&account.login)).as_ref())
+                && !is_claimed(fold(trim(&account.login)).as_ref())
                 && !policy.is_protected(&account.login);
             if linkable {
                 by_email
@@ -1339,6 +1398,7 @@ fn resolve<'c>(ctx: &'c Ctx<'_>, report: &mut Report) -> (Vec<Resolution>, Login
     }
 
     let mut by_login: LoginIndex<'c> = fast_map(0);
+    let mut rename_candidates: Vec<u32> = Vec::new();
     let mut pending: Vec<u32> = Vec::new();
     for (idx, user) in users.iter().enumerate() {
         if ctx.users.status[idx] != UserStatus::InScope {
@@ -1363,6 +1423,7 @@ fn resolve<'c>(ctx: &'c Ctx<'_>, report: &mut Report) -> (Vec<Resolution>, Login
                 let current = trim(&accounts[account_idx as usize].login);
                 if user.enabled && login != current && fold(login) != fold(current) {
                     by_login.insert(login, (NONE, 0));
+                    rename_candidates.push(account_idx);
                 }
                 continue;
             }
@@ -1481,7 +1542,22 @@ fn resolve<'c>(ctx: &'c Ctx<'_>, report: &mut Report) -> (Vec<Resolution>, Login
             }
         }
     }
-    (resolutions, by_login)
+    let rename_candidates = rename_candidates
+        .into_iter()
+        .chain(
+            resolutions
+                .iter()
+                .filter_map(|resolution| match resolution {
+                    Resolution::Link(account_idx, _) => Some(*account_idx),
+                    _ => None,
+                }),
+        )
+        .collect();
+    Resolved {
+        resolutions,
+        by_login,
+        rename_candidates,
+    }
 }
 
 /// What happens to each account.
@@ -1527,12 +1603,14 @@ fn dispositions(ctx: &Ctx<'_>, resolutions: &[Resolution]) -> Vec<Disposition> {
 fn renames(
     ctx: &Ctx<'_>,
     by_login: &LoginIndex<'_>,
+    candidates: &[u32],
     dispositions: &[Disposition],
     report: &mut Report,
 ) -> FastMap<u32, Rename> {
     let mut renames = fast_map(0);
-    for (idx, disposition) in dispositions.iter().enumerate() {
-        let Disposition::Sync { user, .. } = *disposition else {
+    for &idx in candidates {
+        let idx = idx as usize;
+        let Disposition::Sync { user, .. } = dispositions[idx] else {
             continue;
         };
         let keycloak_user = &ctx.snapshot.users[user as usize];
@@ -2019,19 +2097,22 @@ fn emit_sync(
             account.display_name, out.display
         ));
     }
-    let final_email = match (&desired_email, &account.email) {
-        (Some(desired), Some(current)) if fold(desired) == fold(trim(current)) => {
-            Some(current.clone())
+    // The new email, when it changes; a user without a usable email keeps the account's.
+    let new_email: Option<&str> = match (&desired_email, &account.email) {
+        (Some(desired), Some(current))
+            if desired.as_ref() == current.as_str() || fold(desired) == fold(trim(current)) =>
+        {
+            None
         }
         (Some(desired), Some(current)) => {
             differences.push(format!("email changed from {current} to {desired}"));
-            Some(desired.to_string())
+            Some(desired)
         }
         (Some(desired), None) => {
             differences.push(format!("email set to {desired}"));
-            Some(desired.to_string())
+            Some(desired)
         }
-        (None, current) => current.clone(),
+        (None, _) => None,
     };
     if !differences.is_empty() {
         let previous = AccountFields {
@@ -2042,7 +2123,9 @@ fn emit_sync(
         let fields = AccountFields {
             login: final_login.to_owned(),
             display_name: out.display.clone(),
-            email: final_email,
+            email: new_email
+                .map(str::to_owned)
+                .or_else(|| account.email.clone()),
         };
         let account = AccountRef::Existing {
             id: account.id.clone(),
