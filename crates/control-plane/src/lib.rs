@@ -12,10 +12,12 @@
 //! function), [`runs::Runs`] (what each RPC does) and [`store::Store`] (the buckets).
 //!
 //! **Architecture invariant:** the control plane knows the wire (`proto`), the bus and the
-//! run's state machine; it never reads Keycloak or writes to a product, and it knows nothing
-//! of how a plan is made.
+//! run's state machine; it never fetches from Keycloak or writes to a product (it only
+//! checks that they answer, for `TestConnection`), and it knows nothing of how a plan is
+//! made.
 
 pub mod auth;
+pub mod connections;
 pub mod events;
 pub mod health;
 pub mod metrics;
@@ -24,7 +26,7 @@ pub mod schedule;
 pub mod service;
 pub mod store;
 
-use std::{future::Future, net::SocketAddr, path::Path, sync::Arc};
+use std::{collections::BTreeMap, future::Future, net::SocketAddr, path::Path, sync::Arc};
 
 use bus::{Bus, Topology};
 use config::{Invalid, Secret};
@@ -33,11 +35,13 @@ use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use tonic::transport::server::TcpIncoming;
 
 use crate::{
-    auth::BearerAuth, events::EventConsumer, runs::Runs, schedule::Schedule, store::Store,
+    auth::BearerAuth, connections::Connections, events::EventConsumer, runs::Runs,
+    schedule::Schedule, store::Store,
 };
 
 /// The sections of the shared configuration file the control plane reads: `[bus]`,
-/// `[control_plane]` and `[health]`.
+/// `[control_plane]` and `[health]`, and, for `TestConnection` only, `[keycloak.*]` and
+/// `[products.*]` (documented with the fetcher and the appliers, which use them).
 ///
 /// Every service reads the same file, so the top level leaves the other services' sections
 /// to them; inside the sections read here, an unknown key is an error
@@ -50,6 +54,7 @@ use crate::{
 ///
 /// [control_plane]
 /// listen = "127.0.0.1:50051"            # default
+/// endpoint = "http://127.0.0.1:50051"   # default; where the appliers call the API
 /// token_file = "/run/secrets/keysync-api/token"   # required (or `token`)
 ///
 /// [control_plane.schedule]
@@ -70,6 +75,12 @@ pub struct Settings {
     /// `[health]`: the HTTP liveness and readiness endpoints.
     #[serde(default)]
     pub health: HealthSettings,
+    /// `[keycloak.<connector>]`: the realms `TestConnection` checks.
+    #[serde(default)]
+    pub keycloak: BTreeMap<String, keycloak::config::KeycloakSettings>,
+    /// `[products.<name>]`: the products `TestConnection` checks, when enabled.
+    #[serde(default)]
+    pub products: cache::settings::ProductsSettings,
 }
 
 /// `[bus]`: where NATS is and the prefix of every subject, stream and bucket.
@@ -96,6 +107,11 @@ pub struct ControlPlaneSettings {
     /// `token_file` to read it from a file when the service starts; one trailing newline is
     /// dropped. Required.
     pub token: Secret,
+    /// Where the other services reach this API (the appliers report results there), for
+    /// example `http://keysync-control-plane:50051`. The control plane itself does not use
+    /// it. Default: `http://127.0.0.1:50051`.
+    #[serde(default = "default_endpoint")]
+    pub endpoint: String,
     /// When syncs start by themselves.
     #[serde(default)]
     pub schedule: ScheduleSettings,
@@ -160,7 +176,20 @@ impl Settings {
         self.bus.validate().map_err(|error| error.within("bus"))?;
         self.control_plane
             .validate()
-            .map_err(|error| error.within("control_plane"))
+            .map_err(|error| error.within("control_plane"))?;
+        for (name, connector) in &self.keycloak {
+            connector
+                .validate()
+                .map_err(|error| error.within(&format!("keycloak.{name}")))?;
+        }
+        for product in self.products.enabled() {
+            if let Some(settings) = self.products.get(product) {
+                settings
+                    .client_settings(product)
+                    .map_err(|error| error.within(&format!("products.{product}")))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -195,6 +224,13 @@ impl ControlPlaneSettings {
                 "must not be empty (set `token_file` to a file that holds it)",
             ));
         }
+        let endpoint = self.endpoint.trim();
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(Invalid::new(
+                "endpoint",
+                "must be an http:// or https:// URL",
+            ));
+        }
         schedule::parse_cron(&self.schedule.cron)
             .map_err(|reason| Invalid::new("cron", reason).within("schedule"))?;
         Ok(())
@@ -211,6 +247,10 @@ fn default_prefix() -> String {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 50051))
+}
+
+fn default_endpoint() -> String {
+    "http://127.0.0.1:50051".to_owned()
 }
 
 fn default_schedule_enabled() -> bool {
@@ -254,6 +294,7 @@ pub enum Error {
 /// Nothing runs until [`App::run_until_stopped`] or [`App::run_until`].
 pub struct App {
     runs: Arc<Runs>,
+    connections: Arc<Connections>,
     events: EventConsumer,
     auth: BearerAuth,
     schedule: Option<Schedule>,
@@ -271,6 +312,7 @@ impl App {
         let schedule = Schedule::from_settings(&settings.control_plane.schedule)
             .map_err(|error| error.within("control_plane.schedule"))?;
         let auth = BearerAuth::new(&settings.control_plane.token);
+        let connections = Arc::new(Connections::new(&settings.keycloak, &settings.products)?);
         let bus = Bus::connect(&settings.bus.nats_url, Topology::new(&settings.bus.prefix)).await?;
         let store = Store::open(&bus).await?;
         let events = EventConsumer::create(&bus).await?;
@@ -297,6 +339,7 @@ impl App {
         };
         Ok(App {
             runs,
+            connections,
             events,
             auth,
             schedule,
@@ -338,7 +381,8 @@ impl App {
         health_reporter
             .set_service_status(service::SERVICE_NAME, tonic_health::ServingStatus::Serving)
             .await;
-        let control = service::ControlPlane::new(Arc::clone(&self.runs)).into_server(self.auth);
+        let control = service::ControlPlane::new(Arc::clone(&self.runs), self.connections)
+            .into_server(self.auth);
 
         let (stop_sender, stop) = watch::channel(false);
         let mut tasks: JoinSet<Result<(), Error>> = JoinSet::new();
@@ -414,5 +458,64 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("Received ctrl-c; shutting down."),
         () = terminate => tracing::info!("Received SIGTERM; shutting down."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str) -> Result<Settings, config::Error> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret\n").expect("writes the token");
+        let file = dir.path().join("keysync.toml");
+        let toml = toml.replace("TOKEN_PATH", &token.display().to_string());
+        std::fs::write(&file, toml).expect("writes the file");
+        Settings::load(Some(&file))
+    }
+
+    #[test]
+    fn settings_take_their_defaults_and_read_the_token_from_its_file() {
+        let settings = load("[control_plane]\ntoken_file = \"TOKEN_PATH\"\n").expect("loads");
+        assert_eq!(settings.bus.nats_url, "nats://127.0.0.1:4222");
+        assert_eq!(settings.bus.prefix, "keysync");
+        let control_plane = &settings.control_plane;
+        assert_eq!(control_plane.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(control_plane.token.expose(), "s3cret");
+        assert_eq!(control_plane.endpoint, "http://127.0.0.1:50051");
+        assert!(control_plane.schedule.enabled);
+        assert_eq!(control_plane.schedule.cron, "0 2 * * *");
+        assert_eq!(control_plane.schedule.timezone, "UTC");
+        assert!(settings.health.listen.is_none());
+        assert!(
+            !format!("{settings:?}").contains("s3cret"),
+            "the token is in Debug"
+        );
+    }
+
+    #[test]
+    fn other_services_sections_are_left_alone_but_an_unknown_key_here_is_an_error() {
+        let shared =
+            "[control_plane]\ntoken_file = \"TOKEN_PATH\"\n[planner]\nchange_set_size = 10\n";
+        assert!(load(shared).is_ok());
+        let typo = "[control_plane]\ntoken_file = \"TOKEN_PATH\"\n[control_plane.schedule]\ncorn = \"* * * * *\"\n";
+        let error = load(typo).expect_err("unknown key").to_string();
+        assert!(error.contains("control_plane.schedule"), "{error}");
+        assert!(error.contains("corn"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_token_or_a_bad_cron_is_an_error_naming_the_key() {
+        let error = load("[control_plane]\nlisten = \"127.0.0.1:1\"\n")
+            .expect_err("no token")
+            .to_string();
+        assert!(error.contains("token"), "{error}");
+        let error = load(
+            "[control_plane]\ntoken_file = \"TOKEN_PATH\"\n[control_plane.schedule]\ncron = \"not cron\"\n",
+        )
+        .expect_err("bad cron")
+        .to_string();
+        assert!(error.contains("control_plane.schedule.cron"), "{error}");
     }
 }

@@ -67,12 +67,13 @@ pub async fn run(
     runs: Arc<Runs>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), crate::Error> {
+    let mut after = Timestamp::now();
     tracing::info!(
         cron = schedule.expression(),
         timezone = schedule.zone.iana_name().unwrap_or("UTC"),
+        next = %schedule.next_after(after).map(|fire| fire.to_string()).unwrap_or_default(),
         "Schedule enabled."
     );
-    let mut after = Timestamp::now();
     loop {
         let Some(fire) = schedule.next_after(after) else {
             tracing::warn!(

@@ -20,6 +20,7 @@ use tonic::{
 
 use crate::{
     auth::BearerAuth,
+    connections::{Connections, ConnectionsError},
     runs::{ChangeQuery, Runs, RunsError, StartRun},
 };
 
@@ -43,11 +44,12 @@ const CHANGES_PAGE: (u32, u32) = (100, 1000);
 /// The control API over the runs.
 pub struct ControlPlane {
     runs: Arc<Runs>,
+    connections: Arc<Connections>,
 }
 
 impl ControlPlane {
-    pub fn new(runs: Arc<Runs>) -> ControlPlane {
-        ControlPlane { runs }
+    pub fn new(runs: Arc<Runs>, connections: Arc<Connections>) -> ControlPlane {
+        ControlPlane { runs, connections }
     }
 
     /// The gRPC service, behind the bearer-token check.
@@ -277,14 +279,29 @@ impl ControlService for ControlPlane {
     #[tracing::instrument(name = "TestConnection", skip_all)]
     async fn test_connection(
         &self,
-        _request: Request<v1::TestConnectionRequest>,
+        request: Request<v1::TestConnectionRequest>,
     ) -> Result<Response<v1::TestConnectionResponse>, Status> {
-        // FIXME: check Keycloak (the `keycloak` crate's connection check) and each configured
-        // product (the `atlassian` crate's `Directory::test_connection`) once the control
-        // plane reads the `[keycloak.*]` and `[products.*]` sections.
-        Err(Status::unimplemented(
-            "TestConnection is not implemented yet: the control plane does not read the Keycloak and product settings",
-        ))
+        continue_trace(request.metadata());
+        let targets: Vec<String> = request
+            .into_inner()
+            .targets
+            .iter()
+            .map(|target| target.trim().to_owned())
+            .filter(|target| !target.is_empty())
+            .collect();
+        let checks = self
+            .connections
+            .check(&targets)
+            .await
+            .map_err(|error| match error {
+                ConnectionsError::UnknownTarget { .. } => {
+                    Status::invalid_argument(error.to_string())
+                }
+                ConnectionsError::NothingConfigured => {
+                    Status::failed_precondition(error.to_string())
+                }
+            })?;
+        Ok(Response::new(v1::TestConnectionResponse { checks }))
     }
 
     #[tracing::instrument(

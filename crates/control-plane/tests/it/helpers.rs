@@ -86,6 +86,8 @@ pub struct Options {
     pub schedule: Option<String>,
     /// Serve `[health]` on a free port.
     pub health: bool,
+    /// More of the configuration file (`[keycloak.*]`, `[products.*]` sections).
+    pub more_config: String,
 }
 
 /// A running control plane, a client with the token, and the test's own bus connection.
@@ -134,9 +136,10 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let config = format!(
         "[bus]\nnats_url = \"{}\"\nprefix = \"{prefix}\"\n\n\
          [control_plane]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n\n{schedule}\n{health}\n\
-         [planner]\nchange_set_size = 500\n",
+         [planner]\nchange_set_size = 500\n\n{}\n",
         nats.url(),
         token_file.display(),
+        options.more_config,
     );
     let config_file = dir.path().join("keysync.toml");
     std::fs::write(&config_file, config).expect("writes the configuration");

@@ -2,6 +2,7 @@
 //! against a real nats-server through `helpers::spawn_app`.
 
 mod access;
+mod connections;
 mod helpers;
 mod restart;
 mod runs;

@@ -1,0 +1,122 @@
+//! `TestConnection` against a real Keycloak realm and the product emulators, with the
+//! settings of the shared configuration file.
+
+use emulator::{Config, Product};
+use proto::v1;
+use test_support::keycloak::{Keycloak, RealmSpec, UserSpec};
+
+use crate::helpers::{Options, spawn_app_with};
+
+#[tokio::test]
+async fn test_connection_checks_keycloak_and_each_enabled_product_with_its_settings() {
+    let keycloak = Keycloak::shared().await.expect("Keycloak starts");
+    let realm = keycloak
+        .create_realm(
+            RealmSpec::default()
+                .user(UserSpec::new("alice").member_of("/staff"))
+                .user(UserSpec::new("bob")),
+        )
+        .await
+        .expect("a test realm");
+    let jira = emulator::spawn(Config::for_tests(Product::Jira))
+        .await
+        .expect("the Jira emulator starts");
+    let confluence = emulator::spawn(Config::for_tests(Product::Confluence))
+        .await
+        .expect("the Confluence emulator starts");
+    let more_config = format!(
+        "[keycloak.corp]\nendpoint = \"{}\"\nrealm = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n\n\
+         [products.jira]\nendpoint = \"{}\"\ntoken = \"test-token\"\n\n\
+         [products.confluence]\nendpoint = \"{}\"\ntoken = \"not-the-token\"\nmax_retries = 0\n\n\
+         [products.bitbucket]\nenabled = false\nendpoint = \"http://127.0.0.1:9\"\ntoken = \"t\"\n",
+        realm.base_url(),
+        realm.name(),
+        realm.client_id(),
+        realm.client_secret(),
+        jira.url(),
+        confluence.url(),
+    );
+    let app = spawn_app_with(Options {
+        more_config,
+        ..Options::default()
+    })
+    .await;
+
+    let checks = app
+        .client
+        .clone()
+        .test_connection(v1::TestConnectionRequest::default())
+        .await
+        .expect("TestConnection")
+        .into_inner()
+        .checks;
+
+    let targets: Vec<(&str, bool)> = checks
+        .iter()
+        .map(|check| (check.target.as_str(), check.ok))
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            ("keycloak:corp", true),
+            ("jira", true),
+            ("confluence", false)
+        ],
+        "{checks:#?}"
+    );
+    assert_eq!(
+        checks[0].details.get("users").map(String::as_str),
+        Some("2")
+    );
+    assert_eq!(
+        checks[0].details.get("groups").map(String::as_str),
+        Some("1")
+    );
+    assert!(checks[1].details.contains_key("version"), "{checks:#?}");
+    assert!(
+        checks[2].message.contains("credentials"),
+        "{}",
+        checks[2].message
+    );
+
+    let only_jira = app
+        .client
+        .clone()
+        .test_connection(v1::TestConnectionRequest {
+            targets: vec!["jira".to_owned()],
+        })
+        .await
+        .expect("TestConnection")
+        .into_inner()
+        .checks;
+    assert_eq!(only_jira.len(), 1);
+
+    let unknown = app
+        .client
+        .clone()
+        .test_connection(v1::TestConnectionRequest {
+            targets: vec!["bitbucket".to_owned()],
+        })
+        .await
+        .expect_err("bitbucket is disabled");
+    assert_eq!(unknown.code(), tonic::Code::InvalidArgument);
+    assert!(
+        unknown
+            .message()
+            .contains("keycloak:corp, jira, confluence"),
+        "{}",
+        unknown.message()
+    );
+}
+
+#[tokio::test]
+async fn test_connection_without_connectors_or_products_is_a_failed_precondition() {
+    let app = spawn_app_with(Options::default()).await;
+    let status = app
+        .client
+        .clone()
+        .test_connection(v1::TestConnectionRequest::default())
+        .await
+        .expect_err("nothing configured");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+}
