@@ -1,0 +1,248 @@
+//! The command line: global options and one subcommand per action.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use proto::v1::{ChangeOp, ChangeOutcome, Product, RunState};
+
+/// keysync: sync Keycloak users and groups into Jira, Confluence and Bitbucket.
+#[derive(Debug, Parser)]
+#[command(name = "keysync", version)]
+pub struct Args {
+    /// The control plane's gRPC endpoint.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYSYNC_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub endpoint: String,
+    /// A file that holds the control API's bearer token.
+    #[arg(long, global = true, env = "KEYSYNC_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a sync and follow it until it ends (or is held for approval).
+    Sync {
+        /// Fetch and plan, then stop before any write.
+        #[arg(long)]
+        simulate: bool,
+        /// Only this product (repeat for several); default: every configured product.
+        #[arg(long = "product", value_name = "PRODUCT")]
+        products: Vec<ProductArg>,
+        /// The Keycloak connector (realm) to read; default: the only one configured.
+        #[arg(long)]
+        connector: Option<String>,
+    },
+    /// List runs, newest first.
+    Runs {
+        /// Only runs in this state (repeat for several).
+        #[arg(long = "state", value_name = "STATE")]
+        states: Vec<StateArg>,
+        /// How many runs to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Show one run, and with --changes its changes and what became of them.
+    Run {
+        /// The run id.
+        id: String,
+        /// List the run's changes (implied by any filter below).
+        #[arg(long)]
+        changes: bool,
+        /// Only changes to this product.
+        #[arg(long)]
+        product: Option<ProductArg>,
+        /// Only changes of this kind.
+        #[arg(long)]
+        op: Option<OpArg>,
+        /// Only changes with this outcome.
+        #[arg(long)]
+        outcome: Option<OutcomeArg>,
+        /// Only changes for this user: a login, email or Keycloak user id.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Approve a run the safety limit holds, so it is applied.
+    Approve {
+        /// The run id.
+        id: String,
+        /// Why it may be applied, for the record.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Cancel a run that has not ended; what is not applied yet is skipped.
+    Cancel {
+        /// The run id.
+        id: String,
+        /// Why, for the record.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Check that Keycloak and the products answer, with the configured credentials.
+    TestConnection {
+        /// Only these targets ("keycloak:<connector>" or a product name); default: all.
+        targets: Vec<String>,
+    },
+    /// Work with configuration files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load FILE (and the KEYSYNC_* environment) as every service does, and report the
+    /// first bad key.
+    Check {
+        /// The keysync configuration file (TOML).
+        file: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum ProductArg {
+    Jira,
+    Confluence,
+    Bitbucket,
+}
+
+impl From<ProductArg> for Product {
+    fn from(product: ProductArg) -> Product {
+        match product {
+            ProductArg::Jira => Product::Jira,
+            ProductArg::Confluence => Product::Confluence,
+            ProductArg::Bitbucket => Product::Bitbucket,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum StateArg {
+    Requested,
+    Fetching,
+    Planning,
+    Held,
+    Applying,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl From<StateArg> for RunState {
+    fn from(state: StateArg) -> RunState {
+        match state {
+            StateArg::Requested => RunState::Requested,
+            StateArg::Fetching => RunState::Fetching,
+            StateArg::Planning => RunState::Planning,
+            StateArg::Held => RunState::Held,
+            StateArg::Applying => RunState::Applying,
+            StateArg::Succeeded => RunState::Succeeded,
+            StateArg::Failed => RunState::Failed,
+            StateArg::Cancelled => RunState::Cancelled,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum OpArg {
+    CreateGroup,
+    CreateUser,
+    LinkUser,
+    UpdateUser,
+    ReactivateUser,
+    AddMembership,
+    RemoveMembership,
+    DeactivateUser,
+    DeleteUser,
+    RemoveGroup,
+}
+
+impl From<OpArg> for ChangeOp {
+    fn from(op: OpArg) -> ChangeOp {
+        match op {
+            OpArg::CreateGroup => ChangeOp::CreateGroup,
+            OpArg::CreateUser => ChangeOp::CreateUser,
+            OpArg::LinkUser => ChangeOp::LinkUser,
+            OpArg::UpdateUser => ChangeOp::UpdateUser,
+            OpArg::ReactivateUser => ChangeOp::ReactivateUser,
+            OpArg::AddMembership => ChangeOp::AddMembership,
+            OpArg::RemoveMembership => ChangeOp::RemoveMembership,
+            OpArg::DeactivateUser => ChangeOp::DeactivateUser,
+            OpArg::DeleteUser => ChangeOp::DeleteUser,
+            OpArg::RemoveGroup => ChangeOp::RemoveGroup,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum OutcomeArg {
+    Planned,
+    Applied,
+    AlreadyDone,
+    Skipped,
+    Failed,
+}
+
+impl From<OutcomeArg> for ChangeOutcome {
+    fn from(outcome: OutcomeArg) -> ChangeOutcome {
+        match outcome {
+            OutcomeArg::Planned => ChangeOutcome::Planned,
+            OutcomeArg::Applied => ChangeOutcome::Applied,
+            OutcomeArg::AlreadyDone => ChangeOutcome::AlreadyDone,
+            OutcomeArg::Skipped => ChangeOutcome::Skipped,
+            OutcomeArg::Failed => ChangeOutcome::Failed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn filters_take_the_names_the_json_output_uses() {
+        let args = Args::parse_from([
+            "keysync",
+            "run",
+            "01JD000000000000000000000",
+            "--outcome",
+            "already_done",
+            "--op",
+            "add_membership",
+            "--product",
+            "bitbucket",
+        ]);
+        let Command::Run {
+            outcome,
+            op,
+            product,
+            ..
+        } = args.command
+        else {
+            panic!("not `run`: {args:?}");
+        };
+        assert_eq!(outcome, Some(OutcomeArg::AlreadyDone));
+        assert_eq!(op, Some(OpArg::AddMembership));
+        assert_eq!(product, Some(ProductArg::Bitbucket));
+    }
+}

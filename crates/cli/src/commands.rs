@@ -1,0 +1,585 @@
+//! One function per subcommand: call the control API, print for people or for scripts,
+//! and answer the exit code.
+
+use std::{process::ExitCode, time::Duration};
+
+use futures::StreamExt;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use proto::v1::{self, Product, RunMode, RunState};
+
+use crate::{
+    args::{Args, Command, ConfigCommand},
+    client::Connection,
+    config_check,
+    error::Error,
+    output::{self, ChangeJson, ConnectionCheckJson, RunDetailsJson, RunJson},
+};
+
+/// Exit code of a followed run that is held for approval.
+const HELD: u8 = 2;
+
+/// Runs the command of `args`.
+pub async fn run(args: Args) -> Result<ExitCode, Error> {
+    if let Command::Config {
+        command: ConfigCommand::Check { file },
+    } = &args.command
+    {
+        return config_check::check(file, args.json);
+    }
+    let connection = Connection::open(&args.endpoint, args.token_file.as_deref()).await?;
+    match args.command {
+        Command::Sync {
+            simulate,
+            products,
+            connector,
+        } => {
+            let mode = if simulate {
+                RunMode::Simulate
+            } else {
+                RunMode::Apply
+            };
+            let products: Vec<Product> = products.into_iter().map(Product::from).collect();
+            sync(&connection, mode, &products, connector, args.json).await
+        }
+        Command::Runs { states, limit } => {
+            let states: Vec<RunState> = states.into_iter().map(RunState::from).collect();
+            runs(&connection, &states, limit, args.json).await
+        }
+        Command::Run {
+            id,
+            changes,
+            product,
+            op,
+            outcome,
+            user,
+        } => {
+            let mut request = v1::ListChangesRequest {
+                run_id: id.clone(),
+                user: user.clone().unwrap_or_default(),
+                ..v1::ListChangesRequest::default()
+            };
+            if let Some(product) = product {
+                request.set_product(product.into());
+            }
+            if let Some(op) = op {
+                request.set_op(op.into());
+            }
+            if let Some(outcome) = outcome {
+                request.set_outcome(outcome.into());
+            }
+            let filtered = product.is_some() || op.is_some() || outcome.is_some() || user.is_some();
+            let changes = (changes || filtered).then_some(request);
+            show_run(&connection, &id, changes, args.json).await
+        }
+        Command::Approve { id, comment } => {
+            let run = connection
+                .client()
+                .approve_run(v1::ApproveRunRequest {
+                    run_id: id,
+                    comment,
+                })
+                .await
+                .map_err(|status| connection.error(status))?
+                .into_inner();
+            print_changed_run(&run, "approved", args.json)
+        }
+        Command::Cancel { id, reason } => {
+            let run = connection
+                .client()
+                .cancel_run(v1::CancelRunRequest { run_id: id, reason })
+                .await
+                .map_err(|status| connection.error(status))?
+                .into_inner();
+            print_changed_run(&run, "cancelled", args.json)
+        }
+        Command::TestConnection { targets } => {
+            test_connection(&connection, targets, args.json).await
+        }
+        Command::Config { .. } => unreachable!("handled above, before connecting"),
+    }
+}
+
+/// Starts a run and follows it with a progress bar per product until it ends or is held.
+async fn sync(
+    connection: &Connection,
+    mode: RunMode,
+    products: &[Product],
+    connector: Option<String>,
+    json: bool,
+) -> Result<ExitCode, Error> {
+    let mut request = v1::StartSyncRequest {
+        products: products.iter().map(|product| *product as i32).collect(),
+        connector: connector.unwrap_or_default(),
+        ..v1::StartSyncRequest::default()
+    };
+    request.set_mode(mode);
+    let started = connection
+        .client()
+        .start_sync(request)
+        .await
+        .map_err(|status| connection.error(status))?
+        .into_inner();
+    let id = started.run_id.clone();
+    if !json {
+        let products = if products.is_empty() {
+            "every configured product".to_owned()
+        } else {
+            products
+                .iter()
+                .map(|product| output::product_name(*product))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!("Run {id} started: {}, {products}.", output::mode_name(mode));
+    }
+
+    let mut updates = connection
+        .client()
+        .watch_run(v1::WatchRunRequest { run_id: id.clone() })
+        .await
+        .map_err(|status| connection.error(status))?
+        .into_inner();
+    let mut progress = Progress::new(json);
+    let mut last = started;
+    while let Some(update) = updates.next().await {
+        let run = update.map_err(|status| connection.error(status))?;
+        progress.show(&run);
+        last = run;
+        if is_terminal(last.state()) || last.state() == RunState::Held {
+            break;
+        }
+    }
+    progress.finish();
+    if !(is_terminal(last.state()) || last.state() == RunState::Held) {
+        return Err(Error::WatchEnded);
+    }
+
+    if json {
+        output::print_json(&RunJson::from(&last))?;
+    } else {
+        print_summary(&last);
+    }
+    Ok(match last.state() {
+        RunState::Succeeded => ExitCode::SUCCESS,
+        RunState::Held => ExitCode::from(HELD),
+        _ => ExitCode::FAILURE,
+    })
+}
+
+/// The live view of a followed run: one line for the state, one bar per product.
+struct Progress {
+    multi: MultiProgress,
+    state: ProgressBar,
+    products: Vec<(i32, ProgressBar)>,
+    last_state: Option<RunState>,
+    quiet: bool,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Progress {
+        let multi = MultiProgress::new();
+        if quiet {
+            multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        let state = multi.add(ProgressBar::new_spinner());
+        state.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        state.enable_steady_tick(Duration::from_millis(120));
+        Progress {
+            multi,
+            state,
+            products: Vec::new(),
+            last_state: None,
+            quiet,
+        }
+    }
+
+    fn show(&mut self, run: &v1::Run) {
+        let state = run.state();
+        if self.last_state != Some(state) {
+            self.last_state = Some(state);
+            let line = format!("Run {} is {}.", run.run_id, output::state_name(state));
+            self.state.set_message(line.clone());
+            // Without a terminal the bars are hidden; the states still go to stderr.
+            if self.multi.is_hidden() && !self.quiet {
+                eprintln!("{line}");
+            }
+        }
+        for progress in &run.progress {
+            let index = match self
+                .products
+                .iter()
+                .position(|(product, _)| *product == progress.product)
+            {
+                Some(index) => index,
+                None => {
+                    let bar = self.multi.add(ProgressBar::new(progress.planned));
+                    bar.set_style(
+                        ProgressStyle::with_template("{prefix:>11} [{bar:40}] {pos}/{len} {msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_bar())
+                            .progress_chars("=> "),
+                    );
+                    bar.set_prefix(output::product_name(progress.product()));
+                    self.products.push((progress.product, bar));
+                    self.products.len() - 1
+                }
+            };
+            let bar = &self.products[index].1;
+            bar.set_length(progress.planned);
+            bar.set_position(
+                progress.applied + progress.already_done + progress.skipped + progress.failed,
+            );
+            if progress.failed > 0 {
+                bar.set_message(format!("{} failed", progress.failed));
+            }
+        }
+    }
+
+    fn finish(&self) {
+        self.state.finish_and_clear();
+        for (_, bar) in &self.products {
+            bar.finish();
+        }
+    }
+}
+
+fn print_summary(run: &v1::Run) {
+    let id = &run.run_id;
+    let state = output::state_name(run.state());
+    let elapsed = match (run.created_at, run.finished_at.or(run.updated_at)) {
+        (Some(start), Some(end)) => format!(" after {}s", (end.seconds - start.seconds).max(0)),
+        _ => String::new(),
+    };
+    println!();
+    match run.state() {
+        RunState::Held => {
+            println!("Run {id} is held: {}.", run.reason);
+            print_plan(run);
+            println!();
+            println!("Review the changes: keysync run {id} --changes");
+            println!("Apply them:         keysync approve {id} --comment \"why\"");
+            println!("Or drop the run:    keysync cancel {id} --reason \"why\"");
+            return;
+        }
+        RunState::Succeeded if run.mode() == RunMode::Simulate => {
+            println!("Run {id} {state}{elapsed}; simulated, so nothing was written.");
+            if !run.reason.is_empty() {
+                println!("Note: {}.", run.reason);
+            }
+            print_plan(run);
+            println!();
+            println!("See every change: keysync run {id} --changes");
+            return;
+        }
+        _ => {
+            println!("Run {id} {state}{elapsed}.");
+            if !run.reason.is_empty() {
+                println!("Reason: {}.", run.reason);
+            }
+        }
+    }
+    if !run.progress.is_empty() {
+        println!();
+        println!("{}", output::progress_table(run));
+    }
+    if run.progress.iter().any(|progress| progress.failed > 0) {
+        println!();
+        println!("See the failures: keysync run {id} --outcome failed");
+    }
+}
+
+fn print_plan(run: &v1::Run) {
+    let lines = output::plan_lines(run);
+    if lines.is_empty() {
+        return;
+    }
+    let verb = if run.mode() == RunMode::Simulate {
+        "Would change"
+    } else {
+        "Planned"
+    };
+    println!();
+    println!("{verb}:");
+    for line in lines {
+        println!("  {line}");
+    }
+}
+
+/// The newest runs as a table.
+async fn runs(
+    connection: &Connection,
+    states: &[RunState],
+    limit: u32,
+    json: bool,
+) -> Result<ExitCode, Error> {
+    let response = connection
+        .client()
+        .list_runs(v1::ListRunsRequest {
+            page_size: limit.max(1),
+            page_token: String::new(),
+            states: states.iter().map(|state| *state as i32).collect(),
+        })
+        .await
+        .map_err(|status| connection.error(status))?
+        .into_inner();
+    if json {
+        let runs: Vec<RunJson> = response.runs.iter().map(RunJson::from).collect();
+        output::print_json(&runs)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if response.runs.is_empty() {
+        println!("No runs.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = response
+        .runs
+        .iter()
+        .map(|run| {
+            let planned: u64 = run.progress.iter().map(|progress| progress.planned).sum();
+            let done: u64 = run
+                .progress
+                .iter()
+                .map(|progress| {
+                    progress.applied + progress.already_done + progress.skipped + progress.failed
+                })
+                .sum();
+            let changes = if run.progress.is_empty() {
+                String::new()
+            } else if run.mode() == RunMode::Simulate {
+                planned.to_string()
+            } else {
+                format!("{done}/{planned}")
+            };
+            vec![
+                run.run_id.clone(),
+                output::mode_name(run.mode()).to_owned(),
+                output::state_name(run.state()).to_owned(),
+                output::trigger_name(run.trigger()).to_owned(),
+                output::short_time(run.created_at.as_ref()),
+                changes,
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        output::table(
+            &["ID", "MODE", "STATE", "TRIGGER", "CREATED", "CHANGES"],
+            &rows
+        )
+    );
+    if !response.next_page_token.is_empty() {
+        println!("(more: --limit {})", limit.saturating_mul(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One run, and its changes when `changes` asks for them.
+async fn show_run(
+    connection: &Connection,
+    id: &str,
+    changes: Option<v1::ListChangesRequest>,
+    json: bool,
+) -> Result<ExitCode, Error> {
+    let run = connection
+        .client()
+        .get_run(v1::GetRunRequest {
+            run_id: id.to_owned(),
+        })
+        .await
+        .map_err(|status| connection.error(status))?
+        .into_inner();
+    let records = match changes {
+        Some(request) => Some(list_changes(connection, request).await?),
+        None => None,
+    };
+    if json {
+        output::print_json(&RunDetailsJson {
+            run: RunJson::from(&run),
+            changes: records
+                .as_ref()
+                .map(|records| records.iter().map(ChangeJson::from).collect()),
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let products = if run.products.is_empty() {
+        "every configured product".to_owned()
+    } else {
+        run.products
+            .iter()
+            .map(|product| output::product_name(Product::try_from(*product).unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut details = vec![
+        ("Run", run.run_id.clone()),
+        ("State", output::state_name(run.state()).to_owned()),
+        ("Mode", output::mode_name(run.mode()).to_owned()),
+        ("Trigger", output::trigger_name(run.trigger()).to_owned()),
+        ("Requested by", run.requested_by.clone()),
+        ("Connector", run.connector.clone()),
+        ("Products", products),
+        ("Created", output::short_time(run.created_at.as_ref())),
+        ("Updated", output::short_time(run.updated_at.as_ref())),
+        ("Finished", output::short_time(run.finished_at.as_ref())),
+        ("Reason", run.reason.clone()),
+    ];
+    details.retain(|(_, value)| !value.is_empty());
+    for (label, value) in details {
+        println!("{:<13} {value}", format!("{label}:"));
+    }
+    print_plan(&run);
+    if !run.progress.is_empty() {
+        println!();
+        println!("{}", output::progress_table(&run));
+    }
+    if let Some(mut records) = records {
+        println!();
+        if records.is_empty() {
+            println!("No changes match.");
+            return Ok(ExitCode::SUCCESS);
+        }
+        // By user, then in plan order (the sort is stable).
+        records.sort_by(|left, right| {
+            let login = |record: &v1::ChangeRecord| {
+                record
+                    .change
+                    .as_ref()
+                    .map(|change| output::login(change).to_lowercase())
+                    .unwrap_or_default()
+            };
+            login(left).cmp(&login(right))
+        });
+        let rows: Vec<Vec<String>> = records
+            .iter()
+            .map(|record| {
+                let change = ChangeJson::from(record);
+                let detail = if !change.group.is_empty() {
+                    format!("group {}", change.group)
+                } else {
+                    change.reason.clone()
+                };
+                let result = if change.message.is_empty() {
+                    String::new()
+                } else if change.product_status > 0 {
+                    format!("{} ({})", change.message, change.product_status)
+                } else {
+                    change.message.clone()
+                };
+                vec![
+                    change.login,
+                    change.email,
+                    change.product,
+                    change.op,
+                    detail,
+                    change.outcome,
+                    result,
+                ]
+            })
+            .collect();
+        println!(
+            "{}",
+            output::table(
+                &[
+                    "USER", "EMAIL", "PRODUCT", "OP", "DETAIL", "OUTCOME", "MESSAGE"
+                ],
+                &rows
+            )
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every page of the changes `request` asks for.
+async fn list_changes(
+    connection: &Connection,
+    mut request: v1::ListChangesRequest,
+) -> Result<Vec<v1::ChangeRecord>, Error> {
+    request.page_size = 1000;
+    let mut records = Vec::new();
+    loop {
+        let page = connection
+            .client()
+            .list_changes(request.clone())
+            .await
+            .map_err(|status| connection.error(status))?
+            .into_inner();
+        records.extend(page.changes);
+        if page.next_page_token.is_empty() {
+            return Ok(records);
+        }
+        request.page_token = page.next_page_token;
+    }
+}
+
+fn print_changed_run(run: &v1::Run, what: &str, json: bool) -> Result<ExitCode, Error> {
+    if json {
+        output::print_json(&RunJson::from(run))?;
+    } else if run.state() == RunState::Cancelled {
+        println!("Run {} is cancelled: {}.", run.run_id, run.reason);
+    } else {
+        println!(
+            "Run {} {what}; it is {} now. Follow it: keysync run {}",
+            run.run_id,
+            output::state_name(run.state()),
+            run.run_id
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn test_connection(
+    connection: &Connection,
+    targets: Vec<String>,
+    json: bool,
+) -> Result<ExitCode, Error> {
+    let checks = connection
+        .client()
+        .test_connection(v1::TestConnectionRequest { targets })
+        .await
+        .map_err(|status| connection.error(status))?
+        .into_inner()
+        .checks;
+    let all_ok = checks.iter().all(|check| check.ok);
+    if json {
+        let checks: Vec<ConnectionCheckJson> =
+            checks.iter().map(ConnectionCheckJson::from).collect();
+        output::print_json(&checks)?;
+    } else {
+        let rows: Vec<Vec<String>> = checks
+            .iter()
+            .map(|check| {
+                let check = ConnectionCheckJson::from(check);
+                vec![
+                    check.target,
+                    if check.ok { "ok" } else { "FAILED" }.to_owned(),
+                    check.message,
+                    check
+                        .details
+                        .iter()
+                        .map(|(key, value)| format!("{key}={value}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ]
+            })
+            .collect();
+        println!(
+            "{}",
+            output::table(&["TARGET", "STATUS", "MESSAGE", "DETAILS"], &rows)
+        );
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn is_terminal(state: RunState) -> bool {
+    matches!(
+        state,
+        RunState::Succeeded | RunState::Failed | RunState::Cancelled
+    )
+}

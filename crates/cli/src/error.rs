@@ -1,0 +1,35 @@
+//! What can go wrong, in words a person can act on.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no API token: pass --token-file FILE or set KEYSYNC_TOKEN_FILE")]
+    NoToken,
+    #[error("reading the API token from {}", path.display())]
+    TokenFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the token file {} is empty or not one line of text", path.display())]
+    BadToken { path: PathBuf },
+    #[error("`{endpoint}` is not an endpoint URL such as http://127.0.0.1:50051")]
+    Endpoint { endpoint: String },
+    #[error("cannot reach the control plane at {endpoint}")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the control plane refused the token ({message}); check --token-file")]
+    Unauthenticated { message: String },
+    #[error("the control plane at {endpoint} is unavailable: {message}")]
+    Unavailable { endpoint: String, message: String },
+    #[error("{message} ({code:?})")]
+    Rpc { code: tonic::Code, message: String },
+    #[error("the run's progress stream ended before the run did")]
+    WatchEnded,
+    #[error("writing JSON")]
+    Json(#[from] serde_json::Error),
+}

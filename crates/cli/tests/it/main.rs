@@ -1,0 +1,5 @@
+//! The `keysync` binary against a control plane started in-process on a free port, with a
+//! real nats-server; the tests play the fetcher's and planner's part on the bus.
+
+mod commands;
+mod helpers;
