@@ -113,7 +113,7 @@ impl Client {
             Vec::with_capacity(tree.members.iter().map(|(_, ids)| ids.len()).sum());
         for (group_id, member_ids) in tree.members {
             for member_id in member_ids {
-                match users.by_id.get_key_value(member_id.as_str()) {
+                match users.by_id.get_key_value(&UserId::new(member_id.as_str())) {
                     Some((user_id, _)) => memberships.push(KeycloakMembership {
                         user_id: user_id.clone(),
                         group_id: group_id.clone(),
@@ -579,11 +579,11 @@ impl Users {
                 }
                 continue;
             }
-            if self.by_id.contains_key(user.id.as_str()) {
+            let user = user_from(user);
+            if self.by_id.contains_key(&user.id) {
                 continue;
             }
             self.listed += 1;
-            let user = user_from(user);
             self.by_id.insert(user.id.clone(), user);
         }
     }
