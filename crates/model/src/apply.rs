@@ -1,9 +1,10 @@
-//! A pure `apply`: the product state after some of a plan's changes, as keysync's cache records it. The
-//! property tests use it to check that a plan reaches what it promises, and the appliers use it to update the
-//! cache with the changes that succeeded.
+//! A pure `apply`: the product state after some of a plan's changes, as keysync's cache records it.
+//! The property tests use it to check that a plan reaches what it promises, and the appliers use it
+//! to update the cache with the changes that succeeded.
 //!
-//! Like the product, `apply` is idempotent: a change that is already done (a group that exists, a membership
-//! that is there) changes nothing, and a change naming an account that is not there is skipped.
+//! Like the product, `apply` is idempotent: a change that is already done (a group that exists, a
+//! membership that is there) changes nothing, and a change naming an account that is not there is
+//! skipped.
 
 use std::collections::HashMap;
 
@@ -11,9 +12,9 @@ use crate::mapping::fold;
 use crate::plan::{AccountRef, Action, Change};
 use crate::state::{Account, AccountId, Group, GroupName, Membership, ProductState};
 
-/// Applies `changes` in order. A created account gets its product id from `new_account_id` (the applier knows
-/// it from the product's answer; tests make one up); it is managed and linked to the change's Keycloak user.
-/// Changes for another product are skipped.
+/// Applies `changes` in order. A created account gets its product id from `new_account_id` (the
+/// applier knows it from the product's answer; tests make one up); it is managed and linked to the
+/// change's Keycloak user. Changes for another product are skipped.
 pub fn apply(
     state: ProductState,
     changes: &[Change],
@@ -114,29 +115,29 @@ pub fn apply(
                     id: id.clone(),
                     login: String::new(),
                 };
-                if let Some(idx) = find(&account, &accounts) {
-                    if let Some(account) = &mut accounts[idx] {
-                        account.keycloak_user_id = change.keycloak_user_id.clone();
-                    }
+                if let Some(account) =
+                    find(&account, &accounts).and_then(|idx| accounts[idx].as_mut())
+                {
+                    account.keycloak_user_id = change.keycloak_user_id.clone();
                 }
             }
             Action::UpdateUser {
                 account, fields, ..
             } => {
-                if let Some(idx) = find(account, &accounts) {
-                    if let Some(account) = &mut accounts[idx] {
-                        account.login = fields.login.clone();
-                        account.display_name = fields.display_name.clone();
-                        account.email = fields.email.clone();
-                    }
+                if let Some(account) =
+                    find(account, &accounts).and_then(|idx| accounts[idx].as_mut())
+                {
+                    account.login = fields.login.clone();
+                    account.display_name = fields.display_name.clone();
+                    account.email = fields.email.clone();
                 }
             }
             Action::ReactivateUser { account } | Action::DeactivateUser { account } => {
                 let active = matches!(change.action, Action::ReactivateUser { .. });
-                if let Some(idx) = find(account, &accounts) {
-                    if let Some(account) = &mut accounts[idx] {
-                        account.active = active;
-                    }
+                if let Some(account) =
+                    find(account, &accounts).and_then(|idx| accounts[idx].as_mut())
+                {
+                    account.active = active;
                 }
             }
             Action::AddMembership { account, group } => {

@@ -1,14 +1,14 @@
-//! Small, deterministic, non-cryptographic hashing for the plan: FNV-1a for change ids that stay the same from
-//! run to run, and a fast word-at-a-time hasher for the plan's in-memory indexes.
+//! Small, deterministic, non-cryptographic hashing for the plan: FNV-1a for change ids that stay
+//! the same from run to run, and a fast word-at-a-time hasher for the plan's in-memory indexes.
 //!
-//! Neither needs to resist an attacker: the keys come from the operator's own Keycloak and products, and the
-//! indexes live for one call of [`crate::plan::plan`].
+//! Neither needs to resist an attacker: the keys come from the operator's own Keycloak and
+//! products, and the indexes live for one call of [`crate::plan::plan`].
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// A hash map with [`FastHasher`]: the plan's indexes hold millions of short string keys, and the standard
-/// SipHash costs a noticeable share of the plan's time.
+/// A hash map with [`FastHasher`]: the plan's indexes hold millions of short string keys, and the
+/// standard SipHash costs a noticeable share of the plan's time.
 pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// Makes an empty [`FastMap`] with room for `capacity` entries.
@@ -16,8 +16,8 @@ pub(crate) fn fast_map<K, V>(capacity: usize) -> FastMap<K, V> {
     HashMap::with_capacity_and_hasher(capacity, BuildHasherDefault::default())
 }
 
-/// The FxHash mixing step over 8-byte words, with a Murmur3-style finalizer so that both the high bits
-/// (hashbrown's control bytes) and the low bits (its bucket index) depend on every input byte.
+/// The FxHash mixing step over 8-byte words, with a Murmur3-style finalizer so that both the high
+/// bits (hashbrown's control bytes) and the low bits (its bucket index) depend on every input byte.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct FastHasher {
     hash: u64,
@@ -70,8 +70,9 @@ impl Hasher for FastHasher {
     }
 }
 
-/// An id as a map key, by value: its precomputed hash and its text. Comparing two keys reads neither string
-/// when the hashes differ or the texts share one allocation, so a lookup costs one memory access to the bucket.
+/// An id as a map key, by value: its precomputed hash and its text. Comparing two keys reads
+/// neither string when the hashes differ or the texts share one allocation, so a lookup costs one
+/// memory access to the bucket.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct IdKey<'a> {
     pub(crate) hash: u64,
@@ -92,12 +93,13 @@ impl std::hash::Hash for IdKey<'_> {
     }
 }
 
-/// Ids to `u32` indexes, for the plan's joins of millions of memberships: open addressing with linear probing
-/// over slots that hold the key by value, so a lookup reads one slot and (almost always) nothing else.
+/// Ids to `u32` indexes, for the plan's joins of millions of memberships: open addressing with
+/// linear probing over slots that hold the key by value, so a lookup reads one slot and (almost
+/// always) nothing else.
 ///
-/// A join first [`IdTable::touch`]es the slots of a batch of keys and then looks them up: the touches do not
-/// depend on each other, so the processor waits for their cache misses together instead of one by one, which
-/// makes the join several times faster than a lookup at a time.
+/// A join first [`IdTable::touch`]es the slots of a batch of keys and then looks them up: the
+/// touches do not depend on each other, so the processor waits for their cache misses together
+/// instead of one by one, which makes the join several times faster than a lookup at a time.
 pub(crate) struct IdTable<'a> {
     slots: Vec<Slot<'a>>,
     mask: usize,
@@ -171,8 +173,9 @@ impl<'a> IdTable<'a> {
         }
     }
 
-    /// Reads the first slot `key` would use and returns a value that depends on it, so that the caller can
-    /// fold the results into [`std::hint::black_box`] and the read is not optimized away.
+    /// Reads the first slot `key` would use and returns a value that depends on it, so that the
+    /// caller can fold the results into [`std::hint::black_box`] and the read is not optimized
+    /// away.
     pub(crate) fn touch(&self, key: &IdKey<'_>) -> u64 {
         self.slots[key.hash as usize & self.mask].key.hash
     }
@@ -185,8 +188,8 @@ pub(crate) fn hash_str(text: &str) -> u64 {
     hasher.finish()
 }
 
-/// 64-bit FNV-1a over a sequence of fields, each followed by a 0xff byte (which never occurs in UTF-8), so that
-/// `("ab", "c")` and `("a", "bc")` hash differently.
+/// 64-bit FNV-1a over a sequence of fields, each followed by a 0xff byte (which never occurs in
+/// UTF-8), so that `("ab", "c")` and `("a", "bc")` hash differently.
 pub(crate) fn fnv1a(fields: &[&str]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for field in fields {

@@ -1,83 +1,93 @@
-//! The pure core of keysync: the Keycloak snapshot, a product's state, the sync policy, and the plan function
-//! that turns them into the exact changes a product needs.
+//! The pure core of keysync: the Keycloak snapshot, a product's state, the sync policy, and the
+//! plan function that turns them into the exact changes a product needs.
 //!
 //! ```text
-//! plan(&Snapshot, &ProductState, &ValidPolicy) -> Plan      apply(ProductState, &[Change], new_id) -> ProductState
+//! plan(&Snapshot, &ProductState, &ValidPolicy) -> Plan
+//! apply(ProductState, &[Change], new_account_id) -> ProductState
 //! ```
 //!
-//! **Architecture invariant:** `model` knows nothing of NATS, gRPC, protobuf, HTTP, tokio or the clock. It takes
-//! data and returns data; time and ids come in as arguments. Only the policy types derive serde (the
-//! configuration file deserializes them); the services convert the other types to and from their wire types by
-//! hand. A test (`tests/tidy.rs`) keeps IO crates out of this crate's dependencies.
+//! **Architecture invariant:** `model` knows nothing of NATS, gRPC, protobuf, HTTP, tokio or the
+//! clock. It takes data and returns data; time and ids come in as arguments. Only the policy types
+//! derive serde (the configuration file deserializes them); the services convert the other types to
+//! and from their wire types by hand. A test (`tests/tidy.rs`) keeps IO crates out of this crate's
+//! dependencies.
 //!
-//! Types to read first: [`snapshot::Snapshot`] (the Keycloak side), [`state::ProductState`] (the product side,
-//! with keysync's knowledge of which accounts it manages), [`policy::Policy`], [`plan::plan`] and
-//! [`plan::Plan`].
+//! Types to read first: [`snapshot::Snapshot`] (the Keycloak side), [`state::ProductState`] (the
+//! product side, with keysync's knowledge of which accounts it manages), [`policy::Policy`],
+//! [`plan::plan`] and [`plan::Plan`].
 //!
 //! # What a plan does
 //!
-//! [`plan::plan`] is pure, deterministic (the same inputs give the same changes in the same order, whatever the
-//! order of the input vectors) and total (odd input becomes a [`plan::Diagnostic`], never a panic). Its changes
-//! come in the order they can safely be applied: create groups, create users, link users, update users,
-//! reactivate, add memberships, remove memberships, deactivate or delete users, remove groups; within each kind,
-//! by login or group name. Every change has a deterministic id and a reason a person can read, and carries
-//! everything an applier needs. A user created by the plan has no product id yet, so the plan's later changes
-//! name it by login ([`plan::AccountRef::New`]).
+//! [`plan::plan`] is pure, deterministic (the same inputs give the same changes in the same order,
+//! whatever the order of the input vectors) and total (odd input becomes a [`plan::Diagnostic`],
+//! never a panic). Its changes come in the order they can safely be applied: create groups, create
+//! users, link users, update users, reactivate, add memberships, remove memberships, deactivate or
+//! delete users, remove groups; within each kind, by login or group name. Every change has a
+//! deterministic id and a reason a person can read, and carries everything an applier needs. A user
+//! created by the plan has no product id yet, so the plan's later changes name it by login
+//! ([`plan::AccountRef::New`]).
 //!
-//! Logins, emails and group names are compared case-insensitively, as the Atlassian products compare them.
+//! Logins, emails and group names are compared case-insensitively, as the Atlassian products
+//! compare them.
 //!
 //! # The policy, with its defaults
 //!
-//! **Scope** ([`policy::Scope`]). With `required_groups` empty (the default) every Keycloak user is synced.
-//! Otherwise only members of a required group (given by full path, like `/staff`) are; with
-//! `include_subgroups = true` (the default) a member of `/staff/devs` counts. The group tree is walked once.
+//! **Scope** ([`policy::Scope`]). With `required_groups` empty (the default) every Keycloak user is
+//! synced. Otherwise only members of a required group (given by full path, like `/staff`) are; with
+//! `include_subgroups = true` (the default) a member of `/staff/devs` counts. The group tree is
+//! walked once.
 //!
-//! **Attributes** ([`policy::Attributes`]). The login comes `from` the `username` (default), the `email`, or an
-//! `attribute`, lower-cased (default on) and optionally with the domain stripped (default off). The display name
-//! is the `template` (default `{firstName} {lastName}`) for a user who has a value for each of its placeholders,
-//! else the `fallback` (default `{username}`) on the same condition, else the login. The email comes `from` the `email` (default) or an attribute, lower-cased (default on); unverified
-//! emails can be treated as missing (default off); a user with no usable email gets no new account when
-//! `required` (default on), and an existing account keeps its email.
+//! **Attributes** ([`policy::Attributes`]). The login comes `from` the `username` (default), the
+//! `email`, or an `attribute`, lower-cased (default on) and optionally with the domain stripped
+//! (default off). The display name is the `template` (default `{firstName} {lastName}`) for a user
+//! who has a value for each of its placeholders, else the `fallback` (default `{username}`) on the
+//! same condition, else the login. The email comes `from` the `email` (default) or an attribute,
+//! lower-cased (default on); unverified emails can be treated as missing (default off); a user with
+//! no usable email gets no new account when `required` (default on), and an existing account keeps
+//! its email.
 //!
-//! **Groups** ([`policy::Groups`]). `select` is `all` Keycloak groups (default), an explicit `map` from group
-//! path to product group, or a regex `pattern` with a `rename` template. `naming` is by `name` (default) or by
-//! `path`. Product groups that a mapping or a default names are created when missing. For a synced user,
-//! keysync adds the memberships of its mapped groups and of `default_for_all_users`, and removes memberships of
-//! groups keysync *manages* (mapped in this run, or created by keysync) that the user should not have; default
-//! groups are never pruned, and `default_for_new_users` are only given at creation. Memberships in groups
-//! keysync does not manage are left alone. Groups keysync created and no longer maps are removed only with
+//! **Groups** ([`policy::Groups`]). `select` is `all` Keycloak groups (default), an explicit `map`
+//! from group path to product group, or a regex `pattern` with a `rename` template. `naming` is by
+//! `name` (default) or by `path`. Product groups that a mapping or a default names are created when
+//! missing. For a synced user, keysync adds the memberships of its mapped groups and of
+//! `default_for_all_users`, and removes memberships of groups keysync *manages* (mapped in this
+//! run, or created by keysync) that the user should not have; default groups are never pruned, and
+//! `default_for_new_users` are only given at creation. Memberships in groups keysync does not
+//! manage are left alone. Groups keysync created and no longer maps are removed only with
 //! `remove_unmapped = true` (default off).
 //!
-//! **Lifecycle.** A Keycloak user who is disabled gets its account deactivated; a disabled user with no
-//! account is neither created nor linked. A user back in scope and enabled is reactivated.
+//! **Lifecycle.** A Keycloak user who is disabled gets its account deactivated; a disabled user
+//! with no account is neither created nor linked. A user back in scope and enabled is reactivated.
 //!
-//! **Cleanup** ([`policy::Cleanup`]). The account of a user deleted from Keycloak or out of scope is
-//! deactivated (default), deleted, stripped of its managed and default groups (`remove_groups`), or kept. A
-//! product that cannot deactivate declares it ([`state::Capabilities`]; Bitbucket) and
-//! `when_cannot_deactivate` says what happens instead: `remove_groups` (default), `delete` or `keep`. The same
-//! fallback applies to disabled users.
+//! **Cleanup** ([`policy::Cleanup`]). The account of a user deleted from Keycloak or out of scope
+//! is deactivated (default), deleted, stripped of its managed and default groups (`remove_groups`),
+//! or kept. A product that cannot deactivate declares it ([`state::Capabilities`]; Bitbucket) and
+//! `when_cannot_deactivate` says what happens instead: `remove_groups` (default), `delete` or
+//! `keep`. The same fallback applies to disabled users.
 //!
-//! **Managed accounts only** ([`policy::Linking`]). keysync changes only accounts it manages: those it created,
-//! and existing accounts it linked on first sync, by login (case-insensitive; default on) or else by email
-//! (default on), which keeps their history. A link is itself a change ([`plan::Action::LinkUser`]), so a
-//! simulated run shows it. Accounts whose login matches `protected_accounts` (default `admin`,
-//! `administrator`, `sysadmin`; `*` and `?` wildcards) are never changed or linked, and no account is created
-//! with such a login.
+//! **Managed accounts only** ([`policy::Linking`]). keysync changes only accounts it manages: those
+//! it created, and existing accounts it linked on first sync, by login (case-insensitive; default
+//! on) or else by email (default on), which keeps their history. A link is itself a change
+//! ([`plan::Action::LinkUser`]), so a simulated run shows it. Accounts whose login matches
+//! `protected_accounts` (default `admin`, `administrator`, `sysadmin`; `*` and `?` wildcards) are
+//! never changed or linked, and no account is created with such a login.
 //!
-//! **Conflicts.** Two Keycloak users mapping to one login are reported as a [`plan::Conflict`] for both, and
-//! neither is synced (their existing accounts are left as they are). So are a login held by another account
-//! that this plan does not free, and an email matching several accounts. When a rename or a creation needs a
-//! login that this plan frees (by renaming or deleting its holder), it is deferred to the next run with a
-//! [`plan::DiagnosticKind::Deferred`] diagnostic, because creates and renames come before deletes.
+//! **Conflicts.** Two Keycloak users mapping to one login are reported as a [`plan::Conflict`] for
+//! both, and neither is synced (their existing accounts are left as they are). So are a login held
+//! by another account that this plan does not free, and an email matching several accounts. When a
+//! rename or a creation needs a login that this plan frees (by renaming or deleting its holder), it
+//! is deferred to the next run with a [`plan::DiagnosticKind::Deferred`] diagnostic, because
+//! creates and renames come before deletes.
 //!
-//! **Safety** ([`policy::Safety`]). Accounts that would lose access (deactivated, deleted, or stripped of their
-//! groups by cleanup) are counted. More than `max_accounts` (default 50) or more than `max_percent` of the
-//! managed accounts (default 10 %) holds the plan with a [`plan::Hold`] saying why. A snapshot with no users, or
-//! with no user in scope, against a product where keysync manages accounts is always held. A held plan still
-//! lists its changes, so a person can review them before approving.
+//! **Safety** ([`policy::Safety`]). Accounts that would lose access (deactivated, deleted, or
+//! stripped of their groups by cleanup) are counted. More than `max_accounts` (default 50) or more
+//! than `max_percent` of the managed accounts (default 10 %) holds the plan with a [`plan::Hold`]
+//! saying why. A snapshot with no users, or with no user in scope, against a product where keysync
+//! manages accounts is always held. A held plan still lists its changes, so a person can review
+//! them before approving.
 //!
-//! [`policy::Policy::validate`] checks a policy and compiles it into the [`policy::ValidPolicy`] that `plan`
-//! takes; every error names its field, such as `groups.select.pattern.regex`.
+//! [`policy::Policy::validate`] checks a policy and compiles it into the [`policy::ValidPolicy`]
+//! that `plan` takes; every error names its field, such as `groups.select.pattern.regex`.
 
 pub mod apply;
 pub mod plan;
@@ -88,9 +98,9 @@ pub mod state;
 mod hash;
 mod mapping;
 
-/// Defines a string id newtype over `Arc<str>`: cheap to clone, ordered as the string, and carrying its hash,
-/// computed once when made, so that the plan's indexes never read the string to hash it and, when two ids share
-/// one allocation, never read it to compare them either.
+/// Defines a string id newtype over `Arc<str>`: cheap to clone, ordered as the string, and carrying
+/// its hash, computed once when made, so that the plan's indexes never read the string to hash it
+/// and, when two ids share one allocation, never read it to compare them either.
 macro_rules! string_id {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
@@ -118,7 +128,8 @@ macro_rules! string_id {
 
         impl PartialEq for $name {
             fn eq(&self, other: &$name) -> bool {
-                // Ids cloned from one another share their text, so that is checked before the bytes.
+                // Ids cloned from one another share their text, so that is checked before the
+                // bytes.
                 self.hash == other.hash
                     && (std::sync::Arc::ptr_eq(&self.text, &other.text) || self.text == other.text)
             }

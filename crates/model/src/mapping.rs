@@ -1,7 +1,7 @@
-//! Attribute and group mapping: how one Keycloak user becomes a login name, a display name and an email, and how
-//! one Keycloak group becomes a product group name. The pieces are compiled once by [`crate::policy::Policy::validate`]
-//! and used by the plan for every user and group, so they borrow from the input instead of allocating where the
-//! input is already in shape.
+//! Attribute and group mapping: how one Keycloak user becomes a login name, a display name and an
+//! email, and how one Keycloak group becomes a product group name. The pieces are compiled once by
+//! [`crate::policy::Policy::validate`] and used by the plan for every user and group, so they
+//! borrow from the input instead of allocating where the input is already in shape.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -50,8 +50,8 @@ pub(crate) struct Glob {
     pattern: String,
 }
 
-/// Lower-cases `text`, borrowing it when it is lower-case already (the usual case for logins and group names,
-/// and checked without allocating, also for non-ASCII text such as `chloé`).
+/// Lower-cases `text`, borrowing it when it is lower-case already (the usual case for logins and
+/// group names, and checked without allocating, also for non-ASCII text such as `chloé`).
 #[inline]
 pub(crate) fn fold(text: &str) -> Cow<'_, str> {
     if text.bytes().all(|byte| !byte.is_ascii_uppercase()) {
@@ -69,7 +69,8 @@ pub(crate) fn fold(text: &str) -> Cow<'_, str> {
     Cow::Owned(text.to_lowercase())
 }
 
-/// `text.trim()`, without the call when the ends are visible ASCII characters, as they almost always are.
+/// `text.trim()`, without the call when the ends are visible ASCII characters, as they almost
+/// always are.
 #[inline]
 pub(crate) fn trim(text: &str) -> &str {
     match (text.as_bytes().first(), text.as_bytes().last()) {
@@ -86,10 +87,10 @@ pub(crate) fn login<'u>(mapping: &LoginMapping, user: &'u KeycloakUser) -> Optio
         LoginSource::Attribute(name) => first_value(user, name)?,
     };
     let mut login = trim(raw);
-    if mapping.strip_domain {
-        if let Some((local, _domain)) = login.rsplit_once('@') {
-            login = trim(local);
-        }
+    if mapping.strip_domain
+        && let Some((local, _domain)) = login.rsplit_once('@')
+    {
+        login = trim(local);
     }
     if login.is_empty() {
         return None;
@@ -101,8 +102,8 @@ pub(crate) fn login<'u>(mapping: &LoginMapping, user: &'u KeycloakUser) -> Optio
     })
 }
 
-/// The email of a user, or `None` when it is missing, unverified (if the mapping requires verification), or has
-/// no `@`.
+/// The email of a user, or `None` when it is missing, unverified (if the mapping requires
+/// verification), or has no `@`.
 pub(crate) fn email<'u>(mapping: &EmailMapping, user: &'u KeycloakUser) -> Option<Cow<'u, str>> {
     let raw = match &mapping.from {
         EmailSource::Email => user.email.as_deref()?,
@@ -122,8 +123,8 @@ pub(crate) fn email<'u>(mapping: &EmailMapping, user: &'u KeycloakUser) -> Optio
     })
 }
 
-/// Writes the display name of a user into `out`: the template if the user has a value for each of its
-/// placeholders, else the fallback on the same condition, else the login name.
+/// Writes the display name of a user into `out`: the template if the user has a value for each of
+/// its placeholders, else the fallback on the same condition, else the login name.
 pub(crate) fn display_name_into(
     policy: &ValidPolicy,
     user: &KeycloakUser,
@@ -145,7 +146,8 @@ fn first_value<'u>(user: &'u KeycloakUser, name: &str) -> Option<&'u str> {
 }
 
 impl Template {
-    /// Parses a template; the error says what is wrong, for [`crate::policy::PolicyError::Template`].
+    /// Parses a template; the error says what is wrong, for
+    /// [`crate::policy::PolicyError::Template`].
     pub(crate) fn parse(text: &str) -> Result<Template, String> {
         let mut segments = Vec::new();
         let mut literal = String::new();
@@ -190,8 +192,9 @@ impl Template {
                             }
                             _ => {
                                 return Err(format!(
-                                    "unknown placeholder `{{{name}}}`; known are {{username}}, {{email}}, \
-                                     {{firstName}}, {{lastName}} and {{attributes.NAME}}"
+                                    "unknown placeholder `{{{name}}}`; known are \
+                                     {{username}}, {{email}}, {{firstName}}, {{lastName}} \
+                                     and {{attributes.NAME}}"
                                 ));
                             }
                         },
@@ -210,8 +213,8 @@ impl Template {
         Ok(Template { segments })
     }
 
-    /// Renders into `out` (cleared first), collapsing runs of whitespace to one space and trimming the ends.
-    /// Returns whether every placeholder had a value that is not blank.
+    /// Renders into `out` (cleared first), collapsing runs of whitespace to one space and trimming
+    /// the ends. Returns whether every placeholder had a value that is not blank.
     pub(crate) fn render_into(&self, user: &KeycloakUser, out: &mut String) -> bool {
         out.clear();
         let mut complete = true;
@@ -255,8 +258,8 @@ impl Template {
 }
 
 impl GroupMapper {
-    /// The product group a Keycloak group maps to, or `None` when the selection leaves it out. The name may be
-    /// empty (a rename to nothing); the caller reports that.
+    /// The product group a Keycloak group maps to, or `None` when the selection leaves it out. The
+    /// name may be empty (a rename to nothing); the caller reports that.
     pub(crate) fn product_group<'g>(&self, group: &'g KeycloakGroup) -> Option<Cow<'g, str>> {
         match self {
             GroupMapper::All { naming } => Some(Cow::Borrowed(named(group, *naming))),
@@ -280,8 +283,8 @@ impl GroupMapper {
         }
     }
 
-    /// Whether every mapped group is named on purpose, so that several Keycloak groups sharing one product group
-    /// is intended and not worth a diagnostic.
+    /// Whether every mapped group is named on purpose, so that several Keycloak groups sharing one
+    /// product group is intended and not worth a diagnostic.
     pub(crate) fn is_explicit(&self) -> bool {
         matches!(self, GroupMapper::Map(_))
     }
@@ -301,8 +304,8 @@ impl Glob {
         }
     }
 
-    /// Whether the already lower-cased `text` matches. Works on bytes when both are ASCII (logins almost always
-    /// are), so checking an account allocates nothing.
+    /// Whether the already lower-cased `text` matches. Works on bytes when both are ASCII (logins
+    /// almost always are), so checking an account allocates nothing.
     pub(crate) fn matches(&self, text: &str) -> bool {
         if self.pattern.is_ascii() && text.is_ascii() {
             return wildcard_match(self.pattern.as_bytes(), text.as_bytes(), b'*', b'?');
@@ -313,8 +316,8 @@ impl Glob {
     }
 }
 
-/// The classic two-pointer wildcard match: it backtracks only to the last `*`, so it is never recursive and
-/// needs no memory.
+/// The classic two-pointer wildcard match: it backtracks only to the last `*`, so it is never
+/// recursive and needs no memory.
 fn wildcard_match<T: Copy + PartialEq>(pattern: &[T], text: &[T], any_run: T, any_one: T) -> bool {
     let (mut text_idx, mut pattern_idx) = (0, 0);
     let mut last_star: Option<(usize, usize)> = None;

@@ -1,11 +1,12 @@
-//! The plan function: from a Keycloak [`Snapshot`], one product's [`ProductState`] and a [`ValidPolicy`] to the
-//! exact, ordered [`Change`]s that bring the product in line, with a readable reason for each, the conflicts and
-//! other problems found on the way, and whether the safety limit holds the plan.
+//! The plan function: from a Keycloak [`Snapshot`], one product's [`ProductState`] and a
+//! [`ValidPolicy`] to the exact, ordered [`Change`]s that bring the product in line, with a
+//! readable reason for each, the conflicts and other problems found on the way, and whether the
+//! safety limit holds the plan.
 //!
-//! [`plan`] is pure and total: it reads nothing but its arguments, returns the same plan for the same inputs
-//! (whatever the order of their vectors), and never panics; odd input becomes a [`Diagnostic`]. It indexes the
-//! inputs once with hash maps keyed by borrowed strings and allocates only for the changes it emits, so a
-//! million users plan in about a second.
+//! [`plan`] is pure and total: it reads nothing but its arguments, returns the same plan for the
+//! same inputs (whatever the order of their vectors), and never panics; odd input becomes a
+//! [`Diagnostic`]. It indexes the inputs once with hash maps keyed by borrowed strings and
+//! allocates only for the changes it emits, so a million users plan in about a second.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -28,12 +29,13 @@ pub struct Plan {
     pub conflicts: Vec<Conflict>,
     /// Everything else worth a look: odd input, missing data, operations the product lacks; sorted.
     pub diagnostics: Vec<Diagnostic>,
-    /// Set when the safety limit holds the plan until a person approves it. A held plan still lists every
-    /// change, for review.
+    /// Set when the safety limit holds the plan until a person approves it. A held plan still lists
+    /// every change, for review.
     pub hold: Option<Hold>,
 }
 
-/// One change to a product, with everything an applier needs to perform it without looking anything up.
+/// One change to a product, with everything an applier needs to perform it without looking anything
+/// up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     /// Deterministic: the same logical change has the same id in every run.
@@ -71,13 +73,14 @@ pub enum Action {
     CreateUser {
         fields: AccountFields,
     },
-    /// Marks an existing account as managed by keysync (in keysync's cache; the product is not written).
+    /// Marks an existing account as managed by keysync (in keysync's cache; the product is not
+    /// written).
     LinkUser {
         id: AccountId,
         login: String,
     },
-    /// Sets the account's fields to `fields`; a different login is a rename. `account` names the account by its
-    /// login before the change.
+    /// Sets the account's fields to `fields`; a different login is a rename. `account` names the
+    /// account by its login before the change.
     UpdateUser {
         account: AccountRef,
         previous: AccountFields,
@@ -109,8 +112,8 @@ pub enum Action {
 /// How a change names the account it acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccountRef {
-    /// An account the product has: its stable id, and its login at this point of the plan (after a rename
-    /// earlier in the plan).
+    /// An account the product has: its stable id, and its login at this point of the plan (after a
+    /// rename earlier in the plan).
     Existing { id: AccountId, login: String },
     /// An account created earlier in the same plan, which has no id yet.
     New { login: String },
@@ -124,8 +127,8 @@ pub struct AccountFields {
     pub email: Option<String>,
 }
 
-/// A change id: 64-bit FNV-1a of the product, the operation, the Keycloak user and the change's data, shown as
-/// 16 hex digits.
+/// A change id: 64-bit FNV-1a of the product, the operation, the Keycloak user and the change's
+/// data, shown as 16 hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChangeId(u64);
 
@@ -139,7 +142,8 @@ pub struct Hold {
     pub managed_accounts: usize,
 }
 
-/// A Keycloak user keysync leaves alone because its account would clash with another user or account.
+/// A Keycloak user keysync leaves alone because its account would clash with another user or
+/// account.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Conflict {
     pub login: String,
@@ -160,8 +164,8 @@ pub struct Diagnostic {
 /// The kinds of [`Diagnostic`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DiagnosticKind {
-    /// The input contradicts itself: a duplicate id, a reference to something missing, a cycle of groups, a
-    /// required group Keycloak does not have.
+    /// The input contradicts itself: a duplicate id, a reference to something missing, a cycle of
+    /// groups, a required group Keycloak does not have.
     InvalidInput,
     /// A user lacks what the policy needs: no login name, or no email for a new account.
     MissingData,
@@ -175,8 +179,8 @@ pub enum DiagnosticKind {
     MergedGroups,
 }
 
-/// Plans the changes that make `state` match `snapshot` under `policy`. See the crate documentation for the
-/// rules.
+/// Plans the changes that make `state` match `snapshot` under `policy`. See the crate documentation
+/// for the rules.
 pub fn plan(snapshot: &Snapshot, state: &ProductState, policy: &ValidPolicy) -> Plan {
     let mut report = Report::default();
     let mut product_groups = ProductGroups::from_state_and_defaults(state, policy);
@@ -478,7 +482,8 @@ impl fmt::Display for Change {
     }
 }
 
-/// The plan as a person reads it: the hold, the changes, the conflicts and the diagnostics, one per line.
+/// The plan as a person reads it: the hold, the changes, the conflicts and the diagnostics, one per
+/// line.
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(hold) = &self.hold {
@@ -505,7 +510,7 @@ impl fmt::Display for Plan {
     }
 }
 
-// ---------------------------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------------
 // Indexes. Everything below is private; indexes are `u32` positions into the input vectors.
 
 const NONE: u32 = u32::MAX;
@@ -624,11 +629,12 @@ enum NameSource {
     Listed,
 }
 
-/// Every product group the plan knows of, from the product, the defaults and the mapping, by folded name.
+/// Every product group the plan knows of, from the product, the defaults and the mapping, by folded
+/// name.
 struct ProductGroups<'a> {
     index: FastMap<Cow<'a, str>, u32>,
-    /// The product's own group list by exact name: memberships name their group exactly as the list does, so
-    /// this finds almost all of them without folding or reading the name.
+    /// The product's own group list by exact name: memberships name their group exactly as the list
+    /// does, so this finds almost all of them without folding or reading the name.
     by_state_name: IdTable<'a>,
     names: Vec<Cow<'a, str>>,
     /// Where each name's spelling comes from.
@@ -674,9 +680,9 @@ impl<'a> ProductGroups<'a> {
         groups
     }
 
-    /// The index of a group, added if new. Of several spellings of one name, the product's group list wins,
-    /// then its memberships, then the policy; among equals the smallest, so the choice does not depend on input
-    /// order.
+    /// The index of a group, added if new. Of several spellings of one name, the product's group
+    /// list wins, then its memberships, then the policy; among equals the smallest, so the choice
+    /// does not depend on input order.
     fn intern(&mut self, name: Cow<'a, str>, source: NameSource) -> u32 {
         let key = match &name {
             Cow::Borrowed(text) => fold(text),
@@ -712,23 +718,23 @@ impl<'a> ProductGroups<'a> {
         flags.default_new || flags.default_all
     }
 
-    /// Whether keysync removes members who should not be in the group: it is mapped or keysync created it, it
-    /// is not a default group (unless mapped too, when the mapping decides), and it is not being removed.
+    /// Whether keysync removes members who should not be in the group: it is mapped or keysync
+    /// created it, it is not a default group (unless mapped too, when the mapping decides), and it
+    /// is not being removed.
     fn prunes(&self, idx: u32) -> bool {
         let flags = self.flags[idx as usize];
-        (flags.mapped || flags.state_managed)
-            && (flags.mapped || !self.is_default(idx))
-            && !flags.removed
+        (flags.mapped || (flags.state_managed && !self.is_default(idx))) && !flags.removed
     }
 
-    /// Whether cleanup's `remove_groups` takes an account out of the group: every managed or default group.
+    /// Whether cleanup's `remove_groups` takes an account out of the group: every managed or
+    /// default group.
     fn strips(&self, idx: u32) -> bool {
         let flags = self.flags[idx as usize];
         (flags.mapped || flags.state_managed || self.is_default(idx)) && !flags.removed
     }
 
-    /// Marks the groups this plan removes, and reports groups several Keycloak groups share and groups only
-    /// memberships mention.
+    /// Marks the groups this plan removes, and reports groups several Keycloak groups share and
+    /// groups only memberships mention.
     fn finish(&mut self, policy: &ValidPolicy, report: &mut Report) {
         let remove_unmapped = policy.policy().groups.remove_unmapped;
         for idx in 0..self.names.len() {
@@ -757,8 +763,8 @@ impl<'a> ProductGroups<'a> {
                     None,
                     &self.names[idx],
                     format!(
-                        "{n_sources} Keycloak groups map to this product group ({first_path} and {} more); its members \
-                         are their union",
+                        "{n_sources} Keycloak groups map to this product group ({first_path} \
+                         and {} more); its members are their union",
                         n_sources - 1
                     ),
                 );
@@ -831,7 +837,8 @@ impl<'a> KeycloakGroups<'a> {
                     DiagnosticKind::InvalidInput,
                     None,
                     path,
-                    "this required group is not in the Keycloak snapshot, so none of its members are in scope"
+                    "this required group is not in the Keycloak snapshot, so none of its \
+                         members are in scope"
                         .to_owned(),
                 );
             }
@@ -848,7 +855,10 @@ impl<'a> KeycloakGroups<'a> {
                     DiagnosticKind::InvalidInput,
                     None,
                     &group.path,
-                    format!("parent group id {parent_id} is not in the snapshot; treated as a top-level group"),
+                    format!(
+                        "parent group id {parent_id} is not in the snapshot; treated as a \
+                         top-level group"
+                    ),
                 ),
             }
         }
@@ -894,8 +904,9 @@ impl<'a> KeycloakGroups<'a> {
     }
 }
 
-/// For each group, whether it or an ancestor is directly required: each parent chain is walked once, and a cycle
-/// (which Keycloak does not allow, but input may have) is reported and treated as one unit.
+/// For each group, whether it or an ancestor is directly required: each parent chain is walked
+/// once, and a cycle (which Keycloak does not allow, but input may have) is reported and treated as
+/// one unit.
 fn below_required(
     snapshot: &Snapshot,
     parent: &[u32],
@@ -968,7 +979,8 @@ fn below_required(
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum UserStatus {
-    /// A duplicate id or no login name: nothing is planned for the user, and its account is left alone.
+    /// A duplicate id or no login name: nothing is planned for the user, and its account is left
+    /// alone.
     Ignored,
     OutOfScope,
     InScope,
@@ -1009,7 +1021,8 @@ impl<'a> Users<'a> {
                         DiagnosticKind::InvalidInput,
                         Some(&user.id),
                         user.id.as_str(),
-                        "this Keycloak user id occurs more than once; the users and their account are left alone"
+                        "this Keycloak user id occurs more than once; the users and their \
+                             account are left alone"
                             .to_owned(),
                     );
                 }
@@ -1074,7 +1087,10 @@ impl<'a> Users<'a> {
                 DiagnosticKind::InvalidInput,
                 None,
                 id,
-                format!("{count} membership(s) name this group id, which is not in the snapshot; ignored"),
+                format!(
+                    "{count} membership(s) name this group id, which is not in the \
+                     snapshot; ignored"
+                ),
             );
         }
         std::hint::black_box(touched);
@@ -1107,7 +1123,8 @@ impl<'a> Users<'a> {
                         DiagnosticKind::MissingData,
                         Some(&user.id),
                         &user.username,
-                        "the login name's source is missing or empty; the user and its account are left alone"
+                        "the login name's source is missing or empty; the user and its account \
+                             are left alone"
                             .to_owned(),
                     );
                 }
@@ -1128,7 +1145,8 @@ const MANY: u32 = u32::MAX - 1;
 struct Accounts {
     /// False for accounts whose id occurs more than once; they are left alone.
     usable: Vec<bool>,
-    /// For each usable managed account, its Keycloak user, or [`NONE`] when the snapshot does not have it.
+    /// For each usable managed account, its Keycloak user, or [`NONE`] when the snapshot does not
+    /// have it.
     user_of: Vec<u32>,
     /// For each Keycloak user, its managed account, [`NONE`], or [`MANY`].
     account_of_user: Vec<u32>,
@@ -1162,13 +1180,15 @@ impl Accounts {
                         DiagnosticKind::InvalidInput,
                         None,
                         account.id.as_str(),
-                        "this account id occurs more than once in the product state; the accounts are left alone"
+                        "this account id occurs more than once in the product state; the \
+                             accounts are left alone"
                             .to_owned(),
                     );
                 }
             }
         }
-        // The join of accounts and users goes through the users' index, so it needs no index of its own.
+        // The join of accounts and users goes through the users' index, so it needs no index of its
+        // own.
         let mut user_of = vec![NONE; accounts.len()];
         let mut account_of_user = vec![NONE; users.status.len()];
         for (idx, account) in accounts.iter().enumerate() {
@@ -1195,7 +1215,8 @@ impl Accounts {
 
         let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(state.memberships.len());
         let mut unknown_accounts: BTreeMap<&str, u32> = BTreeMap::new();
-        // Memberships usually come account by account, so the last account lookup is worth remembering.
+        // Memberships usually come account by account, so the last account lookup is worth
+        // remembering.
         let mut last_account: Option<(&AccountId, Option<u32>)> = None;
         for (membership_idx, membership) in state.memberships.iter().enumerate() {
             if membership_idx % BATCH == 0 {
@@ -1233,7 +1254,10 @@ impl Accounts {
                 DiagnosticKind::InvalidInput,
                 None,
                 id,
-                format!("{count} membership(s) in the product state name this account id, which it does not list"),
+                format!(
+                    "{count} membership(s) in the product state name this account id, \
+                     which it does not list"
+                ),
             );
         }
         std::hint::black_box(touched);
@@ -1247,7 +1271,7 @@ impl Accounts {
     }
 }
 
-// ---------------------------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------------
 // Deciding what happens to each user and account.
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1258,12 +1282,14 @@ enum LinkedBy {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Resolution {
-    /// Nothing is planned for the user: out of scope, ignored, disabled without an account, or in a conflict.
+    /// Nothing is planned for the user: out of scope, ignored, disabled without an account, or in a
+    /// conflict.
     Nothing,
     Managed(u32),
     Link(u32, LinkedBy),
     Create,
-    /// Would be created or linked, but the login belongs to another user's account, or to several accounts.
+    /// Would be created or linked, but the login belongs to another user's account, or to several
+    /// accounts.
     Held,
 }
 
@@ -1288,30 +1314,31 @@ enum Rename {
     Refused,
 }
 
-/// Accounts by folded login (the one with the smallest id, and how many), only for the logins the plan looks
-/// up: the logins of users who need an account and the new logins of renamed users. Indexing every account
-/// would cost more than the rest of the plan.
+/// Accounts by folded login (the one with the smallest id, and how many), only for the logins the
+/// plan looks up: the logins of users who need an account and the new logins of renamed users.
+/// Indexing every account would cost more than the rest of the plan.
 type LoginIndex<'c> = FastMap<&'c str, (u32, u32)>;
 
 struct Resolved<'c> {
     /// What happens to each Keycloak user.
     resolutions: Vec<Resolution>,
     by_login: LoginIndex<'c>,
-    /// Accounts whose user's login may differ from theirs: managed accounts whose login changed in Keycloak,
-    /// and accounts being linked.
+    /// Accounts whose user's login may differ from theirs: managed accounts whose login changed in
+    /// Keycloak, and accounts being linked.
     rename_candidates: Vec<u32>,
 }
 
-/// What happens to each Keycloak user: matched to its managed account, linked to an existing one, created, or
-/// nothing. Reports the conflicts.
+/// What happens to each Keycloak user: matched to its managed account, linked to an existing one,
+/// created, or nothing. Reports the conflicts.
 fn resolve<'c>(ctx: &'c Ctx<'_>, report: &mut Report) -> Resolved<'c> {
     let users = &ctx.snapshot.users;
     let policy = ctx.policy;
     let accounts = &ctx.state.accounts;
     let mut resolutions = vec![Resolution::Nothing; users.len()];
 
-    // The login of every user in scope, to find two users with one login. Hashes are computed a batch at a
-    // time and their slots touched before inserting, as in the other joins of a million keys.
+    // The login of every user in scope, to find two users with one login. Hashes are computed a
+    // batch at a time and their slots touched before inserting, as in the other joins of a million
+    // keys.
     let login_key = |idx: usize| {
         let login = ctx.users.logins[idx].as_ref();
         IdKey {
@@ -1445,7 +1472,8 @@ fn resolve<'c>(ctx: &'c Ctx<'_>, report: &mut Report) -> Resolved<'c> {
     }
     for (idx, account) in accounts.iter().enumerate() {
         if let Some((first, count)) = by_login.get_mut(fold(trim(&account.login)).as_ref()) {
-            // Of several accounts with one login, the smallest id is named, whatever the input order.
+            // Of several accounts with one login, the smallest id is named, whatever the input
+            // order.
             if *count == 0 || account.id < accounts[*first as usize].id {
                 *first = idx as u32;
             }
@@ -1481,7 +1509,11 @@ fn resolve<'c>(ctx: &'c Ctx<'_>, report: &mut Report) -> Resolved<'c> {
                 report.conflict(
                     &user.id,
                     login,
-                    format!("this login belongs to account {}, which keysync does not manage, and linking by login is off", account.id),
+                    format!(
+                        "this login belongs to account {}, which keysync does not manage, \
+                         and linking by login is off",
+                        account.id
+                    ),
                 );
             } else {
                 resolutions[idx] = Resolution::Link(account_idx, LinkedBy::Login);
@@ -1518,7 +1550,8 @@ fn resolve<'c>(ctx: &'c Ctx<'_>, report: &mut Report) -> Resolved<'c> {
         resolutions[idx] = Resolution::Create;
     }
 
-    // Two users may match one account by email (Keycloak allows duplicate emails when configured to).
+    // Two users may match one account by email (Keycloak allows duplicate emails when configured
+    // to).
     let mut email_claims: FastMap<u32, u32> = fast_map(0);
     for resolution in &resolutions {
         if let Resolution::Link(account_idx, LinkedBy::Email) = resolution {
@@ -1598,8 +1631,8 @@ fn dispositions(ctx: &Ctx<'_>, resolutions: &[Resolution]) -> Vec<Disposition> {
     dispositions
 }
 
-/// Decides the renames: a synced account whose user's login changed is renamed when the product can, the new
-/// login is not protected, and no other account has it now.
+/// Decides the renames: a synced account whose user's login changed is renamed when the product
+/// can, the new login is not protected, and no other account has it now.
 fn renames(
     ctx: &Ctx<'_>,
     by_login: &LoginIndex<'_>,
@@ -1639,7 +1672,11 @@ fn renames(
             report.conflict(
                 &keycloak_user.id,
                 desired,
-                format!("renaming account {} to this login would make it a protected account; not renamed", account.id),
+                format!(
+                    "renaming account {} to this login would make it a protected account; \
+                     not renamed",
+                    account.id
+                ),
             );
             Rename::Refused
         } else if by_login.contains_key(desired) {
@@ -1678,8 +1715,8 @@ fn frees_login(
     }
 }
 
-/// Turns blocked renames and held logins into a deferral (when this plan frees the login, so the next run can
-/// finish) or a conflict (when nothing will).
+/// Turns blocked renames and held logins into a deferral (when this plan frees the login, so the
+/// next run can finish) or a conflict (when nothing will).
 fn settle_held_logins(
     ctx: &Ctx<'_>,
     by_login: &LoginIndex<'_>,
@@ -1758,8 +1795,8 @@ fn settle_held_logins(
                 Some(&keycloak_user.id),
                 desired,
                 format!(
-                    "this login still belongs to {}, which this plan renames or deletes; account {} \
-                     is renamed to it by the next run",
+                    "this login still belongs to {}, which this plan renames or deletes; \
+                     account {} is renamed to it by the next run",
                     describe(&holders),
                     accounts[idx as usize].id
                 ),
@@ -1813,8 +1850,8 @@ enum Lifecycle {
     Keep,
 }
 
-/// What taking an account's access away means for this product: `action`, or the policy's fallback when the
-/// action is deactivation and the product cannot deactivate.
+/// What taking an account's access away means for this product: `action`, or the policy's fallback
+/// when the action is deactivation and the product cannot deactivate.
 fn lifecycle(ctx: &Ctx<'_>, action: CleanupAction) -> Lifecycle {
     match action {
         CleanupAction::Deactivate if ctx.state.capabilities.can_deactivate => Lifecycle::Deactivate,
@@ -1829,7 +1866,7 @@ fn lifecycle(ctx: &Ctx<'_>, action: CleanupAction) -> Lifecycle {
     }
 }
 
-// ---------------------------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------------
 // Emitting changes.
 
 struct Output {
@@ -1897,8 +1934,9 @@ fn emit_group_changes(ctx: &Ctx<'_>, out: &mut Output) {
     }
 }
 
-/// The product groups a user should be in: the mapped groups of its Keycloak groups, the defaults for all
-/// users, and for a new account the defaults for new users. Sorted and deduplicated into `desired`.
+/// The product groups a user should be in: the mapped groups of its Keycloak groups, the defaults
+/// for all users, and for a new account the defaults for new users. Sorted and deduplicated into
+/// `desired`.
 fn desired_groups(ctx: &Ctx<'_>, user_idx: usize, new_account: bool, desired: &mut Vec<u32>) {
     desired.clear();
     for &group in ctx.users.groups.get(user_idx) {
@@ -2041,7 +2079,8 @@ fn emit_account(
     }
 }
 
-/// Links, updates, reactivates and fixes the memberships of the account of an enabled user in scope.
+/// Links, updates, reactivates and fixes the memberships of the account of an enabled user in
+/// scope.
 fn emit_sync(
     ctx: &Ctx<'_>,
     out: &mut Output,
@@ -2208,8 +2247,8 @@ fn emit_sync(
     out.groups = desired;
 }
 
-/// Takes access away from an account: deactivates, deletes or strips its groups, as `action` and the product's
-/// capabilities say; counts it for the safety limit.
+/// Takes access away from an account: deactivates, deletes or strips its groups, as `action` and
+/// the product's capabilities say; counts it for the safety limit.
 fn emit_access_removal(
     ctx: &Ctx<'_>,
     out: &mut Output,
@@ -2288,11 +2327,13 @@ fn safety_hold(ctx: &Ctx<'_>, losing_access: usize) -> Option<Hold> {
     if managed_accounts > 0 {
         if ctx.snapshot.users.is_empty() {
             reasons.push(format!(
-                "the Keycloak snapshot has no users, but keysync manages {managed_accounts} account(s) in {product}"
+                "the Keycloak snapshot has no users, but keysync manages {managed_accounts} \
+                     account(s) in {product}"
             ));
         } else if !ctx.users.status.contains(&UserStatus::InScope) {
             reasons.push(format!(
-                "no Keycloak user is in scope, but keysync manages {managed_accounts} account(s) in {product}"
+                "no Keycloak user is in scope, but keysync manages {managed_accounts} \
+                     account(s) in {product}"
             ));
         }
     }
@@ -2306,7 +2347,8 @@ fn safety_hold(ctx: &Ctx<'_>, losing_access: usize) -> Option<Hold> {
         && (losing_access as u64) * 100 > u64::from(safety.max_percent) * managed_accounts as u64
     {
         reasons.push(format!(
-            "{losing_access} of {managed_accounts} managed accounts ({}%) would lose access, more than safety.max_percent ({}%)",
+            "{losing_access} of {managed_accounts} managed accounts ({}%) would lose access, \
+                 more than safety.max_percent ({}%)",
             (losing_access as u64 * 100).div_ceil(managed_accounts as u64),
             safety.max_percent
         ));

@@ -1,9 +1,11 @@
-//! The sync policy: everything a user configures about *what* keysync syncs, each part with its default, and
-//! the validation that turns a [`Policy`] into the [`ValidPolicy`] that [`crate::plan::plan`] takes.
+//! The sync policy: everything a user configures about *what* keysync syncs, each part with its
+//! default, and the validation that turns a [`Policy`] into the [`ValidPolicy`] that
+//! [`crate::plan::plan`] takes.
 //!
-//! These are the only serializable types of the crate: the configuration file's `policy` section deserializes
-//! into [`Policy`]. Field names are snake_case, unknown fields are errors, and a missing field takes the default
-//! documented on it (the `Default` impls below are the one place the defaults are written).
+//! These are the only serializable types of the crate: the configuration file's `policy` section
+//! deserializes into [`Policy`]. Field names are snake_case, unknown fields are errors, and a
+//! missing field takes the default documented on it (the `Default` impls below are the one place
+//! the defaults are written).
 
 use std::collections::BTreeMap;
 
@@ -23,11 +25,11 @@ pub struct Policy {
     pub groups: Groups,
     /// How existing product accounts that keysync does not manage yet are taken over on first sync.
     pub linking: Linking,
-    /// What happens to the accounts of users who left Keycloak or the scope, and what replaces deactivation in a
-    /// product that cannot deactivate.
+    /// What happens to the accounts of users who left Keycloak or the scope, and what replaces
+    /// deactivation in a product that cannot deactivate.
     pub cleanup: Cleanup,
-    /// Login-name patterns of accounts keysync never changes and never links: `*` matches any run of characters
-    /// and `?` one character, case-insensitively (`admin`, `svc-*`, `*-bot`).
+    /// Login-name patterns of accounts keysync never changes and never links: `*` matches any run
+    /// of characters and `?` one character, case-insensitively (`admin`, `svc-*`, `*-bot`).
     /// Default: `["admin", "administrator", "sysadmin"]`.
     pub protected_accounts: Vec<String>,
     /// When a plan is held until a person approves it.
@@ -56,11 +58,11 @@ impl Default for Policy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Scope {
-    /// Full paths of Keycloak groups (`/staff`); only their members are synced. Default: empty, which syncs every
-    /// user of the realm.
+    /// Full paths of Keycloak groups (`/staff`); only their members are synced. Default: empty,
+    /// which syncs every user of the realm.
     pub required_groups: Vec<String>,
-    /// Whether a member of a subgroup (`/staff/devs`) counts as a member of a required group (`/staff`).
-    /// Default: `true`.
+    /// Whether a member of a subgroup (`/staff/devs`) counts as a member of a required group
+    /// (`/staff`). Default: `true`.
     pub include_subgroups: bool,
 }
 
@@ -86,7 +88,8 @@ pub struct Attributes {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoginMapping {
-    /// `"username"`, `"email"` or `{ attribute = "NAME" }` (the attribute's first value). Default: `"username"`.
+    /// `"username"`, `"email"` or `{ attribute = "NAME" }` (the attribute's first value). Default:
+    /// `"username"`.
     pub from: LoginSource,
     /// Lower-case the login name. Default: `true` (Jira rejects upper-case user names).
     pub lowercase: bool,
@@ -117,13 +120,13 @@ pub enum LoginSource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DisplayNameMapping {
-    /// A template over `{username}`, `{email}`, `{firstName}`, `{lastName}` and `{attributes.NAME}` (the
-    /// attribute's first value); `{{` and `}}` are literal braces. Runs of whitespace in the result collapse to
-    /// one space and the ends are trimmed. It is used for a user who has a value for each of its placeholders.
-    /// Default: `"{firstName} {lastName}"`.
+    /// A template over `{username}`, `{email}`, `{firstName}`, `{lastName}` and `{attributes.NAME}`
+    /// (the attribute's first value); `{{` and `}}` are literal braces. Runs of whitespace in the
+    /// result collapse to one space and the ends are trimmed. It is used for a user who has a value
+    /// for each of its placeholders. Default: `"{firstName} {lastName}"`.
     pub template: String,
-    /// The template used for a user who lacks a value for one of `template`'s placeholders; for a user who also
-    /// lacks one of these, the login name is used. Default: `"{username}"`.
+    /// The template used for a user who lacks a value for one of `template`'s placeholders; for a
+    /// user who also lacks one of these, the login name is used. Default: `"{username}"`.
     pub fallback: String,
 }
 
@@ -146,8 +149,9 @@ pub struct EmailMapping {
     pub lowercase: bool,
     /// Treat an email Keycloak has not verified as missing. Default: `false`.
     pub require_verified: bool,
-    /// Do not create an account for a user without a usable email (Jira and Bitbucket require one); the plan
-    /// reports the user instead. An existing account keeps its email either way. Default: `true`.
+    /// Do not create an account for a user without a usable email (Jira and Bitbucket require one);
+    /// the plan reports the user instead. An existing account keeps its email either way. Default:
+    /// `true`.
     pub required: bool,
 }
 
@@ -174,23 +178,23 @@ pub enum EmailSource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Groups {
-    /// `"all"`; `{ map = { "/KEYCLOAK/PATH" = "product-group", ... } }`; or
-    /// `{ pattern = { regex = "...", rename = "..." } }`, which syncs the groups whose name (or path, see
-    /// `naming`) the regex matches, named by replacing the first match with `rename` (`$1`, `${name}`; default
+    /// `"all"`; `{ map = { "/KEYCLOAK/PATH" = "product-group", ... } }`; or `{ pattern = { regex =
+    /// "...", rename = "..." } }`, which syncs the groups whose name (or path, see `naming`) the
+    /// regex matches, named by replacing the first match with `rename` (`$1`, `${name}`; default
     /// `$0`, the name unchanged). Default: `"all"`.
     pub select: GroupSelection,
-    /// Whether `all` and `pattern` name a product group after the Keycloak group's `name` (`devs`) or its full
-    /// `path` without the leading slash (`staff/devs`). Default: `"name"`.
+    /// Whether `all` and `pattern` name a product group after the Keycloak group's `name` (`devs`)
+    /// or its full `path` without the leading slash (`staff/devs`). Default: `"name"`.
     pub naming: GroupNaming,
-    /// Product groups a user joins when keysync creates the account; later runs leave these memberships alone.
-    /// Missing groups are created. Default: empty.
+    /// Product groups a user joins when keysync creates the account; later runs leave these
+    /// memberships alone. Missing groups are created. Default: empty.
     pub default_for_new_users: Vec<String>,
-    /// Product groups every synced user belongs to, checked on every run (typically the licence group, such as
-    /// `jira-software-users`). Missing groups are created. Default: empty.
+    /// Product groups every synced user belongs to, checked on every run (typically the licence
+    /// group, such as `jira-software-users`). Missing groups are created. Default: empty.
     pub default_for_all_users: Vec<String>,
-    /// Remove a product group keysync created once no mapping or default names it any more. When `false`, the
-    /// group stays and only its managed members are removed. Default: `false` (removing a group also removes the
-    /// permissions that name it).
+    /// Remove a product group keysync created once no mapping or default names it any more. When
+    /// `false`, the group stays and only its managed members are removed. Default: `false`
+    /// (removing a group also removes the permissions that name it).
     pub remove_unmapped: bool,
 }
 
@@ -212,8 +216,8 @@ impl Default for Groups {
 pub enum GroupSelection {
     /// Every Keycloak group, named by `naming`.
     All,
-    /// Only the listed Keycloak groups, by full path, each to the product group named here. Several Keycloak
-    /// groups may map to one product group; its members are the union.
+    /// Only the listed Keycloak groups, by full path, each to the product group named here. Several
+    /// Keycloak groups may map to one product group; its members are the union.
     Map(BTreeMap<String, String>),
     /// The groups whose name (or path) matches `regex`, renamed by `rename`.
     Pattern {
@@ -235,16 +239,18 @@ pub enum GroupNaming {
     Path,
 }
 
-/// How existing accounts are taken over. An account keysync links becomes managed, keeps its id and history,
-/// and is updated like any other managed account. Protected accounts and disabled users are never linked.
+/// How existing accounts are taken over. An account keysync links becomes managed, keeps its id and
+/// history, and is updated like any other managed account. Protected accounts and disabled users
+/// are never linked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Linking {
-    /// Link an unmanaged account whose login name equals the user's (case-insensitively). Default: `true`.
-    /// When `false`, such a user is reported as a conflict, since the login is taken.
+    /// Link an unmanaged account whose login name equals the user's (case-insensitively). Default:
+    /// `true`. When `false`, such a user is reported as a conflict, since the login is taken.
     pub by_login: bool,
-    /// Link an unmanaged account whose email equals the user's (case-insensitively) when no login matches;
-    /// the account is then renamed to the user's login where the product can rename. Default: `true`.
+    /// Link an unmanaged account whose email equals the user's (case-insensitively) when no login
+    /// matches; the account is then renamed to the user's login where the product can rename.
+    /// Default: `true`.
     pub by_email: bool,
 }
 
@@ -261,11 +267,12 @@ impl Default for Linking {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Cleanup {
-    /// The account of a user deleted from Keycloak or no longer in a required group. Default: `"deactivate"`.
+    /// The account of a user deleted from Keycloak or no longer in a required group. Default:
+    /// `"deactivate"`.
     pub action: CleanupAction,
-    /// Used instead of deactivation (for cleanup and for users disabled in Keycloak) where the product cannot
-    /// deactivate, which is Bitbucket. Default: `"remove_groups"`, which takes away the licence where it comes
-    /// from a managed or default group and keeps the account's history.
+    /// Used instead of deactivation (for cleanup and for users disabled in Keycloak) where the
+    /// product cannot deactivate, which is Bitbucket. Default: `"remove_groups"`, which takes away
+    /// the licence where it comes from a managed or default group and keeps the account's history.
     pub when_cannot_deactivate: Fallback,
 }
 
@@ -301,17 +308,18 @@ pub enum Fallback {
     Keep,
 }
 
-/// The safety limit. Accounts that would lose access (deactivated, deleted, or stripped of their groups by
-/// cleanup) are counted; a plan over either limit is held. A held plan still lists its changes for review.
-/// A snapshot with no users, or with no user in scope, against a product where keysync manages accounts is
-/// always held.
+/// The safety limit. Accounts that would lose access (deactivated, deleted, or stripped of their
+/// groups by cleanup) are counted; a plan over either limit is held. A held plan still lists its
+/// changes for review. A snapshot with no users, or with no user in scope, against a product where
+/// keysync manages accounts is always held.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Safety {
     /// Hold a plan in which more than this many accounts lose access. Default: `50`.
     pub max_accounts: u32,
-    /// Hold a plan in which more than this percentage (0 to 100) of the managed accounts lose access.
-    /// Default: `10`. Small instances hit this first: with 20 managed accounts, 3 departures are held.
+    /// Hold a plan in which more than this percentage (0 to 100) of the managed accounts lose
+    /// access. Default: `10`. Small instances hit this first: with 20 managed accounts, 3
+    /// departures are held.
     pub max_percent: u32,
 }
 
@@ -349,8 +357,8 @@ pub enum PolicyError {
     Percent { field: String, value: u32 },
 }
 
-/// A policy that passed validation, with its templates, regex and patterns compiled. [`crate::plan::plan`]
-/// takes only this, so a plan never meets a broken policy.
+/// A policy that passed validation, with its templates, regex and patterns compiled.
+/// [`crate::plan::plan`] takes only this, so a plan never meets a broken policy.
 #[derive(Debug, Clone)]
 pub struct ValidPolicy {
     policy: Policy,
@@ -377,8 +385,9 @@ impl ValidPolicy {
 }
 
 impl Policy {
-    /// Checks every field, without side effects, and compiles the templates, the regex and the patterns. Returns
-    /// every problem found, not only the first, so `keysync config check` can list them all.
+    /// Checks every field, without side effects, and compiles the templates, the regex and the
+    /// patterns. Returns every problem found, not only the first, so `keysync config check` can
+    /// list them all.
     pub fn validate(&self) -> Result<ValidPolicy, Vec<PolicyError>> {
         let mut errors = Vec::new();
         for (idx, path) in self.scope.required_groups.iter().enumerate() {

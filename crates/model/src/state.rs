@@ -1,16 +1,17 @@
-//! The product side of a sync: what one Atlassian product (Jira, Confluence or Bitbucket Data Center) has now,
-//! and what it can do. The accounts, groups and memberships come from the product; whether keysync manages an
-//! account or a group comes from keysync's own cache, because the product does not know.
+//! The product side of a sync: what one Atlassian product (Jira, Confluence or Bitbucket Data
+//! Center) has now, and what it can do. The accounts, groups and memberships come from the product;
+//! whether keysync manages an account or a group comes from keysync's own cache, because the
+//! product does not know.
 
 crate::string_id! {
-    /// The product's own stable id of an account: the Jira user key, the Confluence userKey, the Bitbucket user
-    /// id or slug. It survives renames, unlike the login name.
+    /// The product's own stable id of an account: the Jira user key, the Confluence userKey, the
+    /// Bitbucket user id or slug. It survives renames, unlike the login name.
     AccountId
 }
 
 crate::string_id! {
-    /// A product group name. Atlassian products compare group names case-insensitively, and so does the plan.
-    /// Clones share one allocation, so memberships can hold the name without copying it.
+    /// A product group name. Atlassian products compare group names case-insensitively, and so does
+    /// the plan. Clones share one allocation, so memberships can hold the name without copying it.
     GroupName
 }
 
@@ -23,7 +24,8 @@ pub enum Product {
 }
 
 impl Product {
-    /// The lower-case name used in change ids, reasons and configuration: `jira`, `confluence`, `bitbucket`.
+    /// The lower-case name used in change ids, reasons and configuration: `jira`, `confluence`,
+    /// `bitbucket`.
     pub fn as_str(self) -> &'static str {
         match self {
             Product::Jira => "jira",
@@ -39,21 +41,22 @@ impl std::fmt::Display for Product {
     }
 }
 
-/// What a product's REST API can do, declared by the product's client (the `atlassian` crate) and given to the
-/// plan, which never plans an operation the product lacks.
+/// What a product's REST API can do, declared by the product's client (the `atlassian` crate) and
+/// given to the plan, which never plans an operation the product lacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
-    /// Whether an account can be deactivated and reactivated while keeping its history. When not, the policy's
-    /// `cleanup.when_cannot_deactivate` says what happens instead.
+    /// Whether an account can be deactivated and reactivated while keeping its history. When not,
+    /// the policy's `cleanup.when_cannot_deactivate` says what happens instead.
     pub can_deactivate: bool,
-    /// Whether an account's login name can be changed. When not, a renamed Keycloak user keeps the old login and
-    /// the plan reports it.
+    /// Whether an account's login name can be changed. When not, a renamed Keycloak user keeps the
+    /// old login and the plan reports it.
     pub can_rename: bool,
 }
 
 impl Capabilities {
-    /// The capabilities of current Data Center versions: Jira (8.3 and later) deactivates and renames;
-    /// Confluence (8.4 and later) deactivates but has no rename in REST; Bitbucket renames but cannot deactivate.
+    /// The capabilities of current Data Center versions: Jira (8.3 and later) deactivates and
+    /// renames; Confluence (8.4 and later) deactivates but has no rename in REST; Bitbucket renames
+    /// but cannot deactivate.
     pub fn of(product: Product) -> Capabilities {
         match product {
             Product::Jira => Capabilities {
@@ -99,14 +102,16 @@ impl ProductState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub id: AccountId,
-    /// The login name (Jira and Bitbucket `name`, Confluence `username`). Compared case-insensitively.
+    /// The login name (Jira and Bitbucket `name`, Confluence `username`). Compared
+    /// case-insensitively.
     pub login: String,
     pub display_name: String,
     pub email: Option<String>,
     pub active: bool,
-    /// The Keycloak user this account mirrors, set when keysync manages the account: it created it, or linked it
-    /// on first sync. `None` means keysync never changes the account. Keeping the Keycloak id (not the username)
-    /// makes a renamed Keycloak user a rename in the product, not a delete and a create.
+    /// The Keycloak user this account mirrors, set when keysync manages the account: it created it,
+    /// or linked it on first sync. `None` means keysync never changes the account. Keeping the
+    /// Keycloak id (not the username) makes a renamed Keycloak user a rename in the product, not a
+    /// delete and a create.
     pub keycloak_user_id: Option<crate::snapshot::UserId>,
 }
 
@@ -121,8 +126,8 @@ impl Account {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
     pub name: GroupName,
-    /// Whether keysync created this group. Groups a mapping points at are managed while the mapping lasts,
-    /// whoever created them; only groups keysync created can be removed by it.
+    /// Whether keysync created this group. Groups a mapping points at are managed while the mapping
+    /// lasts, whoever created them; only groups keysync created can be removed by it.
     pub managed: bool,
 }
 

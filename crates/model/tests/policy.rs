@@ -1,5 +1,6 @@
-//! The policy as a configuration file gives it: defaults, strict field names, and validation errors that name
-//! the field. JSON stands in for the TOML file here; both go through the same serde derives.
+//! The policy as a configuration file gives it: defaults, strict field names, and validation errors
+//! that name the field. JSON stands in for the TOML file here; both go through the same serde
+//! derives.
 
 use expect_test::{Expect, expect};
 use model::policy::{

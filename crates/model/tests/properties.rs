@@ -1,8 +1,9 @@
 //! Properties of the plan, checked with proptest over generated inputs.
 //!
-//! Two generators: `odd_case` draws ids, names and emails from small pools, so duplicates, clashes, unknown
-//! references, cycles, protected names and case differences are common; `clean_case` makes well-formed input
-//! (unique ids and names, every user with an email) for which the desired end state is easy to write down.
+//! Two generators: `odd_case` draws ids, names and emails from small pools, so duplicates, clashes,
+//! unknown references, cycles, protected names and case differences are common; `clean_case` makes
+//! well-formed input (unique ids and names, every user with an email) for which the desired end
+//! state is easy to write down.
 
 mod fixture;
 
@@ -37,7 +38,7 @@ impl Case {
     }
 }
 
-// -------------------------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------------
 // Generators.
 
 fn opt<T: std::fmt::Debug + Clone + 'static>(values: Vec<T>) -> impl Strategy<Value = Option<T>> {
@@ -339,9 +340,9 @@ fn odd_case_and_shuffled() -> impl Strategy<Value = (Case, Case)> {
 const CLEAN_USERS: [&str; 6] = ["ann", "ben", "cat", "dan", "eve", "fay"];
 const CLEAN_GROUPS: [&str; 4] = ["/staff", "/staff/devs", "/ops", "/guests"];
 
-/// Well-formed input: users u0..u5 with distinct usernames, a fixed group tree, and a product whose accounts
-/// are managed for some of those users (with stale data), for users who are gone, or unmanaged and named like a
-/// user (to be linked) or not.
+/// Well-formed input: users u0..u5 with distinct usernames, a fixed group tree, and a product whose
+/// accounts are managed for some of those users (with stale data), for users who are gone, or
+/// unmanaged and named like a user (to be linked) or not.
 fn clean_case() -> impl Strategy<Value = Case> {
     (
         prop::collection::vec((any::<bool>(), prop::bool::weighted(0.8), any::<bool>()), 6),
@@ -412,8 +413,9 @@ fn clean_case() -> impl Strategy<Value = Case> {
                     })
                     .collect();
 
-                // Account kinds: 0 none; 1 managed for the user, fresh; 2 managed for the user, stale and maybe
-                // inactive; 3 unmanaged with the user's login; 4 managed for a user who is gone.
+                // Account kinds: 0 none; 1 managed for the user, fresh; 2 managed for the user,
+                // stale and maybe inactive; 3 unmanaged with the user's login; 4 managed for a user
+                // who is gone.
                 let mut accounts = Vec::new();
                 let mut product_memberships = Vec::new();
                 let product_groups = ["devs", "ops", "staff", "guests", "manual"];
@@ -500,7 +502,7 @@ fn new_account_id() -> impl FnMut(&model::plan::Change) -> AccountId {
     }
 }
 
-// -------------------------------------------------------------------------------------------------------------
+// -------------------------------------------------------------------------------------------------
 // Properties.
 
 proptest! {
@@ -509,211 +511,355 @@ proptest! {
     /// The plan does not depend on the order of any input vector, and never panics on odd input.
     #[test]
     fn planning_is_deterministic_whatever_the_input_order((case, shuffled) in odd_case_and_shuffled()) {
-        let policy = case.valid_policy();
-        let first = plan(&case.snapshot, &case.state, &policy);
-        prop_assert_eq!(&first, &plan(&case.snapshot, &case.state, &policy));
-        let second = plan(&shuffled.snapshot, &shuffled.state, &policy);
-        prop_assert_eq!(first.to_string(), second.to_string());
-        prop_assert_eq!(first, second);
+        planning_is_deterministic_whatever_the_input_order_holds((case, shuffled))?;
     }
 
     /// Changes come in plan order, and no two changes share an id.
     #[test]
     fn changes_are_ordered_by_kind_and_have_distinct_ids(case in odd_case()) {
-        let planned = plan(&case.snapshot, &case.state, &case.valid_policy());
-        let ops: Vec<ChangeOp> = planned.changes.iter().map(|change| change.op()).collect();
-        prop_assert!(ops.windows(2).all(|pair| pair[0] <= pair[1]), "not in plan order: {:?}", ops);
-        let ids: BTreeSet<_> = planned.changes.iter().map(|change| change.id).collect();
-        prop_assert_eq!(ids.len(), planned.changes.len());
-        for change in &planned.changes {
-            prop_assert!(!change.reason.is_empty(), "no reason for {}", change);
-        }
+        changes_are_ordered_by_kind_and_have_distinct_ids_holds(case)?;
     }
 
-    /// Applying a plan and planning again leaves nothing to do, except work the first plan said it deferred
-    /// (a login this plan frees), which the following plans finish.
+    /// Applying a plan and planning again leaves nothing to do, except work the first plan said it
+    /// deferred (a login this plan frees), which the following plans finish.
     #[test]
     fn applying_a_plan_and_planning_again_leaves_nothing_to_do(case in odd_case()) {
-        let policy = case.valid_policy();
-        let planned = plan(&case.snapshot, &case.state, &policy);
-        assert_converges(&case.snapshot, case.state.clone(), &policy, &planned);
+        applying_a_plan_and_planning_again_leaves_nothing_to_do_holds(case)?;
     }
 
-    /// Accounts keysync does not manage (and does not link in this plan) and protected accounts keep their
-    /// fields and their memberships; no change names them. The one exception is a group keysync created and
-    /// removes, which takes its memberships with it.
+    /// Accounts keysync does not manage (and does not link in this plan) and protected accounts
+    /// keep their fields and their memberships; no change names them. The one exception is a group
+    /// keysync created and removes, which takes its memberships with it.
     #[test]
     fn unmanaged_and_protected_accounts_are_never_touched(case in odd_case()) {
-        let policy = case.valid_policy();
-        let planned = plan(&case.snapshot, &case.state, &policy);
-        let linked: BTreeSet<&AccountId> = planned
-            .changes
-            .iter()
-            .filter_map(|change| match &change.action {
-                Action::LinkUser { id, .. } => Some(id),
-                _ => None,
-            })
-            .collect();
-        let untouchable: BTreeSet<&AccountId> = case
-            .state
-            .accounts
-            .iter()
-            .filter(|account| policy.is_protected(&account.login) || (!account.is_managed() && !linked.contains(&account.id)))
-            .map(|account| &account.id)
-            .collect();
-        for change in &planned.changes {
-            let named = match &change.action {
-                Action::LinkUser { id, .. } => Some(id),
-                Action::UpdateUser { account, .. }
-                | Action::ReactivateUser { account }
-                | Action::AddMembership { account, .. }
-                | Action::RemoveMembership { account, .. }
-                | Action::DeactivateUser { account }
-                | Action::DeleteUser { account } => match account {
-                    AccountRef::Existing { id, .. } => Some(id),
-                    AccountRef::New { .. } => None,
-                },
-                Action::CreateGroup { .. } | Action::RemoveGroup { .. } | Action::CreateUser { .. } => None,
-            };
-            if let Some(id) = named {
-                let protected = case.state.accounts.iter().any(|account| &account.id == id && policy.is_protected(&account.login));
-                prop_assert!(!protected, "a change names protected account {}: {}", id, change);
-                let unmanaged = case.state.accounts.iter().any(|account| &account.id == id && !account.is_managed());
-                prop_assert!(!unmanaged || linked.contains(id), "a change names unmanaged account {}: {}", id, change);
-            }
-        }
-
-        let removed_groups: BTreeSet<String> = planned
-            .changes
-            .iter()
-            .filter_map(|change| match &change.action {
-                Action::RemoveGroup { group } => Some(group.to_lowercase()),
-                _ => None,
-            })
-            .collect();
-        let after = apply(case.state.clone(), &planned.changes, new_account_id());
-        let memberships = |state: &ProductState, id: &AccountId| -> Vec<String> {
-            let mut groups: Vec<String> = state
-                .memberships
-                .iter()
-                .filter(|membership| &membership.account_id == id)
-                .map(|membership| membership.group.as_str().to_owned())
-                .filter(|group| !removed_groups.contains(&group.to_lowercase()))
-                .collect();
-            groups.sort();
-            groups
-        };
-        for id in untouchable {
-            let before: Vec<&Account> = case.state.accounts.iter().filter(|account| &account.id == id).collect();
-            let now: Vec<&Account> = after.accounts.iter().filter(|account| &account.id == id).collect();
-            prop_assert_eq!(before, now, "account {} changed", id);
-            prop_assert_eq!(memberships(&case.state, id), memberships(&after, id), "memberships of {} changed", id);
-        }
+        unmanaged_and_protected_accounts_are_never_touched_holds(case)?;
     }
 
     /// A held plan says why, and the limits hold a plan whenever they should.
     #[test]
     fn held_plans_say_why(case in odd_case()) {
-        let planned = plan(&case.snapshot, &case.state, &case.valid_policy());
-        let safety = &case.policy.safety;
-        let managed = case.state.accounts.iter().filter(|account| account.is_managed()).count();
-        let removals = planned.count(ChangeOp::DeactivateUser) + planned.count(ChangeOp::DeleteUser);
-        let stripped: BTreeSet<&str> = planned
-            .changes
-            .iter()
-            .filter_map(|change| match &change.action {
-                Action::RemoveMembership { account: AccountRef::Existing { id, .. }, .. } => {
-                    Some(id.as_str())
-                }
-                _ => None,
-            })
-            .collect();
-        let must_hold = removals > safety.max_accounts as usize
-            || removals * 100 > safety.max_percent as usize * managed
-            || (case.snapshot.users.is_empty() && managed > 0);
-        prop_assert!(!must_hold || planned.hold.is_some(), "not held:\n{}", planned);
-        if let Some(hold) = &planned.hold {
-            prop_assert!(!hold.reason.is_empty());
-            prop_assert_eq!(hold.managed_accounts, managed);
-            prop_assert!(hold.losing_access >= removals && hold.losing_access <= removals + stripped.len());
-            let over_limit = hold.losing_access > safety.max_accounts as usize
-                || hold.losing_access * 100 > safety.max_percent as usize * managed;
-            let explained = (over_limit && hold.reason.contains("would lose access"))
-                || hold.reason.contains("has no users")
-                || hold.reason.contains("no Keycloak user is in scope");
-            prop_assert!(explained, "hold without a matching reason: {}", hold.reason);
+        held_plans_say_why_holds(case)?;
+    }
+
+    /// On well-formed input the product ends in the desired state: every enabled user in scope has
+    /// one active, managed account with the mapped fields and exactly its mapped groups among the
+    /// managed ones; every disabled user's account is inactive (or stripped where the product
+    /// cannot deactivate); and every other managed account went through the cleanup action.
+    #[test]
+    fn the_product_ends_in_the_desired_state(case in clean_case()) {
+        the_product_ends_in_the_desired_state_holds(case)?;
+    }
+}
+
+// -------------------------------------------------------------------------------------------------
+// The properties' bodies, outside the macro so that rustfmt formats them.
+
+fn planning_is_deterministic_whatever_the_input_order_holds(
+    (case, shuffled): (Case, Case),
+) -> Result<(), TestCaseError> {
+    let policy = case.valid_policy();
+    let first = plan(&case.snapshot, &case.state, &policy);
+    prop_assert_eq!(&first, &plan(&case.snapshot, &case.state, &policy));
+    let second = plan(&shuffled.snapshot, &shuffled.state, &policy);
+    prop_assert_eq!(first.to_string(), second.to_string());
+    prop_assert_eq!(first, second);
+    Ok(())
+}
+
+fn changes_are_ordered_by_kind_and_have_distinct_ids_holds(
+    case: Case,
+) -> Result<(), TestCaseError> {
+    let planned = plan(&case.snapshot, &case.state, &case.valid_policy());
+    let ops: Vec<ChangeOp> = planned.changes.iter().map(|change| change.op()).collect();
+    prop_assert!(
+        ops.windows(2).all(|pair| pair[0] <= pair[1]),
+        "not in plan order: {:?}",
+        ops
+    );
+    let ids: BTreeSet<_> = planned.changes.iter().map(|change| change.id).collect();
+    prop_assert_eq!(ids.len(), planned.changes.len());
+    for change in &planned.changes {
+        prop_assert!(!change.reason.is_empty(), "no reason for {}", change);
+    }
+    Ok(())
+}
+
+fn applying_a_plan_and_planning_again_leaves_nothing_to_do_holds(
+    case: Case,
+) -> Result<(), TestCaseError> {
+    let policy = case.valid_policy();
+    let planned = plan(&case.snapshot, &case.state, &policy);
+    assert_converges(&case.snapshot, case.state.clone(), &policy, &planned);
+    Ok(())
+}
+
+fn unmanaged_and_protected_accounts_are_never_touched_holds(
+    case: Case,
+) -> Result<(), TestCaseError> {
+    let policy = case.valid_policy();
+    let planned = plan(&case.snapshot, &case.state, &policy);
+    let linked: BTreeSet<&AccountId> = planned
+        .changes
+        .iter()
+        .filter_map(|change| match &change.action {
+            Action::LinkUser { id, .. } => Some(id),
+            _ => None,
+        })
+        .collect();
+    let untouchable: BTreeSet<&AccountId> = case
+        .state
+        .accounts
+        .iter()
+        .filter(|account| {
+            policy.is_protected(&account.login)
+                || (!account.is_managed() && !linked.contains(&account.id))
+        })
+        .map(|account| &account.id)
+        .collect();
+    for change in &planned.changes {
+        let named = match &change.action {
+            Action::LinkUser { id, .. } => Some(id),
+            Action::UpdateUser { account, .. }
+            | Action::ReactivateUser { account }
+            | Action::AddMembership { account, .. }
+            | Action::RemoveMembership { account, .. }
+            | Action::DeactivateUser { account }
+            | Action::DeleteUser { account } => match account {
+                AccountRef::Existing { id, .. } => Some(id),
+                AccountRef::New { .. } => None,
+            },
+            Action::CreateGroup { .. } | Action::RemoveGroup { .. } | Action::CreateUser { .. } => {
+                None
+            }
+        };
+        if let Some(id) = named {
+            let protected = case
+                .state
+                .accounts
+                .iter()
+                .any(|account| &account.id == id && policy.is_protected(&account.login));
+            prop_assert!(
+                !protected,
+                "a change names protected account {}: {}",
+                id,
+                change
+            );
+            let unmanaged = case
+                .state
+                .accounts
+                .iter()
+                .any(|account| &account.id == id && !account.is_managed());
+            prop_assert!(
+                !unmanaged || linked.contains(id),
+                "a change names unmanaged account {}: {}",
+                id,
+                change
+            );
         }
     }
 
-    /// On well-formed input the product ends in the desired state: every enabled user in scope has one active,
-    /// managed account with the mapped fields and exactly its mapped groups among the managed ones; every
-    /// disabled user's account is inactive (or stripped where the product cannot deactivate); and every other
-    /// managed account went through the cleanup action.
-    #[test]
-    fn the_product_ends_in_the_desired_state(case in clean_case()) {
-        let policy = case.valid_policy();
-        let planned = plan(&case.snapshot, &case.state, &policy);
-        prop_assert!(planned.conflicts.is_empty(), "{}", planned);
-        let after = assert_converges(&case.snapshot, case.state.clone(), &policy, &planned);
-        let can_deactivate = case.state.capabilities.can_deactivate;
-        let groups_of = |id: &AccountId| -> BTreeSet<String> {
-            after.memberships.iter().filter(|membership| &membership.account_id == id).map(|membership| membership.group.as_str().to_owned()).collect()
-        };
-        let managed_groups: BTreeSet<String> = ["staff", "devs", "ops", "guests"].into_iter().map(str::to_owned).collect();
-        let in_scope = |user: &KeycloakUser| {
-            case.policy.scope.required_groups.is_empty()
-                || case.snapshot.memberships.iter().any(|membership| membership.user_id == user.id && membership.group_id.as_str().starts_with("/staff"))
-        };
-        for user in &case.snapshot.users {
-            let accounts: Vec<&Account> = after.accounts.iter().filter(|account| account.keycloak_user_id.as_ref() == Some(&user.id)).collect();
-            let before: Vec<&Account> = case.state.accounts.iter().filter(|account| account.keycloak_user_id.as_ref() == Some(&user.id)).collect();
-            if !in_scope(user) {
-                continue;
-            }
-            if !user.enabled {
-                match (before.first(), accounts.first()) {
-                    (None, account) => prop_assert!(account.is_none(), "a disabled user got an account"),
-                    (Some(_), Some(account)) if can_deactivate => prop_assert!(!account.active),
-                    (Some(_), Some(account)) => prop_assert!(groups_of(&account.id).is_disjoint(&managed_groups)),
-                    (Some(_), None) => prop_assert!(false, "the account of a disabled user vanished"),
-                }
-                continue;
-            }
-            prop_assert_eq!(accounts.len(), 1, "user {} has {} accounts", user.id, accounts.len());
-            let account = accounts[0];
-            prop_assert!(account.active || !can_deactivate);
-            prop_assert_eq!(account.login.to_lowercase(), user.username.clone());
-            prop_assert_eq!(account.email.as_deref(), user.email.as_deref());
-            prop_assert_eq!(&account.display_name, &format!("{} Example", user.username.to_uppercase()));
-            let wanted: BTreeSet<String> = case
-                .snapshot
-                .memberships
-                .iter()
-                .filter(|membership| membership.user_id == user.id)
-                .map(|membership| membership.group_id.as_str().rsplit('/').next().unwrap_or("").to_owned())
-                .collect();
-            let have: BTreeSet<String> = groups_of(&account.id).intersection(&managed_groups).cloned().collect();
-            prop_assert_eq!(have, wanted);
+    let removed_groups: BTreeSet<String> = planned
+        .changes
+        .iter()
+        .filter_map(|change| match &change.action {
+            Action::RemoveGroup { group } => Some(group.to_lowercase()),
+            _ => None,
+        })
+        .collect();
+    let after = apply(case.state.clone(), &planned.changes, new_account_id());
+    let memberships = |state: &ProductState, id: &AccountId| -> Vec<String> {
+        let mut groups: Vec<String> = state
+            .memberships
+            .iter()
+            .filter(|membership| &membership.account_id == id)
+            .map(|membership| membership.group.as_str().to_owned())
+            .filter(|group| !removed_groups.contains(&group.to_lowercase()))
+            .collect();
+        groups.sort();
+        groups
+    };
+    for id in untouchable {
+        let before: Vec<&Account> = case
+            .state
+            .accounts
+            .iter()
+            .filter(|account| &account.id == id)
+            .collect();
+        let now: Vec<&Account> = after
+            .accounts
+            .iter()
+            .filter(|account| &account.id == id)
+            .collect();
+        prop_assert_eq!(before, now, "account {} changed", id);
+        prop_assert_eq!(
+            memberships(&case.state, id),
+            memberships(&after, id),
+            "memberships of {} changed",
+            id
+        );
+    }
+    Ok(())
+}
+
+fn held_plans_say_why_holds(case: Case) -> Result<(), TestCaseError> {
+    let planned = plan(&case.snapshot, &case.state, &case.valid_policy());
+    let safety = &case.policy.safety;
+    let managed = case
+        .state
+        .accounts
+        .iter()
+        .filter(|account| account.is_managed())
+        .count();
+    let removals = planned.count(ChangeOp::DeactivateUser) + planned.count(ChangeOp::DeleteUser);
+    let stripped: BTreeSet<&str> = planned
+        .changes
+        .iter()
+        .filter_map(|change| match &change.action {
+            Action::RemoveMembership {
+                account: AccountRef::Existing { id, .. },
+                ..
+            } => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let must_hold = removals > safety.max_accounts as usize
+        || removals * 100 > safety.max_percent as usize * managed
+        || (case.snapshot.users.is_empty() && managed > 0);
+    prop_assert!(
+        !must_hold || planned.hold.is_some(),
+        "not held:\n{}",
+        planned
+    );
+    if let Some(hold) = &planned.hold {
+        prop_assert!(!hold.reason.is_empty());
+        prop_assert_eq!(hold.managed_accounts, managed);
+        prop_assert!(
+            hold.losing_access >= removals && hold.losing_access <= removals + stripped.len()
+        );
+        let over_limit = hold.losing_access > safety.max_accounts as usize
+            || hold.losing_access * 100 > safety.max_percent as usize * managed;
+        let explained = (over_limit && hold.reason.contains("would lose access"))
+            || hold.reason.contains("has no users")
+            || hold.reason.contains("no Keycloak user is in scope");
+        prop_assert!(explained, "hold without a matching reason: {}", hold.reason);
+    }
+    Ok(())
+}
+
+fn the_product_ends_in_the_desired_state_holds(case: Case) -> Result<(), TestCaseError> {
+    let policy = case.valid_policy();
+    let planned = plan(&case.snapshot, &case.state, &policy);
+    prop_assert!(planned.conflicts.is_empty(), "{}", planned);
+    let after = assert_converges(&case.snapshot, case.state.clone(), &policy, &planned);
+    let can_deactivate = case.state.capabilities.can_deactivate;
+    let groups_of = |id: &AccountId| -> BTreeSet<String> {
+        after
+            .memberships
+            .iter()
+            .filter(|membership| &membership.account_id == id)
+            .map(|membership| membership.group.as_str().to_owned())
+            .collect()
+    };
+    let managed_groups: BTreeSet<String> = ["staff", "devs", "ops", "guests"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let in_scope = |user: &KeycloakUser| {
+        case.policy.scope.required_groups.is_empty()
+            || case.snapshot.memberships.iter().any(|membership| {
+                membership.user_id == user.id && membership.group_id.as_str().starts_with("/staff")
+            })
+    };
+    for user in &case.snapshot.users {
+        let accounts: Vec<&Account> = after
+            .accounts
+            .iter()
+            .filter(|account| account.keycloak_user_id.as_ref() == Some(&user.id))
+            .collect();
+        let before: Vec<&Account> = case
+            .state
+            .accounts
+            .iter()
+            .filter(|account| account.keycloak_user_id.as_ref() == Some(&user.id))
+            .collect();
+        if !in_scope(user) {
+            continue;
         }
-        for account in &case.state.accounts {
-            let Some(user_id) = &account.keycloak_user_id else { continue };
-            let user = case.snapshot.users.iter().find(|user| &user.id == user_id);
-            if user.is_some_and(|user| in_scope(user)) {
-                continue;
+        if !user.enabled {
+            match (before.first(), accounts.first()) {
+                (None, account) => {
+                    prop_assert!(account.is_none(), "a disabled user got an account")
+                }
+                (Some(_), Some(account)) if can_deactivate => prop_assert!(!account.active),
+                (Some(_), Some(account)) => {
+                    prop_assert!(groups_of(&account.id).is_disjoint(&managed_groups))
+                }
+                (Some(_), None) => prop_assert!(false, "the account of a disabled user vanished"),
             }
-            let now = after.accounts.iter().find(|candidate| candidate.id == account.id);
-            let action = match case.policy.cleanup.action {
-                CleanupAction::Deactivate if !can_deactivate => CleanupAction::RemoveGroups,
-                action => action,
-            };
-            match action {
-                CleanupAction::Deactivate => prop_assert!(now.is_some_and(|now| !now.active)),
-                CleanupAction::Delete => prop_assert!(now.is_none()),
-                CleanupAction::RemoveGroups => prop_assert!(now.is_some_and(|now| groups_of(&now.id).is_disjoint(&managed_groups))),
-                CleanupAction::Keep => prop_assert_eq!(now, Some(account)),
+            continue;
+        }
+        prop_assert_eq!(
+            accounts.len(),
+            1,
+            "user {} has {} accounts",
+            user.id,
+            accounts.len()
+        );
+        let account = accounts[0];
+        prop_assert!(account.active || !can_deactivate);
+        prop_assert_eq!(account.login.to_lowercase(), user.username.clone());
+        prop_assert_eq!(account.email.as_deref(), user.email.as_deref());
+        prop_assert_eq!(
+            &account.display_name,
+            &format!("{} Example", user.username.to_uppercase())
+        );
+        let wanted: BTreeSet<String> = case
+            .snapshot
+            .memberships
+            .iter()
+            .filter(|membership| membership.user_id == user.id)
+            .map(|membership| {
+                membership
+                    .group_id
+                    .as_str()
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect();
+        let have: BTreeSet<String> = groups_of(&account.id)
+            .intersection(&managed_groups)
+            .cloned()
+            .collect();
+        prop_assert_eq!(have, wanted);
+    }
+    for account in &case.state.accounts {
+        let Some(user_id) = &account.keycloak_user_id else {
+            continue;
+        };
+        let user = case.snapshot.users.iter().find(|user| &user.id == user_id);
+        if user.is_some_and(&in_scope) {
+            continue;
+        }
+        let now = after
+            .accounts
+            .iter()
+            .find(|candidate| candidate.id == account.id);
+        let action = match case.policy.cleanup.action {
+            CleanupAction::Deactivate if !can_deactivate => CleanupAction::RemoveGroups,
+            action => action,
+        };
+        match action {
+            CleanupAction::Deactivate => prop_assert!(now.is_some_and(|now| !now.active)),
+            CleanupAction::Delete => prop_assert!(now.is_none()),
+            CleanupAction::RemoveGroups => {
+                prop_assert!(now.is_some_and(|now| groups_of(&now.id).is_disjoint(&managed_groups)))
             }
+            CleanupAction::Keep => prop_assert_eq!(now, Some(account)),
         }
     }
+    Ok(())
 }
 
 /// A plan's text is its review: every line of a non-empty plan says what and why.

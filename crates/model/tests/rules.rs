@@ -1,6 +1,7 @@
-//! Example tests, one or more per policy rule: each builds a minimal snapshot and product state, plans, and
-//! compares the plan as a person reads it with a snapshot (`UPDATE_EXPECT=1 cargo test` rewrites them). Every
-//! example also checks that applying its plan and planning again changes nothing more.
+//! Example tests, one or more per policy rule: each builds a minimal snapshot and product state,
+//! plans, and compares the plan as a person reads it with a snapshot (`UPDATE_EXPECT=1 cargo test`
+//! rewrites them). Every example also checks that applying its plan and planning again changes
+//! nothing more.
 
 mod fixture;
 
@@ -947,8 +948,10 @@ fn never_changes_unmanaged_accounts() {
 
 #[test]
 fn never_changes_or_links_protected_accounts() {
-    let mut policy = Policy::default();
-    policy.protected_accounts = vec!["admin".to_owned(), "svc-*".to_owned(), "*-bot".to_owned()];
+    let mut policy = Policy {
+        protected_accounts: vec!["admin".to_owned(), "svc-*".to_owned(), "*-bot".to_owned()],
+        ..Policy::default()
+    };
     policy.safety.max_percent = 100;
     check(
         snapshot(

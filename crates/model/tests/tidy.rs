@@ -1,5 +1,6 @@
-//! Tidy rules for the `model` crate, as tests: it stays pure (no IO, async or wire-format dependencies), every
-//! source file opens with a `//!` doc, no test is marked should-panic or ignored, and no line ends in spaces.
+//! Tidy rules for the `model` crate, as tests: it stays pure (no IO, async or wire-format
+//! dependencies), every source file opens with a `//!` doc, no test is marked should-panic or
+//! ignored, and no line ends in spaces.
 
 use std::path::{Path, PathBuf};
 
