@@ -24,8 +24,12 @@ use crate::runs::Runs;
 /// How long a replica may hold an event before JetStream gives it to another.
 const ACK_WAIT: Duration = Duration::from_secs(30);
 
-/// How long an event whose run could not be written waits before it comes back.
+/// How long an event whose run could not be written waits before it comes back, and how
+/// long the consumer waits before it binds again.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Receive errors in a row after which the pull stream is made again.
+const MAX_FAILURES_IN_A_ROW: u32 = 10;
 
 /// An event on the bus that moves a run.
 #[derive(Clone, Debug, PartialEq)]
@@ -295,38 +299,73 @@ pub enum StepOutcome {
     Retry,
 }
 
-/// Follows the events until `stop` turns true, finishing the event in hand.
+/// Follows the events until `stop` turns true, finishing the event in hand. If the
+/// consumer's message stream ends or keeps failing (the consumer was deleted, the server
+/// restarted), the consumer is bound again, or made again, after a pause.
 pub async fn consume(
     consumer: EventConsumer,
     runs: Arc<Runs>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), bus::Error> {
-    let mut messages =
-        consumer
-            .consumer
-            .messages()
-            .await
-            .map_err(|error| bus::Error::Consumer {
-                stream: runs.bus().topology().events_stream(),
-                consumer: runs.bus().topology().control_plane_consumer(),
-                source: Box::new(error),
-            })?;
+    let mut consumer = Some(consumer.consumer);
+    loop {
+        let pull = match consumer.take() {
+            Some(pull) => Ok(pull),
+            None => EventConsumer::create(runs.bus())
+                .await
+                .map(|created| created.consumer),
+        };
+        match pull {
+            Ok(pull) => match pull.messages().await {
+                Ok(messages) => {
+                    if follow(messages, &runs, &mut stop).await {
+                        return Ok(());
+                    }
+                    tracing::warn!("The event stream ended; binding the consumer again.");
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "Cannot pull events; trying again.");
+                }
+            },
+            Err(error) => {
+                tracing::warn!(error = %error, "Cannot bind the event consumer; trying again.");
+            }
+        }
+        tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
+            () = tokio::time::sleep(RETRY_DELAY) => {}
+        }
+    }
+}
+
+/// Handles the messages of one pull stream; answers true when `stop` turned true, false
+/// when the stream ended or failed too often in a row.
+async fn follow(
+    mut messages: jetstream::consumer::pull::Stream,
+    runs: &Runs,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut failures_in_a_row = 0;
     loop {
         let message = tokio::select! {
-            _ = stop.wait_for(|stopped| *stopped) => break,
+            _ = stop.wait_for(|stopped| *stopped) => return true,
             message = messages.next() => message,
         };
         match message {
-            None => break,
+            None => return false,
             Some(Err(error)) => {
-                tracing::warn!(error = %error, "Receiving events failed; going on.");
+                failures_in_a_row += 1;
+                tracing::warn!(error = %error, failures_in_a_row, "Receiving events failed.");
+                if failures_in_a_row >= MAX_FAILURES_IN_A_ROW {
+                    return false;
+                }
             }
             Some(Ok(message)) => {
-                step(&runs, &message).await;
+                failures_in_a_row = 0;
+                step(runs, &message).await;
             }
         }
     }
-    Ok(())
 }
 
 /// Handles one message: decodes it, moves its run, acknowledges it.

@@ -620,3 +620,23 @@ async fn a_malformed_event_is_dead_lettered_and_the_next_one_processed() {
         Some(subject.as_str())
     );
 }
+
+#[tokio::test]
+async fn the_event_consumer_is_made_again_when_it_is_deleted() {
+    let app = spawn_app().await;
+    let run = app.start_sync(RunMode::Apply, &[]).await;
+    let stream = app
+        .bus
+        .jetstream()
+        .get_stream(app.bus.topology().events_stream())
+        .await
+        .expect("the events stream");
+    stream
+        .delete_consumer(&app.bus.topology().control_plane_consumer())
+        .await
+        .expect("deletes the consumer");
+
+    app.snapshot_ready(&run).await;
+
+    app.wait_for_state(&run.run_id, RunState::Planning).await;
+}
