@@ -3,6 +3,7 @@
 //! ([`crate::service`]) and the schedule ([`crate::schedule`]) call these.
 
 use std::{
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
@@ -99,6 +100,15 @@ pub struct Runs {
     metrics: Metrics,
     /// The plan read last: `ListChanges` pages through one run's plan at a time.
     plan_cache: Mutex<Option<(v1::ObjectRef, Arc<v1::Plan>)>>,
+    /// The results of the run listed last, by change id, read up to a stream sequence; the
+    /// next page reads only what was recorded since.
+    results_cache: tokio::sync::Mutex<Option<ResultsCache>>,
+}
+
+struct ResultsCache {
+    run_id: String,
+    read_through: u64,
+    results: Arc<HashMap<String, v1::ChangeResult>>,
 }
 
 impl Runs {
@@ -108,6 +118,7 @@ impl Runs {
             store,
             metrics: Metrics::default(),
             plan_cache: Mutex::new(None),
+            results_cache: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -527,7 +538,7 @@ impl Runs {
             });
         };
         let plan = self.plan(run_id, &object).await?;
-        let results = self.store.results(run_id).await?;
+        let results = self.results(run_id).await?;
         let user = query.user.as_deref().map(str::to_lowercase);
         let mut total = 0u64;
         let mut changes = Vec::new();
@@ -617,6 +628,34 @@ impl Runs {
             "Run advanced."
         );
         Ok(updated.written)
+    }
+
+    /// Every result of `run_id` by change id: those read last for the same run, and those
+    /// recorded since.
+    async fn results(
+        &self,
+        run_id: &str,
+    ) -> Result<Arc<HashMap<String, v1::ChangeResult>>, RunsError> {
+        let mut cache = self.results_cache.lock().await;
+        let cached = cache.take().filter(|cached| cached.run_id == run_id);
+        let (mut read_through, mut results) = match cached {
+            Some(cached) => (cached.read_through, cached.results),
+            None => (0, Arc::new(HashMap::new())),
+        };
+        let new = self.store.results_after(run_id, read_through).await?;
+        if let Some(last) = new.last() {
+            read_through = last.sequence;
+            let results = Arc::make_mut(&mut results);
+            for recorded in new {
+                results.insert(recorded.result.change_id.clone(), recorded.result);
+            }
+        }
+        *cache = Some(ResultsCache {
+            run_id: run_id.to_owned(),
+            read_through,
+            results: Arc::clone(&results),
+        });
+        Ok(results)
     }
 
     /// Reads the plan `object` of `run_id`, or the one read last if it is the same.

@@ -22,7 +22,6 @@
 //! at start); a result is never counted twice.
 
 use std::{
-    collections::HashMap,
     sync::Mutex,
     time::{Duration, SystemTime},
 };
@@ -382,19 +381,6 @@ impl Store {
             }
         }
         Ok(recorded)
-    }
-
-    /// Every result of `run_id`, by change id.
-    pub async fn results(
-        &self,
-        run_id: &str,
-    ) -> Result<HashMap<String, v1::ChangeResult>, StoreError> {
-        Ok(self
-            .results_after(run_id, 0)
-            .await?
-            .into_iter()
-            .map(|recorded| (recorded.result.change_id.clone(), recorded.result))
-            .collect())
     }
 
     /// Adds the results of `run_id` recorded since it was last counted to its progress
