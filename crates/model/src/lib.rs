@@ -88,6 +88,23 @@
 //!
 //! [`policy::Policy::validate`] checks a policy and compiles it into the [`policy::ValidPolicy`]
 //! that `plan` takes; every error names its field, such as `groups.select.pattern.regex`.
+//!
+//! # Applying, and keysync's cache
+//!
+//! The product does not know which accounts keysync manages; keysync's cache does, as
+//! [`state::Account::keycloak_user_id`] and [`state::Group::managed`]. [`apply::apply`] computes the
+//! state after some changes (the ones an applier reports as done), which is how the cache is kept;
+//! the property tests use it to check that planning again after applying leaves nothing to do.
+//!
+//! # Cost
+//!
+//! A million users, a hundred thousand groups and five million memberships plan in about 1.2 s on
+//! a shared two-core machine, in about 1.6 GiB including the inputs (`cargo bench -p model --bench
+//! plan`). Ids are `Arc<str>` newtypes that carry their hash, so an index lookup reads one table
+//! slot and never the string; callers that build memberships from the user's and group's own ids
+//! (`id.clone()`) also keep the inputs small. The Keycloak and product sides are indexed on two
+//! threads at once, and the accounts are planned in two halves; the output is sorted, so the split
+//! never shows.
 
 pub mod apply;
 pub mod plan;
