@@ -20,6 +20,10 @@ use crate::args::Args;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    // Like other command-line tools, end quietly when the reader of our output goes away
+    // (`keysync run ID --changes | head`) instead of panicking on a broken pipe.
+    // SAFETY: called first in main, before any thread or output exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args = Args::parse();
     match commands::run(args).await {
         Ok(code) => code,
