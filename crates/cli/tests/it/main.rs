@@ -2,4 +2,5 @@
 //! real nats-server; the tests play the fetcher's and planner's part on the bus.
 
 mod commands;
+mod example_config;
 mod helpers;
