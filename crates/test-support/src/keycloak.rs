@@ -36,6 +36,13 @@ pub struct KeycloakOptions {
     pub relative_path: Option<String>,
     /// JVM heap flags (`JAVA_OPTS_KC_HEAP`); kc.sh's default is `-Xms64m -Xmx512m`.
     pub heap: Option<String>,
+    /// A directory for a database kept across runs (`--db=dev-file`, an H2 file there),
+    /// for benchmarks that seed a big realm once. Default: an in-memory database.
+    pub data_dir: Option<PathBuf>,
+    /// The bootstrap admin's password. Default: a random one. Keycloak creates the admin
+    /// only on its first start, so a server on a kept `data_dir` needs the password it was
+    /// first started with.
+    pub admin_password: Option<String>,
 }
 
 /// A running Keycloak and how to reach its admin API.
@@ -88,11 +95,13 @@ impl Keycloak {
         let java_home = deps::existing_path("KEYSYNC_JAVA_HOME")?;
         let port = process::free_port()?;
         let management_port = process::free_port()?;
-        let admin_password: String = rand::rng()
-            .sample_iter(Alphanumeric)
-            .take(24)
-            .map(char::from)
-            .collect();
+        let admin_password: String = options.admin_password.clone().unwrap_or_else(|| {
+            rand::rng()
+                .sample_iter(Alphanumeric)
+                .take(24)
+                .map(char::from)
+                .collect()
+        });
         let relative_path = options
             .relative_path
             .as_deref()
@@ -103,8 +112,22 @@ impl Keycloak {
             format!("--http-port={port}"),
             "--http-host=127.0.0.1".to_owned(),
             format!("--http-management-port={management_port}"),
-            "--db=dev-mem".to_owned(),
         ];
+        match &options.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                let dir = dir
+                    .canonicalize()
+                    .with_context(|| format!("resolving {}", dir.display()))?;
+                args.push("--db=dev-file".to_owned());
+                args.push(format!(
+                    "--db-url=jdbc:h2:file:{}/keycloakdb;NON_KEYWORDS=VALUE;AUTO_SERVER=TRUE",
+                    dir.display()
+                ));
+            }
+            None => args.push("--db=dev-mem".to_owned()),
+        }
         if let Some(path) = &relative_path {
             args.push(format!("--http-relative-path={path}"));
         }
@@ -237,6 +260,16 @@ impl Keycloak {
             .await
             .with_context(|| format!("{method} {url}"))?;
         checked_json(response, &format!("{method} {url}")).await
+    }
+
+    /// A realm created earlier (on a server with a kept `data_dir`), given its name and
+    /// its client's secret.
+    pub fn existing_realm(&self, name: &str, client_secret: &str) -> TestRealm<'_> {
+        TestRealm {
+            keycloak: self,
+            name: name.to_owned(),
+            client_secret: client_secret.to_owned(),
+        }
     }
 
     /// Creates a realm from `spec` and returns it with its client's credentials.

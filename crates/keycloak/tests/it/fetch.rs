@@ -20,7 +20,7 @@ async fn fetch_returns_exactly_the_seeded_realm_below_the_auth_relative_path() -
 {
     let keycloak = Keycloak::start(KeycloakOptions {
         relative_path: Some("/auth".into()),
-        heap: None,
+        ..KeycloakOptions::default()
     })
     .await?;
     assert!(keycloak.base_url().ends_with("/auth"));
