@@ -36,14 +36,19 @@ pub struct Tethered {
 }
 
 /// The shell between us and the server: it runs the server in the background, waits for
-/// it, and kills the process group once its stdin (our end of the pipe) closes.
+/// it, and kills the process group once its stdin (our end of the pipe) closes. A SIGTERM
+/// to the shell is passed on to the server, and the shell then exits with the server's
+/// status, so a test can stop a service the way Kubernetes does and see how it ended.
 /// (Background jobs of a non-interactive shell read /dev/null unless told otherwise,
 /// hence the explicit `<&3`.)
 const TETHER: &str = r#"exec 3<&0
 "$@" </dev/null 3<&- & server=$!
 ( cat <&3 >/dev/null; kill -KILL -- -$$ ) &
 exec 3<&-
-wait "$server""#;
+trap 'kill -TERM "$server" 2>/dev/null' TERM
+wait "$server"; status=$?
+while kill -0 "$server" 2>/dev/null; do wait "$server"; status=$?; done
+exit "$status""#;
 
 impl Tethered {
     /// Starts `program args...` with stdout and stderr appended to `log`.
@@ -95,6 +100,25 @@ impl Tethered {
 
     pub fn log(&self) -> &Path {
         &self.log
+    }
+
+    /// Sends SIGTERM to the server (through the tether shell) and waits until it exits,
+    /// at most `timeout`; its exit status, or `None` if it was still running then (it is
+    /// killed when the [`Tethered`] is dropped).
+    pub fn terminate(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let pid = i32::try_from(self.shell.id()).ok()?;
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Kills the server and everything it started (SIGKILL to the process group).

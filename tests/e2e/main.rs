@@ -1,0 +1,9 @@
+//! keysync end to end: every service a separate process against a real nats-server, the
+//! real Keycloak and the three product emulators (see the `e2e` library for the harness).
+//! The scenarios are those of the end-to-end and observability issues; each module says
+//! which.
+
+mod directory;
+mod faults;
+mod safety;
+mod sync;

@@ -1,0 +1,94 @@
+//! Scenario 6 of the end-to-end issue: a run that would take access from half the people
+//! is held; CancelRun leaves the products untouched, ApproveRun applies it.
+
+use e2e::{PRODUCTS, Stack, StackOptions};
+use proto::v1::{Product, RunMode, RunState};
+use reqwest::Method;
+
+use crate::directory;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_half_the_directory_holds_the_run_until_approved() {
+    let people = directory::people(20);
+    let stack = Stack::start(StackOptions {
+        realm: directory::realm(&people),
+        ..StackOptions::default()
+    })
+    .await
+    .expect("the stack starts");
+    stack.sync(RunMode::Apply).await.unwrap();
+
+    let gone: Vec<&directory::Person> = people.iter().step_by(2).collect();
+    for person in &gone {
+        let id = stack.realm.user_id(&person.username).await.unwrap();
+        stack
+            .realm
+            .admin(Method::DELETE, &format!("users/{id}"), None)
+            .await
+            .unwrap();
+    }
+    let mut states = Vec::new();
+    for product in PRODUCTS {
+        states.push(stack.emulator_state(product).await.unwrap());
+    }
+    let strip = |mut state: serde_json::Value| {
+        state["counters"] = serde_json::Value::Null;
+        state
+    };
+
+    // Held, then cancelled: nothing reaches the products.
+    let run = stack.start_sync(RunMode::Apply).await.unwrap();
+    let held = stack
+        .wait_for(
+            &run.run_id,
+            &[RunState::Held, RunState::Succeeded, RunState::Failed],
+        )
+        .await
+        .unwrap();
+    assert_eq!(held.state(), RunState::Held, "{held:?}");
+    assert!(!held.reason.is_empty(), "a held run says why");
+    let cancelled = stack.cancel(&run.run_id).await.unwrap();
+    assert_eq!(cancelled.state(), RunState::Cancelled);
+    for (product, before) in PRODUCTS.into_iter().zip(&states) {
+        let after = stack.emulator_state(product).await.unwrap();
+        assert_eq!(
+            strip(after),
+            strip(before.clone()),
+            "{product:?} changed by a cancelled run"
+        );
+        assert_eq!(stack.writes(product).await.unwrap(), {
+            let writes = &before["counters"]["writes"];
+            writes
+                .as_object()
+                .map(|writes| writes.values().filter_map(|value| value.as_u64()).sum())
+                .unwrap_or(0)
+        });
+    }
+
+    // Held again, approved: the people who left lose access.
+    let run = stack.start_sync(RunMode::Apply).await.unwrap();
+    let held = stack
+        .wait_for(
+            &run.run_id,
+            &[RunState::Held, RunState::Succeeded, RunState::Failed],
+        )
+        .await
+        .unwrap();
+    assert_eq!(held.state(), RunState::Held);
+    stack.approve(&run.run_id).await.unwrap();
+    let done = stack.wait_for(&run.run_id, e2e::TERMINAL).await.unwrap();
+    assert_eq!(done.state(), RunState::Succeeded, "{done:?}");
+    let jira = stack.emulator_state(Product::Jira).await.unwrap();
+    for account in jira["accounts"].as_array().unwrap() {
+        let login = account["login"].as_str().unwrap();
+        let Some(person) = people.iter().find(|person| person.username == login) else {
+            continue;
+        };
+        let left = gone.iter().any(|gone| gone.username == person.username);
+        assert_eq!(
+            account["active"].as_bool(),
+            Some(!left),
+            "{login} in Jira after the approved run"
+        );
+    }
+}

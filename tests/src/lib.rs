@@ -1,0 +1,522 @@
+//! The end-to-end harness: a whole keysync deployment on one machine, every service its
+//! own process, the way `make demo` and a Kubernetes install run it.
+//!
+//! [`Stack::start`] starts a nats-server with JetStream, a realm in the shared Keycloak
+//! (`test_support::keycloak`), the three product emulators (the `emulator` binary), and
+//! the control plane, fetcher, planner and one applier per product from the binaries of
+//! this workspace (built once per test run with `cargo build`), all reading one generated
+//! configuration file. The test drives it the way a person does: through the gRPC control
+//! API, Keycloak's Admin API, and the emulators' `/_emulator/state`.
+//!
+//! Every process is tethered to the test process (`test_support::process::Tethered`): it
+//! dies with the test, and its log is printed when a test fails.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use proto::v1::{
+    self, ChangeRecord, Product, Run, RunMode, RunState,
+    control_service_client::ControlServiceClient,
+};
+use serde_json::Value;
+use tempfile::TempDir;
+use test_support::{
+    keycloak::{Keycloak, RealmSpec, TestRealm},
+    nats::NatsServer,
+    process::{Tethered, free_port, log_dir, print_log_if_panicking},
+};
+use tonic::{
+    Request, Status,
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+
+/// How long one step (a run, a service start) may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(120);
+
+/// The products, in the order the stack starts their emulators and appliers.
+pub const PRODUCTS: [Product; 3] = [Product::Jira, Product::Confluence, Product::Bitbucket];
+
+const API_TOKEN: &str = "e2e-api-token-0123456789abcdef";
+const PRODUCT_TOKEN: &str = "e2e-product-token";
+const CONNECTOR: &str = "e2e";
+
+pub type Client = ControlServiceClient<InterceptedService<Channel, BearerToken>>;
+
+/// Sends `authorization: Bearer <token>` with every call.
+#[derive(Clone)]
+pub struct BearerToken(MetadataValue<Ascii>);
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// What a stack starts with.
+#[derive(Default)]
+pub struct StackOptions {
+    /// The Keycloak realm.
+    pub realm: RealmSpec,
+    /// `--seed-file` JSON per product (`emulator::store::Seed`).
+    pub seeds: BTreeMap<Product, Value>,
+    /// More emulator flags per product (`--latency-ms 20`).
+    pub emulator_args: BTreeMap<Product, Vec<String>>,
+    /// Appended to the generated configuration file (policy sections and the like).
+    pub extra_config: String,
+    /// More keys of each `[products.NAME]` section (`max_concurrency = 2`).
+    pub product_config: BTreeMap<Product, String>,
+    /// Environment of every keysync service (`OTEL_*`).
+    pub service_env: Vec<(String, String)>,
+}
+
+/// One emulated product.
+pub struct Emulator {
+    pub url: String,
+    process: Tethered,
+}
+
+/// A running deployment; everything stops when it is dropped.
+pub struct Stack {
+    pub realm: TestRealm<'static>,
+    pub nats: NatsServer,
+    pub prefix: String,
+    pub client: Client,
+    pub emulators: BTreeMap<Product, Emulator>,
+    services: BTreeMap<String, Tethered>,
+    service_env: Vec<(String, String)>,
+    config: PathBuf,
+    http: reqwest::Client,
+    _dir: TempDir,
+}
+
+/// The directory of the workspace's binaries, built once per test process.
+fn binaries() -> anyhow::Result<&'static Path> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let build = || -> anyhow::Result<PathBuf> {
+            // target/<profile>/deps/e2e-<hash> -> target/<profile>
+            let exe = std::env::current_exe()?;
+            let dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .context("the test binary is not in target/<profile>/deps")?
+                .to_owned();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let mut command = Command::new(cargo);
+            command
+                .current_dir(test_support::deps::workspace_root())
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "fetcher",
+                    "-p",
+                    "planner",
+                    "-p",
+                    "applier",
+                    "-p",
+                    "control-plane",
+                    "-p",
+                    "emulator",
+                    "--bins",
+                ]);
+            if dir.file_name().is_some_and(|name| name == "release") {
+                command.arg("--release");
+            }
+            let status = command.status().context("running cargo build")?;
+            if !status.success() {
+                bail!("cargo build of the service binaries failed ({status})");
+            }
+            Ok(dir)
+        };
+        build().map_err(|error| format!("{error:#}"))
+    });
+    match built {
+        Ok(dir) => Ok(dir),
+        Err(error) => bail!("{error}"),
+    }
+}
+
+fn product_name(product: Product) -> &'static str {
+    match product {
+        Product::Jira => "jira",
+        Product::Confluence => "confluence",
+        Product::Bitbucket => "bitbucket",
+        Product::Unspecified => "unspecified",
+    }
+}
+
+impl Stack {
+    pub async fn start(options: StackOptions) -> anyhow::Result<Stack> {
+        let bin = binaries()?;
+        let keycloak = Keycloak::shared().await?;
+        let realm = keycloak.create_realm(options.realm).await?;
+        let nats = NatsServer::start()?;
+        let dir = tempfile::tempdir()?;
+        let prefix = format!("e2e{}", std::process::id() % 100_000)
+            + &realm
+                .name()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "");
+        std::fs::write(dir.path().join("api-token"), API_TOKEN)?;
+        std::fs::write(dir.path().join("product-token"), PRODUCT_TOKEN)?;
+        std::fs::write(dir.path().join("kc-secret"), realm.client_secret())?;
+
+        let mut emulators = BTreeMap::new();
+        for product in PRODUCTS {
+            let name = product_name(product);
+            let port = free_port()?;
+            let mut args = vec![
+                "--product".to_owned(),
+                name.to_owned(),
+                "--port".to_owned(),
+                port.to_string(),
+                "--token".to_owned(),
+                PRODUCT_TOKEN.to_owned(),
+            ];
+            if let Some(seed) = options.seeds.get(&product) {
+                let path = dir.path().join(format!("{name}-seed.json"));
+                std::fs::write(&path, serde_json::to_vec(seed)?)?;
+                args.extend(["--seed-file".to_owned(), path.display().to_string()]);
+            }
+            args.extend(
+                options
+                    .emulator_args
+                    .get(&product)
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+            let log = log_dir().join(format!("{prefix}-emulator-{name}.log"));
+            let process = Tethered::spawn(&bin.join("emulator"), &args, &[], &log)?;
+            emulators.insert(
+                product,
+                Emulator {
+                    url: format!("http://127.0.0.1:{port}"),
+                    process,
+                },
+            );
+        }
+
+        let cp_port = free_port()?;
+        let d = dir.path().display();
+        let mut config = format!(
+            r#"[bus]
+nats_url = "{nats_url}"
+prefix = "{prefix}"
+
+[control_plane]
+listen = "127.0.0.1:{cp_port}"
+endpoint = "http://127.0.0.1:{cp_port}"
+token_file = "{d}/api-token"
+
+[control_plane.schedule]
+enabled = false
+
+[keycloak.{CONNECTOR}]
+endpoint = "{kc}"
+realm = "{realm_name}"
+client_id = "{client_id}"
+client_secret_file = "{d}/kc-secret"
+
+[applier]
+# A killed applier's message comes back this soon.
+ack_wait_seconds = 5
+"#,
+            nats_url = nats.url(),
+            kc = realm.base_url(),
+            realm_name = realm.name(),
+            client_id = realm.client_id(),
+        );
+        for product in PRODUCTS {
+            let name = product_name(product);
+            config.push_str(&format!(
+                "\n[products.{name}]\nendpoint = \"{}\"\ntoken_file = \"{d}/product-token\"\n{}\n",
+                emulators[&product].url,
+                options
+                    .product_config
+                    .get(&product)
+                    .map(String::as_str)
+                    .unwrap_or_default(),
+            ));
+        }
+        config.push('\n');
+        config.push_str(&options.extra_config);
+        let config_path = dir.path().join("keysync.toml");
+        std::fs::write(&config_path, config)?;
+
+        let token: MetadataValue<Ascii> = format!("Bearer {API_TOKEN}").parse()?;
+        let channel = Channel::from_shared(format!("http://127.0.0.1:{cp_port}"))?.connect_lazy();
+        let client = ControlServiceClient::with_interceptor(channel, BearerToken(token));
+        let mut stack = Stack {
+            realm,
+            nats,
+            prefix,
+            client,
+            emulators,
+            services: BTreeMap::new(),
+            service_env: options.service_env,
+            config: config_path,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            _dir: dir,
+        };
+        stack.start_service("control-plane")?;
+        stack.wait_for_api().await?;
+        stack.start_service("fetcher")?;
+        stack.start_service("planner")?;
+        for product in PRODUCTS {
+            stack.start_service(&format!("applier-{}", product_name(product)))?;
+        }
+        for product in PRODUCTS {
+            stack.wait_for_emulator(product).await?;
+        }
+        Ok(stack)
+    }
+
+    /// Starts (or restarts) a service: `control-plane`, `fetcher`, `planner`,
+    /// `applier-jira`, `applier-confluence` or `applier-bitbucket`.
+    pub fn start_service(&mut self, name: &str) -> anyhow::Result<()> {
+        let bin = binaries()?;
+        let mut args = vec!["--config".to_owned(), self.config.display().to_string()];
+        let program = match name.strip_prefix("applier-") {
+            Some(product) => {
+                args.extend(["--product".to_owned(), product.to_owned()]);
+                bin.join("applier")
+            }
+            None => bin.join(name),
+        };
+        let env: Vec<(&str, String)> = self
+            .service_env
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.clone()))
+            .chain([("RUST_LOG", "info".to_owned())])
+            .collect();
+        let log = log_dir().join(format!("{}-{name}.log", self.prefix));
+        let process = Tethered::spawn(&program, &args, &env, &log)?;
+        if let Some(mut old) = self.services.insert(name.to_owned(), process) {
+            old.kill();
+        }
+        Ok(())
+    }
+
+    /// `kill -9`: the service gets no chance to finish anything.
+    pub fn kill_service(&mut self, name: &str) {
+        if let Some(service) = self.services.get_mut(name) {
+            service.kill();
+        }
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod; the exit status once the service has stopped.
+    pub fn terminate_service(&mut self, name: &str) -> anyhow::Result<std::process::ExitStatus> {
+        let service = self
+            .services
+            .get_mut(name)
+            .with_context(|| format!("no service {name}"))?;
+        service
+            .terminate(Duration::from_secs(30))
+            .with_context(|| format!("{name} did not stop within 30 s of SIGTERM"))
+    }
+
+    /// Whether the service is still running.
+    pub fn is_running(&mut self, name: &str) -> bool {
+        self.services
+            .get_mut(name)
+            .is_some_and(|service| service.exited().is_none())
+    }
+
+    async fn wait_for_api(&mut self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let mut client = self.client.clone();
+            match client.list_runs(v1::ListRunsRequest::default()).await {
+                Ok(_) => return Ok(()),
+                Err(status) if tokio::time::Instant::now() > deadline => {
+                    bail!("the control plane did not answer: {status}")
+                }
+                Err(_) => {
+                    if !self.is_running("control-plane") {
+                        let log = self.services["control-plane"].log().to_owned();
+                        bail!(
+                            "the control plane exited:\n{}",
+                            test_support::process::log_tail(&log, 30)
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn wait_for_emulator(&self, product: Product) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while self.emulator_state(product).await.is_err() {
+            if tokio::time::Instant::now() > deadline {
+                bail!("the {} emulator did not come up", product_name(product));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// `GET /_emulator/state`: accounts, groups, memberships and counters.
+    pub async fn emulator_state(&self, product: Product) -> anyhow::Result<Value> {
+        let url = format!("{}/_emulator/state", self.emulators[&product].url);
+        let response = self.http.get(url).send().await?.error_for_status()?;
+        Ok(response.json().await?)
+    }
+
+    /// Successful writes the emulator has taken, of every kind.
+    pub async fn writes(&self, product: Product) -> anyhow::Result<u64> {
+        let state = self.emulator_state(product).await?;
+        Ok(state["counters"]["writes"]
+            .as_object()
+            .map(|writes| writes.values().filter_map(Value::as_u64).sum())
+            .unwrap_or(0))
+    }
+
+    /// StartSync for every product.
+    pub async fn start_sync(&self, mode: RunMode) -> anyhow::Result<Run> {
+        let mut client = self.client.clone();
+        let run = client
+            .start_sync(v1::StartSyncRequest {
+                mode: mode as i32,
+                products: Vec::new(),
+                connector: CONNECTOR.to_owned(),
+            })
+            .await
+            .context("StartSync")?
+            .into_inner();
+        Ok(run)
+    }
+
+    /// Follows the run with WatchRun until it reaches one of `states`.
+    pub async fn wait_for(&self, run_id: &str, states: &[RunState]) -> anyhow::Result<Run> {
+        let watch = async {
+            let mut client = self.client.clone();
+            let mut stream = client
+                .watch_run(v1::WatchRunRequest {
+                    run_id: run_id.to_owned(),
+                })
+                .await?
+                .into_inner();
+            let mut last = None;
+            while let Some(run) = stream.next().await {
+                let run = run?;
+                if states.contains(&run.state()) {
+                    return Ok(run);
+                }
+                last = Some(run);
+            }
+            bail!("WatchRun ended before the run reached {states:?}; last seen: {last:?}")
+        };
+        tokio::time::timeout(DEADLINE, watch)
+            .await
+            .with_context(|| format!("run {run_id} did not reach {states:?} in {DEADLINE:?}"))?
+    }
+
+    /// Runs a sync to its end; fails unless it succeeded.
+    pub async fn sync(&self, mode: RunMode) -> anyhow::Result<Run> {
+        let run = self.start_sync(mode).await?;
+        let run = self.wait_for(&run.run_id, TERMINAL).await?;
+        if run.state() != RunState::Succeeded {
+            bail!("run {} ended {:?}: {}", run.run_id, run.state(), run.reason);
+        }
+        Ok(run)
+    }
+
+    /// Every change of the run for one product (all pages of ListChanges).
+    pub async fn changes(
+        &self,
+        run_id: &str,
+        product: Product,
+    ) -> anyhow::Result<Vec<ChangeRecord>> {
+        let mut client = self.client.clone();
+        let mut changes = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .list_changes(v1::ListChangesRequest {
+                    run_id: run_id.to_owned(),
+                    product: product as i32,
+                    page_size: 500,
+                    page_token: page_token.clone(),
+                    ..v1::ListChangesRequest::default()
+                })
+                .await
+                .context("ListChanges")?
+                .into_inner();
+            changes.extend(page.changes);
+            if page.next_page_token.is_empty() {
+                return Ok(changes);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    pub async fn get_run(&self, run_id: &str) -> anyhow::Result<Run> {
+        let mut client = self.client.clone();
+        Ok(client
+            .get_run(v1::GetRunRequest {
+                run_id: run_id.to_owned(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    pub async fn approve(&self, run_id: &str) -> anyhow::Result<Run> {
+        let mut client = self.client.clone();
+        Ok(client
+            .approve_run(v1::ApproveRunRequest {
+                run_id: run_id.to_owned(),
+                comment: "checked by the e2e test".to_owned(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    pub async fn cancel(&self, run_id: &str) -> anyhow::Result<Run> {
+        let mut client = self.client.clone();
+        Ok(client
+            .cancel_run(v1::CancelRunRequest {
+                run_id: run_id.to_owned(),
+                reason: "cancelled by the e2e test".to_owned(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// A connection to the stack's NATS, for publishing what no service would.
+    pub async fn bus(&self) -> anyhow::Result<async_nats::Client> {
+        self.nats.connect().await
+    }
+}
+
+/// The states a run ends in.
+pub const TERMINAL: &[RunState] = &[RunState::Succeeded, RunState::Failed, RunState::Cancelled];
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for (name, service) in &self.services {
+            print_log_if_panicking(name, service.log());
+        }
+        for (product, emulator) in &self.emulators {
+            print_log_if_panicking(
+                &format!("emulator-{}", product_name(*product)),
+                emulator.process.log(),
+            );
+        }
+    }
+}
