@@ -16,8 +16,8 @@
 //! realm = "corp"
 //! client_id = "keysync"
 //! client_secret_file = "/run/secrets/keycloak-corp"   # or: client_secret = "..."
-//! page_size = 100                      # default; 1 to 500
-//! concurrency = 8                      # default; 1 to 64
+//! page_size = 500                      # default; 1 to 500
+//! concurrency = 4                      # default; 1 to 64
 //! timeout_seconds = 30                 # default
 //! retries = 4                          # default
 //! required_groups = []                 # default: the whole realm
@@ -211,7 +211,7 @@ mod tests {
         assert_eq!(settings.ack_wait(), Duration::from_secs(60));
         let corp = &settings.keycloak["corp"];
         assert_eq!(corp.client_secret.expose(), "s3cret");
-        assert_eq!((corp.page_size, corp.concurrency), (100, 8));
+        assert_eq!((corp.page_size, corp.concurrency), (500, 4));
         assert!(!format!("{settings:?}").contains("s3cret"));
     }
 

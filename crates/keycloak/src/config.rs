@@ -25,10 +25,14 @@ pub struct KeycloakSettings {
     pub client_id: String,
     /// The client's secret; set `client_secret_file` to read it from a file.
     pub client_secret: Secret,
-    /// Users, groups and members per request: 1 to 500. Default: 100.
+    /// Users, groups and members per request: 1 to 500. Default: 500. Every `/users`
+    /// page costs Keycloak a sort of the whole realm by username (offset paging), so few
+    /// big pages read a large realm fastest; past 500 the full representation gets slower
+    /// per user and risks the transaction timeout (keycloak#52033).
     #[serde(default = "default_page_size")]
     pub page_size: u32,
-    /// Requests in flight at once: 1 to 64. Default: 8.
+    /// Requests in flight at once: 1 to 64. Default: 4. More gains little: each page
+    /// keeps a Keycloak worker busy with the sort above (see `make bench-fetch`).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// Timeout of one request, in seconds: 1 to 600. Default: 30.
@@ -46,11 +50,11 @@ pub struct KeycloakSettings {
 }
 
 fn default_page_size() -> u32 {
-    100
+    500
 }
 
 fn default_concurrency() -> usize {
-    8
+    4
 }
 
 fn default_timeout_seconds() -> u64 {
