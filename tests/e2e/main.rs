@@ -7,3 +7,4 @@ mod directory;
 mod faults;
 mod safety;
 mod sync;
+mod telemetry;
