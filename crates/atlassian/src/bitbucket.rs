@@ -36,6 +36,15 @@ pub struct BitbucketClient {
 }
 
 impl BitbucketClient {
+    /// Tells `observer` of every HTTP attempt this client makes.
+    pub fn with_observer(
+        mut self,
+        observer: std::sync::Arc<dyn crate::RequestObserver>,
+    ) -> BitbucketClient {
+        self.http.set_observer(observer);
+        self
+    }
+
     /// Builds the client; validates the settings and does no IO.
     pub fn new(
         connection: Connection,

@@ -42,6 +42,15 @@ pub struct ConfluenceClient {
 }
 
 impl ConfluenceClient {
+    /// Tells `observer` of every HTTP attempt this client makes.
+    pub fn with_observer(
+        mut self,
+        observer: std::sync::Arc<dyn crate::RequestObserver>,
+    ) -> ConfluenceClient {
+        self.http.set_observer(observer);
+        self
+    }
+
     /// Builds the client; validates the settings and does no IO.
     pub fn new(
         connection: Connection,

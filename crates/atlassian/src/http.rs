@@ -7,10 +7,13 @@
 //! alone never provokes 429s. 429, 502, 503, 504 and transport errors are retried with
 //! backoff, honouring `Retry-After`; every other status goes back to the product module, which
 //! knows what it means for that call (a Jira 400 on "add member" is success).
+//!
+//! Every attempt is told to the client's [`RequestObserver`], if one is set, so the caller
+//! can measure latency, retries and 429s without this crate knowing any metrics library.
 
 use std::fmt;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -21,7 +24,7 @@ use tokio::sync::Semaphore;
 use url::Url;
 
 use crate::config::{Auth, Connection};
-use crate::{Error, Product};
+use crate::{Error, Product, RequestEvent, RequestObserver};
 
 /// Below the refill rate the product announces, so that timing jitter never empties its
 /// bucket.
@@ -31,6 +34,9 @@ const PACE_SAFETY_FACTOR: f64 = 0.97;
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct ApiRequest {
     pub(crate) method: Method,
+    /// The path below the endpoint without the segments appended to it (names, ids), for
+    /// metrics: one of a few dozen, never a user's name.
+    pub(crate) endpoint: &'static str,
     /// Path segments below the endpoint, each percent-encoded on send.
     pub(crate) segments: Vec<String>,
     pub(crate) query: Vec<(&'static str, String)>,
@@ -38,16 +44,17 @@ pub(crate) struct ApiRequest {
 }
 
 impl ApiRequest {
-    pub(crate) fn new(method: Method, path: &str) -> ApiRequest {
+    pub(crate) fn new(method: Method, path: &'static str) -> ApiRequest {
         ApiRequest {
             method,
+            endpoint: path,
             segments: path.split('/').map(str::to_owned).collect(),
             query: Vec::new(),
             body: None,
         }
     }
 
-    pub(crate) fn get(path: &str) -> ApiRequest {
+    pub(crate) fn get(path: &'static str) -> ApiRequest {
         ApiRequest::new(Method::GET, path)
     }
 
@@ -156,6 +163,7 @@ pub(crate) struct Http {
     max_retries: u32,
     initial_backoff: Duration,
     max_backoff: Duration,
+    observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl fmt::Debug for Http {
@@ -164,6 +172,7 @@ impl fmt::Debug for Http {
             .field("product", &self.product)
             .field("endpoint", &self.endpoint.as_str())
             .field("max_retries", &self.max_retries)
+            .field("observed", &self.observer.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -206,7 +215,29 @@ impl Http {
             max_retries: connection.max_retries,
             initial_backoff: connection.initial_backoff,
             max_backoff: connection.max_backoff,
+            observer: None,
         })
+    }
+
+    /// Tells `observer` of every attempt from now on.
+    pub(crate) fn set_observer(&mut self, observer: Arc<dyn RequestObserver>) {
+        self.observer = Some(observer);
+    }
+
+    fn observe(&self, request: &ApiRequest, status: Option<u16>, elapsed: Duration, attempt: u32) {
+        let Some(observer) = &self.observer else {
+            return;
+        };
+        let retryable = status.is_none_or(|status| matches!(status, 429 | 502 | 503 | 504));
+        observer.observe(&RequestEvent {
+            product: self.product,
+            method: request.method.as_str(),
+            endpoint: request.endpoint,
+            status,
+            elapsed,
+            attempt,
+            retried: retryable && attempt <= self.max_retries,
+        });
     }
 
     /// The most requests in flight at once, for callers that fan out.
@@ -259,6 +290,12 @@ impl Http {
                     }
                     Err(error) => Err(error),
                 };
+                self.observe(
+                    request,
+                    result.as_ref().ok().map(|(status, _, _)| *status),
+                    started.elapsed(),
+                    attempt,
+                );
                 if let Ok((status, headers, _)) = &result {
                     self.pacer.observe(Instant::now(), headers);
                     tracing::debug!(

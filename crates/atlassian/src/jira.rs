@@ -54,6 +54,15 @@ pub struct JiraClient {
 }
 
 impl JiraClient {
+    /// Tells `observer` of every HTTP attempt this client makes.
+    pub fn with_observer(
+        mut self,
+        observer: std::sync::Arc<dyn crate::RequestObserver>,
+    ) -> JiraClient {
+        self.http.set_observer(observer);
+        self
+    }
+
     /// Builds the client; validates the settings and does no IO.
     pub fn new(connection: Connection, settings: JiraSettings) -> Result<JiraClient, Error> {
         let page_size = connection.page_size;

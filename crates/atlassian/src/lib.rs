@@ -24,7 +24,9 @@
 //! a 429 storm, and bounded concurrency.
 //!
 //! Entry points: [`Client::new`] from [`config::Settings`], or one of [`jira::JiraClient`],
-//! [`confluence::ConfluenceClient`] and [`bitbucket::BitbucketClient`].
+//! [`confluence::ConfluenceClient`] and [`bitbucket::BitbucketClient`]. To measure the
+//! calls (latency, retries, 429s), give a client a [`RequestObserver`] with
+//! `with_observer`; this crate itself records no metrics.
 
 pub mod bitbucket;
 pub mod config;
@@ -35,6 +37,7 @@ pub mod jira;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -464,6 +467,46 @@ impl Client {
             }
         })
     }
+}
+
+impl Client {
+    /// Tells `observer` of every HTTP attempt this client makes.
+    pub fn with_observer(self, observer: Arc<dyn RequestObserver>) -> Client {
+        match self {
+            Client::Jira(client) => Client::Jira(client.with_observer(observer)),
+            Client::Confluence(client) => Client::Confluence(client.with_observer(observer)),
+            Client::Bitbucket(client) => Client::Bitbucket(client.with_observer(observer)),
+        }
+    }
+}
+
+/// One HTTP attempt of a client, as its [`RequestObserver`] hears of it: after the answer
+/// (or the transport error), before any retry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestEvent<'a> {
+    pub product: Product,
+    /// `GET`, `POST`, `PUT` or `DELETE`.
+    pub method: &'a str,
+    /// The REST resource without the names or ids in its path, such as `rest/api/2/user`
+    /// or `rest/api/admin/user` (for `rest/api/admin/user/{name}/disable`): a bounded set,
+    /// fit for a metric label. Query strings are never part of it.
+    pub endpoint: &'static str,
+    /// The status answered; `None` when the request failed without an answer (connect,
+    /// timeout, a broken body).
+    pub status: Option<u16>,
+    /// From sending the request to the end of the answer's body.
+    pub elapsed: Duration,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Whether the client tries again after this attempt (429, 502, 503, 504 or a transport
+    /// error, with retries left).
+    pub retried: bool,
+}
+
+/// Hears of every HTTP attempt of a client (see [`Client::with_observer`]); called on the
+/// request's task, so it must be quick and must not block.
+pub trait RequestObserver: Send + Sync + 'static {
+    fn observe(&self, event: &RequestEvent<'_>);
 }
 
 /// Forwards one `Directory` method to whichever client `Client` holds.

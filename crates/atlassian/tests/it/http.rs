@@ -1,9 +1,10 @@
 //! The shared HTTP layer: 429 storms, pacing from `X-RateLimit-*`, injected 503s, secrets.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use atlassian::config::{Auth, UserListing};
-use atlassian::{Client, Directory, Secret};
+use atlassian::{Client, Directory, RequestEvent, RequestObserver, Secret};
 use emulator::store::Seed;
 use emulator::{Config, Product};
 use futures::future::join_all;
@@ -18,7 +19,8 @@ async fn a_429_storm_ends_with_every_call_applied_and_no_retry_before_its_retry_
     let emulator = spawn(config).await;
     let mut connection = connection(&emulator);
     connection.max_concurrency = 12;
-    let client = jira_with(connection, UserListing::Cursor);
+    let observer = Arc::new(Recorder::default());
+    let client = jira_with(connection, UserListing::Cursor).with_observer(observer.clone());
 
     let accounts: Vec<_> = (0..20)
         .map(|idx| new_account(&format!("storm{idx:02}")))
@@ -36,6 +38,15 @@ async fn a_429_storm_ends_with_every_call_applied_and_no_retry_before_its_retry_
     let dump = emulator.state().dump();
     assert_eq!(dump.accounts.len(), 20);
     assert!(dump.counters.throttled > 0, "the burst was throttled");
+    // The observer heard every attempt, each 429 among them, retried.
+    let events = observer.events();
+    assert_eq!(events.len() as u64, dump.counters.requests);
+    let throttled: Vec<_> = events
+        .iter()
+        .filter(|event| event.status == Some(429))
+        .collect();
+    assert_eq!(throttled.len() as u64, dump.counters.throttled);
+    assert!(throttled.iter().all(|event| event.retried), "{throttled:?}");
     // The same request (method, URI, body) must not come back before its Retry-After.
     let mut last_429: HashMap<(String, String, String), (f64, u64)> = HashMap::new();
     for request in &dump.requests {
@@ -132,6 +143,64 @@ async fn a_product_that_stays_unavailable_fails_after_the_configured_retries() {
         "{error:?}"
     );
     assert_eq!(emulator.state().dump().counters.requests, 3);
+}
+
+/// Keeps every event it hears, with the endpoint and method owned.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Heard>>);
+
+#[derive(Clone, Debug, PartialEq)]
+struct Heard {
+    method: String,
+    endpoint: &'static str,
+    status: Option<u16>,
+    attempt: u32,
+    retried: bool,
+}
+
+impl RequestObserver for Recorder {
+    fn observe(&self, event: &RequestEvent<'_>) {
+        if let Ok(mut heard) = self.0.lock() {
+            heard.push(Heard {
+                method: event.method.to_owned(),
+                endpoint: event.endpoint,
+                status: event.status,
+                attempt: event.attempt,
+                retried: event.retried,
+            });
+        }
+    }
+}
+
+impl Recorder {
+    fn events(&self) -> Vec<Heard> {
+        self.0.lock().map(|heard| heard.clone()).unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+async fn an_observer_hears_every_attempt_with_its_endpoint_status_and_whether_it_is_retried() {
+    let mut config = Config::for_tests(Product::Confluence);
+    config.fail_503_every = 1;
+    let emulator = spawn(config).await;
+    let mut connection = connection(&emulator);
+    connection.max_retries = 2;
+    let observer = Arc::new(Recorder::default());
+    let client = Client::Confluence(confluence_with(connection)).with_observer(observer.clone());
+
+    client.list_groups().await.unwrap_err();
+
+    let heard = |attempt, retried| Heard {
+        method: "GET".to_owned(),
+        endpoint: "rest/api/group",
+        status: Some(503),
+        attempt,
+        retried,
+    };
+    assert_eq!(
+        observer.events(),
+        [heard(1, true), heard(2, true), heard(3, false)]
+    );
 }
 
 #[tokio::test]
