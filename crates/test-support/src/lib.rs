@@ -11,10 +11,14 @@
 //!
 //! - [`otlp::OtlpReceiver`]: an in-process OTLP/gRPC receiver that keeps every span and
 //!   metric it is sent, to check what the services export.
+//! - [`http`]: GETs of a service's `/healthz` and `/readyz`, and waiting for an answer.
+//! - [`dashboard`]: the metric names the Grafana dashboard (`deploy/grafana`) queries.
 //!
 //! Every server's output goes to a log file that is printed when a test fails.
 
+pub mod dashboard;
 pub mod deps;
+pub mod http;
 pub mod keycloak;
 pub mod nats;
 pub mod otlp;
