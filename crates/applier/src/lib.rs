@@ -35,9 +35,14 @@
 //! A message that does not decode, or whose stored changes are gone, goes to the
 //! dead-letter stream and is counted (`keysync_dead_letters_total`); the applier goes on.
 //! On SIGTERM it stops taking messages and finishes the one in hand.
+//!
+//! While it runs, the applier serves `[health]` (`bus::health`: ready while it pulls from
+//! both its consumers) and records their lag (`bus::lag`). Its metrics, product API
+//! latency, retries and 429s included, are listed in [`metrics`].
 
 pub mod apply;
 pub mod control;
+pub mod metrics;
 pub mod progress;
 pub mod state;
 
@@ -46,6 +51,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use atlassian::Directory;
+pub use bus::health::HealthSettings;
+use bus::health::{Health, HealthServer};
+use bus::lag::ConsumerLag;
 use bus::objects::ObjectError;
 use bus::{Bus, Topology};
 use cache::Cache;
@@ -60,6 +68,7 @@ use tracing::Instrument;
 
 use crate::apply::error_chain;
 use crate::control::{Control, ControlError};
+use crate::metrics::{Metrics, ProductApiMetrics};
 use crate::progress::{Mark, Progress};
 
 /// How long [`App::try_step`] waits on each consumer.
@@ -87,6 +96,9 @@ pub struct Settings {
     /// `[applier]`.
     #[serde(default)]
     pub applier: ApplierSettings,
+    /// `[health]`: the HTTP liveness and readiness endpoints (see `bus::health`).
+    #[serde(default)]
+    pub health: HealthSettings,
 }
 
 /// `[control_plane]` as the appliers read it: `endpoint` and `token` (or `token_file`).
@@ -240,6 +252,8 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error(transparent)]
+    Health(#[from] bus::health::HealthError),
 }
 
 /// What one [`App::try_step`] did.
@@ -267,44 +281,6 @@ pub enum StepOutcome {
     Waiting { run_id: String, sequence: u32 },
 }
 
-/// Counters, made once, added to once per message.
-struct Metrics {
-    changes: opentelemetry::metrics::Counter<u64>,
-    dead_letters: opentelemetry::metrics::Counter<u64>,
-    retries: opentelemetry::metrics::Counter<u64>,
-    refreshes: opentelemetry::metrics::Counter<u64>,
-}
-
-impl Metrics {
-    fn new() -> Metrics {
-        let meter = opentelemetry::global::meter("keysync");
-        Metrics {
-            changes: meter
-                .u64_counter("keysync_changes_applied_total")
-                .with_description(
-                    "Changes handled by the appliers, by product, operation and outcome.",
-                )
-                .build(),
-            dead_letters: meter
-                .u64_counter("keysync_dead_letters_total")
-                .with_description("Messages that went to the dead-letter stream.")
-                .build(),
-            retries: meter
-                .u64_counter("keysync_retries_total")
-                .with_description(
-                    "Calls to the control plane that were retried, and change sets handed back.",
-                )
-                .build(),
-            refreshes: meter
-                .u64_counter("keysync_state_refreshes_total")
-                .with_description(
-                    "Product state reads at the start of a run, by product and outcome.",
-                )
-                .build(),
-        }
-    }
-}
-
 /// The running applier of one product.
 pub struct App {
     product: Product,
@@ -321,6 +297,8 @@ pub struct App {
     keepalive: Duration,
     sequence_timeout: Duration,
     metrics: Metrics,
+    health: Health,
+    health_server: Option<HealthServer>,
 }
 
 /// Which consumer a message came from.
@@ -344,7 +322,8 @@ impl App {
     pub async fn build(settings: Settings, product: Product) -> Result<App, Error> {
         let client_settings = settings.validate(product)?;
         let directory = atlassian::Client::new(client_settings)
-            .map_err(|source| Error::Client { product, source })?;
+            .map_err(|source| Error::Client { product, source })?
+            .with_observer(ProductApiMetrics::observer());
         let control = Control::new(
             &settings.control_plane.endpoint,
             &settings.control_plane.token,
@@ -369,6 +348,10 @@ impl App {
             )
             .await?;
         let progress = Progress::open(&bus, product).await?;
+        let health = Health::new(bus.client().clone());
+        health.expect(&state_consumer(product));
+        health.expect(&topology.applier_consumer(product.as_str()));
+        let health_server = HealthServer::bind(&settings.health).await?;
         Ok(App {
             product,
             wire_product: cache::convert::product_to_proto(product),
@@ -384,6 +367,8 @@ impl App {
             keepalive: (ack_wait / 3).max(Duration::from_millis(200)),
             sequence_timeout: Duration::from_secs(settings.applier.sequence_timeout_seconds),
             metrics: Metrics::new(),
+            health,
+            health_server,
         })
     }
 
@@ -391,19 +376,53 @@ impl App {
         self.product
     }
 
+    /// The address of the HTTP health endpoints, when `[health] listen` is set; they are
+    /// served while [`App::run_until_stopped`] runs.
+    pub fn health_addr(&self) -> Option<std::net::SocketAddr> {
+        self.health_server.as_ref().map(HealthServer::local_addr)
+    }
+
+    /// Whether the applier can take work, as `/readyz` answers it.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
     /// Handles run requests and change sets until `shutdown` completes. The message in
-    /// hand is finished first; nothing is taken after `shutdown`.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    /// hand is finished first; nothing is taken after `shutdown`. Serves the health
+    /// endpoints meanwhile, and stops them before it returns.
+    pub async fn run_until_stopped(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
+        let health = self
+            .health_server
+            .take()
+            .map(|server| server.spawn(self.health.clone()));
+        let lag = ConsumerLag::spawn(
+            vec![self.runs.clone(), self.change_sets.clone()],
+            bus::lag::DEFAULT_INTERVAL,
+        );
+        let ran = self.run_loop(shutdown).await;
+        self.health.set_stopping();
+        lag.stop().await;
+        bus::health::stop(health).await;
+        ran
+    }
+
+    async fn run_loop(&self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         tokio::pin!(shutdown);
-        let mut runs = messages(&self.runs, &state_consumer(self.product)).await?;
+        let state_consumer = state_consumer(self.product);
         let consumer = self.bus.topology().applier_consumer(self.product.as_str());
+        let mut runs = messages(&self.runs, &state_consumer).await?;
+        self.health.set_ready(&state_consumer, true);
         let mut change_sets = messages(&self.change_sets, &consumer).await?;
+        self.health.set_ready(&consumer, true);
         tracing::info!(product = %self.product, "The applier is running.");
         loop {
             let event = tokio::select! {
                 biased;
                 () = &mut shutdown => Event::Shutdown,
-                message = runs.next() => next_event(message, Event::RunRequested, &state_consumer(self.product)),
+                message = runs.next() => next_event(message, Event::RunRequested, &state_consumer),
                 message = change_sets.next() => next_event(message, Event::ChangeSet, &consumer),
             };
             let handled = match event {
@@ -412,9 +431,13 @@ impl App {
                 Event::ChangeSet(message) => self.handle(*message, Kind::ChangeSet).await,
                 Event::ConsumerFailed(error) => {
                     tracing::warn!(error = %error, "A consumer failed; binding it again in a second.");
+                    self.health.set_ready(&state_consumer, false);
+                    self.health.set_ready(&consumer, false);
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    runs = messages(&self.runs, &state_consumer(self.product)).await?;
+                    runs = messages(&self.runs, &state_consumer).await?;
+                    self.health.set_ready(&state_consumer, true);
                     change_sets = messages(&self.change_sets, &consumer).await?;
+                    self.health.set_ready(&consumer, true);
                     continue;
                 }
             };

@@ -13,10 +13,15 @@
 //! - `{PREFIX}_DEAD` (limits retention): `{prefix}.dead.>`, messages that failed to decode,
 //!   with the reason in the `Keysync-Dead-Reason` header.
 //!
+//! Every service also takes from here its health endpoints ([`health`]) and the gauges of
+//! its consumers' lag ([`lag`]).
+//!
 //! Architecture invariant: this crate knows the wire (`proto`) and NATS, nothing of
 //! Keycloak, the products or the plan.
 
 mod consumers;
+pub mod health;
+pub mod lag;
 pub mod objects;
 pub mod runs;
 pub mod trace;

@@ -219,3 +219,40 @@ fn newer_schema_version_is_refused_by_name() {
         "version 0 means unset"
     );
 }
+
+#[tokio::test]
+async fn lag_counts_what_waits_and_what_is_in_hand() {
+    let nats = NatsServer::start().expect("nats-server");
+    let bus = Bus::connect(&nats.url(), Topology::new("lag"))
+        .await
+        .expect("bus");
+    let subject = bus.topology().run_requested();
+    let stream = bus.topology().events_stream();
+    let consumer = bus
+        .durable_consumer(&stream, "fetcher", &subject, Duration::from_secs(30))
+        .await
+        .expect("consumer");
+    for run_id in ["run-1", "run-2", "run-3"] {
+        bus.publish(&subject, &run_requested(run_id), run_id)
+            .await
+            .expect("publish");
+    }
+    let lag = |pending, ack_pending| bus::lag::Lag {
+        stream: stream.clone(),
+        consumer: "fetcher".to_owned(),
+        pending,
+        ack_pending,
+    };
+    let consumers = [consumer.clone()];
+    assert_eq!(bus::lag::read(&consumers).await, [lag(3, 0)]);
+
+    let in_hand = next_message(&consumer).await.expect("a message");
+    assert_eq!(bus::lag::read(&consumers).await, [lag(2, 1)]);
+    in_hand.double_ack().await.expect("ack");
+    assert_eq!(bus::lag::read(&consumers).await, [lag(2, 0)]);
+
+    // The watch runs and stops.
+    bus::lag::ConsumerLag::spawn(consumers.to_vec(), Duration::from_millis(10))
+        .stop()
+        .await;
+}

@@ -13,7 +13,7 @@
 use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
-use bus::Bus;
+use bus::{Bus, health::Health};
 use futures::StreamExt;
 use proto::v1::{self, RunMode, RunState};
 use tokio::sync::watch;
@@ -284,6 +284,11 @@ impl EventConsumer {
             .await?;
         Ok(EventConsumer { consumer })
     }
+
+    /// The JetStream consumer, to watch its lag.
+    pub fn pull_consumer(&self) -> &PullConsumer {
+        &self.consumer
+    }
 }
 
 /// What became of one message.
@@ -301,12 +306,15 @@ pub enum StepOutcome {
 
 /// Follows the events until `stop` turns true, finishing the event in hand. If the
 /// consumer's message stream ends or keeps failing (the consumer was deleted, the server
-/// restarted), the consumer is bound again, or made again, after a pause.
+/// restarted), the consumer is bound again, or made again, after a pause. `health` is
+/// ready while the consumer is pulled from.
 pub async fn consume(
     consumer: EventConsumer,
     runs: Arc<Runs>,
     mut stop: watch::Receiver<bool>,
+    health: Health,
 ) -> Result<(), bus::Error> {
+    let name = runs.bus().topology().control_plane_consumer();
     let mut consumer = Some(consumer.consumer);
     loop {
         let pull = match consumer.take() {
@@ -318,7 +326,10 @@ pub async fn consume(
         match pull {
             Ok(pull) => match pull.messages().await {
                 Ok(messages) => {
-                    if follow(messages, &runs, &mut stop).await {
+                    health.set_ready(&name, true);
+                    let stopped = follow(messages, &runs, &mut stop).await;
+                    health.set_ready(&name, false);
+                    if stopped {
                         return Ok(());
                     }
                     tracing::warn!("The event stream ended; binding the consumer again.");

@@ -19,7 +19,6 @@
 pub mod auth;
 pub mod connections;
 pub mod events;
-pub mod health;
 pub mod metrics;
 pub mod runs;
 pub mod schedule;
@@ -28,7 +27,11 @@ pub mod store;
 
 use std::{collections::BTreeMap, future::Future, net::SocketAddr, path::Path, sync::Arc};
 
-use bus::{Bus, Topology};
+use bus::{
+    Bus, Topology,
+    health::{Health, HealthError, HealthServer},
+    lag::ConsumerLag,
+};
 use config::{Invalid, Secret};
 use serde::Deserialize;
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
@@ -135,13 +138,9 @@ pub struct ScheduleSettings {
 }
 
 /// `[health]`: plain HTTP `GET /healthz` (the process runs) and `GET /readyz` (it is
-/// connected to NATS), for orchestrators' probes.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HealthSettings {
-    /// Where the endpoints listen. Default: not served.
-    pub listen: Option<SocketAddr>,
-}
+/// connected to NATS and follows its events), for orchestrators' probes; the same section
+/// every service reads (see `bus::health`).
+pub use bus::health::HealthSettings;
 
 impl Default for BusSettings {
     fn default() -> BusSettings {
@@ -286,8 +285,8 @@ pub enum Error {
     Serve(#[source] tonic::transport::Error),
     #[error("building the reflection service from the descriptor set")]
     Reflection(#[source] tonic_reflection::server::Error),
-    #[error("serving the health endpoints")]
-    Health(#[source] std::io::Error),
+    #[error(transparent)]
+    Health(#[from] HealthError),
 }
 
 /// A built control plane: connected to NATS, its buckets and consumer made, its ports bound.
@@ -300,8 +299,8 @@ pub struct App {
     schedule: Option<Schedule>,
     listener: TcpListener,
     local_addr: SocketAddr,
-    health_listener: Option<TcpListener>,
-    health_addr: Option<SocketAddr>,
+    health: Health,
+    health_server: Option<HealthServer>,
 }
 
 impl App {
@@ -316,6 +315,8 @@ impl App {
         let bus = Bus::connect(&settings.bus.nats_url, Topology::new(&settings.bus.prefix)).await?;
         let store = Store::open(&bus).await?;
         let events = EventConsumer::create(&bus).await?;
+        let health = Health::new(bus.client().clone());
+        health.expect(&bus.topology().control_plane_consumer());
         let runs = Arc::new(Runs::new(bus, store));
 
         let address = settings.control_plane.listen;
@@ -325,18 +326,7 @@ impl App {
         let local_addr = listener
             .local_addr()
             .map_err(|source| Error::Bind { address, source })?;
-        let (health_listener, health_addr) = match settings.health.listen {
-            Some(address) => {
-                let listener = TcpListener::bind(address)
-                    .await
-                    .map_err(|source| Error::Bind { address, source })?;
-                let bound = listener
-                    .local_addr()
-                    .map_err(|source| Error::Bind { address, source })?;
-                (Some(listener), Some(bound))
-            }
-            None => (None, None),
-        };
+        let health_server = HealthServer::bind(&settings.health).await?;
         Ok(App {
             runs,
             connections,
@@ -345,8 +335,8 @@ impl App {
             schedule,
             listener,
             local_addr,
-            health_listener,
-            health_addr,
+            health,
+            health_server,
         })
     }
 
@@ -357,7 +347,7 @@ impl App {
 
     /// The address of the HTTP health endpoints, when `[health] listen` is set.
     pub fn health_addr(&self) -> Option<SocketAddr> {
-        self.health_addr
+        self.health_server.as_ref().map(HealthServer::local_addr)
     }
 
     /// Runs until SIGTERM or ctrl-c, then drains: the API stops taking calls and finishes
@@ -385,10 +375,14 @@ impl App {
             .into_server(self.auth);
 
         let (stop_sender, stop) = watch::channel(false);
+        let lag = ConsumerLag::spawn(
+            vec![self.events.pull_consumer().clone()],
+            bus::lag::DEFAULT_INTERVAL,
+        );
         let mut tasks: JoinSet<Result<(), Error>> = JoinSet::new();
         {
-            let (runs, stop) = (Arc::clone(&self.runs), stop.clone());
-            tasks.spawn(async move { Ok(events::consume(self.events, runs, stop).await?) });
+            let (runs, stop, health) = (Arc::clone(&self.runs), stop.clone(), self.health.clone());
+            tasks.spawn(async move { Ok(events::consume(self.events, runs, stop, health).await?) });
         }
         if let Some(schedule) = self.schedule {
             tasks.spawn(schedule::run(
@@ -397,12 +391,15 @@ impl App {
                 stop.clone(),
             ));
         }
-        if let Some(listener) = self.health_listener {
-            tasks.spawn(health::serve(
-                listener,
-                self.runs.bus().client().clone(),
-                stop.clone(),
-            ));
+        if let Some(server) = self.health_server {
+            let mut stop = stop.clone();
+            let health = self.health.clone();
+            tasks.spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                };
+                Ok(server.serve(health, stopped).await?)
+            });
         }
         tasks.spawn(runs::recover(Arc::clone(&self.runs)));
 
@@ -414,6 +411,8 @@ impl App {
             .add_service(control)
             .serve_with_incoming_shutdown(TcpIncoming::from(self.listener), shutdown)
             .await;
+        self.health.set_stopping();
+        lag.stop().await;
         health_reporter
             .set_service_status(
                 service::SERVICE_NAME,

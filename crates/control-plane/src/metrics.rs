@@ -1,6 +1,7 @@
 //! The control plane's metrics, exported by the `telemetry` crate's meter provider (OTLP):
-//! runs started and finished by outcome, run duration, events received and dead-lettered,
-//! and change results by product and outcome.
+//! runs started and finished by outcome, run duration, events received and dead-lettered
+//! (also counted in the shared `keysync_dead_letters_total{service="control-plane"}`), and
+//! change results by product and outcome.
 
 use opentelemetry::{
     KeyValue, global,
@@ -14,8 +15,15 @@ pub struct Metrics {
     run_duration: Histogram<f64>,
     events_received: Counter<u64>,
     events_dead_lettered: Counter<u64>,
+    dead_letters: Counter<u64>,
     change_results: Counter<u64>,
 }
+
+/// Bucket boundaries of the run duration, in seconds: a second to four hours.
+const RUN_DURATION_BOUNDARIES: [f64; 14] = [
+    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 10800.0,
+    14400.0,
+];
 
 impl Default for Metrics {
     fn default() -> Metrics {
@@ -33,6 +41,7 @@ impl Default for Metrics {
                 .f64_histogram("keysync_run_duration_seconds")
                 .with_description("From a run's creation to its end, by outcome.")
                 .with_unit("s")
+                .with_boundaries(RUN_DURATION_BOUNDARIES.to_vec())
                 .build(),
             events_received: meter
                 .u64_counter("keysync_control_plane_events_received_total")
@@ -41,6 +50,10 @@ impl Default for Metrics {
             events_dead_lettered: meter
                 .u64_counter("keysync_control_plane_events_dropped_total")
                 .with_description("Bus events that did not decode and were dead-lettered.")
+                .build(),
+            dead_letters: meter
+                .u64_counter("keysync_dead_letters_total")
+                .with_description("Messages that went to the dead-letter stream, by service.")
                 .build(),
             change_results: meter
                 .u64_counter("keysync_change_results_total")
@@ -78,6 +91,8 @@ impl Metrics {
 
     pub fn event_dead_lettered(&self) {
         self.events_dead_lettered.add(1, &[]);
+        self.dead_letters
+            .add(1, &[KeyValue::new("service", "control-plane")]);
     }
 
     pub fn change_results(&self, product: &'static str, outcome: &'static str, recorded: u64) {

@@ -4,13 +4,35 @@
 //! is stored on the bus; while the fetch runs, the request's ack deadline is renewed, so a
 //! long fetch is not handed to a second replica. A request that does not decode is
 //! dead-lettered and the consumer goes on.
+//!
+//! While it runs, the service serves `[health]` (`bus::health`: ready once it pulls from
+//! its consumer) and records its consumer's lag (`bus::lag`).
+//!
+//! Metrics (OTLP, through the `telemetry` crate): `keysync_fetcher_runs_received_total`,
+//! `keysync_fetcher_snapshots_ready_total{connector}`,
+//! `keysync_fetcher_snapshots_failed_total{connector}`,
+//! `keysync_fetcher_requests_dropped_total` (also `keysync_dead_letters_total{service}`),
+//! `keysync_fetcher_fetch_duration_seconds{connector, outcome}` (one whole realm read),
+//! and the Keycloak Admin API calls it took, `keysync_fetcher_keycloak_requests_total`
+//! and `keysync_fetcher_keycloak_retries_total{connector}`.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
-use bus::{Bus, Topology};
+use bus::{
+    Bus, Topology,
+    health::{Health, HealthServer},
+    lag::ConsumerLag,
+};
 use futures::StreamExt;
-use opentelemetry::{KeyValue, metrics::Counter};
+use opentelemetry::{
+    KeyValue,
+    metrics::{Counter, Histogram},
+};
 use proto::v1::{self, RunRequested, SnapshotFailed, SnapshotReady};
 use tracing::Instrument;
 
@@ -31,6 +53,8 @@ pub struct App {
     bucket: String,
     ack_wait: Duration,
     metrics: Metrics,
+    health: Health,
+    health_server: Option<HealthServer>,
 }
 
 /// What one step did.
@@ -63,29 +87,64 @@ struct Metrics {
     ready: Counter<u64>,
     failed: Counter<u64>,
     dropped: Counter<u64>,
+    dead_letters: Counter<u64>,
+    fetch_duration: Histogram<f64>,
+    keycloak_requests: Counter<u64>,
+    keycloak_retries: Counter<u64>,
 }
+
+/// Bucket boundaries of a whole fetch, in seconds: a tenth of a second to an hour.
+const FETCH_DURATION_BOUNDARIES: [f64; 14] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
 
 impl Metrics {
     fn new() -> Metrics {
-        let meter = opentelemetry::global::meter("fetcher");
+        let meter = opentelemetry::global::meter("keysync");
         Metrics {
             received: meter
-                .u64_counter("fetcher_runs_received_total")
+                .u64_counter("keysync_fetcher_runs_received_total")
                 .with_description("Run requests received.")
                 .build(),
             ready: meter
-                .u64_counter("fetcher_snapshots_ready_total")
-                .with_description("Snapshots stored and announced.")
+                .u64_counter("keysync_fetcher_snapshots_ready_total")
+                .with_description("Snapshots stored and announced, by connector.")
                 .build(),
             failed: meter
-                .u64_counter("fetcher_snapshots_failed_total")
-                .with_description("Runs that got SnapshotFailed.")
+                .u64_counter("keysync_fetcher_snapshots_failed_total")
+                .with_description("Runs that got SnapshotFailed, by connector.")
                 .build(),
             dropped: meter
-                .u64_counter("fetcher_requests_dropped_total")
+                .u64_counter("keysync_fetcher_requests_dropped_total")
                 .with_description("Run requests dead-lettered because they do not decode.")
                 .build(),
+            dead_letters: meter
+                .u64_counter("keysync_dead_letters_total")
+                .with_description("Messages that went to the dead-letter stream, by service.")
+                .build(),
+            fetch_duration: meter
+                .f64_histogram("keysync_fetcher_fetch_duration_seconds")
+                .with_description(
+                    "Reading one whole realm from Keycloak, by connector and outcome (ok, error).",
+                )
+                .with_unit("s")
+                .with_boundaries(FETCH_DURATION_BOUNDARIES.to_vec())
+                .build(),
+            keycloak_requests: meter
+                .u64_counter("keysync_fetcher_keycloak_requests_total")
+                .with_description("Keycloak Admin API responses received, by connector.")
+                .build(),
+            keycloak_retries: meter
+                .u64_counter("keysync_fetcher_keycloak_retries_total")
+                .with_description("Keycloak Admin API requests retried, by connector.")
+                .build(),
         }
+    }
+
+    fn dropped(&self) {
+        self.dropped.add(1, &[]);
+        self.dead_letters
+            .add(1, &[KeyValue::new("service", "fetcher")]);
     }
 }
 
@@ -117,6 +176,9 @@ impl App {
             .await?;
         let bucket = settings.snapshot_bucket();
         bus.object_store(&bucket).await?;
+        let health = Health::new(bus.client().clone());
+        health.expect(CONSUMER);
+        let health_server = HealthServer::bind(&settings.health).await?;
         Ok(App {
             bus,
             consumer,
@@ -124,7 +186,20 @@ impl App {
             bucket,
             ack_wait: settings.ack_wait(),
             metrics: Metrics::new(),
+            health,
+            health_server,
         })
+    }
+
+    /// The address of the HTTP health endpoints, when `[health] listen` is set; they are
+    /// served while [`App::run_until_stopped`] runs.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_server.as_ref().map(HealthServer::local_addr)
+    }
+
+    /// Whether the service can take work, as `/readyz` answers it.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     pub fn bus(&self) -> &Bus {
@@ -160,8 +235,25 @@ impl App {
     }
 
     /// Handles run requests one at a time until `shutdown` completes; a request being
-    /// handled then is finished first.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    /// handled then is finished first. Serves the health endpoints meanwhile, and stops
+    /// them before it returns.
+    pub async fn run_until_stopped(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
+        let health = self
+            .health_server
+            .take()
+            .map(|server| server.spawn(self.health.clone()));
+        let lag = ConsumerLag::spawn(vec![self.consumer.clone()], bus::lag::DEFAULT_INTERVAL);
+        let served = self.serve_requests(shutdown).await;
+        self.health.set_stopping();
+        lag.stop().await;
+        bus::health::stop(health).await;
+        served
+    }
+
+    async fn serve_requests(&self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let mut messages = self
             .consumer
             .stream()
@@ -169,6 +261,7 @@ impl App {
             .messages()
             .await
             .map_err(|error| Error::Pull(Box::new(error)))?;
+        self.health.set_ready(CONSUMER, true);
         tokio::pin!(shutdown);
         tracing::info!(
             subject = %self.bus.topology().run_requested(),
@@ -189,7 +282,10 @@ impl App {
                     tracing::info!("Stopped.");
                     return Ok(());
                 }
-                Event::Message(None) => return Err(Error::ConsumerClosed),
+                Event::Message(None) => {
+                    self.health.set_ready(CONSUMER, false);
+                    return Err(Error::ConsumerClosed);
+                }
                 Event::Message(Some(Err(error))) => {
                     tracing::warn!(error = %error, "Pulling a run request failed; going on.");
                 }
@@ -212,14 +308,14 @@ impl App {
             .decode_or_dead_letter::<RunRequested>(&message)
             .await?
         else {
-            self.metrics.dropped.add(1, &[]);
+            self.metrics.dropped();
             return Ok(StepOutcome::DeadLettered);
         };
         if request.run_id.is_empty() {
             self.bus
                 .dead_letter(&message, "RunRequested has no run_id")
                 .await?;
-            self.metrics.dropped.add(1, &[]);
+            self.metrics.dropped();
             tracing::warn!("Dead-lettered a run request without a run id.");
             return Ok(StepOutcome::DeadLettered);
         }
@@ -318,7 +414,25 @@ impl App {
             Err(error) => return Err(format!("reading {key}: {}", error_chain(&error))),
         }
         let fetched_at = prost_types::Timestamp::from(std::time::SystemTime::now());
-        let snapshot = client.fetch().await.map_err(|error| {
+        let (requests, retries) = (client.progress().requests(), client.progress().retries());
+        let started = Instant::now();
+        let fetched = client.fetch().await;
+        let labels = [
+            KeyValue::new("connector", connector.to_owned()),
+            KeyValue::new("outcome", if fetched.is_ok() { "ok" } else { "error" }),
+        ];
+        self.metrics
+            .fetch_duration
+            .record(started.elapsed().as_secs_f64(), &labels);
+        self.metrics.keycloak_requests.add(
+            client.progress().requests().saturating_sub(requests),
+            &labels[..1],
+        );
+        self.metrics.keycloak_retries.add(
+            client.progress().retries().saturating_sub(retries),
+            &labels[..1],
+        );
+        let snapshot = fetched.map_err(|error| {
             format!(
                 "fetching realm `{}` of connector `{connector}`: {}",
                 client.settings().realm,

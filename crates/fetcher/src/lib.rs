@@ -46,4 +46,6 @@ pub enum Error {
     Pull(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the run request consumer closed")]
     ConsumerClosed,
+    #[error(transparent)]
+    Health(#[from] bus::health::HealthError),
 }

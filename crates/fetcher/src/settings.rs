@@ -21,6 +21,9 @@
 //! timeout_seconds = 30                 # default
 //! retries = 4                          # default
 //! required_groups = []                 # default: the whole realm
+//!
+//! [health]
+//! # listen = "0.0.0.0:8080"             # default: not served; /healthz and /readyz
 //! ```
 //!
 //! The file is shared by every service, so the top level accepts the sections of the
@@ -28,6 +31,7 @@
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
+pub use bus::health::HealthSettings;
 use config::Invalid;
 use keycloak::config::KeycloakSettings;
 use serde::Deserialize;
@@ -44,6 +48,9 @@ pub struct Settings {
     /// `[keycloak.<connector>]`: the realms a run request can name, by connector name.
     #[serde(default)]
     pub keycloak: BTreeMap<String, KeycloakSettings>,
+    /// `[health]`: the HTTP liveness and readiness endpoints (see `bus::health`).
+    #[serde(default)]
+    pub health: HealthSettings,
 }
 
 /// `[bus]`: where NATS is and the prefix of every subject, stream and bucket. The same
@@ -212,7 +219,41 @@ mod tests {
         let corp = &settings.keycloak["corp"];
         assert_eq!(corp.client_secret.expose(), "s3cret");
         assert_eq!((corp.page_size, corp.concurrency), (500, 4));
+        assert_eq!(settings.health.listen, None);
         assert!(!format!("{settings:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn health_listen_is_read_from_its_section() {
+        let settings = load(
+            r#"
+            [health]
+            listen = "0.0.0.0:8080"
+            [keycloak.corp]
+            endpoint = "https://sso.example.org"
+            realm = "corp"
+            client_id = "keysync"
+            client_secret = "x"
+            "#,
+        )
+        .expect("loads");
+        assert_eq!(
+            settings.health.listen.map(|address| address.to_string()),
+            Some("0.0.0.0:8080".to_owned())
+        );
+        let error = load(
+            r#"
+            [health]
+            port = 1
+            [keycloak.corp]
+            endpoint = "https://sso.example.org"
+            realm = "corp"
+            client_id = "keysync"
+            client_secret = "x"
+            "#,
+        )
+        .expect_err("unknown key");
+        assert!(error.to_string().contains("`port`"), "{error}");
     }
 
     #[test]

@@ -27,6 +27,9 @@
 //! A message is acknowledged once its effect is recorded; a failure of the bus itself
 //! (not of the run's data) leaves it to be redelivered. A message that does not decode is
 //! dead-lettered and counted.
+//!
+//! While it runs, the planner serves `[health]` (`bus::health`: ready while it pulls from
+//! its consumer) and records its consumer's lag (`bus::lag`).
 
 pub mod change_sets;
 pub mod convert;
@@ -37,6 +40,9 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+pub use bus::health::HealthSettings;
+use bus::health::{Health, HealthServer};
+use bus::lag::ConsumerLag;
 use bus::objects::ObjectError;
 use bus::{Bus, Topology};
 use cache::Cache;
@@ -74,6 +80,9 @@ pub struct Settings {
     /// `[planner]`.
     #[serde(default)]
     pub planner: PlannerSettings,
+    /// `[health]`: the HTTP liveness and readiness endpoints (see `bus::health`).
+    #[serde(default)]
+    pub health: HealthSettings,
 }
 
 /// `[planner]`.
@@ -159,6 +168,8 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error(transparent)]
+    Health(#[from] bus::health::HealthError),
 }
 
 /// What one [`App::try_step`] did.
@@ -237,6 +248,8 @@ pub struct App {
     change_set_size: usize,
     state_timeout: Duration,
     metrics: Metrics,
+    health: Health,
+    health_server: Option<HealthServer>,
 }
 
 /// What the run loop waits for.
@@ -263,6 +276,9 @@ impl App {
             .durable_consumer_of_subjects(&topology.events_stream(), CONSUMER, &filters, ACK_WAIT)
             .await?;
         let joins = Joins::open(&bus).await?;
+        let health = Health::new(bus.client().clone());
+        health.expect(CONSUMER);
+        let health_server = HealthServer::bind(&settings.health).await?;
         Ok(App {
             cache: Cache::new(bus.clone()),
             bus,
@@ -273,6 +289,8 @@ impl App {
             change_set_size: settings.planner.change_set_size,
             state_timeout: Duration::from_secs(settings.planner.state_timeout_seconds),
             metrics: Metrics::new(),
+            health,
+            health_server,
         })
     }
 
@@ -280,9 +298,37 @@ impl App {
         &self.bus
     }
 
+    /// The address of the HTTP health endpoints, when `[health] listen` is set; they are
+    /// served while [`App::run_until_stopped`] runs.
+    pub fn health_addr(&self) -> Option<std::net::SocketAddr> {
+        self.health_server.as_ref().map(HealthServer::local_addr)
+    }
+
+    /// Whether the planner can take work, as `/readyz` answers it.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
     /// Handles messages and state timeouts until `shutdown` completes. A message in hand is
-    /// finished first; nothing is taken after `shutdown`.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    /// finished first; nothing is taken after `shutdown`. Serves the health endpoints
+    /// meanwhile, and stops them before it returns.
+    pub async fn run_until_stopped(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
+        let health = self
+            .health_server
+            .take()
+            .map(|server| server.spawn(self.health.clone()));
+        let lag = ConsumerLag::spawn(vec![self.consumer.clone()], bus::lag::DEFAULT_INTERVAL);
+        let ran = self.run_loop(shutdown).await;
+        self.health.set_stopping();
+        lag.stop().await;
+        bus::health::stop(health).await;
+        ran
+    }
+
+    async fn run_loop(&self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         tokio::pin!(shutdown);
         let tick =
             (self.state_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
@@ -291,6 +337,7 @@ impl App {
         // One long-lived pull of one message at a time: unlike a fetch, polling it again
         // after the ticker or the shutdown won loses nothing in flight.
         let mut messages = self.messages().await?;
+        self.health.set_ready(CONSUMER, true);
         tracing::info!(products = ?self.enabled, "The planner is running.");
         loop {
             let event = tokio::select! {
@@ -318,8 +365,10 @@ impl App {
                 }
                 Event::ConsumerFailed(error) => {
                     tracing::warn!(error = %error, "The consumer failed; binding it again in a second.");
+                    self.health.set_ready(CONSUMER, false);
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     messages = self.messages().await?;
+                    self.health.set_ready(CONSUMER, true);
                 }
                 Event::Message(message) => {
                     if let Err(error) = self.handle(*message).await {

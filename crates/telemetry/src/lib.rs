@@ -8,6 +8,11 @@
 //! endpoint configured nothing is exported and nothing errors; spans still carry trace
 //! ids, so a run's context passes through a service that does not export.
 //!
+//! Every process is a resource with `service.name` and, unless `OTEL_RESOURCE_ATTRIBUTES`
+//! names one, `service.instance.id` = `{hostname}:{pid}` (the pod's name on Kubernetes),
+//! so the replicas of a service stay apart where metrics are aggregated (the collector's
+//! Prometheus exporter makes it the `instance` label, and `service.name` the `job`).
+//!
 //! A run is one trace: [`inject`] writes the current span's context (W3C
 //! `traceparent`) into a carrier (NATS headers in `bus`, gRPC metadata here), and
 //! [`set_parent`] continues it on the other side.
@@ -15,7 +20,7 @@
 //! Architecture invariant: no other crate builds a subscriber or an exporter.
 
 use opentelemetry::{
-    Context, global,
+    Context, Key, KeyValue, global,
     propagation::{Extractor, Injector},
     trace::TracerProvider as _,
 };
@@ -93,7 +98,16 @@ fn otlp_enabled(signal_exporter_var: &str, signal_endpoint_var: &str) -> bool {
 /// `KEYSYNC_LOG_FORMAT=json` for JSON lines. Call once, inside the tokio runtime.
 pub fn init(service_name: &'static str, default_filter: &str) -> Result<Telemetry, Error> {
     global::set_text_map_propagator(TraceContextPropagator::new());
-    let resource = Resource::builder().with_service_name(service_name).build();
+    let mut resource = Resource::builder().with_service_name(service_name).build();
+    if resource
+        .get(&Key::from_static_str("service.instance.id"))
+        .is_none()
+    {
+        resource = Resource::builder()
+            .with_service_name(service_name)
+            .with_attribute(KeyValue::new("service.instance.id", instance_id()))
+            .build();
+    }
 
     let exports_traces = otlp_enabled("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
     let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource.clone());
@@ -160,6 +174,17 @@ pub fn init(service_name: &'static str, default_filter: &str) -> Result<Telemetr
     })
 }
 
+/// `{hostname}:{pid}`: the host (pod) name from `HOSTNAME` or the kernel, else `unknown`.
+fn instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|host| host.trim().to_owned())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
 /// Writes `span`'s trace context into `carrier`.
 pub fn inject(span: &tracing::Span, carrier: &mut dyn Injector) {
     let context = span.context();
@@ -215,4 +240,15 @@ pub fn grpc_client_interceptor(
         &mut GrpcMetadata(request.metadata_mut()),
     );
     Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_instance_id_is_the_host_and_the_process() {
+        let id = super::instance_id();
+        let (host, pid) = id.rsplit_once(':').expect("host:pid");
+        assert!(!host.is_empty(), "{id}");
+        assert_eq!(pid, std::process::id().to_string());
+    }
 }

@@ -145,6 +145,7 @@ impl TestEnv {
             bus: bus_settings.clone(),
             products: sections.clone(),
             planner: planner::PlannerSettings::default(),
+            health: planner::HealthSettings::default(),
         };
         let planner = planner::App::build(planner_settings.clone())
             .await
@@ -162,6 +163,7 @@ impl TestEnv {
                 ack_wait_seconds: options.ack_wait_seconds,
                 ..ApplierSettings::default()
             },
+            health: applier::HealthSettings::default(),
         };
         let mut appliers = Vec::new();
         for &product in &options.products {

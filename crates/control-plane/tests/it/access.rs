@@ -1,7 +1,7 @@
 //! Who may call what: the token guards the control API; health and reflection answer
 //! without it, and the HTTP probes answer when configured.
 
-use std::io::{Read, Write};
+use std::time::Duration;
 
 use futures::StreamExt;
 use proto::v1;
@@ -131,28 +131,28 @@ async fn reflection_lists_the_control_service_in_v1alpha_and_v1() {
     );
 }
 
-/// `GET path` over plain HTTP/1.0; answers the status line.
-fn http_get(address: std::net::SocketAddr, path: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(address).expect("connects");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("writes");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("reads");
-    response.lines().next().unwrap_or_default().to_owned()
-}
-
 #[tokio::test]
-async fn the_http_probes_answer_when_configured() {
+async fn the_http_probes_answer_when_configured_and_stop_with_the_app() {
     let app = spawn_app_with(Options {
         health: true,
         ..Options::default()
     })
     .await;
     let address = app.health_address.expect("the probes are served");
-    let (live, ready) = tokio::task::spawn_blocking(move || {
-        (http_get(address, "/healthz"), http_get(address, "/readyz"))
-    })
-    .await
-    .expect("the requests run");
-    assert!(live.contains(" 200 "), "{live}");
-    assert!(ready.contains(" 200 "), "{ready}");
+    // Ready once the event consumer is pulled from.
+    let ready =
+        test_support::http::wait_for_status(address, "/readyz", 200, Duration::from_secs(10))
+            .await
+            .expect("ready");
+    assert_eq!(ready, "ready\n");
+    let live = test_support::http::get(address, "/healthz")
+        .await
+        .expect("answers");
+    assert_eq!(live, (200, "ok\n".to_owned()));
+
+    app.stop().await;
+    assert!(
+        test_support::http::get(address, "/healthz").await.is_err(),
+        "the probes still answer after the app stopped"
+    );
 }

@@ -13,7 +13,7 @@ use bus::{Bus, Topology};
 use config::Secret;
 use fetcher::{
     app::App,
-    settings::{BusSettings, FetcherSettings, Settings},
+    settings::{BusSettings, FetcherSettings, HealthSettings, Settings},
 };
 use futures::StreamExt;
 use keycloak::config::KeycloakSettings;
@@ -42,7 +42,8 @@ pub fn connector(realm: &TestRealm<'_>) -> KeycloakSettings {
     settings
 }
 
-/// Starts nats-server and the fetcher with one connector, `corp`.
+/// Starts nats-server and the fetcher with one connector, `corp`, and its health endpoints
+/// on a free port (served while the service runs).
 pub async fn spawn_app(corp: KeycloakSettings) -> anyhow::Result<TestApp> {
     init_test_logging();
     let nats = NatsServer::start()?;
@@ -54,6 +55,9 @@ pub async fn spawn_app(corp: KeycloakSettings) -> anyhow::Result<TestApp> {
         },
         fetcher: FetcherSettings::default(),
         keycloak: BTreeMap::from([(CONNECTOR.to_owned(), corp)]),
+        health: HealthSettings {
+            listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        },
     };
     let app = App::build(settings).await?;
     let bus = Bus::connect(&nats.url(), Topology::new(prefix)).await?;

@@ -1,5 +1,6 @@
 //! The fetcher's tests, in one binary: the service with a real nats-server and a real
 //! Keycloak, driven one step at a time.
 
+mod health;
 mod helpers;
 mod service;

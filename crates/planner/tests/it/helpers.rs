@@ -13,7 +13,7 @@ use cache::Cache;
 use cache::settings::{BusSettings, ProductSettings, ProductsSettings};
 use futures::StreamExt;
 use model::state::Product;
-use planner::{App, PlannerSettings, Settings, StepOutcome};
+use planner::{App, HealthSettings, PlannerSettings, Settings, StepOutcome};
 use proto::v1;
 use test_support::nats::NatsServer;
 
@@ -60,6 +60,7 @@ pub fn settings(nats: &NatsServer, change_set_size: usize, state_timeout_seconds
             change_set_size,
             state_timeout_seconds,
         },
+        health: HealthSettings::default(),
     }
 }
 

@@ -2,5 +2,6 @@
 //! played with real bus messages.
 
 mod failures;
+mod health;
 mod helpers;
 mod planning;
