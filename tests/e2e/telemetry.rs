@@ -8,7 +8,7 @@ use std::{
 };
 
 use e2e::{Stack, StackOptions};
-use proto::v1::RunMode;
+use proto::v1::{Product, RunMode};
 use test_support::otlp::OtlpReceiver;
 
 use crate::directory;
@@ -89,4 +89,94 @@ async fn one_run_is_one_trace_across_every_service() {
     assert_eq!(roots[0].service, "keysync-control-plane");
     assert_eq!(roots[0].name, "StartSync");
     drop(stack);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_dashboard_queries_is_emitted() {
+    let dashboard =
+        test_support::deps::workspace_root().join("deploy/grafana/keysync-dashboard.json");
+    let queried = test_support::dashboard::metric_names(&dashboard).unwrap();
+    assert!(!queried.is_empty(), "the dashboard queries nothing");
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let people = directory::people(40);
+    let mut stack = Stack::start(StackOptions {
+        realm: directory::realm(&people),
+        // Throttled Jira: 429s and retries happen.
+        emulator_args: [(
+            Product::Jira,
+            vec!["--rate-limit".to_owned(), "10".to_owned()],
+        )]
+        .into(),
+        service_env: vec![
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+                receiver.endpoint(),
+            ),
+            ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "200".to_owned()),
+            ("OTEL_METRIC_EXPORT_INTERVAL".to_owned(), "500".to_owned()),
+        ],
+        ..StackOptions::default()
+    })
+    .await
+    .expect("the stack starts");
+    // A dead letter on the way: a change set nobody can decode.
+    let topology = bus::Topology::new(&stack.prefix);
+    async_nats::jetstream::new(stack.bus().await.unwrap())
+        .publish(
+            topology.changes("confluence"),
+            b"\x00garbage".to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    stack.sync(RunMode::Simulate).await.unwrap();
+    // The real sync shares Jira's rate limit with a noisy neighbour (another integration
+    // on the same account) that keeps the bucket empty, so the applier's pacer, which
+    // follows the X-RateLimit headers, still meets 429s. The neighbour stops once the
+    // applier has reported one.
+    let run = stack.start_sync(RunMode::Apply).await.unwrap();
+    let neighbour = {
+        let url = format!("{}/rest/api/2/myself", stack.emulators[&Product::Jira].url);
+        let http = reqwest::Client::new();
+        tokio::spawn(async move {
+            loop {
+                let _ = http.get(&url).send().await;
+            }
+        })
+    };
+    let rate_limited = |receiver: &OtlpReceiver| {
+        receiver.metric_names().iter().any(|(service, name)| {
+            service == "applier-jira" && name == "keysync_product_api_rate_limited_total"
+        })
+    };
+    let throttled = receiver
+        .wait_until(Duration::from_secs(60), rate_limited)
+        .await;
+    neighbour.abort();
+    assert!(
+        throttled,
+        "the Jira applier never reported a 429: the rate-limit metric is not exercised"
+    );
+    let run = stack.wait_for(&run.run_id, e2e::TERMINAL).await.unwrap();
+    assert_eq!(run.state(), proto::v1::RunState::Succeeded, "{run:?}");
+    let emitted = |receiver: &OtlpReceiver| {
+        receiver
+            .metric_names()
+            .into_iter()
+            .map(|(_, name)| name)
+            .collect::<BTreeSet<String>>()
+    };
+    receiver
+        .wait_until(Duration::from_secs(60), |receiver| {
+            queried.is_subset(&emitted(receiver))
+        })
+        .await;
+    let emitted = emitted(&receiver);
+    let missing: Vec<&String> = queried.difference(&emitted).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics no service emitted in a real run: {missing:?}\nemitted: {emitted:?}"
+    );
+    assert!(stack.is_running("applier-confluence"));
 }

@@ -352,6 +352,8 @@ impl App {
         health.expect(&state_consumer(product));
         health.expect(&topology.applier_consumer(product.as_str()));
         let health_server = HealthServer::bind(&settings.health).await?;
+        let metrics = Metrics::new();
+        metrics.start_at_zero(product);
         Ok(App {
             product,
             wire_product: cache::convert::product_to_proto(product),
@@ -366,7 +368,7 @@ impl App {
             report_batch_size: settings.applier.report_batch_size,
             keepalive: (ack_wait / 3).max(Duration::from_millis(200)),
             sequence_timeout: Duration::from_secs(settings.applier.sequence_timeout_seconds),
-            metrics: Metrics::new(),
+            metrics,
             health,
             health_server,
         })

@@ -60,6 +60,20 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Starts the counters of rare events of `product` at zero, so that they are exported
+    /// (and a dashboard shows 0, not "no data") before the first one happens.
+    pub fn start_at_zero(&self, product: model::state::Product) {
+        let product = KeyValue::new("product", product.as_str());
+        self.dead_letters
+            .add(0, &[KeyValue::new("service", "applier"), product.clone()]);
+        for kind in ["report", "sequence", "product_api"] {
+            self.retries
+                .add(0, &[product.clone(), KeyValue::new("kind", kind)]);
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Metrics {
         Metrics::new()

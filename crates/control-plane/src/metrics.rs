@@ -28,7 +28,7 @@ const RUN_DURATION_BOUNDARIES: [f64; 14] = [
 impl Default for Metrics {
     fn default() -> Metrics {
         let meter = global::meter("keysync-control-plane");
-        Metrics {
+        let metrics = Metrics {
             runs_started: meter
                 .u64_counter("keysync_runs_started_total")
                 .with_description("Runs started, by trigger and mode.")
@@ -61,7 +61,14 @@ impl Default for Metrics {
                     "Change results recorded (repeats not counted), by product and outcome.",
                 )
                 .build(),
-        }
+        };
+        // Rare events start at zero, so that they are exported (and a dashboard shows 0,
+        // not "no data") before the first one happens.
+        metrics.events_dead_lettered.add(0, &[]);
+        metrics
+            .dead_letters
+            .add(0, &[KeyValue::new("service", "control-plane")]);
+        metrics
     }
 }
 

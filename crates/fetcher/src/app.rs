@@ -141,6 +141,22 @@ impl Metrics {
         }
     }
 
+    /// Starts the counters of rare events at zero, so that they are exported (and a
+    /// dashboard shows 0, not "no data") before the first one happens.
+    fn start_at_zero(&self, connectors: impl Iterator<Item = String>) {
+        self.received.add(0, &[]);
+        self.dropped.add(0, &[]);
+        self.dead_letters
+            .add(0, &[KeyValue::new("service", "fetcher")]);
+        for connector in connectors {
+            let connector = [KeyValue::new("connector", connector)];
+            self.ready.add(0, &connector);
+            self.failed.add(0, &connector);
+            self.keycloak_requests.add(0, &connector);
+            self.keycloak_retries.add(0, &connector);
+        }
+    }
+
     fn dropped(&self) {
         self.dropped.add(1, &[]);
         self.dead_letters
@@ -179,13 +195,15 @@ impl App {
         let health = Health::new(bus.client().clone());
         health.expect(CONSUMER);
         let health_server = HealthServer::bind(&settings.health).await?;
+        let metrics = Metrics::new();
+        metrics.start_at_zero(connectors.keys().cloned());
         Ok(App {
             bus,
             consumer,
             connectors,
             bucket,
             ack_wait: settings.ack_wait(),
-            metrics: Metrics::new(),
+            metrics,
             health,
             health_server,
         })

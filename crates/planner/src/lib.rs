@@ -204,6 +204,29 @@ struct Metrics {
 }
 
 impl Metrics {
+    /// Starts the counters of rare events at zero, so that they are exported (and a
+    /// dashboard shows 0, not "no data") before the first one happens.
+    fn start_at_zero(&self) {
+        for outcome in ["planned", "held", "failed"] {
+            self.plans.add(0, &[KeyValue::new("outcome", outcome)]);
+        }
+        use bus::BusMessage;
+        for kind in [
+            v1::SnapshotReady::KIND,
+            v1::StateReady::KIND,
+            v1::StateFailed::KIND,
+            v1::RunApproved::KIND,
+        ] {
+            self.dead_letters.add(
+                0,
+                &[
+                    KeyValue::new("service", "planner"),
+                    KeyValue::new("kind", kind),
+                ],
+            );
+        }
+    }
+
     fn new() -> Metrics {
         let meter = opentelemetry::global::meter("keysync");
         Metrics {
@@ -279,6 +302,8 @@ impl App {
         let health = Health::new(bus.client().clone());
         health.expect(CONSUMER);
         let health_server = HealthServer::bind(&settings.health).await?;
+        let metrics = Metrics::new();
+        metrics.start_at_zero();
         Ok(App {
             cache: Cache::new(bus.clone()),
             bus,
@@ -288,7 +313,7 @@ impl App {
             policies,
             change_set_size: settings.planner.change_set_size,
             state_timeout: Duration::from_secs(settings.planner.state_timeout_seconds),
-            metrics: Metrics::new(),
+            metrics,
             health,
             health_server,
         })
