@@ -22,20 +22,26 @@ const SERVICES: [&str; 6] = [
     "applier-bitbucket",
 ];
 
+/// The services' environment: export traces and metrics to `receiver`, often enough
+/// that a test need not wait long.
+fn exporting_to(receiver: &OtlpReceiver) -> Vec<(String, String)> {
+    vec![
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+            receiver.endpoint(),
+        ),
+        ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "200".to_owned()),
+        ("OTEL_METRIC_EXPORT_INTERVAL".to_owned(), "500".to_owned()),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_run_is_one_trace_across_every_service() {
     let receiver = OtlpReceiver::start().await.unwrap();
     let people = directory::people(12);
     let stack = Stack::start(StackOptions {
         realm: directory::realm(&people),
-        service_env: vec![
-            (
-                "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
-                receiver.endpoint(),
-            ),
-            ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "200".to_owned()),
-            ("OTEL_METRIC_EXPORT_INTERVAL".to_owned(), "500".to_owned()),
-        ],
+        service_env: exporting_to(&receiver),
         ..StackOptions::default()
     })
     .await
@@ -101,20 +107,13 @@ async fn every_metric_the_dashboard_queries_is_emitted() {
     let people = directory::people(40);
     let mut stack = Stack::start(StackOptions {
         realm: directory::realm(&people),
-        // Throttled Jira: 429s and retries happen.
+        // A rate-limited Jira; the noisy neighbour below makes the applier meet 429s.
         emulator_args: [(
             Product::Jira,
             vec!["--rate-limit".to_owned(), "10".to_owned()],
         )]
         .into(),
-        service_env: vec![
-            (
-                "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
-                receiver.endpoint(),
-            ),
-            ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "200".to_owned()),
-            ("OTEL_METRIC_EXPORT_INTERVAL".to_owned(), "500".to_owned()),
-        ],
+        service_env: exporting_to(&receiver),
         ..StackOptions::default()
     })
     .await
