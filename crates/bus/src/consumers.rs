@@ -19,29 +19,20 @@ impl Bus {
         filter_subjects: &[String],
         ack_wait: Duration,
     ) -> Result<consumer::PullConsumer, Error> {
-        let consumer_error = |source: Box<dyn std::error::Error + Send + Sync>| Error::Consumer {
+        let spec = crate::worker::ConsumerSpec {
             stream: stream.to_owned(),
-            consumer: name.to_owned(),
-            source,
+            name: name.to_owned(),
+            filter_subjects: filter_subjects.to_vec(),
+            ack_wait,
         };
         let stream_handle = self
             .jetstream()
             .get_stream(stream)
             .await
-            .map_err(|error| consumer_error(Box::new(error)))?;
+            .map_err(|error| spec.error(Box::new(error)))?;
         stream_handle
-            .get_or_create_consumer(
-                name,
-                consumer::pull::Config {
-                    durable_name: Some(name.to_owned()),
-                    filter_subjects: filter_subjects.to_vec(),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait,
-                    max_deliver: -1,
-                    ..Default::default()
-                },
-            )
+            .get_or_create_consumer(name, spec.config(consumer::DeliverPolicy::All))
             .await
-            .map_err(|error| consumer_error(Box::new(error)))
+            .map_err(|error| spec.error(Box::new(error)))
     }
 }

@@ -68,6 +68,9 @@ struct Inner {
     client: async_nats::Client,
     /// Each expected consumer, and whether it is bound and pulled from now.
     consumers: Mutex<BTreeMap<String, bool>>,
+    /// The latest changes of a consumer's readiness, oldest first (at most
+    /// [`TRANSITIONS_KEPT`]).
+    transitions: Mutex<std::collections::VecDeque<(String, bool)>>,
     stopping: AtomicBool,
 }
 
@@ -87,6 +90,7 @@ impl Health {
             inner: Arc::new(Inner {
                 client,
                 consumers: Mutex::new(BTreeMap::new()),
+                transitions: Mutex::new(std::collections::VecDeque::new()),
                 stopping: AtomicBool::new(false),
             }),
         }
@@ -100,7 +104,20 @@ impl Health {
     /// Whether `consumer` is bound and pulled from now (false while it is bound again after
     /// a failure). Expects it, if it was not expected.
     pub fn set_ready(&self, consumer: &str, ready: bool) {
-        self.consumers().insert(consumer.to_owned(), ready);
+        let before = self.consumers().insert(consumer.to_owned(), ready);
+        if before != Some(ready) {
+            let mut transitions = lock(&self.inner.transitions);
+            if transitions.len() == TRANSITIONS_KEPT {
+                transitions.pop_front();
+            }
+            transitions.push_back((consumer.to_owned(), ready));
+        }
+    }
+
+    /// The latest changes of the consumers' readiness, oldest first: `(consumer, ready)`.
+    /// A consumer bound again after its stream failed shows `false`, then `true`.
+    pub fn transitions(&self) -> Vec<(String, bool)> {
+        lock(&self.inner.transitions).iter().cloned().collect()
     }
 
     /// The service is shutting down and takes no more work: not ready from now on.
@@ -129,11 +146,17 @@ impl Health {
     }
 
     fn consumers(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, bool>> {
-        self.inner
-            .consumers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.inner.consumers)
     }
+}
+
+/// How many readiness changes [`Health::transitions`] keeps.
+const TRANSITIONS_KEPT: usize = 64;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The health endpoints' port, bound and not served yet.

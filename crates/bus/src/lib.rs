@@ -24,7 +24,11 @@ pub mod health;
 pub mod lag;
 pub mod objects;
 pub mod runs;
+mod settings;
 pub mod trace;
+pub mod worker;
+
+pub use settings::BusSettings;
 
 use std::time::Duration;
 
@@ -74,8 +78,23 @@ pub enum Error {
     },
     #[error("acknowledging a message")]
     Ack(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("pulling messages from consumer {consumer}")]
+    Pull {
+        consumer: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(transparent)]
     Decode(#[from] DecodeError),
+}
+
+impl Error {
+    pub(crate) fn pull(consumer: &str, source: Box<dyn std::error::Error + Send + Sync>) -> Error {
+        Error::Pull {
+            consumer: consumer.to_owned(),
+            source,
+        }
+    }
 }
 
 /// Why a payload is not a message this service can act on.
@@ -383,30 +402,8 @@ impl Bus {
         filter_subject: &str,
         ack_wait: Duration,
     ) -> Result<consumer::PullConsumer, Error> {
-        let consumer_error = |source: Box<dyn std::error::Error + Send + Sync>| Error::Consumer {
-            stream: stream.to_owned(),
-            consumer: name.to_owned(),
-            source,
-        };
-        let stream_handle = self
-            .jetstream
-            .get_stream(stream)
+        self.durable_consumer_of_subjects(stream, name, &[filter_subject.to_owned()], ack_wait)
             .await
-            .map_err(|error| consumer_error(Box::new(error)))?;
-        stream_handle
-            .get_or_create_consumer(
-                name,
-                consumer::pull::Config {
-                    durable_name: Some(name.to_owned()),
-                    filter_subject: filter_subject.to_owned(),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait,
-                    max_deliver: -1,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|error| consumer_error(Box::new(error)))
     }
 
     /// Decodes a consumed message; one that does not decode is dead-lettered (published

@@ -41,56 +41,7 @@ use model::policy::{Policy, ValidPolicy};
 use model::state::Product;
 use serde::Deserialize;
 
-/// `[bus]`: where NATS is and the prefix of every subject, stream and bucket.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BusSettings {
-    /// The NATS server. Default: `nats://127.0.0.1:4222`.
-    #[serde(default = "default_nats_url")]
-    pub nats_url: String,
-    /// The prefix of every subject, stream and bucket of one deployment: letters, digits,
-    /// `-` and `_`. Default: `keysync`.
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
-}
-
-impl Default for BusSettings {
-    fn default() -> BusSettings {
-        BusSettings {
-            nats_url: default_nats_url(),
-            prefix: default_prefix(),
-        }
-    }
-}
-
-impl BusSettings {
-    /// Checks the prefix; no IO. Keys are relative to `[bus]`.
-    pub fn validate(&self) -> Result<(), Invalid> {
-        let valid = !self.prefix.is_empty()
-            && self
-                .prefix
-                .chars()
-                .all(|char| char.is_ascii_alphanumeric() || char == '-' || char == '_');
-        if !valid {
-            return Err(Invalid::new(
-                "prefix",
-                "must be letters, digits, `-` and `_`",
-            ));
-        }
-        if self.nats_url.trim().is_empty() {
-            return Err(Invalid::new("nats_url", "must not be empty"));
-        }
-        Ok(())
-    }
-}
-
-fn default_nats_url() -> String {
-    "nats://127.0.0.1:4222".to_owned()
-}
-
-fn default_prefix() -> String {
-    "keysync".to_owned()
-}
+pub use bus::BusSettings;
 
 /// `[products]`: one optional section per product. A product without a section is not
 /// synced.
@@ -209,10 +160,10 @@ impl ProductSettings {
         let endpoint = url::Url::parse(&self.endpoint)
             .map_err(|error| Invalid::new("endpoint", format!("not a URL: {error}")))?;
         let auth = match (&self.token, &self.user, &self.password) {
-            (Some(token), None, None) => Auth::Bearer(atlassian::Secret::new(token.expose())),
+            (Some(token), None, None) => Auth::Bearer(token.clone()),
             (None, Some(user), Some(password)) => Auth::Basic {
                 user: user.clone(),
-                password: atlassian::Secret::new(password.expose()),
+                password: password.clone(),
             },
             _ => {
                 return Err(Invalid::new(

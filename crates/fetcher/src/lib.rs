@@ -11,10 +11,11 @@
 //! ```
 //!
 //! Start with [`app::App`]: [`app::App::build`] connects and checks the settings,
-//! [`app::App::run_until_stopped`] is the service loop, and [`app::App::try_step`] handles
-//! at most one request, so tests drive the service one message at a time.
+//! [`app::App::run_until_stopped`] runs the service loop (`bus::worker`, the same in every
+//! service), and [`app::App::try_step`] handles at most one request, so tests drive the
+//! service one message at a time. [`fetch::Fetcher`] is what is done with one request;
 //! [`settings::Settings`] is the configuration; [`convert`] turns `model`'s snapshot into
-//! the wire's.
+//! the wire's; `metrics` lists the instruments.
 //!
 //! **Architecture invariant:** nothing downstream plans from part of a directory. A run
 //! gets a `SnapshotReady` only for a snapshot the `keycloak` crate returned whole; any
@@ -24,6 +25,8 @@
 
 pub mod app;
 pub mod convert;
+pub mod fetch;
+mod metrics;
 pub mod settings;
 
 /// Why the service could not start or go on. A failed fetch is not an error of the
@@ -42,10 +45,6 @@ pub enum Error {
         #[source]
         source: keycloak::Error,
     },
-    #[error("pulling run requests from the consumer")]
-    Pull(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("the run request consumer closed")]
-    ConsumerClosed,
     #[error(transparent)]
-    Health(#[from] bus::health::HealthError),
+    Worker(#[from] bus::worker::WorkerError),
 }

@@ -20,30 +20,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let _telemetry = telemetry::init("fetcher", "info").context("setting up telemetry")?;
+    let _telemetry = telemetry::init("keysync-fetcher", "info").context("setting up telemetry")?;
     let settings = Settings::load(args.config.as_deref()).context("loading the settings")?;
     let app = App::build(settings).await.context("starting the fetcher")?;
-    app.run_until_stopped(shutdown_signal())
+    app.run_until_stopped(telemetry::shutdown_signal())
         .await
         .context("serving run requests")
-}
-
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(error = %error, "Cannot listen for SIGTERM; only Ctrl-C stops the fetcher.");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-    tracing::info!("Shutting down.");
 }

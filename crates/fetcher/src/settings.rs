@@ -31,7 +31,7 @@
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
-pub use bus::health::HealthSettings;
+pub use bus::{BusSettings, health::HealthSettings};
 use config::Invalid;
 use keycloak::config::KeycloakSettings;
 use serde::Deserialize;
@@ -53,20 +53,6 @@ pub struct Settings {
     pub health: HealthSettings,
 }
 
-/// `[bus]`: where NATS is and the prefix of every subject, stream and bucket. The same
-/// section every service reads.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BusSettings {
-    /// The NATS server. Default: `nats://127.0.0.1:4222`.
-    #[serde(default = "default_nats_url")]
-    pub nats_url: String,
-    /// The prefix of every subject, stream and bucket of one deployment: letters, digits,
-    /// `-` and `_`. Default: `keysync`.
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
-}
-
 /// `[fetcher]`.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,23 +68,6 @@ pub struct FetcherSettings {
     pub ack_wait_seconds: Option<u64>,
 }
 
-impl Default for BusSettings {
-    fn default() -> BusSettings {
-        BusSettings {
-            nats_url: default_nats_url(),
-            prefix: default_prefix(),
-        }
-    }
-}
-
-fn default_nats_url() -> String {
-    "nats://127.0.0.1:4222".to_owned()
-}
-
-fn default_prefix() -> String {
-    "keysync".to_owned()
-}
-
 impl Settings {
     /// Loads the file (if any) and the environment, then validates.
     pub fn load(file: Option<&Path>) -> Result<Settings, config::Error> {
@@ -110,20 +79,7 @@ impl Settings {
     /// Checks every section; no IO. Keys in errors are full paths
     /// (`keycloak.corp.page_size`).
     pub fn validate(&self) -> Result<(), Invalid> {
-        let prefix = &self.bus.prefix;
-        if prefix.is_empty()
-            || !prefix
-                .chars()
-                .all(|char| char.is_ascii_alphanumeric() || char == '-' || char == '_')
-        {
-            return Err(Invalid::new(
-                "bus.prefix",
-                "must be letters, digits, `-` and `_`",
-            ));
-        }
-        if self.bus.nats_url.trim().is_empty() {
-            return Err(Invalid::new("bus.nats_url", "must not be empty"));
-        }
+        self.bus.validate().map_err(|error| error.within("bus"))?;
         if let Some(bucket) = &self.fetcher.snapshot_bucket
             && (bucket.is_empty()
                 || !bucket

@@ -19,6 +19,23 @@
 //!
 //! Architecture invariant: no other crate builds a subscriber or an exporter.
 
+mod shutdown;
+
+pub use shutdown::shutdown_signal;
+
+/// An error and its causes, `: `-separated on one line, for a log field or a reason a
+/// person reads (`reading the snapshot: connection refused`).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 use opentelemetry::{
     Context, Key, KeyValue, global,
     propagation::{Extractor, Injector},

@@ -12,6 +12,7 @@
 //! - [`otlp::OtlpReceiver`]: an in-process OTLP/gRPC receiver that keeps every span and
 //!   metric it is sent, to check what the services export.
 //! - [`http`]: GETs of a service's `/healthz` and `/readyz`, and waiting for an answer.
+//! - [`rebind`]: a service's consumer deleted under it, and waiting until it is bound again.
 //! - [`dashboard`]: the metric names the Grafana dashboard (`deploy/grafana`) queries.
 //!
 //! Every server's output goes to a log file that is printed when a test fails.
@@ -23,3 +24,4 @@ pub mod keycloak;
 pub mod nats;
 pub mod otlp;
 pub mod process;
+pub mod rebind;

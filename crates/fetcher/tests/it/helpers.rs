@@ -18,7 +18,10 @@ use fetcher::{
 use futures::StreamExt;
 use keycloak::config::KeycloakSettings;
 use proto::v1::{self, Product, RunMode, RunRequested};
-use test_support::{keycloak::TestRealm, nats::NatsServer};
+use test_support::{
+    keycloak::{RealmSpec, TestRealm, UserSpec},
+    nats::NatsServer,
+};
 
 pub const CONNECTOR: &str = "corp";
 
@@ -28,6 +31,22 @@ pub struct TestApp {
     pub bus: Bus,
     // Last: the server outlives the connections.
     _nats: NatsServer,
+}
+
+/// A realm of three users in nested groups, with attributes, a disabled user and one
+/// without an email.
+pub fn small_realm() -> RealmSpec {
+    RealmSpec::default()
+        .group("/staff/devs/backend")
+        .user(
+            UserSpec::new("Zoë")
+                .email("zoe@example.org")
+                .attribute("languages", &["da", "en"])
+                .member_of("/staff")
+                .member_of("/staff/devs/backend"),
+        )
+        .user(UserSpec::new("bob").no_email().disabled())
+        .user(UserSpec::new("carol").member_of("/staff/devs"))
 }
 
 /// Settings of the `corp` connector for a test realm, small pages so paging happens.

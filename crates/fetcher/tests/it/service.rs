@@ -13,23 +13,11 @@ use fetcher::app::StepOutcome;
 use proto::v1::{self, Product, RunMode, SnapshotFailed, SnapshotReady};
 use test_support::keycloak::{Keycloak, KeycloakOptions, RealmSpec, UserSpec};
 
-use crate::helpers::{self, CONNECTOR, Directory, connector, directory, run_requested, spawn_app};
+use crate::helpers::{
+    self, CONNECTOR, Directory, connector, directory, run_requested, small_realm, spawn_app,
+};
 
 const STEP_WAIT: Duration = Duration::from_secs(10);
-
-fn small_realm() -> RealmSpec {
-    RealmSpec::default()
-        .group("/staff/devs/backend")
-        .user(
-            UserSpec::new("Zoë")
-                .email("zoe@example.org")
-                .attribute("languages", &["da", "en"])
-                .member_of("/staff")
-                .member_of("/staff/devs/backend"),
-        )
-        .user(UserSpec::new("bob").no_email().disabled())
-        .user(UserSpec::new("carol").member_of("/staff/devs"))
-}
 
 #[tokio::test]
 async fn run_request_gets_a_stored_snapshot_and_one_snapshot_ready() -> anyhow::Result<()> {

@@ -1,0 +1,411 @@
+//! The worker loop every service runs, against a real nats-server: each message handled
+//! once and acknowledged after its effect, handed back on failure, dead-lettered when it
+//! does not decode, kept alive while it takes long, drained on shutdown, and — when its
+//! consumer or its stream is deleted under it — bound again, unready meanwhile, losing
+//! nothing and handling nothing twice.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bus::{
+    Bus, Topology,
+    health::HealthSettings,
+    worker::{ConsumerSpec, Delivery, Handler, Worker},
+};
+use proto::v1::{self, RunMode, RunRequested};
+use test_support::nats::NatsServer;
+use tokio::sync::{Notify, oneshot};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn run_requested(run_id: &str) -> RunRequested {
+    RunRequested {
+        schema_version: v1::SCHEMA_VERSION,
+        run_id: run_id.to_owned(),
+        mode: RunMode::Simulate as i32,
+        ..RunRequested::default()
+    }
+}
+
+/// Records every run id it handles; fails a run id's first `fail_first` attempts; waits
+/// for `release` when handling a run id named `hold*`; works `slow` for `slow*` ones.
+#[derive(Default)]
+struct Recorder {
+    handled: Mutex<Vec<String>>,
+    attempts: Mutex<BTreeMap<String, u32>>,
+    fail_first: u32,
+    holding: Notify,
+    release: Notify,
+    slow: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum TestError {
+    #[error(transparent)]
+    Bus(#[from] bus::Error),
+    #[error("failed on purpose")]
+    OnPurpose,
+}
+
+impl Handler for Recorder {
+    type Outcome = Option<String>;
+    type Error = TestError;
+
+    async fn handle(&self, delivery: &Delivery<'_>) -> Result<Option<String>, TestError> {
+        let Some(request) = delivery.decode::<RunRequested>().await? else {
+            return Ok(None);
+        };
+        let run_id = request.run_id;
+        let attempt = {
+            let mut attempts = self.attempts.lock().expect("lock");
+            let attempt = attempts.entry(run_id.clone()).or_default();
+            *attempt += 1;
+            *attempt
+        };
+        if attempt <= self.fail_first {
+            return Err(TestError::OnPurpose);
+        }
+        if run_id.starts_with("hold") {
+            self.holding.notify_one();
+            self.release.notified().await;
+        }
+        if run_id.starts_with("slow") {
+            tokio::time::sleep(self.slow).await;
+        }
+        self.handled.lock().expect("lock").push(run_id.clone());
+        Ok(Some(run_id))
+    }
+}
+
+impl Recorder {
+    fn handled(&self) -> Vec<String> {
+        self.handled.lock().expect("lock").clone()
+    }
+
+    /// Waits until `run_id` was handled, for at most [`WAIT`].
+    async fn wait_for(&self, run_id: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.handled().iter().any(|handled| handled == run_id) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{run_id} was not handled: {:?}",
+                self.handled()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+struct Setup {
+    _nats: NatsServer,
+    bus: Bus,
+    spec: ConsumerSpec,
+}
+
+async fn setup(prefix: &str, ack_wait: Duration) -> Setup {
+    let nats = NatsServer::start().expect("nats-server");
+    let bus = Bus::connect(&nats.url(), Topology::new(prefix))
+        .await
+        .expect("bus");
+    let topology = bus.topology();
+    let spec = ConsumerSpec {
+        stream: topology.events_stream(),
+        name: "worker-test".to_owned(),
+        filter_subjects: vec![topology.run_requested()],
+        ack_wait,
+    };
+    Setup {
+        _nats: nats,
+        bus,
+        spec,
+    }
+}
+
+impl Setup {
+    async fn publish(&self, run_id: &str) {
+        self.bus
+            .publish(
+                &self.bus.topology().run_requested(),
+                &run_requested(run_id),
+                run_id,
+            )
+            .await
+            .expect("publish");
+    }
+
+    async fn worker(&self) -> Worker {
+        Worker::bind(
+            &self.bus,
+            "test",
+            vec![self.spec.clone()],
+            &HealthSettings {
+                listen: Some("127.0.0.1:0".parse().expect("address")),
+            },
+        )
+        .await
+        .expect("binds")
+    }
+
+    async fn consumer_info(&self) -> async_nats::jetstream::consumer::Info {
+        let mut consumer = self
+            .bus
+            .jetstream()
+            .get_stream(&self.spec.stream)
+            .await
+            .expect("stream")
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&self.spec.name)
+            .await
+            .expect("consumer");
+        consumer.info().await.expect("info").clone()
+    }
+}
+
+/// Runs `worker` with `handler` on a task until the answered sender is used.
+fn spawn(
+    worker: Worker,
+    handler: Arc<Recorder>,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), bus::worker::WorkerError>>,
+) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        worker
+            .run(handler.as_ref(), async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (stop, task)
+}
+
+/// Waits until `health` shows `consumer` unready, then ready again, after `seen` changes.
+async fn wait_for_rebind(health: &bus::health::Health, consumer: &str, seen: usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let changes: Vec<(String, bool)> = health.transitions().into_iter().skip(seen).collect();
+        let down = changes
+            .iter()
+            .position(|change| change == &(consumer.to_owned(), false));
+        let up_after = down.is_some_and(|down| {
+            changes[down..]
+                .iter()
+                .any(|change| change == &(consumer.to_owned(), true))
+        });
+        if up_after && health.readiness().is_ok() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the consumer was not bound again: {:?}",
+            health.transitions()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_message_is_handled_once_and_acknowledged() {
+    let setup = setup("w1", Duration::from_secs(30)).await;
+    for run_id in ["a", "b", "c"] {
+        setup.publish(run_id).await;
+    }
+    let handler = Arc::new(Recorder::default());
+    let (stop, task) = spawn(setup.worker().await, Arc::clone(&handler));
+    handler.wait_for("c").await;
+    let _ = stop.send(());
+    task.await.expect("joins").expect("runs");
+    assert_eq!(handler.handled(), ["a", "b", "c"]);
+    let info = setup.consumer_info().await;
+    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0_usize));
+}
+
+#[tokio::test]
+async fn a_failed_message_comes_again_and_one_that_does_not_decode_is_dead_lettered() {
+    let setup = setup("w2", Duration::from_secs(30)).await;
+    setup
+        .bus
+        .jetstream()
+        .publish(
+            setup.bus.topology().run_requested(),
+            "\u{ff} garbage".into(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    setup.publish("a").await;
+    let handler = Arc::new(Recorder {
+        fail_first: 1,
+        ..Recorder::default()
+    });
+    let worker = setup
+        .worker()
+        .await
+        .with_retry_delay(Duration::from_millis(50));
+    let (stop, task) = spawn(worker, Arc::clone(&handler));
+    handler.wait_for("a").await;
+    let _ = stop.send(());
+    task.await.expect("joins").expect("runs");
+    assert_eq!(handler.handled(), ["a"]);
+    assert_eq!(handler.attempts.lock().expect("lock")["a"], 2);
+    let dead = setup
+        .bus
+        .jetstream()
+        .get_stream(setup.bus.topology().dead_stream())
+        .await
+        .expect("dead stream")
+        .info()
+        .await
+        .expect("info")
+        .state
+        .messages;
+    assert_eq!(dead, 1);
+    let info = setup.consumer_info().await;
+    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0_usize));
+}
+
+#[tokio::test]
+async fn a_message_in_hand_longer_than_the_ack_wait_is_not_handed_to_another() {
+    let setup = setup("w3", Duration::from_secs(1)).await;
+    setup.publish("slow").await;
+    let handler = Arc::new(Recorder {
+        slow: Duration::from_millis(2500),
+        ..Recorder::default()
+    });
+    let (stop, task) = spawn(setup.worker().await, Arc::clone(&handler));
+    handler.wait_for("slow").await;
+    let _ = stop.send(());
+    task.await.expect("joins").expect("runs");
+    assert_eq!(handler.attempts.lock().expect("lock")["slow"], 1);
+    let info = setup.consumer_info().await;
+    assert_eq!(info.delivered.consumer_sequence, 1, "delivered once");
+    assert_eq!(info.num_ack_pending, 0);
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_message_in_hand_and_takes_no_other() {
+    let setup = setup("w4", Duration::from_secs(30)).await;
+    setup.publish("hold").await;
+    let handler = Arc::new(Recorder::default());
+    let (stop, task) = spawn(setup.worker().await, Arc::clone(&handler));
+    handler.holding.notified().await;
+    setup.publish("after").await;
+    let _ = stop.send(());
+    handler.release.notify_one();
+    task.await.expect("joins").expect("runs");
+    assert_eq!(handler.handled(), ["hold"]);
+    let info = setup.consumer_info().await;
+    assert_eq!(
+        info.num_ack_pending as u64 + info.num_pending,
+        1,
+        "`after` waits"
+    );
+    assert_eq!(
+        info.ack_floor.consumer_sequence, 1,
+        "`hold` was acknowledged"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_consumer_is_made_again_and_nothing_is_lost_or_handled_twice() {
+    let setup = setup("w5", Duration::from_secs(30)).await;
+    let handler = Arc::new(Recorder::default());
+    let worker = setup.worker().await;
+    let health = worker.health().clone();
+    let (stop, task) = spawn(worker, Arc::clone(&handler));
+    setup.publish("a").await;
+    handler.wait_for("a").await;
+
+    let seen = health.transitions().len();
+    setup
+        .bus
+        .jetstream()
+        .get_stream(&setup.spec.stream)
+        .await
+        .expect("stream")
+        .delete_consumer(&setup.spec.name)
+        .await
+        .expect("deleted");
+    wait_for_rebind(&health, &setup.spec.name, seen).await;
+    setup.publish("b").await;
+    handler.wait_for("b").await;
+    let _ = stop.send(());
+    task.await.expect("joins").expect("runs");
+
+    assert_eq!(handler.handled(), ["a", "b"]);
+    let info = setup.consumer_info().await;
+    assert_eq!(
+        info.delivered.consumer_sequence, 1,
+        "the consumer made again delivered only `b`"
+    );
+    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0_usize));
+}
+
+#[tokio::test]
+async fn a_deleted_stream_is_made_again_and_the_worker_goes_on() {
+    let setup = setup("w6", Duration::from_secs(30)).await;
+    let handler = Arc::new(Recorder::default());
+    let worker = setup.worker().await;
+    let health = worker.health().clone();
+    let (stop, task) = spawn(worker, Arc::clone(&handler));
+    setup.publish("a").await;
+    handler.wait_for("a").await;
+
+    let seen = health.transitions().len();
+    setup
+        .bus
+        .jetstream()
+        .delete_stream(&setup.spec.stream)
+        .await
+        .expect("deleted");
+    wait_for_rebind(&health, &setup.spec.name, seen).await;
+    setup.publish("b").await;
+    handler.wait_for("b").await;
+    let _ = stop.send(());
+    task.await.expect("joins").expect("runs");
+    assert_eq!(handler.handled(), ["a", "b"]);
+}
+
+#[tokio::test]
+async fn a_consumer_made_again_by_someone_else_is_bound_as_it_is() {
+    let setup = setup("w7", Duration::from_secs(30)).await;
+    let handler = Arc::new(Recorder::default());
+    let worker = setup.worker().await;
+    let health = worker.health().clone();
+    let (stop, task) = spawn(worker, Arc::clone(&handler));
+    setup.publish("a").await;
+    handler.wait_for("a").await;
+
+    let seen = health.transitions().len();
+    let stream = setup
+        .bus
+        .jetstream()
+        .get_stream(&setup.spec.stream)
+        .await
+        .expect("stream");
+    stream
+        .delete_consumer(&setup.spec.name)
+        .await
+        .expect("deleted");
+    // An operator makes it again, from new messages on.
+    stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some(setup.spec.name.clone()),
+            filter_subject: setup.bus.topology().run_requested(),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .expect("created");
+    wait_for_rebind(&health, &setup.spec.name, seen).await;
+    setup.publish("b").await;
+    handler.wait_for("b").await;
+    let _ = stop.send(());
+    task.await.expect("joins").expect("runs");
+    assert_eq!(handler.handled(), ["a", "b"]);
+}

@@ -1,0 +1,242 @@
+//! [`Fetcher`]: what the fetcher does with one run request. The worker loop around it
+//! (pulling, keep-alive while a fetch runs, acknowledging only after the outcome is on the
+//! bus, dead letters, rebinding) is `bus::worker`'s.
+//!
+//! A request gets `SnapshotReady` (the snapshot stored whole) or `SnapshotFailed` (the
+//! reason), both with the message id `{run_id}/snapshot`. A request delivered again reuses
+//! the snapshot already stored for its run, so an object never changes under a
+//! `SnapshotReady`.
+
+use std::{collections::BTreeMap, time::Instant};
+
+use bus::{
+    Bus,
+    worker::{Delivery, Handler},
+};
+use opentelemetry::KeyValue;
+use proto::v1::{self, RunRequested, SnapshotFailed, SnapshotReady};
+use telemetry::error_chain;
+use tracing::Instrument;
+
+use crate::{
+    Error,
+    convert::{SnapshotHeader, snapshot_to_proto},
+    metrics::Metrics,
+};
+
+/// What handling one run request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// No request came within the wait.
+    Idle,
+    /// The request did not decode (or had no run id) and went to the dead letters.
+    DeadLettered,
+    SnapshotReady {
+        run_id: String,
+        users: u64,
+        groups: u64,
+        memberships: u64,
+    },
+    SnapshotFailed {
+        run_id: String,
+        reason: String,
+    },
+}
+
+/// The fetcher's handler of run requests: one Keycloak client per connector.
+pub struct Fetcher {
+    pub(crate) bus: Bus,
+    pub(crate) connectors: BTreeMap<String, keycloak::client::Client>,
+    pub(crate) bucket: String,
+    pub(crate) metrics: Metrics,
+}
+
+impl Handler for Fetcher {
+    type Outcome = StepOutcome;
+    type Error = Error;
+
+    async fn handle(&self, delivery: &Delivery<'_>) -> Result<StepOutcome, Error> {
+        self.metrics.received.add(1, &[]);
+        let Some(request) = delivery.decode::<RunRequested>().await? else {
+            self.metrics.dropped();
+            return Ok(StepOutcome::DeadLettered);
+        };
+        if request.run_id.is_empty() {
+            delivery.dead_letter("RunRequested has no run_id").await?;
+            self.metrics.dropped();
+            return Ok(StepOutcome::DeadLettered);
+        }
+        let span = tracing::info_span!(
+            "fetch",
+            run_id = %request.run_id,
+            connector = %request.connector,
+        );
+        bus::trace::continue_trace(&span, delivery.message().headers.as_ref());
+        self.serve(&request).instrument(span).await
+    }
+}
+
+impl Fetcher {
+    /// Fetches and stores the run's snapshot and announces the outcome.
+    async fn serve(&self, request: &RunRequested) -> Result<StepOutcome, Error> {
+        let produced = self.produce(request).await;
+        let message_id = format!("{}/snapshot", request.run_id);
+        let topology = self.bus.topology();
+        let connector = KeyValue::new("connector", request.connector.clone());
+        let outcome = match produced {
+            Ok(ready) => {
+                self.bus
+                    .publish(&topology.snapshot_ready(), &ready, &message_id)
+                    .await?;
+                self.metrics.ready.add(1, &[connector]);
+                tracing::info!(
+                    users = ready.users,
+                    groups = ready.groups,
+                    memberships = ready.memberships,
+                    key = ready.snapshot.as_ref().map(|object| object.key.as_str()),
+                    "Snapshot ready."
+                );
+                StepOutcome::SnapshotReady {
+                    run_id: request.run_id.clone(),
+                    users: ready.users,
+                    groups: ready.groups,
+                    memberships: ready.memberships,
+                }
+            }
+            Err(reason) => {
+                let failed = SnapshotFailed {
+                    schema_version: v1::SCHEMA_VERSION,
+                    run_id: request.run_id.clone(),
+                    connector: request.connector.clone(),
+                    reason: reason.clone(),
+                };
+                self.bus
+                    .publish(&topology.snapshot_failed(), &failed, &message_id)
+                    .await?;
+                self.metrics.failed.add(1, &[connector]);
+                tracing::warn!(reason = %reason, "Snapshot failed.");
+                StepOutcome::SnapshotFailed {
+                    run_id: request.run_id.clone(),
+                    reason,
+                }
+            }
+        };
+        Ok(outcome)
+    }
+
+    /// The progress counters of a connector's client, for logs and tests.
+    pub fn progress(&self, connector: &str) -> Option<keycloak::client::Progress> {
+        self.connectors
+            .get(connector)
+            .map(|client| client.progress().clone())
+    }
+
+    /// Fetches and stores the snapshot of the run, or says why there is none.
+    async fn produce(&self, request: &RunRequested) -> Result<SnapshotReady, String> {
+        let (connector, client) = self.connector(&request.connector)?;
+        let key = format!("{}.pb.zst", request.run_id);
+        // A request delivered again (the last replica stopped before its ack) reuses the
+        // snapshot already stored, so the object never changes under a SnapshotReady.
+        match self
+            .bus
+            .get_latest_object::<v1::Snapshot>(&self.bucket, &key)
+            .await
+        {
+            Ok(Some((stored, object))) => {
+                tracing::info!(key = %key, "Reusing the snapshot stored for this run.");
+                return Ok(ready(request, connector, &stored, object));
+            }
+            Ok(None) => {}
+            Err(error) => return Err(format!("reading {key}: {}", error_chain(&error))),
+        }
+        let fetched_at = prost_types::Timestamp::from(std::time::SystemTime::now());
+        let (requests, retries) = (client.progress().requests(), client.progress().retries());
+        let started = Instant::now();
+        let fetched = client.fetch().await;
+        let labels = [
+            KeyValue::new("connector", connector.to_owned()),
+            KeyValue::new("outcome", if fetched.is_ok() { "ok" } else { "error" }),
+        ];
+        self.metrics
+            .fetch_duration
+            .record(started.elapsed().as_secs_f64(), &labels);
+        self.metrics.keycloak_requests.add(
+            client.progress().requests().saturating_sub(requests),
+            &labels[..1],
+        );
+        self.metrics.keycloak_retries.add(
+            client.progress().retries().saturating_sub(retries),
+            &labels[..1],
+        );
+        let snapshot = fetched.map_err(|error| {
+            format!(
+                "fetching realm `{}` of connector `{connector}`: {}",
+                client.settings().realm,
+                error_chain(&error)
+            )
+        })?;
+        let snapshot = snapshot_to_proto(
+            snapshot,
+            &SnapshotHeader {
+                run_id: &request.run_id,
+                connector,
+                realm: &client.settings().realm,
+                fetched_at,
+            },
+        );
+        let object = self
+            .bus
+            .put_object(&self.bucket, &key, &snapshot)
+            .await
+            .map_err(|error| format!("storing the snapshot: {}", error_chain(&error)))?;
+        Ok(ready(request, connector, &snapshot, object))
+    }
+
+    /// The connector a request names; an empty name means the only one configured.
+    fn connector<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> Result<(&'a str, &'a keycloak::client::Client), String> {
+        if name.is_empty() && self.connectors.len() == 1 {
+            return self
+                .connectors
+                .iter()
+                .next()
+                .map(|(name, client)| (name.as_str(), client))
+                .ok_or_else(|| "no keycloak connector is configured".to_owned());
+        }
+        self.connectors
+            .get(name)
+            .map(|client| (name, client))
+            .ok_or_else(|| {
+                format!(
+                    "no keycloak connector named `{name}`; configured: {}",
+                    self.connectors
+                        .keys()
+                        .map(|name| format!("`{name}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+    }
+}
+
+fn ready(
+    request: &RunRequested,
+    connector: &str,
+    snapshot: &v1::Snapshot,
+    object: v1::ObjectRef,
+) -> SnapshotReady {
+    SnapshotReady {
+        schema_version: v1::SCHEMA_VERSION,
+        run_id: request.run_id.clone(),
+        connector: connector.to_owned(),
+        snapshot: Some(object),
+        users: snapshot.users.len() as u64,
+        groups: snapshot.groups.len() as u64,
+        memberships: snapshot.memberships.len() as u64,
+        fetched_at: snapshot.fetched_at,
+        mode: request.mode,
+        products: request.products.clone(),
+    }
+}
