@@ -6,7 +6,8 @@
 //!
 //! - **Pull.** One message at a time, from the consumers in the order they were given (an
 //!   earlier consumer's message first when several wait), in one `select!` with the
-//!   shutdown signal, the rebind timer and the handler's optional tick ([`Handler::tick`]).
+//!   shutdown signal, the handler's optional tick ([`Handler::tick`], before messages when
+//!   due) and the rebind timer.
 //! - **Keep alive.** While a message is handled its ack deadline is renewed every third of
 //!   the consumer's `ack_wait` (`AckKind::Progress`), so long work is not handed to a
 //!   second replica.
@@ -341,6 +342,17 @@ impl Worker {
         self
     }
 
+    /// Starts the dead-letter counter at zero for each message kind the service decodes,
+    /// so a dashboard shows 0, not "no data", before the first one.
+    pub fn counting_kinds(self, kinds: &[&'static str]) -> Worker {
+        for kind in kinds {
+            let mut labels = self.shared.labels.clone();
+            labels.push(KeyValue::new("kind", *kind));
+            self.shared.dead_letters.add(0, &labels);
+        }
+        self
+    }
+
     /// How long a message whose handling failed waits before it comes again.
     pub fn with_retry_delay(mut self, delay: Duration) -> Worker {
         self.shared.retry_delay = delay;
@@ -443,12 +455,14 @@ impl Worker {
                 .filter(|lane| lane.messages.is_none())
                 .map(|lane| lane.rebind_at)
                 .min();
+            // A due tick goes before messages, so a steady stream of them cannot put the
+            // service's periodic work off.
             let event = tokio::select! {
                 biased;
                 () = &mut shutdown => return,
+                () = tick(&mut ticker) => Event::Tick,
                 (index, message) = next_message(&mut self.lanes) => Event::Message(index, message),
                 () = sleep_until(rebind_at) => continue,
-                () = tick(&mut ticker) => Event::Tick,
             };
             match event {
                 Event::Tick => handler.tick().await,

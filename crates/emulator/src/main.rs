@@ -70,12 +70,7 @@ enum JiraVersionArg {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let _telemetry = telemetry::init("keysync-emulator", "info").context("setting up telemetry")?;
     let args = Args::parse();
     let seed = match &args.seed_file {
         None => emulator::store::Seed::default(),

@@ -18,35 +18,15 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let _telemetry = telemetry::init("planner", "info").context("starting telemetry")?;
+    let _telemetry = telemetry::init("keysync-planner", "info").context("starting telemetry")?;
     let settings: planner::Settings =
         config::load(args.config.as_deref()).context("loading the configuration")?;
     let app = planner::App::build(settings)
         .await
         .context("starting the planner")?;
-    let result = app.run_until_stopped(shutdown_signal()).await;
+    let result = app.run_until_stopped(telemetry::shutdown_signal()).await;
     if let Err(error) = &result {
         tracing::error!(error = %error, "The planner stopped with an error.");
     }
     result.context("running the planner")
-}
-
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(error = %error, "Cannot listen for SIGTERM; only Ctrl-C stops the planner.");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = terminate => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("Stopping: finishing the message in hand.");
 }

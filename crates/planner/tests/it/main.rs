@@ -5,3 +5,4 @@ mod failures;
 mod health;
 mod helpers;
 mod planning;
+mod rebind;

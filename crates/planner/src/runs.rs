@@ -1,0 +1,427 @@
+//! [`Planner`]: what the planner does with one message of a run, and with the runs whose
+//! states are late. The loop around it (pulling, keep-alive, acknowledging only after
+//! `Ok`, handing a message back after an error of the bus, dead letters, rebinding) is
+//! `bus::worker`'s.
+//!
+//! A message is dispatched by its subject: `SnapshotReady`, `StateReady` and `StateFailed`
+//! are recorded in the run's join ([`crate::join`]), after which the run is planned or
+//! failed when it can be; `RunApproved` publishes the stored
+//! plan's change sets. A failure of the run's data fails the run (`PlanFailed`); a failure
+//! of the bus is an `Err`, and the message comes again.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use bus::Bus;
+use bus::worker::{Delivery, Handler};
+use cache::Cache;
+use model::policy::ValidPolicy;
+use model::state::Product;
+use opentelemetry::KeyValue;
+use proto::v1;
+use telemetry::error_chain;
+use tracing::Instrument;
+
+use crate::join::{Decision, Join, Joins, Status};
+use crate::metrics::Metrics;
+use crate::{Error, change_sets, convert};
+
+/// What handling one message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// No message arrived.
+    Idle,
+    /// A message that does not decode went to the dead-letter stream.
+    DeadLettered,
+    /// The message is recorded; the run waits for more.
+    Waiting { run_id: String },
+    /// The plan is stored and announced; `change_sets` were published (none when held or
+    /// simulated).
+    Planned {
+        run_id: String,
+        held: bool,
+        change_sets: usize,
+    },
+    /// `PlanFailed` was published.
+    Failed { run_id: String, reason: String },
+    /// An approval published the stored plan's change sets.
+    Approved { run_id: String, change_sets: usize },
+    /// The message changed nothing: its run is finished, or it is not for the planner.
+    Ignored,
+}
+
+/// Whether a run's failure lies in its data (it fails the run) or in the bus (retry).
+enum Failure {
+    Run(String),
+    Bus(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure::Bus(error)
+    }
+}
+
+/// The planner's handler: the joins, the enabled products' policies and how to cut and
+/// time runs.
+pub struct Planner {
+    pub(crate) bus: Bus,
+    pub(crate) cache: Cache,
+    pub(crate) joins: Joins,
+    pub(crate) enabled: Vec<Product>,
+    pub(crate) policies: BTreeMap<Product, ValidPolicy>,
+    pub(crate) change_set_size: usize,
+    pub(crate) state_timeout: Duration,
+    pub(crate) metrics: Metrics,
+}
+
+impl Handler for Planner {
+    type Outcome = StepOutcome;
+    type Error = Error;
+
+    async fn handle(&self, delivery: &Delivery<'_>) -> Result<StepOutcome, Error> {
+        let topology = self.bus.topology();
+        let message = delivery.message();
+        let subject = message.subject.as_str();
+        let prefix = topology.prefix();
+        let headers = message.headers.as_ref();
+        if subject == topology.snapshot_ready() {
+            let Some(ready) = delivery.decode::<v1::SnapshotReady>().await? else {
+                return Ok(StepOutcome::DeadLettered);
+            };
+            let span = run_span(&ready.run_id, "snapshot_ready", headers);
+            let run_id = ready.run_id.clone();
+            return self
+                .record(&run_id, move |join| {
+                    join.add_snapshot(ready.clone(), SystemTime::now())
+                })
+                .instrument(span)
+                .await;
+        }
+        if subject.starts_with(&format!("{prefix}.state.ready.")) {
+            let Some(ready) = delivery.decode::<v1::StateReady>().await? else {
+                return Ok(StepOutcome::DeadLettered);
+            };
+            let span = run_span(&ready.run_id, "state_ready", headers);
+            let run_id = ready.run_id.clone();
+            return self
+                .record(&run_id, move |join| join.add_state(ready.clone()))
+                .instrument(span)
+                .await;
+        }
+        if subject.starts_with(&format!("{prefix}.state.failed.")) {
+            let Some(failed) = delivery.decode::<v1::StateFailed>().await? else {
+                return Ok(StepOutcome::DeadLettered);
+            };
+            let span = run_span(&failed.run_id, "state_failed", headers);
+            let run_id = failed.run_id.clone();
+            return self
+                .record(&run_id, move |join| join.add_failure(failed.clone()))
+                .instrument(span)
+                .await;
+        }
+        if subject == topology.run_approved() {
+            let Some(approved) = delivery.decode::<v1::RunApproved>().await? else {
+                return Ok(StepOutcome::DeadLettered);
+            };
+            let span = run_span(&approved.run_id, "run_approved", headers);
+            return self.approve(&approved).instrument(span).await;
+        }
+        tracing::debug!(subject, "Ignored a message the planner does not handle.");
+        Ok(StepOutcome::Ignored)
+    }
+
+    /// A quarter of the state timeout, from 200 ms to 5 s.
+    fn tick_interval(&self) -> Option<Duration> {
+        Some((self.state_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5)))
+    }
+
+    async fn tick(&self) {
+        if let Err(error) = self.check_deadlines().await {
+            tracing::warn!(
+                error = %error_chain(&error),
+                "Could not check the runs waiting for a state."
+            );
+        }
+    }
+}
+
+impl Planner {
+    /// Fails every run whose states did not arrive in time. Answers the failed run ids.
+    pub async fn check_deadlines(&self) -> Result<Vec<String>, Error> {
+        let mut failed = Vec::new();
+        for run_id in self.joins.run_ids().await? {
+            let Some(join) = self.joins.get(&run_id).await? else {
+                continue;
+            };
+            if join.snapshot.is_none() {
+                continue;
+            }
+            if let Decision::Fail { reason } =
+                join.decide(&self.enabled, self.state_timeout, SystemTime::now())
+            {
+                let span = tracing::info_span!("plan_run", run_id = %run_id);
+                self.fail_run(&run_id, &reason).instrument(span).await?;
+                failed.push(run_id);
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Records a message in its run's join, then plans or fails the run if it can.
+    async fn record(&self, run_id: &str, change: impl Fn(&mut Join)) -> Result<StepOutcome, Error> {
+        let join = self
+            .joins
+            .update(run_id, |join| {
+                if !join.is_finished() {
+                    change(join);
+                }
+            })
+            .await?;
+        match join.decide(&self.enabled, self.state_timeout, SystemTime::now()) {
+            Decision::Done => Ok(StepOutcome::Ignored),
+            Decision::Wait { missing } => {
+                tracing::info!(
+                    ?missing,
+                    "The run waits for its snapshot or product states."
+                );
+                Ok(StepOutcome::Waiting {
+                    run_id: run_id.to_owned(),
+                })
+            }
+            Decision::Fail { reason } => {
+                self.fail_run(run_id, &reason).await?;
+                Ok(StepOutcome::Failed {
+                    run_id: run_id.to_owned(),
+                    reason,
+                })
+            }
+            Decision::Plan { products } => self.plan_run(run_id, &join, &products).await,
+        }
+    }
+
+    /// Plans a complete run, stores and announces the plan, and publishes its change sets
+    /// when the run may write.
+    async fn plan_run(
+        &self,
+        run_id: &str,
+        join: &Join,
+        products: &[(Product, v1::ObjectRef)],
+    ) -> Result<StepOutcome, Error> {
+        let plan = match self.build_plan(run_id, join, products).await {
+            Ok(plan) => plan,
+            Err(Failure::Bus(error)) => return Err(error),
+            Err(Failure::Run(reason)) => {
+                self.fail_run(run_id, &reason).await?;
+                return Ok(StepOutcome::Failed {
+                    run_id: run_id.to_owned(),
+                    reason,
+                });
+            }
+        };
+        let topology = self.bus.topology();
+        let object = self
+            .bus
+            .put_object(&topology.plans_bucket(), &format!("{run_id}.pb.zst"), &plan)
+            .await?;
+        let ready = v1::PlanReady {
+            schema_version: v1::SCHEMA_VERSION,
+            run_id: run_id.to_owned(),
+            products: plan.products.clone(),
+            plan: Some(object),
+            held: plan.held,
+            hold_reason: plan.hold_reason.clone(),
+        };
+        self.bus
+            .publish(&topology.plan_ready(), &ready, &format!("{run_id}/plan"))
+            .await?;
+        let applies = plan.mode == v1::RunMode::Apply as i32;
+        let change_sets = if applies && !plan.held {
+            self.publish_change_sets(&plan).await?
+        } else {
+            0
+        };
+        self.joins
+            .update(run_id, |join| join.status = Status::Planned as i32)
+            .await?;
+        let outcome = if plan.held { "held" } else { "planned" };
+        self.metrics
+            .plans
+            .add(1, &[KeyValue::new("outcome", outcome)]);
+        tracing::info!(
+            changes = plan.changes.len(),
+            held = plan.held,
+            hold_reason = %plan.hold_reason,
+            mode = ?v1::RunMode::try_from(plan.mode).unwrap_or_default(),
+            change_sets,
+            "Planned the run."
+        );
+        Ok(StepOutcome::Planned {
+            run_id: run_id.to_owned(),
+            held: plan.held,
+            change_sets,
+        })
+    }
+
+    async fn build_plan(
+        &self,
+        run_id: &str,
+        join: &Join,
+        products: &[(Product, v1::ObjectRef)],
+    ) -> Result<v1::Plan, Failure> {
+        let Some(ready) = &join.snapshot else {
+            return Err(Failure::Run("the run has no snapshot".to_owned()));
+        };
+        let Some(snapshot_ref) = &ready.snapshot else {
+            return Err(Failure::Run(
+                "SnapshotReady names no snapshot object".to_owned(),
+            ));
+        };
+        let snapshot = match self.bus.get_object::<v1::Snapshot>(snapshot_ref).await {
+            Ok(snapshot) => snapshot,
+            Err(error) if error.is_permanent() => {
+                return Err(Failure::Run(format!(
+                    "the snapshot is unusable: {}",
+                    error_chain(&error)
+                )));
+            }
+            Err(error) => return Err(Failure::Bus(error.into())),
+        };
+        let snapshot = convert::snapshot_to_model(&snapshot);
+        let mut plan = v1::Plan {
+            schema_version: v1::SCHEMA_VERSION,
+            run_id: run_id.to_owned(),
+            mode: ready.mode,
+            ..Default::default()
+        };
+        let mut hold_reasons = Vec::new();
+        for (product, object) in products {
+            let product = *product;
+            let cached = match self.cache.load_announced(product, object).await {
+                Ok(cached) => cached,
+                Err(error) if error.is_permanent() => {
+                    return Err(Failure::Run(format!(
+                        "the state of {product} is unusable: {}",
+                        error_chain(&error)
+                    )));
+                }
+                Err(error) => return Err(Failure::Bus(error.into())),
+            };
+            let state = cache::convert::state_to_model(&cached).map_err(|error| {
+                Failure::Run(format!("the state of {product} is unusable: {error}"))
+            })?;
+            let Some(policy) = self.policies.get(&product) else {
+                return Err(Failure::Run(format!("{product} has no policy")));
+            };
+            let product_plan = model::plan::plan(&snapshot, &state, policy);
+            for diagnostic in &product_plan.diagnostics {
+                tracing::debug!(
+                    %product,
+                    kind = ?diagnostic.kind,
+                    subject = %diagnostic.subject,
+                    message = %diagnostic.message,
+                    "The plan reports a problem."
+                );
+            }
+            let (changes, conflicts, summary) = convert::plan_to_proto(&product_plan, &state);
+            if let Some(hold) = &product_plan.hold {
+                hold_reasons.push(format!("{product}: {}", hold.reason));
+            }
+            plan.changes.extend(changes);
+            plan.conflicts.extend(conflicts);
+            plan.products.push(summary);
+        }
+        plan.held = !hold_reasons.is_empty();
+        plan.hold_reason = hold_reasons.join("; ");
+        Ok(plan)
+    }
+
+    async fn publish_change_sets(&self, plan: &v1::Plan) -> Result<usize, Error> {
+        let sets = change_sets::split(plan, self.change_set_size);
+        for (product, _) in &sets {
+            self.metrics
+                .change_sets
+                .add(1, &[KeyValue::new("product", product.as_str())]);
+        }
+        change_sets::publish(&self.bus, sets).await
+    }
+
+    /// Publishes the stored plan's change sets for an approved run.
+    async fn approve(&self, approved: &v1::RunApproved) -> Result<StepOutcome, Error> {
+        let run_id = approved.run_id.as_str();
+        let key = format!("{run_id}.pb.zst");
+        let stored = self
+            .bus
+            .get_latest_object::<v1::Plan>(&self.bus.topology().plans_bucket(), &key)
+            .await;
+        let plan = match stored {
+            Ok(Some((plan, _))) => plan,
+            Ok(None) => {
+                let reason = "approved, but no plan is stored for the run".to_owned();
+                self.fail_run(run_id, &reason).await?;
+                return Ok(StepOutcome::Failed {
+                    run_id: run_id.to_owned(),
+                    reason,
+                });
+            }
+            Err(error) if error.is_permanent() => {
+                let reason = format!(
+                    "approved, but the stored plan is unusable: {}",
+                    error_chain(&error)
+                );
+                self.fail_run(run_id, &reason).await?;
+                return Ok(StepOutcome::Failed {
+                    run_id: run_id.to_owned(),
+                    reason,
+                });
+            }
+            Err(error) => return Err(error.into()),
+        };
+        if plan.mode != v1::RunMode::Apply as i32 {
+            tracing::warn!(approved_by = %approved.approved_by, "Ignored the approval of a simulated run.");
+            return Ok(StepOutcome::Ignored);
+        }
+        let change_sets = self.publish_change_sets(&plan).await?;
+        tracing::info!(approved_by = %approved.approved_by, change_sets, "Published the approved plan.");
+        Ok(StepOutcome::Approved {
+            run_id: run_id.to_owned(),
+            change_sets,
+        })
+    }
+
+    /// Publishes `PlanFailed` and marks the run failed. Publishing first means a crash in
+    /// between publishes again (deduplicated), never not at all.
+    async fn fail_run(&self, run_id: &str, reason: &str) -> Result<(), Error> {
+        let failed = v1::PlanFailed {
+            schema_version: v1::SCHEMA_VERSION,
+            run_id: run_id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.bus
+            .publish(
+                &self.bus.topology().plan_failed(),
+                &failed,
+                &format!("{run_id}/plan-failed"),
+            )
+            .await?;
+        self.joins
+            .update(run_id, |join| join.status = Status::Failed as i32)
+            .await?;
+        self.metrics
+            .plans
+            .add(1, &[KeyValue::new("outcome", "failed")]);
+        tracing::warn!(reason, "The run failed to plan.");
+        Ok(())
+    }
+}
+
+/// The span of one message of one run, continuing the run's trace.
+fn run_span(
+    run_id: &str,
+    event: &'static str,
+    headers: Option<&async_nats::HeaderMap>,
+) -> tracing::Span {
+    let span = tracing::info_span!("plan_run", run_id = %run_id, event);
+    bus::trace::continue_trace(&span, headers);
+    span
+}
