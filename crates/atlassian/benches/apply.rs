@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use atlassian::config::{Auth, Connection, JiraSettings, UserListing};
 use atlassian::jira::JiraClient;
-use atlassian::{Directory, NewAccount, Secret};
+use atlassian::{Directory, NewAccount};
+use config::Secret;
 use futures::StreamExt;
 
 const DEFAULT_CREATES: usize = 100_000;

@@ -17,8 +17,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::config::{BitbucketSettings, Connection};
-use crate::http::{ApiRequest, ApiResponse, Http};
+use crate::client::{Offset, Paged, product_client};
+use crate::config::BitbucketSettings;
+use crate::http::ApiRequest;
 use crate::{
     AccountRef, AccountUpdate, Capabilities, ConnectionInfo, Created, Directory, Error, NewAccount,
     Outcome, Product, RemoteAccount, RemoteGroup, random_password, same_account,
@@ -27,69 +28,12 @@ use crate::{
 /// Bitbucket's documented default page is 25; it serves up to 1,000 per page.
 const DEFAULT_PAGE: u32 = 1000;
 
-/// A Bitbucket Data Center client.
-#[derive(Debug)]
-pub struct BitbucketClient {
-    http: Http,
-    settings: BitbucketSettings,
-    page_size: u32,
+product_client! {
+    /// A Bitbucket Data Center client.
+    pub struct BitbucketClient(Product::Bitbucket, BitbucketSettings, DEFAULT_PAGE) {}
 }
 
 impl BitbucketClient {
-    /// Tells `observer` of every HTTP attempt this client makes.
-    pub fn with_observer(
-        mut self,
-        observer: std::sync::Arc<dyn crate::RequestObserver>,
-    ) -> BitbucketClient {
-        self.http.set_observer(observer);
-        self
-    }
-
-    /// Builds the client; validates the settings and does no IO.
-    pub fn new(
-        connection: Connection,
-        settings: BitbucketSettings,
-    ) -> Result<BitbucketClient, Error> {
-        let page_size = connection.page_size.unwrap_or(DEFAULT_PAGE);
-        Ok(BitbucketClient {
-            http: Http::new(Product::Bitbucket, connection)?,
-            settings,
-            page_size,
-        })
-    }
-
-    async fn send_ok(&self, request: &ApiRequest) -> Result<ApiResponse, Error> {
-        let response = self.http.send(request).await?;
-        if !response.is_success() {
-            return Err(response.into_error());
-        }
-        Ok(response)
-    }
-
-    /// Every item of a `{values, isLastPage, nextPageStart}` listing.
-    async fn all_pages<T: DeserializeOwned>(
-        &self,
-        request: ApiRequest,
-        what: &'static str,
-    ) -> Result<Vec<T>, Error> {
-        let mut items = Vec::new();
-        let mut start: u64 = 0;
-        loop {
-            let page_request = request
-                .clone()
-                .query("start", start.to_string())
-                .query("limit", self.page_size.to_string());
-            let page: Page<T> = self.send_ok(&page_request).await?.json(what)?;
-            let n_values = page.values.len() as u64;
-            items.extend(page.values);
-            if page.is_last_page || n_values == 0 {
-                break;
-            }
-            start = page.next_page_start.unwrap_or(start + n_values);
-        }
-        Ok(items)
-    }
-
     /// The detailed user with this slug (or, failing that, this name); `None` when absent.
     async fn find_user(
         &self,
@@ -97,7 +41,10 @@ impl BitbucketClient {
         name: &str,
     ) -> Result<Option<DetailedUser>, Error> {
         let request = ApiRequest::get("rest/api/1.0/admin/users").query("filter", name);
-        let users: Vec<DetailedUser> = self.all_pages(request, "user page").await?;
+        let users = self
+            .core
+            .all_pages::<Page<DetailedUser>>(&request, "user page")
+            .await?;
         let by_slug = slug.and_then(|slug| users.iter().position(|user| user.slug == slug));
         let by_name = || {
             users
@@ -138,8 +85,9 @@ impl Directory for BitbucketClient {
     async fn test_connection(&self) -> Result<ConnectionInfo, Error> {
         // The same admin listing the sync reads, so it needs no extra permission.
         let request = ApiRequest::get("rest/api/1.0/admin/users").query("limit", "1");
-        self.send_ok(&request).await?;
+        self.core.send_ok(&request).await?;
         let properties: ApplicationProperties = self
+            .core
             .send_ok(&ApiRequest::get("rest/api/1.0/application-properties"))
             .await?
             .json("application properties")?;
@@ -152,16 +100,24 @@ impl Directory for BitbucketClient {
 
     #[tracing::instrument(skip_all, fields(product = "bitbucket"))]
     async fn list_accounts(&self) -> Result<Vec<RemoteAccount>, Error> {
-        let users: Vec<DetailedUser> = self
-            .all_pages(ApiRequest::get("rest/api/1.0/admin/users"), "user page")
+        let users = self
+            .core
+            .all_pages::<Page<DetailedUser>>(
+                &ApiRequest::get("rest/api/1.0/admin/users"),
+                "user page",
+            )
             .await?;
         Ok(users.into_iter().map(DetailedUser::into_account).collect())
     }
 
     #[tracing::instrument(skip_all, fields(product = "bitbucket"))]
     async fn list_groups(&self) -> Result<Vec<RemoteGroup>, Error> {
-        let groups: Vec<DetailedGroup> = self
-            .all_pages(ApiRequest::get("rest/api/1.0/admin/groups"), "group page")
+        let groups = self
+            .core
+            .all_pages::<Page<DetailedGroup>>(
+                &ApiRequest::get("rest/api/1.0/admin/groups"),
+                "group page",
+            )
             .await?;
         Ok(groups
             .into_iter()
@@ -177,14 +133,17 @@ impl Directory for BitbucketClient {
     async fn list_members(&self, group: &str) -> Result<Vec<String>, Error> {
         let request =
             ApiRequest::get("rest/api/1.0/admin/groups/more-members").query("context", group);
-        let users: Vec<DetailedUser> = self.all_pages(request, "member page").await?;
+        let users = self
+            .core
+            .all_pages::<Page<DetailedUser>>(&request, "member page")
+            .await?;
         Ok(users.into_iter().map(|user| user.slug).collect())
     }
 
     #[tracing::instrument(skip_all, fields(product = "bitbucket", login = %account.login))]
     async fn create_account(&self, account: &NewAccount) -> Result<Created, Error> {
-        let request = create_user_request(account, self.settings.add_to_default_group);
-        let response = self.http.send(&request).await?;
+        let request = create_user_request(account, self.core.settings.add_to_default_group);
+        let response = self.core.send(&request).await?;
         let created = response.is_success();
         match response.status {
             _ if created => {}
@@ -244,11 +203,11 @@ impl Directory for BitbucketClient {
         {
             let request = ApiRequest::new(Method::POST, "rest/api/1.0/admin/users/rename")
                 .json(json!({ "name": user.name, "newName": new_name }));
-            self.send_ok(&request).await?;
+            self.core.send_ok(&request).await?;
             name = new_name.clone();
         }
         if let Some(request) = update_user_request(&name, update) {
-            self.send_ok(&request).await?;
+            self.core.send_ok(&request).await?;
         }
         Ok(Outcome::Applied)
     }
@@ -279,7 +238,7 @@ impl Directory for BitbucketClient {
         }
         let request =
             ApiRequest::new(Method::DELETE, "rest/api/1.0/admin/users").query("name", user.name);
-        let response = self.http.send(&request).await?;
+        let response = self.core.send(&request).await?;
         match response.status {
             404 => Ok(Outcome::AlreadyDone),
             _ if response.is_success() => Ok(Outcome::Applied),
@@ -291,7 +250,7 @@ impl Directory for BitbucketClient {
     async fn create_group(&self, name: &str) -> Result<Outcome, Error> {
         let request =
             ApiRequest::new(Method::POST, "rest/api/1.0/admin/groups").query("name", name);
-        let response = self.http.send(&request).await?;
+        let response = self.core.send(&request).await?;
         match response.status {
             409 => Ok(Outcome::AlreadyDone),
             _ if response.is_success() => Ok(Outcome::Applied),
@@ -303,7 +262,7 @@ impl Directory for BitbucketClient {
     async fn delete_group(&self, name: &str) -> Result<Outcome, Error> {
         let request =
             ApiRequest::new(Method::DELETE, "rest/api/1.0/admin/groups").query("name", name);
-        let response = self.http.send(&request).await?;
+        let response = self.core.send(&request).await?;
         match response.status {
             404 => Ok(Outcome::AlreadyDone),
             _ if response.is_success() => Ok(Outcome::Applied),
@@ -325,7 +284,7 @@ impl Directory for BitbucketClient {
         }
         let request = ApiRequest::new(Method::POST, "rest/api/1.0/admin/users/add-groups")
             .json(json!({ "user": user.name, "groups": [group] }));
-        self.send_ok(&request).await?;
+        self.core.send_ok(&request).await?;
         Ok(Outcome::Applied)
     }
 
@@ -345,7 +304,7 @@ impl Directory for BitbucketClient {
         }
         let request = ApiRequest::new(Method::POST, "rest/api/1.0/admin/users/remove-group")
             .json(json!({ "context": user.name, "itemName": group }));
-        let response = self.http.send(&request).await?;
+        let response = self.core.send(&request).await?;
         match response.status {
             404 => Ok(Outcome::AlreadyDone),
             _ if response.is_success() => Ok(Outcome::Applied),
@@ -383,6 +342,7 @@ fn update_user_request(name: &str, update: &AccountUpdate) -> Option<ApiRequest>
     Some(ApiRequest::new(Method::PUT, "rest/api/1.0/admin/users").json(body))
 }
 
+/// A page of a `{values, size, limit, isLastPage, start, nextPageStart}` listing.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Page<T> {
@@ -394,6 +354,22 @@ struct Page<T> {
 
 fn default_true() -> bool {
     true
+}
+
+/// Bitbucket pages by `start` and `limit` too, but a page is the last when `isLastPage` says
+/// so (or leaves it out), and the next starts at `nextPageStart`, or just after it when that
+/// is missing.
+impl<T: DeserializeOwned> Paged for Page<T> {
+    type Item = T;
+    type Position = Offset;
+
+    fn split(self, start: &Offset) -> (Vec<T>, Option<Offset>) {
+        let next = (!self.is_last_page).then(|| match self.next_page_start {
+            Some(next_page_start) => start.at(next_page_start),
+            None => start.after(self.values.len()),
+        });
+        (self.values, next)
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -504,5 +480,24 @@ mod tests {
         };
         let reason = user.read_only_reason().unwrap();
         assert!(reason.contains("Corporate LDAP"), "{reason}");
+    }
+
+    #[test]
+    fn a_page_is_the_last_when_is_last_page_says_so_or_is_missing() {
+        let start = Offset::default().at(25);
+        let page = |body: serde_json::Value| -> Page<DetailedGroup> {
+            serde_json::from_value(body).unwrap()
+        };
+        let group = json!({"name": "developers"});
+
+        let jump = page(json!({"values": [group], "isLastPage": false, "nextPageStart": 60}));
+        let no_start = page(json!({"values": [group, group], "isLastPage": false}));
+        let last = page(json!({"values": [group], "isLastPage": true, "nextPageStart": 26}));
+        let unsaid = page(json!({"values": [group]}));
+
+        assert_eq!(jump.split(&start).1, Some(start.at(60)));
+        assert_eq!(no_start.split(&start).1, Some(start.after(2)));
+        assert_eq!(last.split(&start).1, None);
+        assert_eq!(unsaid.split(&start).1, None);
     }
 }

@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
+use ::config::Secret;
 use url::Url;
 
-use crate::{Error, Product, Secret};
+use crate::{Error, Product};
 
 /// Settings for [`crate::Client::new`]: the connection plus the product's own settings,
 /// whose variant also chooses the product.

@@ -21,8 +21,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::config::{ConfluenceSettings, Connection};
-use crate::http::{ApiRequest, ApiResponse, Http};
+use crate::client::{Offset, Paged, product_client};
+use crate::config::ConfluenceSettings;
+use crate::http::ApiRequest;
 use crate::{
     AccountRef, AccountUpdate, Capabilities, ConnectionInfo, Created, Directory, Error, NewAccount,
     Outcome, Product, RemoteAccount, RemoteGroup, random_password, same_account,
@@ -33,70 +34,12 @@ const DEFAULT_PAGE: u32 = 200;
 /// The longest wait between two polls of a long task.
 const MAX_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A Confluence Data Center client.
-#[derive(Debug)]
-pub struct ConfluenceClient {
-    http: Http,
-    settings: ConfluenceSettings,
-    page_size: u32,
+product_client! {
+    /// A Confluence Data Center client.
+    pub struct ConfluenceClient(Product::Confluence, ConfluenceSettings, DEFAULT_PAGE) {}
 }
 
 impl ConfluenceClient {
-    /// Tells `observer` of every HTTP attempt this client makes.
-    pub fn with_observer(
-        mut self,
-        observer: std::sync::Arc<dyn crate::RequestObserver>,
-    ) -> ConfluenceClient {
-        self.http.set_observer(observer);
-        self
-    }
-
-    /// Builds the client; validates the settings and does no IO.
-    pub fn new(
-        connection: Connection,
-        settings: ConfluenceSettings,
-    ) -> Result<ConfluenceClient, Error> {
-        let page_size = connection.page_size.unwrap_or(DEFAULT_PAGE);
-        Ok(ConfluenceClient {
-            http: Http::new(Product::Confluence, connection)?,
-            settings,
-            page_size,
-        })
-    }
-
-    async fn send_ok(&self, request: &ApiRequest) -> Result<ApiResponse, Error> {
-        let response = self.http.send(request).await?;
-        if !response.is_success() {
-            return Err(response.into_error());
-        }
-        Ok(response)
-    }
-
-    /// Every item of a `{results, start, limit, size, _links.next}` listing.
-    async fn all_pages<T: DeserializeOwned>(
-        &self,
-        request: ApiRequest,
-        what: &'static str,
-    ) -> Result<Vec<T>, Error> {
-        let mut items = Vec::new();
-        let mut start: usize = 0;
-        loop {
-            let page_request = request
-                .clone()
-                .query("start", start.to_string())
-                .query("limit", self.page_size.to_string());
-            let page: Page<T> = self.send_ok(&page_request).await?.json(what)?;
-            let n_results = page.results.len();
-            items.extend(page.results);
-            let has_next = page.links.is_some_and(|links| links.next.is_some());
-            if !has_next || n_results == 0 {
-                break;
-            }
-            start += n_results;
-        }
-        Ok(items)
-    }
-
     /// A user by key or username, with its status; `None` on 404.
     async fn find_user(&self, by: UserBy<'_>) -> Result<Option<Person>, Error> {
         let request = ApiRequest::get("rest/api/user");
@@ -104,7 +47,7 @@ impl ConfluenceClient {
             UserBy::Key(key) => request.query("key", key),
             UserBy::Name(name) => request.query("username", name),
         };
-        let response = self.http.send(&request.query("expand", "status")).await?;
+        let response = self.core.send(&request.query("expand", "status")).await?;
         if response.status == 404 {
             return Ok(None);
         }
@@ -130,17 +73,18 @@ impl ConfluenceClient {
         let request = ApiRequest::new(Method::PUT, "rest/api/admin/user")
             .segment(username)
             .segment(if active { "enable" } else { "disable" });
-        self.send_ok(&request).await?;
+        self.core.send_ok(&request).await?;
         Ok(Outcome::Applied)
     }
 
     /// Polls a long task until it finishes, doubling the wait up to a second.
     async fn wait_for_long_task(&self, task_id: &str) -> Result<(), Error> {
-        let deadline = Instant::now() + self.settings.long_task_timeout;
-        let mut interval = self.settings.long_task_poll_interval;
+        let settings = &self.core.settings;
+        let deadline = Instant::now() + settings.long_task_timeout;
+        let mut interval = settings.long_task_poll_interval;
         loop {
             let request = ApiRequest::get("rest/api/longtask").segment(task_id);
-            let task: LongTask = self.send_ok(&request).await?.json("long task")?;
+            let task: LongTask = self.core.send_ok(&request).await?.json("long task")?;
             if task.finished {
                 if task.successful.unwrap_or(true) {
                     return Ok(());
@@ -157,7 +101,7 @@ impl ConfluenceClient {
                     task_id: task_id.to_owned(),
                     message: format!(
                         "not finished after {:?} ({}% done)",
-                        self.settings.long_task_timeout,
+                        settings.long_task_timeout,
                         task.percentage_complete.unwrap_or(0)
                     ),
                 });
@@ -186,6 +130,7 @@ impl Directory for ConfluenceClient {
     #[tracing::instrument(skip_all, fields(product = "confluence"))]
     async fn test_connection(&self) -> Result<ConnectionInfo, Error> {
         let person: Person = self
+            .core
             .send_ok(&ApiRequest::get("rest/api/user/current"))
             .await?
             .json("user")?;
@@ -208,7 +153,10 @@ impl Directory for ConfluenceClient {
     #[tracing::instrument(skip_all, fields(product = "confluence"))]
     async fn list_accounts(&self) -> Result<Vec<RemoteAccount>, Error> {
         let request = ApiRequest::get("rest/api/user/list").query("expand", "status");
-        let people: Vec<Person> = self.all_pages(request, "user page").await?;
+        let people = self
+            .core
+            .all_pages::<Page<Person>>(&request, "user page")
+            .await?;
         Ok(people
             .into_iter()
             .filter_map(Person::into_account)
@@ -217,8 +165,9 @@ impl Directory for ConfluenceClient {
 
     #[tracing::instrument(skip_all, fields(product = "confluence"))]
     async fn list_groups(&self) -> Result<Vec<RemoteGroup>, Error> {
-        let groups: Vec<GroupJson> = self
-            .all_pages(ApiRequest::get("rest/api/group"), "group page")
+        let groups = self
+            .core
+            .all_pages::<Page<GroupJson>>(&ApiRequest::get("rest/api/group"), "group page")
             .await?;
         Ok(groups
             .into_iter()
@@ -235,7 +184,10 @@ impl Directory for ConfluenceClient {
             .segment(group)
             .segment("member")
             .query("expand", "status");
-        let people: Vec<Person> = self.all_pages(request, "member page").await?;
+        let people = self
+            .core
+            .all_pages::<Page<Person>>(&request, "member page")
+            .await?;
         Ok(people
             .into_iter()
             .filter_map(|person| person.user_key)
@@ -244,7 +196,7 @@ impl Directory for ConfluenceClient {
 
     #[tracing::instrument(skip_all, fields(product = "confluence", login = %account.login))]
     async fn create_account(&self, account: &NewAccount) -> Result<Created, Error> {
-        let response = self.http.send(&create_user_request(account)).await?;
+        let response = self.core.send(&create_user_request(account)).await?;
         if response.is_success() {
             let created: CreatedUser = response.json("created user")?;
             if let Some(user_key) = created.user_key {
@@ -300,7 +252,7 @@ impl Directory for ConfluenceClient {
         let Some(request) = update_user_request(account.login, update) else {
             return Ok(Outcome::AlreadyDone);
         };
-        self.send_ok(&request).await?;
+        self.core.send_ok(&request).await?;
         Ok(Outcome::Applied)
     }
 
@@ -322,7 +274,7 @@ impl Directory for ConfluenceClient {
         };
         let username = person.username.as_deref().unwrap_or(account.login);
         let request = ApiRequest::new(Method::DELETE, "rest/api/admin/user").segment(username);
-        let response = self.http.send(&request).await?;
+        let response = self.core.send(&request).await?;
         match response.status {
             404 => Ok(Outcome::AlreadyDone),
             202 => {
@@ -339,7 +291,7 @@ impl Directory for ConfluenceClient {
     async fn create_group(&self, name: &str) -> Result<Outcome, Error> {
         let request = ApiRequest::new(Method::POST, "rest/api/admin/group")
             .json(json!({ "type": "group", "name": name }));
-        let response = self.http.send(&request).await?;
+        let response = self.core.send(&request).await?;
         match response.status {
             409 => Ok(Outcome::AlreadyDone),
             _ if response.is_success() => Ok(Outcome::Applied),
@@ -350,7 +302,7 @@ impl Directory for ConfluenceClient {
     #[tracing::instrument(skip_all, fields(product = "confluence", group = name))]
     async fn delete_group(&self, name: &str) -> Result<Outcome, Error> {
         let request = ApiRequest::new(Method::DELETE, "rest/api/admin/group").segment(name);
-        let response = self.http.send(&request).await?;
+        let response = self.core.send(&request).await?;
         match response.status {
             404 => Ok(Outcome::AlreadyDone),
             _ if response.is_success() => Ok(Outcome::Applied),
@@ -360,7 +312,8 @@ impl Directory for ConfluenceClient {
 
     #[tracing::instrument(skip_all, fields(product = "confluence", group = group, id = account.id, login = account.login))]
     async fn add_member(&self, group: &str, account: AccountRef<'_>) -> Result<Outcome, Error> {
-        self.send_ok(&membership_request(Method::PUT, group, account.login))
+        self.core
+            .send_ok(&membership_request(Method::PUT, group, account.login))
             .await?;
         Ok(Outcome::Applied)
     }
@@ -368,7 +321,7 @@ impl Directory for ConfluenceClient {
     #[tracing::instrument(skip_all, fields(product = "confluence", group = group, id = account.id, login = account.login))]
     async fn remove_member(&self, group: &str, account: AccountRef<'_>) -> Result<Outcome, Error> {
         let response = self
-            .http
+            .core
             .send(&membership_request(Method::DELETE, group, account.login))
             .await?;
         match response.status {
@@ -426,11 +379,25 @@ enum UserBy<'a> {
     Name(&'a str),
 }
 
+/// A page of a `{results, start, limit, size, _links.next}` listing.
 #[derive(Deserialize)]
 struct Page<T> {
     results: Vec<T>,
     #[serde(rename = "_links")]
     links: Option<PageLinks>,
+}
+
+/// Confluence pages by `start` and `limit`: a page is the last unless `_links.next` links to
+/// another, which starts just after it.
+impl<T: DeserializeOwned> Paged for Page<T> {
+    type Item = T;
+    type Position = Offset;
+
+    fn split(self, start: &Offset) -> (Vec<T>, Option<Offset>) {
+        let has_next = self.links.is_some_and(|links| links.next.is_some());
+        let next = has_next.then(|| start.after(self.results.len()));
+        (self.results, next)
+    }
 }
 
 #[derive(Deserialize)]
@@ -522,8 +489,9 @@ struct LongTaskMessage {
 
 #[cfg(test)]
 mod tests {
+    use ::config::Secret;
+
     use super::*;
-    use crate::Secret;
 
     #[test]
     fn create_request_sends_a_random_password_when_none_is_given() {
@@ -570,5 +538,20 @@ mod tests {
             person.into_account().map(|account| account.active),
             Some(false)
         );
+    }
+
+    #[test]
+    fn a_page_is_the_last_unless_it_links_to_a_next_one() {
+        let start = Offset::default().at(40);
+        let more: Page<GroupJson> = serde_json::from_value(json!({
+            "results": [{"name": "a"}, {"name": "b"}],
+            "_links": {"next": "/rest/api/group?start=42&limit=2"}
+        }))
+        .unwrap();
+        let last: Page<GroupJson> =
+            serde_json::from_value(json!({"results": [{"name": "c"}], "_links": {}})).unwrap();
+
+        assert_eq!(more.split(&start).1, Some(start.after(2)));
+        assert_eq!(last.split(&start).1, None);
     }
 }

@@ -20,8 +20,9 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::OnceCell;
 
-use crate::config::{Connection, JiraSettings, UserListing};
-use crate::http::{ApiRequest, ApiResponse, Http};
+use crate::client::{Offset, Paged, Position, product_client};
+use crate::config::{JiraSettings, UserListing};
+use crate::http::ApiRequest;
 use crate::{
     AccountRef, AccountUpdate, Capabilities, ConnectionInfo, Created, Directory, Error, NewAccount,
     Outcome, Product, RemoteAccount, RemoteGroup, same_account,
@@ -29,7 +30,7 @@ use crate::{
 
 /// `/user/search` answers at most this many users, from the first of all users on (Jira 9.x).
 const SEARCH_CAP: usize = 1000;
-/// `/user/list`'s documented default page.
+/// `/user/list`'s documented default page, and so the client's (`group/member` sets its own).
 const USER_LIST_PAGE: u32 = 2000;
 /// `group/member`'s default and largest page.
 const MEMBER_PAGE: u32 = 50;
@@ -43,41 +44,20 @@ const NEXT_PREFIX_CHARS: &str = "abcdefghijklmnopqrstuvwxyz0123456789._-@+' ";
 /// Beyond this many characters a capped prefix is an error rather than split again.
 const MAX_PREFIX_LEN: usize = 12;
 
-/// A Jira Data Center client.
-#[derive(Debug)]
-pub struct JiraClient {
-    http: Http,
-    settings: JiraSettings,
-    page_size: Option<u32>,
-    /// The listing flavour, resolved from `serverInfo` once when configured as `Auto`.
-    listing: OnceCell<UserListing>,
+product_client! {
+    /// A Jira Data Center client.
+    pub struct JiraClient(Product::Jira, JiraSettings, USER_LIST_PAGE) {
+        /// The listing flavour, resolved from `serverInfo` once when configured as `Auto`.
+        listing: OnceCell<UserListing>,
+    }
 }
 
 impl JiraClient {
-    /// Tells `observer` of every HTTP attempt this client makes.
-    pub fn with_observer(
-        mut self,
-        observer: std::sync::Arc<dyn crate::RequestObserver>,
-    ) -> JiraClient {
-        self.http.set_observer(observer);
-        self
-    }
-
-    /// Builds the client; validates the settings and does no IO.
-    pub fn new(connection: Connection, settings: JiraSettings) -> Result<JiraClient, Error> {
-        let page_size = connection.page_size;
-        Ok(JiraClient {
-            http: Http::new(Product::Jira, connection)?,
-            settings,
-            page_size,
-            listing: OnceCell::new(),
-        })
-    }
-
     /// The user-listing flavour in use: the configured one, or the one `serverInfo` implies.
     pub async fn user_listing(&self) -> Result<UserListing, Error> {
-        if self.settings.user_listing != UserListing::Auto {
-            return Ok(self.settings.user_listing);
+        let configured = self.core.settings.user_listing;
+        if configured != UserListing::Auto {
+            return Ok(configured);
         }
         let listing = self
             .listing
@@ -96,21 +76,13 @@ impl JiraClient {
 
     async fn server_info(&self) -> Result<ServerInfo, Error> {
         let response = self
-            .http
+            .core
             .send(&ApiRequest::get("rest/api/2/serverInfo"))
             .await?;
         if !response.is_success() {
             return Err(response.into_error());
         }
         response.json("serverInfo")
-    }
-
-    async fn send_ok(&self, request: &ApiRequest) -> Result<ApiResponse, Error> {
-        let response = self.http.send(request).await?;
-        if !response.is_success() {
-            return Err(response.into_error());
-        }
-        Ok(response)
     }
 
     /// A user by username or key; `None` when Jira answers 404.
@@ -127,7 +99,7 @@ impl JiraClient {
         if expand_groups {
             request = request.query("expand", "groups");
         }
-        let response = self.http.send(&request).await?;
+        let response = self.core.send(&request).await?;
         if response.status == 404 {
             return Ok(None);
         }
@@ -153,7 +125,7 @@ impl JiraClient {
         let request = ApiRequest::get("rest/api/2/group/member")
             .query("groupname", name)
             .query("maxResults", "1");
-        let response = self.http.send(&request).await?;
+        let response = self.core.send(&request).await?;
         match response.status {
             404 => Ok(false),
             _ if response.is_success() => Ok(true),
@@ -162,24 +134,11 @@ impl JiraClient {
     }
 
     async fn list_accounts_with_cursor(&self) -> Result<Vec<RemoteAccount>, Error> {
-        let page_size = self.page_size.unwrap_or(USER_LIST_PAGE);
-        let mut accounts = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut request =
-                ApiRequest::get("rest/api/2/user/list").query("maxResults", page_size.to_string());
-            if let Some(cursor) = &cursor {
-                request = request.query("cursor", cursor.clone());
-            }
-            let page: UserListPage = self.send_ok(&request).await?.json("user list page")?;
-            let n_values = page.values.len();
-            accounts.extend(page.values.into_iter().map(UserBean::into_account));
-            match page.next_cursor {
-                Some(next) if !page.is_last && n_values > 0 => cursor = Some(next),
-                _ => break,
-            }
-        }
-        Ok(accounts)
+        let users = self
+            .core
+            .all_pages::<UserListPage>(&ApiRequest::get("rest/api/2/user/list"), "user list page")
+            .await?;
+        Ok(users.into_iter().map(UserBean::into_account).collect())
     }
 
     /// One `/user/search` call.
@@ -190,7 +149,7 @@ impl JiraClient {
             .query("maxResults", SEARCH_CAP.to_string())
             .query("includeActive", "true")
             .query("includeInactive", "true");
-        let users: Vec<UserBean> = self.send_ok(&request).await?.json("user search")?;
+        let users: Vec<UserBean> = self.core.send_ok(&request).await?.json("user search")?;
         let capped = users.len() >= SEARCH_CAP;
         Ok(Search { users, capped })
     }
@@ -215,7 +174,7 @@ impl JiraClient {
                     let result = self.search_users(&prefix).await;
                     (prefix, result)
                 }))
-                .buffer_unordered(self.http.max_concurrency())
+                .buffer_unordered(self.core.max_concurrency())
                 .collect()
                 .await;
             let mut next_prefixes = Vec::new();
@@ -251,7 +210,7 @@ impl JiraClient {
         let request = ApiRequest::get("rest/api/2/groups/picker")
             .query("query", query)
             .query("maxResults", PICKER_MAX_RESULTS.to_string());
-        let picked: GroupPicker = self.send_ok(&request).await?.json("group picker")?;
+        let picked: GroupPicker = self.core.send_ok(&request).await?.json("group picker")?;
         let capped = picked.total > picked.groups.len() as u64;
         Ok((picked.groups.into_iter().map(|g| g.name).collect(), capped))
     }
@@ -275,6 +234,7 @@ impl Directory for JiraClient {
     #[tracing::instrument(skip_all, fields(product = "jira"))]
     async fn test_connection(&self) -> Result<ConnectionInfo, Error> {
         let myself: UserBean = self
+            .core
             .send_ok(&ApiRequest::get("rest/api/2/myself"))
             .await?
             .json("user")?;
@@ -333,33 +293,22 @@ impl Directory for JiraClient {
 
     #[tracing::instrument(skip_all, fields(product = "jira", group = group))]
     async fn list_members(&self, group: &str) -> Result<Vec<String>, Error> {
-        let page_size = self.page_size.unwrap_or(MEMBER_PAGE).min(MEMBER_PAGE);
-        let mut members = Vec::new();
-        let mut start_at: usize = 0;
-        loop {
-            let request = ApiRequest::get("rest/api/2/group/member")
-                .query("groupname", group)
-                .query("includeInactiveUsers", "true")
-                .query("startAt", start_at.to_string())
-                .query("maxResults", page_size.to_string());
-            let page: MemberPage = self.send_ok(&request).await?.json("group member page")?;
-            let n_values = page.values.len();
-            members.extend(
-                page.values
-                    .into_iter()
-                    .map(|user| user.key.unwrap_or(user.name)),
-            );
-            if page.is_last || n_values == 0 {
-                break;
-            }
-            start_at += n_values;
-        }
-        Ok(members)
+        let listing = ApiRequest::get("rest/api/2/group/member")
+            .query("groupname", group)
+            .query("includeInactiveUsers", "true");
+        let users = self
+            .core
+            .all_pages::<MemberPage>(&listing, "group member page")
+            .await?;
+        Ok(users
+            .into_iter()
+            .map(|user| user.key.unwrap_or(user.name))
+            .collect())
     }
 
     #[tracing::instrument(skip_all, fields(product = "jira", login = %account.login))]
     async fn create_account(&self, account: &NewAccount) -> Result<Created, Error> {
-        let response = self.http.send(&create_user_request(account)).await?;
+        let response = self.core.send(&create_user_request(account)).await?;
         if response.is_success() {
             let user: UserBean = response.json("user")?;
             return Ok(Created {
@@ -400,7 +349,7 @@ impl Directory for JiraClient {
         let Some(request) = update_user_request(account, update) else {
             return Ok(Outcome::AlreadyDone);
         };
-        self.send_ok(&request).await?;
+        self.core.send_ok(&request).await?;
         Ok(Outcome::Applied)
     }
 
@@ -417,7 +366,7 @@ impl Directory for JiraClient {
     #[tracing::instrument(skip_all, fields(product = "jira", id = account.id, login = account.login))]
     async fn delete_account(&self, account: AccountRef<'_>) -> Result<Outcome, Error> {
         let request = ApiRequest::new(Method::DELETE, "rest/api/2/user").query("key", account.id);
-        let response = self.http.send(&request).await?;
+        let response = self.core.send(&request).await?;
         match response.status {
             404 => Ok(Outcome::AlreadyDone),
             _ if response.is_success() => Ok(Outcome::Applied),
@@ -429,7 +378,7 @@ impl Directory for JiraClient {
     async fn create_group(&self, name: &str) -> Result<Outcome, Error> {
         let request =
             ApiRequest::new(Method::POST, "rest/api/2/group").json(json!({ "name": name }));
-        let response = self.http.send(&request).await?;
+        let response = self.core.send(&request).await?;
         if response.is_success() {
             return Ok(Outcome::Applied);
         }
@@ -442,7 +391,7 @@ impl Directory for JiraClient {
     #[tracing::instrument(skip_all, fields(product = "jira", group = name))]
     async fn delete_group(&self, name: &str) -> Result<Outcome, Error> {
         let request = ApiRequest::new(Method::DELETE, "rest/api/2/group").query("groupname", name);
-        let response = self.http.send(&request).await?;
+        let response = self.core.send(&request).await?;
         match response.status {
             404 => Ok(Outcome::AlreadyDone),
             _ if response.is_success() => Ok(Outcome::Applied),
@@ -455,7 +404,7 @@ impl Directory for JiraClient {
         let request = ApiRequest::new(Method::POST, "rest/api/2/group/user")
             .query("groupname", group)
             .json(json!({ "name": account.login }));
-        let response = self.http.send(&request).await?;
+        let response = self.core.send(&request).await?;
         if response.is_success() {
             return Ok(Outcome::Applied);
         }
@@ -471,7 +420,7 @@ impl Directory for JiraClient {
         let request = ApiRequest::new(Method::DELETE, "rest/api/2/group/user")
             .query("groupname", group)
             .query("username", account.login);
-        let response = self.http.send(&request).await?;
+        let response = self.core.send(&request).await?;
         match response.status {
             404 => Ok(Outcome::AlreadyDone),
             400 if !self.is_member(group, account.login).await? => Ok(Outcome::AlreadyDone),
@@ -501,7 +450,7 @@ async fn set_active(
     let request = ApiRequest::new(Method::PUT, "rest/api/2/user")
         .query("key", account.id)
         .json(json!({ "name": user.name, "active": active }));
-    client.send_ok(&request).await?;
+    client.core.send_ok(&request).await?;
     Ok(Outcome::Applied)
 }
 
@@ -591,6 +540,7 @@ struct GroupName {
     name: String,
 }
 
+/// A page of `/user/list`: `{values, isLast, nextCursor}`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct UserListPage {
@@ -599,11 +549,60 @@ struct UserListPage {
     next_cursor: Option<String>,
 }
 
+/// Asked for by [`Cursor`]. A page is the last when `isLast` says so or no `nextCursor`
+/// comes; the next is asked for with that cursor.
+impl Paged for UserListPage {
+    type Item = UserBean;
+    type Position = Cursor;
+
+    fn split(self, _: &Cursor) -> (Vec<UserBean>, Option<Cursor>) {
+        let next = self.next_cursor.filter(|_| !self.is_last);
+        (self.values, next.map(|cursor| Cursor(Some(cursor))))
+    }
+}
+
+/// Where a `/user/list` page starts: `maxResults`, then the `cursor` the previous page
+/// answered (none for the first page).
+#[derive(Default)]
+struct Cursor(Option<String>);
+
+impl Position for Cursor {
+    fn request(&self, listing: &ApiRequest, page_size: u32) -> ApiRequest {
+        let request = listing.clone().query("maxResults", page_size.to_string());
+        match &self.0 {
+            Some(cursor) => request.query("cursor", cursor.clone()),
+            None => request,
+        }
+    }
+}
+
+/// A page of `group/member`: `{values, isLast, startAt, maxResults, total}`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct MemberPage {
     values: Vec<UserBean>,
     is_last: bool,
+}
+
+/// Asked for with `startAt` and `maxResults`, [`MEMBER_PAGE`] at a time at most. A page is
+/// the last when `isLast` says so; the next starts just after it.
+impl Paged for MemberPage {
+    type Item = UserBean;
+    type Position = Offset;
+
+    /// `group/member` pages are [`MEMBER_PAGE`] users by default, and never more.
+    fn page_size(configured: Option<u32>, _: u32) -> u32 {
+        configured.unwrap_or(MEMBER_PAGE).min(MEMBER_PAGE)
+    }
+
+    fn first() -> Offset {
+        Offset::first("startAt", "maxResults")
+    }
+
+    fn split(self, start_at: &Offset) -> (Vec<UserBean>, Option<Offset>) {
+        let next = (!self.is_last).then(|| start_at.after(self.values.len()));
+        (self.values, next)
+    }
 }
 
 #[derive(Deserialize)]
@@ -669,5 +668,46 @@ mod tests {
             update_user_request(account(), &AccountUpdate::default()),
             None
         );
+    }
+
+    fn page<P: Paged>(body: serde_json::Value) -> P {
+        serde_json::from_value(body).unwrap()
+    }
+
+    #[test]
+    fn user_list_pages_go_on_with_the_cursor_until_is_last_or_no_cursor() {
+        let first = Cursor::default();
+        let more: UserListPage = page(json!({"values": [], "isLast": false, "nextCursor": "c2"}));
+        let last: UserListPage = page(json!({"values": [], "isLast": true, "nextCursor": "c3"}));
+        let no_cursor: UserListPage = page(json!({"values": [], "isLast": false}));
+
+        let next = more.split(&first).1.map(|cursor| cursor.0);
+
+        assert_eq!(next, Some(Some("c2".to_owned())));
+        assert!(last.split(&first).1.is_none());
+        assert!(no_cursor.split(&first).1.is_none());
+        let listing = ApiRequest::get("rest/api/2/user/list");
+        assert_eq!(
+            Cursor(Some("c2".into())).request(&listing, 7).query,
+            [("maxResults", "7".to_owned()), ("cursor", "c2".to_owned())]
+        );
+        assert_eq!(
+            first.request(&listing, 7).query,
+            [("maxResults", "7".to_owned())]
+        );
+    }
+
+    #[test]
+    fn member_pages_ask_for_at_most_50_from_start_at() {
+        let user = json!({"name": "alice", "key": "JIRAUSER10001"});
+        let more: MemberPage = page(json!({"values": [user.clone(), user], "isLast": false}));
+
+        let (users, next) = more.split(&MemberPage::first());
+
+        assert_eq!(users.len(), 2);
+        assert_eq!(next, Some(Offset::first("startAt", "maxResults").at(2)));
+        assert_eq!(MemberPage::page_size(None, USER_LIST_PAGE), 50);
+        assert_eq!(MemberPage::page_size(Some(500), USER_LIST_PAGE), 50);
+        assert_eq!(MemberPage::page_size(Some(20), USER_LIST_PAGE), 20);
     }
 }

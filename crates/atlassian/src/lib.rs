@@ -21,7 +21,10 @@
 //! All three clients share one HTTP layer (`http.rs`): bearer or basic auth,
 //! `X-Atlassian-Token: no-check`, retries on 429/502/503/504 and transport errors that honour
 //! `Retry-After`, a client-side pacer that reads `X-RateLimit-*` headers so it never provokes
-//! a 429 storm, and bounded concurrency.
+//! a 429 storm, and bounded concurrency. Above it they share one client core (`client.rs`):
+//! the constructor and observer of every client type, and the one loop that reads a listing
+//! page by page, to which each product adds only how its pages say they are the last and
+//! where the next one starts.
 //!
 //! Entry points: [`Client::new`] from [`config::Settings`], or one of [`jira::JiraClient`],
 //! [`confluence::ConfluenceClient`] and [`bitbucket::BitbucketClient`]. To measure the
@@ -29,6 +32,7 @@
 //! `with_observer`; this crate itself records no metrics.
 
 pub mod bitbucket;
+mod client;
 pub mod config;
 pub mod confluence;
 mod http;
@@ -40,6 +44,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::config::Secret;
 use futures::{StreamExt, TryStreamExt};
 
 /// How many groups' members are listed at the same time by [`Directory::fetch_state`]; the
@@ -305,27 +310,6 @@ pub struct ConnectionInfo {
     pub version: Option<String>,
     /// The login the credentials belong to, when the product reports it.
     pub user: Option<String>,
-}
-
-/// A password or token. Its `Debug` prints `[redacted]`, and it has no `Display`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
 }
 
 /// A failed call to a product. Variants that come from an HTTP answer keep the product's

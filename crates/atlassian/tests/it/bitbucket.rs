@@ -1,7 +1,6 @@
 //! The Bitbucket client against the Bitbucket emulator.
 
-use atlassian::config::Auth;
-use atlassian::{AccountRef, AccountUpdate, Directory, Error, Outcome, Secret};
+use atlassian::{AccountRef, AccountUpdate, Directory, Error, Outcome};
 use emulator::Product;
 use emulator::store::Seed;
 
@@ -40,55 +39,6 @@ async fn create_account_answers_204_and_the_client_reads_back_the_slug() {
         create.uri
     );
     assert_eq!(dump.memberships.len(), 1, "added to the default group");
-}
-
-#[tokio::test]
-async fn create_account_is_already_done_after_a_409_for_the_same_user() {
-    let emulator = spawn(seeded(
-        Product::Bitbucket,
-        Seed {
-            accounts: vec![seed_account("alice")],
-            ..Seed::default()
-        },
-    ))
-    .await;
-    let client = bitbucket(&emulator);
-
-    let created = client.create_account(&new_account("alice")).await.unwrap();
-    let mut other = new_account("alice");
-    other.email = "other@example.com".into();
-    let conflict = client.create_account(&other).await.unwrap_err();
-
-    assert_eq!(created.outcome, Outcome::AlreadyDone);
-    assert_eq!(created.id, "alice");
-    assert!(
-        matches!(conflict, Error::Conflict { status: 409, .. }),
-        "{conflict:?}"
-    );
-}
-
-#[tokio::test]
-async fn create_account_beyond_the_licence_is_a_license_limit_error() {
-    let mut config = seeded(
-        Product::Bitbucket,
-        Seed {
-            accounts: vec![seed_account("alice")],
-            ..Seed::default()
-        },
-    );
-    config.license_seats = Some(1);
-    let emulator = spawn(config).await;
-    let client = bitbucket(&emulator);
-
-    let error = client
-        .create_account(&new_account("bob"))
-        .await
-        .unwrap_err();
-
-    assert!(
-        matches!(error, Error::LicenseLimit { status: 403, .. }),
-        "{error:?}"
-    );
 }
 
 #[tokio::test]
@@ -170,155 +120,6 @@ async fn writes_to_read_only_accounts_are_skipped_with_a_reason() {
 }
 
 #[tokio::test]
-async fn update_account_changes_details_and_renames() {
-    let emulator = spawn_product(Product::Bitbucket).await;
-    let client = bitbucket(&emulator);
-    let created = client.create_account(&new_account("dave")).await.unwrap();
-    let account = AccountRef {
-        id: &created.id,
-        login: "dave",
-    };
-
-    let outcome = client
-        .update_account(
-            account,
-            &AccountUpdate {
-                login: Some("david".into()),
-                display_name: Some("David D".into()),
-                email: Some("david@example.com".into()),
-            },
-        )
-        .await
-        .unwrap();
-
-    assert_eq!(outcome, Outcome::Applied);
-    let dump = emulator.state().dump();
-    assert_eq!(dump.accounts[0].login, "david");
-    assert_eq!(dump.accounts[0].display_name, "David D");
-    assert_eq!(dump.accounts[0].email, "david@example.com");
-}
-
-#[tokio::test]
-async fn update_account_of_a_missing_user_is_not_found() {
-    let emulator = spawn_product(Product::Bitbucket).await;
-    let client = bitbucket(&emulator);
-
-    let error = client
-        .update_account(
-            AccountRef {
-                id: "ghost",
-                login: "ghost",
-            },
-            &AccountUpdate {
-                display_name: Some("Ghost".into()),
-                ..AccountUpdate::default()
-            },
-        )
-        .await
-        .unwrap_err();
-
-    assert!(matches!(error, Error::NotFound { .. }), "{error:?}");
-}
-
-#[tokio::test]
-async fn delete_account_removes_the_user_and_a_second_delete_is_already_done() {
-    let emulator = spawn_product(Product::Bitbucket).await;
-    let client = bitbucket(&emulator);
-    let created = client.create_account(&new_account("erin")).await.unwrap();
-    let account = AccountRef {
-        id: &created.id,
-        login: "erin",
-    };
-
-    assert_eq!(
-        client.delete_account(account).await.unwrap(),
-        Outcome::Applied
-    );
-    assert!(emulator.state().dump().accounts.is_empty());
-    assert_eq!(
-        client.delete_account(account).await.unwrap(),
-        Outcome::AlreadyDone
-    );
-}
-
-#[tokio::test]
-async fn groups_and_memberships_are_idempotent() {
-    let emulator = spawn(seeded(
-        Product::Bitbucket,
-        Seed {
-            accounts: vec![seed_account("frank")],
-            ..Seed::default()
-        },
-    ))
-    .await;
-    let client = bitbucket(&emulator);
-    let account = AccountRef {
-        id: "frank",
-        login: "frank",
-    };
-
-    assert_eq!(
-        client.create_group("developers").await.unwrap(),
-        Outcome::Applied
-    );
-    assert_eq!(
-        client.create_group("developers").await.unwrap(),
-        Outcome::AlreadyDone
-    );
-    assert_eq!(
-        client.add_member("developers", account).await.unwrap(),
-        Outcome::Applied
-    );
-    assert_eq!(
-        client.add_member("developers", account).await.unwrap(),
-        Outcome::Applied
-    );
-    assert_eq!(client.list_members("developers").await.unwrap(), ["frank"]);
-    assert_eq!(
-        client.remove_member("developers", account).await.unwrap(),
-        Outcome::Applied
-    );
-    assert!(emulator.state().dump().memberships.is_empty());
-    assert_eq!(
-        client.delete_group("developers").await.unwrap(),
-        Outcome::Applied
-    );
-    assert_eq!(
-        client.delete_group("developers").await.unwrap(),
-        Outcome::AlreadyDone
-    );
-}
-
-#[tokio::test]
-async fn add_member_to_a_missing_group_is_not_found() {
-    let emulator = spawn(seeded(
-        Product::Bitbucket,
-        Seed {
-            accounts: vec![seed_account("frank")],
-            ..Seed::default()
-        },
-    ))
-    .await;
-    let client = bitbucket(&emulator);
-
-    let error = client
-        .add_member(
-            "nowhere",
-            AccountRef {
-                id: "frank",
-                login: "frank",
-            },
-        )
-        .await
-        .unwrap_err();
-
-    assert!(
-        matches!(error, Error::NotFound { status: 404, .. }),
-        "{error:?}"
-    );
-}
-
-#[tokio::test]
 async fn fetch_state_pages_with_next_page_start() {
     let accounts = seed_accounts("user", 60);
     let memberships = accounts
@@ -349,24 +150,5 @@ async fn fetch_state_pages_with_next_page_start() {
     assert_eq!(
         count_requests(&emulator, "more-members?context=developers"),
         2
-    );
-}
-
-#[tokio::test]
-async fn test_connection_reports_the_version_and_refuses_bad_credentials() {
-    let emulator = spawn_product(Product::Bitbucket).await;
-    let client = bitbucket(&emulator);
-    let bad = bitbucket_with(connection_with(
-        &emulator,
-        Auth::Bearer(Secret::new("wrong")),
-    ));
-
-    let info = client.test_connection().await.unwrap();
-    let error = bad.test_connection().await.unwrap_err();
-
-    assert_eq!(info.version.as_deref(), Some("8.14.0"));
-    assert!(
-        matches!(error, Error::Unauthorized { status: 401, .. }),
-        "{error:?}"
     );
 }

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use atlassian::NewAccount;
 use atlassian::bitbucket::BitbucketClient;
 use atlassian::config::{
     Auth, BitbucketSettings, ConfluenceSettings, Connection, JiraSettings, UserListing,
 };
 use atlassian::confluence::ConfluenceClient;
 use atlassian::jira::JiraClient;
+use atlassian::{Client, NewAccount};
 use emulator::store::{Seed, SeedAccount, SeedGroup, SeedMembership};
 use emulator::{Config, Product, Running};
 use url::Url;
@@ -25,7 +25,7 @@ pub async fn spawn_product(product: Product) -> Running {
 
 /// A connection with the test token and short backoffs.
 pub fn connection(emulator: &Running) -> Connection {
-    connection_with(emulator, Auth::Bearer(atlassian::Secret::new(TOKEN)))
+    connection_with(emulator, Auth::Bearer(config::Secret::new(TOKEN)))
 }
 
 pub fn connection_with(emulator: &Running, auth: Auth) -> Connection {
@@ -66,6 +66,17 @@ pub fn bitbucket_with(connection: Connection) -> BitbucketClient {
         },
     )
     .expect("valid Bitbucket settings")
+}
+
+/// The client of `product` the product tests use, as the [`Client`] enum so that one
+/// scenario serves every product: Jira with `UserListing::Auto`, Confluence polling long
+/// tasks every 20 ms, Bitbucket adding new users to the default group.
+pub fn client_with(product: Product, connection: Connection) -> Client {
+    match product {
+        Product::Jira => Client::Jira(jira_with(connection, UserListing::Auto)),
+        Product::Confluence => Client::Confluence(confluence_with(connection)),
+        Product::Bitbucket => Client::Bitbucket(bitbucket_with(connection)),
+    }
 }
 
 pub fn new_account(login: &str) -> NewAccount {

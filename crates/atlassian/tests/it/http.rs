@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use atlassian::config::{Auth, UserListing};
-use atlassian::{Client, Directory, RequestEvent, RequestObserver, Secret};
+use atlassian::{Client, Directory, RequestEvent, RequestObserver};
+use config::Secret;
 use emulator::store::Seed;
 use emulator::{Config, Product};
 use futures::future::join_all;
