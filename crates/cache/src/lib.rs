@@ -21,7 +21,11 @@
 //! makes no product calls and plans nothing.
 
 pub mod convert;
-pub mod settings;
+/// Moved to the `settings` crate (`settings::products`); kept here until every user reads
+/// it from there.
+pub mod settings {
+    pub use ::settings::products::*;
+}
 
 use bus::Bus;
 use bus::objects::ObjectError;

@@ -8,8 +8,8 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+use ::settings::products::ProductsSettings;
 use atlassian::Directory;
-use cache::settings::ProductsSettings;
 use config::Invalid;
 use keycloak::config::KeycloakSettings;
 use model::state::Product;
@@ -164,13 +164,7 @@ impl Connections {
 }
 
 fn failed(target: String, error: &dyn std::error::Error) -> v1::ConnectionCheck {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
+    let message = telemetry::error_chain(error);
     tracing::warn!(target = %target, error = %message, "A connection check failed.");
     v1::ConnectionCheck {
         target,

@@ -1,7 +1,7 @@
 //! The control plane's metrics, exported by the `telemetry` crate's meter provider (OTLP):
 //! runs started and finished by outcome, run duration, events received and dead-lettered
-//! (also counted in the shared `keysync_dead_letters_total{service="control-plane"}`), and
-//! change results by product and outcome.
+//! (also counted in the shared `keysync_dead_letters_total{service="control-plane"}`, by
+//! the message loop, `bus::worker`), and change results by product and outcome.
 
 use opentelemetry::{
     KeyValue, global,
@@ -15,7 +15,6 @@ pub struct Metrics {
     run_duration: Histogram<f64>,
     events_received: Counter<u64>,
     events_dead_lettered: Counter<u64>,
-    dead_letters: Counter<u64>,
     change_results: Counter<u64>,
 }
 
@@ -51,10 +50,6 @@ impl Default for Metrics {
                 .u64_counter("keysync_control_plane_events_dropped_total")
                 .with_description("Bus events that did not decode and were dead-lettered.")
                 .build(),
-            dead_letters: meter
-                .u64_counter("keysync_dead_letters_total")
-                .with_description("Messages that went to the dead-letter stream, by service.")
-                .build(),
             change_results: meter
                 .u64_counter("keysync_change_results_total")
                 .with_description(
@@ -65,9 +60,6 @@ impl Default for Metrics {
         // Rare events start at zero, so that they are exported (and a dashboard shows 0,
         // not "no data") before the first one happens.
         metrics.events_dead_lettered.add(0, &[]);
-        metrics
-            .dead_letters
-            .add(0, &[KeyValue::new("service", "control-plane")]);
         metrics
     }
 }
@@ -96,10 +88,10 @@ impl Metrics {
         self.events_received.add(1, &[KeyValue::new("kind", kind)]);
     }
 
+    /// An event went to the dead-letter stream (which the worker counts in the shared
+    /// `keysync_dead_letters_total` itself).
     pub fn event_dead_lettered(&self) {
         self.events_dead_lettered.add(1, &[]);
-        self.dead_letters
-            .add(1, &[KeyValue::new("service", "control-plane")]);
     }
 
     pub fn change_results(&self, product: &'static str, outcome: &'static str, recorded: u64) {

@@ -1,19 +1,20 @@
-//! What the control API does to runs, without gRPC: start, read, list, approve, cancel,
-//! record results, list changes, and react to the bus's events. The tonic service
-//! ([`crate::service`]) and the schedule ([`crate::schedule`]) call these.
+//! What the control API and the bus's events do to runs, without gRPC: start, approve,
+//! cancel, record results, and react to the bus's events, each through the state machine
+//! ([`crate::machine`]) and a compare-and-set in the store ([`crate::store`]). The tonic
+//! service, the event consumer and the schedule call these; what the API reads is in
+//! `history`, which depends on this module and never the other way round.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
 use bus::{Bus, objects::ObjectError};
-use futures::{Stream, StreamExt, TryStreamExt};
-use proto::v1::{self, ChangeOp, ChangeOutcome, Product, RunMode, RunState, RunTrigger};
+use futures::{StreamExt, TryStreamExt};
+use proto::v1::{self, ChangeOutcome, Product, RunMode, RunState, RunTrigger};
 
 use crate::{
-    events::{self, Event, Transition, is_terminal, state_name},
+    machine::{self, Event, Transition, state_name},
     metrics::Metrics,
     store::{Store, StoreError, StoredRun, Updated, now},
 };
@@ -63,62 +64,21 @@ pub struct StartRun {
     pub requested_by: String,
 }
 
-/// The filters and page of `ListChanges`.
-#[derive(Clone, Debug, Default)]
-pub struct ChangeQuery {
-    pub product: Option<Product>,
-    pub op: Option<ChangeOp>,
-    pub outcome: Option<ChangeOutcome>,
-    /// A login, email or Keycloak user id, compared without case.
-    pub user: Option<String>,
-    pub offset: usize,
-    pub limit: usize,
-}
-
-/// One page of a run's changes.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ChangePage {
-    pub changes: Vec<v1::ChangeRecord>,
-    /// Changes that match the filters, on every page.
-    pub total: u64,
-    /// Where the next page starts, if there is one.
-    pub next_offset: Option<usize>,
-}
-
-/// One page of runs.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RunPage {
-    pub runs: Vec<v1::Run>,
-    /// The id after which the next page starts, if there is one.
-    pub next_after: Option<String>,
-}
-
 /// The runs of one deployment and the bus they are driven by.
 pub struct Runs {
     bus: Bus,
-    store: Store,
+    store: Arc<Store>,
     metrics: Metrics,
-    /// The plan read last: `ListChanges` pages through one run's plan at a time.
-    plan_cache: Mutex<Option<(v1::ObjectRef, Arc<v1::Plan>)>>,
-    /// The results of the run listed last, by change id, read up to a stream sequence; the
-    /// next page reads only what was recorded since.
-    results_cache: tokio::sync::Mutex<Option<ResultsCache>>,
-}
-
-struct ResultsCache {
-    run_id: String,
-    read_through: u64,
-    results: Arc<HashMap<String, v1::ChangeResult>>,
 }
 
 impl Runs {
-    pub fn new(bus: Bus, store: Store) -> Runs {
+    /// Writes the runs of `store` (shared with [`crate::history::History`], which reads
+    /// them) and publishes their messages on `bus`.
+    pub fn new(bus: Bus, store: Arc<Store>) -> Runs {
         Runs {
             bus,
             store,
             metrics: Metrics::default(),
-            plan_cache: Mutex::new(None),
-            results_cache: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -225,77 +185,6 @@ impl Runs {
         Ok(updated.stored.run)
     }
 
-    /// The run `run_id`.
-    pub async fn get(&self, run_id: &str) -> Result<v1::Run, RunsError> {
-        check_run_id(run_id)?;
-        match self.store.get(run_id).await? {
-            Some(stored) => Ok(stored.run),
-            None => Err(RunsError::NotFound {
-                run_id: run_id.to_owned(),
-            }),
-        }
-    }
-
-    /// The run now, then after every change, ending with the first terminal state.
-    pub async fn watch(
-        &self,
-        run_id: &str,
-    ) -> Result<impl Stream<Item = Result<v1::Run, RunsError>> + Send + 'static, RunsError> {
-        // Fails with NotFound before a watch is made on a key that may never exist.
-        self.get(run_id).await?;
-        let updates = Box::pin(self.store.watch(run_id).await?);
-        // Ends right after the terminal state (or an error), not when the next write comes.
-        Ok(futures::stream::unfold(
-            Some(updates),
-            |updates| async move {
-                let mut updates = updates?;
-                let item = updates.next().await?.map_err(RunsError::from);
-                let ended = match &item {
-                    Ok(run) => is_terminal(run.state()),
-                    Err(_) => true,
-                };
-                Some((item, (!ended).then_some(updates)))
-            },
-        ))
-    }
-
-    /// Runs newest first: `limit` of them after the id `after`, in `states` (all when
-    /// empty).
-    pub async fn list(
-        &self,
-        states: &[RunState],
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<RunPage, RunsError> {
-        if let Some(after) = after {
-            check_run_id(after)?;
-        }
-        let mut runs = Vec::new();
-        for run_id in self.store.run_ids().await? {
-            if after.is_some_and(|after| run_id.as_str() >= after) {
-                continue;
-            }
-            let Some(stored) = self.store.get(&run_id).await? else {
-                continue;
-            };
-            if !states.is_empty() && !states.contains(&stored.run.state()) {
-                continue;
-            }
-            runs.push(stored.run);
-            // One more than asked for tells whether there is a next page.
-            if runs.len() > limit {
-                break;
-            }
-        }
-        let next_after = if runs.len() > limit {
-            runs.truncate(limit);
-            runs.last().map(|run| run.run_id.clone())
-        } else {
-            None
-        };
-        Ok(RunPage { runs, next_after })
-    }
-
     /// Moves a HELD run to APPLYING and publishes `RunApproved`, so the planner publishes
     /// the stored plan's change sets.
     pub async fn approve(
@@ -316,7 +205,7 @@ impl Runs {
                 refused = None;
                 hold_reason = std::mem::take(&mut stored.run.reason);
                 stored.run.set_state(RunState::Applying);
-                events::settle(&mut stored.run);
+                machine::settle(&mut stored.run);
                 true
             })
             .await?;
@@ -504,8 +393,8 @@ impl Runs {
                     .iter()
                     .map(|recorded| recorded.result.clone())
                     .collect();
-                events::count(&mut stored.run, &results);
-                events::settle(&mut stored.run);
+                machine::count(&mut stored.run, &results);
+                machine::settle(&mut stored.run);
                 true
             })
             .await?;
@@ -518,81 +407,13 @@ impl Runs {
         Ok(updated.stored.run.state())
     }
 
-    /// The run's planned changes joined with their results, filtered, in plan order.
-    pub async fn changes(
-        &self,
-        run_id: &str,
-        query: &ChangeQuery,
-    ) -> Result<ChangePage, RunsError> {
-        check_run_id(run_id)?;
-        let Some(stored) = self.store.get(run_id).await? else {
-            return Err(RunsError::NotFound {
-                run_id: run_id.to_owned(),
-            });
-        };
-        let Some(object) = stored.plan else {
-            return Ok(ChangePage {
-                changes: Vec::new(),
-                total: 0,
-                next_offset: None,
-            });
-        };
-        let plan = self.plan(run_id, &object).await?;
-        let results = self.results(run_id).await?;
-        let user = query.user.as_deref().map(str::to_lowercase);
-        let mut total = 0u64;
-        let mut changes = Vec::new();
-        for change in &plan.changes {
-            if query
-                .product
-                .is_some_and(|product| change.product() != product)
-            {
-                continue;
-            }
-            if query.op.is_some_and(|op| change.op() != op) {
-                continue;
-            }
-            if let Some(user) = &user
-                && !concerns_user(change, user)
-            {
-                continue;
-            }
-            let result = results.get(&change.id);
-            let outcome = result.map_or(ChangeOutcome::Planned, |result| result.outcome());
-            if query.outcome.is_some_and(|wanted| outcome != wanted) {
-                continue;
-            }
-            total += 1;
-            if total as usize <= query.offset || changes.len() >= query.limit {
-                continue;
-            }
-            let mut record = v1::ChangeRecord {
-                change: Some(change.clone()),
-                ..v1::ChangeRecord::default()
-            };
-            record.set_outcome(outcome);
-            if let Some(result) = result {
-                record.message = result.message.clone();
-                record.product_status = result.product_status;
-                record.finished_at = result.finished_at;
-            }
-            changes.push(record);
-        }
-        let next = query.offset + changes.len();
-        Ok(ChangePage {
-            changes,
-            total,
-            next_offset: (next < total as usize).then_some(next),
-        })
-    }
-
     /// Applies an event from the bus to its run. Answers whether the run changed; an
     /// event for an unknown run changes nothing.
     pub async fn apply_event(&self, event: &Event) -> Result<bool, RunsError> {
         let run_id = event.run_id();
         let mut ignored = None;
         let updated = self
-            .update_if_exists(run_id, |stored| match events::next(&stored.run, event) {
+            .update_if_exists(run_id, |stored| match machine::next(&stored.run, event) {
                 Transition::Ignore { why } => {
                     ignored = Some(why);
                     false
@@ -628,64 +449,6 @@ impl Runs {
             "Run advanced."
         );
         Ok(updated.written)
-    }
-
-    /// Every result of `run_id` by change id: those read last for the same run, and those
-    /// recorded since.
-    async fn results(
-        &self,
-        run_id: &str,
-    ) -> Result<Arc<HashMap<String, v1::ChangeResult>>, RunsError> {
-        let mut cache = self.results_cache.lock().await;
-        let cached = cache.take().filter(|cached| cached.run_id == run_id);
-        let (mut read_through, mut results) = match cached {
-            Some(cached) => (cached.read_through, cached.results),
-            None => (0, Arc::new(HashMap::new())),
-        };
-        let new = self.store.results_after(run_id, read_through).await?;
-        if let Some(last) = new.last() {
-            read_through = last.sequence;
-            let results = Arc::make_mut(&mut results);
-            for recorded in new {
-                results.insert(recorded.result.change_id.clone(), recorded.result);
-            }
-        }
-        *cache = Some(ResultsCache {
-            run_id: run_id.to_owned(),
-            read_through,
-            results: Arc::clone(&results),
-        });
-        Ok(results)
-    }
-
-    /// Reads the plan `object` of `run_id`, or the one read last if it is the same.
-    async fn plan(&self, run_id: &str, object: &v1::ObjectRef) -> Result<Arc<v1::Plan>, RunsError> {
-        {
-            let cache = self
-                .plan_cache
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Some((cached, plan)) = cache.as_ref()
-                && cached == object
-            {
-                return Ok(Arc::clone(plan));
-            }
-        }
-        let plan: v1::Plan =
-            self.bus
-                .get_object(object)
-                .await
-                .map_err(|source| RunsError::Plan {
-                    run_id: run_id.to_owned(),
-                    source,
-                })?;
-        let plan = Arc::new(plan);
-        *self
-            .plan_cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            Some((object.clone(), Arc::clone(&plan)));
-        Ok(plan)
     }
 
     /// [`Store::update`] for a run that must exist.
@@ -745,11 +508,11 @@ impl Runs {
 /// Picks up what a stop left: runs still REQUESTED are requested again (the message id
 /// makes a repeat within the duplicate window a no-op), and results recorded but not yet
 /// counted are counted. Looks at the runs of the last week.
-pub async fn recover(runs: Arc<Runs>) -> Result<(), crate::Error> {
+pub async fn recover(runs: Arc<Runs>) -> Result<(), RunsError> {
     let horizon = SystemTime::now()
         .checked_sub(RECOVERY_WINDOW)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let run_ids = runs.store.run_ids().await.map_err(RunsError::from)?;
+    let run_ids = runs.store.run_ids().await?;
     for run_id in run_ids {
         let Ok(ulid) = ulid::Ulid::from_string(&run_id) else {
             continue;
@@ -757,7 +520,7 @@ pub async fn recover(runs: Arc<Runs>) -> Result<(), crate::Error> {
         if ulid.datetime() < horizon {
             break;
         }
-        let Some(stored) = runs.store.get(&run_id).await.map_err(RunsError::from)? else {
+        let Some(stored) = runs.store.get(&run_id).await? else {
             continue;
         };
         let outcome = match stored.run.state() {
@@ -775,35 +538,13 @@ pub async fn recover(runs: Arc<Runs>) -> Result<(), crate::Error> {
 }
 
 /// A run id must be a ULID: it is a key in the store.
-fn check_run_id(run_id: &str) -> Result<(), RunsError> {
+pub(crate) fn check_run_id(run_id: &str) -> Result<(), RunsError> {
     match ulid::Ulid::from_string(run_id) {
         Ok(_) => Ok(()),
         Err(_) => Err(RunsError::InvalidRunId {
             run_id: run_id.to_owned(),
         }),
     }
-}
-
-/// Whether `change` is about the user `user` (lower case): their login (new or before),
-/// email (new or before), or Keycloak user id.
-fn concerns_user(change: &v1::Change, user: &str) -> bool {
-    let same = |value: &str| !value.is_empty() && value.to_lowercase() == user;
-    let fields = [change.fields.as_ref(), change.previous.as_ref()];
-    let account_login = match change
-        .account
-        .as_ref()
-        .and_then(|account| account.r#ref.as_ref())
-    {
-        Some(v1::account_ref::Ref::NewLogin(login)) => login.as_str(),
-        Some(v1::account_ref::Ref::AccountId(id)) => id.as_str(),
-        None => "",
-    };
-    same(&change.keycloak_user_id)
-        || same(account_login)
-        || fields
-            .iter()
-            .flatten()
-            .any(|fields| same(&fields.login) || same(&fields.email))
 }
 
 pub fn mode_name(mode: RunMode) -> &'static str {

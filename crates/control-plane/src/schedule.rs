@@ -5,7 +5,7 @@
 //! one of them, and only that one starts the run (trigger SCHEDULE). A fire time missed
 //! while no replica ran is not made up for, as with cron.
 
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use config::Invalid;
 use croner::Cron;
@@ -13,9 +13,10 @@ use jiff::{Timestamp, Zoned, tz::TimeZone};
 use proto::v1::{RunMode, RunTrigger};
 use tokio::sync::watch;
 
+pub use crate::settings::parse_cron;
 use crate::{
-    ScheduleSettings,
     runs::{Runs, StartRun},
+    settings::ScheduleSettings,
 };
 
 /// A parsed, enabled schedule.
@@ -35,9 +36,7 @@ impl Schedule {
             return Ok(None);
         }
         let cron = parse_cron(&settings.cron).map_err(|reason| Invalid::new("cron", reason))?;
-        let zone = TimeZone::get(settings.timezone.trim()).map_err(|error| {
-            Invalid::new("timezone", format!("not a known IANA time zone ({error})"))
-        })?;
+        let zone = settings.time_zone()?;
         Ok(Some(Schedule {
             cron,
             zone,
@@ -56,17 +55,9 @@ impl Schedule {
     }
 }
 
-/// Parses a cron expression of five fields, or six with seconds first.
-pub fn parse_cron(expression: &str) -> Result<Cron, String> {
-    Cron::from_str(expression.trim()).map_err(|error| format!("not a cron expression: {error}"))
-}
-
-/// Fires the schedule until `stop` turns true.
-pub async fn run(
-    schedule: Schedule,
-    runs: Arc<Runs>,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), crate::Error> {
+/// Fires the schedule until `stop` turns true. A run that cannot start is logged, and the
+/// schedule goes on.
+pub async fn run(schedule: Schedule, runs: Arc<Runs>, mut stop: watch::Receiver<bool>) {
     let mut after = Timestamp::now();
     tracing::info!(
         cron = schedule.expression(),
@@ -80,7 +71,7 @@ pub async fn run(
                 cron = schedule.expression(),
                 "The schedule never fires again."
             );
-            return Ok(());
+            return;
         };
         // Sleeps until the fire time by the wall clock, again if it was set back meanwhile.
         loop {
@@ -92,7 +83,7 @@ pub async fn run(
                 break;
             }
             tokio::select! {
-                _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
+                _ = stop.wait_for(|stopped| *stopped) => return,
                 () = tokio::time::sleep(remaining) => {}
             }
         }

@@ -1,5 +1,5 @@
-//! The tonic service of `keysync.v1.ControlService`: turns requests into [`Runs`] calls and
-//! [`RunsError`]s into gRPC statuses. Every call but health and reflection passes
+//! The tonic service of `keysync.v1.ControlService`: turns requests into [`Runs`] (writes)
+//! and [`History`] (reads) calls, and [`RunsError`]s into gRPC statuses. Every call but health and reflection passes
 //! [`crate::auth::BearerAuth`] first.
 //!
 //! Statuses: a malformed request is `INVALID_ARGUMENT`, an unknown run `NOT_FOUND`, an
@@ -21,7 +21,8 @@ use tonic::{
 use crate::{
     auth::BearerAuth,
     connections::{Connections, ConnectionsError},
-    runs::{ChangeQuery, Runs, RunsError, StartRun},
+    history::{ChangeQuery, History},
+    runs::{Runs, RunsError, StartRun},
 };
 
 pub use proto::v1::control_service_server::SERVICE_NAME;
@@ -44,12 +45,21 @@ const CHANGES_PAGE: (u32, u32) = (100, 1000);
 /// The control API over the runs.
 pub struct ControlPlane {
     runs: Arc<Runs>,
+    history: Arc<History>,
     connections: Arc<Connections>,
 }
 
 impl ControlPlane {
-    pub fn new(runs: Arc<Runs>, connections: Arc<Connections>) -> ControlPlane {
-        ControlPlane { runs, connections }
+    pub fn new(
+        runs: Arc<Runs>,
+        history: Arc<History>,
+        connections: Arc<Connections>,
+    ) -> ControlPlane {
+        ControlPlane {
+            runs,
+            history,
+            connections,
+        }
     }
 
     /// The gRPC service, behind the bearer-token check.
@@ -104,7 +114,7 @@ impl ControlService for ControlPlane {
     ) -> Result<Response<v1::Run>, Status> {
         continue_trace(request.metadata());
         let run = self
-            .runs
+            .history
             .get(&request.get_ref().run_id)
             .await
             .map_err(status)?;
@@ -120,7 +130,7 @@ impl ControlService for ControlPlane {
     ) -> Result<Response<Self::WatchRunStream>, Status> {
         continue_trace(request.metadata());
         let updates = self
-            .runs
+            .history
             .watch(&request.get_ref().run_id)
             .await
             .map_err(status)?;
@@ -160,7 +170,7 @@ impl ControlService for ControlPlane {
         }
         let after = (!request.page_token.is_empty()).then_some(request.page_token.as_str());
         let page = self
-            .runs
+            .history
             .list(&states, after, page_size(request.page_size, RUNS_PAGE))
             .await
             .map_err(|error| match error {
@@ -230,7 +240,7 @@ impl ControlService for ControlPlane {
             limit: page_size(request.page_size, CHANGES_PAGE),
         };
         let page = self
-            .runs
+            .history
             .changes(&request.run_id, &query)
             .await
             .map_err(status)?;
@@ -341,26 +351,14 @@ fn status(error: RunsError) -> Status {
         RunsError::NotFound { .. } => Status::not_found(error.to_string()),
         RunsError::WrongState { .. } => Status::failed_precondition(error.to_string()),
         RunsError::Plan { source, .. } if source.is_permanent() => {
-            tracing::error!(error = %display_chain(&error), "A stored plan cannot be read.");
-            Status::internal(display_chain(&error))
+            tracing::error!(error = %telemetry::error_chain(&error), "A stored plan cannot be read.");
+            Status::internal(telemetry::error_chain(&error))
         }
         RunsError::Store(_) | RunsError::Bus(_) | RunsError::Plan { .. } => {
-            tracing::warn!(error = %display_chain(&error), "A call failed on the bus.");
-            Status::unavailable(display_chain(&error))
+            tracing::warn!(error = %telemetry::error_chain(&error), "A call failed on the bus.");
+            Status::unavailable(telemetry::error_chain(&error))
         }
     }
-}
-
-/// `error: cause: cause`, for messages a person reads.
-fn display_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 /// Who the caller says it acts for, or `default`.
@@ -400,7 +398,7 @@ fn page_size(asked: u32, (default, largest): (u32, u32)) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::state_name;
+    use crate::machine::state_name;
 
     #[test]
     fn wrong_state_is_a_failed_precondition_that_names_the_state() {

@@ -36,7 +36,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message as _;
 use proto::v1;
 
-use crate::events::is_terminal;
+use crate::machine::is_terminal;
 
 /// Compare-and-set attempts before an update gives up; each conflict means another writer
 /// made progress, so this is only reached under pathological contention.

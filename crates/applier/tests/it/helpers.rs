@@ -9,13 +9,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use applier::{ApplierSettings, ControlPlaneSettings, StepOutcome};
+use bus::BusSettings;
 use bus::{Bus, Topology};
 use cache::Cache;
-use cache::settings::{BusSettings, ProductSettings, ProductsSettings};
 use config::Secret;
 use emulator::store::{Dump, Seed};
 use model::state::Product;
 use proto::v1::{self, RunMode, RunState, control_service_client::ControlServiceClient};
+use settings::products::{ProductSettings, ProductsSettings};
 use test_support::nats::NatsServer;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;

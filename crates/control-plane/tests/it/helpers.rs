@@ -14,7 +14,7 @@ use std::{
 };
 
 use async_nats::jetstream::consumer::PullConsumer;
-use bus::{Bus, Topology};
+use bus::{Bus, Topology, health::Health};
 use control_plane::{App, Settings};
 use futures::StreamExt;
 use proto::v1::{
@@ -96,6 +96,8 @@ pub struct TestApp {
     pub prefix: String,
     pub address: SocketAddr,
     pub health_address: Option<SocketAddr>,
+    /// The app's readiness, as `/readyz` answers it.
+    pub health: Health,
     pub bus: Bus,
     pub client: Client,
     /// Holds the configuration and token files for as long as the app runs.
@@ -148,6 +150,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let app = App::build(settings).await.expect("the app builds");
     let address = app.local_addr();
     let health_address = app.health_addr();
+    let health = app.health().clone();
     let (shutdown, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
@@ -161,6 +164,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         prefix,
         address,
         health_address,
+        health,
         bus,
         client,
         _dir: dir,

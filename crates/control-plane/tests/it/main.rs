@@ -4,6 +4,7 @@
 mod access;
 mod connections;
 mod helpers;
+mod rebind;
 mod restart;
 mod runs;
 mod schedule;

@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::PullConsumer;
+use bus::BusSettings;
 use bus::{Bus, Topology};
 use cache::Cache;
-use cache::settings::{BusSettings, ProductSettings, ProductsSettings};
 use futures::StreamExt;
 use model::state::Product;
 use planner::{App, HealthSettings, PlannerSettings, Settings, StepOutcome};
 use proto::v1;
+use settings::products::{ProductSettings, ProductsSettings};
 use test_support::nats::NatsServer;
 
 /// Logs go to the test output only with `TEST_LOG` set.

@@ -41,8 +41,6 @@ use model::policy::{Policy, ValidPolicy};
 use model::state::Product;
 use serde::Deserialize;
 
-pub use bus::BusSettings;
-
 /// `[products]`: one optional section per product. A product without a section is not
 /// synced.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -267,6 +265,8 @@ fn default_max_backoff_seconds() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use bus::BusSettings;
+
     use super::*;
 
     #[derive(Debug, Deserialize)]

@@ -1,0 +1,259 @@
+//! The control plane's settings: the sections of the shared configuration file it reads,
+//! their defaults, and their checks.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, str::FromStr};
+
+use config::{Invalid, Secret};
+use croner::Cron;
+use jiff::tz::TimeZone;
+use serde::Deserialize;
+
+/// `[bus]`: where NATS is and the prefix of every subject, stream and bucket; the same
+/// section every service reads.
+pub use bus::BusSettings;
+
+/// `[health]`: plain HTTP `GET /healthz` (the process runs) and `GET /readyz` (it is
+/// connected to NATS and follows its events), for orchestrators' probes; the same section
+/// every service reads (see `bus::health`).
+pub use bus::health::HealthSettings;
+
+/// The sections of the shared configuration file the control plane reads: `[bus]`,
+/// `[control_plane]` and `[health]`, and, for `TestConnection` only, `[keycloak.*]` and
+/// `[products.*]` (documented with the fetcher and the appliers, which use them).
+///
+/// Every service reads the same file, so the top level leaves the other services' sections
+/// to them; inside the sections read here, an unknown key is an error
+/// (`keysync config check` checks the whole file, sections included).
+///
+/// ```toml
+/// [bus]
+/// nats_url = "nats://127.0.0.1:4222"    # default
+/// prefix = "keysync"                    # default
+///
+/// [control_plane]
+/// listen = "127.0.0.1:50051"            # default
+/// endpoint = "http://127.0.0.1:50051"   # default; where the appliers call the API
+/// token_file = "/run/secrets/keysync-api/token"   # required (or `token`)
+///
+/// [control_plane.schedule]
+/// enabled = true                        # default
+/// cron = "0 2 * * *"                    # default: daily at 02:00
+/// timezone = "UTC"                      # default; an IANA name such as "Europe/Berlin"
+///
+/// [health]
+/// # listen = "0.0.0.0:8080"             # default: not served
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+pub struct Settings {
+    /// `[bus]`: where NATS is, and the prefix of every subject, stream and bucket.
+    #[serde(default)]
+    pub bus: BusSettings,
+    /// `[control_plane]`: the API and the schedule.
+    pub control_plane: ControlPlaneSettings,
+    /// `[health]`: the HTTP liveness and readiness endpoints.
+    #[serde(default)]
+    pub health: HealthSettings,
+    /// `[keycloak.<connector>]`: the realms `TestConnection` checks.
+    #[serde(default)]
+    pub keycloak: BTreeMap<String, keycloak::config::KeycloakSettings>,
+    /// `[products.<name>]`: the products `TestConnection` checks, when enabled.
+    #[serde(default)]
+    pub products: crate::products::ProductsSettings,
+}
+
+/// `[control_plane]`: the gRPC control API and the schedule.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlaneSettings {
+    /// Where the gRPC API listens. Default: `127.0.0.1:50051`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The bearer token every API call must carry (health and reflection need none). Set
+    /// `token_file` to read it from a file when the service starts; one trailing newline is
+    /// dropped. Required.
+    pub token: Secret,
+    /// Where the other services reach this API (the appliers report results there), for
+    /// example `http://keysync-control-plane:50051`. The control plane itself does not use
+    /// it. Default: `http://127.0.0.1:50051`.
+    #[serde(default = "default_endpoint")]
+    pub endpoint: String,
+    /// When syncs start by themselves.
+    #[serde(default)]
+    pub schedule: ScheduleSettings,
+}
+
+/// `[control_plane.schedule]`: the cron schedule of apply runs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSettings {
+    /// Whether scheduled runs start at all. Default: `true`.
+    #[serde(default = "default_schedule_enabled")]
+    pub enabled: bool,
+    /// A cron expression: five fields (minute hour day-of-month month day-of-week), or six
+    /// with seconds first. Default: `0 2 * * *`, daily at 02:00.
+    #[serde(default = "default_cron")]
+    pub cron: String,
+    /// The IANA time zone the expression is read in, for example `Europe/Berlin`.
+    /// Default: `UTC`.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> ScheduleSettings {
+        ScheduleSettings {
+            enabled: default_schedule_enabled(),
+            cron: default_cron(),
+            timezone: default_timezone(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads the settings from the optional TOML `file` and the `KEYSYNC_*` environment
+    /// (see the `config` crate), then validates them.
+    pub fn load(file: Option<&Path>) -> Result<Settings, config::Error> {
+        let settings: Settings = config::load(file)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every value; no IO. Keys in errors are full paths (`control_plane.schedule.cron`).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        self.bus.validate().map_err(|error| error.within("bus"))?;
+        self.control_plane
+            .validate()
+            .map_err(|error| error.within("control_plane"))?;
+        for (name, connector) in &self.keycloak {
+            connector
+                .validate()
+                .map_err(|error| error.within(&format!("keycloak.{name}")))?;
+        }
+        for product in self.products.enabled() {
+            if let Some(settings) = self.products.get(product) {
+                settings
+                    .client_settings(product)
+                    .map_err(|error| error.within(&format!("products.{product}")))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ControlPlaneSettings {
+    /// Checks the token and the schedule; no IO (the time zone is looked up when the
+    /// service starts). Keys are relative to `[control_plane]`.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.token.expose().trim().is_empty() {
+            return Err(Invalid::new(
+                "token",
+                "must not be empty (set `token_file` to a file that holds it)",
+            ));
+        }
+        let endpoint = self.endpoint.trim();
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(Invalid::new(
+                "endpoint",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        parse_cron(&self.schedule.cron)
+            .map_err(|reason| Invalid::new("cron", reason).within("schedule"))?;
+        Ok(())
+    }
+}
+
+impl ScheduleSettings {
+    /// The time zone the expression is read in, from the system's zoneinfo, else the
+    /// database built into the binary. Keys in errors are relative to
+    /// `[control_plane.schedule]`.
+    pub fn time_zone(&self) -> Result<TimeZone, Invalid> {
+        TimeZone::get(self.timezone.trim()).map_err(|error| {
+            Invalid::new("timezone", format!("not a known IANA time zone ({error})"))
+        })
+    }
+}
+
+/// Parses a cron expression of five fields, or six with seconds first.
+pub fn parse_cron(expression: &str) -> Result<Cron, String> {
+    Cron::from_str(expression.trim()).map_err(|error| format!("not a cron expression: {error}"))
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 50051))
+}
+
+fn default_endpoint() -> String {
+    "http://127.0.0.1:50051".to_owned()
+}
+
+fn default_schedule_enabled() -> bool {
+    true
+}
+
+fn default_cron() -> String {
+    "0 2 * * *".to_owned()
+}
+
+fn default_timezone() -> String {
+    "UTC".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str) -> Result<Settings, config::Error> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret\n").expect("writes the token");
+        let file = dir.path().join("keysync.toml");
+        let toml = toml.replace("TOKEN_PATH", &token.display().to_string());
+        std::fs::write(&file, toml).expect("writes the file");
+        Settings::load(Some(&file))
+    }
+
+    #[test]
+    fn settings_take_their_defaults_and_read_the_token_from_its_file() {
+        let settings = load("[control_plane]\ntoken_file = \"TOKEN_PATH\"\n").expect("loads");
+        assert_eq!(settings.bus.nats_url, "nats://127.0.0.1:4222");
+        assert_eq!(settings.bus.prefix, "keysync");
+        let control_plane = &settings.control_plane;
+        assert_eq!(control_plane.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(control_plane.token.expose(), "s3cret");
+        assert_eq!(control_plane.endpoint, "http://127.0.0.1:50051");
+        assert!(control_plane.schedule.enabled);
+        assert_eq!(control_plane.schedule.cron, "0 2 * * *");
+        assert_eq!(control_plane.schedule.timezone, "UTC");
+        assert!(settings.health.listen.is_none());
+        assert!(
+            !format!("{settings:?}").contains("s3cret"),
+            "the token is in Debug"
+        );
+    }
+
+    #[test]
+    fn other_services_sections_are_left_alone_but_an_unknown_key_here_is_an_error() {
+        let shared =
+            "[control_plane]\ntoken_file = \"TOKEN_PATH\"\n[planner]\nchange_set_size = 10\n";
+        assert!(load(shared).is_ok());
+        let typo = "[control_plane]\ntoken_file = \"TOKEN_PATH\"\n[control_plane.schedule]\ncorn = \"* * * * *\"\n";
+        let error = load(typo).expect_err("unknown key").to_string();
+        assert!(error.contains("control_plane.schedule"), "{error}");
+        assert!(error.contains("corn"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_token_or_a_bad_cron_is_an_error_naming_the_key() {
+        let error = load("[control_plane]\nlisten = \"127.0.0.1:1\"\n")
+            .expect_err("no token")
+            .to_string();
+        assert!(error.contains("token"), "{error}");
+        let error = load(
+            "[control_plane]\ntoken_file = \"TOKEN_PATH\"\n[control_plane.schedule]\ncron = \"not cron\"\n",
+        )
+        .expect_err("bad cron")
+        .to_string();
+        assert!(error.contains("control_plane.schedule.cron"), "{error}");
+    }
+}
