@@ -1,6 +1,6 @@
 //! `keysync config check FILE`: loads the file (and the `KEYSYNC_*` environment, as the
 //! services do) the way each service loads it, with that service's own settings types and
-//! checks, and reports the first problem, which names the key and where its value came
+//! checks from the `settings` crate (no service is linked), and reports the first problem, which names the key and where its value came
 //! from. A section no service reads is an error too, since every service would ignore it.
 
 use std::{path::Path, process::ExitCode};
@@ -76,21 +76,25 @@ pub fn check(file: &Path, json: bool) -> Result<ExitCode, Error> {
 fn check_file(file: &Path) -> Result<(), String> {
     config::load::<Sections>(Some(file)).map_err(|error| error.to_string())?;
 
-    let control_plane = control_plane::Settings::load(Some(file))
+    let control_plane = settings::control_plane::Settings::load(Some(file))
         .map_err(|error| format!("control plane: {error}"))?;
-    control_plane::schedule::Schedule::from_settings(&control_plane.control_plane.schedule)
-        .map_err(|error| format!("control plane: {}", error.within("control_plane.schedule")))?;
+    let schedule = &control_plane.control_plane.schedule;
+    if schedule.enabled {
+        schedule.time_zone().map_err(|error| {
+            format!("control plane: {}", error.within("control_plane.schedule"))
+        })?;
+    }
 
-    fetcher::settings::Settings::load(Some(file)).map_err(|error| format!("fetcher: {error}"))?;
+    settings::fetcher::Settings::load(Some(file)).map_err(|error| format!("fetcher: {error}"))?;
 
-    let planner: planner::Settings =
+    let planner: settings::planner::Settings =
         config::load(Some(file)).map_err(|error| format!("planner: {error}"))?;
     planner
         .validate()
         .map_err(|error| format!("planner: {error}"))?;
 
     // One applier runs per enabled product, each reading that product's section.
-    let applier: applier::Settings =
+    let applier: settings::applier::Settings =
         config::load(Some(file)).map_err(|error| format!("applier: {error}"))?;
     for product in applier.products.enabled() {
         applier

@@ -19,6 +19,7 @@
 //!
 //! **Architecture invariant:** types and checks only: no network, no runtime, no service.
 
+pub mod applier;
 pub mod control_plane;
 pub mod fetcher;
 pub mod planner;
