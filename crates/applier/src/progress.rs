@@ -39,7 +39,7 @@ pub struct Progress {
 
 impl Progress {
     pub async fn open(bus: &bus::Bus, product: Product) -> Result<Progress, Error> {
-        let bucket = format!("{}-applier", bus.topology().prefix());
+        let bucket = bus.topology().applier_bucket();
         let store = bus
             .jetstream()
             .create_or_update_key_value(kv::Config {

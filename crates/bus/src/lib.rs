@@ -166,7 +166,9 @@ pub fn decode<M: BusMessage>(payload: &[u8]) -> Result<M, DecodeError> {
     Ok(message)
 }
 
-/// The subject and stream names of one deployment.
+/// Every name of one deployment on the bus: subjects, streams, durable consumers, and
+/// key-value and object-store buckets (the buckets' own modules add theirs: [`runs`],
+/// [`objects`]). No service builds a name of its own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topology {
     prefix: String,
@@ -247,9 +249,36 @@ impl Topology {
         format!("{}_DEAD", self.stream_prefix())
     }
 
-    /// The durable consumer all replicas of one product's applier share.
+    /// The durable consumer of run requests all fetcher replicas share.
+    pub fn fetcher_consumer(&self) -> String {
+        "fetcher".to_owned()
+    }
+
+    /// The durable consumer of snapshots, states and approvals all planner replicas share.
+    pub fn planner_consumer(&self) -> String {
+        "planner".to_owned()
+    }
+
+    /// The durable consumer of change sets all replicas of one product's applier share.
     pub fn applier_consumer(&self, product: &str) -> String {
         format!("applier-{product}")
+    }
+
+    /// The durable consumer of run requests (to read the product's state) all replicas of
+    /// one product's applier share.
+    pub fn applier_state_consumer(&self, product: &str) -> String {
+        format!("applier-{product}-state")
+    }
+
+    /// The planner's joins of snapshots and states, `{prefix}-planner`: key = run id.
+    pub fn planner_bucket(&self) -> String {
+        format!("{}-planner", self.prefix)
+    }
+
+    /// The appliers' progress through each run's change sets, `{prefix}-applier`:
+    /// key = `{product}.{run_id}`.
+    pub fn applier_bucket(&self) -> String {
+        format!("{}-applier", self.prefix)
     }
 
     fn stream_prefix(&self) -> String {

@@ -18,9 +18,6 @@ use bus::{
 pub use crate::fetch::{Fetcher, StepOutcome};
 use crate::{Error, metrics::Metrics, settings::Settings};
 
-/// The name of the durable consumer all fetcher replicas share.
-pub const CONSUMER: &str = "fetcher";
-
 /// The running service.
 pub struct App {
     worker: Worker,
@@ -47,7 +44,7 @@ impl App {
         let topology = bus.topology();
         let consumer = ConsumerSpec {
             stream: topology.events_stream(),
-            name: CONSUMER.to_owned(),
+            name: topology.fetcher_consumer(),
             filter_subjects: vec![topology.run_requested()],
             ack_wait: settings.ack_wait(),
         };

@@ -1,6 +1,6 @@
 //! [`App`]: the planner's consumer (`bus::worker`) around its handler ([`Planner`]).
 //!
-//! One durable consumer, [`CONSUMER`], shared by every replica, reads `SnapshotReady`,
+//! One durable consumer, `planner` (`Topology::planner_consumer`), shared by every replica, reads `SnapshotReady`,
 //! `StateReady`, `StateFailed` and `RunApproved` from the events stream. A message is
 //! acknowledged once its effect is recorded; after an error of the bus it is handed back
 //! and comes again a second later. Between messages the worker ticks the planner, which
@@ -23,9 +23,6 @@ use crate::join::Joins;
 use crate::metrics::Metrics;
 use crate::runs::{Planner, StepOutcome};
 use crate::settings::Settings;
-
-/// The durable consumer every planner replica shares.
-pub const CONSUMER: &str = "planner";
 
 /// How long a message may be in hand before JetStream redelivers it.
 const ACK_WAIT: Duration = Duration::from_secs(120);
@@ -51,7 +48,7 @@ impl App {
         let topology = bus.topology();
         let consumer = ConsumerSpec {
             stream: topology.events_stream(),
-            name: CONSUMER.to_owned(),
+            name: topology.planner_consumer(),
             filter_subjects: vec![
                 topology.snapshot_ready(),
                 topology.state_ready("*"),

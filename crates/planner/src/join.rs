@@ -202,7 +202,7 @@ pub struct Joins {
 impl Joins {
     /// Opens the bucket `{prefix}-planner`, created if missing.
     pub async fn open(bus: &bus::Bus) -> Result<Joins, Error> {
-        let bucket = format!("{}-planner", bus.topology().prefix());
+        let bucket = bus.topology().planner_bucket();
         let store = bus
             .jetstream()
             .create_or_update_key_value(kv::Config {

@@ -53,7 +53,7 @@ pub mod settings;
 use bus::objects::ObjectError;
 use config::Invalid;
 
-pub use crate::app::{App, CONSUMER};
+pub use crate::app::App;
 pub use crate::runs::{Planner, StepOutcome};
 pub use crate::settings::{HealthSettings, PlannerSettings, Settings};
 

@@ -386,7 +386,7 @@ impl TestEnv {
 
     async fn nothing_pending(&self) -> bool {
         let topology = self.bus.topology();
-        let mut consumers = vec![(topology.events_stream(), planner::CONSUMER.to_owned())];
+        let mut consumers = vec![(topology.events_stream(), topology.planner_consumer())];
         for &product in &self.products {
             consumers.push((topology.events_stream(), applier::state_consumer(product)));
             consumers.push((

@@ -52,7 +52,7 @@ async fn a_deleted_consumer_is_bound_again_and_no_request_is_lost_or_served_twic
     request(&test.bus, "run-a").await?;
     wait_for_snapshot(&test.bus, "run-a").await?;
     let stream = test.bus.topology().events_stream();
-    let consumer = fetcher::app::CONSUMER;
+    let consumer = &test.bus.topology().fetcher_consumer();
     rebind::delete_consumer_and_wait(
         test.bus.jetstream(),
         &stream,

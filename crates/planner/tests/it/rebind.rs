@@ -96,7 +96,7 @@ async fn a_deleted_consumer_is_bound_again_and_no_message_is_lost_or_handled_twi
     rebind::delete_consumer_and_wait(
         planner.bus.jetstream(),
         &stream,
-        planner::CONSUMER,
+        &planner.bus.topology().planner_consumer(),
         || health.transitions(),
         || health.readiness().is_ok(),
         Some(address),
@@ -115,9 +115,13 @@ async fn a_deleted_consumer_is_bound_again_and_no_message_is_lost_or_handled_twi
     assert_eq!(failed.run_id, run_b);
     assert_eq!(failed.reason, "approved, but no plan is stored for the run");
 
-    let delivered = rebind::delivered(planner.bus.jetstream(), &stream, planner::CONSUMER)
-        .await
-        .expect("the consumer's info");
+    let delivered = rebind::delivered(
+        planner.bus.jetstream(),
+        &stream,
+        &planner.bus.topology().planner_consumer(),
+    )
+    .await
+    .expect("the consumer's info");
     assert_eq!(
         delivered,
         rebind::Delivered {
