@@ -4,6 +4,7 @@
 //! ```text
 //! plan(&Snapshot, &ProductState, &ValidPolicy) -> Plan
 //! apply(ProductState, &[Change], new_account_id) -> ProductState
+//!     = Applied::new(state), then Applied::apply_one(change, new_account_id) for each change
 //! ```
 //!
 //! **Architecture invariant:** `model` knows nothing of NATS, gRPC, protobuf, HTTP, tokio or the
@@ -28,7 +29,7 @@
 //! ([`plan::AccountRef::New`]).
 //!
 //! Logins, emails and group names are compared case-insensitively, as the Atlassian products
-//! compare them.
+//! compare them, with Unicode lower case ([`mapping::fold`]).
 //!
 //! # The policy, with its defaults
 //!
@@ -93,8 +94,9 @@
 //!
 //! The product does not know which accounts keysync manages; keysync's cache does, as
 //! [`state::Account::keycloak_user_id`] and [`state::Group::managed`]. [`apply::apply`] computes the
-//! state after some changes (the ones an applier reports as done), which is how the cache is kept;
-//! the property tests use it to check that planning again after applying leaves nothing to do.
+//! state after some changes, which the property tests use to check that planning again after
+//! applying leaves nothing to do; the appliers keep the cache with the same rules, one change at a
+//! time as the product answers ([`apply::Applied::apply_one`]).
 //!
 //! # Cost
 //!
@@ -107,13 +109,13 @@
 //! never shows.
 
 pub mod apply;
+pub mod mapping;
 pub mod plan;
 pub mod policy;
 pub mod snapshot;
 pub mod state;
 
 mod hash;
-mod mapping;
 
 /// Defines a string id newtype over `Arc<str>`: cheap to clone, ordered as the string, and carrying
 /// its hash, computed once when made, so that the plan's indexes never read the string to hash it

@@ -2,6 +2,9 @@
 //! email, and how one Keycloak group becomes a product group name. The pieces are compiled once by
 //! [`crate::policy::Policy::validate`] and used by the plan for every user and group, so they
 //! borrow from the input instead of allocating where the input is already in shape.
+//!
+//! Only [`fold`] is public: it is how keysync compares logins, emails and group names everywhere
+//! (the plan, [`crate::apply`], and the services' lookups), so they all agree.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -50,10 +53,11 @@ pub(crate) struct Glob {
     pattern: String,
 }
 
-/// Lower-cases `text`, borrowing it when it is lower-case already (the usual case for logins and
-/// group names, and checked without allocating, also for non-ASCII text such as `chloé`).
+/// Lower-cases `text` (Unicode lower case, so `ÄRGER` and `ärger` are one name), borrowing it when
+/// it is lower-case already (the usual case for logins and group names, and checked without
+/// allocating, also for non-ASCII text such as `chloé`).
 #[inline]
-pub(crate) fn fold(text: &str) -> Cow<'_, str> {
+pub fn fold(text: &str) -> Cow<'_, str> {
     if text.bytes().all(|byte| !byte.is_ascii_uppercase()) {
         if text.is_ascii() {
             return Cow::Borrowed(text);

@@ -57,6 +57,10 @@ impl Capabilities {
     /// The capabilities of current Data Center versions: Jira (8.3 and later) deactivates and
     /// renames; Confluence (8.4 and later) deactivates but has no rename in REST; Bitbucket renames
     /// but cannot deactivate.
+    ///
+    /// The plan takes what the product's client reports, as keysync's cache records it; these are
+    /// only the fallback for a state cached before the capabilities were recorded, and a default
+    /// for tests and benchmarks.
     pub fn of(product: Product) -> Capabilities {
         match product {
             Product::Jira => Capabilities {

@@ -10,7 +10,7 @@ mod fixture;
 use std::collections::{BTreeMap, BTreeSet};
 
 use fixture::assert_converges;
-use model::apply::apply;
+use model::apply::{Applied, apply};
 use model::plan::{AccountRef, Action, ChangeOp, Plan, plan};
 use model::policy::{
     CleanupAction, Fallback, GroupNaming, GroupSelection, LoginSource, Policy, ValidPolicy,
@@ -541,6 +541,14 @@ proptest! {
         held_plans_say_why_holds(case)?;
     }
 
+    /// Applying a plan's changes one at a time, as an applier records what the product did, gives
+    /// what `apply` gives, and the lookups find the state's accounts; applying them again, as for a
+    /// redelivered change set, changes nothing more.
+    #[test]
+    fn apply_is_apply_one_over_the_changes(case in odd_case()) {
+        apply_is_apply_one_over_the_changes_holds(case)?;
+    }
+
     /// On well-formed input the product ends in the desired state: every enabled user in scope has
     /// one active, managed account with the mapped fields and exactly its mapped groups among the
     /// managed ones; every disabled user's account is inactive (or stripped where the product
@@ -590,6 +598,41 @@ fn applying_a_plan_and_planning_again_leaves_nothing_to_do_holds(
     let policy = case.valid_policy();
     let planned = plan(&case.snapshot, &case.state, &policy);
     assert_converges(&case.snapshot, case.state.clone(), &policy, &planned);
+    Ok(())
+}
+
+fn apply_is_apply_one_over_the_changes_holds(case: Case) -> Result<(), TestCaseError> {
+    let planned = plan(&case.snapshot, &case.state, &case.valid_policy());
+    // The product answers the same id when asked to create an account again.
+    let id_of = |change: &model::plan::Change| match &change.action {
+        Action::CreateUser { fields } => AccountId::new(format!("new-{}", fields.login)),
+        _ => AccountId::new("not-created"),
+    };
+    let all_at_once = apply(case.state.clone(), &planned.changes, id_of);
+    let mut applied = Applied::new(case.state.clone());
+    for change in &planned.changes {
+        applied.apply_one(change, id_of);
+    }
+    let one_at_a_time = applied.into_state();
+    prop_assert_eq!(&one_at_a_time, &all_at_once);
+
+    let applied = Applied::new(one_at_a_time.clone());
+    for account in &one_at_a_time.accounts {
+        let first_with_id = one_at_a_time
+            .accounts
+            .iter()
+            .find(|other| other.id == account.id);
+        prop_assert_eq!(applied.account(account.id.as_str()), first_with_id);
+        let login = account.login.to_uppercase();
+        let first_with_login = one_at_a_time
+            .accounts
+            .iter()
+            .find(|other| other.login.to_lowercase() == login.to_lowercase());
+        prop_assert_eq!(applied.account_by_login(&login), first_with_login);
+    }
+
+    let again = apply(one_at_a_time.clone(), &planned.changes, id_of);
+    prop_assert_eq!(again, one_at_a_time);
     Ok(())
 }
 

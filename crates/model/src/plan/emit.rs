@@ -1,0 +1,593 @@
+//! Emitting changes: the group changes, the creation of new users, and per account the link, the
+//! update, the reactivation, the memberships, or the removal of access; and the safety hold.
+
+use std::borrow::Cow;
+
+use super::index::{Ctx, NONE, Report, UserStatus, joined};
+use super::resolve::{Disposition, Lifecycle, LinkedBy, Rename, lifecycle};
+use super::{AccountFields, AccountRef, Action, Change, ChangeId, DiagnosticKind, Hold};
+use crate::hash::FastMap;
+use crate::mapping::{self, fold, trim};
+use crate::policy::CleanupAction;
+use crate::snapshot::{KeycloakUser, UserId};
+use crate::state::{Account, Product};
+
+pub(super) struct Output {
+    product: Product,
+    pub(super) changes: Vec<Change>,
+    pub(super) losing_access: usize,
+    /// Scratch space for rendering display names without allocating.
+    display: String,
+    /// Scratch space for a user's desired groups.
+    groups: Vec<u32>,
+}
+
+impl Output {
+    pub(super) fn new(product: Product) -> Output {
+        Output {
+            product,
+            changes: Vec::new(),
+            losing_access: 0,
+            display: String::new(),
+            groups: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, user: Option<&UserId>, action: Action, reason: String) {
+        let id = ChangeId::of(self.product, user, &action);
+        self.changes.push(Change {
+            id,
+            product: self.product,
+            keycloak_user_id: user.cloned(),
+            action,
+            reason,
+        });
+    }
+}
+
+pub(super) fn emit_group_changes(ctx: &Ctx<'_>, out: &mut Output) {
+    let groups = &ctx.product_groups;
+    for (idx, flags) in groups.flags.iter().enumerate() {
+        let name = groups.names[idx].as_ref();
+        if flags.removed {
+            out.push(
+                None,
+                Action::RemoveGroup {
+                    group: name.to_owned(),
+                },
+                "created by keysync and no longer mapped from Keycloak or named as a default group"
+                    .to_owned(),
+            );
+            continue;
+        }
+        if flags.listed || !(flags.mapped || flags.default_new || flags.default_all) {
+            continue;
+        }
+        let reason = if flags.mapped {
+            let (n_sources, first_path) = groups.sources[idx];
+            match n_sources {
+                1 => format!("mapped from Keycloak group {first_path}"),
+                _ => format!(
+                    "mapped from Keycloak group {first_path} and {} more",
+                    n_sources - 1
+                ),
+            }
+        } else if flags.default_all {
+            "default group for all users".to_owned()
+        } else {
+            "default group for new users".to_owned()
+        };
+        out.push(
+            None,
+            Action::CreateGroup {
+                group: name.to_owned(),
+            },
+            reason,
+        );
+    }
+}
+
+/// The product groups a user should be in: the mapped groups of its Keycloak groups, the defaults
+/// for all users, and for a new account the defaults for new users. Sorted and deduplicated into
+/// `desired`.
+fn desired_groups(ctx: &Ctx<'_>, user_idx: usize, new_account: bool, desired: &mut Vec<u32>) {
+    desired.clear();
+    for &group in ctx.users.groups.get(user_idx) {
+        let target = ctx.keycloak_groups.target[group as usize];
+        if target != NONE {
+            desired.push(target);
+        }
+    }
+    desired.extend_from_slice(&ctx.product_groups.default_all);
+    if new_account {
+        desired.extend_from_slice(&ctx.product_groups.default_new);
+    }
+    desired.sort_unstable();
+    desired.dedup();
+}
+
+/// Why a user should be in a product group.
+fn membership_reason(ctx: &Ctx<'_>, user_idx: usize, group: u32) -> String {
+    let mut source: Option<&str> = None;
+    for &keycloak_group in ctx.users.groups.get(user_idx) {
+        if ctx.keycloak_groups.target[keycloak_group as usize] == group {
+            let path = ctx.snapshot.groups[keycloak_group as usize].path.as_str();
+            if source.is_none_or(|current| path < current) {
+                source = Some(path);
+            }
+        }
+    }
+    match source {
+        Some(path) => format!("member of Keycloak group {path}"),
+        None if ctx.product_groups.flags[group as usize].default_all => {
+            "default group for all users".to_owned()
+        }
+        None => "default group for new users".to_owned(),
+    }
+}
+
+pub(super) fn emit_create(ctx: &Ctx<'_>, out: &mut Output, user_idx: usize) {
+    let user = &ctx.snapshot.users[user_idx];
+    let login = ctx.users.logins[user_idx].as_ref();
+    mapping::display_name_into(ctx.policy, user, login, &mut out.display);
+    let email = mapping::email(&ctx.policy.policy().attributes.email, user).map(Cow::into_owned);
+    let fields = AccountFields {
+        login: login.to_owned(),
+        display_name: out.display.clone(),
+        email,
+    };
+    let reason = if ctx.policy.policy().scope.required_groups.is_empty() {
+        "new Keycloak user".to_owned()
+    } else {
+        let mut through: Vec<&str> = ctx
+            .users
+            .groups
+            .get(user_idx)
+            .iter()
+            .filter(|&&group| ctx.keycloak_groups.in_scope[group as usize])
+            .map(|&group| ctx.snapshot.groups[group as usize].path.as_str())
+            .collect();
+        through.sort_unstable();
+        format!(
+            "new Keycloak user, in scope through group {}",
+            through.first().copied().unwrap_or("?")
+        )
+    };
+    out.push(Some(&user.id), Action::CreateUser { fields }, reason);
+    let mut desired = Vec::new();
+    desired_groups(ctx, user_idx, true, &mut desired);
+    for group in desired {
+        let reason = membership_reason(ctx, user_idx, group);
+        out.push(
+            Some(&user.id),
+            Action::AddMembership {
+                account: AccountRef::New {
+                    login: login.to_owned(),
+                },
+                group: ctx.product_groups.names[group as usize].to_string(),
+            },
+            reason,
+        );
+    }
+}
+
+/// Plans the changes of every account. The accounts are planned in two halves on two threads; the
+/// halves' changes are merged, and [`super::plan`] sorts all changes, so the result does not depend
+/// on the split.
+pub(super) fn emit_accounts(
+    ctx: &Ctx<'_>,
+    out: &mut Output,
+    report: &mut Report,
+    renames: &FastMap<u32, Rename>,
+    dispositions: &[Disposition],
+) {
+    let half = dispositions.len() / 2;
+    let product = out.product;
+    std::thread::scope(|scope| {
+        let second_half = scope.spawn(|| {
+            let mut second_out = Output::new(product);
+            let mut second_report = Report::default();
+            for (account_idx, disposition) in dispositions.iter().enumerate().skip(half) {
+                emit_account(
+                    ctx,
+                    &mut second_out,
+                    &mut second_report,
+                    renames,
+                    account_idx,
+                    *disposition,
+                );
+            }
+            (second_out, second_report)
+        });
+        for (account_idx, disposition) in dispositions.iter().enumerate().take(half) {
+            emit_account(ctx, out, report, renames, account_idx, *disposition);
+        }
+        let (second_out, second_report) = joined(second_half.join());
+        out.changes.extend(second_out.changes);
+        out.losing_access += second_out.losing_access;
+        report.absorb(second_report);
+    });
+}
+
+/// Plans the changes of one account, unless the account is protected.
+fn emit_account(
+    ctx: &Ctx<'_>,
+    out: &mut Output,
+    report: &mut Report,
+    renames: &FastMap<u32, Rename>,
+    account_idx: usize,
+    disposition: Disposition,
+) {
+    let account = &ctx.state.accounts[account_idx];
+    if disposition == Disposition::Untouched {
+        return;
+    }
+    if ctx.policy.is_protected(&account.login) {
+        report.diagnose(
+            DiagnosticKind::Protected,
+            account.keycloak_user_id.as_ref(),
+            &account.login,
+            format!(
+                "account {} matches a protected pattern; keysync leaves it alone",
+                account.id
+            ),
+        );
+        return;
+    }
+    match disposition {
+        Disposition::Untouched => {}
+        Disposition::Sync { user, link } => {
+            let keycloak_user = &ctx.snapshot.users[user as usize];
+            if keycloak_user.enabled {
+                emit_sync(ctx, out, report, renames, account_idx, user as usize, link);
+            } else {
+                let reason = "disabled in Keycloak".to_owned();
+                emit_access_removal(
+                    ctx,
+                    out,
+                    account_idx,
+                    Some(keycloak_user),
+                    CleanupAction::Deactivate,
+                    reason,
+                );
+            }
+        }
+        Disposition::Cleanup { user } => {
+            let keycloak_user = user.map(|idx| &ctx.snapshot.users[idx as usize]);
+            let reason = match keycloak_user {
+                None => "no longer in Keycloak".to_owned(),
+                Some(_) => {
+                    let required = &ctx.policy.policy().scope.required_groups;
+                    match required.as_slice() {
+                        [only] => format!("no longer in required group {only}"),
+                        _ => format!("no longer in any required group ({})", required.join(", ")),
+                    }
+                }
+            };
+            let action = ctx.policy.policy().cleanup.action;
+            emit_access_removal(ctx, out, account_idx, keycloak_user, action, reason);
+        }
+    }
+}
+
+/// Links, updates, reactivates and fixes the memberships of the account of an enabled user in
+/// scope.
+fn emit_sync(
+    ctx: &Ctx<'_>,
+    out: &mut Output,
+    report: &mut Report,
+    renames: &FastMap<u32, Rename>,
+    account_idx: usize,
+    user_idx: usize,
+    link: Option<LinkedBy>,
+) {
+    let account = &ctx.state.accounts[account_idx];
+    let user = &ctx.snapshot.users[user_idx];
+    if let Some(by) = link {
+        emit_link(out, account, &user.id, by);
+    }
+    let final_login = if renames.get(&(account_idx as u32)) == Some(&Rename::Renamed) {
+        ctx.users.logins[user_idx].as_ref()
+    } else {
+        account.login.as_str()
+    };
+    emit_update(ctx, out, account, user, final_login);
+    // Built only when a change needs it: most accounts need none.
+    let after = || AccountRef::Existing {
+        id: account.id.clone(),
+        login: final_login.to_owned(),
+    };
+    if !account.active {
+        emit_reactivation(ctx, out, report, account, &user.id, after);
+    }
+    emit_memberships(ctx, out, account_idx, user_idx, &user.id, after);
+}
+
+/// Links an existing account on first sync.
+fn emit_link(out: &mut Output, account: &Account, user_id: &UserId, by: LinkedBy) {
+    let reason = match by {
+        LinkedBy::Login => format!(
+            "existing account {} linked on first sync: same login",
+            account.login
+        ),
+        LinkedBy::Email => format!(
+            "existing account {} linked on first sync: same email {}",
+            account.login,
+            account.email.as_deref().unwrap_or("")
+        ),
+    };
+    out.push(
+        Some(user_id),
+        Action::LinkUser {
+            id: account.id.clone(),
+            login: account.login.clone(),
+        },
+        reason,
+    );
+}
+
+/// Updates the account's login (to `final_login`), display name and email when they differ from
+/// what the user's data gives; the reason lists every difference.
+fn emit_update(
+    ctx: &Ctx<'_>,
+    out: &mut Output,
+    account: &Account,
+    user: &KeycloakUser,
+    final_login: &str,
+) {
+    mapping::display_name_into(ctx.policy, user, final_login, &mut out.display);
+    let desired_email = mapping::email(&ctx.policy.policy().attributes.email, user);
+    let mut differences = Vec::new();
+    if final_login != account.login {
+        differences.push(format!(
+            "login changed from {} to {final_login}",
+            account.login
+        ));
+    }
+    if out.display != account.display_name {
+        differences.push(format!(
+            "display name changed from \"{}\" to \"{}\"",
+            account.display_name, out.display
+        ));
+    }
+    // The new email, when it changes; a user without a usable email keeps the account's.
+    let new_email: Option<&str> = match (&desired_email, &account.email) {
+        (Some(desired), Some(current))
+            if desired.as_ref() == current.as_str() || fold(desired) == fold(trim(current)) =>
+        {
+            None
+        }
+        (Some(desired), Some(current)) => {
+            differences.push(format!("email changed from {current} to {desired}"));
+            Some(desired)
+        }
+        (Some(desired), None) => {
+            differences.push(format!("email set to {desired}"));
+            Some(desired)
+        }
+        (None, _) => None,
+    };
+    if differences.is_empty() {
+        return;
+    }
+    let previous = AccountFields {
+        login: account.login.clone(),
+        display_name: account.display_name.clone(),
+        email: account.email.clone(),
+    };
+    let fields = AccountFields {
+        login: final_login.to_owned(),
+        display_name: out.display.clone(),
+        email: new_email
+            .map(str::to_owned)
+            .or_else(|| account.email.clone()),
+    };
+    let target = AccountRef::Existing {
+        id: account.id.clone(),
+        login: account.login.clone(),
+    };
+    out.push(
+        Some(&user.id),
+        Action::UpdateUser {
+            account: target,
+            previous,
+            fields,
+        },
+        differences.join("; "),
+    );
+}
+
+/// Reactivates an inactive account, or reports that the product cannot.
+fn emit_reactivation(
+    ctx: &Ctx<'_>,
+    out: &mut Output,
+    report: &mut Report,
+    account: &Account,
+    user_id: &UserId,
+    after: impl Fn() -> AccountRef,
+) {
+    if ctx.state.capabilities.can_deactivate {
+        out.push(
+            Some(user_id),
+            Action::ReactivateUser { account: after() },
+            format!(
+                "enabled and in scope in Keycloak, but inactive in {}",
+                ctx.state.product
+            ),
+        );
+    } else {
+        report.diagnose(
+            DiagnosticKind::Unsupported,
+            Some(user_id),
+            &account.login,
+            format!(
+                "the account is inactive, and {} cannot reactivate accounts",
+                ctx.state.product
+            ),
+        );
+    }
+}
+
+/// Adds the account to the groups its user should be in, and removes it from the groups keysync
+/// prunes that its user should not be in.
+fn emit_memberships(
+    ctx: &Ctx<'_>,
+    out: &mut Output,
+    account_idx: usize,
+    user_idx: usize,
+    user_id: &UserId,
+    after: impl Fn() -> AccountRef,
+) {
+    let mut desired = std::mem::take(&mut out.groups);
+    desired_groups(ctx, user_idx, false, &mut desired);
+    let current_groups = ctx.accounts.groups.get(account_idx);
+    for &group in &desired {
+        if current_groups.binary_search(&group).is_err() {
+            let reason = membership_reason(ctx, user_idx, group);
+            let group = ctx.product_groups.names[group as usize].to_string();
+            out.push(
+                Some(user_id),
+                Action::AddMembership {
+                    account: after(),
+                    group,
+                },
+                reason,
+            );
+        }
+    }
+    for &group in current_groups {
+        if ctx.product_groups.prunes(group) && desired.binary_search(&group).is_err() {
+            let name = ctx.product_groups.names[group as usize].to_string();
+            let reason = if ctx.product_groups.flags[group as usize].mapped {
+                format!("not in any Keycloak group mapped to {name}")
+            } else {
+                "the group is no longer mapped from Keycloak".to_owned()
+            };
+            out.push(
+                Some(user_id),
+                Action::RemoveMembership {
+                    account: after(),
+                    group: name,
+                },
+                reason,
+            );
+        }
+    }
+    out.groups = desired;
+}
+
+/// Takes access away from an account: deactivates, deletes or strips its groups, as `action` and
+/// the product's capabilities say; counts it for the safety limit.
+fn emit_access_removal(
+    ctx: &Ctx<'_>,
+    out: &mut Output,
+    account_idx: usize,
+    user: Option<&KeycloakUser>,
+    action: CleanupAction,
+    reason: String,
+) {
+    let account: &Account = &ctx.state.accounts[account_idx];
+    let user_id = user
+        .map(|user| &user.id)
+        .or(account.keycloak_user_id.as_ref());
+    let target = AccountRef::Existing {
+        id: account.id.clone(),
+        login: account.login.clone(),
+    };
+    let lifecycle = lifecycle(ctx, action);
+    let fallback_note = |reason: &str, what: &str| -> String {
+        if action == CleanupAction::Deactivate {
+            format!(
+                "{reason}; {} cannot deactivate, so {what}",
+                ctx.state.product
+            )
+        } else {
+            reason.to_owned()
+        }
+    };
+    match lifecycle {
+        Lifecycle::Keep => {}
+        Lifecycle::Deactivate => {
+            if account.active {
+                out.push(user_id, Action::DeactivateUser { account: target }, reason);
+                out.losing_access += 1;
+            }
+        }
+        Lifecycle::Delete => {
+            let reason = fallback_note(&reason, "the account is deleted");
+            out.push(user_id, Action::DeleteUser { account: target }, reason);
+            out.losing_access += 1;
+        }
+        Lifecycle::StripGroups => {
+            let reason = fallback_note(&reason, "its groups are removed");
+            let mut stripped = false;
+            for &group in ctx.accounts.groups.get(account_idx) {
+                if ctx.product_groups.strips(group) {
+                    let group = ctx.product_groups.names[group as usize].to_string();
+                    out.push(
+                        user_id,
+                        Action::RemoveMembership {
+                            account: target.clone(),
+                            group,
+                        },
+                        reason.clone(),
+                    );
+                    stripped = true;
+                }
+            }
+            if stripped {
+                out.losing_access += 1;
+            }
+        }
+    }
+}
+
+/// The hold, if the plan takes access from too many accounts or the snapshot looks empty.
+pub(super) fn safety_hold(ctx: &Ctx<'_>, losing_access: usize) -> Option<Hold> {
+    let managed_accounts = ctx
+        .state
+        .accounts
+        .iter()
+        .filter(|account| account.is_managed())
+        .count();
+    let safety = &ctx.policy.policy().safety;
+    let product = ctx.state.product;
+    let mut reasons = Vec::new();
+    if managed_accounts > 0 {
+        if ctx.snapshot.users.is_empty() {
+            reasons.push(format!(
+                "the Keycloak snapshot has no users, but keysync manages {managed_accounts} \
+                     account(s) in {product}"
+            ));
+        } else if !ctx.users.status.contains(&UserStatus::InScope) {
+            reasons.push(format!(
+                "no Keycloak user is in scope, but keysync manages {managed_accounts} \
+                     account(s) in {product}"
+            ));
+        }
+    }
+    if losing_access as u64 > u64::from(safety.max_accounts) {
+        reasons.push(format!(
+            "{losing_access} account(s) would lose access, more than safety.max_accounts ({})",
+            safety.max_accounts
+        ));
+    }
+    if managed_accounts > 0
+        && (losing_access as u64) * 100 > u64::from(safety.max_percent) * managed_accounts as u64
+    {
+        reasons.push(format!(
+            "{losing_access} of {managed_accounts} managed accounts ({}%) would lose access, \
+                 more than safety.max_percent ({}%)",
+            (losing_access as u64 * 100).div_ceil(managed_accounts as u64),
+            safety.max_percent
+        ));
+    }
+    if reasons.is_empty() {
+        return None;
+    }
+    Some(Hold {
+        reason: reasons.join("; "),
+        losing_access,
+        managed_accounts,
+    })
+}
