@@ -15,11 +15,11 @@ use crate::directory;
 
 const SERVICES: [&str; 6] = [
     "keysync-control-plane",
-    "fetcher",
-    "planner",
-    "applier-jira",
-    "applier-confluence",
-    "applier-bitbucket",
+    "keysync-fetcher",
+    "keysync-planner",
+    "keysync-applier-jira",
+    "keysync-applier-confluence",
+    "keysync-applier-bitbucket",
 ];
 
 /// The services' environment: export traces and metrics to `receiver`, often enough
@@ -146,7 +146,7 @@ async fn every_metric_the_dashboard_queries_is_emitted() {
     };
     let rate_limited = |receiver: &OtlpReceiver| {
         receiver.metric_names().iter().any(|(service, name)| {
-            service == "applier-jira" && name == "keysync_product_api_rate_limited_total"
+            service == "keysync-applier-jira" && name == "keysync_product_api_rate_limited_total"
         })
     };
     let throttled = receiver

@@ -2,44 +2,37 @@
 //! call, in dependency order, with bounded concurrency, and every change gets a
 //! [`v1::ChangeResult`].
 //!
-//! Changes run in phases: create groups, create users, link, update, reactivate, add
-//! memberships, remove memberships, deactivate and delete, remove groups. The changes of
-//! one phase run concurrently (at most `concurrency` at once); a phase starts when the one
-//! before it has finished, so a membership is added only after its account was created.
+//! Changes run in the phases of the plan's order ([`model::plan::ChangeOp::phase`]): create
+//! groups, create users, link, update, reactivate, add memberships, remove memberships,
+//! deactivate and delete, remove groups. The changes of one phase run concurrently (at most
+//! `concurrency` at once); a phase starts when the one before it has finished, so a
+//! membership is added only after its account was created.
 //!
 //! An account is named by its product id, or (for one created earlier in the plan) by its
 //! login. Writes need both the id and the current login, so an id is resolved to its login,
 //! and a login to its id, from the accounts created in this set, else the cache, else a
 //! listing of the product (read at most once per set). Links write nothing to the product:
 //! they make the account managed in the cache. What succeeded is recorded in the
-//! [`Working`] state, which the caller writes back to the cache at the end of the set.
+//! [`Working`] state (with the model's rules, for the account the change was resolved to),
+//! which the caller writes back to the cache at the end of the set.
 
 use std::time::SystemTime;
 
 use atlassian::{AccountRef, AccountUpdate, Directory, NewAccount, Outcome, RemoteAccount};
 use futures::StreamExt;
+use model::mapping::fold;
 use proto::v1::{self, ChangeOp, ChangeOutcome, account_ref::Ref};
+use telemetry::error_chain;
 use tokio::sync::OnceCell;
 
 use crate::state::Working;
 
-/// The phase of each operation, in the order phases run.
-fn phase(op: ChangeOp) -> Option<u8> {
-    Some(match op {
-        ChangeOp::CreateGroup => 0,
-        ChangeOp::CreateUser => 1,
-        ChangeOp::LinkUser => 2,
-        ChangeOp::UpdateUser => 3,
-        ChangeOp::ReactivateUser => 4,
-        ChangeOp::AddMembership => 5,
-        ChangeOp::RemoveMembership => 6,
-        ChangeOp::DeactivateUser | ChangeOp::DeleteUser => 7,
-        ChangeOp::RemoveGroup => 8,
-        ChangeOp::Unspecified => return None,
-    })
+/// The phase of an operation, as the plan's order gives it; `None` for an unknown one.
+fn phase(op: ChangeOp) -> Option<usize> {
+    cache::convert::op_from_proto(op).map(model::plan::ChangeOp::phase)
 }
 
-const PHASES: u8 = 9;
+const PHASES: usize = model::plan::ChangeOp::PHASES;
 
 /// One product call, with the accounts resolved.
 enum Call {
@@ -307,7 +300,7 @@ async fn resolve<D: Directory>(
         Ref::NewLogin(login) => working.account_by_login(login),
     };
     if let Some(account) = cached {
-        return Ok((account.id.clone(), account.login.clone()));
+        return Ok((account.id.as_str().to_owned(), account.login.clone()));
     }
     let accounts = listing
         .get_or_init(|| async {
@@ -321,7 +314,7 @@ async fn resolve<D: Directory>(
         .map_err(Clone::clone)?;
     let found = accounts.iter().find(|account| match reference {
         Ref::AccountId(id) => &account.id == id,
-        Ref::NewLogin(login) => account.login.to_lowercase() == login.to_lowercase(),
+        Ref::NewLogin(login) => fold(&account.login) == fold(login),
     });
     match (found, reference) {
         (Some(account), _) => Ok((account.id.clone(), account.login.clone())),
@@ -376,38 +369,18 @@ async fn execute<D: Directory>(directory: &D, call: &Call) -> Done {
     Ok((outcome, None))
 }
 
-/// Records in the working state what a call that succeeded did.
+/// Records in the working state what a call that succeeded did, for the account the call
+/// resolved the change's account to.
 fn record(working: &mut Working, change: &v1::Change, call: &Call, created_id: Option<&str>) {
-    match call {
-        Call::CreateGroup { group } => working.group_created(group),
-        Call::CreateUser { .. } => {
-            if let (Some(id), Some(fields)) = (created_id, change.fields.as_ref()) {
-                working.created(id, fields, &change.keycloak_user_id);
-            }
-        }
-        Call::Link { id } => working.linked(id, &change.keycloak_user_id),
-        Call::Update { id, .. } => {
-            if let Some(fields) = change.fields.as_ref() {
-                working.updated(id, fields);
-            }
-        }
-        Call::Reactivate { id, .. } => working.set_active(id, true),
-        Call::Deactivate { id, .. } => working.set_active(id, false),
-        Call::Delete { id, .. } => working.deleted(id),
-        Call::AddMember { id, group, .. } => working.member_added(id, group),
-        Call::RemoveMember { id, group, .. } => working.member_removed(id, group),
-        Call::RemoveGroup { group } => working.group_removed(group),
-    }
-}
-
-/// An error with its sources, on one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    let account_id = match call {
+        Call::CreateGroup { .. } | Call::CreateUser { .. } | Call::RemoveGroup { .. } => None,
+        Call::Link { id }
+        | Call::Update { id, .. }
+        | Call::Reactivate { id, .. }
+        | Call::Deactivate { id, .. }
+        | Call::Delete { id, .. }
+        | Call::AddMember { id, .. }
+        | Call::RemoveMember { id, .. } => Some(id.as_str()),
+    };
+    working.record(change, account_id, created_id);
 }

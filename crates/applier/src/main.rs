@@ -35,9 +35,9 @@ async fn main() -> anyhow::Result<()> {
         ProductArg::Bitbucket => Product::Bitbucket,
     };
     let service = match product {
-        Product::Jira => "applier-jira",
-        Product::Confluence => "applier-confluence",
-        Product::Bitbucket => "applier-bitbucket",
+        Product::Jira => "keysync-applier-jira",
+        Product::Confluence => "keysync-applier-confluence",
+        Product::Bitbucket => "keysync-applier-bitbucket",
     };
     let _telemetry = telemetry::init(service, "info").context("starting telemetry")?;
     let settings: applier::Settings =
@@ -45,29 +45,9 @@ async fn main() -> anyhow::Result<()> {
     let app = applier::App::build(settings, product)
         .await
         .with_context(|| format!("starting the {product} applier"))?;
-    let result = app.run_until_stopped(shutdown_signal()).await;
+    let result = app.run_until_stopped(telemetry::shutdown_signal()).await;
     if let Err(error) = &result {
         tracing::error!(error = %error, "The applier stopped with an error.");
     }
     result.context("running the applier")
-}
-
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(error = %error, "Cannot listen for SIGTERM; only Ctrl-C stops the applier.");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = terminate => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("Stopping: finishing the message in hand.");
 }

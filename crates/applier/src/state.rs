@@ -5,23 +5,32 @@
 //! The product knows its accounts, groups and memberships; the cache adds which accounts
 //! keysync manages (and for which Keycloak user) and which groups it created. A refresh
 //! takes both from the previous cached state, matching accounts by the product's stable id
-//! and groups by name (case-insensitively). Where the product does not list emails
-//! (Confluence), the email keysync last wrote is kept, so the plan does not see every email
-//! as missing.
+//! and groups by name (case-insensitively, as [`fold`] compares them). Where the product does
+//! not list emails (Confluence), the email keysync last wrote is kept, so the plan does not
+//! see every email as missing. The capabilities the product's client reports are cached with
+//! the state, for the plan.
+//!
+//! While a change set is applied, the state is the model's ([`Applied`]), and each change the
+//! product did is recorded with the model's own rules ([`Applied::apply_one`]); only the
+//! conversion to and from the wire happens here.
 
 use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
-use atlassian::DirectoryState;
-use proto::v1;
+use atlassian::{Capabilities, DirectoryState};
+use model::apply::Applied;
+use model::mapping::fold;
+use model::plan::Action;
+use model::state::{Account, AccountId, Product};
+use proto::v1::{self, account_ref::Ref};
 
 /// The cached state of `product` after reading `directory`, with keysync's knowledge taken
-/// from `previous`.
+/// from `previous` and the capabilities the product's client reports.
 pub fn refresh(
     product: v1::Product,
     directory: DirectoryState,
     previous: Option<&v1::ProductState>,
-    lists_email: bool,
+    capabilities: Capabilities,
     run_id: &str,
     read_at: SystemTime,
 ) -> v1::ProductState {
@@ -40,7 +49,7 @@ pub fn refresh(
                 .groups
                 .iter()
                 .filter(|group| group.managed)
-                .map(|group| group.name.to_lowercase())
+                .map(|group| fold(&group.name).into_owned())
                 .collect()
         })
         .unwrap_or_default();
@@ -51,7 +60,7 @@ pub fn refresh(
             let known = known_accounts.get(remote.id.as_str());
             let email = match (remote.email, known) {
                 (Some(email), _) => email,
-                (None, Some(known)) if !lists_email => known.email.clone(),
+                (None, Some(known)) if !capabilities.lists_email => known.email.clone(),
                 (None, _) => String::new(),
             };
             let managed =
@@ -75,7 +84,7 @@ pub fn refresh(
         .groups
         .into_iter()
         .map(|remote| v1::CachedGroup {
-            managed: managed_groups.contains(&remote.name.to_lowercase()),
+            managed: managed_groups.contains(fold(&remote.name).as_ref()),
             name: remote.name,
         })
         .collect();
@@ -95,140 +104,117 @@ pub fn refresh(
         memberships,
         read_at: Some(read_at.into()),
         run_id: run_id.to_owned(),
+        capabilities: Some(v1::Capabilities {
+            can_deactivate: capabilities.can_deactivate,
+            can_rename: capabilities.can_rename,
+        }),
     }
 }
 
 /// The cached state while a change set is applied: what the changes that succeeded did,
 /// written back to the cache at the end of the set. Lookups by id and by login are what
 /// the applier needs to name accounts to the product.
+///
+/// The state is the model's, converted from the cached one; what only the wire holds (the
+/// accounts' read-only reasons, the schema version, when the state was read and the
+/// capabilities it records) is kept aside and put back by [`Working::into_state`].
 pub struct Working {
-    state: v1::ProductState,
+    applied: Applied,
+    /// The cached state without its accounts, groups and memberships.
+    envelope: v1::ProductState,
+    /// The read-only reason of each account that has one, by product id.
+    read_only: HashMap<String, String>,
 }
 
 impl Working {
-    pub fn new(state: v1::ProductState) -> Working {
-        Working { state }
+    /// The working state of a cached state of `product`; a cached state the model cannot
+    /// read (an account without an id) is an error.
+    pub fn new(product: Product, state: v1::ProductState) -> Result<Working, cache::Error> {
+        let model = cache::convert::state_to_model(&state)
+            .map_err(|source| cache::Error::Convert { product, source })?;
+        let read_only = state
+            .accounts
+            .iter()
+            .filter(|account| !account.read_only_reason.is_empty())
+            .map(|account| (account.id.clone(), account.read_only_reason.clone()))
+            .collect();
+        let envelope = v1::ProductState {
+            accounts: Vec::new(),
+            groups: Vec::new(),
+            memberships: Vec::new(),
+            ..state
+        };
+        Ok(Working {
+            applied: Applied::new(model),
+            envelope,
+            read_only,
+        })
     }
 
+    /// The state to cache, as updated by `run_id`.
     pub fn into_state(self, run_id: &str) -> v1::ProductState {
+        let Working {
+            applied,
+            envelope,
+            read_only,
+        } = self;
+        let mut state = cache::convert::state_from_model(&applied.into_state(), run_id);
+        for account in &mut state.accounts {
+            if let Some(reason) = read_only.get(&account.id) {
+                account.read_only_reason = reason.clone();
+            }
+        }
         v1::ProductState {
+            accounts: state.accounts,
+            groups: state.groups,
+            memberships: state.memberships,
             run_id: run_id.to_owned(),
-            ..self.state
+            ..envelope
         }
     }
 
     /// The account with product id `id`.
-    pub fn account(&self, id: &str) -> Option<&v1::CachedAccount> {
-        self.state.accounts.iter().find(|account| account.id == id)
+    pub fn account(&self, id: &str) -> Option<&Account> {
+        self.applied.account(id)
     }
 
     /// The account whose login is `login`, compared case-insensitively.
-    pub fn account_by_login(&self, login: &str) -> Option<&v1::CachedAccount> {
-        self.state
-            .accounts
-            .iter()
-            .find(|account| account.login.to_lowercase() == login.to_lowercase())
+    pub fn account_by_login(&self, login: &str) -> Option<&Account> {
+        self.applied.account_by_login(login)
     }
 
-    /// A created account (or one that was already there, identical): managed, for
-    /// `keycloak_user_id`.
-    pub fn created(&mut self, id: &str, fields: &v1::AccountFields, keycloak_user_id: &str) {
-        let account = v1::CachedAccount {
-            id: id.to_owned(),
-            login: fields.login.clone(),
-            display_name: fields.display_name.clone(),
-            email: fields.email.clone(),
-            active: true,
-            managed: !keycloak_user_id.is_empty(),
-            keycloak_user_id: keycloak_user_id.to_owned(),
-            read_only_reason: String::new(),
-        };
-        match self.state.accounts.iter_mut().find(|known| known.id == id) {
-            Some(known) => *known = account,
-            None => self.state.accounts.push(account),
-        }
-    }
-
-    /// keysync manages the account from now on, for `keycloak_user_id`.
-    pub fn linked(&mut self, id: &str, keycloak_user_id: &str) {
-        if let Some(account) = self.account_mut(id) {
-            account.managed = !keycloak_user_id.is_empty();
-            account.keycloak_user_id = keycloak_user_id.to_owned();
-        }
-    }
-
-    /// The account's fields were set to `fields`.
-    pub fn updated(&mut self, id: &str, fields: &v1::AccountFields) {
-        if let Some(account) = self.account_mut(id) {
-            account.login = fields.login.clone();
-            account.display_name = fields.display_name.clone();
-            if !fields.email.is_empty() {
-                account.email = fields.email.clone();
-            }
-        }
-    }
-
-    pub fn set_active(&mut self, id: &str, active: bool) {
-        if let Some(account) = self.account_mut(id) {
-            account.active = active;
-        }
-    }
-
-    pub fn deleted(&mut self, id: &str) {
-        self.state.accounts.retain(|account| account.id != id);
-        self.state
-            .memberships
-            .retain(|membership| membership.account_id != id);
-    }
-
-    /// A group keysync created (or that was there already when it meant to).
-    pub fn group_created(&mut self, name: &str) {
-        match self
-            .state
-            .groups
-            .iter_mut()
-            .find(|group| group.name.eq_ignore_ascii_case(name))
-        {
-            Some(group) => group.managed = true,
-            None => self.state.groups.push(v1::CachedGroup {
-                name: name.to_owned(),
-                managed: true,
-            }),
-        }
-    }
-
-    pub fn group_removed(&mut self, name: &str) {
-        self.state
-            .groups
-            .retain(|group| !group.name.eq_ignore_ascii_case(name));
-        self.state
-            .memberships
-            .retain(|membership| !membership.group.eq_ignore_ascii_case(name));
-    }
-
-    pub fn member_added(&mut self, id: &str, group: &str) {
-        let present = self.state.memberships.iter().any(|membership| {
-            membership.account_id == id && membership.group.eq_ignore_ascii_case(group)
-        });
-        if !present {
-            self.state.memberships.push(v1::CachedMembership {
-                account_id: id.to_owned(),
-                group: group.to_owned(),
+    /// Records what `change` did, now that the product did it (or had it done already):
+    /// `account_id` is the product id of the account the change named, as the applier
+    /// resolved it, and `created_id` the id the product gave an account it created. A
+    /// created account is managed for the change's Keycloak user, and has no read-only
+    /// reason.
+    pub fn record(
+        &mut self,
+        change: &v1::Change,
+        account_id: Option<&str>,
+        created_id: Option<&str>,
+    ) {
+        let mut change = change.clone();
+        if let Some(id) = account_id {
+            change.account = Some(v1::AccountRef {
+                r#ref: Some(Ref::AccountId(id.to_owned())),
             });
         }
-    }
-
-    pub fn member_removed(&mut self, id: &str, group: &str) {
-        self.state.memberships.retain(|membership| {
-            !(membership.account_id == id && membership.group.eq_ignore_ascii_case(group))
-        });
-    }
-
-    fn account_mut(&mut self, id: &str) -> Option<&mut v1::CachedAccount> {
-        self.state
-            .accounts
-            .iter_mut()
-            .find(|account| account.id == id)
+        let change = match cache::convert::change_to_model(&change) {
+            Ok(change) => change,
+            Err(error) => {
+                tracing::warn!(%error, "A change the product made cannot be recorded in the cache.");
+                return;
+            }
+        };
+        if matches!(change.action, Action::CreateUser { .. }) {
+            let Some(id) = created_id else {
+                return;
+            };
+            self.read_only.remove(id);
+        }
+        self.applied
+            .apply_one(&change, |_| AccountId::new(created_id.unwrap_or_default()));
     }
 }
 
@@ -237,8 +223,37 @@ mod tests {
     use std::collections::BTreeSet;
 
     use atlassian::{Membership, RemoteAccount, RemoteGroup};
+    use proto::v1::ChangeOp;
 
     use super::*;
+
+    fn capabilities(lists_email: bool) -> Capabilities {
+        Capabilities {
+            can_deactivate: true,
+            can_rename: true,
+            lists_email,
+            async_delete: false,
+            nested_group_members: false,
+        }
+    }
+
+    fn wire_change(op: ChangeOp, keycloak_user_id: &str) -> v1::Change {
+        v1::Change {
+            id: format!("{:016x}", op as u64),
+            product: v1::Product::Jira as i32,
+            op: op as i32,
+            keycloak_user_id: keycloak_user_id.to_owned(),
+            reason: "a test".to_owned(),
+            ..Default::default()
+        }
+    }
+
+    fn membership(op: ChangeOp, group: &str) -> v1::Change {
+        v1::Change {
+            group: group.to_owned(),
+            ..wire_change(op, "")
+        }
+    }
 
     fn remote(id: &str, login: &str, email: Option<&str>) -> RemoteAccount {
         RemoteAccount {
@@ -308,7 +323,7 @@ mod tests {
             v1::Product::Jira,
             directory,
             Some(&previous),
-            true,
+            capabilities(true),
             "run-2",
             SystemTime::now(),
         );
@@ -352,7 +367,7 @@ mod tests {
             v1::Product::Confluence,
             directory,
             Some(&previous),
-            false,
+            capabilities(false),
             "run",
             SystemTime::now(),
         );
@@ -362,23 +377,44 @@ mod tests {
 
     #[test]
     fn working_state_records_what_a_change_set_did() {
-        let mut working = Working::new(v1::ProductState {
-            accounts: vec![cached("k1", "bob", "", "bob@example.com")],
-            ..Default::default()
-        });
-        working.group_created("devs");
+        let mut working = Working::new(
+            Product::Jira,
+            v1::ProductState {
+                product: v1::Product::Jira as i32,
+                accounts: vec![cached("k1", "bob", "", "bob@example.com")],
+                ..Default::default()
+            },
+        )
+        .expect("a valid state");
+        working.record(&membership(ChangeOp::CreateGroup, "devs"), None, None);
         let fields = v1::AccountFields {
             login: "alice".to_owned(),
             display_name: "Alice".to_owned(),
             email: "alice@example.com".to_owned(),
             active: true,
         };
-        working.created("k2", &fields, "kc-alice");
-        working.linked("k1", "kc-bob");
-        working.member_added("k2", "devs");
-        working.member_added("k2", "DEVS");
-        working.member_added("k1", "devs");
-        working.member_removed("k1", "Devs");
+        let create = v1::Change {
+            account: Some(v1::AccountRef {
+                r#ref: Some(Ref::NewLogin("alice".to_owned())),
+            }),
+            fields: Some(fields),
+            ..wire_change(ChangeOp::CreateUser, "kc-alice")
+        };
+        working.record(&create, None, Some("k2"));
+        working.record(&wire_change(ChangeOp::LinkUser, "kc-bob"), Some("k1"), None);
+        let add = membership(ChangeOp::AddMembership, "devs");
+        working.record(&add, Some("k2"), None);
+        working.record(
+            &membership(ChangeOp::AddMembership, "DEVS"),
+            Some("k2"),
+            None,
+        );
+        working.record(&add, Some("k1"), None);
+        working.record(
+            &membership(ChangeOp::RemoveMembership, "Devs"),
+            Some("k1"),
+            None,
+        );
         assert_eq!(
             working
                 .account_by_login("ALICE")
@@ -390,5 +426,163 @@ mod tests {
         assert!(state.accounts.iter().all(|account| account.managed));
         assert_eq!(state.memberships.len(), 1);
         assert!(state.groups[0].managed);
+    }
+
+    /// A state with every field of every account, group and membership set, both ways.
+    fn full_state() -> v1::ProductState {
+        let mut locked = cached("k2", "Zoë", "", "");
+        locked.read_only_reason = "from LDAP".to_owned();
+        locked.active = false;
+        v1::ProductState {
+            schema_version: v1::SCHEMA_VERSION,
+            product: v1::Product::Jira as i32,
+            accounts: vec![
+                cached("k1", "alice", "kc-alice", "alice@example.com"),
+                locked,
+            ],
+            groups: vec![
+                v1::CachedGroup {
+                    name: "Ärger".to_owned(),
+                    managed: true,
+                },
+                v1::CachedGroup {
+                    name: "jira-users".to_owned(),
+                    managed: false,
+                },
+            ],
+            memberships: vec![
+                v1::CachedMembership {
+                    account_id: "k1".to_owned(),
+                    group: "Ärger".to_owned(),
+                },
+                v1::CachedMembership {
+                    account_id: "k2".to_owned(),
+                    group: "jira-users".to_owned(),
+                },
+            ],
+            read_at: Some(SystemTime::UNIX_EPOCH.into()),
+            run_id: "run-1".to_owned(),
+            capabilities: Some(v1::Capabilities {
+                can_deactivate: false,
+                can_rename: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn every_field_of_the_cached_state_survives_the_working_state() {
+        let cached = full_state();
+        let working = Working::new(Product::Jira, cached.clone()).expect("a valid state");
+        assert_eq!(working.into_state("run-1"), cached);
+
+        let older = v1::ProductState {
+            capabilities: None,
+            schema_version: 0,
+            read_at: None,
+            ..full_state()
+        };
+        let working = Working::new(Product::Jira, older.clone()).expect("a valid state");
+        assert_eq!(
+            working.into_state("run-2"),
+            v1::ProductState {
+                run_id: "run-2".to_owned(),
+                ..older
+            },
+            "a state cached by an older build stays as it was"
+        );
+    }
+
+    #[test]
+    fn changes_keep_what_only_keysync_and_the_product_know() {
+        let mut working = Working::new(Product::Jira, full_state()).expect("a valid state");
+        let create = v1::Change {
+            account: Some(v1::AccountRef {
+                r#ref: Some(Ref::NewLogin("ÖRJAN".to_owned())),
+            }),
+            fields: Some(v1::AccountFields {
+                login: "ÖRJAN".to_owned(),
+                display_name: "Örjan".to_owned(),
+                email: "orjan@example.com".to_owned(),
+                active: true,
+            }),
+            ..wire_change(ChangeOp::CreateUser, "kc-orjan")
+        };
+        working.record(&create, None, Some("JIRAUSER10100"));
+        let found = working.account_by_login("örjan").expect("created");
+        assert_eq!(found.id.as_str(), "JIRAUSER10100");
+        working.record(
+            &membership(ChangeOp::AddMembership, "ärger "),
+            Some("JIRAUSER10100"),
+            None,
+        );
+        working.record(&wire_change(ChangeOp::DeactivateUser, ""), Some("k1"), None);
+        let state = working.into_state("run-2");
+
+        let mut expected = full_state();
+        expected.run_id = "run-2".to_owned();
+        expected.accounts[0].active = false;
+        expected.accounts.push(v1::CachedAccount {
+            id: "JIRAUSER10100".to_owned(),
+            login: "ÖRJAN".to_owned(),
+            display_name: "Örjan".to_owned(),
+            email: "orjan@example.com".to_owned(),
+            active: true,
+            managed: true,
+            keycloak_user_id: "kc-orjan".to_owned(),
+            read_only_reason: String::new(),
+        });
+        expected.memberships.push(v1::CachedMembership {
+            account_id: "JIRAUSER10100".to_owned(),
+            group: "ärger ".to_owned(),
+        });
+        assert_eq!(state, expected);
+    }
+
+    #[test]
+    fn a_refresh_caches_the_capabilities_the_client_reports_for_the_plan() {
+        let reported = Capabilities {
+            can_deactivate: true,
+            can_rename: false,
+            ..capabilities(true)
+        };
+        let directory = DirectoryState {
+            accounts: vec![],
+            groups: vec![RemoteGroup {
+                name: "ärger".to_owned(),
+                read_only: None,
+            }],
+            memberships: BTreeSet::new(),
+        };
+        let previous = v1::ProductState {
+            groups: vec![v1::CachedGroup {
+                name: "ÄRGER".to_owned(),
+                managed: true,
+            }],
+            ..Default::default()
+        };
+        let state = refresh(
+            v1::Product::Bitbucket,
+            directory,
+            Some(&previous),
+            reported,
+            "run",
+            SystemTime::now(),
+        );
+        assert!(
+            state.groups[0].managed,
+            "group names compare in Unicode lower case"
+        );
+        let planned = cache::convert::state_to_model(&state).expect("converts");
+        assert_ne!(
+            planned.capabilities,
+            model::state::Capabilities::of(Product::Bitbucket)
+        );
+        assert_eq!(
+            planned.capabilities,
+            model::state::Capabilities {
+                can_deactivate: true,
+                can_rename: false,
+            }
+        );
     }
 }

@@ -310,33 +310,49 @@ async fn shutdown_finishes_the_message_in_hand_and_takes_no_other() {
     );
 }
 
-#[tokio::test]
-async fn a_deleted_consumer_is_made_again_and_nothing_is_lost_or_handled_twice() {
-    let setup = setup("w5", Duration::from_secs(30)).await;
+/// Runs a worker, has it handle `a`, breaks its consumer with `break_it`, waits until the
+/// worker went unready and bound again, has it handle `b`, and stops it. Answers the setup
+/// and what was handled.
+async fn across(prefix: &str, break_it: impl AsyncFnOnce(&Setup)) -> (Setup, Vec<String>) {
+    let setup = setup(prefix, Duration::from_secs(30)).await;
     let handler = Arc::new(Recorder::default());
     let worker = setup.worker().await;
     let health = worker.health().clone();
     let (stop, task) = spawn(worker, Arc::clone(&handler));
     setup.publish("a").await;
     handler.wait_for("a").await;
-
     let seen = health.transitions().len();
-    setup
-        .bus
-        .jetstream()
-        .get_stream(&setup.spec.stream)
-        .await
-        .expect("stream")
-        .delete_consumer(&setup.spec.name)
-        .await
-        .expect("deleted");
+    break_it(&setup).await;
     wait_for_rebind(&health, &setup.spec.name, seen).await;
     setup.publish("b").await;
     handler.wait_for("b").await;
     let _ = stop.send(());
     task.await.expect("joins").expect("runs");
+    let handled = handler.handled();
+    (setup, handled)
+}
 
-    assert_eq!(handler.handled(), ["a", "b"]);
+impl Setup {
+    async fn stream(&self) -> async_nats::jetstream::stream::Stream {
+        self.bus
+            .jetstream()
+            .get_stream(&self.spec.stream)
+            .await
+            .expect("stream")
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_consumer_is_made_again_and_nothing_is_lost_or_handled_twice() {
+    let (setup, handled) = across("w5", async |setup: &Setup| {
+        let stream = setup.stream().await;
+        stream
+            .delete_consumer(&setup.spec.name)
+            .await
+            .expect("deleted");
+    })
+    .await;
+    assert_eq!(handled, ["a", "b"]);
     let info = setup.consumer_info().await;
     assert_eq!(
         info.delivered.consumer_sequence, 1,
@@ -347,65 +363,37 @@ async fn a_deleted_consumer_is_made_again_and_nothing_is_lost_or_handled_twice()
 
 #[tokio::test]
 async fn a_deleted_stream_is_made_again_and_the_worker_goes_on() {
-    let setup = setup("w6", Duration::from_secs(30)).await;
-    let handler = Arc::new(Recorder::default());
-    let worker = setup.worker().await;
-    let health = worker.health().clone();
-    let (stop, task) = spawn(worker, Arc::clone(&handler));
-    setup.publish("a").await;
-    handler.wait_for("a").await;
-
-    let seen = health.transitions().len();
-    setup
-        .bus
-        .jetstream()
-        .delete_stream(&setup.spec.stream)
-        .await
-        .expect("deleted");
-    wait_for_rebind(&health, &setup.spec.name, seen).await;
-    setup.publish("b").await;
-    handler.wait_for("b").await;
-    let _ = stop.send(());
-    task.await.expect("joins").expect("runs");
-    assert_eq!(handler.handled(), ["a", "b"]);
+    let (_, handled) = across("w6", async |setup: &Setup| {
+        let jetstream = setup.bus.jetstream();
+        jetstream
+            .delete_stream(&setup.spec.stream)
+            .await
+            .expect("deleted");
+    })
+    .await;
+    assert_eq!(handled, ["a", "b"]);
 }
 
 #[tokio::test]
 async fn a_consumer_made_again_by_someone_else_is_bound_as_it_is() {
-    let setup = setup("w7", Duration::from_secs(30)).await;
-    let handler = Arc::new(Recorder::default());
-    let worker = setup.worker().await;
-    let health = worker.health().clone();
-    let (stop, task) = spawn(worker, Arc::clone(&handler));
-    setup.publish("a").await;
-    handler.wait_for("a").await;
-
-    let seen = health.transitions().len();
-    let stream = setup
-        .bus
-        .jetstream()
-        .get_stream(&setup.spec.stream)
-        .await
-        .expect("stream");
-    stream
-        .delete_consumer(&setup.spec.name)
-        .await
-        .expect("deleted");
-    // An operator makes it again, from new messages on.
-    stream
-        .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            durable_name: Some(setup.spec.name.clone()),
-            filter_subject: setup.bus.topology().run_requested(),
-            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
-            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::New,
-            ..Default::default()
-        })
-        .await
-        .expect("created");
-    wait_for_rebind(&health, &setup.spec.name, seen).await;
-    setup.publish("b").await;
-    handler.wait_for("b").await;
-    let _ = stop.send(());
-    task.await.expect("joins").expect("runs");
-    assert_eq!(handler.handled(), ["a", "b"]);
+    let (_, handled) = across("w7", async |setup: &Setup| {
+        let stream = setup.stream().await;
+        stream
+            .delete_consumer(&setup.spec.name)
+            .await
+            .expect("deleted");
+        // An operator makes it again, from new messages on.
+        stream
+            .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some(setup.spec.name.clone()),
+                filter_subject: setup.bus.topology().run_requested(),
+                ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+                deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .expect("created");
+    })
+    .await;
+    assert_eq!(handled, ["a", "b"]);
 }

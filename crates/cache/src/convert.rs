@@ -1,11 +1,13 @@
 //! Hand-written conversions between the plan's types (`model`) and their wire form (`proto`):
-//! products, and a product's cached state.
+//! products, a product's cached state, and the changes an applier records in it.
 //!
-//! The wire form carries what the plan does not need (read-only reasons, when and by which
-//! run the state was read) and lacks what the plan takes from elsewhere (the product's
-//! capabilities, which [`model::state::Capabilities::of`] declares). Empty strings on the
-//! wire are absent values in the model.
+//! The wire form of a state carries what the plan does not need (read-only reasons, when and
+//! by which run the state was read). It carries the product's capabilities as its client
+//! reported them; a state cached before they were recorded has none, and then the plan gets
+//! those of [`model::state::Capabilities::of`]. Empty strings on the wire are absent values in
+//! the model.
 
+use model::plan::{AccountFields, AccountRef, Action, Change, ChangeId, ChangeOp};
 use model::snapshot::UserId;
 use model::state::{
     Account, AccountId, Capabilities, Group, GroupName, Membership, Product, ProductState,
@@ -19,6 +21,16 @@ pub enum ConvertError {
     UnknownProduct { value: i32 },
     #[error("cached account {index} has no id")]
     AccountWithoutId { index: usize },
+    #[error("change {id}: {value} is not a known operation")]
+    UnknownOp { id: String, value: i32 },
+    #[error("change id {id} is not hex digits")]
+    BadChangeId { id: String },
+    #[error("change {id} names no account by id")]
+    ChangeWithoutAccount { id: String },
+    #[error("change {id} carries no account data")]
+    ChangeWithoutFields { id: String },
+    #[error("change {id} names no group")]
+    ChangeWithoutGroup { id: String },
 }
 
 /// The product of a wire enum value; `PRODUCT_UNSPECIFIED` and unknown values are errors.
@@ -39,8 +51,48 @@ pub fn product_to_proto(product: Product) -> v1::Product {
     }
 }
 
-/// The plan's view of a cached state, with the capabilities of [`Capabilities::of`]. An
-/// account is managed when the cache says so and names its Keycloak user.
+/// The kind of change of a wire operation; `None` for `CHANGE_OP_UNSPECIFIED`.
+pub fn op_from_proto(op: v1::ChangeOp) -> Option<ChangeOp> {
+    Some(match op {
+        v1::ChangeOp::CreateGroup => ChangeOp::CreateGroup,
+        v1::ChangeOp::CreateUser => ChangeOp::CreateUser,
+        v1::ChangeOp::LinkUser => ChangeOp::LinkUser,
+        v1::ChangeOp::UpdateUser => ChangeOp::UpdateUser,
+        v1::ChangeOp::ReactivateUser => ChangeOp::ReactivateUser,
+        v1::ChangeOp::AddMembership => ChangeOp::AddMembership,
+        v1::ChangeOp::RemoveMembership => ChangeOp::RemoveMembership,
+        v1::ChangeOp::DeactivateUser => ChangeOp::DeactivateUser,
+        v1::ChangeOp::DeleteUser => ChangeOp::DeleteUser,
+        v1::ChangeOp::RemoveGroup => ChangeOp::RemoveGroup,
+        v1::ChangeOp::Unspecified => return None,
+    })
+}
+
+pub fn capabilities_to_proto(capabilities: Capabilities) -> v1::Capabilities {
+    v1::Capabilities {
+        can_deactivate: capabilities.can_deactivate,
+        can_rename: capabilities.can_rename,
+    }
+}
+
+/// The capabilities a cached state records, or for a state cached before they were recorded,
+/// those of [`Capabilities::of`] its product.
+pub fn capabilities_from_proto(
+    capabilities: Option<&v1::Capabilities>,
+    product: Product,
+) -> Capabilities {
+    match capabilities {
+        Some(capabilities) => Capabilities {
+            can_deactivate: capabilities.can_deactivate,
+            can_rename: capabilities.can_rename,
+        },
+        None => Capabilities::of(product),
+    }
+}
+
+/// The plan's view of a cached state, with the capabilities it records (see
+/// [`capabilities_from_proto`]). An account is managed when the cache says so and names its
+/// Keycloak user.
 pub fn state_to_model(state: &v1::ProductState) -> Result<ProductState, ConvertError> {
     let product = product_from_proto(state.product)?;
     let mut accounts = Vec::with_capacity(state.accounts.len());
@@ -77,7 +129,7 @@ pub fn state_to_model(state: &v1::ProductState) -> Result<ProductState, ConvertE
         .collect();
     Ok(ProductState {
         product,
-        capabilities: Capabilities::of(product),
+        capabilities: capabilities_from_proto(state.capabilities.as_ref(), product),
         accounts,
         groups,
         memberships,
@@ -126,6 +178,122 @@ pub fn state_from_model(state: &ProductState, run_id: &str) -> v1::ProductState 
             .collect(),
         read_at: None,
         run_id: run_id.to_owned(),
+        capabilities: Some(capabilities_to_proto(state.capabilities)),
+    }
+}
+
+/// The model's form of a wire change, as an applier records it in the cached state once the
+/// product did it. The wire names an existing account by its id only, so the login of an
+/// [`AccountRef::Existing`] is the login before an update and empty otherwise; `active` of
+/// the account data has no place in the model.
+pub fn change_to_model(change: &v1::Change) -> Result<Change, ConvertError> {
+    let id = change
+        .id
+        .parse::<ChangeId>()
+        .map_err(|_| ConvertError::BadChangeId {
+            id: change.id.clone(),
+        })?;
+    let op = v1::ChangeOp::try_from(change.op)
+        .ok()
+        .and_then(op_from_proto)
+        .ok_or_else(|| ConvertError::UnknownOp {
+            id: change.id.clone(),
+            value: change.op,
+        })?;
+    let fields = || {
+        change.fields.as_ref().map(fields_to_model).ok_or_else(|| {
+            ConvertError::ChangeWithoutFields {
+                id: change.id.clone(),
+            }
+        })
+    };
+    let group = || {
+        if change.group.trim().is_empty() {
+            return Err(ConvertError::ChangeWithoutGroup {
+                id: change.id.clone(),
+            });
+        }
+        Ok(change.group.clone())
+    };
+    let previous = change
+        .previous
+        .as_ref()
+        .map(fields_to_model)
+        .unwrap_or_else(|| fields_to_model(&v1::AccountFields::default()));
+    let account = |login: &str| {
+        account_ref_to_model(change.account.as_ref(), login).ok_or_else(|| {
+            ConvertError::ChangeWithoutAccount {
+                id: change.id.clone(),
+            }
+        })
+    };
+    let action = match op {
+        ChangeOp::CreateGroup => Action::CreateGroup { group: group()? },
+        ChangeOp::CreateUser => Action::CreateUser { fields: fields()? },
+        ChangeOp::LinkUser => match account("")? {
+            AccountRef::Existing { id, .. } => Action::LinkUser {
+                id,
+                login: fields().map(|fields| fields.login).unwrap_or_default(),
+            },
+            AccountRef::New { .. } => {
+                return Err(ConvertError::ChangeWithoutAccount {
+                    id: change.id.clone(),
+                });
+            }
+        },
+        ChangeOp::UpdateUser => Action::UpdateUser {
+            account: account(&previous.login)?,
+            fields: fields()?,
+            previous,
+        },
+        ChangeOp::ReactivateUser => Action::ReactivateUser {
+            account: account("")?,
+        },
+        ChangeOp::AddMembership => Action::AddMembership {
+            account: account("")?,
+            group: group()?,
+        },
+        ChangeOp::RemoveMembership => Action::RemoveMembership {
+            account: account("")?,
+            group: group()?,
+        },
+        ChangeOp::DeactivateUser => Action::DeactivateUser {
+            account: account("")?,
+        },
+        ChangeOp::DeleteUser => Action::DeleteUser {
+            account: account("")?,
+        },
+        ChangeOp::RemoveGroup => Action::RemoveGroup { group: group()? },
+    };
+    Ok(Change {
+        id,
+        product: product_from_proto(change.product)?,
+        keycloak_user_id: (!change.keycloak_user_id.is_empty())
+            .then(|| UserId::new(change.keycloak_user_id.as_str())),
+        action,
+        reason: change.reason.clone(),
+    })
+}
+
+fn fields_to_model(fields: &v1::AccountFields) -> AccountFields {
+    AccountFields {
+        login: fields.login.clone(),
+        display_name: fields.display_name.clone(),
+        email: (!fields.email.is_empty()).then(|| fields.email.clone()),
+    }
+}
+
+/// The account a wire reference names; `login` is the login of an account named by id.
+fn account_ref_to_model(account: Option<&v1::AccountRef>, login: &str) -> Option<AccountRef> {
+    match account?.r#ref.as_ref()? {
+        v1::account_ref::Ref::AccountId(id) if !id.is_empty() => Some(AccountRef::Existing {
+            id: AccountId::new(id.as_str()),
+            login: login.to_owned(),
+        }),
+        v1::account_ref::Ref::NewLogin(login) if !login.is_empty() => Some(AccountRef::New {
+            login: login.clone(),
+        }),
+        v1::account_ref::Ref::AccountId(_) | v1::account_ref::Ref::NewLogin(_) => None,
     }
 }
 
@@ -170,6 +338,7 @@ mod tests {
             }],
             read_at: None,
             run_id: "run-1".to_owned(),
+            capabilities: Some(capabilities_to_proto(Capabilities::of(Product::Bitbucket))),
         }
     }
 
@@ -182,6 +351,24 @@ mod tests {
         assert!(state.accounts[0].is_managed());
         assert!(!state.accounts[1].is_managed());
         assert_eq!(state_from_model(&state, "run-1"), wire);
+    }
+
+    #[test]
+    fn a_state_has_the_capabilities_its_client_reported_else_the_products_usual_ones() {
+        let mut wire = wire_state();
+        let reported = Capabilities {
+            can_deactivate: true,
+            can_rename: false,
+        };
+        assert_ne!(reported, Capabilities::of(Product::Bitbucket));
+        wire.capabilities = Some(capabilities_to_proto(reported));
+        let state = state_to_model(&wire).expect("converts");
+        assert_eq!(state.capabilities, reported);
+        assert_eq!(state_from_model(&state, "run-1"), wire);
+
+        wire.capabilities = None;
+        let state = state_to_model(&wire).expect("converts");
+        assert_eq!(state.capabilities, Capabilities::of(Product::Bitbucket));
     }
 
     #[test]
@@ -207,6 +394,125 @@ mod tests {
         assert_eq!(
             state_to_model(&wire),
             Err(ConvertError::AccountWithoutId { index: 1 })
+        );
+    }
+
+    fn wire_change(op: v1::ChangeOp) -> v1::Change {
+        v1::Change {
+            id: "00c0ffee00000001".to_owned(),
+            product: v1::Product::Jira as i32,
+            op: op as i32,
+            keycloak_user_id: "kc-1".to_owned(),
+            account: Some(v1::AccountRef {
+                r#ref: Some(v1::account_ref::Ref::AccountId("JIRAUSER1".to_owned())),
+            }),
+            fields: Some(v1::AccountFields {
+                login: "alice".to_owned(),
+                display_name: "Alice".to_owned(),
+                email: String::new(),
+                active: true,
+            }),
+            previous: Some(v1::AccountFields {
+                login: "alice.old".to_owned(),
+                display_name: "Alice Old".to_owned(),
+                email: "alice@old.example".to_owned(),
+                active: true,
+            }),
+            group: "devs".to_owned(),
+            reason: "a test".to_owned(),
+        }
+    }
+
+    #[test]
+    fn every_wire_change_converts_to_the_models_with_its_kind_and_data() {
+        let wire_ops: Vec<v1::ChangeOp> = (1..=10)
+            .filter_map(|value| v1::ChangeOp::try_from(value).ok())
+            .collect();
+        let ops: Vec<Option<ChangeOp>> = wire_ops.iter().map(|op| op_from_proto(*op)).collect();
+        assert_eq!(
+            ops,
+            ChangeOp::ALL.map(Some),
+            "the wire and the model agree on the order"
+        );
+        for wire_op in wire_ops {
+            let change = change_to_model(&wire_change(wire_op)).expect("converts");
+            assert_eq!(Some(change.op()), op_from_proto(wire_op));
+            assert_eq!(change.id.to_string(), "00c0ffee00000001");
+            assert_eq!(change.product, Product::Jira);
+            assert_eq!(change.keycloak_user_id, Some(UserId::new("kc-1")));
+            assert_eq!(change.reason, "a test");
+        }
+        let update = change_to_model(&wire_change(v1::ChangeOp::UpdateUser)).expect("converts");
+        assert_eq!(
+            update.action,
+            Action::UpdateUser {
+                account: AccountRef::Existing {
+                    id: AccountId::new("JIRAUSER1"),
+                    login: "alice.old".to_owned(),
+                },
+                previous: AccountFields {
+                    login: "alice.old".to_owned(),
+                    display_name: "Alice Old".to_owned(),
+                    email: Some("alice@old.example".to_owned()),
+                },
+                fields: AccountFields {
+                    login: "alice".to_owned(),
+                    display_name: "Alice".to_owned(),
+                    email: None,
+                },
+            }
+        );
+        let mut create = wire_change(v1::ChangeOp::AddMembership);
+        create.account = Some(v1::AccountRef {
+            r#ref: Some(v1::account_ref::Ref::NewLogin("olivia".to_owned())),
+        });
+        assert_eq!(
+            change_to_model(&create).expect("converts").action,
+            Action::AddMembership {
+                account: AccountRef::New {
+                    login: "olivia".to_owned()
+                },
+                group: "devs".to_owned(),
+            }
+        );
+        assert_eq!(op_from_proto(v1::ChangeOp::Unspecified), None);
+    }
+
+    #[test]
+    fn a_wire_change_missing_what_its_kind_needs_does_not_convert() {
+        let id = "00c0ffee00000001".to_owned();
+        let mut change = wire_change(v1::ChangeOp::Unspecified);
+        assert_eq!(
+            change_to_model(&change),
+            Err(ConvertError::UnknownOp {
+                id: id.clone(),
+                value: 0
+            })
+        );
+        change.op = v1::ChangeOp::AddMembership as i32;
+        change.group = " ".to_owned();
+        assert_eq!(
+            change_to_model(&change),
+            Err(ConvertError::ChangeWithoutGroup { id: id.clone() })
+        );
+        change.op = v1::ChangeOp::DeleteUser as i32;
+        change.account = None;
+        assert_eq!(
+            change_to_model(&change),
+            Err(ConvertError::ChangeWithoutAccount { id: id.clone() })
+        );
+        change.op = v1::ChangeOp::CreateUser as i32;
+        change.fields = None;
+        assert_eq!(
+            change_to_model(&change),
+            Err(ConvertError::ChangeWithoutFields { id: id.clone() })
+        );
+        change.id = "c1?".to_owned();
+        assert_eq!(
+            change_to_model(&change),
+            Err(ConvertError::BadChangeId {
+                id: "c1?".to_owned()
+            })
         );
     }
 

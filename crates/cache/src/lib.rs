@@ -1,6 +1,6 @@
 //! keysync's cache of each product's state, shared by the appliers (who read the product and
-//! write the cache) and the planner (who plans against it), plus the configuration sections
-//! both of them read ([`settings`]).
+//! write the cache) and the planner (who plans against it). The `[products.*]` sections both
+//! read are in the `settings` crate.
 //!
 //! # Layout
 //!
@@ -15,17 +15,14 @@
 //! [`Cache::load_announced`] refuses an object that changed since.
 //!
 //! The product knows its accounts, groups and memberships; only the cache knows which of
-//! them keysync manages. Conversions to and from the plan's types are in [`convert`].
+//! them keysync manages. The state also carries the capabilities the product's client
+//! reported, which the plan uses. Conversions to and from the plan's types (states, and the
+//! changes the applier records through `model::apply`) are in [`convert`].
 //!
 //! **Architecture invariant:** this crate knows the wire, the bus and the plan's types; it
 //! makes no product calls and plans nothing.
 
 pub mod convert;
-/// Moved to the `settings` crate (`settings::products`); kept here until every user reads
-/// it from there.
-pub mod settings {
-    pub use ::settings::products::*;
-}
 
 use bus::Bus;
 use bus::objects::ObjectError;

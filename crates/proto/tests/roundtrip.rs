@@ -94,6 +94,13 @@ fn cached_account() -> CachedAccount {
     }
 }
 
+fn capabilities() -> Capabilities {
+    Capabilities {
+        can_deactivate: true,
+        can_rename: true,
+    }
+}
+
 fn run() -> Run {
     Run {
         run_id: "01JZRUN".into(),
@@ -336,8 +343,10 @@ fn every_message_survives_a_round_trip() {
                 }],
                 read_at: timestamp(),
                 run_id: "01JZRUN".into(),
+                capabilities: Some(capabilities()),
             },
         ),
+        check("Capabilities", capabilities()),
         check(
             "ProductProgress",
             ProductProgress {

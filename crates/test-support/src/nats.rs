@@ -9,6 +9,8 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use async_nats::jetstream::{self, consumer::pull};
+use futures::StreamExt;
 use tempfile::TempDir;
 
 use crate::{
@@ -140,4 +142,41 @@ fn jetstream_healthy(monitor_port: u16) -> bool {
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200")
+}
+
+/// Every message of `stream` on subjects matching `filter`, oldest first, read through an
+/// ephemeral consumer: `(subject, payload)`.
+pub async fn stream_messages(
+    jetstream: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+) -> anyhow::Result<Vec<(String, bytes::Bytes)>> {
+    let stream = jetstream.get_stream(stream).await?;
+    let mut consumer: jetstream::consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            filter_subject: filter.to_owned(),
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await?;
+    let pending = usize::try_from(consumer.info().await?.num_pending)?;
+    let mut found = Vec::new();
+    if pending == 0 {
+        return Ok(found);
+    }
+    let mut batch = consumer
+        .fetch()
+        .max_messages(pending)
+        .expires(Duration::from_secs(10))
+        .messages()
+        .await
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    while let Some(message) = batch.next().await {
+        let message = message.map_err(|error| anyhow::anyhow!("{error}"))?;
+        found.push((message.subject.to_string(), message.payload.clone()));
+        if found.len() == pending {
+            break;
+        }
+    }
+    Ok(found)
 }

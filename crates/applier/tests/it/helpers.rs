@@ -8,7 +8,8 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use applier::{ApplierSettings, ControlPlaneSettings, StepOutcome};
+use applier::StepOutcome;
+use applier::settings::{ApplierSettings, ControlPlaneSettings};
 use bus::BusSettings;
 use bus::{Bus, Topology};
 use cache::Cache;
@@ -388,7 +389,10 @@ impl TestEnv {
         let topology = self.bus.topology();
         let mut consumers = vec![(topology.events_stream(), topology.planner_consumer())];
         for &product in &self.products {
-            consumers.push((topology.events_stream(), applier::state_consumer(product)));
+            consumers.push((
+                topology.events_stream(),
+                topology.applier_state_consumer(product.as_str()),
+            ));
             consumers.push((
                 topology.changes_stream(),
                 topology.applier_consumer(product.as_str()),

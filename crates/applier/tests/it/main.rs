@@ -4,5 +4,6 @@
 mod delivery;
 mod health;
 mod helpers;
+mod rebind;
 mod refresh;
 mod sync;

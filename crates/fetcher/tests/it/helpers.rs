@@ -5,10 +5,8 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, OnceLock},
-    time::Duration,
 };
 
-use async_nats::jetstream::{self, consumer::pull};
 use bus::{Bus, Topology};
 use config::Secret;
 use fetcher::{
@@ -136,7 +134,12 @@ impl TestApp {
     /// Every dead-lettered message so far.
     pub async fn dead_letters(&self) -> anyhow::Result<Vec<(String, bytes::Bytes)>> {
         let filter = format!("{}.dead.>", self.bus.topology().prefix());
-        stream_messages(&self.bus, &self.bus.topology().dead_stream(), &filter).await
+        test_support::nats::stream_messages(
+            self.bus.jetstream(),
+            &self.bus.topology().dead_stream(),
+            &filter,
+        )
+        .await
     }
 
     /// The names of the objects in the snapshot bucket.
@@ -161,42 +164,8 @@ impl TestApp {
 /// [`TestApp::snapshot_events`], for a test that moved the app out.
 pub async fn snapshot_events(bus: &Bus) -> anyhow::Result<Vec<(String, bytes::Bytes)>> {
     let filter = format!("{}.snapshot.>", bus.topology().prefix());
-    stream_messages(bus, &bus.topology().events_stream(), &filter).await
-}
-
-async fn stream_messages(
-    bus: &Bus,
-    stream: &str,
-    filter: &str,
-) -> anyhow::Result<Vec<(String, bytes::Bytes)>> {
-    let stream = bus.jetstream().get_stream(stream).await?;
-    let mut consumer: jetstream::consumer::PullConsumer = stream
-        .create_consumer(pull::Config {
-            filter_subject: filter.to_owned(),
-            ack_policy: jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await?;
-    let pending = usize::try_from(consumer.info().await?.num_pending)?;
-    let mut found = Vec::new();
-    if pending == 0 {
-        return Ok(found);
-    }
-    let mut batch = consumer
-        .fetch()
-        .max_messages(pending)
-        .expires(Duration::from_secs(10))
-        .messages()
+    test_support::nats::stream_messages(bus.jetstream(), &bus.topology().events_stream(), &filter)
         .await
-        .map_err(|error| anyhow::anyhow!("{error}"))?;
-    while let Some(message) = batch.next().await {
-        let message = message.map_err(|error| anyhow::anyhow!("{error}"))?;
-        found.push((message.subject.to_string(), message.payload.clone()));
-        if found.len() == pending {
-            break;
-        }
-    }
-    Ok(found)
 }
 
 pub type Attributes = BTreeMap<String, Vec<String>>;

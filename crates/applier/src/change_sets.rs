@@ -1,0 +1,198 @@
+//! One change set: in sequence order within its run ([`crate::progress`]), skipped when
+//! the run is cancelled, applied ([`crate::apply`]) with every success recorded in the
+//! cached state ([`crate::state`]), every result reported ([`crate::control`]); only then
+//! is the message acknowledged (by the worker).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bus::worker::Delivery;
+use opentelemetry::KeyValue;
+use proto::v1;
+use telemetry::error_chain;
+use tracing::Instrument;
+
+use crate::app::{Applier, StepOutcome};
+use crate::progress::Mark;
+use crate::{Error, apply, state};
+
+impl Applier {
+    /// Applies one change set, in order, and reports every result.
+    pub(crate) async fn apply_change_set(
+        &self,
+        delivery: &Delivery<'_>,
+    ) -> Result<StepOutcome, Error> {
+        let Some(set) = delivery.decode::<v1::ChangeSet>().await? else {
+            return Ok(StepOutcome::DeadLettered);
+        };
+        if set.product != self.wire_product as i32 {
+            let reason = format!(
+                "a change set of product {} on the {} subject",
+                set.product, self.product
+            );
+            delivery.dead_letter(&reason).await?;
+            return Ok(StepOutcome::DeadLettered);
+        }
+        let span = tracing::info_span!(
+            "apply_change_set",
+            run_id = %set.run_id,
+            product = %self.product,
+            sequence = set.sequence,
+            total_sets = set.total_sets,
+        );
+        bus::trace::continue_trace(&span, delivery.message().headers.as_ref());
+        self.apply_in_order(delivery, set).instrument(span).await
+    }
+
+    async fn apply_in_order(
+        &self,
+        delivery: &Delivery<'_>,
+        set: v1::ChangeSet,
+    ) -> Result<StepOutcome, Error> {
+        let run_id = set.run_id.clone();
+        let sequence = set.sequence;
+        let mark = self.progress.get(&run_id).await?;
+        if sequence < mark.next_sequence {
+            tracing::info!("The change set was applied before.");
+            return Ok(StepOutcome::AlreadyApplied { run_id, sequence });
+        }
+        let mut skip_reason = (!mark.skip_reason.is_empty()).then(|| mark.skip_reason.clone());
+        if skip_reason.is_none() && sequence > mark.next_sequence {
+            let published = delivery
+                .message()
+                .info()
+                .map(|info| info.published.unix_timestamp())
+                .unwrap_or(i64::MAX);
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|since| since.as_secs() as i64)
+                .unwrap_or(0);
+            if now.saturating_sub(published) < self.sequence_timeout.as_secs() as i64 {
+                tracing::debug!(
+                    waiting_for = mark.next_sequence,
+                    "The change set waits for its predecessor."
+                );
+                return Ok(StepOutcome::Waiting { run_id, sequence });
+            }
+            skip_reason = Some(format!(
+                "change set {} of this run did not finish within {} s",
+                mark.next_sequence,
+                self.sequence_timeout.as_secs()
+            ));
+        }
+
+        let changes = match &set.stored {
+            None => set.changes,
+            Some(object) => match self.bus.get_object::<v1::ChangeSet>(object).await {
+                Ok(stored) => stored.changes,
+                Err(error) if error.is_permanent() => {
+                    let reason =
+                        format!("the stored changes are unusable: {}", error_chain(&error));
+                    delivery.dead_letter(&reason).await?;
+                    return Ok(StepOutcome::DeadLettered);
+                }
+                Err(error) => return Err(error.into()),
+            },
+        };
+
+        let run = match self.control.get_run(&run_id).await {
+            Ok(run) => run,
+            Err(error) if error.is_not_found() => {
+                let reason = format!("the control plane does not know run {run_id}");
+                delivery.dead_letter(&reason).await?;
+                return Ok(StepOutcome::DeadLettered);
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let results = if run.state() == v1::RunState::Cancelled {
+            tracing::info!(
+                changes = changes.len(),
+                "The run is cancelled; its changes are skipped."
+            );
+            apply::skip_all(&run_id, self.wire_product, &changes, "run cancelled")
+        } else if let Some(reason) = &skip_reason {
+            tracing::warn!(
+                reason,
+                changes = changes.len(),
+                "The change set is given up."
+            );
+            apply::skip_all(&run_id, self.wire_product, &changes, reason)
+        } else {
+            let cached = self.cache.load(self.product).await?;
+            let mut working = state::Working::new(
+                self.product,
+                match cached {
+                    Some((state, _)) => state,
+                    None => v1::ProductState {
+                        schema_version: v1::SCHEMA_VERSION,
+                        product: self.wire_product as i32,
+                        ..Default::default()
+                    },
+                },
+            )?;
+            let results = apply::apply(
+                &self.directory,
+                &run_id,
+                self.wire_product,
+                &changes,
+                &mut working,
+                self.concurrency,
+            )
+            .await;
+            self.cache
+                .store(self.product, &working.into_state(&run_id))
+                .await?;
+            results
+        };
+
+        let reported = self
+            .control
+            .report(&run_id, self.wire_product, &results, self.report_batch_size)
+            .await?;
+        if reported.retries > 0 {
+            self.metrics.retries.add(
+                reported.retries,
+                &[
+                    KeyValue::new("product", self.product.as_str()),
+                    KeyValue::new("kind", "report"),
+                ],
+            );
+        }
+        let next = Mark {
+            next_sequence: sequence + 1,
+            skip_reason: skip_reason.unwrap_or_default(),
+        };
+        self.progress.set(&run_id, &next).await?;
+        self.count(&changes, &results);
+        tracing::info!(
+            changes = changes.len(),
+            recorded = reported.recorded,
+            "Applied the change set and reported its results."
+        );
+        Ok(StepOutcome::Applied {
+            run_id,
+            sequence,
+            results,
+        })
+    }
+
+    /// Counts the set's results by operation and outcome, once per set.
+    fn count(&self, changes: &[v1::Change], results: &[v1::ChangeResult]) {
+        let mut counts: std::collections::BTreeMap<(&'static str, &'static str), u64> =
+            Default::default();
+        for (change, result) in changes.iter().zip(results) {
+            let op = change.op().as_str_name();
+            let outcome = result.outcome().as_str_name();
+            *counts.entry((op, outcome)).or_default() += 1;
+        }
+        for ((op, outcome), count) in counts {
+            self.metrics.changes.add(
+                count,
+                &[
+                    KeyValue::new("product", self.product.as_str()),
+                    KeyValue::new("op", op),
+                    KeyValue::new("outcome", outcome),
+                ],
+            );
+        }
+    }
+}

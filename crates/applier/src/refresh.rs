@@ -1,0 +1,109 @@
+//! A run request: read the product's whole state, keep what only keysync knows from the
+//! previous cached state ([`crate::state::refresh`]), store it in the cache and announce
+//! it with `StateReady`, or `StateFailed` when the product cannot be read.
+
+use std::time::SystemTime;
+
+use atlassian::Directory;
+use bus::worker::Delivery;
+use opentelemetry::KeyValue;
+use proto::v1;
+use telemetry::error_chain;
+use tracing::Instrument;
+
+use crate::app::{Applier, StepOutcome};
+use crate::{Error, state};
+
+impl Applier {
+    /// Reads the product's state for a run and announces it.
+    pub(crate) async fn refresh(&self, delivery: &Delivery<'_>) -> Result<StepOutcome, Error> {
+        let Some(requested) = delivery.decode::<v1::RunRequested>().await? else {
+            return Ok(StepOutcome::DeadLettered);
+        };
+        let run_id = requested.run_id.clone();
+        let span = tracing::info_span!("refresh_state", run_id = %run_id, product = %self.product);
+        bus::trace::continue_trace(&span, delivery.message().headers.as_ref());
+        async {
+            if !requested.products.is_empty()
+                && !requested.products.contains(&(self.wire_product as i32))
+            {
+                return Ok(StepOutcome::Ignored);
+            }
+            let topology = self.bus.topology();
+            let product = self.product.as_str();
+            let directory = match self.directory.fetch_state().await {
+                Ok(directory) => directory,
+                Err(error) => {
+                    let reason = error_chain(&error);
+                    let failed = v1::StateFailed {
+                        schema_version: v1::SCHEMA_VERSION,
+                        run_id: run_id.clone(),
+                        product: self.wire_product as i32,
+                        reason: reason.clone(),
+                    };
+                    self.bus
+                        .publish(
+                            &topology.state_failed(product),
+                            &failed,
+                            &format!("{run_id}/state-failed/{product}"),
+                        )
+                        .await?;
+                    self.metrics.refreshes.add(
+                        1,
+                        &[
+                            KeyValue::new("product", product),
+                            KeyValue::new("outcome", "failed"),
+                        ],
+                    );
+                    tracing::warn!(reason, "Could not read the product's state.");
+                    return Ok(StepOutcome::StateFailed { run_id, reason });
+                }
+            };
+            let previous = self.cache.load(self.product).await?;
+            let state = state::refresh(
+                self.wire_product,
+                directory,
+                previous.as_ref().map(|(state, _)| state),
+                self.directory.capabilities(),
+                &run_id,
+                SystemTime::now(),
+            );
+            let object = self.cache.store(self.product, &state).await?;
+            let ready = v1::StateReady {
+                schema_version: v1::SCHEMA_VERSION,
+                run_id: run_id.clone(),
+                product: self.wire_product as i32,
+                state: Some(object),
+                accounts: state.accounts.len() as u64,
+                groups: state.groups.len() as u64,
+                memberships: state.memberships.len() as u64,
+            };
+            self.bus
+                .publish(
+                    &topology.state_ready(product),
+                    &ready,
+                    &format!("{run_id}/state/{product}"),
+                )
+                .await?;
+            self.metrics.refreshes.add(
+                1,
+                &[
+                    KeyValue::new("product", product),
+                    KeyValue::new("outcome", "ready"),
+                ],
+            );
+            tracing::info!(
+                accounts = state.accounts.len(),
+                groups = state.groups.len(),
+                memberships = state.memberships.len(),
+                "Cached the product's state."
+            );
+            Ok(StepOutcome::StateReady {
+                run_id,
+                accounts: state.accounts.len(),
+            })
+        }
+        .instrument(span)
+        .await
+    }
+}

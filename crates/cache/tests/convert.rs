@@ -1,0 +1,191 @@
+//! Properties of the conversions an applier and the planner make at their edge: a cached
+//! state read into the model and written back is the same state, with every field of every
+//! account, group and membership, and the capabilities its client reported.
+
+use cache::convert::{state_from_model, state_to_model};
+use model::snapshot::UserId;
+use model::state::{
+    Account, AccountId, Capabilities, Group, GroupName, Membership, Product, ProductState,
+};
+use proptest::prelude::*;
+use proptest::sample::select;
+use proto::v1;
+
+fn text(values: &'static [&'static str]) -> impl Strategy<Value = String> {
+    select(values).prop_map(str::to_owned)
+}
+
+fn model_account() -> impl Strategy<Value = Account> {
+    (
+        text(&["k1", "k2", "JIRAUSER10000", "ärger"]),
+        text(&["alice", "Älice", "bob", ""]),
+        text(&["Alice Example", "", "Zoë Ångström"]),
+        prop::option::of(text(&["alice@example.com", "ALICE@x.io"])),
+        any::<bool>(),
+        prop::option::of(text(&["kc-1", "kc-2"])),
+    )
+        .prop_map(|(id, login, display_name, email, active, user)| Account {
+            id: AccountId::new(id),
+            login,
+            display_name,
+            email,
+            active,
+            keycloak_user_id: user.map(UserId::new),
+        })
+}
+
+fn model_state() -> impl Strategy<Value = ProductState> {
+    (
+        select(vec![Product::Jira, Product::Confluence, Product::Bitbucket]),
+        any::<bool>(),
+        any::<bool>(),
+        prop::collection::vec(model_account(), 0..5),
+        prop::collection::vec(
+            (text(&["devs", "Devs ", "jira-users", ""]), any::<bool>()),
+            0..4,
+        ),
+        prop::collection::vec(
+            (text(&["k1", "k2", "k9"]), text(&["devs", "DEVS", "x"])),
+            0..6,
+        ),
+    )
+        .prop_map(
+            |(product, can_deactivate, can_rename, accounts, groups, memberships)| ProductState {
+                product,
+                capabilities: Capabilities {
+                    can_deactivate,
+                    can_rename,
+                },
+                accounts,
+                groups: groups
+                    .into_iter()
+                    .map(|(name, managed)| Group {
+                        name: GroupName::new(name),
+                        managed,
+                    })
+                    .collect(),
+                memberships: memberships
+                    .into_iter()
+                    .map(|(account_id, group)| Membership {
+                        account_id: AccountId::new(account_id),
+                        group: GroupName::new(group),
+                    })
+                    .collect(),
+            },
+        )
+}
+
+/// Any cached account, also the odd ones: managed without a Keycloak user, or a Keycloak user
+/// on an account keysync does not manage.
+fn wire_account() -> impl Strategy<Value = v1::CachedAccount> {
+    (
+        (
+            text(&["k1", "k2", "JIRAUSER10000"]),
+            text(&["alice", "Älice", ""]),
+            text(&["Alice Example", ""]),
+            text(&["alice@example.com", ""]),
+        ),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            text(&["kc-1", ""]),
+            text(&["from LDAP", ""]),
+        ),
+    )
+        .prop_map(
+            |(
+                (id, login, display_name, email),
+                (active, managed, keycloak_user_id, read_only_reason),
+            )| v1::CachedAccount {
+                id,
+                login,
+                display_name,
+                email,
+                active,
+                managed,
+                keycloak_user_id,
+                read_only_reason,
+            },
+        )
+}
+
+fn wire_state() -> impl Strategy<Value = v1::ProductState> {
+    (
+        select(vec![
+            v1::Product::Jira,
+            v1::Product::Confluence,
+            v1::Product::Bitbucket,
+        ]),
+        prop::option::of((any::<bool>(), any::<bool>())),
+        prop::collection::vec(wire_account(), 0..5),
+        prop::collection::vec((text(&["devs", "Devs"]), any::<bool>()), 0..3),
+        prop::collection::vec((text(&["k1", "k9"]), text(&["devs", "x"])), 0..4),
+    )
+        .prop_map(
+            |(product, capabilities, accounts, groups, memberships)| v1::ProductState {
+                schema_version: v1::SCHEMA_VERSION,
+                product: product as i32,
+                accounts,
+                groups: groups
+                    .into_iter()
+                    .map(|(name, managed)| v1::CachedGroup { name, managed })
+                    .collect(),
+                memberships: memberships
+                    .into_iter()
+                    .map(|(account_id, group)| v1::CachedMembership { account_id, group })
+                    .collect(),
+                read_at: None,
+                run_id: "run-1".to_owned(),
+                capabilities: capabilities.map(|(can_deactivate, can_rename)| v1::Capabilities {
+                    can_deactivate,
+                    can_rename,
+                }),
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// A model state written to the cache and read back is the same state.
+    #[test]
+    fn a_model_state_survives_the_cache(state in model_state()) {
+        let wire = state_from_model(&state, "run-1");
+        prop_assert_eq!(state_to_model(&wire), Ok(state));
+    }
+
+    /// A cached state read into the model and written back keeps every field the model holds;
+    /// the read-only reasons and the read time (which only the wire holds) are left empty, an
+    /// account is managed only with a Keycloak user, as the plan reads it, and the capabilities
+    /// are those the state records, else the product's usual ones.
+    #[test]
+    fn a_cached_state_survives_the_model(wire in wire_state()) {
+        let state = state_to_model(&wire).expect("converts");
+        let back = state_from_model(&state, &wire.run_id);
+        let product = cache::convert::product_from_proto(wire.product).expect("a product");
+        let expected = v1::ProductState {
+            accounts: wire
+                .accounts
+                .iter()
+                .map(|account| {
+                    let managed = account.managed && !account.keycloak_user_id.is_empty();
+                    v1::CachedAccount {
+                        managed,
+                        keycloak_user_id: if managed {
+                            account.keycloak_user_id.clone()
+                        } else {
+                            String::new()
+                        },
+                        read_only_reason: String::new(),
+                        ..account.clone()
+                    }
+                })
+                .collect(),
+            capabilities: Some(wire.capabilities.unwrap_or_else(|| {
+                cache::convert::capabilities_to_proto(Capabilities::of(product))
+            })),
+            ..wire.clone()
+        };
+        prop_assert_eq!(back, expected);
+    }
+}
