@@ -39,19 +39,20 @@ pub struct Progress {
 
 impl Progress {
     pub async fn open(bus: &bus::Bus, product: Product) -> Result<Progress, Error> {
-        let bucket = bus.topology().applier_bucket();
+        let retention = bus::runs::Retention {
+            history: 1,
+            max_age: MARK_MAX_AGE,
+        };
         let store = bus
-            .jetstream()
-            .create_or_update_key_value(kv::Config {
-                bucket: bucket.clone(),
-                history: 1,
-                max_age: MARK_MAX_AGE,
-                ..Default::default()
-            })
+            .key_value(
+                &bus.topology().applier_bucket(),
+                "The appliers' progress through each run's change sets.",
+                retention,
+            )
             .await
-            .map_err(|source| Error::Kv {
-                bucket,
-                source: Box::new(source),
+            .map_err(|error| Error::Kv {
+                bucket: bus.topology().applier_bucket(),
+                source: Box::new(error),
             })?;
         Ok(Progress { store, product })
     }

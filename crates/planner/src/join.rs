@@ -202,19 +202,20 @@ pub struct Joins {
 impl Joins {
     /// Opens the bucket `{prefix}-planner`, created if missing.
     pub async fn open(bus: &bus::Bus) -> Result<Joins, Error> {
-        let bucket = bus.topology().planner_bucket();
+        let retention = bus::runs::Retention {
+            history: 1,
+            max_age: RECORD_MAX_AGE,
+        };
         let store = bus
-            .jetstream()
-            .create_or_update_key_value(kv::Config {
-                bucket: bucket.clone(),
-                history: 1,
-                max_age: RECORD_MAX_AGE,
-                ..Default::default()
-            })
+            .key_value(
+                &bus.topology().planner_bucket(),
+                "The planner's joins of each run's snapshot and states.",
+                retention,
+            )
             .await
-            .map_err(|source| Error::Kv {
-                bucket,
-                source: Box::new(source),
+            .map_err(|error| Error::Kv {
+                bucket: bus.topology().planner_bucket(),
+                source: Box::new(error),
             })?;
         Ok(Joins { store })
     }

@@ -20,6 +20,17 @@ pub struct Delivered {
     pub ack_pending: usize,
 }
 
+impl Delivered {
+    /// One message delivered, once, and nothing waiting: what a consumer made again after
+    /// [`delete_consumer_and_wait`] shows when only the message published afterwards was
+    /// handled — nothing handled before it came again, nothing was lost.
+    pub const ONE: Delivered = Delivered {
+        delivered: 1,
+        pending: 0,
+        ack_pending: 0,
+    };
+}
+
 /// Deletes `consumer` on `stream` while a service pulls from it, then waits until the
 /// service's readiness (read through `transitions`, `(consumer, ready)` changes oldest
 /// first, and `ready`) showed it unbound and then bound again, and — when `health` is

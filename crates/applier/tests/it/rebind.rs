@@ -95,11 +95,7 @@ async fn a_deleted_consumer_is_bound_again_and_no_run_request_is_lost_or_served_
         .expect("the consumer's info");
     assert_eq!(
         delivered,
-        rebind::Delivered {
-            delivered: 1,
-            pending: 0,
-            ack_pending: 0
-        },
+        rebind::Delivered::ONE,
         "the consumer made again delivered the second run request only, and once"
     );
     assert_eq!(

@@ -68,11 +68,7 @@ async fn a_deleted_consumer_is_bound_again_and_no_request_is_lost_or_served_twic
     let delivered = rebind::delivered(test.bus.jetstream(), &stream, consumer).await?;
     assert_eq!(
         delivered,
-        rebind::Delivered {
-            delivered: 1,
-            pending: 0,
-            ack_pending: 0
-        },
+        rebind::Delivered::ONE,
         "the consumer made again delivered run-b only, and once"
     );
     assert_eq!(helpers::snapshot_events(&test.bus).await?.len(), 2);

@@ -124,11 +124,7 @@ async fn a_deleted_consumer_is_bound_again_and_no_message_is_lost_or_handled_twi
     .expect("the consumer's info");
     assert_eq!(
         delivered,
-        rebind::Delivered {
-            delivered: 1,
-            pending: 0,
-            ack_pending: 0
-        },
+        rebind::Delivered::ONE,
         "the consumer made again delivered run B's message only, and once"
     );
     assert_eq!(
