@@ -10,11 +10,12 @@
 //!   `{prefix}.state.>`, `{prefix}.plan.>`;
 //! - `{PREFIX}_CHANGES` (work-queue retention): `{prefix}.changes.{product}`, consumed by one
 //!   durable pull consumer per product, shared by that product's applier replicas;
-//! - `{PREFIX}_DEAD` (limits retention): `{prefix}.dead.>`, messages that failed to decode,
-//!   with the reason in the `Keysync-Dead-Reason` header.
+//! - `{PREFIX}_DEAD` (limits retention): `{prefix}.dead.>`, messages a service could not
+//!   use, with the reason in the `Keysync-Dead-Reason` header.
 //!
-//! Every service also takes from here its health endpoints ([`health`]) and the gauges of
-//! its consumers' lag ([`lag`]).
+//! Every service runs its message loop here ([`worker`]: pulling, settling, dead letters,
+//! rebinding), with its health endpoints ([`health`]) and the gauges of its consumers' lag
+//! ([`lag`]).
 //!
 //! Architecture invariant: this crate knows the wire (`proto`) and NATS, nothing of
 //! Keycloak, the products or the plan.
@@ -433,27 +434,6 @@ impl Bus {
     ) -> Result<consumer::PullConsumer, Error> {
         self.durable_consumer_of_subjects(stream, name, &[filter_subject.to_owned()], ack_wait)
             .await
-    }
-
-    /// Decodes a consumed message; one that does not decode is dead-lettered (published
-    /// to the dead-letter subject with the reason, then acknowledged, so the consumer
-    /// moves on) and `Ok(None)` is returned.
-    pub async fn decode_or_dead_letter<M: BusMessage>(
-        &self,
-        message: &jetstream::Message,
-    ) -> Result<Option<M>, Error> {
-        match decode::<M>(&message.payload) {
-            Ok(decoded) => Ok(Some(decoded)),
-            Err(error) => {
-                self.dead_letter(message, &error.to_string()).await?;
-                tracing::warn!(
-                    subject = %message.subject,
-                    error = %error,
-                    "Dead-lettered a message that does not decode."
-                );
-                Ok(None)
-            }
-        }
     }
 
     /// Moves a message to the dead-letter stream with `reason`, then acknowledges it.

@@ -165,13 +165,15 @@ async fn malformed_message_goes_to_the_dead_letter_stream_and_the_next_one_is_co
         .expect("consumer");
     let mut decoded = Vec::new();
     while let Some(message) = next_message(&consumer).await {
-        if let Some(change_set) = bus
-            .decode_or_dead_letter::<ChangeSet>(&message)
-            .await
-            .expect("dead-lettering works")
-        {
-            message.double_ack().await.expect("ack");
-            decoded.push(change_set.run_id);
+        match bus::decode::<ChangeSet>(&message.payload) {
+            Ok(change_set) => {
+                message.double_ack().await.expect("ack");
+                decoded.push(change_set.run_id);
+            }
+            Err(error) => bus
+                .dead_letter(&message, &error.to_string())
+                .await
+                .expect("dead-lettering works"),
         }
     }
     assert_eq!(decoded, ["run-9"]);

@@ -1,13 +1,10 @@
-//! The sections of the shared configuration file that both the planner and the appliers
-//! read: `[bus]` and `[products.jira]`, `[products.confluence]`, `[products.bitbucket]`.
+//! The sections of the shared configuration file that the planner, the appliers and the
+//! control plane read: `[products.jira]`, `[products.confluence]`, `[products.bitbucket]`.
 //! The planner takes each product's `enabled` and `policy`; an applier takes its product's
-//! client settings. Both parse the whole section, so a typo is an error in either.
+//! client settings; the control plane checks the connection with them. Each parses the
+//! whole section, so a typo is an error in any of them.
 //!
 //! ```toml
-//! [bus]
-//! nats_url = "nats://127.0.0.1:4222"   # default
-//! prefix = "keysync"                   # default
-//!
 //! [products.jira]
 //! enabled = true                       # default
 //! endpoint = "https://jira.example.org"
