@@ -1,5 +1,7 @@
 //! Scenario 6 of the end-to-end issue: a run that would take access from half the people
-//! is held; CancelRun leaves the products untouched, ApproveRun applies it.
+//! is held; CancelRun leaves the products untouched, ApproveRun applies it. And a Keycloak
+//! user who sets their (unverified) email to an administrator's does not receive the
+//! administrator's account.
 
 use e2e::{PRODUCTS, Stack, StackOptions};
 use proto::v1::{Product, RunMode, RunState};
@@ -91,4 +93,69 @@ async fn deleting_half_the_directory_holds_the_run_until_approved() {
             "{login} in Jira after the approved run"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unverified_email_matching_an_administrator_links_nothing() {
+    let people = directory::people(3);
+    let mallory = test_support::keycloak::UserSpec::new("mallory")
+        .name("Mallory", "Example")
+        .unverified_email("lead@example.org");
+    // An administrator whose login no protected pattern names.
+    let mut seed = directory::jira_seed();
+    seed["accounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!(
+            {"login": "jira-lead", "display_name": "Jira Lead", "email": "lead@example.org"}
+        ));
+    let stack = Stack::start(StackOptions {
+        realm: directory::realm(&people).user(mallory),
+        seeds: [(Product::Jira, seed)].into(),
+        ..StackOptions::default()
+    })
+    .await
+    .expect("the stack starts");
+    let lead_before = account(
+        &stack.emulator_state(Product::Jira).await.unwrap(),
+        "jira-lead",
+    );
+
+    let run = stack.sync(RunMode::Apply).await.unwrap();
+    let mallory_id = stack.realm.user_id("mallory").await.unwrap();
+    let jira = stack.changes(&run.run_id, Product::Jira).await.unwrap();
+    let touched: Vec<_> = jira
+        .iter()
+        .filter_map(|record| record.change.as_ref())
+        .filter(|change| change.keycloak_user_id == mallory_id)
+        .collect();
+    assert!(touched.is_empty(), "mallory's changes in Jira: {touched:?}");
+    let summary = run
+        .plan
+        .iter()
+        .find(|summary| summary.product() == Product::Jira)
+        .expect("a Jira summary");
+    assert!(
+        summary.conflicts >= 1,
+        "the unverified match is a conflict: {summary:?}"
+    );
+    let after = stack.emulator_state(Product::Jira).await.unwrap();
+    assert_eq!(
+        account(&after, "jira-lead"),
+        lead_before,
+        "the administrator's account changed"
+    );
+    assert!(
+        account(&after, "mallory").is_null(),
+        "the administrator's account was renamed to mallory, or mallory got one"
+    );
+}
+
+/// The emulator's account with `login`, or null.
+fn account(state: &serde_json::Value, login: &str) -> serde_json::Value {
+    state["accounts"]
+        .as_array()
+        .and_then(|accounts| accounts.iter().find(|account| account["login"] == login))
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
 }

@@ -68,7 +68,9 @@
 //!
 //! **Managed accounts only** ([`policy::Linking`]). keysync changes only accounts it manages: those
 //! it created, and existing accounts it linked on first sync, by login (case-insensitive; default
-//! on) or else by email (default on), which keeps their history. A link is itself a change
+//! on) or else by email (default on) — by email only when Keycloak marks the user's email
+//! verified (`by_email_requires_verified`, default on; an unverified match is a conflict, so a user
+//! who edits their own email cannot take over another account) — which keeps their history. A link is itself a change
 //! ([`plan::Action::LinkUser`]), so a simulated run shows it. Accounts whose login matches
 //! `protected_accounts` (default `admin`, `administrator`, `sysadmin`; `*` and `?` wildcards) are
 //! never changed or linked, and no account is created with such a login.

@@ -252,6 +252,10 @@ pub struct Linking {
     /// matches; the account is then renamed to the user's login where the product can rename.
     /// Default: `true`.
     pub by_email: bool,
+    /// Link by email only when Keycloak marks the user's email verified. A user who may edit
+    /// their own email could otherwise set it to another account's address and receive that
+    /// account. An unverified match is a conflict: nothing is linked or created. Default: `true`.
+    pub by_email_requires_verified: bool,
 }
 
 impl Default for Linking {
@@ -259,6 +263,7 @@ impl Default for Linking {
         Linking {
             by_login: true,
             by_email: true,
+            by_email_requires_verified: true,
         }
     }
 }

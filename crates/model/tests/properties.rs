@@ -301,6 +301,35 @@ fn odd_case() -> impl Strategy<Value = Case> {
         )
 }
 
+/// An odd case, plus a user and an unmanaged account that share only an email, which
+/// Keycloak may or may not have verified, and the policy may or may not require verified.
+fn email_link_case() -> impl Strategy<Value = Case> {
+    (odd_case(), any::<bool>(), any::<bool>()).prop_map(|(mut case, verified, require)| {
+        case.snapshot.users.push(KeycloakUser {
+            id: UserId::new("u-zed"),
+            username: "zed".to_owned(),
+            email: Some("zed@x.io".to_owned()),
+            first_name: Some("Zed".to_owned()),
+            last_name: None,
+            enabled: true,
+            email_verified: verified,
+            attributes: BTreeMap::new(),
+            federation_link: None,
+        });
+        case.state.accounts.push(Account {
+            id: AccountId::new("a-zed"),
+            login: "zlee".to_owned(),
+            display_name: "Z Lee".to_owned(),
+            email: Some("ZED@x.io".to_owned()),
+            active: true,
+            keycloak_user_id: None,
+        });
+        case.policy.linking.by_email = true;
+        case.policy.linking.by_email_requires_verified = require;
+        case
+    })
+}
+
 /// An odd case with every vector of its inputs shuffled.
 fn odd_case_and_shuffled() -> impl Strategy<Value = (Case, Case)> {
     odd_case().prop_flat_map(|case| {
@@ -535,6 +564,13 @@ proptest! {
         unmanaged_and_protected_accounts_are_never_touched_holds(case)?;
     }
 
+    /// An account is linked by email only to a user whose email Keycloak verified (the
+    /// default), so a user who edits their own email cannot take an account over.
+    #[test]
+    fn links_by_email_go_only_to_verified_emails(case in email_link_case()) {
+        links_by_email_go_only_to_verified_emails_holds(case)?;
+    }
+
     /// A held plan says why, and the limits hold a plan whenever they should.
     #[test]
     fn held_plans_say_why(case in odd_case()) {
@@ -739,6 +775,30 @@ fn unmanaged_and_protected_accounts_are_never_touched_holds(
             memberships(&after, id),
             "memberships of {} changed",
             id
+        );
+    }
+    Ok(())
+}
+
+fn links_by_email_go_only_to_verified_emails_holds(case: Case) -> Result<(), TestCaseError> {
+    let policy = case.valid_policy();
+    let planned = plan(&case.snapshot, &case.state, &policy);
+    for change in &planned.changes {
+        let Action::LinkUser { id, .. } = &change.action else {
+            continue;
+        };
+        if !change.reason.contains(": same email") {
+            continue;
+        }
+        let verified = case
+            .snapshot
+            .users
+            .iter()
+            .filter(|user| change.keycloak_user_id.as_ref() == Some(&user.id))
+            .all(|user| user.email_verified);
+        prop_assert!(
+            verified || !policy.policy().linking.by_email_requires_verified,
+            "account {id} linked by an unverified email: {change}"
         );
     }
     Ok(())

@@ -897,6 +897,39 @@ fn links_an_existing_account_by_email_and_renames_it() {
 }
 
 #[test]
+fn does_not_link_by_an_email_keycloak_has_not_verified() {
+    let unverified = model::snapshot::KeycloakUser {
+        email: Some("jira-admin@example.com".to_owned()),
+        email_verified: false,
+        ..user("u1", "mallory")
+    };
+    let admin = model::state::Account {
+        email: Some("jira-admin@example.com".to_owned()),
+        ..account("J1", "jira-admin")
+    };
+    check(
+        snapshot(vec![unverified.clone()], vec![], vec![]),
+        jira(vec![admin.clone()], vec![], vec![]),
+        no_groups(),
+        expect![[r#"
+            conflict mallory (u1): email jira-admin@example.com matches account J1 (jira-admin), but Keycloak has not verified it; not linked
+        "#]],
+    );
+    // An operator who trusts every email in the realm may allow it.
+    let mut trusting = no_groups();
+    trusting.linking.by_email_requires_verified = false;
+    check(
+        snapshot(vec![unverified], vec![], vec![]),
+        jira(vec![admin], vec![], vec![]),
+        trusting,
+        expect![[r#"
+            link_user jira-admin [J1]: existing account jira-admin linked on first sync: same email jira-admin@example.com
+            update_user jira-admin [J1]: login changed from jira-admin to mallory; display name changed from "Jira-admin Example" to "Mallory Example"
+        "#]],
+    );
+}
+
+#[test]
 fn does_not_link_when_linking_is_off() {
     let mut policy = no_groups();
     policy.linking.by_login = false;

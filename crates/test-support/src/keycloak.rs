@@ -380,6 +380,13 @@ impl UserSpec {
         self
     }
 
+    /// The email is set but Keycloak has not verified it (a user may have typed it in).
+    pub fn unverified_email(mut self, email: &str) -> UserSpec {
+        self.email = Some(email.to_owned());
+        self.email_verified = false;
+        self
+    }
+
     pub fn no_email(mut self) -> UserSpec {
         self.email = None;
         self.email_verified = false;

@@ -362,6 +362,21 @@ fn link_or_create(
     let email = mapping::email(email_mapping, user);
     if let Some(email) = &email {
         match by_email.get(fold(email).as_ref()) {
+            Some(&(account_idx, 1))
+                if policy.policy().linking.by_email_requires_verified && !user.email_verified =>
+            {
+                let account = &accounts[account_idx as usize];
+                report.conflict(
+                    &user.id,
+                    login,
+                    format!(
+                        "email {email} matches account {} ({}), but Keycloak has not verified \
+                         it; not linked",
+                        account.id, account.login
+                    ),
+                );
+                return Resolution::Nothing;
+            }
             Some(&(account_idx, 1)) => return Resolution::Link(account_idx, LinkedBy::Email),
             Some(&(_, count)) => {
                 report.conflict(
