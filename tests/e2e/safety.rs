@@ -96,30 +96,45 @@ async fn deleting_half_the_directory_holds_the_run_until_approved() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unverified_email_matching_an_administrator_links_nothing() {
+async fn an_administrator_account_goes_to_no_one_by_unverified_email_or_by_login() {
     let people = directory::people(3);
     let mallory = test_support::keycloak::UserSpec::new("mallory")
         .name("Mallory", "Example")
         .unverified_email("lead@example.org");
-    // An administrator whose login no protected pattern names.
+    // An account whose email mallory claims without Keycloak verifying it; and an
+    // administrator (in the administrators' group, no protected login pattern) whose login a
+    // Keycloak user has: neither may go to a Keycloak user.
     let mut seed = directory::jira_seed();
-    seed["accounts"]
+    let accounts = seed["accounts"].as_array_mut().unwrap();
+    accounts.push(serde_json::json!(
+        {"login": "jira-lead", "display_name": "Jira Lead", "email": "lead@example.org"}
+    ));
+    accounts.push(serde_json::json!(
+        {"login": "ops-admin", "display_name": "Ops Admin", "email": "ops@example.org"}
+    ));
+    seed["groups"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "jira-administrators"}));
+    seed["memberships"]
         .as_array_mut()
         .unwrap()
         .push(serde_json::json!(
-            {"login": "jira-lead", "display_name": "Jira Lead", "email": "lead@example.org"}
+            {"group": "jira-administrators", "login": "ops-admin"}
         ));
+    let namesake = test_support::keycloak::UserSpec::new("ops-admin")
+        .name("Someone", "Else")
+        .email("someone@example.org");
     let stack = Stack::start(StackOptions {
-        realm: directory::realm(&people).user(mallory),
+        realm: directory::realm(&people).user(mallory).user(namesake),
         seeds: [(Product::Jira, seed)].into(),
         ..StackOptions::default()
     })
     .await
     .expect("the stack starts");
-    let lead_before = account(
-        &stack.emulator_state(Product::Jira).await.unwrap(),
-        "jira-lead",
-    );
+    let before = stack.emulator_state(Product::Jira).await.unwrap();
+    let (lead_before, admin_before) =
+        (account(&before, "jira-lead"), account(&before, "ops-admin"));
 
     let run = stack.sync(RunMode::Apply).await.unwrap();
     let mallory_id = stack.realm.user_id("mallory").await.unwrap();
@@ -130,24 +145,42 @@ async fn an_unverified_email_matching_an_administrator_links_nothing() {
         .filter(|change| change.keycloak_user_id == mallory_id)
         .collect();
     assert!(touched.is_empty(), "mallory's changes in Jira: {touched:?}");
+    let keys: Vec<String> = [&lead_before, &admin_before]
+        .iter()
+        .map(|account| account["key"].as_str().expect("an account key").to_owned())
+        .collect();
+    let named: Vec<_> = jira
+        .iter()
+        .filter_map(|record| record.change.as_ref())
+        .filter(|change| {
+            let account = format!("{:?}", change.account);
+            keys.iter().any(|key| account.contains(key.as_str()))
+        })
+        .collect();
+    assert!(named.is_empty(), "changes name the two accounts: {named:?}");
     let summary = run
         .plan
         .iter()
         .find(|summary| summary.product() == Product::Jira)
         .expect("a Jira summary");
     assert!(
-        summary.conflicts >= 1,
-        "the unverified match is a conflict: {summary:?}"
+        summary.conflicts >= 2,
+        "the unverified match and the protected namesake are conflicts: {summary:?}"
     );
     let after = stack.emulator_state(Product::Jira).await.unwrap();
     assert_eq!(
         account(&after, "jira-lead"),
         lead_before,
-        "the administrator's account changed"
+        "jira-lead changed"
+    );
+    assert_eq!(
+        account(&after, "ops-admin"),
+        admin_before,
+        "ops-admin changed"
     );
     assert!(
         account(&after, "mallory").is_null(),
-        "the administrator's account was renamed to mallory, or mallory got one"
+        "jira-lead was renamed to mallory, or mallory got an account"
     );
 }
 

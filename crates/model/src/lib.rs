@@ -73,7 +73,10 @@
 //! who edits their own email cannot take over another account) — which keeps their history. A link is itself a change
 //! ([`plan::Action::LinkUser`]), so a simulated run shows it. Accounts whose login matches
 //! `protected_accounts` (default `admin`, `administrator`, `sysadmin`; `*` and `?` wildcards) are
-//! never changed or linked, and no account is created with such a login.
+//! never changed or linked, and no account is created with such a login. Nor are accounts in a
+//! product group matching `protected_groups` (default `jira-administrators`,
+//! `jira-system-administrators`, `confluence-administrators`): they hold the product's
+//! administrator rights, and keysync leaves them alone whatever Keycloak says.
 //!
 //! **Conflicts.** Two Keycloak users mapping to one login are reported as a [`plan::Conflict`] for
 //! both, and neither is synced (their existing accounts are left as they are). So are a login held

@@ -32,6 +32,12 @@ pub struct Policy {
     /// of characters and `?` one character, case-insensitively (`admin`, `svc-*`, `*-bot`).
     /// Default: `["admin", "administrator", "sysadmin"]`.
     pub protected_accounts: Vec<String>,
+    /// Product group patterns (the same wildcards): an account in such a group holds the
+    /// product's administrator rights, and keysync never links, renames, deactivates or
+    /// otherwise changes it, whatever Keycloak says. Default: the administrator groups of
+    /// Jira and Confluence Data Center, `["jira-administrators",
+    /// "jira-system-administrators", "confluence-administrators"]`.
+    pub protected_groups: Vec<String>,
     /// When a plan is held until a person approves it.
     pub safety: Safety,
 }
@@ -48,6 +54,11 @@ impl Default for Policy {
                 "admin".to_owned(),
                 "administrator".to_owned(),
                 "sysadmin".to_owned(),
+            ],
+            protected_groups: vec![
+                "jira-administrators".to_owned(),
+                "jira-system-administrators".to_owned(),
+                "confluence-administrators".to_owned(),
             ],
             safety: Safety::default(),
         }
@@ -371,6 +382,7 @@ pub struct ValidPolicy {
     pub(crate) display_fallback: Template,
     pub(crate) groups: GroupMapper,
     pub(crate) protected: Vec<Glob>,
+    pub(crate) protected_groups: Vec<Glob>,
 }
 
 impl ValidPolicy {
@@ -381,11 +393,12 @@ impl ValidPolicy {
 
     /// Whether a login name matches one of `protected_accounts`.
     pub fn is_protected(&self, login: &str) -> bool {
-        if self.protected.is_empty() {
-            return false;
-        }
-        let folded = crate::mapping::fold(login);
-        self.protected.iter().any(|glob| glob.matches(&folded))
+        matches_any(&self.protected, login)
+    }
+
+    /// Whether a product group name matches one of `protected_groups`.
+    pub fn is_protected_group(&self, group: &str) -> bool {
+        matches_any(&self.protected_groups, group.trim())
     }
 }
 
@@ -460,6 +473,9 @@ impl Policy {
         for (idx, pattern) in self.protected_accounts.iter().enumerate() {
             check_not_empty(&format!("protected_accounts[{idx}]"), pattern, &mut errors);
         }
+        for (idx, pattern) in self.protected_groups.iter().enumerate() {
+            check_not_empty(&format!("protected_groups[{idx}]"), pattern, &mut errors);
+        }
         if self.safety.max_percent > 100 {
             errors.push(PolicyError::Percent {
                 field: "safety.max_percent".to_owned(),
@@ -479,11 +495,24 @@ impl Policy {
                         .iter()
                         .map(|pattern| Glob::new(pattern))
                         .collect(),
+                    protected_groups: self
+                        .protected_groups
+                        .iter()
+                        .map(|pattern| Glob::new(pattern))
+                        .collect(),
                 })
             }
             _ => Err(errors),
         }
     }
+}
+
+fn matches_any(globs: &[Glob], name: &str) -> bool {
+    if globs.is_empty() {
+        return false;
+    }
+    let folded = crate::mapping::fold(name);
+    globs.iter().any(|glob| glob.matches(&folded))
 }
 
 fn check_not_empty(field: &str, value: &str, errors: &mut Vec<PolicyError>) {

@@ -56,6 +56,7 @@ fn defaults_are_the_documented_ones() {
     assert!(!policy.groups.remove_unmapped);
     assert!(policy.linking.by_login);
     assert!(policy.linking.by_email);
+    assert!(policy.linking.by_email_requires_verified);
     assert_eq!(policy.cleanup.action, CleanupAction::Deactivate);
     assert_eq!(
         policy.cleanup.when_cannot_deactivate,
@@ -66,8 +67,36 @@ fn defaults_are_the_documented_ones() {
         ["admin", "administrator", "sysadmin"]
     );
     assert_eq!(
+        policy.protected_groups,
+        [
+            "jira-administrators",
+            "jira-system-administrators",
+            "confluence-administrators"
+        ]
+    );
+    assert_eq!(
         (policy.safety.max_accounts, policy.safety.max_percent),
         (50, 10)
+    );
+}
+
+#[test]
+fn protected_groups_match_case_insensitively_with_wildcards_and_none_is_empty() {
+    let mut policy = Policy {
+        protected_groups: vec!["*-administrators".to_owned(), "site-admins".to_owned()],
+        ..Policy::default()
+    };
+    let valid = policy.validate().expect("valid");
+    assert!(valid.is_protected_group("Jira-Administrators"));
+    assert!(valid.is_protected_group(" site-admins "));
+    assert!(!valid.is_protected_group("jira-software-users"));
+    policy.protected_groups = vec![" ".to_owned()];
+    let errors = policy.validate().expect_err("an empty pattern");
+    assert!(
+        errors
+            .iter()
+            .any(|error| error.to_string().contains("protected_groups[0]")),
+        "{errors:?}"
     );
 }
 

@@ -138,6 +138,7 @@ fn odd_product_group() -> impl Strategy<Value = Group> {
             "old",
             "jira-users",
             "welcome",
+            "jira-administrators",
         ]),
         any::<bool>(),
     )
@@ -150,7 +151,15 @@ fn odd_product_group() -> impl Strategy<Value = Group> {
 fn odd_product_membership() -> impl Strategy<Value = Membership> {
     (
         select(vec!["a0", "a1", "a2", "a3", "a9"]),
-        select(vec!["devs", "DEVS", "ops", "old", "jira-users", "x"]),
+        select(vec![
+            "devs",
+            "DEVS",
+            "ops",
+            "old",
+            "jira-users",
+            "x",
+            "Jira-Administrators",
+        ]),
     )
         .prop_map(|(account, group)| Membership {
             account_id: AccountId::new(account),
@@ -672,6 +681,16 @@ fn apply_is_apply_one_over_the_changes_holds(case: Case) -> Result<(), TestCaseE
     Ok(())
 }
 
+/// Whether keysync must leave `account` alone: its login matches `protected_accounts`, or it
+/// is in a group that matches `protected_groups`.
+fn is_protected(state: &ProductState, policy: &ValidPolicy, account: &Account) -> bool {
+    policy.is_protected(&account.login)
+        || state.memberships.iter().any(|membership| {
+            membership.account_id == account.id
+                && policy.is_protected_group(membership.group.as_str())
+        })
+}
+
 fn unmanaged_and_protected_accounts_are_never_touched_holds(
     case: Case,
 ) -> Result<(), TestCaseError> {
@@ -690,7 +709,7 @@ fn unmanaged_and_protected_accounts_are_never_touched_holds(
         .accounts
         .iter()
         .filter(|account| {
-            policy.is_protected(&account.login)
+            is_protected(&case.state, &policy, account)
                 || (!account.is_managed() && !linked.contains(&account.id))
         })
         .map(|account| &account.id)
@@ -712,11 +731,10 @@ fn unmanaged_and_protected_accounts_are_never_touched_holds(
             }
         };
         if let Some(id) = named {
-            let protected = case
-                .state
-                .accounts
-                .iter()
-                .any(|account| &account.id == id && policy.is_protected(&account.login));
+            let protected =
+                case.state.accounts.iter().any(|account| {
+                    &account.id == id && is_protected(&case.state, &policy, account)
+                });
             prop_assert!(
                 !protected,
                 "a change names protected account {}: {}",

@@ -581,19 +581,49 @@ fn removes_memberships_of_managed_groups_the_user_left_and_leaves_other_groups_a
                 product_group("devs", true),
                 product_group("ops", true),
                 product_group("old-team", true),
-                product_group("jira-administrators", false),
+                product_group("jira-software-users", false),
             ],
             vec![
                 membership("J1", "devs"),
                 membership("J1", "ops"),
                 membership("J1", "old-team"),
-                membership("J1", "jira-administrators"),
+                membership("J1", "jira-software-users"),
             ],
         ),
         Policy::default(),
         expect![[r#"
             remove_membership ann [J1] from old-team: the group is no longer mapped from Keycloak
             remove_membership ann [J1] from ops: not in any Keycloak group mapped to ops
+        "#]],
+    );
+}
+
+#[test]
+fn never_changes_an_account_in_a_protected_group_whatever_keycloak_says() {
+    // A managed account whose user left every group, and an unmanaged one whose login a user
+    // has: both are in the administrators' group, so neither is changed nor linked.
+    check(
+        snapshot(
+            vec![user("u1", "ann"), user("u2", "root")],
+            vec![group("/devs")],
+            vec![],
+        ),
+        jira(
+            vec![managed("J1", "ann", "u1"), account("J2", "root")],
+            vec![
+                product_group("devs", true),
+                product_group("Jira-Administrators", false),
+            ],
+            vec![
+                membership("J1", "devs"),
+                membership("J1", "Jira-Administrators"),
+                membership("J2", "Jira-Administrators"),
+            ],
+        ),
+        Policy::default(),
+        expect![[r#"
+            conflict root (u2): this login belongs to protected account J2, in protected group Jira-Administrators
+            Protected ann: account J1 is in protected group Jira-Administrators; keysync leaves it alone
         "#]],
     );
 }

@@ -222,15 +222,12 @@ fn emit_account(
     if disposition == Disposition::Untouched {
         return;
     }
-    if ctx.policy.is_protected(&account.login) {
+    if let Some(reason) = ctx.protection_reason(account_idx) {
         report.diagnose(
             DiagnosticKind::Protected,
             account.keycloak_user_id.as_ref(),
             &account.login,
-            format!(
-                "account {} matches a protected pattern; keysync leaves it alone",
-                account.id
-            ),
+            reason,
         );
         return;
     }

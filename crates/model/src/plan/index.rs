@@ -69,9 +69,40 @@ pub(super) struct Ctx<'a> {
     pub(super) product_groups: ProductGroups<'a>,
     pub(super) users: Users<'a>,
     pub(super) accounts: Accounts,
+    /// Why each account is protected, if it is: its login matches `protected_accounts`, or it
+    /// is in a group that matches `protected_groups`.
+    pub(super) protected: Vec<Option<Protection>>,
+}
+
+/// Why keysync leaves an account alone whatever Keycloak says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Protection {
+    Login,
+    /// In the product group of this index (an administrator group).
+    Group(u32),
 }
 
 impl<'a> Ctx<'a> {
+    /// Why account `idx` is protected, if it is.
+    pub(super) fn protection(&self, idx: usize) -> Option<Protection> {
+        self.protected.get(idx).copied().flatten()
+    }
+
+    /// How a person reads why account `idx` is left alone.
+    pub(super) fn protection_reason(&self, idx: usize) -> Option<String> {
+        let account = &self.state.accounts[idx];
+        Some(match self.protection(idx)? {
+            Protection::Login => format!(
+                "account {} matches a protected pattern; keysync leaves it alone",
+                account.id
+            ),
+            Protection::Group(group) => format!(
+                "account {} is in protected group {}; keysync leaves it alone",
+                account.id, self.product_groups.names[group as usize]
+            ),
+        })
+    }
+
     /// Indexes the inputs of a plan.
     pub(super) fn index(
         snapshot: &'a Snapshot,
@@ -96,6 +127,7 @@ impl<'a> Ctx<'a> {
         });
         accounts.join_users(state, &users);
         product_groups.finish(policy, report);
+        let protected = protections(state, policy, &product_groups, &accounts);
         Ctx {
             snapshot,
             state,
@@ -104,8 +136,43 @@ impl<'a> Ctx<'a> {
             product_groups,
             users,
             accounts,
+            protected,
         }
     }
+}
+
+/// Why each account is protected, if it is (see [`Ctx::protected`]).
+fn protections(
+    state: &ProductState,
+    policy: &ValidPolicy,
+    product_groups: &ProductGroups<'_>,
+    accounts: &Accounts,
+) -> Vec<Option<Protection>> {
+    let protected_groups: Vec<bool> = product_groups
+        .names
+        .iter()
+        .map(|name| policy.is_protected_group(name))
+        .collect();
+    let any_group = protected_groups.iter().any(|protected| *protected);
+    state
+        .accounts
+        .iter()
+        .enumerate()
+        .map(|(idx, account)| {
+            if policy.is_protected(&account.login) {
+                return Some(Protection::Login);
+            }
+            if !any_group {
+                return None;
+            }
+            accounts
+                .groups
+                .get(idx)
+                .iter()
+                .find(|&&group| protected_groups[group as usize])
+                .map(|&group| Protection::Group(group))
+        })
+        .collect()
 }
 
 /// A compressed adjacency list: the sorted, deduplicated items of each owner, in one vector.
@@ -285,8 +352,8 @@ impl<'a> ProductGroups<'a> {
         (flags.mapped || flags.state_managed || self.is_default(idx)) && !flags.removed
     }
 
-    /// Marks the groups this plan removes, and reports groups several Keycloak groups share and
-    /// groups only memberships mention.
+    /// Marks the groups this plan removes (never a protected one), and reports groups several
+    /// Keycloak groups share and groups only memberships mention.
     fn finish(&mut self, policy: &ValidPolicy, report: &mut Report) {
         let remove_unmapped = policy.policy().groups.remove_unmapped;
         for idx in 0..self.names.len() {
@@ -297,7 +364,18 @@ impl<'a> ProductGroups<'a> {
                 && !flags.mapped
                 && !self.is_default(idx as u32)
             {
-                self.flags[idx].removed = true;
+                if policy.is_protected_group(&self.names[idx]) {
+                    report.diagnose(
+                        DiagnosticKind::Protected,
+                        None,
+                        &self.names[idx],
+                        "keysync created this group and no longer maps it, but it is a protected \
+                         group; it is not removed"
+                            .to_owned(),
+                    );
+                } else {
+                    self.flags[idx].removed = true;
+                }
             }
             if flags.in_state && !flags.listed {
                 report.diagnose(

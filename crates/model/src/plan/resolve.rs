@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::DiagnosticKind;
-use super::index::{Ctx, MANY, NONE, Report, UserStatus};
+use super::index::{Ctx, MANY, NONE, Protection, Report, UserStatus};
 use crate::hash::{BATCH, FastMap, IdKey, IdTable, fast_map, hash_str};
 use crate::mapping::{self, fold, trim};
 use crate::policy::{CleanupAction, Fallback};
@@ -195,8 +195,9 @@ fn report_clashes<'c>(
 /// Accounts by folded email: the first, and how many.
 type EmailIndex<'c> = FastMap<Cow<'c, str>, (u32, u32)>;
 
-/// The accounts keysync may link by email, by folded email: usable, unmanaged, not protected, and
-/// with a login no user in scope maps to. Empty when linking by email is off.
+/// The accounts keysync may link by email, by folded email: usable, unmanaged, and with a login no
+/// user in scope maps to; a protected one is there too, so that a match with it is reported and not
+/// taken for no match. Empty when linking by email is off.
 fn linkable_by_email<'c>(ctx: &Ctx<'c>, claims: &LoginClaims<'_>) -> EmailIndex<'c> {
     let policy = ctx.policy;
     let mut by_email: EmailIndex<'c> = fast_map(0);
@@ -209,8 +210,7 @@ fn linkable_by_email<'c>(ctx: &Ctx<'c>, claims: &LoginClaims<'_>) -> EmailIndex<
         };
         let linkable = ctx.accounts.usable[idx]
             && !account.is_managed()
-            && !claims.is_claimed(fold(trim(&account.login)).as_ref())
-            && !policy.is_protected(&account.login);
+            && !claims.is_claimed(fold(trim(&account.login)).as_ref());
         if linkable {
             by_email
                 .entry(fold(trim(email)))
@@ -337,11 +337,21 @@ fn link_or_create(
                     account.id
                 ),
             );
-        } else if policy.is_protected(&account.login) {
+        } else if let Some(protection) = ctx.protection(account_idx as usize) {
+            let why = match protection {
+                Protection::Login => String::new(),
+                Protection::Group(group) => format!(
+                    ", in protected group {}",
+                    ctx.product_groups.names[group as usize]
+                ),
+            };
             report.conflict(
                 &user.id,
                 login,
-                format!("this login belongs to protected account {}", account.id),
+                format!(
+                    "this login belongs to protected account {}{why}",
+                    account.id
+                ),
             );
         } else if !policy.policy().linking.by_login {
             report.conflict(
@@ -362,6 +372,18 @@ fn link_or_create(
     let email = mapping::email(email_mapping, user);
     if let Some(email) = &email {
         match by_email.get(fold(email).as_ref()) {
+            Some(&(account_idx, 1)) if ctx.protection(account_idx as usize).is_some() => {
+                let account = &accounts[account_idx as usize];
+                report.conflict(
+                    &user.id,
+                    login,
+                    format!(
+                        "email {email} belongs to protected account {} ({}); not linked",
+                        account.id, account.login
+                    ),
+                );
+                return Resolution::Nothing;
+            }
             Some(&(account_idx, 1))
                 if policy.policy().linking.by_email_requires_verified && !user.email_verified =>
             {
