@@ -36,7 +36,7 @@ pub use bus::health::HealthSettings;
 /// token_file = "/run/secrets/keysync-api/token"   # required (or `token`)
 ///
 /// [control_plane.schedule]
-/// enabled = true                        # default
+/// enabled = false                       # default: off until an admin turns it on
 /// cron = "0 2 * * *"                    # default: daily at 02:00
 /// timezone = "UTC"                      # default; an IANA name such as "Europe/Berlin"
 ///
@@ -86,7 +86,8 @@ pub struct ControlPlaneSettings {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSettings {
-    /// Whether scheduled runs start at all. Default: `true`.
+    /// Whether scheduled runs start at all. Default: `false`: a fresh installation writes to
+    /// no product until an admin has run a simulation and a sync by hand and turns this on.
     #[serde(default = "default_schedule_enabled")]
     pub enabled: bool,
     /// A cron expression: five fields (minute hour day-of-month month day-of-week), or six
@@ -188,7 +189,7 @@ fn default_endpoint() -> String {
 }
 
 fn default_schedule_enabled() -> bool {
-    true
+    false
 }
 
 fn default_cron() -> String {
@@ -222,7 +223,10 @@ mod tests {
         assert_eq!(control_plane.listen.to_string(), "127.0.0.1:50051");
         assert_eq!(control_plane.token.expose(), "s3cret");
         assert_eq!(control_plane.endpoint, "http://127.0.0.1:50051");
-        assert!(control_plane.schedule.enabled);
+        assert!(
+            !control_plane.schedule.enabled,
+            "off until an admin turns it on"
+        );
         assert_eq!(control_plane.schedule.cron, "0 2 * * *");
         assert_eq!(control_plane.schedule.timezone, "UTC");
         assert!(settings.health.listen.is_none());

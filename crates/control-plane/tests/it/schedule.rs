@@ -8,7 +8,8 @@ use crate::helpers::{Options, drain, spawn_app_with};
 
 #[tokio::test]
 async fn two_replicas_fire_the_schedule_once_per_fire_time() {
-    let schedule = "cron = \"* * * * * *\"\ntimezone = \"Europe/Berlin\"".to_owned();
+    let schedule =
+        "enabled = true\ncron = \"* * * * * *\"\ntimezone = \"Europe/Berlin\"".to_owned();
     let first = spawn_app_with(Options {
         schedule: Some(schedule.clone()),
         ..Options::default()
