@@ -133,9 +133,17 @@ mod tests {
     }
 
     #[test]
-    fn the_default_schedule_fires_daily_at_two_in_its_time_zone() {
+    fn the_default_schedule_is_off_and_once_on_fires_daily_at_two_in_its_time_zone() {
         let settings = ScheduleSettings::default();
         assert_eq!(settings.cron, "0 2 * * *");
+        assert!(
+            Schedule::from_settings(&settings).expect("valid").is_none(),
+            "a fresh installation has no schedule running"
+        );
+        let settings = ScheduleSettings {
+            enabled: true,
+            ..settings
+        };
         let utc = Schedule::from_settings(&settings)
             .expect("valid")
             .expect("enabled");
