@@ -91,27 +91,18 @@ impl Handler for EventHandler {
         );
         bus::trace::continue_trace(&span, message.headers.as_ref());
         async {
-            let event = match decode(delivery).await {
-                Ok(Some(event)) => event,
-                Ok(None) => {
-                    self.runs.metrics().event_dead_lettered();
-                    return Ok(StepOutcome::DeadLettered);
-                }
-                Err(error) => {
-                    tracing::warn!(error = %error, "Could not dead-letter an event; it will be retried.");
-                    return Err(error.into());
-                }
+            // An error is logged by the worker, which hands the event back.
+            let Some(event) = decode(delivery).await? else {
+                self.runs.metrics().event_dead_lettered();
+                return Ok(StepOutcome::DeadLettered);
             };
             tracing::Span::current().record("run_id", event.run_id());
             self.runs.metrics().event_received(event.kind());
-            match self.runs.apply_event(&event).await {
-                Ok(true) => Ok(StepOutcome::Advanced),
-                Ok(false) => Ok(StepOutcome::Ignored),
-                Err(error) => {
-                    tracing::warn!(error = %error, "Could not record an event; it will be retried.");
-                    Err(error.into())
-                }
-            }
+            Ok(if self.runs.apply_event(&event).await? {
+                StepOutcome::Advanced
+            } else {
+                StepOutcome::Ignored
+            })
         }
         .instrument(span)
         .await
