@@ -4,7 +4,7 @@
 //! administrator's account.
 
 use e2e::{PRODUCTS, Stack, StackOptions};
-use proto::v1::{Product, RunMode, RunState};
+use proto::v1::{Product, RunMode, RunState, account_ref::Ref};
 use reqwest::Method;
 
 use crate::directory;
@@ -153,8 +153,10 @@ async fn an_administrator_account_goes_to_no_one_by_unverified_email_or_by_login
         .iter()
         .filter_map(|record| record.change.as_ref())
         .filter(|change| {
-            let account = format!("{:?}", change.account);
-            keys.iter().any(|key| account.contains(key.as_str()))
+            matches!(
+                change.account.as_ref().and_then(|account| account.r#ref.as_ref()),
+                Some(Ref::AccountId(id)) if keys.contains(id)
+            )
         })
         .collect();
     assert!(named.is_empty(), "changes name the two accounts: {named:?}");

@@ -182,31 +182,6 @@ fn spawn(
     (stop, task)
 }
 
-/// Waits until `health` shows `consumer` unready, then ready again, after `seen` changes.
-async fn wait_for_rebind(health: &bus::health::Health, consumer: &str, seen: usize) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let changes: Vec<(String, bool)> = health.transitions().into_iter().skip(seen).collect();
-        let down = changes
-            .iter()
-            .position(|change| change == &(consumer.to_owned(), false));
-        let up_after = down.is_some_and(|down| {
-            changes[down..]
-                .iter()
-                .any(|change| change == &(consumer.to_owned(), true))
-        });
-        if up_after && health.readiness().is_ok() {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the consumer was not bound again: {:?}",
-            health.transitions()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn every_message_is_handled_once_and_acknowledged() {
     let setup = setup("w1", Duration::from_secs(30)).await;
@@ -323,7 +298,14 @@ async fn across(prefix: &str, break_it: impl AsyncFnOnce(&Setup)) -> (Setup, Vec
     handler.wait_for("a").await;
     let seen = health.transitions().len();
     break_it(&setup).await;
-    wait_for_rebind(&health, &setup.spec.name, seen).await;
+    test_support::rebind::wait_for_rebind(
+        &setup.spec.name,
+        seen,
+        || health.transitions(),
+        || health.readiness().is_ok(),
+    )
+    .await
+    .expect("bound again");
     setup.publish("b").await;
     handler.wait_for("b").await;
     let _ = stop.send(());

@@ -51,6 +51,22 @@ pub async fn delete_consumer_and_wait(
         .delete_consumer(consumer)
         .await
         .with_context(|| format!("deleting consumer {consumer}"))?;
+    wait_for_rebind(consumer, seen, &transitions, &ready).await?;
+    if let Some(address) = health {
+        crate::http::wait_for_status(address, "/readyz", 200, REBIND_TIMEOUT).await?;
+    }
+    Ok(())
+}
+
+/// Waits until the readiness changes after the first `seen` (read through `transitions`,
+/// `(consumer, ready)` oldest first) show `consumer` unbound and then bound again, and the
+/// service is `ready`, for at most [`REBIND_TIMEOUT`].
+pub async fn wait_for_rebind(
+    consumer: &str,
+    seen: usize,
+    transitions: impl Fn() -> Vec<(String, bool)>,
+    ready: impl Fn() -> bool,
+) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + REBIND_TIMEOUT;
     loop {
         let changes: Vec<(String, bool)> = transitions().into_iter().skip(seen).collect();
@@ -63,7 +79,7 @@ pub async fn delete_consumer_and_wait(
                 .any(|(name, ready)| name == consumer && *ready)
         });
         if up_after && ready() {
-            break;
+            return Ok(());
         }
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
@@ -71,10 +87,6 @@ pub async fn delete_consumer_and_wait(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if let Some(address) = health {
-        crate::http::wait_for_status(address, "/readyz", 200, REBIND_TIMEOUT).await?;
-    }
-    Ok(())
 }
 
 /// What `consumer` on `stream` delivered so far.
