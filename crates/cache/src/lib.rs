@@ -140,3 +140,102 @@ fn check_product(state: &v1::ProductState, expected: Product, key: &str) -> Resu
         }),
     }
 }
+
+/// A fingerprint of what a product state says about the product: its accounts, groups,
+/// memberships and capabilities, in any order, without when it was read or by which run.
+/// The planner records it with each product's plan; approving a held plan is refused once
+/// the cached state's fingerprint differs, because the plan was made against a product that
+/// has changed since. 32 hex digits of a SHA-256.
+pub fn fingerprint(state: &v1::ProductState) -> String {
+    use prost::Message;
+    use sha2::Digest;
+
+    let mut canonical = state.clone();
+    canonical.read_at = None;
+    canonical.run_id.clear();
+    canonical
+        .accounts
+        .sort_by(|left, right| left.id.cmp(&right.id));
+    canonical
+        .groups
+        .sort_by(|left, right| left.name.cmp(&right.name));
+    canonical.memberships.sort_by(|left, right| {
+        (&left.account_id, &left.group).cmp(&(&right.account_id, &right.group))
+    });
+    let digest = sha2::Sha256::digest(canonical.encode_to_vec());
+    digest[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> v1::ProductState {
+        v1::ProductState {
+            schema_version: v1::SCHEMA_VERSION,
+            product: v1::Product::Jira as i32,
+            accounts: vec![
+                v1::CachedAccount {
+                    id: "2".into(),
+                    login: "bob".into(),
+                    ..v1::CachedAccount::default()
+                },
+                v1::CachedAccount {
+                    id: "1".into(),
+                    login: "ann".into(),
+                    managed: true,
+                    ..v1::CachedAccount::default()
+                },
+            ],
+            groups: vec![v1::CachedGroup {
+                name: "staff".into(),
+                managed: true,
+            }],
+            memberships: vec![
+                v1::CachedMembership {
+                    account_id: "2".into(),
+                    group: "staff".into(),
+                },
+                v1::CachedMembership {
+                    account_id: "1".into(),
+                    group: "staff".into(),
+                },
+            ],
+            read_at: Some(prost_types::Timestamp {
+                seconds: 1,
+                nanos: 0,
+            }),
+            run_id: "01JZRUN1".into(),
+            capabilities: None,
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_order_time_and_run() {
+        let first = state();
+        let mut second = state();
+        second.accounts.reverse();
+        second.memberships.reverse();
+        second.read_at = None;
+        second.run_id = "01JZRUN2".into();
+        assert_eq!(fingerprint(&first), fingerprint(&second));
+        assert_eq!(fingerprint(&first).len(), 32);
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_what_the_product_holds() {
+        let first = state();
+        let mut removed = state();
+        removed.memberships.pop();
+        let mut renamed = state();
+        renamed.accounts[0].login = "robert".into();
+        let mut unmanaged = state();
+        unmanaged.accounts[1].managed = false;
+        for changed in [removed, renamed, unmanaged] {
+            assert_ne!(fingerprint(&first), fingerprint(&changed));
+        }
+    }
+}

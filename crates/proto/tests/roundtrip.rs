@@ -54,6 +54,20 @@ fn plan_summary() -> PlanSummary {
         changes_by_op: HashMap::from([("CHANGE_OP_CREATE_USER".into(), 3)]),
         conflicts: 1,
         hold_reason: "would deactivate 60 of 100 managed accounts".into(),
+        safety: Some(safety_counts()),
+        state_fingerprint: "9f86d081884c7d65".into(),
+    }
+}
+
+fn safety_counts() -> SafetyCounts {
+    SafetyCounts {
+        losing_access: 60,
+        managed_accounts: 100,
+        removed_memberships: 120,
+        managed_memberships: 300,
+        removed_groups: 1,
+        links: 2,
+        first_run: true,
     }
 }
 
@@ -123,6 +137,10 @@ fn run() -> Run {
         }],
         plan: vec![plan_summary()],
         requested_by: "cli".into(),
+        approved_by: "ann".into(),
+        approval_reason: "the reorganisation of 2 December".into(),
+        approved_at: timestamp(),
+        hold_expires_at: timestamp(),
     }
 }
 
@@ -478,6 +496,7 @@ fn every_message_survives_a_round_trip() {
                 results: vec![change_result()],
             },
         ),
+        check("SafetyCounts", safety_counts()),
         check(
             "ReportResultsResponse",
             ReportResultsResponse { recorded: 7 },
