@@ -67,11 +67,12 @@
 //! `keep`. The same fallback applies to disabled users.
 //!
 //! **Managed accounts only** ([`policy::Linking`]). keysync changes only accounts it manages: those
-//! it created, and existing accounts it linked on first sync, by login (case-insensitive; default
+//! it created, and existing accounts it linked, by login (case-insensitive; default
 //! on) or else by email (default on) — by email only when Keycloak marks the user's email
 //! verified (`by_email_requires_verified`, default on; an unverified match is a conflict, so a user
 //! who edits their own email cannot take over another account) — which keeps their history. A link is itself a change
-//! ([`plan::Action::LinkUser`]), so a simulated run shows it. Accounts whose login matches
+//! ([`plan::Action::LinkUser`]) whose reason gives the evidence (same login, same verified email),
+//! so a simulated run shows it. Accounts whose login matches
 //! `protected_accounts` (default `admin`, `administrator`, `sysadmin`; `*` and `?` wildcards) are
 //! never changed or linked, and no account is created with such a login. Nor are accounts in a
 //! product group matching `protected_groups` (default `jira-administrators`,
@@ -85,12 +86,21 @@
 //! is deferred to the next run with a [`plan::DiagnosticKind::Deferred`] diagnostic, because
 //! creates and renames come before deletes.
 //!
-//! **Safety** ([`policy::Safety`]). Accounts that would lose access (deactivated, deleted, or
-//! stripped of their groups by cleanup) are counted. More than `max_accounts` (default 50) or more
-//! than `max_percent` of the managed accounts (default 10 %) holds the plan with a [`plan::Hold`]
-//! saying why. A snapshot with no users, or with no user in scope, against a product where keysync
-//! manages accounts is always held. A held plan still lists its changes, so a person can review
-//! them before approving.
+//! **Safety** ([`policy::Safety`]). Every change that takes access away, or hands an existing
+//! account to a Keycloak user, is counted in the plan's [`plan::SafetyCounts`], and each count has
+//! its own limit: accounts losing access (deactivated, deleted, or stripped of their groups by
+//! cleanup; more than `max_accounts`, default 50, or `max_percent` of the managed accounts,
+//! default 10 %), memberships removed for any reason (`max_memberships`, default 100, or
+//! `max_memberships_percent` of the managed accounts' memberships, default 10 %), one group
+//! losing more than `max_group_loss_percent` of its members (default 50 %, when two or more go),
+//! groups removed (`max_groups`, default 0), and accounts linked after a product's first sync
+//! (`max_links`, default 0; on the first sync, while keysync manages no account in the product,
+//! linking the accounts that exist is the expected migration, and each link's reason says which
+//! case it is). A mapped Keycloak group missing from the snapshot whose product group would lose
+//! members holds the plan too. Over any limit, the plan carries a [`plan::Hold`] naming every
+//! limit that tripped, with its numbers. A snapshot with no users, or with no user in scope,
+//! against a product where keysync manages accounts is always held. A held plan still lists its
+//! changes, so a person can review them before approving.
 //!
 //! [`policy::Policy::validate`] checks a policy and compiles it into the [`policy::ValidPolicy`]
 //! that `plan` takes; every error names its field, such as `groups.select.pattern.regex`.

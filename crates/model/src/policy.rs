@@ -324,19 +324,42 @@ pub enum Fallback {
     Keep,
 }
 
-/// The safety limit. Accounts that would lose access (deactivated, deleted, or stripped of their
-/// groups by cleanup) are counted; a plan over either limit is held. A held plan still lists its
-/// changes for review. A snapshot with no users, or with no user in scope, against a product where
-/// keysync manages accounts is always held.
+/// The safety limits: when a plan waits until a person approves it. Every way a plan takes
+/// access away, or hands an existing account to a Keycloak user, is counted against a limit of
+/// its own; a plan over any of them is held, and the hold's reason names each limit that
+/// tripped with its numbers. A held plan still lists its changes for review. A snapshot with no
+/// users, or with no user in scope, against a product where keysync manages accounts is always
+/// held.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Safety {
-    /// Hold a plan in which more than this many accounts lose access. Default: `50`.
+    /// Hold a plan in which more than this many accounts lose access (deactivated, deleted, or
+    /// stripped of their groups by cleanup). Default: `50`.
     pub max_accounts: u32,
     /// Hold a plan in which more than this percentage (0 to 100) of the managed accounts lose
     /// access. Default: `10`. Small instances hit this first: with 20 managed accounts, 3
     /// departures are held.
     pub max_percent: u32,
+    /// Hold a plan that removes more than this many memberships, for any reason (a user left a
+    /// mapped group, a group is no longer mapped, cleanup strips groups). Default: `100`.
+    pub max_memberships: u32,
+    /// Hold a plan that removes more than this percentage (0 to 100) of the memberships of
+    /// managed accounts. Default: `10`.
+    pub max_memberships_percent: u32,
+    /// Hold a plan in which one group loses more than this percentage (0 to 100) of its
+    /// members, when at least two of them go: a Keycloak group that vanished or was emptied
+    /// by mistake. Default: `50`.
+    pub max_group_loss_percent: u32,
+    /// Hold a plan that removes more than this many groups (with `groups.remove_unmapped`;
+    /// removing a group also removes the permissions that name it). Default: `0`, so every
+    /// group removal waits for a person.
+    pub max_groups: u32,
+    /// Hold a plan that links more than this many existing accounts to Keycloak users, except
+    /// on the first sync of a product (while keysync manages no account in it), where linking
+    /// the accounts that already exist is the expected migration. Later, a link hands an
+    /// account with its history and permissions to whoever holds the matching login or
+    /// verified email. Default: `0`, so every later link waits for a person.
+    pub max_links: u32,
 }
 
 impl Default for Safety {
@@ -344,6 +367,11 @@ impl Default for Safety {
         Safety {
             max_accounts: 50,
             max_percent: 10,
+            max_memberships: 100,
+            max_memberships_percent: 10,
+            max_group_loss_percent: 50,
+            max_groups: 0,
+            max_links: 0,
         }
     }
 }
@@ -476,11 +504,23 @@ impl Policy {
         for (idx, pattern) in self.protected_groups.iter().enumerate() {
             check_not_empty(&format!("protected_groups[{idx}]"), pattern, &mut errors);
         }
-        if self.safety.max_percent > 100 {
-            errors.push(PolicyError::Percent {
-                field: "safety.max_percent".to_owned(),
-                value: self.safety.max_percent,
-            });
+        for (field, value) in [
+            ("safety.max_percent", self.safety.max_percent),
+            (
+                "safety.max_memberships_percent",
+                self.safety.max_memberships_percent,
+            ),
+            (
+                "safety.max_group_loss_percent",
+                self.safety.max_group_loss_percent,
+            ),
+        ] {
+            if value > 100 {
+                errors.push(PolicyError::Percent {
+                    field: field.to_owned(),
+                    value,
+                });
+            }
         }
 
         match (display_template, display_fallback, groups) {

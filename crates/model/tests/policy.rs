@@ -151,7 +151,7 @@ fn rejects_unknown_fields_and_values() {
     check(
         r#"{"safety": {"max_acounts": 5}}"#,
         expect![
-            "does not parse: unknown field `max_acounts`, expected `max_accounts` or `max_percent` at line 1 column 25"
+            "does not parse: unknown field `max_acounts`, expected one of `max_accounts`, `max_percent`, `max_memberships`, `max_memberships_percent`, `max_group_loss_percent`, `max_groups`, `max_links` at line 1 column 25"
         ],
     );
     check(

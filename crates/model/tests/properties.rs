@@ -13,7 +13,7 @@ use fixture::assert_converges;
 use model::apply::{Applied, apply};
 use model::plan::{AccountRef, Action, ChangeOp, Plan, plan};
 use model::policy::{
-    CleanupAction, Fallback, GroupNaming, GroupSelection, LoginSource, Policy, ValidPolicy,
+    CleanupAction, Fallback, GroupNaming, GroupSelection, LoginSource, Policy, Safety, ValidPolicy,
 };
 use model::snapshot::{GroupId, KeycloakGroup, KeycloakMembership, KeycloakUser, Snapshot, UserId};
 use model::state::{
@@ -586,6 +586,14 @@ proptest! {
         held_plans_say_why_holds(case)?;
     }
 
+    /// With every safety limit at zero, a plan is held exactly when one of its changes takes
+    /// access away (a membership, a group, an account deactivated or deleted) or links an
+    /// account after the first sync: nothing that takes access away escapes the counts.
+    #[test]
+    fn every_change_that_takes_access_away_counts_toward_a_hold(case in odd_case()) {
+        every_change_that_takes_access_away_counts_toward_a_hold_holds(case)?;
+    }
+
     /// Applying a plan's changes one at a time, as an applier records what the product did, gives
     /// what `apply` gives, and the lookups find the state's accounts; applying them again, as for a
     /// redelivered change set, changes nothing more.
@@ -843,8 +851,32 @@ fn held_plans_say_why_holds(case: Case) -> Result<(), TestCaseError> {
             _ => None,
         })
         .collect();
-    let must_hold = removals > safety.max_accounts as usize
-        || removals * 100 > safety.max_percent as usize * managed
+    // The counts are the plan's own changes.
+    let counts = planned.safety;
+    prop_assert_eq!(counts.managed_accounts, managed);
+    prop_assert_eq!(counts.first_run, managed == 0);
+    prop_assert_eq!(
+        counts.removed_memberships,
+        planned.count(ChangeOp::RemoveMembership)
+    );
+    prop_assert_eq!(counts.removed_groups, planned.count(ChangeOp::RemoveGroup));
+    prop_assert_eq!(counts.links, planned.count(ChangeOp::LinkUser));
+    prop_assert!(
+        counts.losing_access >= removals && counts.losing_access <= removals + stripped.len()
+    );
+    let over = |count: usize, limit: u32| count > limit as usize;
+    let over_percent =
+        |part: usize, whole: usize, limit: u32| whole > 0 && part * 100 > limit as usize * whole;
+    let must_hold = over(removals, safety.max_accounts)
+        || over_percent(removals, managed, safety.max_percent)
+        || over(counts.removed_memberships, safety.max_memberships)
+        || over_percent(
+            counts.removed_memberships,
+            counts.managed_memberships,
+            safety.max_memberships_percent,
+        )
+        || over(counts.removed_groups, safety.max_groups)
+        || (!counts.first_run && over(counts.links, safety.max_links))
         || (case.snapshot.users.is_empty() && managed > 0);
     prop_assert!(
         !must_hold || planned.hold.is_some(),
@@ -853,17 +885,50 @@ fn held_plans_say_why_holds(case: Case) -> Result<(), TestCaseError> {
     );
     if let Some(hold) = &planned.hold {
         prop_assert!(!hold.reason.is_empty());
-        prop_assert_eq!(hold.managed_accounts, managed);
-        prop_assert!(
-            hold.losing_access >= removals && hold.losing_access <= removals + stripped.len()
-        );
-        let over_limit = hold.losing_access > safety.max_accounts as usize
-            || hold.losing_access * 100 > safety.max_percent as usize * managed;
-        let explained = (over_limit && hold.reason.contains("would lose access"))
+        let explained = hold.reason.contains("would lose access")
+            || hold.reason.contains("membership(s) would be removed")
+            || hold.reason.contains("memberships of managed accounts")
+            || hold.reason.contains("would lose")
+            || hold.reason.contains("is missing from the snapshot")
+            || hold.reason.contains("group(s) would be removed")
+            || hold.reason.contains("would be linked")
             || hold.reason.contains("has no users")
             || hold.reason.contains("no Keycloak user is in scope");
         prop_assert!(explained, "hold without a matching reason: {}", hold.reason);
     }
+    Ok(())
+}
+
+fn every_change_that_takes_access_away_counts_toward_a_hold_holds(
+    mut case: Case,
+) -> Result<(), TestCaseError> {
+    case.policy.safety = Safety {
+        max_accounts: 0,
+        max_percent: 0,
+        max_memberships: 0,
+        max_memberships_percent: 0,
+        max_group_loss_percent: 0,
+        max_groups: 0,
+        max_links: 0,
+    };
+    let planned = plan(&case.snapshot, &case.state, &case.valid_policy());
+    let takes_access = planned.changes.iter().any(|change| {
+        matches!(
+            change.op(),
+            ChangeOp::RemoveMembership
+                | ChangeOp::DeactivateUser
+                | ChangeOp::DeleteUser
+                | ChangeOp::RemoveGroup
+        ) || (change.op() == ChangeOp::LinkUser && !planned.safety.first_run)
+    });
+    let empty_snapshot_hold = planned.hold.as_ref().is_some_and(|hold| {
+        hold.reason.contains("has no users") || hold.reason.contains("no Keycloak user is in scope")
+    });
+    prop_assert!(
+        takes_access == planned.hold.is_some() || (!takes_access && empty_snapshot_hold),
+        "with every limit at zero, held = takes access away:\n{}",
+        planned
+    );
     Ok(())
 }
 

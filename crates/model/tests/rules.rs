@@ -592,6 +592,7 @@ fn removes_memberships_of_managed_groups_the_user_left_and_leaves_other_groups_a
         ),
         Policy::default(),
         expect![[r#"
+            held: 2 of 4 memberships of managed accounts (50%) would be removed, more than safety.max_memberships_percent (10%)
             remove_membership ann [J1] from old-team: the group is no longer mapped from Keycloak
             remove_membership ann [J1] from ops: not in any Keycloak group mapped to ops
         "#]],
@@ -646,8 +647,9 @@ fn removes_groups_keysync_created_and_no_longer_maps_only_when_configured() {
         state(),
         Policy::default(),
         expect![[r#"
-        remove_membership ann [J1] from old-team: the group is no longer mapped from Keycloak
-    "#]],
+            held: 1 of 2 memberships of managed accounts (50%) would be removed, more than safety.max_memberships_percent (10%)
+            remove_membership ann [J1] from old-team: the group is no longer mapped from Keycloak
+        "#]],
     );
     let mut policy = Policy::default();
     policy.groups.remove_unmapped = true;
@@ -656,8 +658,9 @@ fn removes_groups_keysync_created_and_no_longer_maps_only_when_configured() {
         state(),
         policy,
         expect![[r#"
-        remove_group old-team: created by keysync and no longer mapped from Keycloak or named as a default group
-    "#]],
+            held: 1 group(s) would be removed, more than safety.max_groups (0)
+            remove_group old-team: created by keysync and no longer mapped from Keycloak or named as a default group
+        "#]],
     );
 }
 
@@ -819,9 +822,10 @@ fn removes_managed_and_default_groups_when_cleanup_removes_groups() {
         state,
         out_of_scope_policy(CleanupAction::RemoveGroups),
         expect![[r#"
-        remove_membership ben [J2] from devs: no longer in required group /staff
-        remove_membership ben [J2] from jira-software-users: no longer in required group /staff
-    "#]],
+            held: 2 of 5 memberships of managed accounts (40%) would be removed, more than safety.max_memberships_percent (10%)
+            remove_membership ben [J2] from devs: no longer in required group /staff
+            remove_membership ben [J2] from jira-software-users: no longer in required group /staff
+        "#]],
     );
 }
 
@@ -854,11 +858,12 @@ fn removes_groups_instead_of_deactivating_in_bitbucket() {
         state,
         out_of_scope_policy(CleanupAction::Deactivate),
         expect![[r#"
-        remove_membership ann [J1] from jira-software-users: disabled in Keycloak; bitbucket cannot deactivate, so its groups are removed
-        remove_membership ann [J1] from staff: disabled in Keycloak; bitbucket cannot deactivate, so its groups are removed
-        remove_membership ben [J2] from devs: no longer in required group /staff; bitbucket cannot deactivate, so its groups are removed
-        remove_membership ben [J2] from jira-software-users: no longer in required group /staff; bitbucket cannot deactivate, so its groups are removed
-    "#]],
+            held: 4 of 5 memberships of managed accounts (80%) would be removed, more than safety.max_memberships_percent (10%); group jira-software-users would lose 2 of its 2 members (100%), more than safety.max_group_loss_percent (50%)
+            remove_membership ann [J1] from jira-software-users: disabled in Keycloak; bitbucket cannot deactivate, so its groups are removed
+            remove_membership ann [J1] from staff: disabled in Keycloak; bitbucket cannot deactivate, so its groups are removed
+            remove_membership ben [J2] from devs: no longer in required group /staff; bitbucket cannot deactivate, so its groups are removed
+            remove_membership ben [J2] from jira-software-users: no longer in required group /staff; bitbucket cannot deactivate, so its groups are removed
+        "#]],
     );
 }
 
@@ -899,7 +904,7 @@ fn links_an_existing_account_by_login_ignoring_case() {
         ),
         Policy::default(),
         expect![[r#"
-            link_user Ann [J1]: existing account Ann linked on first sync: same login
+            link_user Ann [J1]: existing account Ann linked: same login (first sync of this product: linking existing accounts is the expected migration)
             update_user Ann [J1]: display name changed from "Ann (old)" to "Ann Example"
             add_membership Ann [J1] to devs: member of Keycloak group /devs
         "#]],
@@ -920,7 +925,7 @@ fn links_an_existing_account_by_email_and_renames_it() {
         ),
         no_groups(),
         expect![[r#"
-            link_user alee [J1]: existing account alee linked on first sync: same email ANN@example.com
+            link_user alee [J1]: existing account alee linked: same verified email ANN@example.com (first sync of this product: linking existing accounts is the expected migration)
             update_user alee [J1]: login changed from alee to ann; display name changed from "Alee Example" to "Ann Example"
         "#]],
     );
@@ -953,7 +958,7 @@ fn does_not_link_by_an_email_keycloak_has_not_verified() {
         jira(vec![admin], vec![], vec![]),
         trusting,
         expect![[r#"
-            link_user jira-admin [J1]: existing account jira-admin linked on first sync: same email jira-admin@example.com
+            link_user jira-admin [J1]: existing account jira-admin linked: same email jira-admin@example.com, not verified in Keycloak (first sync of this product: linking existing accounts is the expected migration)
             update_user jira-admin [J1]: login changed from jira-admin to mallory; display name changed from "Jira-admin Example" to "Mallory Example"
         "#]],
     );
@@ -1348,9 +1353,10 @@ fn orders_changes_by_kind_then_by_name() {
         ),
         policy,
         expect![[r#"
+            held: 1 of 2 memberships of managed accounts (50%) would be removed, more than safety.max_memberships_percent (10%); 1 group(s) would be removed, more than safety.max_groups (0); 1 existing account(s) would be linked to Keycloak users after the first sync, more than safety.max_links (0)
             create_group alpha: mapped from Keycloak group /alpha
             create_user dan "Dan Example" <dan@example.com>: new Keycloak user
-            link_user ann [J1]: existing account ann linked on first sync: same login
+            link_user ann [J1]: existing account ann linked: same login (counts toward safety.max_links)
             update_user ben [J2]: email changed from ben@example.com to ben@new.example
             reactivate_user cat [J3]: enabled and in scope in Keycloak, but inactive in jira
             add_membership ann [J1] to alpha: member of Keycloak group /alpha
@@ -1359,6 +1365,76 @@ fn orders_changes_by_kind_then_by_name() {
             remove_membership ben [J2] from zeta: not in any Keycloak group mapped to zeta
             deactivate_user eve [J5]: no longer in Keycloak
             remove_group old: created by keysync and no longer mapped from Keycloak or named as a default group
+        "#]],
+    );
+}
+
+#[test]
+fn holds_a_plan_when_a_mapped_keycloak_group_vanished() {
+    // `/devs` is gone from the snapshot (deleted or renamed by mistake): its two members
+    // would leave `devs`, and the plan says why it waits.
+    let mut policy = Policy::default();
+    policy.groups.select = GroupSelection::Map(
+        [("/devs", "devs"), ("/ops", "ops")]
+            .into_iter()
+            .map(|(path, name)| (path.to_owned(), name.to_owned()))
+            .collect(),
+    );
+    policy.safety.max_memberships_percent = 100;
+    check(
+        snapshot(
+            vec![user("u1", "ann"), user("u2", "ben")],
+            vec![group("/ops")],
+            vec![member("u1", "/ops"), member("u2", "/ops")],
+        ),
+        jira(
+            vec![managed("J1", "ann", "u1"), managed("J2", "ben", "u2")],
+            vec![product_group("devs", true), product_group("ops", true)],
+            vec![
+                membership("J1", "devs"),
+                membership("J2", "devs"),
+                membership("J1", "ops"),
+                membership("J2", "ops"),
+            ],
+        ),
+        policy,
+        expect![[r#"
+            held: Keycloak group /devs, mapped to devs, is missing from the snapshot, and devs would lose members; group devs would lose 2 of its 2 members (100%), more than safety.max_group_loss_percent (50%)
+            remove_membership ann [J1] from devs: the group is no longer mapped from Keycloak
+            remove_membership ben [J2] from devs: the group is no longer mapped from Keycloak
+        "#]],
+    );
+}
+
+#[test]
+fn a_user_leaving_one_group_of_many_is_not_held() {
+    // One membership of twenty goes: under every limit, so the plan is not held.
+    let users: Vec<_> = (0..10)
+        .map(|n| user(&format!("u{n}"), &format!("user{n}")))
+        .collect();
+    let accounts: Vec<_> = (0..10)
+        .map(|n| managed(&format!("J{n}"), &format!("user{n}"), &format!("u{n}")))
+        .collect();
+    let mut members = Vec::new();
+    let mut memberships = Vec::new();
+    for n in 0..10 {
+        memberships.push(membership(&format!("J{n}"), "devs"));
+        memberships.push(membership(&format!("J{n}"), "ops"));
+        members.push(member(&format!("u{n}"), "/ops"));
+        if n > 0 {
+            members.push(member(&format!("u{n}"), "/devs"));
+        }
+    }
+    check(
+        snapshot(users, vec![group("/devs"), group("/ops")], members),
+        jira(
+            accounts,
+            vec![product_group("devs", true), product_group("ops", true)],
+            memberships,
+        ),
+        Policy::default(),
+        expect![[r#"
+            remove_membership user0 [J0] from devs: not in any Keycloak group mapped to devs
         "#]],
     );
 }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use cache::convert::product_to_proto;
-use model::plan::{AccountFields, AccountRef, Action, Change, ChangeOp, Plan};
+use model::plan::{AccountFields, AccountRef, Action, Change, ChangeOp, Plan, SafetyCounts};
 use model::snapshot::{GroupId, KeycloakGroup, KeycloakMembership, KeycloakUser, Snapshot, UserId};
 use model::state::{Account, ProductState};
 use proto::v1;
@@ -137,8 +137,23 @@ pub fn plan_to_proto(
             .as_ref()
             .map(|hold| hold.reason.clone())
             .unwrap_or_default(),
+        safety: Some(safety_to_proto(&plan.safety)),
+        // Set by the caller, who has the state as it was cached.
+        state_fingerprint: String::new(),
     };
     (changes, conflicts, summary)
+}
+
+fn safety_to_proto(counts: &SafetyCounts) -> v1::SafetyCounts {
+    v1::SafetyCounts {
+        losing_access: counts.losing_access as u64,
+        managed_accounts: counts.managed_accounts as u64,
+        removed_memberships: counts.removed_memberships as u64,
+        managed_memberships: counts.managed_memberships as u64,
+        removed_groups: counts.removed_groups as u64,
+        links: counts.links as u64,
+        first_run: counts.first_run,
+    }
 }
 
 fn change_to_proto(
@@ -338,5 +353,9 @@ mod tests {
             summary.changes_by_op.values().sum::<u64>(),
             changes.len() as u64
         );
+        let safety = summary.safety.expect("the counts are always sent");
+        assert_eq!(safety.links, 1);
+        assert!(safety.first_run, "keysync managed nothing before");
+        assert_eq!(safety.managed_accounts, 0);
     }
 }

@@ -323,7 +323,8 @@ impl Planner {
                     "The plan reports a problem."
                 );
             }
-            let (changes, conflicts, summary) = convert::plan_to_proto(&product_plan, &state);
+            let (changes, conflicts, mut summary) = convert::plan_to_proto(&product_plan, &state);
+            summary.state_fingerprint = cache::fingerprint(&cached);
             if let Some(hold) = &product_plan.hold {
                 hold_reasons.push(format!("{product}: {}", hold.reason));
             }

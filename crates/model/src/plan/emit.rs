@@ -3,9 +3,9 @@
 
 use std::borrow::Cow;
 
-use super::index::{Ctx, NONE, Report, UserStatus, joined};
+use super::index::{Ctx, NONE, Report, joined};
 use super::resolve::{Disposition, Lifecycle, LinkedBy, Rename, lifecycle};
-use super::{AccountFields, AccountRef, Action, Change, ChangeId, DiagnosticKind, Hold};
+use super::{AccountFields, AccountRef, Action, Change, ChangeId, DiagnosticKind};
 use crate::hash::FastMap;
 use crate::mapping::{self, fold, trim};
 use crate::policy::CleanupAction;
@@ -281,7 +281,7 @@ fn emit_sync(
     let account = &ctx.state.accounts[account_idx];
     let user = &ctx.snapshot.users[user_idx];
     if let Some(by) = link {
-        emit_link(out, account, &user.id, by);
+        emit_link(out, account, user, by, ctx.first_run);
     }
     let final_login = if renames.get(&(account_idx as u32)) == Some(&Rename::Renamed) {
         ctx.users.logins[user_idx].as_ref()
@@ -300,21 +300,31 @@ fn emit_sync(
     emit_memberships(ctx, out, account_idx, user_idx, &user.id, after);
 }
 
-/// Links an existing account on first sync.
-fn emit_link(out: &mut Output, account: &Account, user_id: &UserId, by: LinkedBy) {
-    let reason = match by {
-        LinkedBy::Login => format!(
-            "existing account {} linked on first sync: same login",
-            account.login
-        ),
-        LinkedBy::Email => format!(
-            "existing account {} linked on first sync: same email {}",
-            account.login,
-            account.email.as_deref().unwrap_or("")
-        ),
+/// Links an existing account, with the evidence and whether the link counts toward the hold.
+fn emit_link(
+    out: &mut Output,
+    account: &Account,
+    user: &KeycloakUser,
+    by: LinkedBy,
+    first_run: bool,
+) {
+    let email = account.email.as_deref().unwrap_or("");
+    let evidence = match by {
+        LinkedBy::Login => "same login".to_owned(),
+        LinkedBy::Email if user.email_verified => format!("same verified email {email}"),
+        LinkedBy::Email => format!("same email {email}, not verified in Keycloak"),
     };
+    let counted = if first_run {
+        "first sync of this product: linking existing accounts is the expected migration"
+    } else {
+        "counts toward safety.max_links"
+    };
+    let reason = format!(
+        "existing account {} linked: {evidence} ({counted})",
+        account.login
+    );
     out.push(
-        Some(user_id),
+        Some(&user.id),
         Action::LinkUser {
             id: account.id.clone(),
             login: account.login.clone(),
@@ -537,54 +547,4 @@ fn emit_access_removal(
             }
         }
     }
-}
-
-/// The hold, if the plan takes access from too many accounts or the snapshot looks empty.
-pub(super) fn safety_hold(ctx: &Ctx<'_>, losing_access: usize) -> Option<Hold> {
-    let managed_accounts = ctx
-        .state
-        .accounts
-        .iter()
-        .filter(|account| account.is_managed())
-        .count();
-    let safety = &ctx.policy.policy().safety;
-    let product = ctx.state.product;
-    let mut reasons = Vec::new();
-    if managed_accounts > 0 {
-        if ctx.snapshot.users.is_empty() {
-            reasons.push(format!(
-                "the Keycloak snapshot has no users, but keysync manages {managed_accounts} \
-                     account(s) in {product}"
-            ));
-        } else if !ctx.users.status.contains(&UserStatus::InScope) {
-            reasons.push(format!(
-                "no Keycloak user is in scope, but keysync manages {managed_accounts} \
-                     account(s) in {product}"
-            ));
-        }
-    }
-    if losing_access as u64 > u64::from(safety.max_accounts) {
-        reasons.push(format!(
-            "{losing_access} account(s) would lose access, more than safety.max_accounts ({})",
-            safety.max_accounts
-        ));
-    }
-    if managed_accounts > 0
-        && (losing_access as u64) * 100 > u64::from(safety.max_percent) * managed_accounts as u64
-    {
-        reasons.push(format!(
-            "{losing_access} of {managed_accounts} managed accounts ({}%) would lose access, \
-                 more than safety.max_percent ({}%)",
-            (losing_access as u64 * 100).div_ceil(managed_accounts as u64),
-            safety.max_percent
-        ));
-    }
-    if reasons.is_empty() {
-        return None;
-    }
-    Some(Hold {
-        reason: reasons.join("; "),
-        losing_access,
-        managed_accounts,
-    })
 }

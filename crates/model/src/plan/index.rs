@@ -72,6 +72,9 @@ pub(super) struct Ctx<'a> {
     /// Why each account is protected, if it is: its login matches `protected_accounts`, or it
     /// is in a group that matches `protected_groups`.
     pub(super) protected: Vec<Option<Protection>>,
+    /// Whether keysync manages no account in the product yet: its first sync, where linking
+    /// the accounts that exist is the expected migration.
+    pub(super) first_run: bool,
 }
 
 /// Why keysync leaves an account alone whatever Keycloak says.
@@ -137,6 +140,7 @@ impl<'a> Ctx<'a> {
             users,
             accounts,
             protected,
+            first_run: !state.accounts.iter().any(|account| account.is_managed()),
         }
     }
 }

@@ -15,10 +15,11 @@
 mod emit;
 mod index;
 mod resolve;
+mod safety;
 
 use std::fmt;
 
-use self::emit::{Output, emit_accounts, emit_create, emit_group_changes, safety_hold};
+use self::emit::{Output, emit_accounts, emit_create, emit_group_changes};
 use self::index::{Ctx, Report};
 use self::resolve::{Resolution, Resolved, dispositions, renames, resolve, settle_held_logins};
 use crate::hash::fnv1a;
@@ -36,9 +37,11 @@ pub struct Plan {
     pub conflicts: Vec<Conflict>,
     /// Everything else worth a look: odd input, missing data, operations the product lacks; sorted.
     pub diagnostics: Vec<Diagnostic>,
-    /// Set when the safety limit holds the plan until a person approves it. A held plan still lists
+    /// Set when a safety limit holds the plan until a person approves it. A held plan still lists
     /// every change, for review.
     pub hold: Option<Hold>,
+    /// What the safety limits counted, held or not.
+    pub safety: SafetyCounts,
 }
 
 /// One change to a product, with everything an applier needs to perform it without looking anything
@@ -142,11 +145,29 @@ pub struct ChangeId(u64);
 /// Why a plan waits for approval.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hold {
+    /// Every limit that tripped, with its numbers, joined by `; `.
     pub reason: String,
-    /// Accounts that would be deactivated, deleted, or removed from their groups by cleanup.
+}
+
+/// What a plan takes away or hands over, and what it is measured against: the numbers the
+/// safety limits ([`crate::policy::Safety`]) compare.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SafetyCounts {
+    /// Accounts deactivated, deleted, or stripped of their groups by cleanup.
     pub losing_access: usize,
     /// Accounts keysync managed before the plan.
     pub managed_accounts: usize,
+    /// Memberships the plan removes, for any reason.
+    pub removed_memberships: usize,
+    /// Memberships of managed accounts before the plan.
+    pub managed_memberships: usize,
+    /// Groups the plan removes.
+    pub removed_groups: usize,
+    /// Existing accounts the plan links to Keycloak users.
+    pub links: usize,
+    /// Whether keysync managed no account in the product before the plan: linking the
+    /// accounts that exist is then the expected migration, and links are not held.
+    pub first_run: bool,
 }
 
 /// A Keycloak user keysync leaves alone because its account would clash with another user or
@@ -223,7 +244,6 @@ pub fn plan(snapshot: &Snapshot, state: &ProductState, policy: &ValidPolicy) -> 
     }
     emit_accounts(&ctx, &mut out, &mut report, &renames, &dispositions);
 
-    let hold = safety_hold(&ctx, out.losing_access);
     let mut changes = out.changes;
     changes.sort_by(|left, right| {
         let (left_first, left_second) = left.action.sort_key();
@@ -235,6 +255,8 @@ pub fn plan(snapshot: &Snapshot, state: &ProductState, policy: &ValidPolicy) -> 
             right.id,
         ))
     });
+    let counts = safety::count(&ctx, &changes, out.losing_access);
+    let hold = safety::hold(&ctx, &changes, &counts);
     let Report {
         mut conflicts,
         mut diagnostics,
@@ -249,6 +271,7 @@ pub fn plan(snapshot: &Snapshot, state: &ProductState, policy: &ValidPolicy) -> 
         conflicts,
         diagnostics,
         hold,
+        safety: counts,
     }
 }
 
