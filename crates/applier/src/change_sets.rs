@@ -118,7 +118,7 @@ impl Applier {
             apply::skip_all(&run_id, self.wire_product, &changes, reason)
         } else {
             let cached = self.cache.load(self.product).await?;
-            let mut working = state::Working::new(
+            let mut working = state::Working::for_connector(
                 self.product,
                 match cached {
                     Some((state, _)) => state,
@@ -128,6 +128,7 @@ impl Applier {
                         ..Default::default()
                     },
                 },
+                &set.connector,
             )?;
             let results = apply::apply(
                 &self.directory,

@@ -14,7 +14,7 @@
 //! product did is recorded with the model's own rules ([`Applied::apply_one`]); only the
 //! conversion to and from the wire happens here.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use atlassian::{Capabilities, DirectoryState};
@@ -43,13 +43,14 @@ pub fn refresh(
                 .collect()
         })
         .unwrap_or_default();
-    let managed_groups: HashSet<String> = previous
+    // Managed groups, with the connector that created each.
+    let managed_groups: HashMap<String, &str> = previous
         .map(|state| {
             state
                 .groups
                 .iter()
                 .filter(|group| group.managed)
-                .map(|group| fold(&group.name).into_owned())
+                .map(|group| (fold(&group.name).into_owned(), group.connector.as_str()))
                 .collect()
         })
         .unwrap_or_default();
@@ -77,15 +78,24 @@ pub fn refresh(
                     .map(|known| known.keycloak_user_id.clone())
                     .unwrap_or_default(),
                 read_only_reason: remote.read_only.unwrap_or_default(),
+                connector: known
+                    .filter(|_| managed)
+                    .map(|known| known.connector.clone())
+                    .unwrap_or_default(),
+                administrator: false,
             }
         })
         .collect();
     let groups = directory
         .groups
         .into_iter()
-        .map(|remote| v1::CachedGroup {
-            managed: managed_groups.contains(fold(&remote.name).as_ref()),
-            name: remote.name,
+        .map(|remote| {
+            let owner = managed_groups.get(fold(&remote.name).as_ref());
+            v1::CachedGroup {
+                managed: owner.is_some(),
+                connector: owner.map(|owner| (*owner).to_owned()).unwrap_or_default(),
+                name: remote.name,
+            }
         })
         .collect();
     let memberships = directory
@@ -130,6 +140,16 @@ impl Working {
     /// The working state of a cached state of `product`; a cached state the model cannot
     /// read (an account without an id) is an error.
     pub fn new(product: Product, state: v1::ProductState) -> Result<Working, cache::Error> {
+        Working::for_connector(product, state, "")
+    }
+
+    /// [`Working::new`], recording `connector` (the change set's; empty: none) as the owner
+    /// of the accounts and groups the changes create or link.
+    pub fn for_connector(
+        product: Product,
+        state: v1::ProductState,
+        connector: &str,
+    ) -> Result<Working, cache::Error> {
         let model = cache::convert::state_to_model(&state)
             .map_err(|source| cache::Error::Convert { product, source })?;
         let read_only = state
@@ -145,7 +165,9 @@ impl Working {
             ..state
         };
         Ok(Working {
-            applied: Applied::new(model),
+            applied: Applied::new(model).for_connector(
+                (!connector.is_empty()).then(|| model::state::ConnectorName::new(connector)),
+            ),
             envelope,
             read_only,
         })
@@ -276,6 +298,8 @@ mod tests {
             managed: !keycloak_user_id.is_empty(),
             keycloak_user_id: keycloak_user_id.to_owned(),
             read_only_reason: String::new(),
+            administrator: false,
+            connector: String::new(),
         }
     }
 
@@ -290,10 +314,12 @@ mod tests {
                 v1::CachedGroup {
                     name: "Devs".to_owned(),
                     managed: true,
+                    connector: String::new(),
                 },
                 v1::CachedGroup {
                     name: "removed".to_owned(),
                     managed: true,
+                    connector: String::new(),
                 },
             ],
             ..Default::default()
@@ -444,10 +470,12 @@ mod tests {
                 v1::CachedGroup {
                     name: "Ärger".to_owned(),
                     managed: true,
+                    connector: String::new(),
                 },
                 v1::CachedGroup {
                     name: "jira-users".to_owned(),
                     managed: false,
+                    connector: String::new(),
                 },
             ],
             memberships: vec![
@@ -530,6 +558,8 @@ mod tests {
             managed: true,
             keycloak_user_id: "kc-orjan".to_owned(),
             read_only_reason: String::new(),
+            administrator: false,
+            connector: String::new(),
         });
         expected.memberships.push(v1::CachedMembership {
             account_id: "JIRAUSER10100".to_owned(),
@@ -557,6 +587,7 @@ mod tests {
             groups: vec![v1::CachedGroup {
                 name: "ÄRGER".to_owned(),
                 managed: true,
+                connector: String::new(),
             }],
             ..Default::default()
         };

@@ -10,7 +10,8 @@
 use model::plan::{AccountFields, AccountRef, Action, Change, ChangeId, ChangeOp};
 use model::snapshot::UserId;
 use model::state::{
-    Account, AccountId, Capabilities, Group, GroupName, Membership, Product, ProductState,
+    Account, AccountId, Capabilities, ConnectorName, Group, GroupName, Membership, Product,
+    ProductState,
 };
 use proto::v1;
 
@@ -109,6 +110,8 @@ pub fn state_to_model(state: &v1::ProductState) -> Result<ProductState, ConvertE
             email: (!account.email.is_empty()).then(|| account.email.clone()),
             active: account.active,
             keycloak_user_id,
+            connector: connector_to_model(&account.connector),
+            administrator: account.administrator,
         });
     }
     let groups = state
@@ -117,6 +120,7 @@ pub fn state_to_model(state: &v1::ProductState) -> Result<ProductState, ConvertE
         .map(|group| Group {
             name: GroupName::new(group.name.as_str()),
             managed: group.managed,
+            connector: connector_to_model(&group.connector),
         })
         .collect();
     let memberships = state
@@ -134,6 +138,16 @@ pub fn state_to_model(state: &v1::ProductState) -> Result<ProductState, ConvertE
         groups,
         memberships,
     })
+}
+
+fn connector_to_model(connector: &str) -> Option<ConnectorName> {
+    (!connector.is_empty()).then(|| ConnectorName::new(connector))
+}
+
+fn connector_from_model(connector: Option<&ConnectorName>) -> String {
+    connector
+        .map(|name| name.as_str().to_owned())
+        .unwrap_or_default()
 }
 
 /// The wire form of a model state. The model knows no read-only reasons and no read time,
@@ -158,6 +172,8 @@ pub fn state_from_model(state: &ProductState, run_id: &str) -> v1::ProductState 
                     .map(|id| id.as_str().to_owned())
                     .unwrap_or_default(),
                 read_only_reason: String::new(),
+                connector: connector_from_model(account.connector.as_ref()),
+                administrator: account.administrator,
             })
             .collect(),
         groups: state
@@ -166,6 +182,7 @@ pub fn state_from_model(state: &ProductState, run_id: &str) -> v1::ProductState 
             .map(|group| v1::CachedGroup {
                 name: group.name.as_str().to_owned(),
                 managed: group.managed,
+                connector: connector_from_model(group.connector.as_ref()),
             })
             .collect(),
         memberships: state
@@ -311,6 +328,12 @@ mod tests {
             managed: !keycloak_user_id.is_empty(),
             keycloak_user_id: keycloak_user_id.to_owned(),
             read_only_reason: String::new(),
+            connector: if keycloak_user_id.is_empty() {
+                String::new()
+            } else {
+                "corp".to_owned()
+            },
+            administrator: login == "admin",
         }
     }
 
@@ -326,10 +349,12 @@ mod tests {
                 v1::CachedGroup {
                     name: "devs".to_owned(),
                     managed: true,
+                    connector: "corp".to_owned(),
                 },
                 v1::CachedGroup {
                     name: "stash-users".to_owned(),
                     managed: false,
+                    connector: String::new(),
                 },
             ],
             memberships: vec![v1::CachedMembership {

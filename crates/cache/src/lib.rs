@@ -193,6 +193,7 @@ mod tests {
             groups: vec![v1::CachedGroup {
                 name: "staff".into(),
                 managed: true,
+                connector: String::new(),
             }],
             memberships: vec![
                 v1::CachedMembership {

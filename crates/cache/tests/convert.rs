@@ -31,6 +31,8 @@ fn model_account() -> impl Strategy<Value = Account> {
             email,
             active,
             keycloak_user_id: user.map(UserId::new),
+            administrator: false,
+            connector: None,
         })
 }
 
@@ -62,6 +64,7 @@ fn model_state() -> impl Strategy<Value = ProductState> {
                     .map(|(name, managed)| Group {
                         name: GroupName::new(name),
                         managed,
+                        connector: None,
                     })
                     .collect(),
                 memberships: memberships
@@ -105,6 +108,8 @@ fn wire_account() -> impl Strategy<Value = v1::CachedAccount> {
                 managed,
                 keycloak_user_id,
                 read_only_reason,
+                administrator: false,
+                connector: String::new(),
             },
         )
 }
@@ -128,7 +133,11 @@ fn wire_state() -> impl Strategy<Value = v1::ProductState> {
                 accounts,
                 groups: groups
                     .into_iter()
-                    .map(|(name, managed)| v1::CachedGroup { name, managed })
+                    .map(|(name, managed)| v1::CachedGroup {
+                        name,
+                        managed,
+                        connector: String::new(),
+                    })
                     .collect(),
                 memberships: memberships
                     .into_iter()

@@ -340,6 +340,7 @@ fn state(snapshot: &Snapshot) -> ProductState {
         groups.push(Group {
             name: name.clone(),
             managed: true,
+            connector: None,
         });
         group_of_keycloak_group.push(Some(name));
     }
@@ -347,6 +348,7 @@ fn state(snapshot: &Snapshot) -> ProductState {
     groups.push(Group {
         name: licence.clone(),
         managed: false,
+        connector: None,
     });
 
     let mut group_index = std::collections::HashMap::with_capacity(snapshot.groups.len());
@@ -390,6 +392,8 @@ fn state(snapshot: &Snapshot) -> ProductState {
             email,
             active: true,
             keycloak_user_id: Some(UserId::new(user.id.as_str())),
+            administrator: false,
+            connector: None,
         };
         let mut these_groups = std::mem::take(&mut user_groups[idx]);
         if drift == 200 {
@@ -418,6 +422,8 @@ fn state(snapshot: &Snapshot) -> ProductState {
             login,
             active: true,
             keycloak_user_id: Some(UserId::new(rng.uuid())),
+            administrator: false,
+            connector: None,
         });
     }
     ProductState {

@@ -10,11 +10,12 @@
 //!
 //! The rules, one kind of change at a time:
 //!
-//! - `CreateGroup`: the group is added, managed; a group already there becomes managed.
-//! - `CreateUser`: the account is added, active and linked to the change's Keycloak user, with the
-//!   id `new_account_id` gives; an account that already has that id is replaced by it. Nothing
-//!   happens when this state already created an account with that login.
-//! - `LinkUser`: the account is linked to the change's Keycloak user.
+//! - `CreateGroup`: the group is added, managed; a group already there becomes managed. Either
+//!   way it is owned by the connector of [`Applied::for_connector`].
+//! - `CreateUser`: the account is added, active and linked to the change's Keycloak user, owned
+//!   by the connector, with the id `new_account_id` gives; an account that already has that id is
+//!   replaced by it. Nothing happens when this state already created an account with that login.
+//! - `LinkUser`: the account is linked to the change's Keycloak user and owned by the connector.
 //! - `UpdateUser`: the account gets the login, display name and email of the change; an update
 //!   without an email keeps the account's, as the product does.
 //! - `ReactivateUser`, `DeactivateUser`: the account is active, or not.
@@ -28,7 +29,8 @@ use std::sync::OnceLock;
 use crate::mapping::fold;
 use crate::plan::{AccountFields, AccountRef, Action, Change};
 use crate::state::{
-    Account, AccountId, Capabilities, Group, GroupName, Membership, Product, ProductState,
+    Account, AccountId, Capabilities, ConnectorName, Group, GroupName, Membership, Product,
+    ProductState,
 };
 
 /// Applies `changes` in order: [`Applied::apply_one`] for each. A created account gets its product
@@ -51,6 +53,8 @@ pub fn apply(
 /// (`None`) until [`Applied::into_state`], so indexes stay valid.
 pub struct Applied {
     product: Product,
+    /// The owner of what is created or linked here.
+    connector: Option<ConnectorName>,
     capabilities: Capabilities,
     accounts: Vec<Option<Account>>,
     groups: Vec<Option<Group>>,
@@ -86,6 +90,7 @@ impl Applied {
         } = state;
         let mut applied = Applied {
             product,
+            connector: None,
             capabilities,
             account_by_id: HashMap::with_capacity(accounts.len()),
             accounts: accounts.into_iter().map(Some).collect(),
@@ -114,6 +119,13 @@ impl Applied {
             applied.push_membership(membership);
         }
         applied
+    }
+
+    /// Records `connector` as the owner of the accounts and groups the changes create or link:
+    /// the connector of the run whose plan they are.
+    pub fn for_connector(mut self, connector: Option<ConnectorName>) -> Applied {
+        self.connector = connector;
+        self
     }
 
     /// The product whose changes this state takes.
@@ -172,6 +184,7 @@ impl Applied {
                 let idx = self.live_account(id);
                 if let Some(account) = idx.and_then(|idx| self.accounts[idx].as_mut()) {
                     account.keycloak_user_id = change.keycloak_user_id.clone();
+                    account.connector = self.connector.clone();
                 }
             }
             Action::UpdateUser {
@@ -208,11 +221,19 @@ impl Applied {
                 .copied()
                 .find(|&idx| self.groups[idx].is_some())
         });
+        let connector = self.connector.clone();
         match existing.and_then(|idx| self.groups[idx].as_mut()) {
-            Some(existing) => existing.managed = true,
+            Some(existing) => {
+                // A group another connector created stays theirs.
+                if !existing.managed || existing.connector.is_none() {
+                    existing.connector = connector;
+                }
+                existing.managed = true;
+            }
             None => self.push_group(Group {
                 name: GroupName::new(group),
                 managed: true,
+                connector,
             }),
         }
     }
@@ -238,6 +259,8 @@ impl Applied {
             email: fields.email.clone(),
             active: true,
             keycloak_user_id: change.keycloak_user_id.clone(),
+            connector: self.connector.clone(),
+            administrator: false,
         };
         let idx = match self.live_account(&account.id) {
             Some(idx) => {

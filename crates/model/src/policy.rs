@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::mapping::{Glob, GroupMapper, Template};
+use crate::state::ConnectorName;
 
 /// The whole sync policy for one product.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -411,12 +412,42 @@ pub struct ValidPolicy {
     pub(crate) groups: GroupMapper,
     pub(crate) protected: Vec<Glob>,
     pub(crate) protected_groups: Vec<Glob>,
+    connector: Option<ConnectorScope>,
+}
+
+/// The connector a policy plans for: its accounts and groups are the only ones the plan
+/// changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorScope {
+    pub name: ConnectorName,
+    /// Whether it is the deployment's only connector. Accounts and groups cached before
+    /// connectors owned them have no owner: the only connector owns them all; with several,
+    /// an account without an owner is a connector's when its Keycloak user is in that
+    /// connector's snapshot, and a group without an owner is no connector's to remove.
+    pub sole: bool,
 }
 
 impl ValidPolicy {
     /// The policy as written.
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// This policy, for the runs of connector `name`: a plan then changes only the accounts
+    /// and groups that connector owns, and treats every other managed account as a taken
+    /// login and email it never links or changes. Without a connector (a policy straight
+    /// from [`Policy::validate`]) every managed account and group is the plan's.
+    pub fn for_connector(mut self, name: &str, sole: bool) -> ValidPolicy {
+        self.connector = Some(ConnectorScope {
+            name: ConnectorName::new(name),
+            sole,
+        });
+        self
+    }
+
+    /// The connector this policy plans for, if one was set.
+    pub fn connector(&self) -> Option<&ConnectorScope> {
+        self.connector.as_ref()
     }
 
     /// Whether a login name matches one of `protected_accounts`.
@@ -540,6 +571,7 @@ impl Policy {
                         .iter()
                         .map(|pattern| Glob::new(pattern))
                         .collect(),
+                    connector: None,
                 })
             }
             _ => Err(errors),

@@ -15,6 +15,12 @@ crate::string_id! {
     GroupName
 }
 
+crate::string_id! {
+    /// The name of a Keycloak connector (`[keycloak.<name>]`): the owner of the accounts and
+    /// groups its runs created or linked.
+    ConnectorName
+}
+
 /// An Atlassian product keysync writes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Product {
@@ -117,6 +123,15 @@ pub struct Account {
     /// Keycloak id (not the username) makes a renamed Keycloak user a rename in the product, not a
     /// delete and a create.
     pub keycloak_user_id: Option<crate::snapshot::UserId>,
+    /// The connector whose runs manage the account: the one that created or linked it. Only its
+    /// runs change the account; to every other connector it is a login and an email that are
+    /// taken. `None` in states cached before connectors owned accounts (see
+    /// [`crate::policy::ValidPolicy::for_connector`] for how those are read).
+    pub connector: Option<ConnectorName>,
+    /// Whether the product reports that the account holds administrator rights (Bitbucket's
+    /// global `ADMIN` or `SYS_ADMIN` permission). keysync never links, renames, deactivates or
+    /// otherwise changes such an account, like one in a protected group.
+    pub administrator: bool,
 }
 
 impl Account {
@@ -133,6 +148,10 @@ pub struct Group {
     /// Whether keysync created this group. Groups a mapping points at are managed while the mapping
     /// lasts, whoever created them; only groups keysync created can be removed by it.
     pub managed: bool,
+    /// The connector whose run created the group, when keysync did: only its runs remove it, or
+    /// prune members from it when no mapping names it. `None` in states cached before connectors
+    /// owned groups.
+    pub connector: Option<ConnectorName>,
 }
 
 /// An account's membership of a group.

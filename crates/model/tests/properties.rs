@@ -17,7 +17,8 @@ use model::policy::{
 };
 use model::snapshot::{GroupId, KeycloakGroup, KeycloakMembership, KeycloakUser, Snapshot, UserId};
 use model::state::{
-    Account, AccountId, Capabilities, Group, GroupName, Membership, Product, ProductState,
+    Account, AccountId, Capabilities, ConnectorName, Group, GroupName, Membership, Product,
+    ProductState,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -28,13 +29,36 @@ struct Case {
     snapshot: Snapshot,
     state: ProductState,
     policy: Policy,
+    /// The connector the plan is for, and whether it is the only one.
+    connector: Option<(&'static str, bool)>,
 }
 
 impl Case {
     fn valid_policy(&self) -> ValidPolicy {
-        self.policy
+        let policy = self
+            .policy
             .validate()
-            .unwrap_or_else(|errors| panic!("generated an invalid policy: {errors:?}"))
+            .unwrap_or_else(|errors| panic!("generated an invalid policy: {errors:?}"));
+        match self.connector {
+            Some((name, sole)) => policy.for_connector(name, sole),
+            None => policy,
+        }
+    }
+
+    /// Whether another connector owns `account`, as the plan must read it: owned by another,
+    /// or (cached before connectors owned accounts) for a user not in this snapshot while
+    /// other connectors exist.
+    fn is_foreign(&self, account: &Account) -> bool {
+        let Some((me, sole)) = self.connector else {
+            return false;
+        };
+        let Some(user) = &account.keycloak_user_id else {
+            return false;
+        };
+        match &account.connector {
+            Some(owner) => owner.as_str() != me,
+            None => !sole && !self.snapshot.users.iter().any(|known| &known.id == user),
+        }
     }
 }
 
@@ -117,15 +141,21 @@ fn odd_account() -> impl Strategy<Value = Account> {
         opt(vec!["ann@x.io", "ben@x.io", "B@X.IO", "old@x.io"]),
         prop::bool::weighted(0.7),
         opt(vec!["u0", "u1", "u2", "u3", "u9"]),
+        opt(vec!["corp", "partners"]),
+        prop::bool::weighted(0.1),
     )
-        .prop_map(|(id, login, display, email, active, user)| Account {
-            id: AccountId::new(id),
-            login: login.to_owned(),
-            display_name: display.to_owned(),
-            email: email.map(str::to_owned),
-            active,
-            keycloak_user_id: user.map(UserId::new),
-        })
+        .prop_map(
+            |(id, login, display, email, active, user, connector, administrator)| Account {
+                id: AccountId::new(id),
+                login: login.to_owned(),
+                display_name: display.to_owned(),
+                email: email.map(str::to_owned),
+                active,
+                keycloak_user_id: user.map(UserId::new),
+                connector: connector.map(ConnectorName::new),
+                administrator,
+            },
+        )
 }
 
 fn odd_product_group() -> impl Strategy<Value = Group> {
@@ -141,10 +171,12 @@ fn odd_product_group() -> impl Strategy<Value = Group> {
             "jira-administrators",
         ]),
         any::<bool>(),
+        opt(vec!["corp", "partners"]),
     )
-        .prop_map(|(name, managed)| Group {
+        .prop_map(|(name, managed, connector)| Group {
             name: GroupName::new(name),
             managed,
+            connector: connector.map(ConnectorName::new),
         })
 }
 
@@ -279,6 +311,7 @@ fn odd_case() -> impl Strategy<Value = Case> {
         prop::collection::vec(odd_product_membership(), 0..8),
         odd_policy(),
         product_and_capabilities(),
+        opt(vec![("corp", true), ("corp", false), ("partners", false)]),
     )
         .prop_map(
             |(
@@ -290,6 +323,7 @@ fn odd_case() -> impl Strategy<Value = Case> {
                 product_memberships,
                 policy,
                 (product, capabilities),
+                connector,
             )| {
                 Case {
                     snapshot: Snapshot {
@@ -305,6 +339,7 @@ fn odd_case() -> impl Strategy<Value = Case> {
                         memberships: product_memberships,
                     },
                     policy,
+                    connector,
                 }
             },
         )
@@ -332,6 +367,8 @@ fn email_link_case() -> impl Strategy<Value = Case> {
             email: Some("ZED@x.io".to_owned()),
             active: true,
             keycloak_user_id: None,
+            administrator: false,
+            connector: None,
         });
         case.policy.linking.by_email = true;
         case.policy.linking.by_email_requires_verified = require;
@@ -368,6 +405,7 @@ fn odd_case_and_shuffled() -> impl Strategy<Value = (Case, Case)> {
                         ..case.state.clone()
                     },
                     policy: case.policy.clone(),
+                    connector: case.connector,
                 };
                 (case, shuffled)
             },
@@ -471,6 +509,8 @@ fn clean_case() -> impl Strategy<Value = Case> {
                             email: Some(format!("{username}@x.io")),
                             active: kind == 1 || active,
                             keycloak_user_id: Some(UserId::new(format!("u{idx}"))),
+                            administrator: false,
+                            connector: None,
                         },
                         3 => Account {
                             id: AccountId::new(format!("A{idx}")),
@@ -479,6 +519,8 @@ fn clean_case() -> impl Strategy<Value = Case> {
                             email: None,
                             active,
                             keycloak_user_id: None,
+                            administrator: false,
+                            connector: None,
                         },
                         4 => Account {
                             id: AccountId::new(format!("G{idx}")),
@@ -487,6 +529,8 @@ fn clean_case() -> impl Strategy<Value = Case> {
                             email: Some(format!("gone{idx}@x.io")),
                             active,
                             keycloak_user_id: Some(UserId::new(format!("gone{idx}"))),
+                            administrator: false,
+                            connector: None,
                         },
                         _ => continue,
                     };
@@ -509,14 +553,17 @@ fn clean_case() -> impl Strategy<Value = Case> {
                     Group {
                         name: GroupName::new("devs"),
                         managed: true,
+                        connector: None,
                     },
                     Group {
                         name: GroupName::new("ops"),
                         managed: false,
+                        connector: None,
                     },
                     Group {
                         name: GroupName::new("manual"),
                         managed: false,
+                        connector: None,
                     },
                 ];
                 Case {
@@ -527,6 +574,7 @@ fn clean_case() -> impl Strategy<Value = Case> {
                     },
                     state,
                     policy,
+                    connector: None,
                 }
             },
         )
@@ -689,10 +737,12 @@ fn apply_is_apply_one_over_the_changes_holds(case: Case) -> Result<(), TestCaseE
     Ok(())
 }
 
-/// Whether keysync must leave `account` alone: its login matches `protected_accounts`, or it
-/// is in a group that matches `protected_groups`.
+/// Whether keysync must leave `account` alone: its login matches `protected_accounts`, it
+/// is in a group that matches `protected_groups`, or the product reports administrator
+/// rights.
 fn is_protected(state: &ProductState, policy: &ValidPolicy, account: &Account) -> bool {
-    policy.is_protected(&account.login)
+    account.administrator
+        || policy.is_protected(&account.login)
         || state.memberships.iter().any(|membership| {
             membership.account_id == account.id
                 && policy.is_protected_group(membership.group.as_str())
@@ -718,6 +768,7 @@ fn unmanaged_and_protected_accounts_are_never_touched_holds(
         .iter()
         .filter(|account| {
             is_protected(&case.state, &policy, account)
+                || case.is_foreign(account)
                 || (!account.is_managed() && !linked.contains(&account.id))
         })
         .map(|account| &account.id)
@@ -739,10 +790,10 @@ fn unmanaged_and_protected_accounts_are_never_touched_holds(
             }
         };
         if let Some(id) = named {
-            let protected =
-                case.state.accounts.iter().any(|account| {
-                    &account.id == id && is_protected(&case.state, &policy, account)
-                });
+            let protected = case.state.accounts.iter().any(|account| {
+                &account.id == id
+                    && (is_protected(&case.state, &policy, account) || case.is_foreign(account))
+            });
             prop_assert!(
                 !protected,
                 "a change names protected account {}: {}",
@@ -837,7 +888,7 @@ fn held_plans_say_why_holds(case: Case) -> Result<(), TestCaseError> {
         .state
         .accounts
         .iter()
-        .filter(|account| account.is_managed())
+        .filter(|account| account.is_managed() && !case.is_foreign(account))
         .count();
     let removals = planned.count(ChangeOp::DeactivateUser) + planned.count(ChangeOp::DeleteUser);
     let stripped: BTreeSet<&str> = planned

@@ -15,7 +15,7 @@ use model::policy::{
     CleanupAction, EmailSource, Fallback, GroupNaming, GroupSelection, LoginSource, Policy,
 };
 use model::snapshot::Snapshot;
-use model::state::{Product, ProductState};
+use model::state::{Account, ConnectorName, Group, Product, ProductState};
 
 fn check(snapshot: Snapshot, state: ProductState, policy: Policy, expect: Expect) {
     let policy = policy
@@ -24,6 +24,37 @@ fn check(snapshot: Snapshot, state: ProductState, policy: Policy, expect: Expect
     let planned = plan(&snapshot, &state, &policy);
     expect.assert_eq(&planned.to_string());
     assert_converges(&snapshot, state, &policy, &planned);
+}
+
+/// Plans for connector `connector` of a deployment with several.
+fn check_for(
+    connector: &str,
+    snapshot: Snapshot,
+    state: ProductState,
+    policy: Policy,
+    expect: Expect,
+) {
+    let policy = policy
+        .validate()
+        .unwrap_or_else(|errors| panic!("invalid policy: {errors:?}"))
+        .for_connector(connector, false);
+    let planned = plan(&snapshot, &state, &policy);
+    expect.assert_eq(&planned.to_string());
+    assert_converges(&snapshot, state, &policy, &planned);
+}
+
+fn owned_by(connector: &str, account: Account) -> Account {
+    Account {
+        connector: Some(ConnectorName::new(connector)),
+        ..account
+    }
+}
+
+fn group_of(connector: &str, group: Group) -> Group {
+    Group {
+        connector: Some(ConnectorName::new(connector)),
+        ..group
+    }
 }
 
 fn no_groups() -> Policy {
@@ -1435,6 +1466,92 @@ fn a_user_leaving_one_group_of_many_is_not_held() {
         Policy::default(),
         expect![[r#"
             remove_membership user0 [J0] from devs: not in any Keycloak group mapped to devs
+        "#]],
+    );
+}
+
+#[test]
+fn a_connector_leaves_the_accounts_and_groups_of_another_connector_alone() {
+    // `partners` plans: its realm has bob, and a user whose login corp's account holds. corp's
+    // accounts (one for a user partners does not have) are neither cleaned up, linked nor
+    // changed, and corp's group is not removed; a login corp holds is a conflict.
+    let mut policy = Policy::default();
+    policy.groups.remove_unmapped = true;
+    policy.safety.max_percent = 100;
+    policy.safety.max_groups = 10;
+    check_for(
+        "partners",
+        snapshot(vec![user("p1", "bob"), user("p2", "ann")], vec![], vec![]),
+        jira(
+            vec![
+                owned_by("corp", managed("J1", "ann", "c1")),
+                owned_by("corp", managed("J2", "cat", "c2")),
+                owned_by("partners", managed("J3", "bob", "p1")),
+                owned_by("partners", managed("J4", "old", "p9")),
+            ],
+            vec![
+                group_of("corp", product_group("corp-team", true)),
+                group_of("partners", product_group("partners-old", true)),
+            ],
+            vec![
+                membership("J1", "corp-team"),
+                membership("J3", "partners-old"),
+            ],
+        ),
+        policy,
+        expect![[r#"
+            deactivate_user old [J4]: no longer in Keycloak
+            remove_group partners-old: created by keysync and no longer mapped from Keycloak or named as a default group
+            conflict ann (p2): this login belongs to protected account J1, managed by connector `corp`
+        "#]],
+    );
+}
+
+#[test]
+fn an_account_cached_before_connectors_owned_accounts_is_the_connector_whose_realm_has_its_user() {
+    // J1's user is in this realm: its account follows the user. J2's user is not: with
+    // several connectors, it may be another realm's, so it is not cleaned up here.
+    let mut policy = Policy::default();
+    policy.safety.max_percent = 100;
+    check_for(
+        "corp",
+        snapshot(vec![user("c1", "ann")], vec![], vec![]),
+        jira(
+            vec![managed("J1", "anna", "c1"), managed("J2", "cat", "x9")],
+            vec![],
+            vec![],
+        ),
+        policy,
+        expect![[r#"
+            update_user anna [J1]: login changed from anna to ann; display name changed from "Anna Example" to "Ann Example"; email changed from anna@example.com to ann@example.com
+        "#]],
+    );
+}
+
+#[test]
+fn never_changes_an_account_the_product_reports_as_an_administrator() {
+    let mut admin = managed("B1", "ann", "u1");
+    admin.administrator = true;
+    let mut policy = Policy::default();
+    policy.safety.max_percent = 100;
+    check(
+        snapshot(vec![user("u2", "root")], vec![], vec![]),
+        product(
+            Product::Bitbucket,
+            vec![admin, account("B2", "root")]
+                .into_iter()
+                .map(|mut account| {
+                    account.administrator = true;
+                    account
+                })
+                .collect(),
+            vec![],
+            vec![],
+        ),
+        policy,
+        expect![[r#"
+            conflict root (u2): this login belongs to protected account B2, which holds bitbucket's administrator rights
+            Protected ann: account B1 holds bitbucket's administrator rights; keysync leaves it alone
         "#]],
     );
 }

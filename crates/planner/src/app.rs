@@ -75,7 +75,7 @@ impl App {
                 cache: Cache::new(bus.clone()),
                 bus,
                 joins,
-                enabled: policies.keys().copied().collect(),
+                enabled: policies.products(),
                 policies,
                 change_set_size: settings.planner.change_set_size,
                 state_timeout: Duration::from_secs(settings.planner.state_timeout_seconds),

@@ -47,6 +47,7 @@ pub fn split(plan: &v1::Plan, change_set_size: usize) -> Vec<(Product, v1::Chang
                     total_sets,
                     changes: chunk.iter().map(|&change| change.clone()).collect(),
                     stored: None,
+                    connector: plan.connector.clone(),
                 },
             ));
         }

@@ -317,6 +317,8 @@ mod tests {
             email: None,
             active: true,
             keycloak_user_id: None,
+            administrator: false,
+            connector: None,
         });
         let policy = Policy::default().validate().expect("valid");
         let plan = model::plan::plan(&snapshot, &state, &policy);

@@ -9,16 +9,15 @@
 //! plan's change sets. A failure of the run's data fails the run (`PlanFailed`); a failure
 //! of the bus is an `Err`, and the message comes again.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use bus::Bus;
 use bus::worker::{Delivery, Handler};
 use cache::Cache;
-use model::policy::ValidPolicy;
 use model::state::Product;
 use opentelemetry::KeyValue;
 use proto::v1;
+use settings::planner::Policies;
 use telemetry::error_chain;
 use tracing::Instrument;
 
@@ -69,7 +68,7 @@ pub struct Planner {
     pub(crate) cache: Cache,
     pub(crate) joins: Joins,
     pub(crate) enabled: Vec<Product>,
-    pub(crate) policies: BTreeMap<Product, ValidPolicy>,
+    pub(crate) policies: Policies,
     pub(crate) change_set_size: usize,
     pub(crate) state_timeout: Duration,
     pub(crate) metrics: Metrics,
@@ -292,6 +291,7 @@ impl Planner {
             schema_version: v1::SCHEMA_VERSION,
             run_id: run_id.to_owned(),
             mode: ready.mode,
+            connector: ready.connector.clone(),
             ..Default::default()
         };
         let mut hold_reasons = Vec::new();
@@ -310,10 +310,10 @@ impl Planner {
             let state = cache::convert::state_to_model(&cached).map_err(|error| {
                 Failure::Run(format!("the state of {product} is unusable: {error}"))
             })?;
-            let Some(policy) = self.policies.get(&product) else {
+            let Some(policy) = self.policies.get(product, &ready.connector) else {
                 return Err(Failure::Run(format!("{product} has no policy")));
             };
-            let product_plan = model::plan::plan(&snapshot, &state, policy);
+            let product_plan = model::plan::plan(&snapshot, &state, &policy);
             for diagnostic in &product_plan.diagnostics {
                 tracing::debug!(
                     %product,

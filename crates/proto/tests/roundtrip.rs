@@ -105,6 +105,8 @@ fn cached_account() -> CachedAccount {
         managed: true,
         keycloak_user_id: "4f1c".into(),
         read_only_reason: "LDAP directory".into(),
+        connector: "corp".into(),
+        administrator: true,
     }
 }
 
@@ -275,6 +277,7 @@ fn every_message_survives_a_round_trip() {
                 total_sets: 5,
                 changes: vec![change()],
                 stored: Some(object_ref()),
+                connector: "corp".into(),
             },
         ),
         check("ChangeResult", change_result()),
@@ -311,6 +314,7 @@ fn every_message_survives_a_round_trip() {
                 held: true,
                 hold_reason: "would delete 12 % of managed accounts".into(),
                 conflicts: vec![conflict()],
+                connector: "corp".into(),
             },
         ),
         check(
@@ -336,6 +340,7 @@ fn every_message_survives_a_round_trip() {
             CachedGroup {
                 name: "jira-software-users".into(),
                 managed: true,
+                connector: "corp".into(),
             },
         ),
         check(
@@ -354,6 +359,7 @@ fn every_message_survives_a_round_trip() {
                 groups: vec![CachedGroup {
                     name: "staff".into(),
                     managed: false,
+                    connector: String::new(),
                 }],
                 memberships: vec![CachedMembership {
                     account_id: "JIRAUSER10000".into(),

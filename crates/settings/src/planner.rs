@@ -47,6 +47,52 @@ pub struct Settings {
     /// `[health]`: the HTTP liveness and readiness endpoints (see `bus::health`).
     #[serde(default)]
     pub health: HealthSettings,
+    /// `[keycloak.<connector>]`: the planner reads each connector's name and
+    /// `required_groups` (the fetcher owns and checks the rest of the section).
+    #[serde(default)]
+    pub keycloak: BTreeMap<String, ConnectorScope>,
+}
+
+/// What the planner reads of a `[keycloak.<connector>]` section.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ConnectorScope {
+    /// Full paths of the Keycloak groups whose members the connector syncs; empty: the
+    /// whole realm. The same list narrows the fetch, so the plan and the snapshot agree.
+    #[serde(default)]
+    pub required_groups: Vec<String>,
+}
+
+/// The policy of every (connector, product) the planner plans.
+#[derive(Clone, Debug)]
+pub struct Policies {
+    /// Per enabled product: the policy of each configured connector.
+    by_product: BTreeMap<Product, BTreeMap<String, ValidPolicy>>,
+    /// Per enabled product: the product's own policy, for a connector the file does not
+    /// name (a deployment configured before connectors were named).
+    fallback: BTreeMap<Product, ValidPolicy>,
+    sole: bool,
+}
+
+impl Policies {
+    /// The enabled products.
+    pub fn products(&self) -> Vec<Product> {
+        self.fallback.keys().copied().collect()
+    }
+
+    /// The policy of `connector`'s runs for `product`; `None` when the product is not
+    /// enabled.
+    pub fn get(&self, product: Product, connector: &str) -> Option<ValidPolicy> {
+        if let Some(policy) = self
+            .by_product
+            .get(&product)
+            .and_then(|policies| policies.get(connector))
+        {
+            return Some(policy.clone());
+        }
+        self.fallback
+            .get(&product)
+            .map(|policy| policy.clone().for_connector(connector, self.sole))
+    }
 }
 
 /// `[planner]`.
@@ -81,7 +127,7 @@ fn default_state_timeout_seconds() -> u64 {
 
 impl Settings {
     /// Checks every section the planner reads and compiles the policies; no IO.
-    pub fn validate(&self) -> Result<BTreeMap<Product, ValidPolicy>, Invalid> {
+    pub fn validate(&self) -> Result<Policies, Invalid> {
         self.bus.validate().map_err(|error| error.within("bus"))?;
         if !(1..=10_000).contains(&self.planner.change_set_size) {
             return Err(Invalid::new(
@@ -95,15 +141,40 @@ impl Settings {
                 "must be at least 1",
             ));
         }
-        let mut policies = BTreeMap::new();
+        let sole = self.keycloak.len() <= 1;
+        let mut policies = Policies {
+            by_product: BTreeMap::new(),
+            fallback: BTreeMap::new(),
+            sole,
+        };
         for product in self.products.enabled() {
             let Some(section) = self.products.get(product) else {
                 continue;
             };
-            let policy = section
-                .valid_policy()
-                .map_err(|error| error.within(&format!("products.{product}")))?;
-            policies.insert(product, policy);
+            let within = |error: Invalid| error.within(&format!("products.{product}"));
+            let fallback = section.valid_policy().map_err(within)?;
+            if let Some(unknown) = section
+                .connectors
+                .keys()
+                .find(|name| !self.keycloak.is_empty() && !self.keycloak.contains_key(*name))
+            {
+                return Err(within(Invalid::new(
+                    &format!("connectors.{unknown}"),
+                    format!(
+                        "no [keycloak.{unknown}] connector is configured; configured: {}",
+                        self.keycloak.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                )));
+            }
+            let mut by_connector = BTreeMap::new();
+            for (name, scope) in &self.keycloak {
+                let policy = section
+                    .connector_policy(name, &scope.required_groups, sole)
+                    .map_err(within)?;
+                by_connector.insert(name.clone(), policy);
+            }
+            policies.by_product.insert(product, by_connector);
+            policies.fallback.insert(product, fallback);
         }
         Ok(policies)
     }
@@ -147,11 +218,86 @@ mod tests {
         assert_eq!(settings.planner.change_set_size, 200);
         assert_eq!(settings.planner.state_timeout_seconds, 600);
         let policies = settings.validate().expect("valid");
+        assert_eq!(policies.products(), [Product::Jira]);
+        let jira = policies
+            .get(Product::Jira, "corp")
+            .expect("jira is enabled");
+        assert_eq!(jira.policy().safety.max_accounts, 5);
+        let scope = jira.connector().expect("planned for a connector");
+        assert_eq!(scope.name.as_str(), "corp");
+        assert!(scope.sole, "no other connector is configured");
+        assert!(policies.get(Product::Confluence, "corp").is_none());
+    }
+
+    #[test]
+    fn each_connector_has_its_policy_with_the_products_defaults_and_its_required_groups() {
+        let settings = load(
+            r#"
+            [keycloak.corp]
+            required_groups = ["/staff"]
+            [keycloak.partners]
+
+            [products.jira]
+            endpoint = "http://jira.example.org"
+            token = "t"
+            [products.jira.policy.safety]
+            max_accounts = 5
+            max_percent = 20
+            [products.jira.policy.groups]
+            default_for_all_users = ["jira-software-users"]
+            [products.jira.connectors.partners.policy.safety]
+            max_accounts = 1
+            [products.jira.connectors.partners.policy.groups]
+            default_for_all_users = ["jira-partners"]
+            "#,
+        )
+        .expect("loads");
+        let policies = settings.validate().expect("valid");
+        let corp = policies.get(Product::Jira, "corp").expect("corp");
+        let partners = policies.get(Product::Jira, "partners").expect("partners");
+        assert_eq!(corp.policy().safety.max_accounts, 5);
+        assert_eq!(corp.policy().scope.required_groups, ["/staff"]);
         assert_eq!(
-            policies.keys().copied().collect::<Vec<_>>(),
-            [Product::Jira]
+            corp.policy().groups.default_for_all_users,
+            ["jira-software-users"]
         );
-        assert_eq!(policies[&Product::Jira].policy().safety.max_accounts, 5);
+        // The override replaces its keys and keeps the product's others.
+        assert_eq!(partners.policy().safety.max_accounts, 1);
+        assert_eq!(partners.policy().safety.max_percent, 20);
+        assert!(partners.policy().scope.required_groups.is_empty());
+        assert_eq!(
+            partners.policy().groups.default_for_all_users,
+            ["jira-partners"]
+        );
+        for policy in [&corp, &partners] {
+            assert!(!policy.connector().expect("a connector").sole);
+        }
+    }
+
+    #[test]
+    fn required_groups_in_a_policy_or_an_unknown_connector_name_their_key() {
+        for (toml, key) in [
+            (
+                "[products.jira]\nendpoint = \"http://x\"\ntoken = \"t\"\n[products.jira.policy.scope]\nrequired_groups = [\"/staff\"]\n",
+                "products.jira.policy.scope.required_groups",
+            ),
+            (
+                "[keycloak.corp]\n[products.jira]\nendpoint = \"http://x\"\ntoken = \"t\"\n[products.jira.connectors.corp.policy.scope]\nrequired_groups = [\"/staff\"]\n",
+                "products.jira.connectors.corp.policy.scope.required_groups",
+            ),
+            (
+                "[keycloak.corp]\n[products.jira]\nendpoint = \"http://x\"\ntoken = \"t\"\n[products.jira.connectors.crop.policy.safety]\nmax_accounts = 1\n",
+                "products.jira.connectors.crop",
+            ),
+            (
+                "[keycloak.corp]\n[products.jira]\nendpoint = \"http://x\"\ntoken = \"t\"\n[products.jira.connectors.corp.policy.safety]\nmax_acounts = 1\n",
+                "products.jira.connectors.corp.policy",
+            ),
+        ] {
+            let settings = load(toml).expect("loads");
+            let error = settings.validate().expect_err("invalid");
+            assert_eq!(error.key(), key, "{error}");
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@
 //! Defaults are written once, in the `default_*` functions below; `validate`-style methods
 //! do no IO.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use atlassian::config::{
@@ -130,23 +131,101 @@ pub struct ProductSettings {
     /// licence). Default: `true`.
     pub add_to_default_group: Option<bool>,
     /// What keysync syncs into this product; see `model::policy::Policy` for every key and
-    /// its default.
+    /// its default. Required groups are not set here but once per connector, as
+    /// `[keycloak.<connector>] required_groups`, which both the fetch and the plan use.
     #[serde(default)]
     pub policy: Policy,
+    /// `[products.<name>.connectors.<connector>.policy]`: the keys of the policy that differ
+    /// for the runs of one Keycloak connector; every other key comes from `policy`.
+    #[serde(default)]
+    pub connectors: BTreeMap<String, ConnectorOverrides>,
+}
+
+const REQUIRED_GROUPS_MOVED: &str = "required groups are set once per connector, as \
+    `required_groups` in its [keycloak.<connector>] section, which both the fetch and the plan use";
+
+fn validate(policy: &Policy, key: &str) -> Result<ValidPolicy, Invalid> {
+    policy.validate().map_err(|errors| {
+        let reason = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Invalid::new(key, reason)
+    })
+}
+
+/// Merges `overrides` into `base`: tables key by key, anything else replaced.
+fn merge(base: &mut serde_json::Value, overrides: serde_json::Value) {
+    match (base, overrides) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(overrides)) => {
+            for (key, value) in overrides {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, overrides) => *base = overrides,
+    }
+}
+
+/// `[products.<name>.connectors.<connector>]`: what differs for one connector.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorOverrides {
+    /// Policy keys, as in `[products.<name>.policy]`, that replace the product's for this
+    /// connector. Tables merge key by key; any other value replaces the product's.
+    #[serde(default)]
+    pub policy: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ProductSettings {
     /// The validated policy. Keys in errors are relative to the product's section
     /// (`policy.safety.max_percent`).
     pub fn valid_policy(&self) -> Result<ValidPolicy, Invalid> {
-        self.policy.validate().map_err(|errors| {
-            let reason = errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
-            Invalid::new("policy", reason)
-        })
+        if !self.policy.scope.required_groups.is_empty() {
+            return Err(Invalid::new(
+                "policy.scope.required_groups",
+                REQUIRED_GROUPS_MOVED,
+            ));
+        }
+        validate(&self.policy, "policy")
+    }
+
+    /// The validated policy of the runs of `connector`: the product's policy with the
+    /// connector's overrides and the connector's `required_groups` (from
+    /// `[keycloak.<connector>]`), planning only what that connector owns (`sole`: it is the
+    /// deployment's only connector). Keys in errors are relative to the product's section.
+    pub fn connector_policy(
+        &self,
+        connector: &str,
+        required_groups: &[String],
+        sole: bool,
+    ) -> Result<ValidPolicy, Invalid> {
+        self.valid_policy()?;
+        let mut policy = self.policy.clone();
+        let key = format!("connectors.{connector}.policy");
+        if let Some(overrides) = self.connectors.get(connector) {
+            let mut merged = serde_json::to_value(&self.policy)
+                .map_err(|error| Invalid::new("policy", error.to_string()))?;
+            merge(
+                &mut merged,
+                serde_json::Value::Object(overrides.policy.clone()),
+            );
+            policy = serde_json::from_value(merged)
+                .map_err(|error| Invalid::new(&key, error.to_string()))?;
+            if policy.scope.required_groups != self.policy.scope.required_groups {
+                return Err(Invalid::new(
+                    &format!("{key}.scope.required_groups"),
+                    REQUIRED_GROUPS_MOVED,
+                ));
+            }
+        }
+        policy.scope.required_groups = required_groups.to_vec();
+        Ok(validate(&policy, &key)?.for_connector(connector, sole))
     }
 
     /// The settings of the product's client, checked without IO. Keys in errors are

@@ -169,6 +169,7 @@ async fn a_change_set_waits_for_its_predecessor_and_a_finished_one_is_not_applie
         total_sets: 2,
         changes,
         stored: None,
+        connector: String::new(),
     };
     let subject = env.bus.topology().changes("jira");
     env.bus

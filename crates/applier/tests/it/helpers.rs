@@ -148,6 +148,7 @@ impl TestEnv {
             products: sections.clone(),
             planner: planner::PlannerSettings::default(),
             health: planner::HealthSettings::default(),
+            keycloak: Default::default(),
         };
         let planner = planner::App::build(planner_settings.clone())
             .await

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
 
+use super::protect::Protection;
 use super::{Conflict, Diagnostic, DiagnosticKind};
 use crate::hash::{BATCH, FastMap, IdKey, IdTable, fast_map};
 use crate::mapping::{self, fold, trim};
@@ -77,40 +78,13 @@ pub(super) struct Ctx<'a> {
     pub(super) first_run: bool,
 }
 
-/// Why keysync leaves an account alone whatever Keycloak says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Protection {
-    Login,
-    /// In the product group of this index (an administrator group).
-    Group(u32),
-}
-
 impl<'a> Ctx<'a> {
-    /// Why account `idx` is protected, if it is.
-    pub(super) fn protection(&self, idx: usize) -> Option<Protection> {
-        self.protected.get(idx).copied().flatten()
-    }
-
-    /// How a person reads why account `idx` is left alone.
-    pub(super) fn protection_reason(&self, idx: usize) -> Option<String> {
-        let account = &self.state.accounts[idx];
-        Some(match self.protection(idx)? {
-            Protection::Login => format!(
-                "account {} matches a protected pattern; keysync leaves it alone",
-                account.id
-            ),
-            Protection::Group(group) => format!(
-                "account {} is in protected group {}; keysync leaves it alone",
-                account.id, self.product_groups.names[group as usize]
-            ),
-        })
-    }
-
     /// Indexes the inputs of a plan.
     pub(super) fn index(
         snapshot: &'a Snapshot,
         state: &'a ProductState,
         policy: &'a ValidPolicy,
+        foreign: &[bool],
         report: &mut Report,
     ) -> Ctx<'a> {
         let mut product_groups = ProductGroups::from_state_and_defaults(state, policy);
@@ -130,7 +104,8 @@ impl<'a> Ctx<'a> {
         });
         accounts.join_users(state, &users);
         product_groups.finish(policy, report);
-        let protected = protections(state, policy, &product_groups, &accounts);
+        let protected =
+            super::protect::protections(state, policy, &product_groups, &accounts, foreign);
         Ctx {
             snapshot,
             state,
@@ -143,40 +118,6 @@ impl<'a> Ctx<'a> {
             first_run: !state.accounts.iter().any(|account| account.is_managed()),
         }
     }
-}
-
-/// Why each account is protected, if it is (see [`Ctx::protected`]).
-fn protections(
-    state: &ProductState,
-    policy: &ValidPolicy,
-    product_groups: &ProductGroups<'_>,
-    accounts: &Accounts,
-) -> Vec<Option<Protection>> {
-    let protected_groups: Vec<bool> = product_groups
-        .names
-        .iter()
-        .map(|name| policy.is_protected_group(name))
-        .collect();
-    let any_group = protected_groups.iter().any(|protected| *protected);
-    state
-        .accounts
-        .iter()
-        .enumerate()
-        .map(|(idx, account)| {
-            if policy.is_protected(&account.login) {
-                return Some(Protection::Login);
-            }
-            if !any_group {
-                return None;
-            }
-            accounts
-                .groups
-                .get(idx)
-                .iter()
-                .find(|&&group| protected_groups[group as usize])
-                .map(|&group| Protection::Group(group))
-        })
-        .collect()
 }
 
 /// A compressed adjacency list: the sorted, deduplicated items of each owner, in one vector.

@@ -14,6 +14,8 @@
 
 mod emit;
 mod index;
+mod owners;
+mod protect;
 mod resolve;
 mod safety;
 
@@ -211,7 +213,9 @@ pub enum DiagnosticKind {
 /// for the rules.
 pub fn plan(snapshot: &Snapshot, state: &ProductState, policy: &ValidPolicy) -> Plan {
     let mut report = Report::default();
-    let ctx = Ctx::index(snapshot, state, policy, &mut report);
+    let owned = owners::view(snapshot, state, policy);
+    let state = owned.state.as_ref();
+    let ctx = Ctx::index(snapshot, state, policy, &owned.foreign, &mut report);
 
     let Resolved {
         mut resolutions,

@@ -6,7 +6,8 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::DiagnosticKind;
-use super::index::{Ctx, MANY, NONE, Protection, Report, UserStatus};
+use super::index::{Ctx, MANY, NONE, Report, UserStatus};
+use super::protect::Protection;
 use crate::hash::{BATCH, FastMap, IdKey, IdTable, fast_map, hash_str};
 use crate::mapping::{self, fold, trim};
 use crate::policy::{CleanupAction, Fallback};
@@ -340,10 +341,7 @@ fn link_or_create(
         } else if let Some(protection) = ctx.protection(account_idx as usize) {
             let why = match protection {
                 Protection::Login => String::new(),
-                Protection::Group(group) => format!(
-                    ", in protected group {}",
-                    ctx.product_groups.names[group as usize]
-                ),
+                protection => ctx.protection_note(account_idx as usize, protection),
             };
             report.conflict(
                 &user.id,

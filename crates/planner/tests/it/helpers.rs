@@ -62,6 +62,7 @@ pub fn settings(nats: &NatsServer, change_set_size: usize, state_timeout_seconds
             state_timeout_seconds,
         },
         health: HealthSettings::default(),
+        keycloak: Default::default(),
     }
 }
 
@@ -403,5 +404,7 @@ pub fn account(id: &str, login: &str, keycloak_user_id: &str) -> v1::CachedAccou
         managed: !keycloak_user_id.is_empty(),
         keycloak_user_id: keycloak_user_id.to_owned(),
         read_only_reason: String::new(),
+        administrator: false,
+        connector: String::new(),
     }
 }
