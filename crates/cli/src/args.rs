@@ -70,13 +70,15 @@ pub enum Command {
         #[arg(long)]
         user: Option<String>,
     },
-    /// Approve a run the safety limit holds, so it is applied.
+    /// Approve a run the safety limit holds, so it is applied. Refused once the hold has
+    /// expired, or once a product changed since the plan was made: start a new run then.
     Approve {
         /// The run id.
         id: String,
-        /// Why it may be applied, for the record.
-        #[arg(long, default_value = "")]
-        comment: String,
+        /// Why the held changes may go ahead; required, and recorded on the run with who
+        /// approved it and when.
+        #[arg(long, visible_alias = "comment", value_name = "WHY")]
+        reason: String,
     },
     /// Cancel a run that has not ended; what is not applied yet is skipped.
     Cancel {
@@ -244,5 +246,23 @@ mod tests {
         assert_eq!(outcome, Some(OutcomeArg::AlreadyDone));
         assert_eq!(op, Some(OpArg::AddMembership));
         assert_eq!(product, Some(ProductArg::Bitbucket));
+    }
+
+    #[test]
+    fn approve_needs_a_reason_and_takes_comment_as_its_old_name() {
+        let id = "01JD000000000000000000000";
+        for flag in ["--reason", "--comment"] {
+            let args = Args::parse_from(["keysync", "approve", id, flag, "checked with HR"]);
+            let Command::Approve { reason, .. } = args.command else {
+                panic!("not `approve`: {args:?}");
+            };
+            assert_eq!(reason, "checked with HR");
+        }
+        let error = Args::try_parse_from(["keysync", "approve", id]).expect_err("no reason");
+        assert_eq!(
+            error.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        assert!(error.to_string().contains("--reason"), "{error}");
     }
 }

@@ -71,12 +71,12 @@ pub async fn run(args: Args) -> Result<ExitCode, Error> {
             let changes = (changes || filtered).then_some(request);
             show_run(&connection, &id, changes, args.json).await
         }
-        Command::Approve { id, comment } => {
+        Command::Approve { id, reason } => {
             let run = connection
                 .client()
                 .approve_run(v1::ApproveRunRequest {
                     run_id: id,
-                    comment,
+                    comment: reason,
                 })
                 .await
                 .map_err(|status| connection.error(status))?
@@ -257,9 +257,10 @@ fn print_summary(run: &v1::Run) {
         RunState::Held => {
             println!("Run {id} is held: {}.", run.reason);
             print_plan(run);
+            print_hold(run);
             println!();
             println!("Review the changes: keysync run {id} --changes");
-            println!("Apply them:         keysync approve {id} --comment \"why\"");
+            println!("Apply them:         keysync approve {id} --reason \"why\"");
             println!("Or drop the run:    keysync cancel {id} --reason \"why\"");
             return;
         }
@@ -287,6 +288,25 @@ fn print_summary(run: &v1::Run) {
     if run.progress.iter().any(|progress| progress.failed > 0) {
         println!();
         println!("See the failures: keysync run {id} --outcome failed");
+    }
+}
+
+/// For a HELD run: why each product is held, with what the safety limits counted, and when
+/// the hold expires.
+fn print_hold(run: &v1::Run) {
+    if run.state() != RunState::Held {
+        return;
+    }
+    println!();
+    println!("Held:");
+    for line in output::hold_lines(run) {
+        println!("  {line}");
+    }
+    if run.hold_expires_at.is_some() {
+        println!(
+            "The hold expires at {}; approve before, or start a new run.",
+            output::short_time(run.hold_expires_at.as_ref())
+        );
     }
 }
 
@@ -357,6 +377,7 @@ async fn runs(
                 output::mode_name(run.mode()).to_owned(),
                 output::state_name(run.state()).to_owned(),
                 output::trigger_name(run.trigger()).to_owned(),
+                run.connector.clone(),
                 output::short_time(run.created_at.as_ref()),
                 changes,
             ]
@@ -365,7 +386,15 @@ async fn runs(
     println!(
         "{}",
         output::table(
-            &["ID", "MODE", "STATE", "TRIGGER", "CREATED", "CHANGES"],
+            &[
+                "ID",
+                "MODE",
+                "STATE",
+                "TRIGGER",
+                "CONNECTOR",
+                "CREATED",
+                "CHANGES"
+            ],
             &rows
         )
     );
@@ -425,12 +454,17 @@ async fn show_run(
         ("Updated", output::short_time(run.updated_at.as_ref())),
         ("Finished", output::short_time(run.finished_at.as_ref())),
         ("Reason", run.reason.clone()),
+        ("Hold expires", hold_expiry(&run)),
+        ("Approved by", run.approved_by.clone()),
+        ("Approved at", output::short_time(run.approved_at.as_ref())),
+        ("Approved why", run.approval_reason.clone()),
     ];
     details.retain(|(_, value)| !value.is_empty());
     for (label, value) in details {
         println!("{:<13} {value}", format!("{label}:"));
     }
     print_plan(&run);
+    print_hold(&run);
     if !run.progress.is_empty() {
         println!();
         println!("{}", output::progress_table(&run));
@@ -490,6 +524,15 @@ async fn show_run(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// When a HELD run's hold expires; empty for any other run.
+fn hold_expiry(run: &v1::Run) -> String {
+    if run.state() == RunState::Held {
+        output::short_time(run.hold_expires_at.as_ref())
+    } else {
+        String::new()
+    }
 }
 
 /// Every page of the changes `request` asks for.

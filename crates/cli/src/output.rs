@@ -24,6 +24,12 @@ pub struct RunJson {
     pub finished_at: Option<String>,
     pub reason: String,
     pub requested_by: String,
+    /// Who approved a held run, why and when; empty and null until it is approved.
+    pub approved_by: String,
+    pub approval_reason: String,
+    pub approved_at: Option<String>,
+    /// When the hold of a run the safety limit held expires.
+    pub hold_expires_at: Option<String>,
     pub progress: Vec<ProgressJson>,
     pub plan: Vec<PlanSummaryJson>,
 }
@@ -44,6 +50,34 @@ pub struct PlanSummaryJson {
     pub changes_by_op: BTreeMap<String, u64>,
     pub conflicts: u64,
     pub hold_reason: String,
+    /// What the safety limits counted; null in plans made before they were recorded.
+    pub safety: Option<SafetyJson>,
+}
+
+/// What takes access away in one product's plan, and what it is measured against.
+#[derive(Debug, Serialize)]
+pub struct SafetyJson {
+    pub losing_access: u64,
+    pub managed_accounts: u64,
+    pub removed_memberships: u64,
+    pub managed_memberships: u64,
+    pub removed_groups: u64,
+    pub links: u64,
+    pub first_run: bool,
+}
+
+impl From<&v1::SafetyCounts> for SafetyJson {
+    fn from(safety: &v1::SafetyCounts) -> SafetyJson {
+        SafetyJson {
+            losing_access: safety.losing_access,
+            managed_accounts: safety.managed_accounts,
+            removed_memberships: safety.removed_memberships,
+            managed_memberships: safety.managed_memberships,
+            removed_groups: safety.removed_groups,
+            links: safety.links,
+            first_run: safety.first_run,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -96,6 +130,10 @@ impl From<&v1::Run> for RunJson {
             finished_at: run.finished_at.as_ref().map(timestamp),
             reason: run.reason.clone(),
             requested_by: run.requested_by.clone(),
+            approved_by: run.approved_by.clone(),
+            approval_reason: run.approval_reason.clone(),
+            approved_at: run.approved_at.as_ref().map(timestamp),
+            hold_expires_at: run.hold_expires_at.as_ref().map(timestamp),
             progress: run
                 .progress
                 .iter()
@@ -120,6 +158,7 @@ impl From<&v1::Run> for RunJson {
                         .collect(),
                     conflicts: summary.conflicts,
                     hold_reason: summary.hold_reason.clone(),
+                    safety: summary.safety.as_ref().map(SafetyJson::from),
                 })
                 .collect(),
         }
@@ -264,6 +303,46 @@ pub fn plan_lines(run: &v1::Run) -> Vec<String> {
             line
         })
         .collect()
+}
+
+/// Per product of a held run's plan: why it is held (or that it is not) and what the
+/// safety limits counted, e.g. "jira: held: 12 of 40 accounts would lose access;
+/// 12 of 40 managed accounts lose access, 30 of 200 memberships removed, 0 groups
+/// removed, 0 accounts linked".
+pub fn hold_lines(run: &v1::Run) -> Vec<String> {
+    run.plan
+        .iter()
+        .map(|summary| {
+            let product = product_name(summary.product());
+            let held = if summary.hold_reason.is_empty() {
+                "not held".to_owned()
+            } else {
+                format!("held: {}", summary.hold_reason)
+            };
+            match &summary.safety {
+                Some(safety) => format!("{product}: {held}; {}", safety_text(safety)),
+                None => format!("{product}: {held}"),
+            }
+        })
+        .collect()
+}
+
+/// The safety counts of one product's plan, in words.
+pub fn safety_text(safety: &v1::SafetyCounts) -> String {
+    let mut text = format!(
+        "{} of {} managed accounts lose access, {} of {} memberships removed, {} groups \
+         removed, {} accounts linked",
+        safety.losing_access,
+        safety.managed_accounts,
+        safety.removed_memberships,
+        safety.managed_memberships,
+        safety.removed_groups,
+        safety.links,
+    );
+    if safety.first_run {
+        text.push_str(" (first run: links do not count)");
+    }
+    text
 }
 
 /// The login a change is about: the new one, the one before, or the account named.
@@ -423,5 +502,64 @@ mod tests {
         assert_eq!(json["created_at"], "2026-11-22T14:00:00Z");
         assert_eq!(json["plan"][0]["changes_by_op"]["create_user"], 3);
         assert_eq!(plan_lines(&run), ["jira: create_user 3"]);
+        assert_eq!(json["approved_by"], "");
+        assert!(json["approved_at"].is_null());
+        assert!(json["hold_expires_at"].is_null());
+        assert!(json["plan"][0]["safety"].is_null());
+    }
+
+    #[test]
+    fn a_held_run_shows_each_products_hold_and_safety_counts_and_an_approval_who_why_when() {
+        let mut run = v1::Run {
+            run_id: "01JD000000000000000000000".to_owned(),
+            hold_expires_at: Some(prost_types::Timestamp {
+                seconds: 1_795_356_000,
+                nanos: 0,
+            }),
+            approved_by: "alice".to_owned(),
+            approval_reason: "checked with HR".to_owned(),
+            approved_at: Some(prost_types::Timestamp {
+                seconds: 1_795_352_400,
+                nanos: 0,
+            }),
+            plan: vec![
+                v1::PlanSummary {
+                    product: Product::Jira as i32,
+                    hold_reason: "12 of 40 accounts would lose access".to_owned(),
+                    safety: Some(v1::SafetyCounts {
+                        losing_access: 12,
+                        managed_accounts: 40,
+                        removed_memberships: 30,
+                        managed_memberships: 200,
+                        removed_groups: 1,
+                        links: 2,
+                        first_run: false,
+                    }),
+                    ..v1::PlanSummary::default()
+                },
+                v1::PlanSummary {
+                    product: Product::Confluence as i32,
+                    ..v1::PlanSummary::default()
+                },
+            ],
+            ..v1::Run::default()
+        };
+        run.set_state(RunState::Held);
+        assert_eq!(
+            hold_lines(&run),
+            [
+                "jira: held: 12 of 40 accounts would lose access; 12 of 40 managed accounts \
+                 lose access, 30 of 200 memberships removed, 1 groups removed, 2 accounts linked",
+                "confluence: not held",
+            ]
+        );
+        let json = serde_json::to_value(RunJson::from(&run)).expect("serializes");
+        assert_eq!(json["hold_expires_at"], "2026-11-22T14:00:00Z");
+        assert_eq!(json["approved_by"], "alice");
+        assert_eq!(json["approval_reason"], "checked with HR");
+        assert_eq!(json["approved_at"], "2026-11-22T13:00:00Z");
+        assert_eq!(json["plan"][0]["safety"]["losing_access"], 12);
+        assert_eq!(json["plan"][0]["safety"]["first_run"], false);
+        assert!(json["plan"][1]["safety"].is_null());
     }
 }

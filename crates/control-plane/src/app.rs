@@ -1,7 +1,7 @@
 //! The control plane as one service: [`App::build`] connects and binds everything, and
 //! [`App::run_until`] serves the gRPC API, follows the events (through `bus::worker`, which
-//! also serves the health endpoints), fires the schedule and recovers what a stop left,
-//! until it is told to stop.
+//! also serves the health endpoints and ticks the sweep of expired holds), fires the
+//! schedule and recovers what a stop left, until it is told to stop.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -15,7 +15,7 @@ use crate::{
     connections::Connections,
     events::{self, EventError, EventHandler, StepOutcome},
     history::History,
-    runs::{self, Runs},
+    runs::{self, Runs, RunsSettings},
     schedule::{self, Schedule},
     service,
     settings::Settings,
@@ -61,7 +61,14 @@ impl App {
         .with_retry_delay(events::RETRY_DELAY);
         let health = worker.health().clone();
         let history = Arc::new(History::new(bus.clone(), Arc::clone(&store)));
-        let runs = Arc::new(Runs::new(bus, store));
+        let runs = Arc::new(Runs::new(
+            bus,
+            store,
+            RunsSettings {
+                connectors: settings.keycloak.keys().cloned().collect(),
+                hold_expiry: settings.control_plane.hold_expiry(),
+            },
+        ));
         let events = EventHandler::new(Arc::clone(&runs));
 
         let address = settings.control_plane.listen;

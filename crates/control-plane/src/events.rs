@@ -9,6 +9,11 @@
 //! written (or found not to need a change); one that does not decode is dead-lettered and
 //! the consumer goes on; one whose run could not be written comes again after
 //! [`RETRY_DELAY`].
+//!
+//! The worker's tick ([`Handler::tick`], every [`Runs::sweep_interval`]) is the control
+//! plane's periodic work: it cancels the HELD runs whose hold has expired
+//! ([`Runs::expire_holds`]). Every replica sweeps; the compare-and-set on each run makes
+//! one of them cancel it.
 
 use std::{sync::Arc, time::Duration};
 
@@ -79,6 +84,22 @@ impl EventHandler {
 impl Handler for EventHandler {
     type Outcome = StepOutcome;
     type Error = EventError;
+
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(self.runs.sweep_interval())
+    }
+
+    /// Cancels the runs whose hold has expired.
+    async fn tick(&self) {
+        match self.runs.expire_holds().await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "Cancelled held runs whose hold expired."),
+            Err(error) => tracing::warn!(
+                error = %telemetry::error_chain(&error),
+                "Could not look for expired holds."
+            ),
+        }
+    }
 
     /// Decodes the event, moves its run, and answers what became of it; an error (the run
     /// could not be written, or a bad message not dead-lettered) hands it back.

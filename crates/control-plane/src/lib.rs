@@ -9,13 +9,21 @@
 //! second replica, loses nothing.
 //!
 //! Start reading at [`App::build`], then [`machine::next`] (the state machine as a pure
-//! function), [`runs::Runs`] (what each RPC and event does to a run), [`history::History`]
-//! (what the reads answer) and [`store::Store`] (the buckets).
+//! function), [`runs::Runs`] (what each RPC and event does to a run; [`holds`] for what
+//! concerns held runs), [`history::History`] (what the reads answer) and [`store::Store`]
+//! (the buckets).
+//!
+//! Rules a run keeps: one run of a Keycloak connector is active at a time (REQUESTED to
+//! APPLYING, HELD aside), claimed in the store so that replicas agree; an apply run
+//! supersedes (cancels) the HELD runs of its connector; a HELD run expires after
+//! `[control_plane] hold_expiry`; approving needs a reason and is refused once a product
+//! changed since the plan was made. The schedule starts one apply run per configured
+//! connector and records a skip when the connector is busy.
 //!
 //! The modules depend on each other one way only, from the edges to the core:
 //!
 //! ```text
-//! app -> service -> history -> runs -> store -> machine
+//! app -> service -> history -> runs (+ holds) -> store -> machine
 //!     -> events  ----------->  runs
 //!     -> schedule ---------->  runs, settings
 //! ```
@@ -36,6 +44,7 @@ pub mod auth;
 pub mod connections;
 pub mod events;
 pub mod history;
+pub mod holds;
 pub mod machine;
 pub mod metrics;
 pub mod runs;

@@ -1,11 +1,28 @@
 //! The run's state machine, as pure functions: no IO, no clock, no bus.
 //!
 //! [`next`] is the whole reaction to the fetcher's and planner's events, as a pure function
-//! of the run and the event; [`count`] and [`settle`] are the reaction to change results.
-//! Events can arrive late, twice, or out of order (two replicas share the consumer), so a
-//! run only ever moves forward: an event about a stage the run has passed is ignored.
+//! of the run, the event and the [`Context`] (the time of the transition and how long a
+//! hold lasts, which the caller reads and passes in); [`count`] and [`settle`] are the
+//! reaction to change results. Events can arrive late, twice, or out of order (two
+//! replicas share the consumer), so a run only ever moves forward: an event about a stage
+//! the run has passed is ignored.
+//!
+//! A run is *active* ([`is_active`]) from REQUESTED to APPLYING, except HELD: a held run
+//! waits for a person, and a new run of its connector may start (and supersedes it).
 
+use std::time::Duration;
+
+use prost_types::Timestamp;
 use proto::v1::{self, RunMode, RunState};
+
+/// What a transition needs to know of the world, read by the caller.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Context {
+    /// The time of the transition.
+    pub now: Timestamp,
+    /// How long a run may stay HELD before it can no longer be approved.
+    pub hold_expiry: Duration,
+}
 
 /// An event on the bus that moves a run.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,8 +62,8 @@ pub enum Transition {
     To(Box<v1::Run>),
 }
 
-/// The run after `event`.
-pub fn next(run: &v1::Run, event: &Event) -> Transition {
+/// The run after `event`, at `context.now`.
+pub fn next(run: &v1::Run, event: &Event, context: &Context) -> Transition {
     let state = run.state();
     if is_terminal(state) {
         return Transition::Ignore {
@@ -123,6 +140,7 @@ pub fn next(run: &v1::Run, event: &Event) -> Transition {
             } else if let Some(hold_reason) = hold_reason {
                 next.set_state(RunState::Held);
                 next.reason = hold_reason;
+                next.hold_expires_at = Some(later(context.now, context.hold_expiry));
             } else if planned == 0 {
                 next.set_state(RunState::Succeeded);
             } else {
@@ -204,6 +222,37 @@ pub fn is_terminal(state: RunState) -> bool {
     )
 }
 
+/// Whether a run in `state` keeps its connector busy: REQUESTED, FETCHING, PLANNING or
+/// APPLYING. A HELD run waits for a person and does not.
+pub fn is_active(state: RunState) -> bool {
+    matches!(
+        state,
+        RunState::Requested | RunState::Fetching | RunState::Planning | RunState::Applying
+    )
+}
+
+/// When the hold of `run` expired, if it is HELD and its hold has expired by `now`. A run
+/// held before holds expired has no expiry.
+pub fn hold_expired(run: &v1::Run, now: &Timestamp) -> Option<Timestamp> {
+    if run.state() != RunState::Held {
+        return None;
+    }
+    let expires_at = run.hold_expires_at?;
+    ((expires_at.seconds, expires_at.nanos) <= (now.seconds, now.nanos)).then_some(expires_at)
+}
+
+/// `time` plus `duration`, saturating at the end of time.
+pub fn later(time: Timestamp, duration: Duration) -> Timestamp {
+    let seconds = i64::try_from(duration.as_secs()).unwrap_or(i64::MAX);
+    let mut nanos = time.nanos + duration.subsec_nanos() as i32;
+    let mut seconds = time.seconds.saturating_add(seconds);
+    if nanos >= 1_000_000_000 {
+        nanos -= 1_000_000_000;
+        seconds = seconds.saturating_add(1);
+    }
+    Timestamp { seconds, nanos }
+}
+
 /// `APPLYING` for `RUN_STATE_APPLYING`.
 pub fn state_name(state: RunState) -> &'static str {
     let name = state.as_str_name();
@@ -281,6 +330,18 @@ mod tests {
         result.set_product(product);
         result.set_outcome(outcome);
         result
+    }
+
+    const CONTEXT: Context = Context {
+        now: Timestamp {
+            seconds: 1_795_356_000,
+            nanos: 0,
+        },
+        hold_expiry: Duration::from_secs(3600),
+    };
+
+    fn next(run: &v1::Run, event: &Event) -> Transition {
+        super::next(run, event, &CONTEXT)
     }
 
     fn moved_to(transition: Transition) -> v1::Run {
@@ -404,9 +465,18 @@ mod tests {
         let held = moved_to(next(&run(RunState::Planning, RunMode::Apply), &event));
         assert_eq!(held.state(), RunState::Held);
         assert_eq!(held.reason, "50 deletions exceed the limit of 10");
+        assert_eq!(
+            held.hold_expires_at,
+            Some(Timestamp {
+                seconds: 1_795_356_000 + 3600,
+                nanos: 0
+            }),
+            "the hold expires hold_expiry after the transition"
+        );
 
         let simulated = moved_to(next(&run(RunState::Planning, RunMode::Simulate), &event));
         assert_eq!(simulated.state(), RunState::Succeeded);
+        assert_eq!(simulated.hold_expires_at, None);
         assert_eq!(
             simulated.reason,
             "a real run would be held: 50 deletions exceed the limit of 10"
@@ -518,5 +588,56 @@ mod tests {
         assert!(!settle(&mut cancelled));
         assert_eq!(cancelled.state(), RunState::Cancelled);
         assert_eq!(cancelled.progress[0].applied, 1);
+    }
+
+    #[test]
+    fn a_hold_expires_at_its_time_and_only_a_held_run_has_one_that_counts() {
+        let mut held = run(RunState::Held, RunMode::Apply);
+        assert_eq!(hold_expired(&held, &CONTEXT.now), None, "no expiry: never");
+        let expires_at = later(CONTEXT.now, Duration::from_millis(1500));
+        assert_eq!(
+            expires_at,
+            Timestamp {
+                seconds: 1_795_356_001,
+                nanos: 500_000_000
+            }
+        );
+        held.hold_expires_at = Some(expires_at);
+        assert_eq!(hold_expired(&held, &CONTEXT.now), None);
+        let just_before = Timestamp {
+            seconds: 1_795_356_001,
+            nanos: 499_999_999,
+        };
+        assert_eq!(hold_expired(&held, &just_before), None);
+        assert_eq!(hold_expired(&held, &expires_at), Some(expires_at));
+        let mut cancelled = held.clone();
+        cancelled.set_state(RunState::Cancelled);
+        assert_eq!(hold_expired(&cancelled, &expires_at), None);
+    }
+
+    #[test]
+    fn every_state_up_to_applying_but_held_is_active() {
+        let active: Vec<RunState> = [
+            RunState::Requested,
+            RunState::Fetching,
+            RunState::Planning,
+            RunState::Held,
+            RunState::Applying,
+            RunState::Succeeded,
+            RunState::Failed,
+            RunState::Cancelled,
+        ]
+        .into_iter()
+        .filter(|state| is_active(*state))
+        .collect();
+        assert_eq!(
+            active,
+            [
+                RunState::Requested,
+                RunState::Fetching,
+                RunState::Planning,
+                RunState::Applying
+            ]
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The control plane's metrics, exported by the `telemetry` crate's meter provider (OTLP):
 //! runs started and finished by outcome, run duration, events received and dead-lettered
 //! (also counted in the shared `keysync_dead_letters_total{service="control-plane"}`, by
-//! the message loop, `bus::worker`), and change results by product and outcome.
+//! the message loop, `bus::worker`), change results by product and outcome, and scheduled
+//! runs skipped because their connector was busy, by connector.
 
 use opentelemetry::{
     KeyValue, global,
@@ -16,6 +17,7 @@ pub struct Metrics {
     events_received: Counter<u64>,
     events_dead_lettered: Counter<u64>,
     change_results: Counter<u64>,
+    schedule_skipped: Counter<u64>,
 }
 
 /// Bucket boundaries of the run duration, in seconds: a second to four hours.
@@ -56,6 +58,12 @@ impl Default for Metrics {
                     "Change results recorded (repeats not counted), by product and outcome.",
                 )
                 .build(),
+            schedule_skipped: meter
+                .u64_counter("keysync_schedule_skipped_total")
+                .with_description(
+                    "Scheduled runs not started because a run of their connector was active, by connector.",
+                )
+                .build(),
         };
         // Rare events start at zero, so that they are exported (and a dashboard shows 0,
         // not "no data") before the first one happens.
@@ -92,6 +100,18 @@ impl Metrics {
     /// `keysync_dead_letters_total` itself).
     pub fn event_dead_lettered(&self) {
         self.events_dead_lettered.add(1, &[]);
+    }
+
+    /// A scheduled run of `connector` was skipped.
+    pub fn schedule_skipped(&self, connector: &str) {
+        self.schedule_skipped
+            .add(1, &[KeyValue::new("connector", connector.to_owned())]);
+    }
+
+    /// Starts the skips of `connector` at zero, so they are exported before the first one.
+    pub fn schedule_skipped_start(&self, connector: &str) {
+        self.schedule_skipped
+            .add(0, &[KeyValue::new("connector", connector.to_owned())]);
     }
 
     pub fn change_results(&self, product: &'static str, outcome: &'static str, recorded: u64) {

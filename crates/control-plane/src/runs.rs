@@ -1,8 +1,18 @@
-//! What the control API and the bus's events do to runs, without gRPC: start, approve,
-//! cancel, record results, and react to the bus's events, each through the state machine
-//! ([`crate::machine`]) and a compare-and-set in the store ([`crate::store`]). The tonic
+//! What the control API and the bus's events do to runs, without gRPC: start, cancel,
+//! record results, and react to the bus's events, each through the state machine
+//! ([`crate::machine`]) and a compare-and-set in the store ([`crate::store`]); what
+//! concerns held runs (approval, expiry, supersession) is in [`crate::holds`]. The tonic
 //! service, the event consumer and the schedule call these; what the API reads is in
 //! `history`, which depends on this module and never the other way round.
+//!
+//! **One active run per connector.** [`Runs::start`] resolves the run's Keycloak connector
+//! (the only one configured when none is named) and claims it in the store
+//! ([`Store::claim_connector`]) before it creates the run; while another run of the
+//! connector is REQUESTED, FETCHING, PLANNING or APPLYING the start is refused
+//! ([`RunsError::Busy`]). A HELD run does not hold its connector: it waits for a person, and
+//! the next apply run of its connector supersedes it. A run releases its claim when it
+//! ends; a claim whose run has ended or never came to exist is taken over, so a stopped
+//! replica cannot block a connector.
 
 use std::{
     sync::Arc,
@@ -10,20 +20,24 @@ use std::{
 };
 
 use bus::{Bus, objects::ObjectError};
+use cache::Cache;
 use futures::{StreamExt, TryStreamExt};
 use proto::v1::{self, ChangeOutcome, Product, RunMode, RunState, RunTrigger};
 
 use crate::{
-    machine::{self, Event, Transition, state_name},
+    machine::{self, Context, Event, Transition, state_name},
     metrics::Metrics,
-    store::{Store, StoreError, StoredRun, Updated, now},
+    store::{Claim, Store, StoreError, StoredRun, Updated, now},
 };
 
 /// How many results of one report are written at once.
 const RECORD_CONCURRENCY: usize = 16;
 
 /// How far back [`recover`] looks for runs left unfinished by a stop.
-const RECOVERY_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const RECOVERY_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Who the control plane names as the canceller of the runs it cancels itself.
+pub(crate) const CONTROL_PLANE: &str = "the control plane";
 
 /// Why a run operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +54,21 @@ pub enum RunsError {
         state: &'static str,
         expected: &'static str,
     },
+    /// Another run of the connector is active.
+    #[error(
+        "run {run_id} of {} is still {state}; wait for it or cancel it",
+        connector_label(connector)
+    )]
+    Busy {
+        run_id: String,
+        connector: String,
+        state: &'static str,
+    },
+    #[error("the hold of run {run_id} expired at {expired_at}; start a new run")]
+    HoldExpired { run_id: String, expired_at: String },
+    /// The product changed since the held plan was made.
+    #[error("{0}")]
+    StalePlan(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -50,6 +79,12 @@ pub enum RunsError {
         #[source]
         source: ObjectError,
     },
+    #[error("reading the cached state to check the plan of run {run_id}")]
+    State {
+        run_id: String,
+        #[source]
+        source: Box<cache::Error>,
+    },
 }
 
 /// A run to start.
@@ -58,28 +93,62 @@ pub struct StartRun {
     pub mode: RunMode,
     /// Empty means every configured product.
     pub products: Vec<Product>,
-    /// Empty means the fetcher's default connector.
+    /// Empty means the only configured connector (several configured: refused), or, when
+    /// the control plane has none configured, the fetcher's default.
     pub connector: String,
     pub trigger: RunTrigger,
     pub requested_by: String,
 }
 
+/// What the runs are held to, from the settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunsSettings {
+    /// The names of the `[keycloak.*]` connectors. Empty: a run's connector is passed to
+    /// the fetcher as it was asked for.
+    pub connectors: Vec<String>,
+    /// How long a run stays HELD before it can no longer be approved
+    /// (`[control_plane] hold_expiry`).
+    pub hold_expiry: Duration,
+}
+
+impl Default for RunsSettings {
+    fn default() -> RunsSettings {
+        RunsSettings {
+            connectors: Vec::new(),
+            hold_expiry: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
 /// The runs of one deployment and the bus they are driven by.
 pub struct Runs {
-    bus: Bus,
-    store: Arc<Store>,
-    metrics: Metrics,
+    pub(crate) bus: Bus,
+    pub(crate) store: Arc<Store>,
+    pub(crate) cache: Cache,
+    pub(crate) metrics: Metrics,
+    pub(crate) settings: RunsSettings,
 }
 
 impl Runs {
     /// Writes the runs of `store` (shared with [`crate::history::History`], which reads
     /// them) and publishes their messages on `bus`.
-    pub fn new(bus: Bus, store: Arc<Store>) -> Runs {
+    pub fn new(bus: Bus, store: Arc<Store>, settings: RunsSettings) -> Runs {
+        let metrics = Metrics::default();
+        for connector in &settings.connectors {
+            metrics.schedule_skipped_start(connector);
+        }
         Runs {
+            cache: Cache::new(bus.clone()),
             bus,
             store,
-            metrics: Metrics::default(),
+            metrics,
+            settings,
         }
+    }
+
+    /// The configured connectors; empty when the control plane has none configured.
+    pub fn connectors(&self) -> &[String] {
+        &self.settings.connectors
     }
 
     pub fn bus(&self) -> &Bus {
@@ -94,8 +163,9 @@ impl Runs {
         &self.metrics
     }
 
-    /// Creates the run, publishes `RunRequested` (message id = run id) and moves the run to
-    /// FETCHING.
+    /// Resolves and claims the run's connector, creates the run, publishes `RunRequested`
+    /// (message id = run id) and moves the run to FETCHING. An apply run then supersedes
+    /// the HELD runs of its connector.
     pub async fn start(&self, start: StartRun) -> Result<v1::Run, RunsError> {
         if start.mode == RunMode::Unspecified {
             return Err(RunsError::Invalid(
@@ -113,10 +183,13 @@ impl Runs {
                 products.push(product);
             }
         }
+        let connector = self.resolve_connector(&start.connector)?;
+        let run_id = self.store.new_run_id();
+        self.claim(&connector, &run_id).await?;
         let created_at = now();
         let mut run = v1::Run {
-            run_id: self.store.new_run_id(),
-            connector: start.connector,
+            run_id,
+            connector,
             products: products.iter().map(|product| *product as i32).collect(),
             created_at: Some(created_at),
             updated_at: Some(created_at),
@@ -126,15 +199,21 @@ impl Runs {
         run.set_mode(start.mode);
         run.set_state(RunState::Requested);
         run.set_trigger(start.trigger);
-        self.store
+        let created = self
+            .store
             .create(&StoredRun {
                 run: run.clone(),
                 plan: None,
                 results_counted_through: 0,
             })
-            .await?;
+            .await;
+        if let Err(error) = created {
+            self.release(&run).await;
+            return Err(error.into());
+        }
         tracing::info!(
             run_id = %run.run_id,
+            connector = %run.connector,
             mode = mode_name(run.mode()),
             trigger = trigger_name(run.trigger()),
             requested_by = %run.requested_by,
@@ -142,7 +221,114 @@ impl Runs {
         );
         self.metrics
             .run_started(trigger_name(run.trigger()), mode_name(run.mode()));
-        self.request_fetch(&run).await
+        let run = self.request_fetch(&run).await?;
+        if run.mode() == RunMode::Apply {
+            self.supersede(&run).await;
+        }
+        Ok(run)
+    }
+
+    /// The connector of a run that asked for `asked`: that one, if it is configured; the
+    /// only one configured, if none was asked for; as asked when none is configured.
+    fn resolve_connector(&self, asked: &str) -> Result<String, RunsError> {
+        let asked = asked.trim();
+        let configured = &self.settings.connectors;
+        if configured.is_empty() {
+            return Ok(asked.to_owned());
+        }
+        let names = || {
+            configured
+                .iter()
+                .map(|name| format!("`{name}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if asked.is_empty() {
+            return match configured.as_slice() {
+                [only] => Ok(only.clone()),
+                _ => Err(RunsError::Invalid(format!(
+                    "several Keycloak connectors are configured ({}); name one",
+                    names()
+                ))),
+            };
+        }
+        if configured.iter().any(|name| name == asked) {
+            Ok(asked.to_owned())
+        } else {
+            Err(RunsError::Invalid(format!(
+                "no Keycloak connector `{asked}` is configured (configured: {})",
+                names()
+            )))
+        }
+    }
+
+    /// Claims `connector` for the run `run_id`, or answers which run keeps it busy.
+    pub(crate) async fn claim(&self, connector: &str, run_id: &str) -> Result<(), RunsError> {
+        match self.store.claim_connector(connector, run_id).await? {
+            Claim::Claimed => Ok(()),
+            Claim::Busy { run_id, state } => Err(RunsError::Busy {
+                run_id,
+                connector: connector.to_owned(),
+                state: state_name(state),
+            }),
+        }
+    }
+
+    /// Frees the run's connector if the run holds it. A failure is only logged: a claim
+    /// whose run has ended is taken over by the next run.
+    pub(crate) async fn release(&self, run: &v1::Run) {
+        if let Err(error) = self
+            .store
+            .release_connector(&run.connector, &run.run_id)
+            .await
+        {
+            tracing::warn!(
+                run_id = %run.run_id,
+                connector = %run.connector,
+                error = %error,
+                "Could not release the connector; the next run takes it over."
+            );
+        }
+    }
+
+    /// Records a scheduled run that did not start because its connector was busy: a run
+    /// of trigger SCHEDULE, CANCELLED from the start, with `reason`, so that `keysync runs`
+    /// shows the skip.
+    pub async fn record_skip(
+        &self,
+        connector: &str,
+        requested_by: String,
+        reason: String,
+    ) -> Result<v1::Run, RunsError> {
+        let time = now();
+        let mut run = v1::Run {
+            run_id: self.store.new_run_id(),
+            connector: connector.to_owned(),
+            created_at: Some(time),
+            updated_at: Some(time),
+            finished_at: Some(time),
+            reason,
+            requested_by,
+            ..v1::Run::default()
+        };
+        run.set_mode(RunMode::Apply);
+        run.set_state(RunState::Cancelled);
+        run.set_trigger(RunTrigger::Schedule);
+        self.store
+            .create(&StoredRun {
+                run: run.clone(),
+                plan: None,
+                results_counted_through: 0,
+            })
+            .await?;
+        self.metrics.schedule_skipped(connector);
+        tracing::warn!(
+            run_id = %run.run_id,
+            connector,
+            reason = %run.reason,
+            "Scheduled run skipped."
+        );
+        Ok(run)
     }
 
     /// Publishes the run's `RunRequested` and moves it from REQUESTED to FETCHING; a run
@@ -160,16 +346,15 @@ impl Runs {
         let subject = self.bus.topology().run_requested();
         if let Err(error) = self.bus.publish(&subject, &requested, &run.run_id).await {
             let reason = format!("the run could not be requested: {error}");
-            self.store
-                .update(&run.run_id, |stored| {
-                    if stored.run.state() != RunState::Requested {
-                        return false;
-                    }
-                    stored.run.set_state(RunState::Failed);
-                    stored.run.reason = reason.clone();
-                    true
-                })
-                .await?;
+            self.update_if_exists(&run.run_id, |stored| {
+                if stored.run.state() != RunState::Requested {
+                    return false;
+                }
+                stored.run.set_state(RunState::Failed);
+                stored.run.reason = reason.clone();
+                true
+            })
+            .await?;
             return Err(error.into());
         }
         let updated = self
@@ -182,72 +367,6 @@ impl Runs {
                 true
             })
             .await?;
-        Ok(updated.stored.run)
-    }
-
-    /// Moves a HELD run to APPLYING and publishes `RunApproved`, so the planner publishes
-    /// the stored plan's change sets.
-    pub async fn approve(
-        &self,
-        run_id: &str,
-        comment: &str,
-        approved_by: &str,
-    ) -> Result<v1::Run, RunsError> {
-        check_run_id(run_id)?;
-        let mut refused = None;
-        let mut hold_reason = String::new();
-        let updated = self
-            .update(run_id, |stored| {
-                if stored.run.state() != RunState::Held {
-                    refused = Some(stored.run.state());
-                    return false;
-                }
-                refused = None;
-                hold_reason = std::mem::take(&mut stored.run.reason);
-                stored.run.set_state(RunState::Applying);
-                machine::settle(&mut stored.run);
-                true
-            })
-            .await?;
-        if let Some(state) = refused {
-            return Err(RunsError::WrongState {
-                run_id: run_id.to_owned(),
-                state: state_name(state),
-                expected: "only a HELD run can be approved",
-            });
-        }
-        tracing::info!(
-            run_id,
-            approved_by,
-            comment,
-            hold_reason = %hold_reason,
-            "Run approved."
-        );
-        let approved = v1::RunApproved {
-            schema_version: v1::SCHEMA_VERSION,
-            run_id: run_id.to_owned(),
-            approved_by: approved_by.to_owned(),
-            comment: comment.to_owned(),
-        };
-        let subject = self.bus.topology().run_approved();
-        if let Err(error) = self
-            .bus
-            .publish(&subject, &approved, &format!("{run_id}.approved"))
-            .await
-        {
-            // Nothing will apply the plan: hold the run again, so approving can be retried.
-            self.store
-                .update(run_id, |stored| {
-                    if stored.run.state() != RunState::Applying {
-                        return false;
-                    }
-                    stored.run.set_state(RunState::Held);
-                    stored.run.reason = hold_reason.clone();
-                    true
-                })
-                .await?;
-            return Err(error.into());
-        }
         Ok(updated.stored.run)
     }
 
@@ -292,16 +411,54 @@ impl Runs {
         }
         let run = updated.stored.run;
         tracing::info!(run_id, cancelled_by, reason = %run.reason, "Run cancelled.");
+        self.announce_cancelled(&run).await?;
+        Ok(run)
+    }
+
+    /// Moves the run `run_id` to CANCELLED with `reason` if `condition` holds of it (read
+    /// again on every compare-and-set attempt), and publishes `RunCancelled`. Answers the
+    /// cancelled run, or `None` when the condition did not hold or there is no such run.
+    pub(crate) async fn cancel_if<F>(
+        &self,
+        run_id: &str,
+        reason: &str,
+        cancelled_by: &str,
+        condition: F,
+    ) -> Result<Option<v1::Run>, RunsError>
+    where
+        F: Fn(&v1::Run) -> bool,
+    {
+        let updated = self
+            .update_if_exists(run_id, |stored| {
+                if machine::is_terminal(stored.run.state()) || !condition(&stored.run) {
+                    return false;
+                }
+                stored.run.set_state(RunState::Cancelled);
+                stored.run.reason = reason.to_owned();
+                true
+            })
+            .await?;
+        let Some(updated) = updated.filter(|updated| updated.written) else {
+            return Ok(None);
+        };
+        let run = updated.stored.run;
+        tracing::info!(run_id, cancelled_by, reason = %run.reason, "Run cancelled.");
+        self.announce_cancelled(&run).await?;
+        Ok(Some(run))
+    }
+
+    /// Publishes the `RunCancelled` of a cancelled run.
+    async fn announce_cancelled(&self, run: &v1::Run) -> Result<(), RunsError> {
         let cancelled = v1::RunCancelled {
             schema_version: v1::SCHEMA_VERSION,
-            run_id: run_id.to_owned(),
+            run_id: run.run_id.clone(),
             reason: run.reason.clone(),
         };
         let subject = self.bus.topology().run_cancelled();
         self.bus
-            .publish(&subject, &cancelled, &format!("{run_id}.cancelled"))
+            .publish(&subject, &cancelled, &format!("{}.cancelled", run.run_id))
             .await?;
-        Ok(run)
+        Ok(())
     }
 
     /// Records `results` of one product, each once by (run, change id), and counts them in
@@ -403,7 +560,7 @@ impl Runs {
                 run_id: run_id.to_owned(),
             });
         };
-        self.note_finished(&updated);
+        self.note_finished(&updated).await;
         Ok(updated.stored.run.state())
     }
 
@@ -412,19 +569,26 @@ impl Runs {
     pub async fn apply_event(&self, event: &Event) -> Result<bool, RunsError> {
         let run_id = event.run_id();
         let mut ignored = None;
+        let hold_expiry = self.settings.hold_expiry;
         let updated = self
-            .update_if_exists(run_id, |stored| match machine::next(&stored.run, event) {
-                Transition::Ignore { why } => {
-                    ignored = Some(why);
-                    false
-                }
-                Transition::To(run) => {
-                    ignored = None;
-                    stored.run = *run;
-                    if let Event::PlanReady(ready) = event {
-                        stored.plan = ready.plan.clone();
+            .update_if_exists(run_id, |stored| {
+                let context = Context {
+                    now: now(),
+                    hold_expiry,
+                };
+                match machine::next(&stored.run, event, &context) {
+                    Transition::Ignore { why } => {
+                        ignored = Some(why);
+                        false
                     }
-                    true
+                    Transition::To(run) => {
+                        ignored = None;
+                        stored.run = *run;
+                        if let Event::PlanReady(ready) = event {
+                            stored.plan = ready.plan.clone();
+                        }
+                        true
+                    }
                 }
             })
             .await?;
@@ -452,7 +616,7 @@ impl Runs {
     }
 
     /// [`Store::update`] for a run that must exist.
-    async fn update<F>(&self, run_id: &str, change: F) -> Result<Updated, RunsError>
+    pub(crate) async fn update<F>(&self, run_id: &str, change: F) -> Result<Updated, RunsError>
     where
         F: FnMut(&mut StoredRun) -> bool,
     {
@@ -464,8 +628,8 @@ impl Runs {
         }
     }
 
-    /// [`Store::update`], noting a run that ended.
-    async fn update_if_exists<F>(
+    /// [`Store::update`], noting a run that ended and releasing its connector.
+    pub(crate) async fn update_if_exists<F>(
         &self,
         run_id: &str,
         change: F,
@@ -475,16 +639,18 @@ impl Runs {
     {
         let updated = self.store.update(run_id, change).await?;
         if let Some(updated) = &updated {
-            self.note_finished(updated);
+            self.note_finished(updated).await;
         }
         Ok(updated)
     }
 
-    fn note_finished(&self, updated: &Updated) {
+    /// Counts and logs a run that ended with `updated`, and frees its connector.
+    async fn note_finished(&self, updated: &Updated) {
         if !updated.finished {
             return;
         }
         let run = &updated.stored.run;
+        self.release(run).await;
         let seconds = match (run.created_at, run.finished_at) {
             (Some(created), Some(finished)) => {
                 (finished.seconds - created.seconds) as f64
@@ -535,6 +701,26 @@ pub async fn recover(runs: Arc<Runs>) -> Result<(), RunsError> {
         }
     }
     Ok(())
+}
+
+/// "connector `corp`", or "the default connector" for the empty name.
+pub(crate) fn connector_label(connector: &str) -> String {
+    if connector.is_empty() {
+        "the default connector".to_owned()
+    } else {
+        format!("connector {connector}")
+    }
+}
+
+/// A time in messages: RFC 3339 in UTC, to the second.
+pub(crate) fn time_text(time: Option<&prost_types::Timestamp>) -> String {
+    let Some(time) = time else {
+        return "an unknown time".to_owned();
+    };
+    match jiff::Timestamp::new(time.seconds, 0) {
+        Ok(time) => time.to_string(),
+        Err(_) => format!("{}s after 1970", time.seconds),
+    }
 }
 
 /// A run id must be a ULID: it is a key in the store.

@@ -2,8 +2,12 @@
 //!
 //! Every replica runs the schedule; for each fire time, each one tries to `create` the key
 //! `schedule.{unix seconds}` in the `{prefix}-schedule` bucket, which succeeds for exactly
-//! one of them, and only that one starts the run (trigger SCHEDULE). A fire time missed
-//! while no replica ran is not made up for, as with cron.
+//! one of them, and only that one starts the runs (trigger SCHEDULE): one apply run per
+//! configured Keycloak connector (one with the default connector when none is
+//! configured). A connector whose previous run is still active gets no new run: the skip
+//! is recorded as a CANCELLED run of trigger SCHEDULE ("skipped: run R of connector C was
+//! still STATE"), logged, and counted in `keysync_schedule_skipped_total{connector}`. A
+//! fire time missed while no replica ran is not made up for, as with cron.
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,7 +19,7 @@ use tokio::sync::watch;
 
 pub use crate::settings::parse_cron;
 use crate::{
-    runs::{Runs, StartRun},
+    runs::{Runs, RunsError, StartRun, connector_label},
     settings::ScheduleSettings,
 };
 
@@ -92,7 +96,7 @@ pub async fn run(schedule: Schedule, runs: Arc<Runs>, mut stop: watch::Receiver<
     }
 }
 
-/// Starts the run of `fire` if this replica claims it first.
+/// Starts the runs of `fire` if this replica claims it first.
 async fn fire_once(runs: &Runs, schedule: &Schedule, fire: &Zoned) {
     let unix_seconds = fire.timestamp().as_second();
     match runs.store().claim_fire_time(unix_seconds).await {
@@ -106,17 +110,43 @@ async fn fire_once(runs: &Runs, schedule: &Schedule, fire: &Zoned) {
             return;
         }
     }
-    let started = runs
-        .start(StartRun {
-            mode: RunMode::Apply,
-            products: Vec::new(),
-            connector: String::new(),
-            trigger: RunTrigger::Schedule,
-            requested_by: format!("schedule `{}` at {fire}", schedule.expression()),
-        })
-        .await;
-    if let Err(error) = started {
-        tracing::error!(fire_time = %fire, error = %error, "The scheduled run could not start.");
+    let connectors = match runs.connectors() {
+        [] => vec![String::new()],
+        connectors => connectors.to_vec(),
+    };
+    let requested_by = format!("schedule `{}` at {fire}", schedule.expression());
+    for connector in connectors {
+        let started = runs
+            .start(StartRun {
+                mode: RunMode::Apply,
+                products: Vec::new(),
+                connector: connector.clone(),
+                trigger: RunTrigger::Schedule,
+                requested_by: requested_by.clone(),
+            })
+            .await;
+        match started {
+            Ok(_) => {}
+            Err(RunsError::Busy {
+                run_id,
+                connector,
+                state,
+            }) => {
+                let reason = format!(
+                    "skipped: run {run_id} of {} was still {state}",
+                    connector_label(&connector)
+                );
+                if let Err(error) = runs
+                    .record_skip(&connector, requested_by.clone(), reason)
+                    .await
+                {
+                    tracing::error!(fire_time = %fire, connector, error = %error, "The skip of a scheduled run could not be recorded.");
+                }
+            }
+            Err(error) => {
+                tracing::error!(fire_time = %fire, connector, error = %error, "The scheduled run could not start.");
+            }
+        }
     }
 }
 

@@ -2,10 +2,12 @@
 //! and [`History`] (reads) calls, and [`RunsError`]s into gRPC statuses. Every call but health and reflection passes
 //! [`crate::auth::BearerAuth`] first.
 //!
-//! Statuses: a malformed request is `INVALID_ARGUMENT`, an unknown run `NOT_FOUND`, an
-//! action the run's state does not allow `FAILED_PRECONDITION` (the message names the
-//! state), and a bus or store failure `UNAVAILABLE` (retrying is safe: every call is
-//! idempotent or refused on repeat).
+//! Statuses: a malformed request is `INVALID_ARGUMENT` (an approval without a reason, a
+//! connector not configured, or none named when several are), an unknown run `NOT_FOUND`,
+//! an action the run's state does not allow `FAILED_PRECONDITION` (the message names the
+//! state; also a start while another run of the connector is active, and an approval of
+//! an expired hold or of a plan whose products changed since), and a bus or store failure
+//! `UNAVAILABLE` (retrying is safe: every call is idempotent or refused on repeat).
 
 use std::{pin::Pin, sync::Arc};
 
@@ -28,7 +30,7 @@ use crate::{
 pub use proto::v1::control_service_server::SERVICE_NAME;
 
 /// The metadata key a client may set to say who it acts for; it is recorded as the run's
-/// `requested_by`, and logged with approvals and cancellations. Informational only: the
+/// `requested_by` or `approved_by`, and logged with cancellations. Informational only: the
 /// token is what authenticates.
 pub const USER_METADATA: &str = "keysync-user";
 
@@ -254,6 +256,12 @@ impl ControlService for ControlPlane {
         }))
     }
 
+    /// Approves a HELD run: `comment` is the reason, required, recorded on the run with who
+    /// (the `keysync-user` metadata) and when. Refused with FAILED_PRECONDITION once the
+    /// hold has expired (the run is cancelled), once a product changed since the plan was
+    /// made (the run stays HELD), and while another run of the connector is active. A HELD
+    /// run is also cancelled ("superseded by run ...") when an apply run of its connector
+    /// starts, by the API or the schedule; a simulated run supersedes nothing.
     #[tracing::instrument(name = "ApproveRun", skip_all, fields(run_id = %request.get_ref().run_id))]
     async fn approve_run(
         &self,
@@ -264,7 +272,7 @@ impl ControlService for ControlPlane {
         let request = request.into_inner();
         let run = self
             .runs
-            .approve(&request.run_id, request.comment.trim(), &approved_by)
+            .approve(&request.run_id, &request.comment, &approved_by)
             .await
             .map_err(status)?;
         Ok(Response::new(run))
@@ -349,12 +357,22 @@ fn status(error: RunsError) -> Status {
             Status::invalid_argument(error.to_string())
         }
         RunsError::NotFound { .. } => Status::not_found(error.to_string()),
-        RunsError::WrongState { .. } => Status::failed_precondition(error.to_string()),
+        RunsError::WrongState { .. }
+        | RunsError::Busy { .. }
+        | RunsError::HoldExpired { .. }
+        | RunsError::StalePlan(_) => Status::failed_precondition(error.to_string()),
         RunsError::Plan { source, .. } if source.is_permanent() => {
             tracing::error!(error = %telemetry::error_chain(&error), "A stored plan cannot be read.");
             Status::internal(telemetry::error_chain(&error))
         }
-        RunsError::Store(_) | RunsError::Bus(_) | RunsError::Plan { .. } => {
+        RunsError::State { source, .. } if source.is_permanent() => {
+            tracing::error!(error = %telemetry::error_chain(&error), "A cached state cannot be read.");
+            Status::internal(telemetry::error_chain(&error))
+        }
+        RunsError::Store(_)
+        | RunsError::Bus(_)
+        | RunsError::Plan { .. }
+        | RunsError::State { .. } => {
             tracing::warn!(error = %telemetry::error_chain(&error), "A call failed on the bus.");
             Status::unavailable(telemetry::error_chain(&error))
         }

@@ -15,6 +15,12 @@
 //!   were recorded is one ordered consumer filtered on `$KV.{bucket}.{run_id}.>`, which is
 //!   what both `ListChanges` and the progress counting need, and what survives a restart.
 //!
+//! - `{prefix}-schedule`: claims, each a key written with `create` or a compare-and-set on
+//!   its revision, so exactly one replica wins it: `schedule.{unix seconds}` (the replica
+//!   that fires that time of the schedule), and `connector.{name}` (the run that holds the
+//!   connector: one active run per connector, see [`Store::claim_connector`]). A key lives
+//!   a week; an expired connector claim is a free connector.
+//!
 //! Progress is counted from the results stream, never incremented on the side: a run
 //! remembers the stream sequence up to which its results are counted, and
 //! [`Store::count_results`] adds the results after it in one compare-and-set. A result
@@ -36,11 +42,16 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message as _;
 use proto::v1;
 
-use crate::machine::is_terminal;
+use crate::machine::{is_active, is_terminal};
 
 /// Compare-and-set attempts before an update gives up; each conflict means another writer
 /// made progress, so this is only reached under pathological contention.
 const MAX_UPDATE_ATTEMPTS: usize = 64;
+
+/// How long a connector claim whose run does not exist (yet) still holds: the claim is
+/// written just before the run, so a run missing for longer was never created (its
+/// replica stopped in between), and the claim may be taken over.
+const CLAIM_GRACE: Duration = Duration::from_secs(60);
 
 /// Why the store could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +114,15 @@ pub struct Updated {
     pub finished: bool,
 }
 
+/// What [`Store::claim_connector`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The run holds the connector now.
+    Claimed,
+    /// Another run holds it and is still active (or is being created).
+    Busy { run_id: String, state: v1::RunState },
+}
+
 /// A result as recorded, with its place in the results stream.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecordedResult {
@@ -110,7 +130,7 @@ pub struct RecordedResult {
     pub result: v1::ChangeResult,
 }
 
-/// The runs, results and schedule claims of one deployment.
+/// The runs, results and claims (schedule fire times, connectors) of one deployment.
 pub struct Store {
     client: async_nats::Client,
     runs: kv::Store,
@@ -146,12 +166,13 @@ impl Store {
                 },
             )
             .await?;
-        // A claim only matters around its fire time; a week is far beyond any replica's
-        // clock skew or pause.
+        // A fire-time claim only matters around its fire time; a week is far beyond any
+        // replica's clock skew or pause. A connector claim that expires frees the
+        // connector, which a run that old no longer deserves.
         let claims = bus
             .key_value(
                 &topology.schedule_bucket(),
-                "keysync schedule claims, by fire time",
+                "keysync claims: schedule fire times, and the run holding each connector",
                 Retention {
                     history: 1,
                     max_age: Duration::from_secs(7 * 24 * 3600),
@@ -449,6 +470,117 @@ impl Store {
         }
     }
 
+    /// Claims `connector` for the run `run_id` with a compare-and-set on the key
+    /// `connector.{name}`, so that of two replicas starting a run of one connector at once
+    /// exactly one gets it. The claim is taken over when the run holding it has ended, is
+    /// HELD, or does not exist (after [`CLAIM_GRACE`]), so a run that stopped half-way
+    /// cannot block the connector; claiming again for the same run succeeds.
+    pub async fn claim_connector(
+        &self,
+        connector: &str,
+        run_id: &str,
+    ) -> Result<Claim, StoreError> {
+        let key = connector_key(connector);
+        let write_error = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Write {
+            bucket: self.claims.name.clone(),
+            key: key.clone(),
+            source,
+        };
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let (holder, revision) = self.claim_entry(&key).await?;
+            if holder == run_id {
+                return Ok(Claim::Claimed);
+            }
+            if !holder.is_empty()
+                && let Some(state) = self.busy_state(&holder).await?
+            {
+                return Ok(Claim::Busy {
+                    run_id: holder,
+                    state,
+                });
+            }
+            let value = Bytes::from(run_id.to_owned());
+            let written = match revision {
+                None => match self.claims.create(&key, value).await {
+                    Ok(_) => true,
+                    Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => false,
+                    Err(source) => return Err(write_error(Box::new(source))),
+                },
+                Some(revision) => match self.claims.update(&key, value, revision).await {
+                    Ok(_) => true,
+                    Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => false,
+                    Err(source) => return Err(write_error(Box::new(source))),
+                },
+            };
+            if written {
+                return Ok(Claim::Claimed);
+            }
+        }
+        Err(StoreError::Contended {
+            run_id: run_id.to_owned(),
+        })
+    }
+
+    /// Frees `connector` if the run `run_id` holds it (a compare-and-set: a claim taken
+    /// over meanwhile stays).
+    pub async fn release_connector(&self, connector: &str, run_id: &str) -> Result<(), StoreError> {
+        let key = connector_key(connector);
+        let (holder, revision) = self.claim_entry(&key).await?;
+        let Some(revision) = revision.filter(|_| holder == run_id) else {
+            return Ok(());
+        };
+        match self.claims.update(&key, Bytes::new(), revision).await {
+            Ok(_) => Ok(()),
+            Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(()),
+            Err(source) => Err(StoreError::Write {
+                bucket: self.claims.name.clone(),
+                key,
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    /// The run holding the claim `key` (empty when free) and the revision to update it
+    /// with (`None` when there is no value, so it is written with `create`).
+    async fn claim_entry(&self, key: &str) -> Result<(String, Option<u64>), StoreError> {
+        let entry = self
+            .claims
+            .entry(key)
+            .await
+            .map_err(|source| StoreError::Read {
+                bucket: self.claims.name.clone(),
+                key: key.to_owned(),
+                source: Box::new(source),
+            })?;
+        Ok(match entry {
+            Some(entry) if entry.operation == kv::Operation::Put => (
+                String::from_utf8_lossy(&entry.value).into_owned(),
+                Some(entry.revision),
+            ),
+            _ => (String::new(), None),
+        })
+    }
+
+    /// The state of the run `run_id` if it keeps its connector busy: it is active, or it
+    /// does not exist yet but its id is younger than [`CLAIM_GRACE`] (it is being created).
+    async fn busy_state(&self, run_id: &str) -> Result<Option<v1::RunState>, StoreError> {
+        let Ok(ulid) = ulid::Ulid::from_string(run_id) else {
+            return Ok(None);
+        };
+        match self.get(run_id).await? {
+            Some(stored) => {
+                let state = stored.run.state();
+                Ok(is_active(state).then_some(state))
+            }
+            None => {
+                let young = SystemTime::now()
+                    .duration_since(ulid.datetime())
+                    .map_or(true, |age| age < CLAIM_GRACE);
+                Ok(young.then_some(v1::RunState::Requested))
+            }
+        }
+    }
+
     async fn entry(&self, run_id: &str) -> Result<Option<(StoredRun, u64)>, StoreError> {
         let entry = self
             .runs
@@ -474,18 +606,27 @@ impl Store {
 /// used as it is; any other is written `=` followed by its bytes in hex, so every id makes
 /// a valid key and no two ids make the same one.
 pub fn result_key(run_id: &str, change_id: &str) -> String {
-    let plain = !change_id.is_empty()
-        && change_id
+    format!("{run_id}.{}", key_token(change_id))
+}
+
+/// The key of a connector's claim, `connector.{name}`, the name written as
+/// [`result_key`] writes a change id (the default connector, empty, is `connector.=`).
+pub fn connector_key(connector: &str) -> String {
+    format!("connector.{}", key_token(connector))
+}
+
+/// `text` as one token of a key: as it is when made only of letters, digits, `-` and `_`,
+/// else `=` followed by its bytes in hex.
+fn key_token(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
             .bytes()
             .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
     if plain {
-        return format!("{run_id}.{change_id}");
+        return text.to_owned();
     }
-    let hex: String = change_id
-        .bytes()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    format!("{run_id}.={hex}")
+    let hex: String = text.bytes().map(|byte| format!("{byte:02x}")).collect();
+    format!("={hex}")
 }
 
 /// Now, as a protobuf timestamp.
@@ -551,5 +692,8 @@ mod tests {
         assert_eq!(result_key("R", "a.b"), "R.=612e62");
         assert_eq!(result_key("R", ""), "R.=");
         assert_ne!(result_key("R", "=61"), result_key("R", "a"));
+        assert_eq!(connector_key("corp"), "connector.corp");
+        assert_eq!(connector_key(""), "connector.=");
+        assert_eq!(connector_key("a b"), "connector.=612062");
     }
 }

@@ -1,12 +1,12 @@
 //! The control plane's settings: the sections of the shared configuration file it reads,
 //! their defaults, and their checks.
 
-use std::{collections::BTreeMap, net::SocketAddr, path::Path, str::FromStr};
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, str::FromStr, time::Duration};
 
 use config::{Invalid, Secret};
 use croner::Cron;
-use jiff::tz::TimeZone;
-use serde::Deserialize;
+use jiff::{SignedDuration, tz::TimeZone};
+use serde::{Deserialize, Deserializer};
 
 /// `[bus]`: where NATS is and the prefix of every subject, stream and bucket; the same
 /// section every service reads.
@@ -34,6 +34,7 @@ pub use bus::health::HealthSettings;
 /// listen = "127.0.0.1:50051"            # default
 /// endpoint = "http://127.0.0.1:50051"   # default; where the appliers call the API
 /// token_file = "/run/secrets/keysync-api/token"   # required (or `token`)
+/// hold_expiry = "24h"                   # default; or a number of seconds
 ///
 /// [control_plane.schedule]
 /// enabled = false                       # default: off until an admin turns it on
@@ -77,6 +78,18 @@ pub struct ControlPlaneSettings {
     /// it. Default: `http://127.0.0.1:50051`.
     #[serde(default = "default_endpoint")]
     pub endpoint: String,
+    /// How long a run the safety limit holds waits for `keysync approve`: once it has
+    /// expired, approving is refused and the run is cancelled ("the hold expired at ..."),
+    /// by the approval or by the control plane's sweep, which looks every quarter of this,
+    /// at most every minute. A person reviews a plan against the directory of the moment;
+    /// a day later the directory has moved on, so a new run is the safe way forward.
+    /// Either a duration such as `"24h"`, `"90m"` or `"1h 30m"`, or a number of seconds.
+    /// Must be more than 0. Default: `"24h"`.
+    #[serde(
+        default = "default_hold_expiry",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub hold_expiry: SignedDuration,
     /// When syncs start by themselves.
     #[serde(default)]
     pub schedule: ScheduleSettings,
@@ -158,9 +171,24 @@ impl ControlPlaneSettings {
                 "must be an http:// or https:// URL",
             ));
         }
+        if !self.hold_expiry.is_positive() {
+            return Err(Invalid::new(
+                "hold_expiry",
+                format!(
+                    "must be more than 0 (found {:#}), for example \"24h\"",
+                    self.hold_expiry
+                ),
+            ));
+        }
         parse_cron(&self.schedule.cron)
             .map_err(|reason| Invalid::new("cron", reason).within("schedule"))?;
         Ok(())
+    }
+
+    /// [`ControlPlaneSettings::hold_expiry`] as a [`Duration`]; zero for a negative value,
+    /// which [`ControlPlaneSettings::validate`] refuses.
+    pub fn hold_expiry(&self) -> Duration {
+        Duration::try_from(self.hold_expiry).unwrap_or(Duration::ZERO)
     }
 }
 
@@ -186,6 +214,39 @@ fn default_listen() -> SocketAddr {
 
 fn default_endpoint() -> String {
     "http://127.0.0.1:50051".to_owned()
+}
+
+fn default_hold_expiry() -> SignedDuration {
+    SignedDuration::from_hours(24)
+}
+
+/// A duration setting: a number of seconds, or a string jiff reads as a duration (`"24h"`,
+/// `"1h 30m"`, `"PT24H"`; digits alone are seconds).
+fn deserialize_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SignedDuration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Seconds(i64),
+        Text(String),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::Seconds(seconds) => Ok(SignedDuration::from_secs(seconds)),
+        Raw::Text(text) => parse_duration(&text).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Reads a duration as the duration settings take it: `"24h"`, `"90m"`, `"1h 30m"`,
+/// `"PT24H"`, or digits alone for seconds.
+pub fn parse_duration(text: &str) -> Result<SignedDuration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<i64>() {
+        return Ok(SignedDuration::from_secs(seconds));
+    }
+    SignedDuration::from_str(text).map_err(|error| {
+        format!("`{text}` is not a duration such as \"24h\", \"90m\" or \"1h 30m\" ({error})")
+    })
 }
 
 fn default_schedule_enabled() -> bool {
@@ -229,6 +290,7 @@ mod tests {
         );
         assert_eq!(control_plane.schedule.cron, "0 2 * * *");
         assert_eq!(control_plane.schedule.timezone, "UTC");
+        assert_eq!(control_plane.hold_expiry(), Duration::from_secs(24 * 3600));
         assert!(settings.health.listen.is_none());
         assert!(
             !format!("{settings:?}").contains("s3cret"),
@@ -259,5 +321,43 @@ mod tests {
         .expect_err("bad cron")
         .to_string();
         assert!(error.contains("control_plane.schedule.cron"), "{error}");
+    }
+
+    #[test]
+    fn hold_expiry_reads_a_duration_or_seconds_and_must_be_positive() {
+        for (value, seconds) in [
+            ("\"24h\"", 86_400),
+            ("\"90m\"", 5_400),
+            ("\"1h 30m\"", 5_400),
+            ("\"PT2H\"", 7_200),
+            ("\"600\"", 600),
+            ("3600", 3_600),
+        ] {
+            let settings = load(&format!(
+                "[control_plane]\ntoken_file = \"TOKEN_PATH\"\nhold_expiry = {value}\n"
+            ))
+            .unwrap_or_else(|error| panic!("{value}: {error}"));
+            assert_eq!(
+                settings.control_plane.hold_expiry(),
+                Duration::from_secs(seconds),
+                "{value}"
+            );
+        }
+        for value in ["0", "\"0s\"", "-5", "\"-1h\""] {
+            let error = load(&format!(
+                "[control_plane]\ntoken_file = \"TOKEN_PATH\"\nhold_expiry = {value}\n"
+            ))
+            .expect_err(value)
+            .to_string();
+            assert!(
+                error.contains("control_plane.hold_expiry"),
+                "{value}: {error}"
+            );
+            assert!(error.contains("more than 0"), "{value}: {error}");
+        }
+        let error = load("[control_plane]\ntoken_file = \"TOKEN_PATH\"\nhold_expiry = \"a day\"\n")
+            .expect_err("not a duration")
+            .to_string();
+        assert!(error.contains("control_plane.hold_expiry"), "{error}");
     }
 }

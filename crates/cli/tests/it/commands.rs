@@ -101,8 +101,9 @@ async fn sync_simulate_prints_the_run_and_once_planned_the_summary() {
 #[tokio::test]
 async fn runs_json_parses_and_lists_the_runs_newest_first() {
     let app = spawn_app().await;
-    let first = start_sync(&app, &["--simulate"]).await;
-    let second = start_sync(&app, &[]).await;
+    // Two connectors: the runs of one go one at a time.
+    let first = start_sync(&app, &["--simulate", "--connector", "a"]).await;
+    let second = start_sync(&app, &["--connector", "b"]).await;
 
     let runs = app.json(&["runs"]).await;
     let runs = runs.as_array().expect("an array of runs");
@@ -115,11 +116,24 @@ async fn runs_json_parses_and_lists_the_runs_newest_first() {
     assert_eq!(runs[1]["mode"], "simulate");
     assert_eq!(runs[0]["state"], "fetching");
     assert_eq!(runs[0]["trigger"], "api");
+    assert_eq!(runs[0]["connector"], "b");
+
+    let busy = app.run(&["sync", "--connector", "b"]).await;
+    assert_eq!(busy.status.code(), Some(1), "{}", describe(&busy));
+    let stderr = String::from_utf8_lossy(&busy.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "run {} of connector b is still FETCHING",
+            second.run_id
+        )),
+        "{stderr}"
+    );
 
     let table = app.run(&["runs"]).await;
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.starts_with("ID "), "{table}");
     assert!(table.contains("CREATED"), "{table}");
+    assert!(table.contains("CONNECTOR"), "{table}");
     assert!(table.contains(&first.run_id), "{table}");
 
     let fetching_only = app.json(&["runs", "--state", "succeeded"]).await;
@@ -202,16 +216,75 @@ async fn sync_of_a_held_run_exits_2_and_approve_moves_it_to_applying() {
     assert_eq!(code, Some(2), "{rest}");
     assert!(rest.contains("3 changes exceed the limit of 1"), "{rest}");
     assert!(
-        rest.contains(&format!("keysync approve {run_id}")),
+        rest.contains(&format!("keysync approve {run_id} --reason \"why\"")),
         "{rest}"
     );
+    assert!(
+        rest.contains(
+            "jira: held: 3 changes exceed the limit of 1; 2 of 5 managed accounts lose access"
+        ),
+        "{rest}"
+    );
+    assert!(rest.contains("The hold expires at "), "{rest}");
 
-    let approved = app
-        .json(&["approve", &run_id, "--comment", "expected: new team"])
-        .await;
+    // Held: the hold of each product, with its numbers, and when it expires.
+    let shown = app.run(&["run", &run_id]).await;
+    assert!(shown.status.success(), "{}", describe(&shown));
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("Hold expires: "), "{text}");
+    assert!(
+        text.contains("confluence: held: 3 changes exceed the limit of 1; 2 of 5 managed accounts lose access, 1 of 9 memberships removed, 0 groups removed, 0 accounts linked"),
+        "{text}"
+    );
+    let held = app.json(&["run", &run_id]).await;
+    assert!(held["run"]["hold_expires_at"].is_string(), "{held}");
+    assert_eq!(held["run"]["plan"][0]["safety"]["losing_access"], 2);
+    assert_eq!(held["run"]["plan"][0]["safety"]["managed_accounts"], 5);
+
+    // No reason: refused before any call, and by the API for a blank one.
+    let no_reason = app.run(&["approve", &run_id]).await;
+    assert_eq!(no_reason.status.code(), Some(2), "{}", describe(&no_reason));
+    assert!(
+        String::from_utf8_lossy(&no_reason.stderr).contains("--reason"),
+        "{}",
+        describe(&no_reason)
+    );
+    let blank = app.run(&["approve", &run_id, "--reason", " "]).await;
+    assert_eq!(blank.status.code(), Some(1), "{}", describe(&blank));
+    assert!(
+        String::from_utf8_lossy(&blank.stderr).contains("a reason is required"),
+        "{}",
+        describe(&blank)
+    );
+
+    let output = app
+        .keysync(&[
+            "--json",
+            "approve",
+            &run_id,
+            "--reason",
+            "expected: new team",
+        ])
+        .env("USER", "carol")
+        .output()
+        .await
+        .expect("keysync runs");
+    assert!(output.status.success(), "{}", describe(&output));
+    let approved: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(approved["state"], "applying");
+    assert_eq!(approved["approved_by"], "carol (keysync cli)");
+    assert_eq!(approved["approval_reason"], "expected: new team");
+    assert!(approved["approved_at"].is_string(), "{approved}");
 
-    let again = app.run(&["approve", &run_id]).await;
+    let shown = app.run(&["run", &run_id]).await;
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("Approved by:  carol (keysync cli)"), "{text}");
+    assert!(text.contains("Approved why: expected: new team"), "{text}");
+    assert!(text.contains("Approved at:  "), "{text}");
+    assert!(!text.contains("Hold expires"), "{text}");
+
+    // `--comment` is the old name of `--reason`.
+    let again = app.run(&["approve", &run_id, "--comment", "again"]).await;
     assert_eq!(again.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(stderr.contains("is APPLYING"), "{stderr}");

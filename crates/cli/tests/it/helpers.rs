@@ -143,6 +143,14 @@ impl TestApp {
                 summaries.push(v1::PlanSummary {
                     product: change.product,
                     changes_by_op: HashMap::new(),
+                    hold_reason: held.unwrap_or_default().to_owned(),
+                    safety: Some(v1::SafetyCounts {
+                        losing_access: 2,
+                        managed_accounts: 5,
+                        removed_memberships: 1,
+                        managed_memberships: 9,
+                        ..v1::SafetyCounts::default()
+                    }),
                     ..v1::PlanSummary::default()
                 });
             }

@@ -88,6 +88,8 @@ pub struct Options {
     pub health: bool,
     /// More of the configuration file (`[keycloak.*]`, `[products.*]` sections).
     pub more_config: String,
+    /// `[control_plane] hold_expiry`, as TOML (`"3s"`); the default when `None`.
+    pub hold_expiry: Option<String>,
 }
 
 /// A running control plane, a client with the token, and the test's own bus connection.
@@ -130,6 +132,10 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         Some(keys) => format!("[control_plane.schedule]\n{keys}\n"),
         None => "[control_plane.schedule]\nenabled = false\n".to_owned(),
     };
+    let hold_expiry = match &options.hold_expiry {
+        Some(value) => format!("hold_expiry = {value}\n"),
+        None => String::new(),
+    };
     let health = if options.health {
         "[health]\nlisten = \"127.0.0.1:0\"\n"
     } else {
@@ -137,7 +143,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     };
     let config = format!(
         "[bus]\nnats_url = \"{}\"\nprefix = \"{prefix}\"\n\n\
-         [control_plane]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n\n{schedule}\n{health}\n\
+         [control_plane]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n{hold_expiry}\n{schedule}\n{health}\n\
          [planner]\nchange_set_size = 500\n\n{}\n",
         nats.url(),
         token_file.display(),
@@ -209,6 +215,65 @@ impl TestApp {
             .await
             .expect("StartSync")
             .into_inner()
+    }
+
+    /// StartSync of every product of `connector` (empty: the default), answering the
+    /// status of a refusal.
+    pub async fn try_start(&self, mode: RunMode, connector: &str) -> Result<v1::Run, Status> {
+        let mut request = v1::StartSyncRequest {
+            connector: connector.to_owned(),
+            ..v1::StartSyncRequest::default()
+        };
+        request.set_mode(mode);
+        self.client
+            .clone()
+            .start_sync(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// ApproveRun with `reason`, as `user` (the `keysync-user` metadata) if given.
+    pub async fn approve(
+        &self,
+        run_id: &str,
+        reason: &str,
+        user: Option<&str>,
+    ) -> Result<v1::Run, Status> {
+        let mut request = Request::new(v1::ApproveRunRequest {
+            run_id: run_id.to_owned(),
+            comment: reason.to_owned(),
+        });
+        if let Some(user) = user {
+            request
+                .metadata_mut()
+                .insert("keysync-user", user.parse().expect("an ascii user"));
+        }
+        self.client
+            .clone()
+            .approve_run(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Plays the fetcher and the planner until `run` is HELD with the fixture's changes,
+    /// its summaries carrying `fingerprints` (product, state fingerprint); answers it.
+    pub async fn hold(&self, run: &v1::Run, fingerprints: &[(Product, &str)]) -> v1::Run {
+        self.snapshot_ready(run).await;
+        let mut held = plan(
+            run,
+            fixture_changes(),
+            Some("3 removals exceed the limit of 1"),
+        );
+        for summary in &mut held.products {
+            if let Some((_, fingerprint)) = fingerprints
+                .iter()
+                .find(|(product, _)| *product as i32 == summary.product)
+            {
+                summary.state_fingerprint = (*fingerprint).to_owned();
+            }
+        }
+        self.plan_ready(&held).await;
+        self.wait_for_state(&run.run_id, RunState::Held).await
     }
 
     pub async fn get_run(&self, run_id: &str) -> v1::Run {
@@ -474,6 +539,7 @@ pub fn plan(run: &v1::Run, changes: Vec<v1::Change>, held: Option<&str>) -> v1::
         held: held.is_some(),
         hold_reason: held.unwrap_or_default().to_owned(),
         conflicts: Vec::new(),
+        ..v1::Plan::default()
     }
 }
 

@@ -2,8 +2,10 @@
 //! against a real nats-server through `helpers::spawn_app`.
 
 mod access;
+mod claims;
 mod connections;
 mod helpers;
+mod holds;
 mod rebind;
 mod restart;
 mod runs;

@@ -48,7 +48,8 @@ async fn a_deleted_event_consumer_is_bound_again_and_no_event_is_lost_or_handled
     let topology = app.bus.topology();
     let consumer = topology.control_plane_consumer();
 
-    let run_a = app.start_sync(RunMode::Apply, &[]).await;
+    // Two connectors, so that both runs may be active at once.
+    let run_a = app.try_start(RunMode::Apply, "a").await.expect("StartSync");
     app.snapshot_ready(&run_a).await;
     app.wait_for_state(&run_a.run_id, RunState::Planning).await;
     let before = settled(&app, "run A's event is acknowledged").await;
@@ -65,7 +66,7 @@ async fn a_deleted_event_consumer_is_bound_again_and_no_event_is_lost_or_handled
     .await
     .expect("the consumer is bound again");
 
-    let run_b = app.start_sync(RunMode::Apply, &[]).await;
+    let run_b = app.try_start(RunMode::Apply, "b").await.expect("StartSync");
     app.snapshot_ready(&run_b).await;
     app.wait_for_state(&run_b.run_id, RunState::Planning).await;
     // The consumer made again delivered run B's event only: run A's was not handed out

@@ -336,12 +336,7 @@ async fn approving_a_run_that_is_not_held_is_a_failed_precondition_naming_its_st
     let run = app.start_sync(RunMode::Apply, &[]).await;
 
     let status = app
-        .client
-        .clone()
-        .approve_run(v1::ApproveRunRequest {
-            run_id: run.run_id.clone(),
-            comment: String::new(),
-        })
+        .approve(&run.run_id, "checked", None)
         .await
         .expect_err("not held");
 
@@ -510,8 +505,13 @@ async fn watch_run_streams_each_state_until_the_run_ends() {
 async fn list_runs_pages_newest_first_and_filters_by_state() {
     let app = spawn_app().await;
     let mut started = Vec::new();
-    for _ in 0..5 {
-        started.push(app.start_sync(RunMode::Simulate, &[]).await);
+    // One connector each: runs of one connector go one at a time.
+    for connector in ["a", "b", "c", "d", "e"] {
+        started.push(
+            app.try_start(RunMode::Simulate, connector)
+                .await
+                .expect("StartSync"),
+        );
     }
     app.snapshot_failed(&started[1].run_id, "down").await;
     app.wait_for_state(&started[1].run_id, RunState::Failed)
