@@ -3,8 +3,10 @@
 //! The scenarios are those of the end-to-end and observability issues; each module says
 //! which.
 
+mod connectors;
 mod directory;
 mod faults;
+mod holds;
 mod safety;
 mod sync;
 mod telemetry;

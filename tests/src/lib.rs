@@ -47,7 +47,10 @@ pub const PRODUCTS: [Product; 3] = [Product::Jira, Product::Confluence, Product:
 
 const API_TOKEN: &str = "e2e-api-token-0123456789abcdef";
 const PRODUCT_TOKEN: &str = "e2e-product-token";
-const CONNECTOR: &str = "e2e";
+/// The connector of [`StackOptions::realm`].
+pub const CONNECTOR: &str = "e2e";
+/// The connector of [`StackOptions::second_realm`].
+pub const SECOND_CONNECTOR: &str = "e2e-partners";
 
 pub type Client = ControlServiceClient<InterceptedService<Channel, BearerToken>>;
 
@@ -67,8 +70,10 @@ impl Interceptor for BearerToken {
 /// What a stack starts with.
 #[derive(Default)]
 pub struct StackOptions {
-    /// The Keycloak realm.
+    /// The Keycloak realm, connector [`CONNECTOR`].
     pub realm: RealmSpec,
+    /// A second realm, connector [`SECOND_CONNECTOR`], syncing into the same products.
+    pub second_realm: Option<RealmSpec>,
     /// `--seed-file` JSON per product (`emulator::store::Seed`).
     pub seeds: BTreeMap<Product, Value>,
     /// More emulator flags per product (`--latency-ms 20`).
@@ -90,6 +95,7 @@ pub struct Emulator {
 /// A running deployment; everything stops when it is dropped.
 pub struct Stack {
     pub realm: TestRealm<'static>,
+    pub second_realm: Option<TestRealm<'static>>,
     pub nats: NatsServer,
     pub prefix: String,
     pub client: Client,
@@ -163,6 +169,10 @@ impl Stack {
         let bin = binaries()?;
         let keycloak = Keycloak::shared().await?;
         let realm = keycloak.create_realm(options.realm).await?;
+        let second_realm = match options.second_realm {
+            Some(spec) => Some(keycloak.create_realm(spec).await?),
+            None => None,
+        };
         let nats = NatsServer::start()?;
         let dir = tempfile::tempdir()?;
         let prefix = format!("e2e{}", std::process::id() % 100_000)
@@ -172,6 +182,9 @@ impl Stack {
         std::fs::write(dir.path().join("api-token"), API_TOKEN)?;
         std::fs::write(dir.path().join("product-token"), PRODUCT_TOKEN)?;
         std::fs::write(dir.path().join("kc-secret"), realm.client_secret())?;
+        if let Some(second) = &second_realm {
+            std::fs::write(dir.path().join("kc-secret-2"), second.client_secret())?;
+        }
 
         let mut emulators = BTreeMap::new();
         for product in PRODUCTS {
@@ -221,9 +234,6 @@ listen = "127.0.0.1:{cp_port}"
 endpoint = "http://127.0.0.1:{cp_port}"
 token_file = "{d}/api-token"
 
-[control_plane.schedule]
-enabled = false
-
 [keycloak.{CONNECTOR}]
 endpoint = "{kc}"
 realm = "{realm_name}"
@@ -239,6 +249,15 @@ ack_wait_seconds = 5
             realm_name = realm.name(),
             client_id = realm.client_id(),
         );
+        if let Some(second) = &second_realm {
+            config.push_str(&format!(
+                "\n[keycloak.{SECOND_CONNECTOR}]\nendpoint = \"{}\"\nrealm = \"{}\"\n\
+                 client_id = \"{}\"\nclient_secret_file = \"{d}/kc-secret-2\"\n",
+                second.base_url(),
+                second.name(),
+                second.client_id(),
+            ));
+        }
         for product in PRODUCTS {
             let name = product_name(product);
             config.push_str(&format!(
@@ -261,6 +280,7 @@ ack_wait_seconds = 5
         let client = ControlServiceClient::with_interceptor(channel, BearerToken(token));
         let mut stack = Stack {
             realm,
+            second_realm,
             nats,
             prefix,
             client,
@@ -337,6 +357,14 @@ ack_wait_seconds = 5
             .is_some_and(|service| service.exited().is_none())
     }
 
+    /// Stops the control plane with SIGTERM and starts it again (with the variables of
+    /// [`Stack::set_service_env`]); answers once its API answers.
+    pub async fn restart_control_plane(&mut self) -> anyhow::Result<()> {
+        self.terminate_service("control-plane")?;
+        self.start_service("control-plane")?;
+        self.wait_for_api().await
+    }
+
     async fn wait_for_api(&mut self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
@@ -387,19 +415,37 @@ ack_wait_seconds = 5
             .unwrap_or(0))
     }
 
-    /// StartSync for every product.
+    /// StartSync of [`CONNECTOR`] for every product.
     pub async fn start_sync(&self, mode: RunMode) -> anyhow::Result<Run> {
+        self.start_sync_of(CONNECTOR, mode).await
+    }
+
+    /// StartSync of `connector` for every product.
+    pub async fn start_sync_of(&self, connector: &str, mode: RunMode) -> anyhow::Result<Run> {
+        self.try_start_sync_of(connector, mode)
+            .await
+            .context("StartSync")
+    }
+
+    /// StartSync of `connector`, with the API's status when it refuses.
+    pub async fn try_start_sync_of(&self, connector: &str, mode: RunMode) -> Result<Run, Status> {
         let mut client = self.client.clone();
         let run = client
             .start_sync(v1::StartSyncRequest {
                 mode: mode as i32,
                 products: Vec::new(),
-                connector: CONNECTOR.to_owned(),
+                connector: connector.to_owned(),
             })
-            .await
-            .context("StartSync")?
+            .await?
             .into_inner();
         Ok(run)
+    }
+
+    /// Sets a variable of every service started from now on ([`Stack::start_service`]
+    /// restarts one with it).
+    pub fn set_service_env(&mut self, key: &str, value: &str) {
+        self.service_env.retain(|(known, _)| known != key);
+        self.service_env.push((key.to_owned(), value.to_owned()));
     }
 
     /// Follows the run with WatchRun until it reaches one of `states`.
@@ -427,9 +473,14 @@ ack_wait_seconds = 5
             .with_context(|| format!("run {run_id} did not reach {states:?} in {DEADLINE:?}"))?
     }
 
-    /// Runs a sync to its end; fails unless it succeeded.
+    /// Runs a sync of [`CONNECTOR`] to its end; fails unless it succeeded.
     pub async fn sync(&self, mode: RunMode) -> anyhow::Result<Run> {
-        let run = self.start_sync(mode).await?;
+        self.sync_of(CONNECTOR, mode).await
+    }
+
+    /// Runs a sync of `connector` to its end; fails unless it succeeded.
+    pub async fn sync_of(&self, connector: &str, mode: RunMode) -> anyhow::Result<Run> {
+        let run = self.start_sync_of(connector, mode).await?;
         let run = self.wait_for(&run.run_id, TERMINAL).await?;
         if run.state() != RunState::Succeeded {
             bail!("run {} ended {:?}: {}", run.run_id, run.state(), run.reason);
@@ -477,14 +528,42 @@ ack_wait_seconds = 5
     }
 
     pub async fn approve(&self, run_id: &str) -> anyhow::Result<Run> {
+        Ok(self.try_approve(run_id, "checked by the e2e test").await?)
+    }
+
+    /// ApproveRun with `reason`, with the API's status when it refuses.
+    pub async fn try_approve(&self, run_id: &str, reason: &str) -> Result<Run, Status> {
         let mut client = self.client.clone();
         Ok(client
             .approve_run(v1::ApproveRunRequest {
                 run_id: run_id.to_owned(),
-                comment: "checked by the e2e test".to_owned(),
+                comment: reason.to_owned(),
             })
             .await?
             .into_inner())
+    }
+
+    /// Every run, newest first (all pages of ListRuns).
+    pub async fn runs(&self) -> anyhow::Result<Vec<Run>> {
+        let mut client = self.client.clone();
+        let mut runs = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .list_runs(v1::ListRunsRequest {
+                    page_size: 100,
+                    page_token: page_token.clone(),
+                    states: Vec::new(),
+                })
+                .await
+                .context("ListRuns")?
+                .into_inner();
+            runs.extend(page.runs);
+            if page.next_page_token.is_empty() {
+                return Ok(runs);
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     pub async fn cancel(&self, run_id: &str) -> anyhow::Result<Run> {
