@@ -82,7 +82,7 @@ pub fn refresh(
                     .filter(|_| managed)
                     .map(|known| known.connector.clone())
                     .unwrap_or_default(),
-                administrator: false,
+                administrator: remote.administrator,
             }
         })
         .collect();
@@ -285,6 +285,7 @@ mod tests {
             email: email.map(str::to_owned),
             active: true,
             read_only: None,
+            administrator: false,
         }
     }
 
@@ -376,6 +377,49 @@ mod tests {
             .collect();
         assert_eq!(groups, [("devs", true), ("jira-users", false)]);
         assert_eq!(state.memberships.len(), 1);
+    }
+
+    #[test]
+    fn a_refresh_takes_administrator_rights_from_the_product_not_from_the_cache() {
+        let mut was_admin = cached("k1", "ops", "", "ops@example.com");
+        was_admin.administrator = true;
+        let previous = v1::ProductState {
+            accounts: vec![
+                was_admin,
+                cached("k2", "lead", "kc-lead", "lead@example.com"),
+            ],
+            ..Default::default()
+        };
+        let mut lead = remote("k2", "lead", Some("lead@example.com"));
+        lead.administrator = true;
+        let directory = DirectoryState {
+            accounts: vec![remote("k1", "ops", Some("ops@example.com")), lead],
+            groups: vec![],
+            memberships: BTreeSet::new(),
+        };
+        let state = refresh(
+            v1::Product::Bitbucket,
+            directory,
+            Some(&previous),
+            capabilities(true),
+            "run",
+            SystemTime::now(),
+        );
+        let administrators: Vec<(&str, bool)> = state
+            .accounts
+            .iter()
+            .map(|account| (account.login.as_str(), account.administrator))
+            .collect();
+        assert_eq!(administrators, [("ops", false), ("lead", true)]);
+        let model = cache::convert::state_to_model(&state).expect("converts");
+        let lead = model
+            .accounts
+            .iter()
+            .find(|account| account.login == "lead");
+        assert!(
+            lead.is_some_and(|lead| lead.administrator),
+            "the plan sees it"
+        );
     }
 
     #[test]

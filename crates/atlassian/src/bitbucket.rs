@@ -11,6 +11,14 @@
 //! - There is no deactivation: [`Capabilities::can_deactivate`] is false and
 //!   [`Directory::deactivate_account`] answers [`Error::Unsupported`].
 //! - Listings page with `{values, isLastPage, nextPageStart}`.
+//! - [`Directory::fetch_state`] also reads the global permissions ("Permission Management"
+//!   in the OpenAPI document: `GET /api/latest/admin/permissions/users` and `/groups`, each
+//!   a page of the grantees "and their highest global permissions", for callers with
+//!   `ADMIN` or higher; `/rest/api/1.0` is the same API as `/rest/api/latest`). An account
+//!   that holds `ADMIN` or `SYS_ADMIN`, itself or through a group it is a member of, is a
+//!   [`RemoteAccount::administrator`].
+
+use std::collections::HashSet;
 
 use reqwest::Method;
 use serde::Deserialize;
@@ -21,12 +29,17 @@ use crate::client::{Offset, Paged, product_client};
 use crate::config::BitbucketSettings;
 use crate::http::ApiRequest;
 use crate::{
-    AccountRef, AccountUpdate, Capabilities, ConnectionInfo, Created, Directory, Error, NewAccount,
-    Outcome, Product, RemoteAccount, RemoteGroup, random_password, same_account,
+    AccountRef, AccountUpdate, Capabilities, ConnectionInfo, Created, Directory, DirectoryState,
+    Error, NewAccount, Outcome, Product, RemoteAccount, RemoteGroup, random_password,
+    read_directory, same_account,
 };
 
 /// Bitbucket's documented default page is 25; it serves up to 1,000 per page.
 const DEFAULT_PAGE: u32 = 1000;
+
+/// The global permissions that make their holder an administrator; the others are
+/// `LICENSED_USER` and `PROJECT_CREATE`.
+const ADMIN_PERMISSIONS: [&str; 2] = ["ADMIN", "SYS_ADMIN"];
 
 product_client! {
     /// A Bitbucket Data Center client.
@@ -52,6 +65,21 @@ impl BitbucketClient {
                 .position(|user| user.name.eq_ignore_ascii_case(name))
         };
         Ok(by_slug.or_else(by_name).map(|idx| users[idx].clone()))
+    }
+
+    /// Who holds `ADMIN` or `SYS_ADMIN` directly: the users and the groups the two global
+    /// permission listings name with one of them, both listings read in full.
+    async fn administrators(&self) -> Result<Administrators, Error> {
+        let user_listing = ApiRequest::get("rest/api/1.0/admin/permissions/users");
+        let group_listing = ApiRequest::get("rest/api/1.0/admin/permissions/groups");
+        let users = self
+            .core
+            .all_pages::<Page<PermittedUser>>(&user_listing, "user permission page");
+        let groups = self
+            .core
+            .all_pages::<Page<PermittedGroup>>(&group_listing, "group permission page");
+        let (users, groups) = futures::try_join!(users, groups)?;
+        Ok(Administrators::from_listings(users, groups))
     }
 
     /// The user behind `account`, or `NotFound`.
@@ -96,6 +124,14 @@ impl Directory for BitbucketClient {
             version: properties.version,
             user: None,
         })
+    }
+
+    #[tracing::instrument(skip_all, fields(product = "bitbucket"))]
+    async fn fetch_state(&self) -> Result<DirectoryState, Error> {
+        let (mut state, administrators) =
+            futures::try_join!(read_directory(self), self.administrators())?;
+        administrators.mark(&mut state);
+        Ok(state)
     }
 
     #[tracing::instrument(skip_all, fields(product = "bitbucket"))]
@@ -420,8 +456,87 @@ impl DetailedUser {
             display_name: self.display_name.unwrap_or_default(),
             email: self.email_address,
             active: self.active.unwrap_or(true),
+            administrator: false,
         }
     }
+}
+
+/// Whether a global permission is `ADMIN` or `SYS_ADMIN`.
+fn is_admin(permission: &str) -> bool {
+    ADMIN_PERMISSIONS.contains(&permission)
+}
+
+/// The holders of `ADMIN` or `SYS_ADMIN`, as the permission listings name them: users by
+/// slug and by name, groups by name; names in lower case, since Bitbucket compares them
+/// without case.
+#[derive(Debug, Default)]
+struct Administrators {
+    slugs: HashSet<String>,
+    names: HashSet<String>,
+    groups: HashSet<String>,
+}
+
+impl Administrators {
+    /// The holders of `ADMIN` or `SYS_ADMIN` among the entries of the two listings.
+    fn from_listings(users: Vec<PermittedUser>, groups: Vec<PermittedGroup>) -> Administrators {
+        let mut administrators = Administrators::default();
+        for permitted in users.into_iter().filter(|user| is_admin(&user.permission)) {
+            administrators
+                .names
+                .insert(permitted.user.name.to_lowercase());
+            administrators.slugs.extend(permitted.user.slug);
+        }
+        administrators.groups = groups
+            .into_iter()
+            .filter(|group| is_admin(&group.permission))
+            .map(|group| group.group.name.to_lowercase())
+            .collect();
+        administrators
+    }
+
+    /// Marks the accounts of `state` that hold administrator rights, themselves or through
+    /// one of their groups, and only those.
+    fn mark(&self, state: &mut DirectoryState) {
+        let through_groups: HashSet<&str> = state
+            .memberships
+            .iter()
+            .filter(|membership| self.groups.contains(&membership.group.to_lowercase()))
+            .map(|membership| membership.account_id.as_str())
+            .collect();
+        for account in &mut state.accounts {
+            account.administrator = self.slugs.contains(&account.id)
+                || self.names.contains(&account.login.to_lowercase())
+                || through_groups.contains(account.id.as_str());
+        }
+    }
+}
+
+/// One entry of `admin/permissions/users`: a user and its highest global permission
+/// (`RestPermittedUser`; the 8.14 document gives this listing the group entry's schema, but
+/// describes it as "a page of users and their highest global permissions").
+#[derive(Deserialize)]
+struct PermittedUser {
+    user: PermittedUserName,
+    permission: String,
+}
+
+#[derive(Deserialize)]
+struct PermittedUserName {
+    name: String,
+    slug: Option<String>,
+}
+
+/// One entry of `admin/permissions/groups`: a group and its highest global permission
+/// (`RestPermittedGroup`).
+#[derive(Deserialize)]
+struct PermittedGroup {
+    group: PermittedGroupName,
+    permission: String,
+}
+
+#[derive(Deserialize)]
+struct PermittedGroupName {
+    name: String,
 }
 
 #[derive(Deserialize)]
@@ -480,6 +595,64 @@ mod tests {
         };
         let reason = user.read_only_reason().unwrap();
         assert!(reason.contains("Corporate LDAP"), "{reason}");
+    }
+
+    #[test]
+    fn administrators_hold_admin_or_sys_admin_themselves_or_through_a_group() {
+        let users: Page<PermittedUser> = serde_json::from_value(json!({
+            "values": [
+                {"user": {"name": "Ops", "slug": "ops", "id": 1}, "permission": "SYS_ADMIN"},
+                {"user": {"name": "Dev", "slug": "dev", "id": 2}, "permission": "PROJECT_CREATE"},
+            ],
+            "isLastPage": true,
+        }))
+        .unwrap();
+        let groups: Page<PermittedGroup> = serde_json::from_value(json!({
+            "values": [
+                {"group": {"name": "BB-Admins"}, "permission": "ADMIN"},
+                {"group": {"name": "stash-users"}, "permission": "LICENSED_USER"},
+            ],
+            "isLastPage": true,
+        }))
+        .unwrap();
+        let administrators = Administrators::from_listings(users.values, groups.values);
+        let account = |id: &str| DetailedUser {
+            name: id.to_owned(),
+            slug: id.to_owned(),
+            display_name: None,
+            email_address: None,
+            active: None,
+            directory_name: None,
+            mutable_details: None,
+            mutable_groups: None,
+            deletable: None,
+        };
+        let membership = |group: &str, account_id: &str| crate::Membership {
+            group: group.to_owned(),
+            account_id: account_id.to_owned(),
+        };
+        let mut state = DirectoryState {
+            accounts: ["ops", "dev", "lead", "user"]
+                .map(|id| account(id).into_account())
+                .to_vec(),
+            groups: vec![],
+            memberships: [
+                membership("bb-admins", "lead"),
+                membership("stash-users", "user"),
+                membership("stash-users", "dev"),
+            ]
+            .into(),
+        };
+
+        administrators.mark(&mut state);
+
+        let marked: Vec<&str> = state
+            .accounts
+            .iter()
+            .filter(|account| account.administrator)
+            .map(|account| account.id.as_str())
+            .collect();
+        assert_eq!(marked, ["ops", "lead"]);
     }
 
     #[test]

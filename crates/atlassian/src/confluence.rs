@@ -437,6 +437,7 @@ impl Person {
             email: None,
             active,
             read_only: None,
+            administrator: false,
         })
     }
 }

@@ -525,6 +525,7 @@ impl UserBean {
             email: self.email_address,
             active: self.active,
             read_only: None,
+            administrator: false,
         }
     }
 }

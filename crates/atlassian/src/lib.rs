@@ -17,6 +17,10 @@
 //!   searches that work around the 1,000-result cap ([`config::UserListing`]).
 //! - Read-only accounts (Bitbucket `mutableDetails`/`deletable` false) carry
 //!   [`RemoteAccount::read_only`], and writes to them answer [`Outcome::Skipped`].
+//! - Accounts that hold the product's administrator rights carry
+//!   [`RemoteAccount::administrator`]; only Bitbucket lists them (its global permissions),
+//!   so it is always `false` for Jira and Confluence, whose administrators the policy's
+//!   default `protected_groups` cover.
 //!
 //! All three clients share one HTTP layer (`http.rs`): bearer or basic auth,
 //! `X-Atlassian-Token: no-check`, retries on 429/502/503/504 and transport errors that honour
@@ -76,35 +80,11 @@ pub trait Directory: Send + Sync {
     fn list_members(&self, group: &str) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
 
     /// Accounts, groups and memberships together; members are listed for several groups at
-    /// once.
+    /// once. Where the product lists who holds its administrator rights (Bitbucket), the
+    /// accounts that hold them carry [`RemoteAccount::administrator`], and a failure to read
+    /// that fails the whole read: keysync never plans without knowing the administrators.
     fn fetch_state(&self) -> impl Future<Output = Result<DirectoryState, Error>> + Send {
-        async move {
-            let accounts = self.list_accounts().await?;
-            let groups = self.list_groups().await?;
-            let names: Vec<String> = groups.iter().map(|group| group.name.clone()).collect();
-            let member_lists: Vec<(String, Vec<String>)> = futures::stream::iter(names)
-                .map(|name| async move {
-                    let members = self.list_members(&name).await?;
-                    Ok::<_, Error>((name, members))
-                })
-                .buffer_unordered(LISTING_CONCURRENCY)
-                .try_collect()
-                .await?;
-            let memberships = member_lists
-                .into_iter()
-                .flat_map(|(group, members)| {
-                    members.into_iter().map(move |account_id| Membership {
-                        group: group.clone(),
-                        account_id,
-                    })
-                })
-                .collect();
-            Ok(DirectoryState {
-                accounts,
-                groups,
-                memberships,
-            })
-        }
+        read_directory(self)
     }
 
     /// Creates an account and answers its stable id. An existing account with the same login,
@@ -164,6 +144,39 @@ pub trait Directory: Send + Sync {
     ) -> impl Future<Output = Result<Outcome, Error>> + Send;
 }
 
+/// Accounts, groups and memberships of `directory`, with members listed for several groups
+/// at once; the whole of [`Directory::fetch_state`] where the product lists no
+/// administrators, and its first part where it does.
+pub(crate) async fn read_directory<D: Directory + ?Sized>(
+    directory: &D,
+) -> Result<DirectoryState, Error> {
+    let accounts = directory.list_accounts().await?;
+    let groups = directory.list_groups().await?;
+    let names: Vec<String> = groups.iter().map(|group| group.name.clone()).collect();
+    let member_lists: Vec<(String, Vec<String>)> = futures::stream::iter(names)
+        .map(|name| async move {
+            let members = directory.list_members(&name).await?;
+            Ok::<_, Error>((name, members))
+        })
+        .buffer_unordered(LISTING_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let memberships = member_lists
+        .into_iter()
+        .flat_map(|(group, members)| {
+            members.into_iter().map(move |account_id| Membership {
+                group: group.clone(),
+                account_id,
+            })
+        })
+        .collect();
+    Ok(DirectoryState {
+        accounts,
+        groups,
+        memberships,
+    })
+}
+
 /// The three Data Center products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Product {
@@ -215,6 +228,17 @@ pub struct RemoteAccount {
     /// Why keysync must not write to this account, when it must not (for example a
     /// Bitbucket account from a read-only LDAP directory).
     pub read_only: Option<String>,
+    /// The product reports that the account holds administrator rights: Bitbucket's global
+    /// `ADMIN` or `SYS_ADMIN` permission, granted to the account or to a group it is a
+    /// member of. keysync never links, renames, deactivates or otherwise changes such an
+    /// account.
+    ///
+    /// Always `false` for Jira and Confluence Data Center: they have no documented REST
+    /// listing of the holders of their global permissions that works with a personal access
+    /// token on every version keysync supports. Their administrators are covered by the
+    /// policy's `protected_groups`, whose default names their administrator groups
+    /// (`jira-administrators`, `jira-system-administrators`, `confluence-administrators`).
+    pub administrator: bool,
 }
 
 /// A group as the product reports it.
@@ -527,6 +551,10 @@ impl Directory for Client {
 
     async fn list_members(&self, group: &str) -> Result<Vec<String>, Error> {
         delegate!(self, client => client.list_members(group).await)
+    }
+
+    async fn fetch_state(&self) -> Result<DirectoryState, Error> {
+        delegate!(self, client => client.fetch_state().await)
     }
 
     async fn create_account(&self, account: &NewAccount) -> Result<Created, Error> {

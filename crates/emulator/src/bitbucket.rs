@@ -6,7 +6,8 @@
 //! Users are created with query parameters and answered 204 with no body; slugs are derived
 //! from the name (lower case, other characters `_`) and change on rename. Read-only accounts
 //! report `mutableDetails`, `mutableGroups` and `deletable` false and refuse writes. New users
-//! join the default group `stash-users` when it exists.
+//! join the default group `stash-users` when it exists. The global permissions are listed
+//! (not granted or revoked) through `admin/permissions/users` and `admin/permissions/groups`.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -51,6 +52,8 @@ pub(crate) fn routes() -> Router<StateHandle> {
         )
         .route("/admin/groups/more-members", get(group_members))
         .route("/admin/groups/add-users", post(add_users_to_group))
+        .route("/admin/permissions/users", get(permitted_users))
+        .route("/admin/permissions/groups", get(permitted_groups))
         .route("/users/{slug}", get(get_user));
     Router::new()
         .nest("/rest/api/1.0", api.clone())
@@ -81,6 +84,20 @@ fn require_admin(caller: Caller) -> Result<(), Response> {
             "com.atlassian.bitbucket.auth.AuthenticationRequiredException",
         )),
     }
+}
+
+/// `RestApplicationUser`: a user as the non-admin resources answer it.
+fn application_user(base: &str, account: &Account) -> Value {
+    json!({
+        "name": account.name,
+        "emailAddress": account.email,
+        "active": account.active,
+        "displayName": account.display_name,
+        "id": account.id,
+        "slug": account.key,
+        "type": "NORMAL",
+        "links": { "self": [{ "href": format!("{base}/users/{}", account.key) }] },
+    })
 }
 
 fn detailed_user(base: &str, account: &Account) -> Value {
@@ -173,20 +190,7 @@ async fn get_user(
     let Some(account) = store.account_by_key(&slug) else {
         return error(404, &format!("User {slug} does not exist."), NO_SUCH_USER);
     };
-    let base = reply::base_url(&headers);
-    reply::json(
-        200,
-        json!({
-            "name": account.name,
-            "emailAddress": account.email,
-            "active": account.active,
-            "displayName": account.display_name,
-            "id": account.id,
-            "slug": account.key,
-            "type": "NORMAL",
-            "links": { "self": [{ "href": format!("{base}/users/{}", account.key) }] },
-        }),
-    )
+    reply::json(200, application_user(&reply::base_url(&headers), account))
 }
 
 async fn create_user(
@@ -575,4 +579,63 @@ async fn remove_user_from_group(
         store.count_write("remove_member");
     }
     reply::empty(200)
+}
+
+/// `filter`: a case-insensitive substring of a user's or group's name.
+fn name_matches(name: &str, filter: Option<&String>) -> bool {
+    filter.is_none_or(|filter| name.to_lowercase().contains(&filter.to_lowercase()))
+}
+
+/// `GET /admin/permissions/users?filter&start&limit`: a page of the users granted a global
+/// permission, each with its highest, `{"user": RestApplicationUser, "permission": …}`.
+///
+/// Follows Atlassian's Bitbucket Server 8.14 OpenAPI document, "Permission Management",
+/// `GET /api/latest/admin/permissions/users` (`getUsersWithAnyPermission`): `filter` keeps
+/// the user names containing it, the usual paging, and callers need ADMIN or higher (every
+/// emulated caller has SYS_ADMIN; an anonymous one is answered 401, as documented). The
+/// document gives the entries the group schema by mistake; they are `RestPermittedUser`,
+/// as its description ("a page of users and their highest global permissions") says.
+async fn permitted_users(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let base = reply::base_url(&headers);
+    let store = state.lock();
+    let users: Vec<Value> = store
+        .permitted_users()
+        .into_iter()
+        .filter(|(account, _)| name_matches(&account.name, params.get("filter")))
+        .map(|(account, permission)| {
+            json!({ "user": application_user(&base, account), "permission": permission })
+        })
+        .collect();
+    reply::json(200, tri!(page(&params, users)))
+}
+
+/// `GET /admin/permissions/groups?filter&start&limit`: a page of the groups granted a
+/// global permission, each with its highest, `{"group": {"name": …}, "permission": …}`.
+///
+/// Follows Atlassian's Bitbucket Server 8.14 OpenAPI document, "Permission Management",
+/// `GET /api/latest/admin/permissions/groups` (`getGroupsWithAnyPermission`, entries
+/// `RestPermittedGroup`): `filter` keeps the group names containing it, the usual paging,
+/// and callers need ADMIN or higher (an anonymous one is answered 401, as documented).
+async fn permitted_groups(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(caller));
+    let store = state.lock();
+    let groups: Vec<Value> = store
+        .permitted_groups()
+        .into_iter()
+        .filter(|(group, _)| name_matches(&group.name, params.get("filter")))
+        .map(|(group, permission)| {
+            json!({ "group": { "name": group.name }, "permission": permission })
+        })
+        .collect();
+    reply::json(200, tri!(page(&params, groups)))
 }

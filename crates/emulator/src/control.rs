@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::reply;
-use crate::store::{Seed, StateHandle};
+use crate::store::{SeedDocument, StateHandle};
 
 pub(crate) fn routes() -> Router<StateHandle> {
     Router::new()
@@ -33,13 +33,14 @@ async fn reset(State(state): State<StateHandle>) -> Response {
 }
 
 async fn seed(State(state): State<StateHandle>, body: Bytes) -> Response {
-    let seed: Seed = match serde_json::from_slice(&body) {
+    let seed: SeedDocument = match serde_json::from_slice(&body) {
         Ok(seed) => seed,
         Err(error) => {
             return reply::json(400, json!({ "error": format!("invalid seed: {error}") }));
         }
     };
-    match state.seed(&seed) {
+    let (seed, permissions) = seed.into_parts();
+    match state.seed_with(&seed, &permissions) {
         Ok(()) => reply::empty(204),
         Err(error) => reply::json(400, json!({ "error": error.to_string() })),
     }

@@ -9,12 +9,12 @@
 //!
 //! Switches for testing clients ([`Config`]): latency before every answer, a token-bucket rate
 //! limit answering 429 with `Retry-After` and `X-RateLimit-*` on every answer, injected 503s,
-//! Jira 10.3 or 9.12 behaviour, a licence seat limit.
+//! Jira 10.3 or 9.12 behaviour, a licence seat limit, Bitbucket's global permissions.
 //!
 //! Test endpoints, outside auth and rate limit: `GET /_emulator/state` (accounts, groups,
-//! memberships and counters, see [`store::Dump`]), `POST /_emulator/reset` (back to the seed)
-//! and `POST /_emulator/seed` (replace the state with a [`store::Seed`]). In-process tests can
-//! use [`Running::state`] instead.
+//! memberships, permissions and counters, see [`store::Dump`]), `POST /_emulator/reset` (back
+//! to the seed) and `POST /_emulator/seed` (replace the state with a [`store::SeedDocument`]).
+//! In-process tests can use [`Running::state`] instead.
 
 #![allow(
     clippy::result_large_err,
@@ -100,12 +100,15 @@ pub struct Config {
     pub record_requests: bool,
     /// The initial state, also restored by `POST /_emulator/reset`.
     pub seed: store::Seed,
+    /// Bitbucket's global permissions at start and after `POST /_emulator/reset`; each names
+    /// a user or a group of [`Config::seed`]. Must be empty for Jira and Confluence.
+    pub permissions: Vec<store::SeedPermission>,
 }
 
 impl Config {
     /// A config for `product` on a free port with the test credentials (token `test-token`,
     /// basic `admin`/`admin`), no latency, no rate limit, no failures, Jira 10.3, and an empty
-    /// directory.
+    /// directory with no global permissions.
     pub fn for_tests(product: Product) -> Config {
         Config {
             product,
@@ -120,6 +123,7 @@ impl Config {
             license_seats: None,
             record_requests: false,
             seed: store::Seed::default(),
+            permissions: Vec::new(),
         }
     }
 }

@@ -48,7 +48,8 @@ struct Args {
     /// Keep a log of every request in the state dump.
     #[arg(long)]
     record_requests: bool,
-    /// JSON file with initial accounts, groups and memberships.
+    /// JSON file with initial accounts, groups, memberships and (Bitbucket) global
+    /// permissions.
     #[arg(long)]
     seed_file: Option<PathBuf>,
 }
@@ -72,8 +73,8 @@ enum JiraVersionArg {
 async fn main() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("keysync-emulator", "info").context("setting up telemetry")?;
     let args = Args::parse();
-    let seed = match &args.seed_file {
-        None => emulator::store::Seed::default(),
+    let seed: emulator::store::SeedDocument = match &args.seed_file {
+        None => emulator::store::SeedDocument::default(),
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the seed file {}", path.display()))?;
@@ -81,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("invalid seed file {}", path.display()))?
         }
     };
+    let (seed, permissions) = seed.into_parts();
     let config = emulator::Config {
         product: match args.product {
             ProductArg::Jira => emulator::Product::Jira,
@@ -101,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
         license_seats: args.license_seats,
         record_requests: args.record_requests,
         seed,
+        permissions,
     };
     let running = emulator::spawn(config)
         .await

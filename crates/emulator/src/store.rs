@@ -1,5 +1,6 @@
-//! The emulator's in-memory directory (accounts, groups, memberships), its counters and
-//! request log, and the JSON shapes of the test endpoints: [`Seed`] in, [`Dump`] out.
+//! The emulator's in-memory directory (accounts, groups, memberships, and Bitbucket's
+//! global permissions), its counters and request log, and the JSON shapes of the test
+//! endpoints: [`SeedDocument`] in, [`Dump`] out.
 //!
 //! Accounts are kept in creation order under a numeric id; each also has the product's
 //! stable key (Jira `JIRAUSER…` key, Confluence 32-hex `userKey`, Bitbucket slug) and a
@@ -13,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Config, Error, Product};
 
-/// The initial state of an emulator, as JSON for `--seed-file` and `POST /_emulator/seed`.
+/// The initial directory of an emulator ([`Config::seed`]): accounts, groups and
+/// memberships. Its global permissions, if any, are [`Config::permissions`]; the JSON seed
+/// holds both ([`SeedDocument`]).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Seed {
@@ -23,6 +26,35 @@ pub struct Seed {
     pub groups: Vec<SeedGroup>,
     #[serde(default)]
     pub memberships: Vec<SeedMembership>,
+}
+
+/// The initial state of an emulator as JSON, for `--seed-file` and `POST /_emulator/seed`:
+/// a [`Seed`] with, for Bitbucket, the global permissions, for example
+/// `{"accounts": [...], "permissions": [{"user": "ops-admin", "permission": "SYS_ADMIN"},
+/// {"group": "bb-admins", "permission": "ADMIN"}]}`. Every field may be left out.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedDocument {
+    #[serde(default)]
+    pub accounts: Vec<SeedAccount>,
+    #[serde(default)]
+    pub groups: Vec<SeedGroup>,
+    #[serde(default)]
+    pub memberships: Vec<SeedMembership>,
+    #[serde(default)]
+    pub permissions: Vec<SeedPermission>,
+}
+
+impl SeedDocument {
+    /// The directory and the global permissions.
+    pub fn into_parts(self) -> (Seed, Vec<SeedPermission>) {
+        let seed = Seed {
+            accounts: self.accounts,
+            groups: self.groups,
+            memberships: self.memberships,
+        };
+        (seed, self.permissions)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -54,6 +86,49 @@ pub struct SeedMembership {
     pub login: String,
 }
 
+/// A global permission granted to one user or one group (Bitbucket only): exactly one of
+/// `user` (a login) and `group`. A user or group holds one global permission, its highest,
+/// so each may be named once.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedPermission {
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    pub permission: GlobalPermission,
+}
+
+impl SeedPermission {
+    /// `permission` granted to the user with this login.
+    pub fn user(login: &str, permission: GlobalPermission) -> SeedPermission {
+        SeedPermission {
+            user: Some(login.to_owned()),
+            group: None,
+            permission,
+        }
+    }
+
+    /// `permission` granted to this group.
+    pub fn group(name: &str, permission: GlobalPermission) -> SeedPermission {
+        SeedPermission {
+            user: None,
+            group: Some(name.to_owned()),
+            permission,
+        }
+    }
+}
+
+/// Bitbucket's global permissions, lowest first; each includes the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum GlobalPermission {
+    LicensedUser,
+    ProjectCreate,
+    Admin,
+    SysAdmin,
+}
+
 fn yes() -> bool {
     true
 }
@@ -65,6 +140,8 @@ pub struct Dump {
     pub accounts: Vec<DumpAccount>,
     pub groups: Vec<String>,
     pub memberships: Vec<DumpMembership>,
+    /// Bitbucket's global permissions, users (by login) first, then groups.
+    pub permissions: Vec<DumpPermission>,
     pub counters: Counters,
     /// Only with `record_requests`.
     pub requests: Vec<RequestRecord>,
@@ -86,6 +163,16 @@ pub struct DumpMembership {
     pub group: String,
     /// The member's login.
     pub login: String,
+}
+
+/// A global permission and its holder: a user's login or a group's name.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct DumpPermission {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    pub permission: GlobalPermission,
 }
 
 /// What the emulator has answered since it started or was reset.
@@ -131,7 +218,7 @@ pub(crate) struct Shared {
 
 impl StateHandle {
     pub(crate) fn new(config: Config) -> Result<StateHandle, Error> {
-        let store = Store::seeded(config.product, &config.seed)?;
+        let store = Store::seeded(config.product, &config.seed, &config.permissions)?;
         let bucket = Bucket::new(config.rate_limit);
         Ok(StateHandle(Arc::new(Shared {
             config,
@@ -163,17 +250,24 @@ impl StateHandle {
         store.dump()
     }
 
-    /// Replaces the directory with `seed` and zeroes the counters.
+    /// Replaces the directory with `seed`, with no global permissions, and zeroes the
+    /// counters.
     pub fn seed(&self, seed: &Seed) -> Result<(), Error> {
-        let store = Store::seeded(self.product(), seed)?;
+        self.seed_with(seed, &[])
+    }
+
+    /// Replaces the directory with `seed` and the global permissions with `permissions`
+    /// (Bitbucket only), and zeroes the counters.
+    pub fn seed_with(&self, seed: &Seed, permissions: &[SeedPermission]) -> Result<(), Error> {
+        let store = Store::seeded(self.product(), seed, permissions)?;
         *self.lock() = store;
         Ok(())
     }
 
-    /// Back to the seed the emulator was started with.
+    /// Back to the seed and the permissions the emulator was started with.
     pub fn reset(&self) -> Result<(), Error> {
-        let seed = self.0.config.seed.clone();
-        self.seed(&seed)
+        let config = &self.0.config;
+        self.seed_with(&config.seed, &config.permissions)
     }
 }
 
@@ -193,6 +287,13 @@ pub(crate) struct Account {
 pub(crate) struct Group {
     pub(crate) name: String,
     pub(crate) deletable: bool,
+}
+
+/// Who holds a global permission: an account (by id) or a group (by lower-cased name).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Grantee {
+    User(u64),
+    Group(String),
 }
 
 /// A Confluence long task (user deletion).
@@ -217,6 +318,8 @@ pub(crate) struct Store {
     groups: BTreeMap<String, Group>,
     /// (lower-cased group name, account id).
     memberships: BTreeSet<(String, u64)>,
+    /// Bitbucket's global permissions: each holder's one (highest) permission.
+    permissions: BTreeMap<Grantee, GlobalPermission>,
     pub(crate) counters: Counters,
     pub(crate) requests: Vec<RequestRecord>,
     pub(crate) long_tasks: BTreeMap<String, LongTask>,
@@ -224,7 +327,11 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    fn seeded(product: Product, seed: &Seed) -> Result<Store, Error> {
+    fn seeded(
+        product: Product,
+        seed: &Seed,
+        permissions: &[SeedPermission],
+    ) -> Result<Store, Error> {
         let mut store = Store {
             product,
             accounts: BTreeMap::new(),
@@ -233,6 +340,7 @@ impl Store {
             next_id: 1,
             groups: BTreeMap::new(),
             memberships: BTreeSet::new(),
+            permissions: BTreeMap::new(),
             counters: Counters::default(),
             requests: Vec::new(),
             long_tasks: BTreeMap::new(),
@@ -269,7 +377,63 @@ impl Store {
             }
             store.add_member(&membership.group, account_id);
         }
+        store.seed_permissions(permissions)?;
         Ok(store)
+    }
+
+    /// Grants the seed's global permissions; each must name exactly one existing user or
+    /// group, once, and only Bitbucket has them.
+    fn seed_permissions(&mut self, permissions: &[SeedPermission]) -> Result<(), Error> {
+        let refuse = |message: String| Err(Error::Seed { message });
+        if !permissions.is_empty() && self.product != Product::Bitbucket {
+            return refuse("global permissions are emulated for Bitbucket only".to_owned());
+        }
+        for permission in permissions {
+            let (grantee, holder) = match (&permission.user, &permission.group) {
+                (Some(login), None) => match self.account_by_name(login) {
+                    Some(account) => (Grantee::User(account.id), format!("account {login}")),
+                    None => return refuse(format!("permission names unknown account {login}")),
+                },
+                (None, Some(name)) => match self.group(name) {
+                    Some(_) => (Grantee::Group(name.to_lowercase()), format!("group {name}")),
+                    None => return refuse(format!("permission names unknown group {name}")),
+                },
+                _ => return refuse("a permission names exactly one user or group".to_owned()),
+            };
+            if self
+                .permissions
+                .insert(grantee, permission.permission)
+                .is_some()
+            {
+                return refuse(format!("{holder} is given more than one global permission"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The accounts that hold a global permission, with it, by login.
+    pub(crate) fn permitted_users(&self) -> Vec<(&Account, GlobalPermission)> {
+        let mut users: Vec<(&Account, GlobalPermission)> = self
+            .permissions
+            .iter()
+            .filter_map(|(grantee, permission)| match grantee {
+                Grantee::User(id) => Some((self.accounts.get(id)?, *permission)),
+                Grantee::Group(_) => None,
+            })
+            .collect();
+        users.sort_by_key(|(account, _)| account.name.to_lowercase());
+        users
+    }
+
+    /// The groups that hold a global permission, with it, by name.
+    pub(crate) fn permitted_groups(&self) -> Vec<(&Group, GlobalPermission)> {
+        self.permissions
+            .iter()
+            .filter_map(|(grantee, permission)| match grantee {
+                Grantee::Group(name) => Some((self.groups.get(name)?, *permission)),
+                Grantee::User(_) => None,
+            })
+            .collect()
     }
 
     pub(crate) fn count_write(&mut self, kind: &str) {
@@ -389,6 +553,7 @@ impl Store {
         self.by_key.remove(&account.key);
         self.by_name.remove(&account.name.to_lowercase());
         self.memberships.retain(|(_, member)| *member != id);
+        self.permissions.remove(&Grantee::User(id));
         Some(account)
     }
 
@@ -415,6 +580,7 @@ impl Store {
         let group = self.groups.remove(&lower)?;
         self.memberships
             .retain(|(group_name, _)| *group_name != lower);
+        self.permissions.remove(&Grantee::Group(lower));
         Some(group)
     }
 
@@ -510,6 +676,22 @@ impl Store {
                 })
             })
             .collect();
+        let users = self
+            .permitted_users()
+            .into_iter()
+            .map(|(account, permission)| DumpPermission {
+                user: Some(account.name.clone()),
+                group: None,
+                permission,
+            });
+        let groups = self
+            .permitted_groups()
+            .into_iter()
+            .map(|(group, permission)| DumpPermission {
+                user: None,
+                group: Some(group.name.clone()),
+                permission,
+            });
         Dump {
             product: self.product,
             accounts,
@@ -519,6 +701,7 @@ impl Store {
                 .map(|group| group.name.clone())
                 .collect(),
             memberships,
+            permissions: users.chain(groups).collect(),
             counters: self.counters.clone(),
             requests: self.requests.clone(),
         }
@@ -575,7 +758,7 @@ mod tests {
     use super::*;
 
     fn store(product: Product) -> Store {
-        Store::seeded(product, &Seed::default()).unwrap()
+        Store::seeded(product, &Seed::default(), &[]).unwrap()
     }
 
     #[test]
@@ -654,7 +837,7 @@ mod tests {
             accounts: vec![],
         };
         assert!(matches!(
-            Store::seeded(Product::Jira, &seed),
+            Store::seeded(Product::Jira, &seed, &[]),
             Err(Error::Seed { .. })
         ));
     }

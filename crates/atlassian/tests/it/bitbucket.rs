@@ -2,7 +2,7 @@
 
 use atlassian::{AccountRef, AccountUpdate, Directory, Error, Outcome};
 use emulator::Product;
-use emulator::store::Seed;
+use emulator::store::{GlobalPermission, Seed, SeedPermission};
 
 use crate::helpers::*;
 
@@ -151,4 +151,96 @@ async fn fetch_state_pages_with_next_page_start() {
         count_requests(&emulator, "more-members?context=developers"),
         2
     );
+}
+
+/// The logins `fetch_state` marks as administrators, in listing order.
+fn administrators(state: &atlassian::DirectoryState) -> Vec<&str> {
+    state
+        .accounts
+        .iter()
+        .filter(|account| account.administrator)
+        .map(|account| account.login.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn fetch_state_marks_exactly_the_holders_of_admin_or_sys_admin_directly_or_by_group() {
+    let mut config = seeded(
+        Product::Bitbucket,
+        Seed {
+            accounts: ["ops-admin", "lead", "creator", "user", "outsider"]
+                .map(seed_account)
+                .to_vec(),
+            groups: vec![seed_group("bb-admins"), seed_group("stash-users")],
+            memberships: vec![
+                seed_membership("bb-admins", "lead"),
+                seed_membership("stash-users", "user"),
+                seed_membership("stash-users", "creator"),
+            ],
+        },
+    );
+    config.permissions = vec![
+        SeedPermission::user("ops-admin", GlobalPermission::SysAdmin),
+        SeedPermission::user("creator", GlobalPermission::ProjectCreate),
+        SeedPermission::group("bb-admins", GlobalPermission::Admin),
+        SeedPermission::group("stash-users", GlobalPermission::LicensedUser),
+    ];
+    config.record_requests = true;
+    let emulator = spawn(config).await;
+    // Through the `Client` enum, as the applier reads a product.
+    let client = client_with(Product::Bitbucket, connection(&emulator));
+
+    let state = client.fetch_state().await.unwrap();
+
+    assert_eq!(administrators(&state), ["ops-admin", "lead"]);
+    assert_eq!(state.accounts.len(), 5);
+    assert_eq!(count_requests(&emulator, "/admin/permissions/users?"), 1);
+    assert_eq!(count_requests(&emulator, "/admin/permissions/groups?"), 1);
+}
+
+#[tokio::test]
+async fn fetch_state_reads_every_page_of_the_global_permissions() {
+    let accounts = seed_accounts("user", 12);
+    let groups: Vec<_> = (0..5)
+        .map(|idx| seed_group(&format!("group{idx}")))
+        .collect();
+    // user0000..user0004 hold SYS_ADMIN or ADMIN themselves; user0005..user0009 are
+    // the members of group0..group4, which hold ADMIN, LICENSED_USER, ADMIN, ... in turn.
+    let memberships = (0..5)
+        .map(|idx| seed_membership(&format!("group{idx}"), &format!("user{:04}", idx + 5)))
+        .collect();
+    let direct = (0..5).map(|idx| {
+        let permission = [GlobalPermission::SysAdmin, GlobalPermission::Admin][idx % 2];
+        SeedPermission::user(&format!("user{idx:04}"), permission)
+    });
+    let through_groups = (0..5).map(|idx| {
+        let permission = [GlobalPermission::Admin, GlobalPermission::LicensedUser][idx % 2];
+        SeedPermission::group(&format!("group{idx}"), permission)
+    });
+    let mut config = seeded(
+        Product::Bitbucket,
+        Seed {
+            accounts,
+            groups,
+            memberships,
+        },
+    );
+    config.permissions = direct.chain(through_groups).collect();
+    config.record_requests = true;
+    let emulator = spawn(config).await;
+    let mut connection = connection(&emulator);
+    connection.page_size = Some(2);
+    let client = bitbucket_with(connection);
+
+    let state = client.fetch_state().await.unwrap();
+
+    assert_eq!(
+        administrators(&state),
+        [
+            "user0000", "user0001", "user0002", "user0003", "user0004", "user0005", "user0007",
+            "user0009"
+        ]
+    );
+    assert_eq!(count_requests(&emulator, "/admin/permissions/users?"), 3);
+    assert_eq!(count_requests(&emulator, "/admin/permissions/groups?"), 3);
 }

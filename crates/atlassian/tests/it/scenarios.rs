@@ -10,7 +10,7 @@
 use atlassian::config::Auth;
 use atlassian::{AccountRef, AccountUpdate, Client, Directory, Error, Outcome};
 use config::Secret;
-use emulator::store::Seed;
+use emulator::store::{GlobalPermission, Seed, SeedPermission};
 use emulator::{Product, Running};
 
 use crate::helpers::*;
@@ -77,6 +77,10 @@ struct Expect {
     bad_token_status: u16,
     /// Part of the error's message for a bad token.
     bad_token_message: &'static str,
+    /// `fetch_state` marks the accounts that hold administrator rights: only Bitbucket lists
+    /// them (its global permissions); Jira's and Confluence's administrators are left to
+    /// the policy's `protected_groups`.
+    lists_administrators: bool,
 }
 
 /// The table of [`Expect`]ations, one row per product.
@@ -95,6 +99,7 @@ fn expect(product: Product) -> Expect {
             version: Some("10.3.0"),
             bad_token_status: 401,
             bad_token_message: "rejected the credentials",
+            lists_administrators: false,
         },
         Product::Confluence => Expect {
             missing_id: "nokey",
@@ -109,6 +114,7 @@ fn expect(product: Product) -> Expect {
             version: None,
             bad_token_status: 200,
             bad_token_message: "anonymous",
+            lists_administrators: false,
         },
         Product::Bitbucket => Expect {
             missing_id: "ghost",
@@ -123,6 +129,7 @@ fn expect(product: Product) -> Expect {
             version: Some("8.14.0"),
             bad_token_status: 401,
             bad_token_message: "rejected the credentials",
+            lists_administrators: true,
         },
     }
 }
@@ -483,6 +490,46 @@ async fn add_member_to_a_missing_group_is_not_found(product: Product) {
         .await;
 
     assert_not_found(result);
+}
+
+scenario!(fetch_state_marks_the_administrators_the_product_lists: jira, confluence, bitbucket);
+async fn fetch_state_marks_the_administrators_the_product_lists(product: Product) {
+    let expect = expect(product);
+    let mut config = seeded(
+        product,
+        Seed {
+            accounts: vec![seed_account("root"), seed_account("dev")],
+            groups: vec![seed_group("administrators"), seed_group("developers")],
+            memberships: vec![
+                seed_membership("administrators", "root"),
+                seed_membership("developers", "dev"),
+            ],
+        },
+    );
+    if expect.lists_administrators {
+        config.permissions = vec![
+            SeedPermission::group("administrators", GlobalPermission::Admin),
+            SeedPermission::group("developers", GlobalPermission::LicensedUser),
+        ];
+    }
+    let emulator = spawn(config).await;
+    let client = client_with(product, connection(&emulator));
+
+    let state = client.fetch_state().await.unwrap();
+
+    let administrators: Vec<&str> = state
+        .accounts
+        .iter()
+        .filter(|account| account.administrator)
+        .map(|account| account.login.as_str())
+        .collect();
+    let expected: &[&str] = if expect.lists_administrators {
+        &["root"]
+    } else {
+        &[]
+    };
+    assert_eq!(administrators, expected);
+    assert_eq!((state.accounts.len(), state.memberships.len()), (2, 2));
 }
 
 scenario!(test_connection_reports_the_user_and_the_version: jira, confluence, bitbucket);
