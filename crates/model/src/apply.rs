@@ -15,7 +15,8 @@
 //! - `CreateUser`: the account is added, active and linked to the change's Keycloak user, owned
 //!   by the connector, with the id `new_account_id` gives; an account that already has that id is
 //!   replaced by it. Nothing happens when this state already created an account with that login.
-//! - `LinkUser`: the account is linked to the change's Keycloak user and owned by the connector.
+//! - `LinkUser`: the account is linked to the change's Keycloak user and owned by the connector;
+//!   an account linked to another Keycloak user (one deleted and re-created) is relinked.
 //! - `UpdateUser`: the account gets the login, display name and email of the change; an update
 //!   without an email keeps the account's, as the product does.
 //! - `ReactivateUser`, `DeactivateUser`: the account is active, or not.

@@ -48,23 +48,31 @@
 //! its email.
 //!
 //! **Groups** ([`policy::Groups`]). `select` is `all` Keycloak groups (default), an explicit `map`
-//! from group path to product group, or a regex `pattern` with a `rename` template. `naming` is by
-//! `name` (default) or by `path`. Product groups that a mapping or a default names are created when
-//! missing. For a synced user, keysync adds the memberships of its mapped groups and of
-//! `default_for_all_users`, and removes memberships of groups keysync *manages* (mapped in this
-//! run, or created by keysync) that the user should not have; default groups are never pruned, and
-//! `default_for_new_users` are only given at creation. Memberships in groups keysync does not
-//! manage are left alone. Groups keysync created and no longer maps are removed only with
-//! `remove_unmapped = true` (default off).
+//! from group path to product group, a regex `pattern` with a `rename` template, or `map_and_rest`:
+//! the groups its `map` lists as `map` does, every other group as its `rest` says (`all`, the
+//! default, or a `pattern`). `naming` is by `name` (default) or by `path`, for every group a map
+//! does not name. `exclude` (default empty) lists Keycloak group paths, with `*` and `?` wildcards
+//! compared case-insensitively, that are never synced whatever `select` says: an excluded group is
+//! the source of no product group (it still counts for scope). Product groups that a mapping or a
+//! default names are created when missing. For a synced user, keysync adds the memberships of its
+//! mapped groups and of `default_for_all_users`, and removes memberships of groups keysync
+//! *manages* (mapped in this run, or created by keysync) that the user should not have; default
+//! groups are never pruned, and `default_for_new_users` are only given at creation. With
+//! `remove_unmanaged_members = false` (default `true`) keysync never prunes a group it did not
+//! create, even a mapped one (it does not record who added a membership, so this keeps every
+//! member of such a group, including those keysync added); cleanup still strips groups as it says.
+//! Memberships in groups keysync does not manage are left alone. Groups keysync created and no
+//! longer maps are removed only with `remove_unmapped = true` (default off).
 //!
 //! **Lifecycle.** A Keycloak user who is disabled gets its account deactivated; a disabled user
 //! with no account is neither created nor linked. A user back in scope and enabled is reactivated.
 //!
-//! **Cleanup** ([`policy::Cleanup`]). The account of a user deleted from Keycloak or out of scope
-//! is deactivated (default), deleted, stripped of its managed and default groups (`remove_groups`),
-//! or kept. A product that cannot deactivate declares it ([`state::Capabilities`]; Bitbucket) and
-//! `when_cannot_deactivate` says what happens instead: `remove_groups` (default), `delete` or
-//! `keep`. The same fallback applies to disabled users.
+//! **Cleanup** ([`policy::Cleanup`]). The account of a user deleted from Keycloak (and not
+//! re-created, see below) or out of scope is deactivated (default), deleted, stripped of its
+//! managed and default groups (`remove_groups`), or kept. A product that cannot deactivate
+//! declares it ([`state::Capabilities`]; Bitbucket) and `when_cannot_deactivate` says what happens
+//! instead: `remove_groups` (default), `delete` or `keep`. The same fallback applies to disabled
+//! users.
 //!
 //! **Managed accounts only** ([`policy::Linking`]). keysync changes only accounts it manages: those
 //! it created, and existing accounts it linked, by login (case-insensitive; default
@@ -79,12 +87,32 @@
 //! `jira-system-administrators`, `confluence-administrators`): they hold the product's
 //! administrator rights, and keysync leaves them alone whatever Keycloak says.
 //!
+//! **Re-created users.** A Keycloak user deleted and re-created under the same username gets a new
+//! id. When a managed account's Keycloak user is missing from the snapshot and an enabled user in
+//! scope, with no account of its own, has the account's login, the account follows the login: it
+//! is linked to the new user ([`plan::Action::LinkUser`], which counts toward `safety.max_links`)
+//! and updated and reactivated as needed, and a [`plan::DiagnosticKind::Recreated`] diagnostic
+//! says so. A protected account, or one another connector may own, is never relinked; its login
+//! stays taken.
+//!
 //! **Conflicts.** Two Keycloak users mapping to one login are reported as a [`plan::Conflict`] for
 //! both, and neither is synced (their existing accounts are left as they are). So are a login held
-//! by another account that this plan does not free, and an email matching several accounts. When a
-//! rename or a creation needs a login that this plan frees (by renaming or deleting its holder), it
-//! is deferred to the next run with a [`plan::DiagnosticKind::Deferred`] diagnostic, because
-//! creates and renames come before deletes.
+//! by another account that this plan does not free (and that does not follow the login to its
+//! user, see above), and an email matching several accounts. When a rename or a creation needs a
+//! login that this plan frees (by renaming or deleting its holder), it is deferred to the next run
+//! with a [`plan::DiagnosticKind::Deferred`] diagnostic, because creates and renames come before
+//! deletes.
+//!
+//! **Operations** ([`policy::Operations`]). Four switches, each on by default, say which kinds of
+//! change keysync makes at all: `create_users` (new accounts, with their first memberships),
+//! `update_users` (login, display name and email, and reactivation), `group_changes` (creating and
+//! removing groups, adding and removing memberships, for any reason) and `deactivate_users`
+//! (taking access away from the accounts of users deleted, out of scope or disabled: deactivation,
+//! deletion, or stripping groups, which also needs `group_changes`). Links are always planned. A
+//! switch that is off leaves its changes out of the plan, and the plan reports one
+//! [`plan::DiagnosticKind::Disabled`] diagnostic per switch that left something out, counting it
+//! ("3 account(s) would be created, but operations.create_users is off"); a login that only a
+//! left-out rename or deletion would free stays taken (a conflict, not a deferral).
 //!
 //! **Safety** ([`policy::Safety`]). Every change that takes access away, or hands an existing
 //! account to a Keycloak user, is counted in the plan's [`plan::SafetyCounts`], and each count has
@@ -93,14 +121,16 @@
 //! default 10 %), memberships removed for any reason (`max_memberships`, default 100, or
 //! `max_memberships_percent` of the managed accounts' memberships, default 10 %), one group
 //! losing more than `max_group_loss_percent` of its members (default 50 %, when two or more go),
-//! groups removed (`max_groups`, default 0), and accounts linked after a product's first sync
-//! (`max_links`, default 0; on the first sync, while keysync manages no account in the product,
-//! linking the accounts that exist is the expected migration, and each link's reason says which
-//! case it is). A mapped Keycloak group missing from the snapshot whose product group would lose
-//! members holds the plan too. Over any limit, the plan carries a [`plan::Hold`] naming every
-//! limit that tripped, with its numbers. A snapshot with no users, or with no user in scope,
-//! against a product where keysync manages accounts is always held. A held plan still lists its
-//! changes, so a person can review them before approving.
+//! groups removed (`max_groups`, default 0), and accounts linked after a product's first sync,
+//! including accounts following a re-created user (`max_links`, default 0; on the first sync,
+//! while keysync manages no account in the product, linking the accounts that exist is the
+//! expected migration, and each link's reason says which case it is). Only the changes the plan
+//! has are counted, not those an operation switch left out. A mapped Keycloak group missing from
+//! the snapshot (and not excluded) whose product group would lose members holds the plan too.
+//! Over any limit, the plan carries a [`plan::Hold`] naming every limit that tripped, with its
+//! numbers. A snapshot with no users, or with no user in scope, against a product where keysync
+//! manages accounts is always held. A held plan still lists its changes, so a person can review
+//! them before approving.
 //!
 //! [`policy::Policy::validate`] checks a policy and compiles it into the [`policy::ValidPolicy`]
 //! that `plan` takes; every error names its field, such as `groups.select.pattern.regex`.

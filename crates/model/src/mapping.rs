@@ -44,6 +44,12 @@ pub(crate) enum GroupMapper {
         rename: String,
         naming: GroupNaming,
     },
+    /// The groups of `map` as [`GroupMapper::Map`], every other group as `rest` (never itself a
+    /// `MapAndRest`).
+    MapAndRest {
+        map: BTreeMap<String, String>,
+        rest: Box<GroupMapper>,
+    },
 }
 
 /// A protected-account pattern: `*` is any run of characters, `?` one character, case-insensitive.
@@ -262,14 +268,17 @@ impl Template {
 }
 
 impl GroupMapper {
-    /// The product group a Keycloak group maps to, or `None` when the selection leaves it out. The
-    /// name may be empty (a rename to nothing); the caller reports that.
-    pub(crate) fn product_group<'g>(&self, group: &'g KeycloakGroup) -> Option<Cow<'g, str>> {
+    /// The product group a Keycloak group maps to, and whether a `map` names it explicitly (so
+    /// that several Keycloak groups sharing it is intended and not worth a diagnostic), or `None`
+    /// when the selection leaves the group out. The name may be empty (a rename to nothing); the
+    /// caller reports that.
+    pub(crate) fn product_group<'g>(
+        &self,
+        group: &'g KeycloakGroup,
+    ) -> Option<(Cow<'g, str>, bool)> {
         match self {
-            GroupMapper::All { naming } => Some(Cow::Borrowed(named(group, *naming))),
-            GroupMapper::Map(map) => map
-                .get(group.path.as_str())
-                .map(|name| Cow::Owned(name.trim().to_owned())),
+            GroupMapper::All { naming } => Some((Cow::Borrowed(named(group, *naming)), false)),
+            GroupMapper::Map(map) => explicit(map, group),
             GroupMapper::Pattern {
                 regex,
                 rename,
@@ -279,19 +288,25 @@ impl GroupMapper {
                 if !regex.is_match(source) {
                     return None;
                 }
-                Some(match regex.replace(source, rename.as_str()) {
+                let name = match regex.replace(source, rename.as_str()) {
                     Cow::Borrowed(name) => Cow::Borrowed(name.trim()),
                     Cow::Owned(name) => Cow::Owned(name.trim().to_owned()),
-                })
+                };
+                Some((name, false))
+            }
+            GroupMapper::MapAndRest { map, rest } => {
+                explicit(map, group).or_else(|| rest.product_group(group))
             }
         }
     }
+}
 
-    /// Whether every mapped group is named on purpose, so that several Keycloak groups sharing one
-    /// product group is intended and not worth a diagnostic.
-    pub(crate) fn is_explicit(&self) -> bool {
-        matches!(self, GroupMapper::Map(_))
-    }
+fn explicit<'g>(
+    map: &BTreeMap<String, String>,
+    group: &'g KeycloakGroup,
+) -> Option<(Cow<'g, str>, bool)> {
+    map.get(group.path.as_str())
+        .map(|name| (Cow::Owned(name.trim().to_owned()), true))
 }
 
 fn named(group: &KeycloakGroup, naming: GroupNaming) -> &str {

@@ -39,6 +39,8 @@ pub struct Policy {
     /// Jira and Confluence Data Center, `["jira-administrators",
     /// "jira-system-administrators", "confluence-administrators"]`.
     pub protected_groups: Vec<String>,
+    /// Which kinds of change keysync makes at all; each switch is on by default.
+    pub operations: Operations,
     /// When a plan is held until a person approves it.
     pub safety: Safety,
 }
@@ -61,6 +63,7 @@ impl Default for Policy {
                 "jira-system-administrators".to_owned(),
                 "confluence-administrators".to_owned(),
             ],
+            operations: Operations::default(),
             safety: Safety::default(),
         }
     }
@@ -190,14 +193,26 @@ pub enum EmailSource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Groups {
-    /// `"all"`; `{ map = { "/KEYCLOAK/PATH" = "product-group", ... } }`; or `{ pattern = { regex =
+    /// `"all"`; `{ map = { "/KEYCLOAK/PATH" = "product-group", ... } }`; `{ pattern = { regex =
     /// "...", rename = "..." } }`, which syncs the groups whose name (or path, see `naming`) the
     /// regex matches, named by replacing the first match with `rename` (`$1`, `${name}`; default
-    /// `$0`, the name unchanged). Default: `"all"`.
+    /// `$0`, the name unchanged); or `{ map_and_rest = { map = { ... }, rest = "all" } }`, which
+    /// maps the listed groups as `map` does and selects every other group as `rest` says (`"all"`,
+    /// the default, or `{ pattern = { regex = "...", rename = "..." } }`), named by `naming`.
+    /// Default: `"all"`.
     pub select: GroupSelection,
-    /// Whether `all` and `pattern` name a product group after the Keycloak group's `name` (`devs`)
-    /// or its full `path` without the leading slash (`staff/devs`). Default: `"name"`.
+    /// Whether `all`, `pattern` and the rest of `map_and_rest` name a product group after the
+    /// Keycloak group's `name` (`devs`) or its full `path` without the leading slash
+    /// (`staff/devs`). Default: `"name"`.
     pub naming: GroupNaming,
+    /// Keycloak group paths that are never synced, whatever `select` says (a group `map` names
+    /// too): an excluded group is the source of no product group, so its members are neither added
+    /// to nor kept in a product group because of it. `*` matches any run of characters, `/`
+    /// included, and `?` one character, case-insensitively; an entry matches only the paths it
+    /// spells, so `"/staff/interns"` leaves out that group and `"/staff/interns/*"` its subgroups.
+    /// Scope is not affected: a member of an excluded group that `scope.required_groups` names is
+    /// still synced. Each entry starts with `/`. Default: empty.
+    pub exclude: Vec<String>,
     /// Product groups a user joins when keysync creates the account; later runs leave these
     /// memberships alone. Missing groups are created. Default: empty.
     pub default_for_new_users: Vec<String>,
@@ -208,6 +223,16 @@ pub struct Groups {
     /// `false`, the group stays and only its managed members are removed. Default: `false`
     /// (removing a group also removes the permissions that name it).
     pub remove_unmapped: bool,
+    /// Whether keysync removes a synced account from a product group it did not create (a group
+    /// the product already had, such as `jira-software-users`, which a mapping names) when the
+    /// account's Keycloak user is not in a Keycloak group mapped to it. keysync does not record who
+    /// added a membership, so when `false` it never removes a membership from a group it did not
+    /// create: members someone added by hand stay, and so do those keysync added itself. It still
+    /// removes members who should not be there from the groups it created. Cleanup
+    /// (`cleanup.action = "remove_groups"`, and the `when_cannot_deactivate` fallback) is not
+    /// affected: it strips a departing account of its managed and default groups either way.
+    /// Default: `true`.
+    pub remove_unmanaged_members: bool,
 }
 
 impl Default for Groups {
@@ -215,14 +240,17 @@ impl Default for Groups {
         Groups {
             select: GroupSelection::All,
             naming: GroupNaming::Name,
+            exclude: Vec::new(),
             default_for_new_users: Vec::new(),
             default_for_all_users: Vec::new(),
             remove_unmapped: false,
+            remove_unmanaged_members: true,
         }
     }
 }
 
-/// Which Keycloak groups are synced, and to which product group names.
+/// Which Keycloak groups are synced, and to which product group names. Groups that
+/// [`Groups::exclude`] names are never synced, whichever selection is used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum GroupSelection {
@@ -232,6 +260,32 @@ pub enum GroupSelection {
     /// Keycloak groups may map to one product group; its members are the union.
     Map(BTreeMap<String, String>),
     /// The groups whose name (or path) matches `regex`, renamed by `rename`.
+    Pattern {
+        regex: String,
+        #[serde(default = "default_rename")]
+        rename: String,
+    },
+    /// The groups `map` lists (by full path) to the product groups named there, as with `map`;
+    /// every other group as `rest` selects it, named by `naming`. A product group that a listed
+    /// group and a group of the rest both name has the members of both, and the plan reports it.
+    MapAndRest {
+        map: BTreeMap<String, String>,
+        /// Default: `"all"`.
+        #[serde(default)]
+        rest: RestSelection,
+    },
+}
+
+/// Which Keycloak groups the `rest` of a `map_and_rest` selection syncs: those its `map` does not
+/// list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RestSelection {
+    /// Every other group, named by `naming`.
+    #[default]
+    All,
+    /// The other groups whose name (or path) matches `regex`, renamed by `rename`, as with
+    /// `pattern`.
     Pattern {
         regex: String,
         #[serde(default = "default_rename")]
@@ -254,6 +308,11 @@ pub enum GroupNaming {
 /// How existing accounts are taken over. An account keysync links becomes managed, keeps its id and
 /// history, and is updated like any other managed account. Protected accounts and disabled users
 /// are never linked.
+///
+/// Apart from these switches, a managed account whose Keycloak user is missing from the snapshot
+/// follows its login to an enabled user in scope who has that login and no account (a user deleted
+/// and re-created under the same username): it is linked to the new user, counting toward
+/// `safety.max_links`. A protected account, or one another connector may own, never is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Linking {
@@ -284,7 +343,8 @@ impl Default for Linking {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Cleanup {
-    /// The account of a user deleted from Keycloak or no longer in a required group. Default:
+    /// The account of a user deleted from Keycloak (unless re-created under the same username,
+    /// when the account follows it; see [`Linking`]) or no longer in a required group. Default:
     /// `"deactivate"`.
     pub action: CleanupAction,
     /// Used instead of deactivation (for cleanup and for users disabled in Keycloak) where the
@@ -325,6 +385,48 @@ pub enum Fallback {
     Keep,
 }
 
+/// Which kinds of change keysync makes. A switch that is off leaves the plan without any change
+/// of its kinds; the plan is otherwise the same (a `link_user` is planned whatever the switches
+/// say), and it reports one [`crate::plan::DiagnosticKind::Disabled`] diagnostic per switch that
+/// left something out, counting what would have been done, such as "3 account(s) would be
+/// created, but operations.create_users is off". Planning again after applying such a plan leaves
+/// nothing that a switch allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Operations {
+    /// Create accounts for Keycloak users who have none (`create_user`), with their first
+    /// memberships. When off, a user without an account gets none, though an existing account may
+    /// still be linked. Default: `true`.
+    pub create_users: bool,
+    /// Update a synced account's login, display name and email (`update_user`), and reactivate an
+    /// inactive account whose user is back (`reactivate_user`). When off, a renamed Keycloak user
+    /// keeps the account's old login, and a login only such a rename would free stays taken.
+    /// Default: `true`.
+    pub update_users: bool,
+    /// Create and remove groups (`create_group`, `remove_group`) and add and remove memberships
+    /// (`add_membership`, `remove_membership`), for every reason: mapped groups, default groups,
+    /// the groups of new accounts, and cleanup's `remove_groups`, which therefore needs this switch
+    /// and `deactivate_users`. Default: `true`.
+    pub group_changes: bool,
+    /// Take access away from the accounts of users who are deleted from Keycloak, out of scope or
+    /// disabled, as `cleanup` says: deactivate (`deactivate_user`), delete (`delete_user`), or
+    /// strip their groups (`remove_membership`, which also needs `group_changes`). When off, such
+    /// accounts stay as they are, and a login only a deletion would free stays taken. Default:
+    /// `true`.
+    pub deactivate_users: bool,
+}
+
+impl Default for Operations {
+    fn default() -> Operations {
+        Operations {
+            create_users: true,
+            update_users: true,
+            group_changes: true,
+            deactivate_users: true,
+        }
+    }
+}
+
 /// The safety limits: when a plan waits until a person approves it. Every way a plan takes
 /// access away, or hands an existing account to a Keycloak user, is counted against a limit of
 /// its own; a plan over any of them is held, and the hold's reason names each limit that
@@ -359,7 +461,9 @@ pub struct Safety {
     /// on the first sync of a product (while keysync manages no account in it), where linking
     /// the accounts that already exist is the expected migration. Later, a link hands an
     /// account with its history and permissions to whoever holds the matching login or
-    /// verified email. Default: `0`, so every later link waits for a person.
+    /// verified email. A managed account that follows its login to a Keycloak user deleted and
+    /// re-created under the same username is linked too, and counts here: the new user is a new
+    /// identity that may be another person. Default: `0`, so every later link waits for a person.
     pub max_links: u32,
 }
 
@@ -412,6 +516,7 @@ pub struct ValidPolicy {
     pub(crate) groups: GroupMapper,
     pub(crate) protected: Vec<Glob>,
     pub(crate) protected_groups: Vec<Glob>,
+    pub(crate) excluded_groups: Vec<Glob>,
     connector: Option<ConnectorScope>,
 }
 
@@ -459,6 +564,11 @@ impl ValidPolicy {
     pub fn is_protected_group(&self, group: &str) -> bool {
         matches_any(&self.protected_groups, group.trim())
     }
+
+    /// Whether a Keycloak group path matches one of `groups.exclude`.
+    pub fn is_excluded_group(&self, path: &str) -> bool {
+        matches_any(&self.excluded_groups, path.trim())
+    }
 }
 
 impl Policy {
@@ -488,33 +598,10 @@ impl Policy {
             &mut errors,
         );
 
-        let groups = match &self.groups.select {
-            GroupSelection::All => Some(GroupMapper::All {
-                naming: self.groups.naming,
-            }),
-            GroupSelection::Map(map) => {
-                for (path, name) in map {
-                    check_group_path(&format!("groups.select.map[\"{path}\"]"), path, &mut errors);
-                    check_not_empty(&format!("groups.select.map[\"{path}\"]"), name, &mut errors);
-                }
-                Some(GroupMapper::Map(map.clone()))
-            }
-            GroupSelection::Pattern { regex, rename } => match regex::Regex::new(regex) {
-                Ok(compiled) => Some(GroupMapper::Pattern {
-                    regex: compiled,
-                    rename: rename.clone(),
-                    naming: self.groups.naming,
-                }),
-                Err(error) => {
-                    errors.push(PolicyError::Regex {
-                        field: "groups.select.pattern.regex".to_owned(),
-                        regex: regex.clone(),
-                        problem: error.to_string(),
-                    });
-                    None
-                }
-            },
-        };
+        let groups = self.groups.compile(&mut errors);
+        for (idx, path) in self.groups.exclude.iter().enumerate() {
+            check_group_path(&format!("groups.exclude[{idx}]"), path, &mut errors);
+        }
         for (idx, name) in self.groups.default_for_new_users.iter().enumerate() {
             check_not_empty(
                 &format!("groups.default_for_new_users[{idx}]"),
@@ -571,10 +658,96 @@ impl Policy {
                         .iter()
                         .map(|pattern| Glob::new(pattern))
                         .collect(),
+                    excluded_groups: self
+                        .groups
+                        .exclude
+                        .iter()
+                        .map(|pattern| Glob::new(pattern))
+                        .collect(),
                     connector: None,
                 })
             }
             _ => Err(errors),
+        }
+    }
+}
+
+impl Groups {
+    /// Checks and compiles `select` (with `naming`), naming the field of every error.
+    fn compile(&self, errors: &mut Vec<PolicyError>) -> Option<GroupMapper> {
+        match &self.select {
+            GroupSelection::All => Some(GroupMapper::All {
+                naming: self.naming,
+            }),
+            GroupSelection::Map(map) => {
+                check_map("groups.select.map", map, errors);
+                Some(GroupMapper::Map(map.clone()))
+            }
+            GroupSelection::Pattern { regex, rename } => compile_pattern(
+                "groups.select.pattern.regex",
+                regex,
+                rename,
+                self.naming,
+                errors,
+            ),
+            GroupSelection::MapAndRest { map, rest } => {
+                check_map("groups.select.map_and_rest.map", map, errors);
+                let rest = match rest {
+                    RestSelection::All => Some(GroupMapper::All {
+                        naming: self.naming,
+                    }),
+                    RestSelection::Pattern { regex, rename } => compile_pattern(
+                        "groups.select.map_and_rest.rest.pattern.regex",
+                        regex,
+                        rename,
+                        self.naming,
+                        errors,
+                    ),
+                }?;
+                Some(GroupMapper::MapAndRest {
+                    map: map.clone(),
+                    rest: Box::new(rest),
+                })
+            }
+        }
+    }
+
+    /// The explicit map of `select`, for a `map` or a `map_and_rest` selection.
+    pub(crate) fn explicit_map(&self) -> Option<&BTreeMap<String, String>> {
+        match &self.select {
+            GroupSelection::Map(map) | GroupSelection::MapAndRest { map, .. } => Some(map),
+            GroupSelection::All | GroupSelection::Pattern { .. } => None,
+        }
+    }
+}
+
+fn check_map(field: &str, map: &BTreeMap<String, String>, errors: &mut Vec<PolicyError>) {
+    for (path, name) in map {
+        check_group_path(&format!("{field}[\"{path}\"]"), path, errors);
+        check_not_empty(&format!("{field}[\"{path}\"]"), name, errors);
+    }
+}
+
+fn compile_pattern(
+    field: &str,
+    regex: &str,
+    rename: &str,
+    naming: GroupNaming,
+    errors: &mut Vec<PolicyError>,
+) -> Option<GroupMapper> {
+    match regex::Regex::new(regex) {
+        Ok(compiled) => Some(GroupMapper::Pattern {
+            regex: compiled,
+            rename: rename.to_owned(),
+            naming,
+        }),
+        Err(error) => {
+            errors.push(PolicyError::Regex {
+                field: field.to_owned(),
+                regex: regex.to_owned(),
+                problem: error.to_string(),
+            });
+            None
         }
     }
 }

@@ -128,6 +128,24 @@ fn creating_an_account_with_an_id_the_state_has_replaces_it() {
 }
 
 #[test]
+fn linking_a_managed_account_hands_it_to_the_new_keycloak_user() {
+    // A Keycloak user deleted and re-created: the account follows its login to the new user.
+    let mut applied = Applied::new(jira(vec![managed("k1", "ann", "kc-old")], vec![], vec![]))
+        .for_connector(Some(model::state::ConnectorName::new("corp")));
+    let link = Action::LinkUser {
+        id: AccountId::new("k1"),
+        login: "ann".to_owned(),
+    };
+    applied.apply_one(&change(Some("kc-new"), link), no_id);
+    let ann = applied.account("k1").expect("still there");
+    assert_eq!(ann.keycloak_user_id, Some(UserId::new("kc-new")));
+    assert_eq!(
+        ann.connector.as_ref().map(|owner| owner.as_str()),
+        Some("corp")
+    );
+}
+
+#[test]
 fn creating_a_group_that_is_there_makes_it_managed() {
     let state = jira(vec![], vec![product_group("Devs", false)], vec![]);
     let mut applied = Applied::new(state);

@@ -4,7 +4,8 @@
 
 use expect_test::{Expect, expect};
 use model::policy::{
-    CleanupAction, Fallback, GroupNaming, GroupSelection, LoginSource, Policy, PolicyError,
+    CleanupAction, Fallback, GroupNaming, GroupSelection, LoginSource, Operations, Policy,
+    PolicyError, RestSelection,
 };
 
 fn check(json: &str, expect: Expect) {
@@ -54,6 +55,17 @@ fn defaults_are_the_documented_ones() {
     assert!(policy.groups.default_for_new_users.is_empty());
     assert!(policy.groups.default_for_all_users.is_empty());
     assert!(!policy.groups.remove_unmapped);
+    assert!(policy.groups.exclude.is_empty());
+    assert!(policy.groups.remove_unmanaged_members);
+    assert_eq!(
+        policy.operations,
+        Operations {
+            create_users: true,
+            update_users: true,
+            group_changes: true,
+            deactivate_users: true,
+        }
+    );
     assert!(policy.linking.by_login);
     assert!(policy.linking.by_email);
     assert!(policy.linking.by_email_requires_verified);
@@ -114,11 +126,14 @@ fn reads_every_section_in_snake_case() {
             "naming": "path",
             "default_for_new_users": ["welcome"],
             "default_for_all_users": ["jira-software-users"],
-            "remove_unmapped": true
+            "remove_unmapped": true,
+            "exclude": ["/staff/interns", "/tmp*"],
+            "remove_unmanaged_members": false
         },
         "linking": {"by_login": true, "by_email": false},
         "cleanup": {"action": "remove_groups", "when_cannot_deactivate": "delete"},
         "protected_accounts": ["svc-*"],
+        "operations": {"create_users": false, "deactivate_users": false},
         "safety": {"max_accounts": 10, "max_percent": 5}
     }"#;
     let policy: Policy = serde_json::from_str(json).unwrap_or_else(|error| panic!("{error}"));
@@ -135,7 +150,21 @@ fn reads_every_section_in_snake_case() {
     );
     assert_eq!(policy.cleanup.action, CleanupAction::RemoveGroups);
     assert_eq!(policy.cleanup.when_cannot_deactivate, Fallback::Delete);
-    assert!(policy.validate().is_ok());
+    assert_eq!(policy.groups.exclude, ["/staff/interns", "/tmp*"]);
+    assert!(!policy.groups.remove_unmanaged_members);
+    assert_eq!(
+        policy.operations,
+        Operations {
+            create_users: false,
+            update_users: true,
+            group_changes: true,
+            deactivate_users: false,
+        }
+    );
+    let valid = policy.validate().expect("valid");
+    assert!(valid.is_excluded_group("/Staff/Interns"));
+    assert!(valid.is_excluded_group("/tmp-2024/x"));
+    assert!(!valid.is_excluded_group("/staff/interns/2024"));
     check(
         r#"{"groups": {"select": {"map": {"/staff": "staff"}}}}"#,
         expect!["valid"],
@@ -143,6 +172,59 @@ fn reads_every_section_in_snake_case() {
     check(
         r#"{"groups": {"select": {"pattern": {"regex": "^x"}}}}"#,
         expect!["valid"],
+    );
+}
+
+#[test]
+fn reads_a_map_with_the_rest_by_name_or_by_pattern() {
+    let parse = |json: &str| -> GroupSelection {
+        serde_json::from_str::<Policy>(json)
+            .unwrap_or_else(|error| panic!("{error}"))
+            .groups
+            .select
+    };
+    let map = || {
+        [("/staff/devs".to_owned(), "jira-developers".to_owned())]
+            .into_iter()
+            .collect()
+    };
+    assert_eq!(
+        parse(
+            r#"{"groups": {"select": {"map_and_rest": {"map": {"/staff/devs": "jira-developers"}}}}}"#
+        ),
+        GroupSelection::MapAndRest {
+            map: map(),
+            rest: RestSelection::All
+        }
+    );
+    assert_eq!(
+        parse(
+            r#"{"groups": {"select": {"map_and_rest": {
+                "map": {"/staff/devs": "jira-developers"},
+                "rest": {"pattern": {"regex": "^app-(.*)$"}}
+            }}}}"#
+        ),
+        GroupSelection::MapAndRest {
+            map: map(),
+            rest: RestSelection::Pattern {
+                regex: "^app-(.*)$".to_owned(),
+                rename: "$0".to_owned()
+            }
+        }
+    );
+    check(
+        r#"{"groups": {"select": {"map_and_rest": {"map": {}, "rest": "all"}}}}"#,
+        expect!["valid"],
+    );
+    check(
+        r#"{"groups": {"select": {"map_and_rest": {"map": {}, "rest": "none"}}}}"#,
+        expect![
+            "does not parse: unknown variant `none`, expected `all` or `pattern` at line 1 column 65"
+        ],
+    );
+    check(
+        r#"{"groups": {"select": {"map_and_rest": {"rest": "all"}}}}"#,
+        expect!["does not parse: missing field `map` at line 1 column 54"],
     );
 }
 
@@ -178,7 +260,11 @@ fn validation_names_every_bad_field() {
                 "display_name": {"template": "{first}", "fallback": "{username"},
                 "email": {"from": {"attribute": ""}}
             },
-            "groups": {"default_for_new_users": [""], "default_for_all_users": ["ok", " "]},
+            "groups": {
+                "default_for_new_users": [""],
+                "default_for_all_users": ["ok", " "],
+                "exclude": ["/ok*", "tmp*", "/"]
+            },
             "protected_accounts": [""],
             "safety": {"max_percent": 101}
         }"#,
@@ -188,6 +274,8 @@ fn validation_names_every_bad_field() {
             attributes.email.from.attribute: must not be empty
             attributes.display_name.template: bad template `{first}`: unknown placeholder `{first}`; known are {username}, {email}, {firstName}, {lastName} and {attributes.NAME}
             attributes.display_name.fallback: bad template `{username`: `{` without a matching `}` (write `{{` for a literal brace)
+            groups.exclude[1]: `tmp*` is not a Keycloak group path; paths start with `/`, like `/staff/devs`
+            groups.exclude[2]: `/` is not a Keycloak group path; paths start with `/`, like `/staff/devs`
             groups.default_for_new_users[0]: must not be empty
             groups.default_for_all_users[1]: must not be empty
             protected_accounts[0]: must not be empty
@@ -199,6 +287,20 @@ fn validation_names_every_bad_field() {
         expect![[r#"
             groups.select.pattern.regex: bad regex `(unclosed`: regex parse error:
                 (unclosed
+                ^
+            error: unclosed group
+        "#]],
+    );
+    check(
+        r#"{"groups": {"select": {"map_and_rest": {
+            "map": {"staff": "x", "/ok": ""},
+            "rest": {"pattern": {"regex": "(", "rename": "$1"}}
+        }}}}"#,
+        expect![[r#"
+            groups.select.map_and_rest.map["/ok"]: must not be empty
+            groups.select.map_and_rest.map["staff"]: `staff` is not a Keycloak group path; paths start with `/`, like `/staff/devs`
+            groups.select.map_and_rest.rest.pattern.regex: bad regex `(`: regex parse error:
+                (
                 ^
             error: unclosed group
         "#]],

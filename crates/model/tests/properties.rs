@@ -11,9 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use fixture::assert_converges;
 use model::apply::{Applied, apply};
-use model::plan::{AccountRef, Action, ChangeOp, Plan, plan};
+use model::plan::{AccountRef, Action, ChangeOp, DiagnosticKind, Plan, plan};
 use model::policy::{
-    CleanupAction, Fallback, GroupNaming, GroupSelection, LoginSource, Policy, Safety, ValidPolicy,
+    CleanupAction, Fallback, GroupNaming, GroupSelection, LoginSource, Operations, Policy,
+    RestSelection, Safety, ValidPolicy,
 };
 use model::snapshot::{GroupId, KeycloakGroup, KeycloakMembership, KeycloakUser, Snapshot, UserId};
 use model::state::{
@@ -205,7 +206,7 @@ fn odd_policy() -> impl Strategy<Value = Policy> {
             select(vec![vec![], vec!["/staff"], vec!["/devs", "/ops"]]),
             any::<bool>(),
             select(vec![0, 1, 2]),
-            select(vec![0, 1, 2]),
+            select(vec![0, 1, 2, 3, 4]),
             any::<bool>(),
         ),
         (
@@ -231,12 +232,18 @@ fn odd_policy() -> impl Strategy<Value = Policy> {
             select(vec![(0, 0), (1, 50), (50, 10), (1000, 100)]),
             any::<bool>(),
         ),
+        (
+            select(vec![vec![], vec!["/staff/*"], vec!["/D?VS", "/x"]]),
+            prop::bool::weighted(0.7),
+            prop::collection::vec(prop::bool::weighted(0.7), 4),
+        ),
     )
         .prop_map(
             |(
                 (required, subgroups, login, select_mode, path_naming),
                 (new_defaults, all_defaults, by_login, by_email, remove_unmapped),
                 (cleanup, fallback, protected, (max_accounts, max_percent), email_optional),
+                (exclude, remove_unmanaged_members, switches),
             )| {
                 let mut policy = Policy::default();
                 policy.scope.required_groups = required.into_iter().map(str::to_owned).collect();
@@ -250,18 +257,41 @@ fn odd_policy() -> impl Strategy<Value = Policy> {
                     _ => policy.attributes.login.from = LoginSource::Attribute("uid".to_owned()),
                 }
                 policy.attributes.email.required = !email_optional;
+                let map = || {
+                    [("/devs", "devs"), ("/staff/devs", "devs"), ("/ops", "Ops")]
+                        .into_iter()
+                        .map(|(path, name)| (path.to_owned(), name.to_owned()))
+                        .collect()
+                };
                 policy.groups.select = match select_mode {
                     0 => GroupSelection::All,
-                    1 => GroupSelection::Map(
-                        [("/devs", "devs"), ("/staff/devs", "devs"), ("/ops", "Ops")]
-                            .into_iter()
-                            .map(|(path, name)| (path.to_owned(), name.to_owned()))
-                            .collect(),
-                    ),
-                    _ => GroupSelection::Pattern {
+                    1 => GroupSelection::Map(map()),
+                    2 => GroupSelection::Pattern {
                         regex: "^(d|o)(.*)$".to_owned(),
                         rename: "$1$2".to_owned(),
                     },
+                    3 => GroupSelection::MapAndRest {
+                        map: map(),
+                        rest: RestSelection::All,
+                    },
+                    _ => GroupSelection::MapAndRest {
+                        map: [("/staff", "staff-team")]
+                            .into_iter()
+                            .map(|(path, name)| (path.to_owned(), name.to_owned()))
+                            .collect(),
+                        rest: RestSelection::Pattern {
+                            regex: "^(d|o)".to_owned(),
+                            rename: "x-$0".to_owned(),
+                        },
+                    },
+                };
+                policy.groups.exclude = exclude.into_iter().map(str::to_owned).collect();
+                policy.groups.remove_unmanaged_members = remove_unmanaged_members;
+                policy.operations = Operations {
+                    create_users: switches[0],
+                    update_users: switches[1],
+                    group_changes: switches[2],
+                    deactivate_users: switches[3],
                 };
                 policy.groups.naming = if path_naming {
                     GroupNaming::Path
@@ -376,6 +406,72 @@ fn email_link_case() -> impl Strategy<Value = Case> {
     })
 }
 
+/// An odd case, plus a user in no Keycloak group whose managed account is in a product group
+/// keysync did not create and one it created, both mapped from Keycloak groups: a member to
+/// prune from both, or (with `remove_unmanaged_members = false`) only from the second.
+fn prune_case() -> impl Strategy<Value = Case> {
+    (odd_case(), any::<bool>()).prop_map(|(mut case, all)| {
+        case.snapshot.users.push(KeycloakUser {
+            id: UserId::new("u-zed"),
+            username: "zed".to_owned(),
+            email: Some("zed@x.io".to_owned()),
+            first_name: Some("Zed".to_owned()),
+            last_name: None,
+            enabled: true,
+            email_verified: true,
+            attributes: BTreeMap::new(),
+            federation_link: None,
+        });
+        for name in ["zed-team", "zed-created"] {
+            case.snapshot.groups.push(KeycloakGroup {
+                id: GroupId::new(format!("g-{name}")),
+                name: name.to_owned(),
+                path: format!("/{name}"),
+                parent_id: None,
+            });
+            case.state.memberships.push(Membership {
+                account_id: AccountId::new("a-zed"),
+                group: GroupName::new(name),
+            });
+        }
+        let owner = case.connector.map(|(name, _)| ConnectorName::new(name));
+        case.state.accounts.push(Account {
+            id: AccountId::new("a-zed"),
+            login: "zed".to_owned(),
+            display_name: "Zed".to_owned(),
+            email: Some("zed@x.io".to_owned()),
+            active: true,
+            keycloak_user_id: Some(UserId::new("u-zed")),
+            administrator: false,
+            connector: owner.clone(),
+        });
+        case.state.groups.push(Group {
+            name: GroupName::new("zed-team"),
+            managed: false,
+            connector: None,
+        });
+        case.state.groups.push(Group {
+            name: GroupName::new("zed-created"),
+            managed: true,
+            connector: owner,
+        });
+        case.policy.scope.required_groups.clear();
+        case.policy.attributes.login.from = LoginSource::Username;
+        case.policy.groups.select = if all {
+            GroupSelection::All
+        } else {
+            GroupSelection::MapAndRest {
+                map: [("/zed-team", "zed-team")]
+                    .into_iter()
+                    .map(|(path, name)| (path.to_owned(), name.to_owned()))
+                    .collect(),
+                rest: RestSelection::All,
+            }
+        };
+        case
+    })
+}
+
 /// An odd case with every vector of its inputs shuffled.
 fn odd_case_and_shuffled() -> impl Strategy<Value = (Case, Case)> {
     odd_case().prop_flat_map(|case| {
@@ -423,7 +519,7 @@ fn clean_case() -> impl Strategy<Value = Case> {
     (
         prop::collection::vec((any::<bool>(), prop::bool::weighted(0.8), any::<bool>()), 6),
         prop::collection::vec(prop::collection::vec(any::<bool>(), 4), 6),
-        prop::collection::vec((0..5u8, any::<bool>(), any::<bool>()), 6),
+        prop::collection::vec((0..6u8, any::<bool>(), any::<bool>()), 6),
         prop::collection::vec(prop::collection::vec(any::<bool>(), 3), 6),
         (
             select(vec![vec![], vec!["/staff"]]),
@@ -491,7 +587,8 @@ fn clean_case() -> impl Strategy<Value = Case> {
 
                 // Account kinds: 0 none; 1 managed for the user, fresh; 2 managed for the user,
                 // stale and maybe inactive; 3 unmanaged with the user's login; 4 managed for a user
-                // who is gone.
+                // who is gone; 5 managed, with the user's login, for a user who is gone (the user
+                // was deleted and re-created, if it exists), maybe inactive.
                 let mut accounts = Vec::new();
                 let mut product_memberships = Vec::new();
                 let product_groups = ["devs", "ops", "staff", "guests", "manual"];
@@ -519,6 +616,16 @@ fn clean_case() -> impl Strategy<Value = Case> {
                             email: None,
                             active,
                             keycloak_user_id: None,
+                            administrator: false,
+                            connector: None,
+                        },
+                        5 => Account {
+                            id: AccountId::new(format!("R{idx}")),
+                            login: username.to_owned(),
+                            display_name: "Before".to_owned(),
+                            email: Some(format!("{username}.before@x.io")),
+                            active,
+                            keycloak_user_id: Some(UserId::new(format!("u{idx}-deleted"))),
                             administrator: false,
                             connector: None,
                         },
@@ -607,7 +714,8 @@ proptest! {
     }
 
     /// Applying a plan and planning again leaves nothing to do, except work the first plan said it
-    /// deferred (a login this plan frees), which the following plans finish.
+    /// deferred (a login this plan frees), which the following plans finish. The policies turn
+    /// `operations` switches off too: then nothing those switches allow is left to do.
     #[test]
     fn applying_a_plan_and_planning_again_leaves_nothing_to_do(case in odd_case()) {
         applying_a_plan_and_planning_again_leaves_nothing_to_do_holds(case)?;
@@ -657,6 +765,24 @@ proptest! {
     #[test]
     fn the_product_ends_in_the_desired_state(case in clean_case()) {
         the_product_ends_in_the_desired_state_holds(case)?;
+    }
+
+    /// A switch of `operations` that is off takes out of the plan exactly the changes of its
+    /// kinds: the plan is the plan with every switch on, less those changes, and one `Disabled`
+    /// diagnostic per switch counts them. (That planning again after applying leaves nothing a
+    /// switch allows is `applying_a_plan_and_planning_again_leaves_nothing_to_do`, whose policies
+    /// turn switches off.)
+    #[test]
+    fn switches_that_are_off_leave_out_exactly_their_changes(case in odd_case()) {
+        switches_that_are_off_leave_out_exactly_their_changes_holds(case)?;
+    }
+
+    /// An excluded Keycloak group is the reason for no group and no membership; with
+    /// `remove_unmanaged_members = false`, no member is pruned from a group keysync did not
+    /// create.
+    #[test]
+    fn excluded_groups_and_groups_keysync_did_not_create_are_left_alone(case in prune_case()) {
+        excluded_groups_and_groups_keysync_did_not_create_are_left_alone_holds(case)?;
     }
 }
 
@@ -1079,6 +1205,24 @@ fn the_product_ends_in_the_desired_state_holds(case: Case) -> Result<(), TestCas
         if user.is_some_and(&in_scope) {
             continue;
         }
+        // The account of a user deleted and re-created follows the login to the new user, as
+        // the check of the users above saw.
+        let recreated = user.is_none()
+            && case.snapshot.users.iter().any(|user| {
+                user.enabled && in_scope(user) && user.username == account.login.to_lowercase()
+            });
+        if recreated {
+            prop_assert!(
+                after.accounts.iter().any(|now| now.id == account.id
+                    && now
+                        .keycloak_user_id
+                        .as_ref()
+                        .is_some_and(|id| id != user_id)),
+                "account {} did not follow its login",
+                account.id
+            );
+            continue;
+        }
         let now = after
             .accounts
             .iter()
@@ -1110,4 +1254,175 @@ fn a_held_plan_lists_its_changes_for_review() {
     let planned: Plan = plan(&snapshot, &state, &policy);
     assert!(planned.hold.is_some());
     assert_eq!(planned.count(ChangeOp::DeactivateUser), 1);
+}
+
+/// The switch keys of `operations` that are off and would take `change` out of a plan: a change
+/// of a plan with these switches is never of these kinds, and a change left out is of one.
+fn switches_against(operations: &Operations, change: &model::plan::Change) -> Vec<&'static str> {
+    let new_account = matches!(
+        &change.action,
+        Action::AddMembership {
+            account: AccountRef::New { .. },
+            ..
+        }
+    );
+    let needs: &[(&'static str, bool)] = match change.op() {
+        ChangeOp::LinkUser => &[],
+        ChangeOp::CreateUser => &[("operations.create_users", operations.create_users)],
+        ChangeOp::AddMembership if new_account => &[
+            ("operations.create_users", operations.create_users),
+            ("operations.group_changes", operations.group_changes),
+        ],
+        ChangeOp::UpdateUser | ChangeOp::ReactivateUser => {
+            &[("operations.update_users", operations.update_users)]
+        }
+        ChangeOp::DeactivateUser | ChangeOp::DeleteUser => {
+            &[("operations.deactivate_users", operations.deactivate_users)]
+        }
+        // Removing a membership to take access away also needs `deactivate_users`.
+        ChangeOp::RemoveMembership => &[
+            ("operations.group_changes", operations.group_changes),
+            ("operations.deactivate_users", operations.deactivate_users),
+        ],
+        ChangeOp::CreateGroup | ChangeOp::AddMembership | ChangeOp::RemoveGroup => {
+            &[("operations.group_changes", operations.group_changes)]
+        }
+    };
+    needs
+        .iter()
+        .filter(|(_, on)| !on)
+        .map(|(key, _)| *key)
+        .collect()
+}
+
+fn switches_that_are_off_leave_out_exactly_their_changes_holds(
+    case: Case,
+) -> Result<(), TestCaseError> {
+    let operations = case.policy.operations;
+    let planned = plan(&case.snapshot, &case.state, &case.valid_policy());
+    let mut all_on = case.clone();
+    all_on.policy.operations = Operations::default();
+    let full = plan(&all_on.snapshot, &all_on.state, &all_on.valid_policy());
+    let kept: BTreeSet<_> = planned.changes.iter().map(|change| change.id).collect();
+    let full_ids: BTreeSet<_> = full.changes.iter().map(|change| change.id).collect();
+    prop_assert!(
+        kept.is_subset(&full_ids),
+        "a switch that is off added changes:\n{}\nwith every switch on:\n{}",
+        planned,
+        full
+    );
+    for change in &planned.changes {
+        let against = switches_against(&operations, change);
+        // A membership removed to sync a group needs only `group_changes`.
+        let allowed = against.is_empty()
+            || (change.op() == ChangeOp::RemoveMembership
+                && against == ["operations.deactivate_users"]);
+        prop_assert!(
+            allowed,
+            "{} is off, but the plan has {}",
+            against.join(", "),
+            change
+        );
+    }
+    let mut left_out = 0;
+    for change in &full.changes {
+        if !kept.contains(&change.id) {
+            prop_assert!(
+                !switches_against(&operations, change).is_empty(),
+                "left out with no switch against it: {}",
+                change
+            );
+            left_out += 1;
+        }
+    }
+    let mut counted = 0;
+    for diagnostic in &planned.diagnostics {
+        if diagnostic.kind != DiagnosticKind::Disabled {
+            continue;
+        }
+        let key = diagnostic.subject.as_str();
+        let off = match key {
+            "operations.create_users" => !operations.create_users,
+            "operations.update_users" => !operations.update_users,
+            "operations.group_changes" => !operations.group_changes,
+            "operations.deactivate_users" => !operations.deactivate_users,
+            _ => false,
+        };
+        prop_assert!(off, "a Disabled diagnostic about {}", key);
+        let ending = format!(", but {key} is off");
+        prop_assert!(
+            diagnostic.message.ends_with(&ending),
+            "{}",
+            diagnostic.message
+        );
+        let words: Vec<&str> = diagnostic.message.split(' ').collect();
+        for pair in words.windows(2) {
+            if pair[1].ends_with("(s)")
+                && let Ok(count) = pair[0].parse::<usize>()
+            {
+                counted += count;
+            }
+        }
+    }
+    prop_assert_eq!(
+        counted,
+        left_out,
+        "the Disabled diagnostics miscount:\n{}",
+        planned
+    );
+    Ok(())
+}
+
+fn excluded_groups_and_groups_keysync_did_not_create_are_left_alone_holds(
+    case: Case,
+) -> Result<(), TestCaseError> {
+    let policy = case.valid_policy();
+    let planned = plan(&case.snapshot, &case.state, &policy);
+    for change in &planned.changes {
+        for prefix in ["member of Keycloak group ", "mapped from Keycloak group "] {
+            if let Some(rest) = change.reason.strip_prefix(prefix) {
+                let path = rest.split(' ').next().unwrap_or("");
+                prop_assert!(
+                    !policy.is_excluded_group(path),
+                    "a change for excluded group {}: {}",
+                    path,
+                    change
+                );
+            }
+        }
+    }
+    if case.policy.groups.remove_unmanaged_members {
+        return Ok(());
+    }
+    // The groups this connector created, folded as the plan compares them.
+    let created: BTreeSet<String> = case
+        .state
+        .groups
+        .iter()
+        .filter(|group| {
+            group.managed
+                && match (case.connector, &group.connector) {
+                    (None, _) => true,
+                    (Some((me, _)), Some(owner)) => owner.as_str() == me,
+                    (Some((_, sole)), None) => sole,
+                }
+        })
+        .map(|group| group.name.as_str().trim().to_lowercase())
+        .collect();
+    for change in &planned.changes {
+        let Action::RemoveMembership { group, .. } = &change.action else {
+            continue;
+        };
+        let pruned = change
+            .reason
+            .starts_with("not in any Keycloak group mapped to")
+            || change.reason == "the group is no longer mapped from Keycloak";
+        prop_assert!(
+            !pruned || created.contains(&group.trim().to_lowercase()),
+            "a member pruned from {}, which keysync did not create: {}",
+            group,
+            change
+        );
+    }
+    Ok(())
 }

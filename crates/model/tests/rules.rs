@@ -13,6 +13,7 @@ use fixture::{
 use model::plan::plan;
 use model::policy::{
     CleanupAction, EmailSource, Fallback, GroupNaming, GroupSelection, LoginSource, Policy,
+    RestSelection,
 };
 use model::snapshot::Snapshot;
 use model::state::{Account, ConnectorName, Group, Product, ProductState};
@@ -695,6 +696,213 @@ fn removes_groups_keysync_created_and_no_longer_maps_only_when_configured() {
     );
 }
 
+#[test]
+fn never_syncs_excluded_keycloak_groups_whatever_select_says() {
+    // Interns and temporary groups are left out: no product group is created for them, their
+    // members are not added, and a group keysync created from one before loses its members.
+    // The interns' subgroup is not excluded: an entry matches only the paths it spells.
+    let mut policy = Policy::default();
+    policy.groups.exclude = vec!["/staff/interns".to_owned(), "/TMP*".to_owned()];
+    policy.safety.max_memberships_percent = 100;
+    let keycloak = || {
+        snapshot(
+            vec![user("u1", "ann"), user("u2", "ben")],
+            vec![
+                group("/staff"),
+                group("/staff/interns"),
+                group("/staff/interns/2024"),
+                group("/tmp"),
+                group("/tmp-migration"),
+            ],
+            vec![
+                member("u1", "/staff/interns"),
+                member("u1", "/tmp-migration"),
+                member("u2", "/staff/interns/2024"),
+            ],
+        )
+    };
+    let product = || {
+        jira(
+            vec![managed("J1", "ann", "u1")],
+            vec![product_group("interns", true), product_group("staff", true)],
+            vec![membership("J1", "interns")],
+        )
+    };
+    check(
+        keycloak(),
+        product(),
+        policy.clone(),
+        expect![[r#"
+            create_group 2024: mapped from Keycloak group /staff/interns/2024
+            create_user ben "Ben Example" <ben@example.com>: new Keycloak user
+            add_membership ben [new] to 2024: member of Keycloak group /staff/interns/2024
+            remove_membership ann [J1] from interns: the group is no longer mapped from Keycloak
+        "#]],
+    );
+    // An excluded group is left out of an explicit map too.
+    policy.groups.select = GroupSelection::Map(
+        [("/staff/interns", "interns"), ("/staff", "staff")]
+            .into_iter()
+            .map(|(path, name)| (path.to_owned(), name.to_owned()))
+            .collect(),
+    );
+    check(
+        keycloak(),
+        product(),
+        policy,
+        expect![[r#"
+            create_user ben "Ben Example" <ben@example.com>: new Keycloak user
+            remove_membership ann [J1] from interns: the group is no longer mapped from Keycloak
+        "#]],
+    );
+}
+
+#[test]
+fn maps_some_groups_explicitly_and_imports_the_rest_by_name() {
+    let mut policy = Policy::default();
+    policy.groups.select = GroupSelection::MapAndRest {
+        map: [("/staff/devs", "jira-developers")]
+            .into_iter()
+            .map(|(path, name)| (path.to_owned(), name.to_owned()))
+            .collect(),
+        rest: RestSelection::All,
+    };
+    let keycloak = || {
+        snapshot(
+            vec![user("u1", "ann")],
+            vec![
+                group("/staff"),
+                group("/staff/devs"),
+                group("/ops"),
+                group("/app-wiki"),
+            ],
+            vec![member("u1", "/staff/devs"), member("u1", "/ops")],
+        )
+    };
+    check(
+        keycloak(),
+        jira(vec![], vec![], vec![]),
+        policy.clone(),
+        expect![[r#"
+            create_group app-wiki: mapped from Keycloak group /app-wiki
+            create_group jira-developers: mapped from Keycloak group /staff/devs
+            create_group ops: mapped from Keycloak group /ops
+            create_group staff: mapped from Keycloak group /staff
+            create_user ann "Ann Example" <ann@example.com>: new Keycloak user
+            add_membership ann [new] to jira-developers: member of Keycloak group /staff/devs
+            add_membership ann [new] to ops: member of Keycloak group /ops
+        "#]],
+    );
+    // The rest may be a pattern instead; the map names its groups whatever the pattern says.
+    policy.groups.select = GroupSelection::MapAndRest {
+        map: [("/staff/devs", "jira-developers")]
+            .into_iter()
+            .map(|(path, name)| (path.to_owned(), name.to_owned()))
+            .collect(),
+        rest: RestSelection::Pattern {
+            regex: "^app-(.*)$".to_owned(),
+            rename: "$1".to_owned(),
+        },
+    };
+    check(
+        keycloak(),
+        jira(vec![], vec![], vec![]),
+        policy,
+        expect![[r#"
+            create_group jira-developers: mapped from Keycloak group /staff/devs
+            create_group wiki: mapped from Keycloak group /app-wiki
+            create_user ann "Ann Example" <ann@example.com>: new Keycloak user
+            add_membership ann [new] to jira-developers: member of Keycloak group /staff/devs
+        "#]],
+    );
+}
+
+#[test]
+fn reports_a_group_of_the_rest_sharing_a_product_group_with_a_mapped_group() {
+    // Two mapped groups sharing one product group is intended; a group of the rest joining them
+    // may not be.
+    let mut policy = Policy::default();
+    policy.groups.select = GroupSelection::MapAndRest {
+        map: [("/a", "devs"), ("/b", "devs")]
+            .into_iter()
+            .map(|(path, name)| (path.to_owned(), name.to_owned()))
+            .collect(),
+        rest: RestSelection::All,
+    };
+    check(
+        snapshot(
+            vec![user("u1", "ann")],
+            vec![group("/a"), group("/b"), group("/c"), group("/c/devs")],
+            vec![member("u1", "/c/devs")],
+        ),
+        jira(vec![], vec![], vec![]),
+        policy,
+        expect![[r#"
+            create_group c: mapped from Keycloak group /c
+            create_group devs: mapped from Keycloak group /a and 2 more
+            create_user ann "Ann Example" <ann@example.com>: new Keycloak user
+            add_membership ann [new] to devs: member of Keycloak group /c/devs
+            MergedGroups devs: 3 Keycloak groups map to this product group (/a and 2 more); its members are their union
+        "#]],
+    );
+}
+
+#[test]
+fn leaves_members_of_groups_keysync_did_not_create_when_configured() {
+    // `ops` is mapped but was in Jira before keysync; `old-team` keysync created and no longer
+    // maps. By default both lose the members Keycloak does not give them; with
+    // `remove_unmanaged_members = false` only `old-team` does. Cleanup still strips a departing
+    // account of every managed group.
+    let keycloak = || {
+        snapshot(
+            vec![user("u1", "ann")],
+            vec![group("/devs"), group("/ops")],
+            vec![member("u1", "/devs")],
+        )
+    };
+    let product = || {
+        jira(
+            vec![managed("J1", "ann", "u1"), managed("J2", "ben", "u2")],
+            vec![
+                product_group("devs", true),
+                product_group("ops", false),
+                product_group("old-team", true),
+            ],
+            vec![
+                membership("J1", "devs"),
+                membership("J1", "ops"),
+                membership("J1", "old-team"),
+                membership("J2", "ops"),
+            ],
+        )
+    };
+    let mut policy = Policy::default();
+    policy.cleanup.action = CleanupAction::RemoveGroups;
+    policy.safety.max_percent = 100;
+    policy.safety.max_memberships_percent = 100;
+    policy.safety.max_group_loss_percent = 100;
+    check(
+        keycloak(),
+        product(),
+        policy.clone(),
+        expect![[r#"
+            remove_membership ann [J1] from old-team: the group is no longer mapped from Keycloak
+            remove_membership ann [J1] from ops: not in any Keycloak group mapped to ops
+            remove_membership ben [J2] from ops: no longer in Keycloak
+        "#]],
+    );
+    policy.groups.remove_unmanaged_members = false;
+    check(
+        keycloak(),
+        product(),
+        policy,
+        expect![[r#"
+            remove_membership ann [J1] from old-team: the group is no longer mapped from Keycloak
+            remove_membership ben [J2] from ops: no longer in Keycloak
+        "#]],
+    );
+}
+
 // Lifecycle.
 
 #[test]
@@ -1109,14 +1317,20 @@ fn reports_a_conflict_for_both_users_mapping_to_one_login_and_applies_neither() 
 
 #[test]
 fn reports_a_conflict_when_the_login_belongs_to_another_users_account() {
+    // u1 is still in Keycloak, out of scope: its account keeps the login it is cleaned up with.
     let mut policy = no_groups();
+    policy.scope.required_groups = vec!["/staff".to_owned()];
     policy.safety.max_percent = 100;
     check(
-        snapshot(vec![user("u2", "ann")], vec![], vec![]),
+        snapshot(
+            vec![user("u1", "ann"), user("u2", "ann")],
+            vec![group("/staff")],
+            vec![member("u2", "/staff")],
+        ),
         jira(vec![managed("J1", "ann", "u1")], vec![], vec![]),
         policy,
         expect![[r#"
-            deactivate_user ann [J1]: no longer in Keycloak
+            deactivate_user ann [J1]: no longer in required group /staff
             conflict ann (u2): this login belongs to account J1 (managed for Keycloak user u1)
         "#]],
     );
@@ -1552,6 +1766,230 @@ fn never_changes_an_account_the_product_reports_as_an_administrator() {
         expect![[r#"
             conflict root (u2): this login belongs to protected account B2, which holds bitbucket's administrator rights
             Protected ann: account B1 holds bitbucket's administrator rights; keysync leaves it alone
+        "#]],
+    );
+}
+
+// Operations.
+
+#[test]
+fn operations_that_are_off_leave_their_changes_out_and_say_so() {
+    // ann is new; ben's account is stale and inactive; cat is in /devs but in Jira's ops, which
+    // keysync created; dan is gone. Each switch off takes out its kinds of change, and the plan
+    // counts them; applying and planning again leaves nothing the switches allow.
+    let keycloak = || {
+        snapshot(
+            vec![user("u1", "ann"), user("u2", "ben"), user("u3", "cat")],
+            vec![group("/devs")],
+            vec![member("u1", "/devs"), member("u3", "/devs")],
+        )
+    };
+    let product = || {
+        let mut ben = managed("J2", "ben", "u2");
+        ben.display_name = "Benjamin".to_owned();
+        ben.active = false;
+        jira(
+            vec![ben, managed("J3", "cat", "u3"), managed("J4", "dan", "u4")],
+            vec![product_group("ops", true)],
+            vec![membership("J3", "ops"), membership("J4", "ops")],
+        )
+    };
+    let policy = |set: fn(&mut model::policy::Operations)| {
+        let mut policy = Policy::default();
+        policy.safety.max_percent = 100;
+        policy.safety.max_memberships_percent = 100;
+        policy.safety.max_group_loss_percent = 100;
+        set(&mut policy.operations);
+        policy
+    };
+    check(
+        keycloak(),
+        product(),
+        policy(|_| {}),
+        expect![[r#"
+            create_group devs: mapped from Keycloak group /devs
+            create_user ann "Ann Example" <ann@example.com>: new Keycloak user
+            update_user ben [J2]: display name changed from "Benjamin" to "Ben Example"
+            reactivate_user ben [J2]: enabled and in scope in Keycloak, but inactive in jira
+            add_membership ann [new] to devs: member of Keycloak group /devs
+            add_membership cat [J3] to devs: member of Keycloak group /devs
+            remove_membership cat [J3] from ops: the group is no longer mapped from Keycloak
+            deactivate_user dan [J4]: no longer in Keycloak
+        "#]],
+    );
+    check(
+        keycloak(),
+        product(),
+        policy(|operations| operations.create_users = false),
+        expect![[r#"
+            create_group devs: mapped from Keycloak group /devs
+            update_user ben [J2]: display name changed from "Benjamin" to "Ben Example"
+            reactivate_user ben [J2]: enabled and in scope in Keycloak, but inactive in jira
+            add_membership cat [J3] to devs: member of Keycloak group /devs
+            remove_membership cat [J3] from ops: the group is no longer mapped from Keycloak
+            deactivate_user dan [J4]: no longer in Keycloak
+            Disabled operations.create_users: 1 account(s) would be created and 1 membership(s) would be added, but operations.create_users is off
+        "#]],
+    );
+    check(
+        keycloak(),
+        product(),
+        policy(|operations| operations.update_users = false),
+        expect![[r#"
+            create_group devs: mapped from Keycloak group /devs
+            create_user ann "Ann Example" <ann@example.com>: new Keycloak user
+            add_membership ann [new] to devs: member of Keycloak group /devs
+            add_membership cat [J3] to devs: member of Keycloak group /devs
+            remove_membership cat [J3] from ops: the group is no longer mapped from Keycloak
+            deactivate_user dan [J4]: no longer in Keycloak
+            Disabled operations.update_users: 1 account(s) would be updated and 1 account(s) would be reactivated, but operations.update_users is off
+        "#]],
+    );
+    check(
+        keycloak(),
+        product(),
+        policy(|operations| operations.group_changes = false),
+        expect![[r#"
+            create_user ann "Ann Example" <ann@example.com>: new Keycloak user
+            update_user ben [J2]: display name changed from "Benjamin" to "Ben Example"
+            reactivate_user ben [J2]: enabled and in scope in Keycloak, but inactive in jira
+            deactivate_user dan [J4]: no longer in Keycloak
+            Disabled operations.group_changes: 1 group(s) would be created, 2 membership(s) would be added and 1 membership(s) would be removed, but operations.group_changes is off
+        "#]],
+    );
+    check(
+        keycloak(),
+        product(),
+        policy(|operations| operations.deactivate_users = false),
+        expect![[r#"
+            create_group devs: mapped from Keycloak group /devs
+            create_user ann "Ann Example" <ann@example.com>: new Keycloak user
+            update_user ben [J2]: display name changed from "Benjamin" to "Ben Example"
+            reactivate_user ben [J2]: enabled and in scope in Keycloak, but inactive in jira
+            add_membership ann [new] to devs: member of Keycloak group /devs
+            add_membership cat [J3] to devs: member of Keycloak group /devs
+            remove_membership cat [J3] from ops: the group is no longer mapped from Keycloak
+            Disabled operations.deactivate_users: 1 account(s) would be deactivated, but operations.deactivate_users is off
+        "#]],
+    );
+}
+
+#[test]
+fn a_rename_is_left_out_with_updates_and_frees_no_login() {
+    // Ann was renamed to ann.lee and a new user took the name ann. With updates off, J1 keeps
+    // the login ann, so the new user's login stays taken: a conflict, not a deferral.
+    let mut policy = no_groups();
+    policy.operations.update_users = false;
+    check(
+        snapshot(
+            vec![user("u1", "ann.lee"), user("u2", "ann")],
+            vec![],
+            vec![],
+        ),
+        jira(vec![managed("J1", "ann", "u1")], vec![], vec![]),
+        policy,
+        expect![[r#"
+            conflict ann (u2): this login belongs to account J1 (managed for Keycloak user u1)
+            Disabled operations.update_users: 1 account(s) would be updated, but operations.update_users is off
+        "#]],
+    );
+}
+
+// A Keycloak user deleted and re-created.
+
+#[test]
+fn an_account_follows_its_login_to_a_keycloak_user_deleted_and_re_created() {
+    // ann's Keycloak user u1 was deleted (and her account deactivated by the run after); she
+    // was re-created as u2 with a new email. Her account, with its history, follows the login:
+    // linked (which a person approves, as every later link), updated and reactivated.
+    let mut ann = managed("J1", "ann", "u1");
+    ann.active = false;
+    let keycloak = || {
+        let mut new_ann = user("u2", "ann");
+        new_ann.email = Some("ann@new.example.com".to_owned());
+        snapshot(
+            vec![new_ann],
+            vec![group("/devs")],
+            vec![member("u2", "/devs")],
+        )
+    };
+    let product = || {
+        jira(
+            vec![ann.clone()],
+            vec![product_group("devs", true)],
+            vec![membership("J1", "devs")],
+        )
+    };
+    check(
+        keycloak(),
+        product(),
+        Policy::default(),
+        expect![[r#"
+            held: 1 existing account(s) would be linked to Keycloak users after the first sync, more than safety.max_links (0)
+            link_user ann [J1]: existing account ann linked: same login, and its Keycloak user u1 was deleted and re-created (counts toward safety.max_links)
+            update_user ann [J1]: email changed from ann@example.com to ann@new.example.com
+            reactivate_user ann [J1]: enabled and in scope in Keycloak, but inactive in jira
+            Recreated ann: the Keycloak user of account J1 (u1) was deleted and re-created as u2; the account follows the username
+        "#]],
+    );
+    let mut policy = Policy::default();
+    policy.safety.max_links = 1;
+    check(
+        keycloak(),
+        product(),
+        policy,
+        expect![[r#"
+            link_user ann [J1]: existing account ann linked: same login, and its Keycloak user u1 was deleted and re-created (counts toward safety.max_links)
+            update_user ann [J1]: email changed from ann@example.com to ann@new.example.com
+            reactivate_user ann [J1]: enabled and in scope in Keycloak, but inactive in jira
+            Recreated ann: the Keycloak user of account J1 (u1) was deleted and re-created as u2; the account follows the username
+        "#]],
+    );
+}
+
+#[test]
+fn a_protected_account_or_one_another_connector_may_own_does_not_follow_its_login() {
+    let mut policy = Policy::default();
+    policy.safety.max_percent = 100;
+    // In the administrators' group: left alone, and the login stays taken.
+    check(
+        snapshot(vec![user("u2", "ann")], vec![], vec![]),
+        jira(
+            vec![managed("J1", "ann", "u1")],
+            vec![product_group("jira-administrators", false)],
+            vec![membership("J1", "jira-administrators")],
+        ),
+        policy.clone(),
+        expect![[r#"
+            conflict ann (u2): this login belongs to account J1 (managed for Keycloak user u1)
+            Protected ann: account J1 is in protected group jira-administrators; keysync leaves it alone
+        "#]],
+    );
+    // Cached before connectors owned accounts, with several connectors: u1 may be another
+    // realm's user.
+    check_for(
+        "corp",
+        snapshot(vec![user("u2", "ann")], vec![], vec![]),
+        jira(vec![managed("J1", "ann", "u1")], vec![], vec![]),
+        policy.clone(),
+        expect![[r#"
+            conflict ann (u2): this login belongs to protected account J1, managed by keysync for a user of another connector
+        "#]],
+    );
+    // Owned by this connector: it follows.
+    check_for(
+        "corp",
+        snapshot(vec![user("u2", "ann")], vec![], vec![]),
+        jira(
+            vec![owned_by("corp", managed("J1", "ann", "u1"))],
+            vec![],
+            vec![],
+        ),
+        policy,
+        expect![[r#"
+            held: 1 existing account(s) would be linked to Keycloak users after the first sync, more than safety.max_links (0)
+            link_user ann [J1]: existing account ann linked: same login, and its Keycloak user u1 was deleted and re-created (counts toward safety.max_links)
+            Recreated ann: the Keycloak user of account J1 (u1) was deleted and re-created as u2; the account follows the username
         "#]],
     );
 }

@@ -4,18 +4,22 @@
 use std::borrow::Cow;
 
 use super::index::{Ctx, NONE, Report, joined};
+use super::operations::{Purpose, Skipped, blocked_by};
 use super::resolve::{Disposition, Lifecycle, LinkedBy, Rename, lifecycle};
 use super::{AccountFields, AccountRef, Action, Change, ChangeId, DiagnosticKind};
 use crate::hash::FastMap;
 use crate::mapping::{self, fold, trim};
-use crate::policy::CleanupAction;
+use crate::policy::{CleanupAction, Operations};
 use crate::snapshot::{KeycloakUser, UserId};
 use crate::state::{Account, Product};
 
 pub(super) struct Output {
     product: Product,
+    operations: Operations,
     pub(super) changes: Vec<Change>,
     pub(super) losing_access: usize,
+    /// The changes the switches of `operations` left out.
+    pub(super) skipped: Skipped,
     /// Scratch space for rendering display names without allocating.
     display: String,
     /// Scratch space for a user's desired groups.
@@ -23,17 +27,37 @@ pub(super) struct Output {
 }
 
 impl Output {
-    pub(super) fn new(product: Product) -> Output {
+    pub(super) fn new(product: Product, operations: Operations) -> Output {
         Output {
             product,
+            operations,
             changes: Vec::new(),
             losing_access: 0,
+            skipped: Skipped::default(),
             display: String::new(),
             groups: Vec::new(),
         }
     }
 
-    fn push(&mut self, user: Option<&UserId>, action: Action, reason: String) {
+    /// Adds a change made to sync an account or a group, unless a switch of `operations` that
+    /// is off leaves it out; returns whether it was added.
+    fn push(&mut self, user: Option<&UserId>, action: Action, reason: String) -> bool {
+        self.push_for(Purpose::Sync, user, action, reason)
+    }
+
+    /// Adds a change made for `purpose`, unless a switch of `operations` that is off leaves it out
+    /// (and counts it); returns whether it was added.
+    fn push_for(
+        &mut self,
+        purpose: Purpose,
+        user: Option<&UserId>,
+        action: Action,
+        reason: String,
+    ) -> bool {
+        if let Some(switch) = blocked_by(&self.operations, &action, purpose) {
+            self.skipped.add(switch, action.op());
+            return false;
+        }
         let id = ChangeId::of(self.product, user, &action);
         self.changes.push(Change {
             id,
@@ -42,6 +66,7 @@ impl Output {
             action,
             reason,
         });
+        true
     }
 }
 
@@ -182,10 +207,10 @@ pub(super) fn emit_accounts(
     dispositions: &[Disposition],
 ) {
     let half = dispositions.len() / 2;
-    let product = out.product;
+    let (product, operations) = (out.product, out.operations);
     std::thread::scope(|scope| {
         let second_half = scope.spawn(|| {
-            let mut second_out = Output::new(product);
+            let mut second_out = Output::new(product, operations);
             let mut second_report = Report::default();
             for (account_idx, disposition) in dispositions.iter().enumerate().skip(half) {
                 emit_account(
@@ -205,6 +230,7 @@ pub(super) fn emit_accounts(
         let (second_out, second_report) = joined(second_half.join());
         out.changes.extend(second_out.changes);
         out.losing_access += second_out.losing_access;
+        out.skipped.absorb(&second_out.skipped);
         report.absorb(second_report);
     });
 }
@@ -283,12 +309,17 @@ fn emit_sync(
     if let Some(by) = link {
         emit_link(out, account, user, by, ctx.first_run);
     }
-    let final_login = if renames.get(&(account_idx as u32)) == Some(&Rename::Renamed) {
+    let renamed_login = if renames.get(&(account_idx as u32)) == Some(&Rename::Renamed) {
         ctx.users.logins[user_idx].as_ref()
     } else {
         account.login.as_str()
     };
-    emit_update(ctx, out, account, user, final_login);
+    // The login after the update, which `operations.update_users` may leave out.
+    let final_login = if emit_update(ctx, out, account, user, renamed_login) {
+        renamed_login
+    } else {
+        account.login.as_str()
+    };
     // Built only when a change needs it: most accounts need none.
     let after = || AccountRef::Existing {
         id: account.id.clone(),
@@ -313,6 +344,13 @@ fn emit_link(
         LinkedBy::Login => "same login".to_owned(),
         LinkedBy::Email if user.email_verified => format!("same verified email {email}"),
         LinkedBy::Email => format!("same email {email}, not verified in Keycloak"),
+        LinkedBy::Recreated => format!(
+            "same login, and its Keycloak user {} was deleted and re-created",
+            account
+                .keycloak_user_id
+                .as_ref()
+                .map_or("", |user| user.as_str())
+        ),
     };
     let counted = if first_run {
         "first sync of this product: linking existing accounts is the expected migration"
@@ -334,14 +372,15 @@ fn emit_link(
 }
 
 /// Updates the account's login (to `final_login`), display name and email when they differ from
-/// what the user's data gives; the reason lists every difference.
+/// what the user's data gives; the reason lists every difference. Returns whether the plan has the
+/// update.
 fn emit_update(
     ctx: &Ctx<'_>,
     out: &mut Output,
     account: &Account,
     user: &KeycloakUser,
     final_login: &str,
-) {
+) -> bool {
     mapping::display_name_into(ctx.policy, user, final_login, &mut out.display);
     let desired_email = mapping::email(&ctx.policy.policy().attributes.email, user);
     let mut differences = Vec::new();
@@ -375,7 +414,7 @@ fn emit_update(
         (None, _) => None,
     };
     if differences.is_empty() {
-        return;
+        return false;
     }
     let previous = AccountFields {
         login: account.login.clone(),
@@ -401,7 +440,7 @@ fn emit_update(
             fields,
         },
         differences.join("; "),
-    );
+    )
 }
 
 /// Reactivates an inactive account, or reports that the product cannot.
@@ -515,15 +554,17 @@ fn emit_access_removal(
     match lifecycle {
         Lifecycle::Keep => {}
         Lifecycle::Deactivate => {
-            if account.active {
-                out.push(user_id, Action::DeactivateUser { account: target }, reason);
+            let action = Action::DeactivateUser { account: target };
+            if account.active && out.push_for(Purpose::AccessRemoval, user_id, action, reason) {
                 out.losing_access += 1;
             }
         }
         Lifecycle::Delete => {
             let reason = fallback_note(&reason, "the account is deleted");
-            out.push(user_id, Action::DeleteUser { account: target }, reason);
-            out.losing_access += 1;
+            let action = Action::DeleteUser { account: target };
+            if out.push_for(Purpose::AccessRemoval, user_id, action, reason) {
+                out.losing_access += 1;
+            }
         }
         Lifecycle::StripGroups => {
             let reason = fallback_note(&reason, "its groups are removed");
@@ -531,15 +572,12 @@ fn emit_access_removal(
             for &group in ctx.accounts.groups.get(account_idx) {
                 if ctx.product_groups.strips(group) {
                     let group = ctx.product_groups.names[group as usize].to_string();
-                    out.push(
-                        user_id,
-                        Action::RemoveMembership {
-                            account: target.clone(),
-                            group,
-                        },
-                        reason.clone(),
-                    );
-                    stripped = true;
+                    let action = Action::RemoveMembership {
+                        account: target.clone(),
+                        group,
+                    };
+                    stripped |=
+                        out.push_for(Purpose::AccessRemoval, user_id, action, reason.clone());
                 }
             }
             if stripped {

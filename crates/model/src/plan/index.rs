@@ -179,6 +179,9 @@ pub(super) struct GroupFlags {
     pub(super) state_managed: bool,
     /// A Keycloak group maps to it in this run.
     pub(super) mapped: bool,
+    /// A Keycloak group maps to it by a rule (`all`, `pattern`, the rest of `map_and_rest`),
+    /// not by an entry of a `map`.
+    by_rule: bool,
     pub(super) default_new: bool,
     pub(super) default_all: bool,
     /// Removed by this plan.
@@ -208,6 +211,8 @@ pub(super) struct ProductGroups<'a> {
     pub(super) sources: Vec<(u32, &'a str)>,
     pub(super) default_new: Vec<u32>,
     pub(super) default_all: Vec<u32>,
+    /// `groups.remove_unmanaged_members`: whether groups keysync did not create are pruned.
+    prune_unmanaged: bool,
 }
 
 impl<'a> ProductGroups<'a> {
@@ -224,6 +229,7 @@ impl<'a> ProductGroups<'a> {
             sources: Vec::new(),
             default_new: Vec::new(),
             default_all: Vec::new(),
+            prune_unmanaged: policy.policy().groups.remove_unmanaged_members,
         };
         for group in &state.groups {
             let idx = groups.intern(Cow::Borrowed(trim(group.name.as_str())), NameSource::Listed);
@@ -283,11 +289,13 @@ impl<'a> ProductGroups<'a> {
     }
 
     /// Whether keysync removes members who should not be in the group: it is mapped or keysync
-    /// created it, it is not a default group (unless mapped too, when the mapping decides), and it
-    /// is not being removed.
+    /// created it, it is not a default group (unless mapped too, when the mapping decides), it
+    /// is not being removed, and keysync created it unless `groups.remove_unmanaged_members`.
     pub(super) fn prunes(&self, idx: u32) -> bool {
         let flags = self.flags[idx as usize];
-        (flags.mapped || (flags.state_managed && !self.is_default(idx))) && !flags.removed
+        (flags.mapped || (flags.state_managed && !self.is_default(idx)))
+            && !flags.removed
+            && (self.prune_unmanaged || flags.state_managed)
     }
 
     /// Whether cleanup's `remove_groups` takes an account out of the group: every managed or
@@ -332,7 +340,7 @@ impl<'a> ProductGroups<'a> {
                 );
             }
             let (n_sources, first_path) = self.sources[idx];
-            if n_sources > 1 && !policy.groups.is_explicit() {
+            if n_sources > 1 && flags.by_rule {
                 report.diagnose(
                     DiagnosticKind::MergedGroups,
                     None,
@@ -445,10 +453,10 @@ impl<'a> KeycloakGroups<'a> {
 
         let mut target = vec![NONE; groups.len()];
         for (idx, group) in groups.iter().enumerate() {
-            if !usable[idx] {
+            if !usable[idx] || policy.is_excluded_group(&group.path) {
                 continue;
             }
-            let Some(name) = policy.groups.product_group(group) else {
+            let Some((name, explicit)) = policy.groups.product_group(group) else {
                 continue;
             };
             if name.is_empty() {
@@ -462,7 +470,9 @@ impl<'a> KeycloakGroups<'a> {
                 continue;
             }
             let product_idx = product_groups.intern(name, NameSource::Policy);
-            product_groups.flags[product_idx as usize].mapped = true;
+            let flags = &mut product_groups.flags[product_idx as usize];
+            flags.mapped = true;
+            flags.by_rule |= !explicit;
             let (n_sources, first_path) = &mut product_groups.sources[product_idx as usize];
             if *n_sources == 0 || group.path.as_str() < *first_path {
                 *first_path = group.path.as_str();

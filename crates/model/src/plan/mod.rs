@@ -10,12 +10,16 @@
 //! threads. A million users plan in about 1.2 s.
 //!
 //! The work is in three steps, one module each: `index` reads the inputs into tables, `resolve`
-//! decides what happens to each user and account, and `emit` writes the changes.
+//! decides what happens to each user and account, and `emit` writes the changes. Beside them,
+//! `recreated` decides when an account follows its login to a re-created Keycloak user, and
+//! `operations` which changes the policy's operation switches leave out, and how the plan says so.
 
 mod emit;
 mod index;
+mod operations;
 mod owners;
 mod protect;
+mod recreated;
 mod resolve;
 mod safety;
 
@@ -207,6 +211,13 @@ pub enum DiagnosticKind {
     Deferred,
     /// Several Keycloak groups map to one product group, whose members are their union.
     MergedGroups,
+    /// A switch of `operations` that is off left changes out of the plan; the subject is the
+    /// switch (`operations.create_users`) and the message counts what would have been done.
+    Disabled,
+    /// A managed account's Keycloak user was deleted and re-created under the same login: the
+    /// account follows the login to the new user (a link, which counts toward
+    /// `safety.max_links`).
+    Recreated,
 }
 
 /// Plans the changes that make `state` match `snapshot` under `policy`. See the crate documentation
@@ -239,7 +250,7 @@ pub fn plan(snapshot: &Snapshot, state: &ProductState, policy: &ValidPolicy) -> 
         &mut report,
     );
 
-    let mut out = Output::new(state.product);
+    let mut out = Output::new(state.product, policy.policy().operations);
     emit_group_changes(&ctx, &mut out);
     for (user_idx, resolution) in resolutions.iter().enumerate() {
         if let Resolution::Create = resolution {
@@ -247,6 +258,7 @@ pub fn plan(snapshot: &Snapshot, state: &ProductState, policy: &ValidPolicy) -> 
         }
     }
     emit_accounts(&ctx, &mut out, &mut report, &renames, &dispositions);
+    out.skipped.report(&mut report);
 
     let mut changes = out.changes;
     changes.sort_by(|left, right| {

@@ -16,6 +16,9 @@ use crate::policy::{CleanupAction, Fallback};
 pub(super) enum LinkedBy {
     Login,
     Email,
+    /// A managed account whose Keycloak user is gone, to the new user with its login (see
+    /// [`super::recreated`]).
+    Recreated,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -312,7 +315,8 @@ fn count_login_holders(ctx: &Ctx<'_>, by_login: &mut LoginIndex<'_>) {
 }
 
 /// What happens to a pending user: linked to the account with its login (or, failing that, to the
-/// one account with its email), held when its login belongs to a managed account or to several,
+/// one account with its email; or, when the account is managed for a Keycloak user the snapshot
+/// lacks, relinked to this user), held when its login belongs to a managed account or to several,
 /// created, or nothing when that would conflict or the user lacks an email a new account needs.
 fn link_or_create(
     ctx: &Ctx<'_>,
@@ -327,6 +331,13 @@ fn link_or_create(
     let login = ctx.users.logins[idx].as_ref();
     if let Some(&(account_idx, count)) = by_login.get(login) {
         let account = &accounts[account_idx as usize];
+        if count == 1
+            && account.is_managed()
+            && let Some(by) =
+                super::recreated::follows_login(ctx, account_idx as usize, idx, report)
+        {
+            return Resolution::Link(account_idx, by);
+        }
         if count > 1 || account.is_managed() {
             return Resolution::Held;
         } else if !ctx.accounts.usable[account_idx as usize] {
@@ -545,7 +556,8 @@ pub(super) fn renames(
     renames
 }
 
-/// Whether an account gives up its login in this plan: renamed, or deleted.
+/// Whether an account gives up its login in this plan: renamed, or deleted (when `operations`
+/// allows it).
 fn frees_login(
     ctx: &Ctx<'_>,
     dispositions: &[Disposition],
@@ -556,17 +568,20 @@ fn frees_login(
     if ctx.policy.is_protected(&account.login) {
         return false;
     }
+    let operations = &ctx.policy.policy().operations;
     match dispositions[account_idx as usize] {
         Disposition::Untouched => false,
         Disposition::Sync { user, .. } => {
             if ctx.snapshot.users[user as usize].enabled {
-                renames.get(&account_idx) == Some(&Rename::Renamed)
+                operations.update_users && renames.get(&account_idx) == Some(&Rename::Renamed)
             } else {
-                lifecycle(ctx, CleanupAction::Deactivate) == Lifecycle::Delete
+                operations.deactivate_users
+                    && lifecycle(ctx, CleanupAction::Deactivate) == Lifecycle::Delete
             }
         }
         Disposition::Cleanup { .. } => {
-            lifecycle(ctx, ctx.policy.policy().cleanup.action) == Lifecycle::Delete
+            operations.deactivate_users
+                && lifecycle(ctx, ctx.policy.policy().cleanup.action) == Lifecycle::Delete
         }
     }
 }
@@ -630,8 +645,10 @@ pub(super) fn settle_held_logins(
             .any(|&holder| frees_login(ctx, dispositions, renames, holder))
     };
 
+    // With `operations.update_users` off no rename is planned, blocked or not.
     let mut blocked: Vec<u32> = renames
         .iter()
+        .filter(|_| ctx.policy.policy().operations.update_users)
         .filter_map(|(&idx, rename)| (*rename == Rename::Blocked).then_some(idx))
         .collect();
     blocked.sort_unstable();

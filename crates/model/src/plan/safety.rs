@@ -12,7 +12,6 @@ use super::index::{Ctx, UserStatus};
 use super::{Action, Change, Hold, SafetyCounts};
 use crate::hash::FastMap;
 use crate::mapping::fold;
-use crate::policy::GroupSelection;
 
 /// What the plan's `changes` take away or hand over, against what keysync managed before.
 /// `losing_access` is the emitter's count of accounts deactivated, deleted or stripped.
@@ -148,7 +147,7 @@ fn group_losses(ctx: &Ctx<'_>, changes: &[Change], reasons: &mut Vec<String>) {
             })
         })
         .collect();
-    if let GroupSelection::Map(map) = &ctx.policy.policy().groups.select {
+    if let Some(map) = ctx.policy.policy().groups.explicit_map() {
         let present: std::collections::HashSet<&str> = ctx
             .snapshot
             .groups
@@ -156,7 +155,10 @@ fn group_losses(ctx: &Ctx<'_>, changes: &[Change], reasons: &mut Vec<String>) {
             .map(|group| group.path.as_str())
             .collect();
         for (path, target) in map {
-            if !present.contains(path.as_str()) && removed.contains_key(&fold(target)) {
+            if !present.contains(path.as_str())
+                && !ctx.policy.is_excluded_group(path)
+                && removed.contains_key(&fold(target))
+            {
                 losses.push(format!(
                     "Keycloak group {path}, mapped to {target}, is missing from the snapshot, \
                      and {target} would lose members"
