@@ -78,11 +78,12 @@ fn check_file(file: &Path) -> Result<(), String> {
 
     let control_plane = settings::control_plane::Settings::load(Some(file))
         .map_err(|error| format!("control plane: {error}"))?;
-    let schedule = &control_plane.control_plane.schedule;
-    if schedule.enabled {
-        schedule.time_zone().map_err(|error| {
-            format!("control plane: {}", error.within("control_plane.schedule"))
-        })?;
+    for schedule in control_plane.schedules() {
+        if schedule.enabled {
+            schedule.time_zone().map_err(|error| {
+                format!("control plane: {}", error.within("control_plane.schedule"))
+            })?;
+        }
     }
 
     settings::fetcher::Settings::load(Some(file)).map_err(|error| format!("fetcher: {error}"))?;

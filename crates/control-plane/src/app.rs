@@ -45,8 +45,9 @@ impl App {
     /// and the ports (port 0 picks a free one; see [`App::local_addr`]).
     pub async fn build(settings: Settings) -> Result<App, Error> {
         settings.validate()?;
-        let schedule = Schedule::from_settings(&settings.control_plane.schedule)
-            .map_err(|error| error.within("control_plane.schedule"))?;
+        // One schedule per connector (`[control_plane.schedule.connectors.*]`); keys in
+        // errors are full paths.
+        let schedule = Schedule::from_settings(&settings)?;
         let auth = BearerAuth::new(&settings.control_plane.token);
         let connections = Arc::new(Connections::new(&settings.keycloak, &settings.products)?);
         let bus = Bus::connect(&settings.bus.nats_url, Topology::new(&settings.bus.prefix)).await?;

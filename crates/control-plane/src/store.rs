@@ -451,10 +451,16 @@ impl Store {
         })
     }
 
-    /// Claims the schedule's fire time `unix_seconds` for this replica: true for exactly one
-    /// of the replicas that ask.
-    pub async fn claim_fire_time(&self, unix_seconds: i64) -> Result<bool, StoreError> {
-        let key = format!("schedule.{unix_seconds}");
+    /// Claims `connector`'s scheduled fire time `unix_seconds` for this replica: true for
+    /// exactly one of the replicas that ask. The key is `schedule.{unix seconds}` for the
+    /// default connector (none configured) and `schedule.connector.{name}.{unix seconds}`
+    /// for a named one, so connectors on one cron each fire.
+    pub async fn claim_fire_time(
+        &self,
+        connector: &str,
+        unix_seconds: i64,
+    ) -> Result<bool, StoreError> {
+        let key = fire_time_key(connector, unix_seconds);
         match self
             .claims
             .create(&key, Bytes::from_static(b"claimed"))
@@ -607,6 +613,16 @@ impl Store {
 /// a valid key and no two ids make the same one.
 pub fn result_key(run_id: &str, change_id: &str) -> String {
     format!("{run_id}.{}", key_token(change_id))
+}
+
+/// The claim key of `connector`'s scheduled fire time: `schedule.{unix seconds}` for the
+/// default connector (none configured), `schedule.connector.{name}.{unix seconds}` else.
+pub fn fire_time_key(connector: &str, unix_seconds: i64) -> String {
+    if connector.is_empty() {
+        format!("schedule.{unix_seconds}")
+    } else {
+        format!("schedule.{}.{unix_seconds}", connector_key(connector))
+    }
 }
 
 /// The key of a connector's claim, `connector.{name}`, the name written as
