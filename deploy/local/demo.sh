@@ -57,7 +57,7 @@ wait_for() { # name, command...
 nats_port=$(free_port) kc_port=$(free_port) kc_mgmt=$(free_port) cp_port=$(free_port)
 jira_port=$(free_port) confluence_port=$(free_port) bitbucket_port=$(free_port)
 secret() { python3 -c 'import secrets; print(secrets.token_urlsafe(24))'; }
-for name in api-token kc-secret kc-admin product-token; do secret >"$work/$name"; done
+for name in api-token kc-secret kc-admin product-token bitbucket-password; do secret >"$work/$name"; done
 
 step "Starting nats-server, Keycloak and the three product emulators"
 start nats "$KEYSYNC_NATS_SERVER" -js -a 127.0.0.1 -p "$nats_port" -sd "$work/jetstream"
@@ -79,7 +79,9 @@ echo '{"accounts": [{"login": "admin", "display_name": "Bitbucket Admin", "email
 token=$(cat "$work/product-token")
 start jira "$bin/emulator" --product jira --port "$jira_port" --token "$token" --seed-file "$work/jira-seed.json"
 start confluence "$bin/emulator" --product confluence --port "$confluence_port" --token "$token"
-start bitbucket "$bin/emulator" --product bitbucket --port "$bitbucket_port" --token "$token" --seed-file "$work/bitbucket-seed.json"
+# Bitbucket refuses HTTP access tokens on its admin endpoints (BSERV-10482): Basic auth.
+start bitbucket "$bin/emulator" --product bitbucket --port "$bitbucket_port" --token "$token" \
+  --user admin --password "$(cat "$work/bitbucket-password")" --seed-file "$work/bitbucket-seed.json"
 
 wait_for keycloak curl -sf "http://127.0.0.1:$kc_port/realms/master"
 python3 deploy/local/demo_keycloak.py "http://127.0.0.1:$kc_port" "$(cat "$work/kc-admin")" "$(cat "$work/kc-secret")"
@@ -115,7 +117,8 @@ token_file = "$work/product-token"
 
 [products.bitbucket]
 endpoint = "http://127.0.0.1:$bitbucket_port"
-token_file = "$work/product-token"
+user = "admin"
+password_file = "$work/bitbucket-password"
 TOML
 
 step "Starting the keysync services (config: $work/keysync.toml)"

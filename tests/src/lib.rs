@@ -47,6 +47,10 @@ pub const PRODUCTS: [Product; 3] = [Product::Jira, Product::Confluence, Product:
 
 const API_TOKEN: &str = "e2e-api-token-0123456789abcdef";
 const PRODUCT_TOKEN: &str = "e2e-product-token";
+/// The password of the emulators' administrator `admin` (the emulator's default), which
+/// keysync signs in to Bitbucket with: Bitbucket refuses HTTP access tokens on its admin
+/// endpoints.
+const BITBUCKET_PASSWORD: &str = "admin";
 /// The connector of [`StackOptions::realm`].
 pub const CONNECTOR: &str = "e2e";
 /// The connector of [`StackOptions::second_realm`].
@@ -181,6 +185,7 @@ impl Stack {
                 .replace(|c: char| !c.is_ascii_alphanumeric(), "");
         std::fs::write(dir.path().join("api-token"), API_TOKEN)?;
         std::fs::write(dir.path().join("product-token"), PRODUCT_TOKEN)?;
+        std::fs::write(dir.path().join("bitbucket-password"), BITBUCKET_PASSWORD)?;
         std::fs::write(dir.path().join("kc-secret"), realm.client_secret())?;
         if let Some(second) = &second_realm {
             std::fs::write(dir.path().join("kc-secret-2"), second.client_secret())?;
@@ -260,8 +265,15 @@ ack_wait_seconds = 5
         }
         for product in PRODUCTS {
             let name = product_name(product);
+            // Bitbucket refuses HTTP access tokens on its admin endpoints (BSERV-10482).
+            let auth = match product {
+                Product::Bitbucket => {
+                    format!("user = \"admin\"\npassword_file = \"{d}/bitbucket-password\"")
+                }
+                _ => format!("token_file = \"{d}/product-token\""),
+            };
             config.push_str(&format!(
-                "\n[products.{name}]\nendpoint = \"{}\"\ntoken_file = \"{d}/product-token\"\n{}\n",
+                "\n[products.{name}]\nendpoint = \"{}\"\n{auth}\n{}\n",
                 emulators[&product].url,
                 options
                     .product_config

@@ -5,9 +5,21 @@
 //!   `name`, so writes first find the user with `admin/users?filter=` and match its slug.
 //!   That lookup also reads `mutableDetails`, `mutableGroups` and `deletable`: writes to
 //!   read-only accounts (LDAP, Crowd) answer [`Outcome::Skipped`] with the reason.
+//! - Every call is to an administrative endpoint (`/rest/api/1.0/admin/…`), which Bitbucket
+//!   refuses to HTTP access tokens (Atlassian KB "How to use OAuth2 tokens for administrative
+//!   endpoints of Bitbucket Data Center", BSERV-10482): the client needs Basic auth (or an
+//!   OAuth 2.0 token). A caller without the permission an endpoint needs is answered 401 with
+//!   an `AuthorisationException`.
 //! - Creating a user is a body-less `POST` with query parameters answered by 204 with no
-//!   body; the client reads the user back to learn its slug. 409 means it exists; 403 means
-//!   adding it to the default group would exceed the licence ([`Error::LicenseLimit`]).
+//!   body; the client reads the user back to learn its slug. 409 means it exists. A 403 on
+//!   create ("adding the user to the default group would exceed the server's license limit")
+//!   or on `add-groups` ("would exceed the server's licensing limit, or the groups
+//!   permissions exceed the authenticated user's permission level") whose body speaks of the
+//!   licence is [`Error::LicenseLimit`]; any other 403 is [`Error::Forbidden`].
+//! - [`Directory::test_connection`] proves the `ADMIN` global permission the writes need
+//!   with a read that needs it too: `GET /rest/api/1.0/admin/permissions/users?limit=1`
+//!   ("The authenticated user must have ADMIN permission or higher"; the user and group
+//!   listings the sync reads need only `LICENSED_USER`).
 //! - There is no deactivation: [`Capabilities::can_deactivate`] is false and
 //!   [`Directory::deactivate_account`] answers [`Error::Unsupported`].
 //! - Listings page with `{values, isLastPage, nextPageStart}`.
@@ -27,7 +39,7 @@ use serde_json::json;
 
 use crate::client::{Offset, Paged, product_client};
 use crate::config::BitbucketSettings;
-use crate::http::ApiRequest;
+use crate::http::{ApiRequest, ApiResponse};
 use crate::{
     AccountRef, AccountUpdate, Capabilities, ConnectionInfo, Created, Directory, DirectoryState,
     Error, NewAccount, Outcome, Product, RemoteAccount, RemoteGroup, random_password,
@@ -82,6 +94,25 @@ impl BitbucketClient {
         Ok(Administrators::from_listings(users, groups))
     }
 
+    /// The error of an `AuthorisationException` on the admin-only check: the account lacks
+    /// `ADMIN`, or the credentials are an HTTP access token, which no admin endpoint takes.
+    fn missing_admin(&self, message: String) -> Error {
+        let message = if self.core.uses_bearer_token() {
+            format!(
+                "{message}; Bitbucket refuses HTTP access tokens on its administrative endpoints \
+                 (BSERV-10482): use Basic auth (`user` and `password_file`)"
+            )
+        } else {
+            format!("{message}; the user and group writes need the ADMIN global permission")
+        };
+        Error::MissingPermission {
+            product: Product::Bitbucket,
+            status: 401,
+            permission: "ADMIN (global)",
+            message,
+        }
+    }
+
     /// The user behind `account`, or `NotFound`.
     async fn existing_user(&self, account: AccountRef<'_>) -> Result<DetailedUser, Error> {
         self.find_user(Some(account.id), account.login)
@@ -111,9 +142,14 @@ impl Directory for BitbucketClient {
 
     #[tracing::instrument(skip_all, fields(product = "bitbucket"))]
     async fn test_connection(&self) -> Result<ConnectionInfo, Error> {
-        // The same admin listing the sync reads, so it needs no extra permission.
-        let request = ApiRequest::get("rest/api/1.0/admin/users").query("limit", "1");
-        self.core.send_ok(&request).await?;
+        let request = ApiRequest::get("rest/api/1.0/admin/permissions/users").query("limit", "1");
+        let response = self.core.send(&request).await?;
+        if response.status == 401 && is_authorisation_failure(&response) {
+            return Err(self.missing_admin(response.message()));
+        }
+        if !response.is_success() {
+            return Err(response.into_error());
+        }
         let properties: ApplicationProperties = self
             .core
             .send_ok(&ApiRequest::get("rest/api/1.0/application-properties"))
@@ -123,6 +159,7 @@ impl Directory for BitbucketClient {
             product: Product::Bitbucket,
             version: properties.version,
             user: None,
+            permission: Some("ADMIN".to_owned()),
         })
     }
 
@@ -184,14 +221,7 @@ impl Directory for BitbucketClient {
         match response.status {
             _ if created => {}
             409 => {}
-            403 => {
-                return Err(Error::LicenseLimit {
-                    product: Product::Bitbucket,
-                    status: 403,
-                    message: response.message(),
-                });
-            }
-            _ => return Err(response.into_error()),
+            _ => return Err(licence_or_error(response)),
         }
         // 204 has no body, and 409 says nothing about the existing user: read it back.
         let Some(user) = self.find_user(None, &account.login).await? else {
@@ -320,7 +350,10 @@ impl Directory for BitbucketClient {
         }
         let request = ApiRequest::new(Method::POST, "rest/api/1.0/admin/users/add-groups")
             .json(json!({ "user": user.name, "groups": [group] }));
-        self.core.send_ok(&request).await?;
+        let response = self.core.send(&request).await?;
+        if !response.is_success() {
+            return Err(licence_or_error(response));
+        }
         Ok(Outcome::Applied)
     }
 
@@ -347,6 +380,30 @@ impl Directory for BitbucketClient {
             _ => Err(response.into_error()),
         }
     }
+}
+
+/// Whether a 401 says the caller may not use the resource (an `AuthorisationException`,
+/// "You are not permitted to access this resource") rather than that its credentials are
+/// wrong.
+fn is_authorisation_failure(response: &ApiResponse) -> bool {
+    let body = String::from_utf8_lossy(&response.body).to_lowercase();
+    body.contains("authorisationexception") || body.contains("not permitted")
+}
+
+/// The error a failed create or `add-groups` means: a 403 whose body speaks of the licence
+/// ("license limit", "licensing limit", a `…LicenseLimitException`) is
+/// [`Error::LicenseLimit`], as the 8.14 OpenAPI document gives that 403 to the licence and to
+/// a group above the caller's own permission alike; anything else is the status's error.
+fn licence_or_error(response: ApiResponse) -> Error {
+    let body = String::from_utf8_lossy(&response.body).to_lowercase();
+    if response.status == 403 && body.contains("licen") {
+        return Error::LicenseLimit {
+            product: Product::Bitbucket,
+            status: 403,
+            message: response.message(),
+        };
+    }
+    response.into_error()
 }
 
 /// `POST /rest/api/1.0/admin/users?name=…` with everything in query parameters and no body;

@@ -112,6 +112,11 @@ impl<S> ClientCore<S> {
         self.http.max_concurrency()
     }
 
+    /// Whether requests carry a bearer token rather than Basic credentials.
+    pub(crate) fn uses_bearer_token(&self) -> bool {
+        self.http.uses_bearer_token()
+    }
+
     /// Sends `request` (with the HTTP layer's retries) and answers whatever status came back.
     pub(crate) async fn send(&self, request: &ApiRequest) -> Result<ApiResponse, Error> {
         self.http.send(request).await

@@ -99,8 +99,11 @@ impl Connection {
 /// How requests authenticate.
 #[derive(Clone, Debug)]
 pub enum Auth {
-    /// A personal access token (Jira 8.14+, Confluence 7.9+) or a Bitbucket HTTP access
-    /// token, sent as `Authorization: Bearer <token>`.
+    /// A personal access token (Jira 8.14+, Confluence 7.9+), sent as
+    /// `Authorization: Bearer <token>`. Not for Bitbucket with an HTTP access token: its
+    /// administrative endpoints, every one the Bitbucket client calls, refuse those (Atlassian
+    /// KB "How to use OAuth2 tokens for administrative endpoints of Bitbucket Data Center",
+    /// BSERV-10482); only an OAuth 2.0 access token works there as a bearer token.
     Bearer(Secret),
     /// `Authorization: Basic`; failed basic logins can put a CAPTCHA on the account.
     Basic { user: String, password: Secret },
@@ -124,11 +127,14 @@ pub struct JiraSettings {
 /// How the Jira client lists every user.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UserListing {
-    /// `GET /rest/api/2/user/list`, cursor paging (Jira 10.3 LTS and 11.0+).
+    /// `GET /rest/api/2/user/list`, cursor paging: Jira 10.3 LTS, 11.x and later.
     Cursor,
-    /// `GET /rest/api/2/user/search` with username prefixes, for Jira 9.x and older, whose
-    /// search stops at the first 1,000 users: prefixes that hit the cap are split further and
-    /// results are deduplicated by user key.
+    /// `GET /rest/api/2/user/search` with username prefixes, for the versions without
+    /// `/user/list`: Jira 10.0 to 10.2, whose search answers at most 100 users and ignores
+    /// `startAt` (JRASERVER-78660), and Jira 9.x and older, whose search stops at the first
+    /// 1,000 users. A query that answers a cap-sized result set (10, 100 or 1,000 users) that
+    /// `startAt` cannot page past is refined by prefix, results are deduplicated by user key,
+    /// and a listing that cannot be proven complete fails.
     PrefixSearch,
     /// Reads `/rest/api/2/serverInfo` once and picks `Cursor` from 10.3 on, else
     /// `PrefixSearch`.

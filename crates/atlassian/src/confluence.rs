@@ -7,7 +7,17 @@
 //!   [`Directory::test_connection`] reads `/rest/api/user/current` and fails when it is
 //!   anonymous.
 //! - Deleting a user answers 202 with a long task; the client polls `/rest/api/longtask/{id}`
-//!   until it finishes, for at most [`ConfluenceSettings::long_task_timeout`].
+//!   for at most [`ConfluenceSettings::long_task_timeout`]. Data Center's task status has
+//!   `id`, `name`, `elapsedTime`, `percentageComplete`, `successful` and `messages`, and no
+//!   `finished` (that is Confluence Cloud's): the task is done when `percentageComplete`
+//!   reaches 100, and then `successful` says whether it worked ("Long Task", "Get task by
+//!   ID" in the Data Center REST reference; the `LongTaskStatus` javadoc has no
+//!   `isFinished`). A task still running at the deadline is a success all the same when the
+//!   user is gone by then.
+//! - [`Directory::test_connection`] proves administrator rights with an admin-only read,
+//!   `GET /rest/api/admin/users/list/active?limit=1` ("Admin Users" in the REST reference
+//!   from 9.4 on); where that resource does not exist yet (404) the rights cannot be proven
+//!   by a read, and the check says so.
 //! - Creating a user when no licence seat is left answers 402 ([`Error::LicenseLimit`]); an
 //!   existing user answers 409.
 //! - Membership adds and removes are idempotent on the server (204 either way), so they
@@ -77,39 +87,59 @@ impl ConfluenceClient {
         Ok(Outcome::Applied)
     }
 
-    /// Polls a long task until it finishes, doubling the wait up to a second.
-    async fn wait_for_long_task(&self, task_id: &str) -> Result<(), Error> {
+    /// Polls a long task until `percentageComplete` reaches 100 or the deadline passes,
+    /// doubling the wait up to a second.
+    async fn wait_for_long_task(&self, task_id: &str) -> Result<TaskEnd, Error> {
         let settings = &self.core.settings;
         let deadline = Instant::now() + settings.long_task_timeout;
         let mut interval = settings.long_task_poll_interval;
         loop {
             let request = ApiRequest::get("rest/api/longtask").segment(task_id);
             let task: LongTask = self.core.send_ok(&request).await?.json("long task")?;
-            if task.finished {
-                if task.successful.unwrap_or(true) {
-                    return Ok(());
-                }
-                return Err(Error::LongTask {
-                    product: Product::Confluence,
-                    task_id: task_id.to_owned(),
-                    message: task.message(),
+            if task.is_done() {
+                return Ok(match task.successful {
+                    Some(true) => TaskEnd::Succeeded,
+                    _ => TaskEnd::Failed(task.message()),
                 });
             }
             if Instant::now() + interval > deadline {
-                return Err(Error::LongTask {
-                    product: Product::Confluence,
-                    task_id: task_id.to_owned(),
-                    message: format!(
-                        "not finished after {:?} ({}% done)",
-                        settings.long_task_timeout,
-                        task.percentage_complete.unwrap_or(0)
-                    ),
-                });
+                return Ok(TaskEnd::Running(task.percentage_complete.unwrap_or(0)));
             }
             tokio::time::sleep(interval).await;
             interval = (interval * 2).min(MAX_POLL_INTERVAL);
         }
     }
+
+    /// Proves the account administers Confluence with the admin-only
+    /// `GET /rest/api/admin/users/list/active?limit=1`: `true` when it answers, `false` when
+    /// this version has no such resource (404); a refusal (403) is
+    /// [`Error::MissingPermission`].
+    async fn proves_admin(&self) -> Result<bool, Error> {
+        let request = ApiRequest::get("rest/api/admin/users/list/active").query("limit", "1");
+        let response = self.core.send(&request).await?;
+        match response.status {
+            404 => Ok(false),
+            403 => Err(Error::MissingPermission {
+                product: Product::Confluence,
+                status: 403,
+                permission: "Confluence Administrator",
+                message: format!(
+                    "the admin-only GET /rest/api/admin/users/list/active was refused: {}",
+                    response.message()
+                ),
+            }),
+            _ if response.is_success() => Ok(true),
+            _ => Err(response.into_error()),
+        }
+    }
+}
+
+/// How a long task ended, or that it has not yet.
+enum TaskEnd {
+    Succeeded,
+    Failed(String),
+    /// Still running at the deadline, this many percent done.
+    Running(u32),
 }
 
 impl Directory for ConfluenceClient {
@@ -143,10 +173,20 @@ impl Directory for ConfluenceClient {
                     .to_owned(),
             });
         }
+        let permission = if self.proves_admin().await? {
+            Some("Confluence Administrator".to_owned())
+        } else {
+            tracing::warn!(
+                "This Confluence has no admin-only read (GET /rest/api/admin/users/list/active \
+                 answered 404); the administrator rights the writes need are not proven."
+            );
+            None
+        };
         Ok(ConnectionInfo {
             product: Product::Confluence,
             version: None,
             user: person.username,
+            permission,
         })
     }
 
@@ -279,8 +319,23 @@ impl Directory for ConfluenceClient {
             404 => Ok(Outcome::AlreadyDone),
             202 => {
                 let submission: LongTaskSubmission = response.json("long task submission")?;
-                self.wait_for_long_task(&submission.id).await?;
-                Ok(Outcome::Applied)
+                let message = match self.wait_for_long_task(&submission.id).await? {
+                    TaskEnd::Succeeded => return Ok(Outcome::Applied),
+                    TaskEnd::Failed(message) => message,
+                    TaskEnd::Running(percent) => format!(
+                        "not done after {:?} ({percent}% done)",
+                        self.core.settings.long_task_timeout
+                    ),
+                };
+                // However the task reads, the user being gone is what was asked for.
+                if self.find_user(UserBy::Key(account.id)).await?.is_none() {
+                    return Ok(Outcome::Applied);
+                }
+                Err(Error::LongTask {
+                    product: Product::Confluence,
+                    task_id: submission.id,
+                    message,
+                })
             }
             _ if response.is_success() => Ok(Outcome::Applied),
             _ => Err(response.into_error()),
@@ -458,11 +513,11 @@ struct LongTaskSubmission {
     id: String,
 }
 
+/// Data Center's `LongTaskStatus`: `{id, name, elapsedTime, percentageComplete, successful,
+/// messages}`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct LongTask {
-    #[serde(default)]
-    finished: bool,
     successful: Option<bool>,
     percentage_complete: Option<u32>,
     #[serde(default)]
@@ -470,6 +525,12 @@ struct LongTask {
 }
 
 impl LongTask {
+    /// Done once `percentageComplete` reaches 100.
+    fn is_done(&self) -> bool {
+        self.percentage_complete
+            .is_some_and(|percent| percent >= 100)
+    }
+
     fn message(&self) -> String {
         let texts: Vec<&str> = self
             .messages
@@ -539,6 +600,28 @@ mod tests {
             person.into_account().map(|account| account.active),
             Some(false)
         );
+    }
+
+    #[test]
+    fn a_data_center_long_task_is_done_at_100_percent_and_succeeds_per_successful() {
+        let task = |body: serde_json::Value| -> LongTask { serde_json::from_value(body).unwrap() };
+        let running = task(json!({
+            "id": "9001", "name": {"key": "k", "args": []}, "elapsedTime": 12,
+            "percentageComplete": 50, "successful": false, "messages": []
+        }));
+        let done = task(json!({
+            "id": "9001", "name": {"key": "k", "args": []}, "elapsedTime": 80,
+            "percentageComplete": 100, "successful": true, "messages": []
+        }));
+        let failed = task(json!({
+            "id": "9002", "percentageComplete": 100, "successful": false,
+            "messages": [{"translation": "User is a space admin", "args": []}]
+        }));
+
+        assert!(!running.is_done());
+        assert!(done.is_done() && done.successful == Some(true));
+        assert!(failed.is_done() && failed.successful == Some(false));
+        assert_eq!(failed.message(), "User is a space admin");
     }
 
     #[test]

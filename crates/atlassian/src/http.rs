@@ -157,6 +157,8 @@ pub(crate) struct Http {
     client: reqwest::Client,
     endpoint: Url,
     authorization: HeaderValue,
+    /// The credentials are a bearer token.
+    bearer: bool,
     slots: Semaphore,
     max_concurrency: usize,
     pacer: Pacer,
@@ -209,6 +211,7 @@ impl Http {
             client,
             endpoint: connection.endpoint,
             authorization,
+            bearer: matches!(connection.auth, Auth::Bearer(_)),
             slots: Semaphore::new(connection.max_concurrency),
             max_concurrency: connection.max_concurrency,
             pacer: Pacer::new(connection.max_requests_per_second),
@@ -243,6 +246,11 @@ impl Http {
     /// The most requests in flight at once, for callers that fan out.
     pub(crate) fn max_concurrency(&self) -> usize {
         self.max_concurrency
+    }
+
+    /// Whether requests carry a bearer token rather than Basic credentials.
+    pub(crate) fn uses_bearer_token(&self) -> bool {
+        self.bearer
     }
 
     fn url(&self, request: &ApiRequest) -> Url {

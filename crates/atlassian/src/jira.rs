@@ -3,18 +3,26 @@
 //! Jira's particulars, from the reference:
 //! - The stable id is the user key (`key`); writes address users by `key=` where Jira
 //!   accepts it and by username where it does not (memberships).
-//! - Listing every user: `/user/list` with a cursor from 10.3 on; before that only
-//!   `/user/search`, which stops at the first 1,000 users, so the client searches by prefix
-//!   and splits every prefix that hits the cap ([`UserListing`]).
+//! - Listing every user: `/user/list` with a cursor from 10.3 LTS on; before that only
+//!   `/user/search`, capped at 100 users on 10.0 to 10.2 and at the first 1,000 on 9.x, so
+//!   the client searches by prefix, refines every prefix that may have met a cap, and fails
+//!   a listing it cannot prove complete ([`UserListing`], and `jira/search.rs` for which
+//!   version takes which path).
 //! - Groups come from `/groups/picker`, which has no paging and is capped by a server
 //!   property: a query whose `total` exceeds what came back is split by appending characters.
 //! - An add of an existing member answers 400, and so does a create of an existing user or
 //!   group: the client then reads the current state and answers [`Outcome::AlreadyDone`].
 //! - `group/member` includes members of nested groups.
+//! - [`Directory::test_connection`] proves the rights the writes need with
+//!   `GET /rest/api/2/mypermissions?permissions=ADMINISTER,SYSTEM_ADMIN` (either will do).
+//! - An update sends `name` only when it renames: the body of `PUT /rest/api/2/user?key=…`
+//!   sets every field it carries, so a login read before an administrator renamed the user
+//!   would rename it back.
+
+mod search;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use futures::StreamExt;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
@@ -24,25 +32,20 @@ use crate::client::{Offset, Paged, Position, product_client};
 use crate::config::{JiraSettings, UserListing};
 use crate::http::ApiRequest;
 use crate::{
-    AccountRef, AccountUpdate, Capabilities, ConnectionInfo, Created, Directory, Error, NewAccount,
-    Outcome, Product, RemoteAccount, RemoteGroup, same_account,
+    AccountRef, AccountUpdate, Capabilities, ConnectionInfo, Created, Directory, DirectoryState,
+    Error, NewAccount, Outcome, Product, RemoteAccount, RemoteGroup, read_directory, same_account,
 };
 
-/// `/user/search` answers at most this many users, from the first of all users on (Jira 9.x).
-const SEARCH_CAP: usize = 1000;
 /// `/user/list`'s documented default page, and so the client's (`group/member` sets its own).
 const USER_LIST_PAGE: u32 = 2000;
 /// `group/member`'s default and largest page.
 const MEMBER_PAGE: u32 = 50;
 /// What we ask `groups/picker` for; the server may cap it lower.
 const PICKER_MAX_RESULTS: u32 = 1000;
-/// The first character of a prefix search; `.` is left out because a lone `.` matches
-/// everyone.
-const FIRST_PREFIX_CHARS: &str = "abcdefghijklmnopqrstuvwxyz0123456789_-@+'";
-/// Characters appended to a prefix (or group query) that hit a cap.
-const NEXT_PREFIX_CHARS: &str = "abcdefghijklmnopqrstuvwxyz0123456789._-@+' ";
-/// Beyond this many characters a capped prefix is an error rather than split again.
-const MAX_PREFIX_LEN: usize = 12;
+/// Characters appended to a group query that hit the picker's cap.
+const NEXT_QUERY_CHARS: &str = "abcdefghijklmnopqrstuvwxyz0123456789._-@+' ";
+/// The global permissions that allow the writes: either will do.
+const ADMIN_PERMISSIONS: [&str; 2] = ["ADMINISTER", "SYSTEM_ADMIN"];
 
 product_client! {
     /// A Jira Data Center client.
@@ -72,6 +75,31 @@ impl JiraClient {
             })
             .await?;
         Ok(*listing)
+    }
+
+    /// The global permission that lets the account make the writes, `SYSTEM_ADMIN` or
+    /// `ADMINISTER`, from `GET /rest/api/2/mypermissions` ("whether the currently logged in
+    /// user has" each permission asked for); [`Error::MissingPermission`] when it has neither.
+    async fn admin_permission(&self) -> Result<&'static str, Error> {
+        let request = ApiRequest::get("rest/api/2/mypermissions")
+            .query("permissions", ADMIN_PERMISSIONS.join(","));
+        let mine: MyPermissions = self.core.send_ok(&request).await?.json("permissions")?;
+        let held = |key: &str| {
+            mine.permissions
+                .get(key)
+                .is_some_and(|permission| permission.have_permission)
+        };
+        if let Some(key) = ADMIN_PERMISSIONS.into_iter().rev().find(|key| held(key)) {
+            return Ok(key);
+        }
+        Err(Error::MissingPermission {
+            product: Product::Jira,
+            status: 200,
+            permission: "ADMINISTER (Jira Administrators) or SYSTEM_ADMIN",
+            message: "mypermissions says the account holds neither; creating users, changing \
+                      groups and memberships need one of them"
+                .to_owned(),
+        })
     }
 
     async fn server_info(&self) -> Result<ServerInfo, Error> {
@@ -141,70 +169,6 @@ impl JiraClient {
         Ok(users.into_iter().map(UserBean::into_account).collect())
     }
 
-    /// One `/user/search` call.
-    async fn search_users(&self, query: &str) -> Result<Search, Error> {
-        let request = ApiRequest::get("rest/api/2/user/search")
-            .query("username", query)
-            .query("startAt", "0")
-            .query("maxResults", SEARCH_CAP.to_string())
-            .query("includeActive", "true")
-            .query("includeInactive", "true");
-        let users: Vec<UserBean> = self.core.send_ok(&request).await?.json("user search")?;
-        let capped = users.len() >= SEARCH_CAP;
-        Ok(Search { users, capped })
-    }
-
-    async fn list_accounts_by_prefix(&self) -> Result<Vec<RemoteAccount>, Error> {
-        let mut by_key: BTreeMap<String, RemoteAccount> = BTreeMap::new();
-        let add = |users: Vec<UserBean>, by_key: &mut BTreeMap<String, RemoteAccount>| {
-            for user in users {
-                let account = user.into_account();
-                by_key.insert(account.id.clone(), account);
-            }
-        };
-        let everyone = self.search_users(".").await?;
-        add(everyone.users, &mut by_key);
-        if !everyone.capped {
-            return Ok(by_key.into_values().collect());
-        }
-        let mut prefixes: Vec<String> = FIRST_PREFIX_CHARS.chars().map(String::from).collect();
-        while !prefixes.is_empty() {
-            let results: Vec<(String, Result<Search, Error>)> =
-                futures::stream::iter(prefixes.drain(..).map(|prefix| async move {
-                    let result = self.search_users(&prefix).await;
-                    (prefix, result)
-                }))
-                .buffer_unordered(self.core.max_concurrency())
-                .collect()
-                .await;
-            let mut next_prefixes = Vec::new();
-            for (prefix, result) in results {
-                let search = result?;
-                add(search.users, &mut by_key);
-                if !search.capped {
-                    continue;
-                }
-                if prefix.chars().count() >= MAX_PREFIX_LEN {
-                    return Err(Error::UnexpectedStatus {
-                        product: Product::Jira,
-                        status: 200,
-                        message: format!(
-                            "more than {SEARCH_CAP} users match the prefix {prefix:?}; cannot list them all with user search"
-                        ),
-                    });
-                }
-                // A user whose every searched field ends exactly at the prefix matches none
-                // of the longer prefixes.
-                if let Some(user) = self.find_user(UserBy::Name(&prefix), false).await? {
-                    add(vec![user], &mut by_key);
-                }
-                next_prefixes.extend(NEXT_PREFIX_CHARS.chars().map(|c| format!("{prefix}{c}")));
-            }
-            prefixes = next_prefixes;
-        }
-        Ok(by_key.into_values().collect())
-    }
-
     /// One `groups/picker` call: the names, and whether `total` says some were left out.
     async fn pick_groups(&self, query: &str) -> Result<(Vec<String>, bool), Error> {
         let request = ApiRequest::get("rest/api/2/groups/picker")
@@ -239,11 +203,42 @@ impl Directory for JiraClient {
             .await?
             .json("user")?;
         let info = self.server_info().await?;
+        let permission = self.admin_permission().await?;
         Ok(ConnectionInfo {
             product: Product::Jira,
             version: info.version,
             user: Some(myself.name),
+            permission: Some(permission.to_owned()),
         })
+    }
+
+    /// Accounts, groups and memberships; a member missing from the account listing (one no
+    /// user search could reach) is read by key and added, and one that cannot be read fails
+    /// the read.
+    #[tracing::instrument(skip_all, fields(product = "jira"))]
+    async fn fetch_state(&self) -> Result<DirectoryState, Error> {
+        let mut state = read_directory(self).await?;
+        let listed: BTreeSet<&str> = state.accounts.iter().map(|a| a.id.as_str()).collect();
+        let missing: BTreeSet<String> = state
+            .memberships
+            .iter()
+            .filter(|membership| !listed.contains(membership.account_id.as_str()))
+            .map(|membership| membership.account_id.clone())
+            .collect();
+        for key in missing {
+            let Some(user) = self.find_user(UserBy::Key(&key), false).await? else {
+                return Err(Error::Incomplete {
+                    product: Product::Jira,
+                    message: format!(
+                        "the group members include the user key {key}, which the user listing \
+                         missed and which cannot be read"
+                    ),
+                });
+            };
+            tracing::warn!(key = %key, "A group member was missing from the user listing; added.");
+            state.accounts.push(user.into_account());
+        }
+        Ok(state)
     }
 
     #[tracing::instrument(skip_all, fields(product = "jira"))]
@@ -266,10 +261,9 @@ impl Directory for JiraClient {
                 if !capped {
                     continue;
                 }
-                if query.chars().count() >= MAX_PREFIX_LEN {
-                    return Err(Error::UnexpectedStatus {
+                if query.chars().count() >= search::MAX_PREFIX_LEN {
+                    return Err(Error::Incomplete {
                         product: Product::Jira,
-                        status: 200,
                         message: format!(
                             "the group picker keeps capping the query {query:?}; cannot list every group"
                         ),
@@ -278,7 +272,7 @@ impl Directory for JiraClient {
                 if !query.is_empty() && self.group_exists(&query).await? {
                     names.insert(query.clone());
                 }
-                next_queries.extend(NEXT_PREFIX_CHARS.chars().map(|c| format!("{query}{c}")));
+                next_queries.extend(NEXT_QUERY_CHARS.chars().map(|c| format!("{query}{c}")));
             }
             queries = next_queries;
         }
@@ -467,13 +461,21 @@ fn create_user_request(account: &NewAccount) -> ApiRequest {
     ApiRequest::new(Method::POST, "rest/api/2/user").json(body)
 }
 
-/// `PUT /rest/api/2/user?key=…` with only the changed fields plus `name` (older Jira rejects
-/// bodies without it); `None` when nothing changes.
+/// `PUT /rest/api/2/user?key=…` with only the changed fields; `None` when nothing changes.
+///
+/// `name` is sent only when the update renames. Jira sets every field the body carries, and
+/// the login keysync read may be stale (an administrator may have renamed the user since):
+/// sending it would rename the user back. The body always carries a field, since an update
+/// changes at least one (older Jira rejected bodies with none of `name`, `emailAddress` and
+/// `displayName`).
 fn update_user_request(account: AccountRef<'_>, update: &AccountUpdate) -> Option<ApiRequest> {
     if update == &AccountUpdate::default() {
         return None;
     }
-    let mut body = json!({ "name": update.login.as_deref().unwrap_or(account.login) });
+    let mut body = json!({});
+    if let Some(login) = &update.login {
+        body["name"] = json!(login);
+    }
     if let Some(display_name) = &update.display_name {
         body["displayName"] = json!(display_name);
     }
@@ -485,13 +487,6 @@ fn update_user_request(account: AccountRef<'_>, update: &AccountUpdate) -> Optio
             .query("key", account.id)
             .json(body),
     )
-}
-
-/// The answer of one `/user/search` call.
-struct Search {
-    users: Vec<UserBean>,
-    /// It hit the cap, so it may have left users out.
-    capped: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -612,6 +607,20 @@ struct GroupPicker {
     groups: Vec<GroupName>,
 }
 
+/// `mypermissions`: `{"permissions": {KEY: {…, "havePermission": bool}}}`.
+#[derive(Deserialize)]
+struct MyPermissions {
+    #[serde(default)]
+    permissions: BTreeMap<String, Permission>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Permission {
+    #[serde(default)]
+    have_permission: bool,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ServerInfo {
@@ -650,16 +659,29 @@ mod tests {
     }
 
     #[test]
-    fn update_request_addresses_the_key_and_always_carries_a_name() {
-        let update = AccountUpdate {
+    fn update_request_addresses_the_key_and_carries_a_name_only_to_rename() {
+        let email = AccountUpdate {
             email: Some("new@example.com".into()),
             ..AccountUpdate::default()
         };
-        let request = update_user_request(account(), &update).unwrap();
+        let rename = AccountUpdate {
+            login: Some("alicia".into()),
+            display_name: Some("Alicia".into()),
+            ..AccountUpdate::default()
+        };
+
+        let request = update_user_request(account(), &email).unwrap();
+        let renaming = update_user_request(account(), &rename).unwrap();
+
         assert_eq!(request.query, [("key", "JIRAUSER10000".to_owned())]);
         assert_eq!(
             request.body,
-            Some(json!({"name": "alice", "emailAddress": "new@example.com"}))
+            Some(json!({"emailAddress": "new@example.com"})),
+            "the stale login `alice` would rename the user back"
+        );
+        assert_eq!(
+            renaming.body,
+            Some(json!({"name": "alicia", "displayName": "Alicia"}))
         );
     }
 

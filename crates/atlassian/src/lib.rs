@@ -14,7 +14,8 @@
 //!   `userKey` or the Bitbucket slug. Writes take an [`AccountRef`] with both the id and the
 //!   login, because each product addresses users differently.
 //! - Jira lists users with the 10.3+ cursor endpoint or, for older versions, with prefix
-//!   searches that work around the 1,000-result cap ([`config::UserListing`]).
+//!   searches that work around the search's caps (100 on 10.0 to 10.2, 1,000 on 9.x) and
+//!   fail a listing they cannot prove complete ([`config::UserListing`]).
 //! - Read-only accounts (Bitbucket `mutableDetails`/`deletable` false) carry
 //!   [`RemoteAccount::read_only`], and writes to them answer [`Outcome::Skipped`].
 //! - Accounts that hold the product's administrator rights carry
@@ -66,8 +67,11 @@ pub trait Directory: Send + Sync {
     /// What this product can and cannot do; the plan reads it.
     fn capabilities(&self) -> Capabilities;
 
-    /// Checks the endpoint and the credentials with a call that needs the same rights as the
-    /// writes do. Bad credentials answer [`Error::Unauthorized`].
+    /// Checks the endpoint and the credentials, and proves the account holds the rights the
+    /// writes need: Jira `ADMINISTER` or `SYSTEM_ADMIN` (`mypermissions`), Confluence
+    /// administrator (an admin-only read), Bitbucket `ADMIN` (an admin-only read). Bad
+    /// credentials answer [`Error::Unauthorized`]; credentials without the rights answer
+    /// [`Error::MissingPermission`], which names the permission.
     fn test_connection(&self) -> impl Future<Output = Result<ConnectionInfo, Error>> + Send;
 
     /// Every account of the directory, active or not, across all pages.
@@ -334,6 +338,11 @@ pub struct ConnectionInfo {
     pub version: Option<String>,
     /// The login the credentials belong to, when the product reports it.
     pub user: Option<String>,
+    /// The administrator permission the check proved the account holds (Jira
+    /// `SYSTEM_ADMIN` or `ADMINISTER`, Confluence administrator, Bitbucket `ADMIN` or
+    /// higher); `None` where the product has no read that proves it (Confluence before the
+    /// `admin/users` listing).
+    pub permission: Option<String>,
 }
 
 /// A failed call to a product. Variants that come from an HTTP answer keep the product's
@@ -370,10 +379,20 @@ pub enum Error {
         status: u16,
         message: String,
     },
-    #[error("{product} has no licence seat left ({status}): {message}")]
+    /// The product refused a write because its licence limit is reached (Confluence 402 on
+    /// create, Bitbucket 403 on create or on an add to a group that grants a licence).
+    #[error("{product}: licence limit reached ({status}): {message}")]
     LicenseLimit {
         product: Product,
         status: u16,
+        message: String,
+    },
+    /// The credentials work but the account lacks `permission`, which the writes need.
+    #[error("{product}: the account lacks the {permission} permission ({status}): {message}")]
+    MissingPermission {
+        product: Product,
+        status: u16,
+        permission: &'static str,
         message: String,
     },
     #[error("{product} kept rate limiting after {attempts} attempts: {message}")]
@@ -407,6 +426,9 @@ pub enum Error {
         task_id: String,
         message: String,
     },
+    /// A listing that cannot be proven complete; keysync never plans from part of one.
+    #[error("{product} cannot be listed completely: {message}")]
+    Incomplete { product: Product, message: String },
     #[error("{product} could not be reached after {attempts} attempts")]
     Transport {
         product: Product,
@@ -435,10 +457,12 @@ impl Error {
             | Error::Conflict { status, .. }
             | Error::Validation { status, .. }
             | Error::LicenseLimit { status, .. }
+            | Error::MissingPermission { status, .. }
             | Error::Unavailable { status, .. }
             | Error::UnexpectedStatus { status, .. } => Some(*status),
             Error::RateLimited { .. } => Some(429),
             Error::Unsupported { .. }
+            | Error::Incomplete { .. }
             | Error::LongTask { .. }
             | Error::Transport { .. }
             | Error::Decode { .. }

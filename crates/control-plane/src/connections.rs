@@ -1,7 +1,10 @@
 //! `TestConnection`: checks each configured Keycloak connector (a token, one small request
-//! of every kind the fetch makes, the directory's size) and each enabled product (the
-//! product client's connection test), with the same settings the fetcher and the appliers
-//! use, read from the shared configuration file.
+//! of every kind the fetch makes, the directory's size) and each enabled product, with the
+//! same settings the fetcher and the appliers use, read from the shared configuration file.
+//! A product's check is its client's connection test, which proves the rights the writes
+//! need (Jira `ADMINISTER` or `SYSTEM_ADMIN` through `mypermissions`, a Confluence
+//! administrator and Bitbucket `ADMIN` through admin-only reads) and, when they are missing,
+//! fails with a message that names the permission.
 //!
 //! Targets are named `keycloak:<connector>` and `jira`, `confluence`, `bitbucket`. Checks
 //! run at once; each is bounded by [`CHECK_TIMEOUT`] on top of the clients' own timeouts.
@@ -142,10 +145,23 @@ impl Connections {
                         if let Some(user) = info.user {
                             details.insert("user".to_owned(), user);
                         }
+                        let message = match &info.permission {
+                            Some(permission) => {
+                                details.insert("permission".to_owned(), permission.clone());
+                                format!(
+                                    "reachable, the credentials are accepted, and the account \
+                                     holds {permission}, which the writes need"
+                                )
+                            }
+                            None => "reachable, and the credentials are accepted; this version \
+                                     has no read that proves the administrator rights the \
+                                     writes need"
+                                .to_owned(),
+                        };
                         v1::ConnectionCheck {
                             target,
                             ok: true,
-                            message: "reachable, and the credentials are accepted".to_owned(),
+                            message,
                             details: details.into_iter().collect(),
                         }
                     }

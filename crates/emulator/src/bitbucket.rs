@@ -8,6 +8,14 @@
 //! report `mutableDetails`, `mutableGroups` and `deletable` false and refuse writes. New users
 //! join the default group `stash-users` when it exists. The global permissions are listed
 //! (not granted or revoked) through `admin/permissions/users` and `admin/permissions/groups`.
+//!
+//! Rights, as the 8.14 OpenAPI document states them per endpoint: the listings of users,
+//! groups and members need `LICENSED_USER`, every write and the permission listings need
+//! `ADMIN`; a caller without them is answered 401 with an `AuthorisationException`, and an
+//! HTTP access token is refused on every `admin` endpoint (the gate sees to that). An add to
+//! a group that holds `SYS_ADMIN` needs `SYS_ADMIN` (403 otherwise). The licence
+//! ([`Config::license_seats`](crate::Config::license_seats)) is held by the active accounts
+//! that are in `stash-users` or hold a global permission, themselves or through a group.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -17,9 +25,9 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::gate::Caller;
+use crate::access::Caller;
 use crate::reply::{self, Params};
-use crate::store::{Account, StateHandle};
+use crate::store::{Account, GlobalPermission, StateHandle, Store};
 
 const PAGE_DEFAULT: usize = 25;
 const PAGE_MAX: usize = 1000;
@@ -31,6 +39,7 @@ const NO_SUCH_GROUP: &str = "com.atlassian.bitbucket.user.NoSuchGroupException";
 const VALIDATION: &str = "com.atlassian.bitbucket.validation.ArgumentValidationException";
 const INTEGRITY: &str = "com.atlassian.bitbucket.IntegrityException";
 const FORBIDDEN: &str = "com.atlassian.bitbucket.AuthorisationException";
+const LICENSE_LIMIT: &str = "com.atlassian.bitbucket.license.LicenseLimitException";
 
 pub(crate) fn routes() -> Router<StateHandle> {
     let api = Router::new()
@@ -75,15 +84,67 @@ fn field_error(field: &str, message: &str) -> Response {
     )
 }
 
-fn require_admin(caller: Caller) -> Result<(), Response> {
-    match caller {
-        Caller::Admin => Ok(()),
-        Caller::Anonymous => Err(error(
+/// A signed-in caller, or Bitbucket's 401.
+fn require_user(caller: &Caller) -> Result<(), Response> {
+    if caller.is_anonymous() {
+        return Err(error(
             401,
             "Authentication is required to access this resource.",
             "com.atlassian.bitbucket.auth.AuthenticationRequiredException",
-        )),
+        ));
     }
+    Ok(())
+}
+
+/// A caller holding `needed` or a higher global permission; else 401, as the 8.14 OpenAPI
+/// document answers a caller without the permission an endpoint needs.
+fn require(state: &StateHandle, caller: &Caller, needed: GlobalPermission) -> Result<(), Response> {
+    require_user(caller)?;
+    if caller.bitbucket_permission(&state.lock()) < Some(needed) {
+        return Err(not_permitted());
+    }
+    Ok(())
+}
+
+/// Bitbucket's answer to a caller that may not use a resource: 401 with an
+/// `AuthorisationException`, "You are not permitted to access this resource" (the body
+/// Atlassian's KB "An error 'You are not permitted to access this resource' appears in
+/// Bitbucket Data Center…" shows).
+pub(crate) fn not_permitted() -> Response {
+    error(
+        401,
+        "You are not permitted to access this resource",
+        FORBIDDEN,
+    )
+}
+
+/// Whether `account_id` holds a licence: active, and in `stash-users` or holding a global
+/// permission itself or through a group.
+fn licensed(store: &Store, account_id: u64) -> bool {
+    store
+        .account(account_id)
+        .is_some_and(|account| account.active)
+        && (store.highest_permission(account_id).is_some()
+            || store
+                .groups_of(account_id)
+                .iter()
+                .any(|group| group.name.eq_ignore_ascii_case(DEFAULT_GROUP)))
+}
+
+/// Whether one more licence is beyond the seats.
+fn seats_full(state: &StateHandle, store: &Store) -> bool {
+    state.config().license_seats.is_some_and(|seats| {
+        store
+            .accounts()
+            .filter(|account| licensed(store, account.id))
+            .count()
+            >= seats
+    })
+}
+
+/// Bitbucket's 403 for an action beyond the licence.
+fn license_limit(message: &str) -> Response {
+    error(403, message, LICENSE_LIMIT)
 }
 
 /// `RestApplicationUser`: a user as the non-admin resources answer it.
@@ -168,7 +229,7 @@ async fn list_users(
     headers: HeaderMap,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require(&state, &caller, GlobalPermission::LicensedUser));
     let base = reply::base_url(&headers);
     let store = state.lock();
     let users: Vec<Value> = store
@@ -185,7 +246,7 @@ async fn get_user(
     headers: HeaderMap,
     Path(slug): Path<String>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_user(&caller));
     let store = state.lock();
     let Some(account) = store.account_by_key(&slug) else {
         return error(404, &format!("User {slug} does not exist."), NO_SUCH_USER);
@@ -198,7 +259,7 @@ async fn create_user(
     Extension(caller): Extension<Caller>,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require(&state, &caller, GlobalPermission::Admin));
     let text = |name: &str| params.get(name).map(|v| v.trim()).unwrap_or_default();
     let (name, display_name, email) = (text("name"), text("displayName"), text("emailAddress"));
     if name.is_empty() {
@@ -225,14 +286,10 @@ async fn create_user(
             INTEGRITY,
         );
     }
-    if add_to_default_group
-        && let Some(seats) = state.config().license_seats
-        && store.n_active_accounts() >= seats
-    {
-        return error(
-            403,
+    // "403: Adding the user to the default group would exceed the server's license limit."
+    if add_to_default_group && store.group(DEFAULT_GROUP).is_some() && seats_full(&state, &store) {
+        return license_limit(
             "Adding the user to the default group would exceed the server's license limit.",
-            "com.atlassian.bitbucket.license.LicenseLimitException",
         );
     }
     let id = store.insert_account(name, display_name, email);
@@ -269,7 +326,7 @@ async fn update_user(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require(&state, &caller, GlobalPermission::Admin));
     let body = tri!(reply::object(&body).map_err(|m| field_error("body", &m)));
     let Some(name) = reply::text(&body, "name") else {
         return field_error("name", "The username is required.");
@@ -305,7 +362,7 @@ async fn rename_user(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require(&state, &caller, GlobalPermission::Admin));
     let body = tri!(reply::object(&body).map_err(|m| field_error("body", &m)));
     let (Some(name), Some(new_name)) = (reply::text(&body, "name"), reply::text(&body, "newName"))
     else {
@@ -339,7 +396,7 @@ async fn delete_user(
     headers: HeaderMap,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require(&state, &caller, GlobalPermission::Admin));
     let Some(name) = params.get("name") else {
         return field_error("name", "The username is required.");
     };
@@ -355,7 +412,7 @@ async fn groups_of_user(
     Extension(caller): Extension<Caller>,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require(&state, &caller, GlobalPermission::LicensedUser));
     let Some(name) = params.get("context") else {
         return field_error("context", "The user is required.");
     };
@@ -376,7 +433,7 @@ async fn list_groups(
     Extension(caller): Extension<Caller>,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require(&state, &caller, GlobalPermission::LicensedUser));
     let filter = params.get("filter").map(|f| f.to_lowercase());
     let store = state.lock();
     let groups: Vec<Value> = store
@@ -396,7 +453,7 @@ async fn create_group(
     Extension(caller): Extension<Caller>,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require(&state, &caller, GlobalPermission::Admin));
     let name = params.get("name").map(|n| n.trim()).unwrap_or_default();
     if name.is_empty() {
         return field_error("name", "The group name is required.");
@@ -419,7 +476,7 @@ async fn delete_group(
     Extension(caller): Extension<Caller>,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require(&state, &caller, GlobalPermission::Admin));
     let Some(name) = params.get("name") else {
         return field_error("name", "The group name is required.");
     };
@@ -447,7 +504,7 @@ async fn group_members(
     headers: HeaderMap,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require(&state, &caller, GlobalPermission::LicensedUser));
     let Some(name) = params.get("context") else {
         return field_error("context", "The group is required.");
     };
@@ -466,8 +523,19 @@ async fn group_members(
 }
 
 /// Adds every (user, group) pair after checking they all exist and may change; all or none.
-fn add_memberships(state: &StateHandle, users: &[&str], groups: &[&str]) -> Response {
+///
+/// As the 8.14 OpenAPI document describes `add-groups` and `add-users`: 403 when "the action
+/// was disallowed as it would exceed the server's licensing limit, or the groups permissions
+/// exceed the authenticated user's permission level" (here: a group holding `SYS_ADMIN`
+/// added to by a caller below `SYS_ADMIN`).
+fn add_memberships(
+    state: &StateHandle,
+    caller: &Caller,
+    users: &[&str],
+    groups: &[&str],
+) -> Response {
     let mut store = state.lock();
+    let caller_permission = caller.bitbucket_permission(&store);
     let mut pairs = Vec::new();
     for user in users {
         let Some(account) = store.account_by_name(user) else {
@@ -488,6 +556,29 @@ fn add_memberships(state: &StateHandle, users: &[&str], groups: &[&str]) -> Resp
                     NO_SUCH_GROUP,
                 );
             };
+            let granted = store.group_permission(&group.name);
+            if granted == Some(GlobalPermission::SysAdmin) && caller_permission < granted {
+                return error(
+                    403,
+                    &format!(
+                        "You cannot add users to {}: its permissions exceed your own.",
+                        group.name
+                    ),
+                    FORBIDDEN,
+                );
+            }
+            let grants_licence =
+                granted.is_some() || group.name.eq_ignore_ascii_case(DEFAULT_GROUP);
+            if grants_licence
+                && !licensed(&store, account.id)
+                && account.active
+                && seats_full(state, &store)
+            {
+                return license_limit(&format!(
+                    "Adding {user} to {} would exceed the server's license limit.",
+                    group.name
+                ));
+            }
             pairs.push((group.name.clone(), account.id));
         }
     }
@@ -504,7 +595,7 @@ async fn add_user_to_groups(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require(&state, &caller, GlobalPermission::Admin));
     let body = tri!(reply::object(&body).map_err(|m| field_error("body", &m)));
     let Some(user) = reply::text(&body, "user") else {
         return field_error("user", "The user is required.");
@@ -517,7 +608,7 @@ async fn add_user_to_groups(
     if groups.is_empty() {
         return field_error("groups", "At least one group is required.");
     }
-    add_memberships(&state, &[user], &groups)
+    add_memberships(&state, &caller, &[user], &groups)
 }
 
 async fn add_users_to_group(
@@ -525,7 +616,7 @@ async fn add_users_to_group(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require(&state, &caller, GlobalPermission::Admin));
     let body = tri!(reply::object(&body).map_err(|m| field_error("body", &m)));
     let Some(group) = reply::text(&body, "group") else {
         return field_error("group", "The group is required.");
@@ -538,7 +629,7 @@ async fn add_users_to_group(
     if users.is_empty() {
         return field_error("users", "At least one user is required.");
     }
-    add_memberships(&state, &users, &[group])
+    add_memberships(&state, &caller, &users, &[group])
 }
 
 async fn remove_user_from_group(
@@ -546,7 +637,7 @@ async fn remove_user_from_group(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require(&state, &caller, GlobalPermission::Admin));
     let body = tri!(reply::object(&body).map_err(|m| field_error("body", &m)));
     let (Some(user), Some(group)) = (
         reply::text(&body, "context"),
@@ -601,7 +692,7 @@ async fn permitted_users(
     headers: HeaderMap,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require(&state, &caller, GlobalPermission::Admin));
     let base = reply::base_url(&headers);
     let store = state.lock();
     let users: Vec<Value> = store
@@ -627,7 +718,7 @@ async fn permitted_groups(
     Extension(caller): Extension<Caller>,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require(&state, &caller, GlobalPermission::Admin));
     let store = state.lock();
     let groups: Vec<Value> = store
         .permitted_groups()

@@ -4,9 +4,11 @@
 //! Errors are `{"statusCode","data":{…},"message","reason"}`. Listings are
 //! `{results,start,limit,size,_links{base,context,self,next?}}`, at most 200 per page. A bad
 //! bearer token is the anonymous user (the gate sees to that): `/user/current` answers it with
-//! 200, everything else with 403. Deleting a user answers 202 and a long task that finishes on
-//! its second poll (or after half a second); the user goes when the task finishes. Creating a
-//! user beyond the licence seats answers 402.
+//! 200, everything else with 403. Reads need a signed-in caller; the `admin` endpoints and
+//! membership changes need a Confluence administrator (403 otherwise). Deleting a user
+//! answers 202 and a long task that finishes on its second poll (or after half a second),
+//! reported in Data Center's shape (see [`long_task`]); the user goes when the task
+//! finishes. Creating a user beyond the licence seats answers 402.
 
 use std::time::Instant;
 
@@ -19,7 +21,7 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 
-use crate::gate::Caller;
+use crate::access::Caller;
 use crate::reply::{self, Params};
 use crate::store::{Account, StateHandle};
 
@@ -48,6 +50,7 @@ pub(crate) fn routes() -> Router<StateHandle> {
         .route("/admin/user/{username}/enable", put(enable_user))
         .route("/admin/group", post(create_group))
         .route("/admin/group/{group}", axum::routing::delete(delete_group))
+        .route("/admin/users/list/active", get(active_users))
         .route("/longtask/{id}", get(long_task));
     Router::new().nest("/rest/api", api)
 }
@@ -74,14 +77,27 @@ pub(crate) fn error(status: u16, message: &str) -> Response {
     )
 }
 
-fn require_admin(caller: Caller) -> Result<(), Response> {
-    match caller {
-        Caller::Admin => Ok(()),
-        Caller::Anonymous => Err(error(
+/// A signed-in caller, or Confluence's 403 for the anonymous user.
+fn require_user(caller: &Caller) -> Result<(), Response> {
+    if caller.is_anonymous() {
+        return Err(error(
             403,
             "Anonymous users are not permitted to use this resource.",
-        )),
+        ));
     }
+    Ok(())
+}
+
+/// A Confluence administrator, or 403.
+fn require_admin(state: &StateHandle, caller: &Caller) -> Result<(), Response> {
+    require_user(caller)?;
+    if !caller.confluence_admin(&state.lock()) {
+        return Err(error(
+            403,
+            "This resource needs the Confluence Administrator permission.",
+        ));
+    }
+    Ok(())
 }
 
 fn person(base: &str, account: &Account, expand: Option<&String>) -> Value {
@@ -153,7 +169,7 @@ async fn current_user(
     headers: HeaderMap,
 ) -> Response {
     let base = reply::base_url(&headers);
-    if caller == Caller::Anonymous {
+    if caller.is_anonymous() {
         return reply::json(
             200,
             json!({
@@ -167,12 +183,13 @@ async fn current_user(
             }),
         );
     }
-    let name = state
-        .config()
-        .basic
-        .as_ref()
-        .map_or("admin", |(user, _)| user.as_str())
-        .to_owned();
+    if let Caller::Account { login, .. } = &caller {
+        let store = state.lock();
+        if let Some(account) = store.account_by_name(login) {
+            return reply::json(200, person(&base, account, None));
+        }
+    }
+    let name = caller.login(state.config()).unwrap_or_default();
     reply::json(
         200,
         json!({
@@ -191,7 +208,7 @@ async fn get_user(
     headers: HeaderMap,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_user(&caller));
     let store = state.lock();
     let account = if let Some(name) = params.get("username") {
         store.account_by_name(name)
@@ -215,7 +232,7 @@ async fn list_users(
     headers: HeaderMap,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_user(&caller));
     let base = reply::base_url(&headers);
     let store = state.lock();
     let people: Vec<Value> = store
@@ -232,7 +249,7 @@ async fn member_of(
     headers: HeaderMap,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_user(&caller));
     let base = reply::base_url(&headers);
     let store = state.lock();
     let Some(account) = params
@@ -257,7 +274,7 @@ async fn list_groups(
     headers: HeaderMap,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_user(&caller));
     let base = reply::base_url(&headers);
     let store = state.lock();
     let groups: Vec<Value> = store
@@ -274,7 +291,7 @@ async fn get_group(
     headers: HeaderMap,
     Path(group): Path<String>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_user(&caller));
     let store = state.lock();
     let Some(group) = store.group(&group) else {
         return error(404, &format!("No group found with name: {group}"));
@@ -289,7 +306,7 @@ async fn group_members(
     Path(group): Path<String>,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_user(&caller));
     let base = reply::base_url(&headers);
     let store = state.lock();
     let Some(group) = store.group(&group) else {
@@ -330,7 +347,7 @@ async fn create_user(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_admin(&state, &caller));
     let body = tri!(reply::object(&body).map_err(|m| error(400, &m)));
     let name = reply::text(&body, "userName").unwrap_or_default();
     let full_name = reply::text(&body, "fullName").unwrap_or_default().trim();
@@ -396,7 +413,7 @@ async fn update_user(
     Path(username): Path<String>,
     body: Bytes,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_admin(&state, &caller));
     let body = tri!(reply::object(&body).map_err(|m| error(400, &m)));
     let account = tri!(writable_account(&state, &username));
     let email = reply::text(&body, "email").map(str::trim);
@@ -441,7 +458,7 @@ async fn disable_user(
     Extension(caller): Extension<Caller>,
     Path(username): Path<String>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_admin(&state, &caller));
     set_active(&state, &username, false)
 }
 
@@ -450,7 +467,7 @@ async fn enable_user(
     Extension(caller): Extension<Caller>,
     Path(username): Path<String>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_admin(&state, &caller));
     set_active(&state, &username, true)
 }
 
@@ -459,7 +476,7 @@ async fn delete_user(
     Extension(caller): Extension<Caller>,
     Path(username): Path<String>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_admin(&state, &caller));
     let account = tri!(writable_account(&state, &username));
     let task_id = state.lock().submit_long_task(account.id, Instant::now());
     reply::json(
@@ -468,12 +485,21 @@ async fn delete_user(
     )
 }
 
+/// `GET /rest/api/longtask/{id}`: the status of a long task, in Data Center's shape
+/// `{id, name, elapsedTime, percentageComplete, successful, messages}`, with no `finished`
+/// (that field is Confluence Cloud's). The task is done when `percentageComplete` is 100;
+/// `successful` says how it ended.
+///
+/// Follows Confluence Data Center's REST reference, "Long Task", "Get task by ID" (v911 and
+/// later; the response is a `LongTaskStatus`), and the `LongTaskStatus` javadoc
+/// (`getId`, `getName`, `getElapsedTime`, `getPercentageComplete`, `isSuccessful`,
+/// `getMessages`; no `isFinished`).
 async fn long_task(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
     Path(task_id): Path<String>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_user(&caller));
     let now = Instant::now();
     let mut store = state.lock();
     let Some(task) = store.long_tasks.get_mut(&task_id) else {
@@ -492,10 +518,38 @@ async fn long_task(
             "elapsedTime": (now - task.submitted).as_millis() as u64,
             "percentageComplete": if task.finished { 100 } else { 50 },
             "successful": task.finished,
-            "finished": task.finished,
             "messages": [],
         }),
     )
+}
+
+/// `GET /rest/api/admin/users/list/active?start&limit`: a page of the active users, those
+/// that count into the licence; for Confluence administrators only.
+///
+/// Follows Confluence Data Center's REST reference (v940 and later), "Admin Users", "Get
+/// active users": "a paginated collection of all active users (users which count into license
+/// usage)", excluding deactivated ones. The emulator counts every active account.
+async fn active_users(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Response {
+    tri!(require_admin(&state, &caller));
+    let base = reply::base_url(&headers);
+    let store = state.lock();
+    let people: Vec<Value> = store
+        .accounts()
+        .filter(|account| account.active)
+        .map(|account| person(&base, account, params.get("expand")))
+        .collect();
+    let body = tri!(page(
+        &base,
+        "/rest/api/admin/users/list/active",
+        &params,
+        people
+    ));
+    reply::json(200, body)
 }
 
 async fn create_group(
@@ -504,7 +558,7 @@ async fn create_group(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_admin(&state, &caller));
     let body = tri!(reply::object(&body).map_err(|m| error(400, &m)));
     let name = reply::text(&body, "name")
         .unwrap_or_default()
@@ -527,7 +581,7 @@ async fn delete_group(
     Extension(caller): Extension<Caller>,
     Path(group): Path<String>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_admin(&state, &caller));
     let mut store = state.lock();
     if store.remove_group(&group).is_none() {
         return error(404, &format!("No group found with name: {group}"));
@@ -555,7 +609,7 @@ async fn add_member(
     Extension(caller): Extension<Caller>,
     Path((username, group)): Path<(String, String)>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_admin(&state, &caller));
     let (account_id, group) = tri!(membership_target(&state, &username, &group));
     let mut store = state.lock();
     if store.add_member(&group, account_id) {
@@ -569,7 +623,7 @@ async fn remove_member(
     Extension(caller): Extension<Caller>,
     Path((username, group)): Path<(String, String)>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_admin(&state, &caller));
     let (account_id, group) = tri!(membership_target(&state, &username, &group));
     let mut store = state.lock();
     if store.remove_member(&group, account_id) {

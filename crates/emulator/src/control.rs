@@ -39,8 +39,8 @@ async fn seed(State(state): State<StateHandle>, body: Bytes) -> Response {
             return reply::json(400, json!({ "error": format!("invalid seed: {error}") }));
         }
     };
-    let (seed, permissions) = seed.into_parts();
-    match state.seed_with(&seed, &permissions) {
+    let (seed, permissions, callers) = seed.into_parts();
+    match state.seed_with_callers(&seed, &permissions, &callers) {
         Ok(()) => reply::empty(204),
         Err(error) => reply::json(400, json!({ "error": error.to_string() })),
     }

@@ -2,31 +2,24 @@
 //! (429 with `Retry-After`, `X-RateLimit-*` on every answer), injected 503s, latency, and
 //! authentication.
 //!
-//! Authentication answers who the caller is ([`Caller`]) and handlers check the rights they
-//! need. Bad credentials answer 401, except a bad bearer token on Confluence, which the real
-//! product answers as the anonymous user.
+//! Authentication answers who the caller is ([`Caller`], see the `access` module) and
+//! handlers check the rights they need. Bad credentials answer 401, except a bad bearer token
+//! on Confluence, which the real product answers as the anonymous user. Bitbucket refuses an
+//! HTTP access token (any bearer token) on its administrative endpoints, whatever the rights
+//! of its owner ([`refuses_token`]).
 
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::HeaderValue;
 use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
-use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
-use base64::Engine;
 
+use crate::access::{Caller, authenticate};
 use crate::store::{RequestRecord, StateHandle, Take};
-use crate::{Config, Product, bitbucket, confluence, jira};
-
-/// Who a request comes from, as handlers see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Caller {
-    /// Valid credentials; every emulated caller is a system administrator.
-    Admin,
-    /// No credentials (or, on Confluence, a bad token).
-    Anonymous,
-}
+use crate::{Product, bitbucket, confluence, jira};
 
 /// The largest request body kept in the request log.
 const MAX_LOGGED_BODY: usize = 1 << 20;
@@ -87,9 +80,14 @@ pub(crate) async fn gate(
             "The service is temporarily unavailable (injected by the emulator).",
         )
     } else {
-        match authenticate(config, request.headers()) {
+        let caller = authenticate(config, &state.lock(), request.headers());
+        match caller {
+            Some(caller) if refuses_token(config.product, &caller, request.uri().path()) => {
+                state.lock().counters.unauthorized += 1;
+                bitbucket::not_permitted()
+            }
             Some(caller) => {
-                if caller == Caller::Anonymous && request.headers().contains_key(AUTHORIZATION) {
+                if caller.is_anonymous() && request.headers().contains_key(AUTHORIZATION) {
                     state.lock().counters.unauthorized += 1;
                 }
                 let mut request = request;
@@ -128,32 +126,24 @@ pub(crate) async fn gate(
     response
 }
 
-/// `Some(caller)` for valid or missing credentials, `None` for credentials to refuse with
-/// 401. A bad bearer token on Confluence is the anonymous user.
-fn authenticate(config: &Config, headers: &HeaderMap) -> Option<Caller> {
-    let Some(value) = headers.get(AUTHORIZATION) else {
-        return Some(Caller::Anonymous);
-    };
-    let value = value.to_str().unwrap_or_default();
-    if let Some(token) = value.strip_prefix("Bearer ") {
-        if config.token.as_deref() == Some(token.trim()) {
-            return Some(Caller::Admin);
-        }
-        return (config.product == Product::Confluence).then_some(Caller::Anonymous);
-    }
-    if let Some(encoded) = value.strip_prefix("Basic ") {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())?;
-        let (user, password) = decoded.split_once(':')?;
-        let accepted = config
-            .basic
-            .as_ref()
-            .is_some_and(|(u, p)| u == user && p == password);
-        return accepted.then_some(Caller::Admin);
-    }
-    None
+/// Whether Bitbucket refuses `caller` on `path` because it signed in with an HTTP access
+/// token (a bearer token) and `path` is an administrative endpoint (`/rest/api/*/admin/…`).
+///
+/// Follows Atlassian's KB "How to use OAuth2 tokens for administrative endpoints of
+/// Bitbucket Data Center" (and BSERV-10482, "Create admin personal tokens for admin endpoints
+/// in Bitbucket Server REST API"): Bitbucket Data Center does not accept HTTP access tokens
+/// on administrative and user-management endpoints, only Basic auth or OAuth 2.0. The answer
+/// is Bitbucket's authorisation failure, 401 with an `AuthorisationException` ("You are not
+/// permitted to access this resource"), the status the 8.14 OpenAPI document gives these
+/// endpoints for a caller without the permission they need.
+fn refuses_token(product: Product, caller: &Caller, path: &str) -> bool {
+    product == Product::Bitbucket
+        && caller.by_token()
+        && path
+            .split('/')
+            .skip_while(|segment| *segment != "api")
+            .nth(2)
+            == Some("admin")
 }
 
 /// The product's 401 answer.

@@ -3,8 +3,13 @@
 //! Errors are `{"errorMessages":[…],"errors":{field: message}}`. Usernames are stored lower
 //! case; users are addressed by `username=` or `key=`. Version behaviour follows
 //! [`JiraVersion`](crate::JiraVersion): 10.3 has the `/user/list` cursor endpoint and caps
-//! `/user/search` at 100; 9.12 has no `/user/list` and stops `/user/search` at the first
-//! 1,000 users. `group/member` pages 50 at most. A 400 answers an add of an existing member.
+//! `/user/search` at 100; 10.1 caps `/user/search` at 100 too but has no `/user/list`; 9.12
+//! has no `/user/list` and stops `/user/search` at the first 1,000 users. `group/member`
+//! pages 50 at most. A 400 answers an add of an existing member.
+//!
+//! Rights: reading users and groups needs a signed-in caller (401 otherwise); writes and
+//! `group/member` need the `ADMINISTER` global permission (403 otherwise);
+//! `mypermissions` answers anyone what it holds (the `access` module says who holds what).
 
 use axum::Router;
 use axum::body::Bytes;
@@ -17,7 +22,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::JiraVersion;
-use crate::gate::Caller;
+use crate::access::Caller;
 use crate::reply::{self, Params};
 use crate::store::{Account, StateHandle, Store};
 
@@ -34,6 +39,7 @@ pub(crate) fn routes() -> Router<StateHandle> {
     let api = Router::new()
         .route("/serverInfo", get(server_info))
         .route("/myself", get(myself))
+        .route("/mypermissions", get(my_permissions))
         .route(
             "/user",
             get(get_user)
@@ -65,14 +71,27 @@ fn field_error(field: &str, message: &str) -> Response {
     )
 }
 
-fn require_admin(caller: Caller) -> Result<(), Response> {
-    match caller {
-        Caller::Admin => Ok(()),
-        Caller::Anonymous => Err(error(
+/// A signed-in caller, or Jira's 401.
+fn require_user(caller: &Caller) -> Result<(), Response> {
+    if caller.is_anonymous() {
+        return Err(error(
             401,
             "You are not authenticated. Authentication required to perform this operation.",
-        )),
+        ));
     }
+    Ok(())
+}
+
+/// A caller holding `ADMINISTER`: 401 for nobody, 403 for a caller without it.
+fn require_admin(state: &StateHandle, caller: &Caller) -> Result<(), Response> {
+    require_user(caller)?;
+    if !caller.jira_administer(&state.lock()) {
+        return Err(error(
+            403,
+            "You do not have the permission to perform this operation: it needs the Jira Administrators global permission.",
+        ));
+    }
+    Ok(())
 }
 
 fn user_json(base: &str, account: &Account, groups: Option<Vec<&str>>) -> Value {
@@ -149,14 +168,15 @@ async fn myself(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_user(&caller));
     let base = reply::base_url(&headers);
-    let name = state
-        .config()
-        .basic
-        .as_ref()
-        .map_or("admin", |(user, _)| user.as_str())
-        .to_owned();
+    if let Caller::Account { login, .. } = &caller {
+        let store = state.lock();
+        if let Some(account) = store.account_by_name(login) {
+            return reply::json(200, user_json(&base, account, None));
+        }
+    }
+    let name = caller.login(state.config()).unwrap_or_default();
     reply::json(
         200,
         json!({
@@ -167,13 +187,66 @@ async fn myself(
     )
 }
 
+/// The global permissions `mypermissions` knows: key, id, name.
+const GLOBAL_PERMISSIONS: [(&str, &str, &str); 4] = [
+    ("ADMINISTER", "0", "Jira Administrators"),
+    ("SYSTEM_ADMIN", "44", "Jira System Administrators"),
+    ("USER_PICKER", "27", "Browse Users"),
+    ("CREATE_SHARED_OBJECTS", "22", "Create Shared Objects"),
+];
+
+/// `GET /rest/api/2/mypermissions?permissions=ADMINISTER,SYSTEM_ADMIN`: whether the caller
+/// holds each global permission asked for (every known one when `permissions` is absent), as
+/// `{"permissions": {KEY: {id, key, name, type, description, havePermission}}}`.
+///
+/// Follows Jira Data Center's REST reference, "mypermissions" (`GET
+/// /rest/api/2/mypermissions`, "Returns all permissions in the system and whether the
+/// currently logged in user has them"), with the `permissions` filter of comma-separated
+/// keys. Keys the emulator does not know are left out. A caller without credentials holds
+/// nothing.
+async fn my_permissions(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<Params>,
+) -> Response {
+    let wanted: Option<Vec<String>> = params.get("permissions").map(|keys| {
+        keys.split(',')
+            .map(|key| key.trim().to_uppercase())
+            .collect()
+    });
+    let store = state.lock();
+    let mut permissions = serde_json::Map::new();
+    for (key, id, name) in GLOBAL_PERMISSIONS {
+        if wanted
+            .as_ref()
+            .is_some_and(|wanted| !wanted.iter().any(|w| w == key))
+        {
+            continue;
+        }
+        let have = match key {
+            "ADMINISTER" => caller.jira_administer(&store),
+            "SYSTEM_ADMIN" => caller.jira_system_admin(&store),
+            _ => !caller.is_anonymous(),
+        };
+        permissions.insert(
+            key.to_owned(),
+            json!({
+                "id": id, "key": key, "name": name, "type": "GLOBAL",
+                "description": format!("The {name} global permission."),
+                "havePermission": have,
+            }),
+        );
+    }
+    reply::json(200, json!({ "permissions": permissions }))
+}
+
 async fn get_user(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_user(&caller));
     let store = state.lock();
     let account = tri!(find_user(&store, &params));
     let expand_groups = params
@@ -195,7 +268,7 @@ async fn search_users(
     headers: HeaderMap,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_user(&caller));
     let Some(query) = params.get("username").map(|q| q.to_lowercase()) else {
         return error(400, "The username query parameter was not provided");
     };
@@ -219,7 +292,7 @@ async fn search_users(
             .skip(start_at)
             .take(max_results.min(SEARCH_CAP_9))
             .collect(),
-        JiraVersion::V10_3 => matches
+        JiraVersion::V10_1 | JiraVersion::V10_3 => matches
             .into_iter()
             .take(max_results.min(SEARCH_CAP_10))
             .collect(),
@@ -250,10 +323,10 @@ async fn list_users(
     headers: HeaderMap,
     Query(params): Query<Params>,
 ) -> Response {
-    if state.config().jira_version == JiraVersion::V9_12 {
+    if !state.config().jira_version.has_user_list() {
         return reply::empty(404);
     }
-    tri!(require_admin(caller));
+    tri!(require_user(&caller));
     let max_results =
         tri!(reply::number(&params, "maxResults", USER_LIST_DEFAULT).map_err(|m| error(400, &m)))
             .clamp(1, USER_LIST_DEFAULT);
@@ -303,7 +376,7 @@ async fn create_user(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_admin(&state, &caller));
     let body = tri!(reply::object(&body).map_err(|m| error(400, &m)));
     let name = reply::text(&body, "name")
         .unwrap_or_default()
@@ -347,7 +420,7 @@ async fn update_user(
     Query(params): Query<Params>,
     body: Bytes,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_admin(&state, &caller));
     let body = tri!(reply::object(&body).map_err(|m| error(400, &m)));
     let mut store = state.lock();
     let account = tri!(find_user(&store, &params)).clone();
@@ -419,7 +492,7 @@ async fn delete_user(
     Extension(caller): Extension<Caller>,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_admin(&state, &caller));
     let mut store = state.lock();
     let account = tri!(find_user(&store, &params)).clone();
     if account.read_only {
@@ -438,7 +511,7 @@ async fn pick_groups(
     Extension(caller): Extension<Caller>,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_user(&caller));
     let query = params
         .get("query")
         .map(|q| q.to_lowercase())
@@ -473,7 +546,7 @@ async fn create_group(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_admin(&state, &caller));
     let body = tri!(reply::object(&body).map_err(|m| error(400, &m)));
     let name = reply::text(&body, "name")
         .unwrap_or_default()
@@ -496,7 +569,7 @@ async fn delete_group(
     Extension(caller): Extension<Caller>,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_admin(&state, &caller));
     let Some(name) = params.get("groupname") else {
         return error(400, "The groupname query parameter was not provided");
     };
@@ -514,7 +587,7 @@ async fn group_members(
     headers: HeaderMap,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_admin(&state, &caller));
     let Some(name) = params.get("groupname") else {
         return error(400, "The groupname query parameter was not provided");
     };
@@ -565,7 +638,7 @@ async fn add_member(
     Query(params): Query<Params>,
     body: Bytes,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_admin(&state, &caller));
     let Some(group_name) = params.get("groupname") else {
         return error(400, "The groupname query parameter was not provided");
     };
@@ -608,7 +681,7 @@ async fn remove_member(
     Extension(caller): Extension<Caller>,
     Query(params): Query<Params>,
 ) -> Response {
-    tri!(require_admin(caller));
+    tri!(require_admin(&state, &caller));
     let (Some(group_name), Some(user_name)) = (params.get("groupname"), params.get("username"))
     else {
         return error(

@@ -5,11 +5,14 @@
 //! documented user and group endpoints, written from `shared/reference/atlassian-rest.md` and
 //! Bitbucket's OpenAPI document, independently of the `atlassian` client: real paths, bodies,
 //! status codes, paging envelopes and error shapes; bearer and basic auth (Confluence answers
-//! an invalid token as the anonymous user, like the real one); in-memory state.
+//! an invalid token as the anonymous user, like the real one; Bitbucket refuses HTTP access
+//! tokens on its administrative endpoints, like the real one); each caller's rights (the
+//! `access` module); in-memory state.
 //!
 //! Switches for testing clients ([`Config`]): latency before every answer, a token-bucket rate
 //! limit answering 429 with `Retry-After` and `X-RateLimit-*` on every answer, injected 503s,
-//! Jira 10.3 or 9.12 behaviour, a licence seat limit, Bitbucket's global permissions.
+//! Jira 10.3, 10.1 or 9.12 behaviour, a licence seat limit, Bitbucket's global permissions,
+//! callers with fewer rights than the administrator.
 //!
 //! Test endpoints, outside auth and rate limit: `GET /_emulator/state` (accounts, groups,
 //! memberships, permissions and counters, see [`store::Dump`]), `POST /_emulator/reset` (back
@@ -31,6 +34,7 @@ macro_rules! tri {
     };
 }
 
+mod access;
 mod bitbucket;
 mod confluence;
 mod control;
@@ -59,6 +63,10 @@ pub enum JiraVersion {
     /// 10.3 LTS: `GET /user/list` with a cursor; `/user/search` answers at most 100 users and
     /// ignores `startAt`.
     V10_3,
+    /// 10.1: no `/user/list` yet (404), and `/user/search` answers at most 100 users and
+    /// ignores `startAt` (JRASERVER-78660, JRASERVER-78520): the version where a listing by
+    /// search alone is capped at 100.
+    V10_1,
     /// 9.12 LTS: no `/user/list` (404); `/user/search` stops at the first 1,000 users.
     V9_12,
 }
@@ -67,8 +75,14 @@ impl JiraVersion {
     fn version_numbers(self) -> [u32; 3] {
         match self {
             JiraVersion::V10_3 => [10, 3, 0],
+            JiraVersion::V10_1 => [10, 1, 0],
             JiraVersion::V9_12 => [9, 12, 0],
         }
+    }
+
+    /// Whether `GET /rest/api/2/user/list` exists (10.3 LTS and later).
+    fn has_user_list(self) -> bool {
+        self == JiraVersion::V10_3
     }
 }
 
@@ -92,8 +106,10 @@ pub struct Config {
     /// The most groups one Jira `groups/picker` call answers (the server property
     /// `jira.ajax.autocomplete.limit`).
     pub jira_picker_limit: usize,
-    /// Active accounts the licence allows; creates beyond it answer Confluence 402 or
-    /// Bitbucket 403. `None` is unlimited.
+    /// Active accounts the licence allows; `None` is unlimited. Confluence answers 402 to a
+    /// create beyond it. Bitbucket answers 403 to a create into the default group, or an add
+    /// to a group that grants a licence (`stash-users` or a group with a global permission),
+    /// of an account without a licence once that many active accounts hold one.
     pub license_seats: Option<usize>,
     /// Keep a log of every request (time, method, URI, body, status) in the state dump; for
     /// tests that check timing.
@@ -103,12 +119,16 @@ pub struct Config {
     /// Bitbucket's global permissions at start and after `POST /_emulator/reset`; each names
     /// a user or a group of [`Config::seed`]. Must be empty for Jira and Confluence.
     pub permissions: Vec<store::SeedPermission>,
+    /// Accounts of [`Config::seed`] that may sign in besides the administrator of `token`
+    /// and `basic`, each with the rights the directory gives it.
+    pub callers: Vec<store::SeedCaller>,
 }
 
 impl Config {
     /// A config for `product` on a free port with the test credentials (token `test-token`,
-    /// basic `admin`/`admin`), no latency, no rate limit, no failures, Jira 10.3, and an empty
-    /// directory with no global permissions.
+    /// basic `admin`/`admin`, both a system administrator), no latency, no rate limit, no
+    /// failures, Jira 10.3, and an empty directory with no global permissions and no other
+    /// callers.
     pub fn for_tests(product: Product) -> Config {
         Config {
             product,
@@ -124,6 +144,7 @@ impl Config {
             record_requests: false,
             seed: store::Seed::default(),
             permissions: Vec::new(),
+            callers: Vec::new(),
         }
     }
 }

@@ -36,7 +36,8 @@ struct Args {
     /// Answer every Nth request with 503; 0 never.
     #[arg(long = "fail-503-every", default_value_t = 0)]
     fail_503_every: u64,
-    /// Jira version: 10.3 (cursor /user/list) or 9.12 (no /user/list, /user/search capped at 1000).
+    /// Jira version: 10.3 (cursor /user/list), 10.1 (no /user/list, /user/search capped at
+    /// 100) or 9.12 (no /user/list, /user/search capped at 1000).
     #[arg(long, value_enum, default_value = "10.3")]
     jira_version: JiraVersionArg,
     /// The most groups one Jira groups/picker call answers.
@@ -48,8 +49,8 @@ struct Args {
     /// Keep a log of every request in the state dump.
     #[arg(long)]
     record_requests: bool,
-    /// JSON file with initial accounts, groups, memberships and (Bitbucket) global
-    /// permissions.
+    /// JSON file with initial accounts, groups, memberships, (Bitbucket) global permissions
+    /// and callers that may sign in besides the administrator.
     #[arg(long)]
     seed_file: Option<PathBuf>,
 }
@@ -65,6 +66,8 @@ enum ProductArg {
 enum JiraVersionArg {
     #[value(name = "10.3")]
     V10_3,
+    #[value(name = "10.1")]
+    V10_1,
     #[value(name = "9.12")]
     V9_12,
 }
@@ -82,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("invalid seed file {}", path.display()))?
         }
     };
-    let (seed, permissions) = seed.into_parts();
+    let (seed, permissions, callers) = seed.into_parts();
     let config = emulator::Config {
         product: match args.product {
             ProductArg::Jira => emulator::Product::Jira,
@@ -97,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
         fail_503_every: args.fail_503_every,
         jira_version: match args.jira_version {
             JiraVersionArg::V10_3 => emulator::JiraVersion::V10_3,
+            JiraVersionArg::V10_1 => emulator::JiraVersion::V10_1,
             JiraVersionArg::V9_12 => emulator::JiraVersion::V9_12,
         },
         jira_picker_limit: args.jira_picker_limit,
@@ -104,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
         record_requests: args.record_requests,
         seed,
         permissions,
+        callers,
     };
     let running = emulator::spawn(config)
         .await

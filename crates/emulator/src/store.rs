@@ -1,6 +1,6 @@
-//! The emulator's in-memory directory (accounts, groups, memberships, and Bitbucket's
-//! global permissions), its counters and request log, and the JSON shapes of the test
-//! endpoints: [`SeedDocument`] in, [`Dump`] out.
+//! The emulator's in-memory directory (accounts, groups, memberships, Bitbucket's global
+//! permissions, and the seeded callers who may sign in), its counters and request log, and
+//! the JSON shapes of the test endpoints: [`SeedDocument`] in, [`Dump`] out.
 //!
 //! Accounts are kept in creation order under a numeric id; each also has the product's
 //! stable key (Jira `JIRAUSER…` key, Confluence 32-hex `userKey`, Bitbucket slug) and a
@@ -31,7 +31,9 @@ pub struct Seed {
 /// The initial state of an emulator as JSON, for `--seed-file` and `POST /_emulator/seed`:
 /// a [`Seed`] with, for Bitbucket, the global permissions, for example
 /// `{"accounts": [...], "permissions": [{"user": "ops-admin", "permission": "SYS_ADMIN"},
-/// {"group": "bb-admins", "permission": "ADMIN"}]}`. Every field may be left out.
+/// {"group": "bb-admins", "permission": "ADMIN"}]}`, and the accounts that may sign in
+/// (`"callers": [{"login": "svc", "password": "pw"}]`, see [`SeedCaller`]). Every field may
+/// be left out.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedDocument {
@@ -43,17 +45,53 @@ pub struct SeedDocument {
     pub memberships: Vec<SeedMembership>,
     #[serde(default)]
     pub permissions: Vec<SeedPermission>,
+    #[serde(default)]
+    pub callers: Vec<SeedCaller>,
 }
 
 impl SeedDocument {
-    /// The directory and the global permissions.
-    pub fn into_parts(self) -> (Seed, Vec<SeedPermission>) {
+    /// The directory, the global permissions and the callers.
+    pub fn into_parts(self) -> (Seed, Vec<SeedPermission>, Vec<SeedCaller>) {
         let seed = Seed {
             accounts: self.accounts,
             groups: self.groups,
             memberships: self.memberships,
         };
-        (seed, self.permissions)
+        (seed, self.permissions, self.callers)
+    }
+}
+
+/// An account of the seed that may sign in, with a password (basic auth), a token (bearer),
+/// or both; it holds the rights the directory gives it (see the `access` module: Jira's
+/// administrator groups, `confluence-administrators`, Bitbucket's global permissions).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedCaller {
+    /// The login of an account of the seed.
+    pub login: String,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+impl SeedCaller {
+    /// The account `login`, signing in with basic auth and `password`.
+    pub fn with_password(login: &str, password: &str) -> SeedCaller {
+        SeedCaller {
+            login: login.to_owned(),
+            password: Some(password.to_owned()),
+            token: None,
+        }
+    }
+
+    /// The account `login`, signing in with the bearer token `token`.
+    pub fn with_token(login: &str, token: &str) -> SeedCaller {
+        SeedCaller {
+            login: login.to_owned(),
+            password: None,
+            token: Some(token.to_owned()),
+        }
     }
 }
 
@@ -218,7 +256,12 @@ pub(crate) struct Shared {
 
 impl StateHandle {
     pub(crate) fn new(config: Config) -> Result<StateHandle, Error> {
-        let store = Store::seeded(config.product, &config.seed, &config.permissions)?;
+        let store = Store::seeded(
+            config.product,
+            &config.seed,
+            &config.permissions,
+            &config.callers,
+        )?;
         let bucket = Bucket::new(config.rate_limit);
         Ok(StateHandle(Arc::new(Shared {
             config,
@@ -257,17 +300,28 @@ impl StateHandle {
     }
 
     /// Replaces the directory with `seed` and the global permissions with `permissions`
-    /// (Bitbucket only), and zeroes the counters.
+    /// (Bitbucket only), with no seeded callers, and zeroes the counters.
     pub fn seed_with(&self, seed: &Seed, permissions: &[SeedPermission]) -> Result<(), Error> {
-        let store = Store::seeded(self.product(), seed, permissions)?;
+        self.seed_with_callers(seed, permissions, &[])
+    }
+
+    /// Replaces the directory with `seed`, the global permissions with `permissions`
+    /// (Bitbucket only) and the seeded callers with `callers`, and zeroes the counters.
+    pub fn seed_with_callers(
+        &self,
+        seed: &Seed,
+        permissions: &[SeedPermission],
+        callers: &[SeedCaller],
+    ) -> Result<(), Error> {
+        let store = Store::seeded(self.product(), seed, permissions, callers)?;
         *self.lock() = store;
         Ok(())
     }
 
-    /// Back to the seed and the permissions the emulator was started with.
+    /// Back to the seed, the permissions and the callers the emulator was started with.
     pub fn reset(&self) -> Result<(), Error> {
         let config = &self.0.config;
-        self.seed_with(&config.seed, &config.permissions)
+        self.seed_with_callers(&config.seed, &config.permissions, &config.callers)
     }
 }
 
@@ -320,6 +374,8 @@ pub(crate) struct Store {
     memberships: BTreeSet<(String, u64)>,
     /// Bitbucket's global permissions: each holder's one (highest) permission.
     permissions: BTreeMap<Grantee, GlobalPermission>,
+    /// The accounts that may sign in.
+    callers: Vec<SeedCaller>,
     pub(crate) counters: Counters,
     pub(crate) requests: Vec<RequestRecord>,
     pub(crate) long_tasks: BTreeMap<String, LongTask>,
@@ -331,6 +387,7 @@ impl Store {
         product: Product,
         seed: &Seed,
         permissions: &[SeedPermission],
+        callers: &[SeedCaller],
     ) -> Result<Store, Error> {
         let mut store = Store {
             product,
@@ -341,6 +398,7 @@ impl Store {
             groups: BTreeMap::new(),
             memberships: BTreeSet::new(),
             permissions: BTreeMap::new(),
+            callers: Vec::new(),
             counters: Counters::default(),
             requests: Vec::new(),
             long_tasks: BTreeMap::new(),
@@ -378,7 +436,58 @@ impl Store {
             store.add_member(&membership.group, account_id);
         }
         store.seed_permissions(permissions)?;
+        store.seed_callers(callers)?;
         Ok(store)
+    }
+
+    /// Takes the seeded callers; each names an account of the seed and a password or a
+    /// token.
+    fn seed_callers(&mut self, callers: &[SeedCaller]) -> Result<(), Error> {
+        for caller in callers {
+            if self.account_by_name(&caller.login).is_none() {
+                return Err(Error::Seed {
+                    message: format!("caller names unknown account {}", caller.login),
+                });
+            }
+            if caller.password.is_none() && caller.token.is_none() {
+                return Err(Error::Seed {
+                    message: format!("caller {} has neither a password nor a token", caller.login),
+                });
+            }
+        }
+        self.callers = callers.to_vec();
+        Ok(())
+    }
+
+    /// The seeded caller whose account is `login` (any case) with this password.
+    pub(crate) fn caller_with_password(&self, login: &str, password: &str) -> Option<&SeedCaller> {
+        self.callers.iter().find(|caller| {
+            caller.login.eq_ignore_ascii_case(login) && caller.password.as_deref() == Some(password)
+        })
+    }
+
+    /// The seeded caller with this token.
+    pub(crate) fn caller_with_token(&self, token: &str) -> Option<&SeedCaller> {
+        self.callers
+            .iter()
+            .find(|caller| caller.token.as_deref() == Some(token))
+    }
+
+    /// The global permission granted to the group `name`, if any.
+    pub(crate) fn group_permission(&self, name: &str) -> Option<GlobalPermission> {
+        self.permissions
+            .get(&Grantee::Group(name.to_lowercase()))
+            .copied()
+    }
+
+    /// An account's highest global permission, granted to it or to a group it is in.
+    pub(crate) fn highest_permission(&self, account_id: u64) -> Option<GlobalPermission> {
+        let direct = self.permissions.get(&Grantee::User(account_id)).copied();
+        self.groups_of(account_id)
+            .iter()
+            .filter_map(|group| self.group_permission(&group.name))
+            .chain(direct)
+            .max()
     }
 
     /// Grants the seed's global permissions; each must name exactly one existing user or
@@ -758,7 +867,7 @@ mod tests {
     use super::*;
 
     fn store(product: Product) -> Store {
-        Store::seeded(product, &Seed::default(), &[]).unwrap()
+        Store::seeded(product, &Seed::default(), &[], &[]).unwrap()
     }
 
     #[test]
@@ -837,7 +946,7 @@ mod tests {
             accounts: vec![],
         };
         assert!(matches!(
-            Store::seeded(Product::Jira, &seed, &[]),
+            Store::seeded(Product::Jira, &seed, &[], &[]),
             Err(Error::Seed { .. })
         ));
     }

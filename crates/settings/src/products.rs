@@ -9,6 +9,7 @@
 //! enabled = true                       # default
 //! endpoint = "https://jira.example.org"
 //! token_file = "/run/secrets/jira-token"   # or: user = "svc", password_file = "..."
+//!                                      # (Bitbucket: always user + password_file)
 //! max_concurrency = 16                 # default
 //! # max_requests_per_second = 50       # default: no ceiling of our own
 //! request_timeout_seconds = 30         # default
@@ -90,8 +91,10 @@ pub struct ProductSettings {
     pub enabled: bool,
     /// The product's base URL including any context path, e.g. `https://host/jira`.
     pub endpoint: String,
-    /// A personal access token (Bitbucket: an HTTP access token), sent as a bearer token;
-    /// set `token_file` to read it from a file. Set either this or `user` and `password`.
+    /// A personal access token (Jira 8.14+, Confluence 7.9+), sent as a bearer token; set
+    /// `token_file` to read it from a file. Set either this or `user` and `password`. Not for
+    /// Bitbucket, which refuses HTTP access tokens on the administrative endpoints keysync
+    /// calls ([`BITBUCKET_TOKEN_REFUSED`]).
     pub token: Option<Secret>,
     /// The user of basic authentication, with `password`.
     pub user: Option<String>,
@@ -140,6 +143,12 @@ pub struct ProductSettings {
     #[serde(default)]
     pub connectors: BTreeMap<String, ConnectorOverrides>,
 }
+
+/// Why `token` is refused for Bitbucket.
+pub const BITBUCKET_TOKEN_REFUSED: &str = "Bitbucket refuses HTTP access tokens on its \
+    administrative user and group endpoints, which are every call keysync makes (Atlassian KB \
+    \"How to use OAuth2 tokens for administrative endpoints of Bitbucket Data Center\", \
+    BSERV-10482); set `user` and `password_file` of an account with the ADMIN global permission";
 
 const REQUIRED_GROUPS_MOVED: &str = "required groups are set once per connector, as \
     `required_groups` in its [keycloak.<connector>] section, which both the fetch and the plan use";
@@ -234,6 +243,9 @@ impl ProductSettings {
         let endpoint = url::Url::parse(&self.endpoint)
             .map_err(|error| Invalid::new("endpoint", format!("not a URL: {error}")))?;
         let auth = match (&self.token, &self.user, &self.password) {
+            (Some(_), _, _) if product == Product::Bitbucket => {
+                return Err(Invalid::new("token", BITBUCKET_TOKEN_REFUSED));
+            }
             (Some(token), None, None) => Auth::Bearer(token.clone()),
             (None, Some(user), Some(password)) => Auth::Basic {
                 user: user.clone(),
@@ -431,6 +443,50 @@ mod tests {
                 .expect_err("two auths")
                 .key(),
             "token"
+        );
+    }
+
+    #[test]
+    fn a_token_for_bitbucket_is_refused_with_the_reason_and_basic_auth_is_taken() {
+        let file = load(
+            r#"
+            [products.jira]
+            endpoint = "http://127.0.0.1:8080"
+            token = "t"
+            [products.bitbucket]
+            endpoint = "http://127.0.0.1:7990"
+            token_file = "TOKEN_PATH"
+            "#,
+        )
+        .expect("loads");
+        let basic = load(
+            "[products.bitbucket]\nendpoint = \"http://127.0.0.1:7990\"\nuser = \"svc\"\npassword_file = \"TOKEN_PATH\"\n",
+        )
+        .expect("loads");
+
+        let error = file
+            .products
+            .get(Product::Bitbucket)
+            .expect("bitbucket")
+            .client_settings(Product::Bitbucket)
+            .expect_err("a token for Bitbucket");
+        let client = basic
+            .products
+            .get(Product::Bitbucket)
+            .expect("bitbucket")
+            .client_settings(Product::Bitbucket)
+            .expect("basic auth");
+
+        assert_eq!(error.key(), "token");
+        assert!(error.to_string().contains("BSERV-10482"), "{error}");
+        assert!(error.to_string().contains("password_file"), "{error}");
+        assert!(
+            matches!(&client.connection.auth, Auth::Basic { user, password } if user == "svc" && password.expose() == "s3cret")
+        );
+        let jira = file.products.get(Product::Jira).expect("jira");
+        assert!(
+            jira.client_settings(Product::Jira).is_ok(),
+            "Jira takes a token"
         );
     }
 

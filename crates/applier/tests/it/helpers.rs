@@ -91,15 +91,18 @@ pub struct TestEnv {
     pub planner_settings: planner::Settings,
 }
 
-/// A product section as the configuration file has it, with the default policy.
-pub fn product_section(endpoint: &str, token: &str) -> ProductSettings {
+/// A product section as the configuration file has it, with the default policy: a bearer
+/// token, or for Bitbucket (whose administrative endpoints refuse HTTP access tokens) the
+/// user `admin` with `token` as the password.
+pub fn product_section(product: Product, endpoint: &str, token: &str) -> ProductSettings {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let file = dir.path().join("product.toml");
-    std::fs::write(
-        &file,
-        format!("endpoint = \"{endpoint}\"\ntoken = \"{token}\"\n"),
-    )
-    .expect("writes the section");
+    let auth = match product {
+        Product::Bitbucket => format!("user = \"admin\"\npassword = \"{token}\"\n"),
+        _ => format!("token = \"{token}\"\n"),
+    };
+    std::fs::write(&file, format!("endpoint = \"{endpoint}\"\n{auth}"))
+        .expect("writes the section");
     config::load::<ProductSettings>(Some(&file)).expect("a valid product section")
 }
 
@@ -130,8 +133,15 @@ impl TestEnv {
         for (product, seed) in options.products.iter().zip(&options.seeds) {
             let mut config = emulator::Config::for_tests(emulated(*product));
             config.seed = seed.clone();
+            if *product == Product::Bitbucket {
+                config.basic = Some(("admin".to_owned(), PRODUCT_TOKEN.to_owned()));
+            }
             let running = emulator::spawn(config).await.expect("the emulator starts");
-            let section = Some(product_section(&running.url(), &options.product_token));
+            let section = Some(product_section(
+                *product,
+                &running.url(),
+                &options.product_token,
+            ));
             match product {
                 Product::Jira => sections.jira = section,
                 Product::Confluence => sections.confluence = section,

@@ -1,8 +1,9 @@
 //! The Bitbucket client against the Bitbucket emulator.
 
+use atlassian::config::Auth;
 use atlassian::{AccountRef, AccountUpdate, Directory, Error, Outcome};
 use emulator::Product;
-use emulator::store::{GlobalPermission, Seed, SeedPermission};
+use emulator::store::{GlobalPermission, Seed, SeedCaller, SeedPermission};
 
 use crate::helpers::*;
 
@@ -243,4 +244,105 @@ async fn fetch_state_reads_every_page_of_the_global_permissions() {
     );
     assert_eq!(count_requests(&emulator, "/admin/permissions/users?"), 3);
     assert_eq!(count_requests(&emulator, "/admin/permissions/groups?"), 3);
+}
+
+/// alice (licensed through `stash-users`) and bob (no group); `stash-users`, `developers`,
+/// `sysadmins` (granted SYS_ADMIN) and `bb-admins` (granted ADMIN, with ops in it); one
+/// licence seat; ops signs in with `ops-pw`.
+fn licensed_directory() -> emulator::Config {
+    let mut config = seeded(
+        Product::Bitbucket,
+        Seed {
+            accounts: ["alice", "bob", "ops"].map(seed_account).to_vec(),
+            groups: ["stash-users", "developers", "sysadmins", "bb-admins"]
+                .map(seed_group)
+                .to_vec(),
+            memberships: vec![
+                seed_membership("stash-users", "alice"),
+                seed_membership("bb-admins", "ops"),
+            ],
+        },
+    );
+    config.permissions = vec![
+        SeedPermission::group("sysadmins", GlobalPermission::SysAdmin),
+        SeedPermission::group("bb-admins", GlobalPermission::Admin),
+    ];
+    config.callers = vec![SeedCaller::with_password("ops", "ops-pw")];
+    config.license_seats = Some(1);
+    config
+}
+
+#[tokio::test]
+async fn an_add_beyond_the_licence_limit_is_reported_as_such() {
+    let emulator = spawn(licensed_directory()).await;
+    let client = bitbucket(&emulator);
+    let bob = AccountRef {
+        id: "bob",
+        login: "bob",
+    };
+
+    let unlicensed_group = client.add_member("developers", bob).await.unwrap();
+    let error = client.add_member("stash-users", bob).await.unwrap_err();
+
+    assert_eq!(unlicensed_group, Outcome::Applied);
+    assert!(
+        matches!(error, Error::LicenseLimit { status: 403, .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("licence limit reached"),
+        "{error}"
+    );
+    assert_eq!(emulator.state().dump().memberships.len(), 3);
+}
+
+#[tokio::test]
+async fn a_403_that_is_not_about_the_licence_is_forbidden() {
+    let mut config = licensed_directory();
+    config.license_seats = None;
+    let emulator = spawn(config).await;
+    // ops holds ADMIN; the group holds SYS_ADMIN, more than ops may hand out.
+    let client = bitbucket_with(connection_with(&emulator, basic("ops", "ops-pw")));
+    let bob = AccountRef {
+        id: "bob",
+        login: "bob",
+    };
+
+    let error = client.add_member("sysadmins", bob).await.unwrap_err();
+
+    assert!(
+        matches!(error, Error::Forbidden { status: 403, .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn http_access_tokens_are_refused_on_every_admin_endpoint() {
+    let emulator = spawn(seeded(
+        Product::Bitbucket,
+        Seed {
+            accounts: vec![seed_account("carol")],
+            ..Seed::default()
+        },
+    ))
+    .await;
+    let client = bitbucket_with(connection_with(
+        &emulator,
+        Auth::Bearer(config::Secret::new(TOKEN)),
+    ));
+
+    let read = client.fetch_state().await.unwrap_err();
+    let write = client
+        .create_account(&new_account("dave"))
+        .await
+        .unwrap_err();
+
+    for error in [read, write] {
+        assert!(
+            matches!(error, Error::Unauthorized { status: 401, .. }),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("not permitted"), "{error}");
+    }
+    assert_eq!(emulator.state().dump().accounts.len(), 1);
 }

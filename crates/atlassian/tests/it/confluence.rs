@@ -1,5 +1,9 @@
 //! The Confluence client against the Confluence emulator.
 
+use std::time::Duration;
+
+use atlassian::config::ConfluenceSettings;
+use atlassian::confluence::ConfluenceClient;
 use atlassian::{AccountRef, AccountUpdate, Directory, Error, Membership, Outcome};
 use emulator::Product;
 use emulator::store::Seed;
@@ -50,11 +54,15 @@ async fn update_account_cannot_rename() {
 }
 
 #[tokio::test]
-async fn delete_account_waits_for_the_long_task_to_finish() {
+async fn delete_account_waits_for_the_data_center_long_task_to_reach_100_percent() {
     let mut config = seeded(Product::Confluence, Seed::default());
     config.record_requests = true;
     let emulator = spawn(config).await;
-    let client = confluence(&emulator);
+    let mut settings = ConfluenceSettings::recommended();
+    settings.long_task_poll_interval = Duration::from_millis(20);
+    // Far longer than the task takes; a client waiting for Cloud's `finished` runs into it.
+    settings.long_task_timeout = Duration::from_secs(3);
+    let client = ConfluenceClient::new(connection(&emulator), settings).unwrap();
     let created = client.create_account(&new_account("erin")).await.unwrap();
     let account = AccountRef {
         id: &created.id,
@@ -76,6 +84,28 @@ async fn delete_account_waits_for_the_long_task_to_finish() {
         .unwrap();
     assert_eq!(delete.status, 202);
     assert!(count_requests(&emulator, "/rest/api/longtask/") >= 2);
+    let task_uri = &dump
+        .requests
+        .iter()
+        .find(|request| request.uri.starts_with("/rest/api/longtask/"))
+        .unwrap()
+        .uri;
+    let body = reqwest::Client::new()
+        .get(format!("{}{task_uri}", emulator.url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let task: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(task["percentageComplete"], 100, "{task}");
+    assert_eq!(task["successful"], true, "{task}");
+    assert!(
+        task.get("finished").is_none(),
+        "Data Center has no `finished`: {task}"
+    );
     assert_eq!(
         client.delete_account(account).await.unwrap(),
         Outcome::AlreadyDone

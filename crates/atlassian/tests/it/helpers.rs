@@ -23,9 +23,22 @@ pub async fn spawn_product(product: Product) -> Running {
     spawn(Config::for_tests(product)).await
 }
 
-/// A connection with the test token and short backoffs.
+/// A connection with the test credentials and short backoffs: the test token, except for
+/// Bitbucket, whose admin endpoints refuse HTTP access tokens, where it is Basic `admin`.
 pub fn connection(emulator: &Running) -> Connection {
-    connection_with(emulator, Auth::Bearer(config::Secret::new(TOKEN)))
+    let auth = match emulator.state().product() {
+        Product::Bitbucket => basic("admin", "admin"),
+        Product::Jira | Product::Confluence => Auth::Bearer(config::Secret::new(TOKEN)),
+    };
+    connection_with(emulator, auth)
+}
+
+/// Basic auth with `user` and `password`.
+pub fn basic(user: &str, password: &str) -> Auth {
+    Auth::Basic {
+        user: user.to_owned(),
+        password: config::Secret::new(password),
+    }
 }
 
 pub fn connection_with(emulator: &Running, auth: Auth) -> Connection {

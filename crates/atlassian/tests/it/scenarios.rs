@@ -10,7 +10,7 @@
 use atlassian::config::Auth;
 use atlassian::{AccountRef, AccountUpdate, Client, Directory, Error, Outcome};
 use config::Secret;
-use emulator::store::{GlobalPermission, Seed, SeedPermission};
+use emulator::store::{GlobalPermission, Seed, SeedCaller, SeedPermission};
 use emulator::{Product, Running};
 
 use crate::helpers::*;
@@ -81,6 +81,19 @@ struct Expect {
     /// them (its global permissions); Jira's and Confluence's administrators are left to
     /// the policy's `protected_groups`.
     lists_administrators: bool,
+    /// The token is accepted on every endpoint the client calls: not by Bitbucket, whose
+    /// admin endpoints refuse HTTP access tokens (BSERV-10482).
+    accepts_token: bool,
+    /// The permission `test_connection` proves for the test administrator, and for a
+    /// member of [`Expect::admin_group`].
+    permission: &'static str,
+    group_permission: &'static str,
+    /// A group whose members hold the administrator rights the writes need: Jira's and
+    /// Confluence's by default, a Bitbucket group granted `ADMIN`.
+    admin_group: &'static str,
+    /// How a signed-in account without those rights is refused: Jira's `mypermissions`
+    /// answers 200 with `havePermission` false, Confluence 403, Bitbucket 401.
+    missing_permission_status: u16,
 }
 
 /// The table of [`Expect`]ations, one row per product.
@@ -100,6 +113,11 @@ fn expect(product: Product) -> Expect {
             bad_token_status: 401,
             bad_token_message: "rejected the credentials",
             lists_administrators: false,
+            accepts_token: true,
+            permission: "SYSTEM_ADMIN",
+            group_permission: "ADMINISTER",
+            admin_group: "jira-administrators",
+            missing_permission_status: 200,
         },
         Product::Confluence => Expect {
             missing_id: "nokey",
@@ -115,6 +133,11 @@ fn expect(product: Product) -> Expect {
             bad_token_status: 200,
             bad_token_message: "anonymous",
             lists_administrators: false,
+            accepts_token: true,
+            permission: "Confluence Administrator",
+            group_permission: "Confluence Administrator",
+            admin_group: "confluence-administrators",
+            missing_permission_status: 403,
         },
         Product::Bitbucket => Expect {
             missing_id: "ghost",
@@ -130,6 +153,11 @@ fn expect(product: Product) -> Expect {
             bad_token_status: 401,
             bad_token_message: "rejected the credentials",
             lists_administrators: true,
+            accepts_token: false,
+            permission: "ADMIN",
+            group_permission: "ADMIN",
+            admin_group: "bb-admins",
+            missing_permission_status: 401,
         },
     }
 }
@@ -232,7 +260,11 @@ async fn create_account_is_a_conflict_when_the_user_exists_with_other_details(pr
 
 scenario!(create_account_without_a_licence_seat_is_a_license_limit_error: confluence, bitbucket);
 async fn create_account_without_a_licence_seat_is_a_license_limit_error(product: Product) {
-    let mut config = seeded(product, one_account("alice"));
+    // Bitbucket's licence comes with its default group, which alice is in.
+    let mut seed = one_account("alice");
+    seed.groups = vec![seed_group("stash-users")];
+    seed.memberships = vec![seed_membership("stash-users", "alice")];
+    let mut config = seeded(product, seed);
     config.license_seats = Some(1);
     let emulator = spawn(config).await;
     let client = client_with(product, connection(&emulator));
@@ -246,6 +278,10 @@ async fn create_account_without_a_licence_seat_is_a_license_limit_error(product:
     assert!(
         matches!(error, Error::LicenseLimit { status, .. } if Some(status) == expected_status),
         "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("licence limit reached"),
+        "{error}"
     );
 }
 
@@ -532,24 +568,82 @@ async fn fetch_state_marks_the_administrators_the_product_lists(product: Product
     assert_eq!((state.accounts.len(), state.memberships.len()), (2, 2));
 }
 
-scenario!(test_connection_reports_the_user_and_the_version: jira, confluence, bitbucket);
-async fn test_connection_reports_the_user_and_the_version(product: Product) {
+scenario!(test_connection_reports_the_user_the_version_and_the_rights: jira, confluence, bitbucket);
+async fn test_connection_reports_the_user_the_version_and_the_rights(product: Product) {
     let emulator = spawn_product(product).await;
     let expect = expect(product);
     let token = Auth::Bearer(Secret::new(TOKEN));
-    let basic = Auth::Basic {
-        user: "admin".into(),
-        password: Secret::new("admin"),
-    };
 
-    for auth in [token, basic] {
+    for auth in [token, basic("admin", "admin")] {
+        let by_token = matches!(auth, Auth::Bearer(_));
         let client = client_with(product, connection_with(&emulator, auth));
-        let info = client.test_connection().await.unwrap();
+        let result = client.test_connection().await;
 
+        if by_token && !expect.accepts_token {
+            let error = result.unwrap_err();
+            assert!(
+                matches!(error, Error::MissingPermission { status: 401, .. }),
+                "{error:?}"
+            );
+            assert!(error.to_string().contains("BSERV-10482"), "{error}");
+            continue;
+        }
+        let info = result.unwrap();
         assert_eq!(info.product, client.product());
         assert_eq!(info.user.as_deref(), expect.user);
         assert_eq!(info.version.as_deref(), expect.version);
+        assert_eq!(info.permission.as_deref(), Some(expect.permission));
     }
+}
+
+scenario!(test_connection_names_the_permission_an_account_lacks: jira, confluence, bitbucket);
+async fn test_connection_names_the_permission_an_account_lacks(product: Product) {
+    let expect = expect(product);
+    let mut config = seeded(
+        product,
+        Seed {
+            accounts: vec![seed_account("svc"), seed_account("boss")],
+            groups: vec![seed_group(expect.admin_group), seed_group("users")],
+            memberships: vec![
+                seed_membership(expect.admin_group, "boss"),
+                seed_membership("users", "svc"),
+            ],
+        },
+    );
+    config.callers = vec![
+        SeedCaller::with_password("svc", "svc-pw"),
+        SeedCaller::with_password("boss", "boss-pw"),
+    ];
+    if product == Product::Bitbucket {
+        config.permissions = vec![
+            SeedPermission::group(expect.admin_group, GlobalPermission::Admin),
+            SeedPermission::group("users", GlobalPermission::LicensedUser),
+        ];
+    }
+    let emulator = spawn(config).await;
+    let as_svc = client_with(product, connection_with(&emulator, basic("svc", "svc-pw")));
+    let as_boss = client_with(
+        product,
+        connection_with(&emulator, basic("boss", "boss-pw")),
+    );
+
+    let refused = as_svc.test_connection().await.unwrap_err();
+    let proven = as_boss.test_connection().await.unwrap();
+
+    assert!(
+        matches!(
+            &refused,
+            Error::MissingPermission { status, permission, .. }
+                if *status == expect.missing_permission_status
+                    && permission.contains(expect.group_permission)
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        refused.to_string().contains(expect.group_permission),
+        "{refused}"
+    );
+    assert_eq!(proven.permission.as_deref(), Some(expect.group_permission));
 }
 
 scenario!(test_connection_with_a_bad_token_is_unauthorized: jira, confluence, bitbucket);

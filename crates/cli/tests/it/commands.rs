@@ -393,6 +393,13 @@ async fn config_check_names_the_bad_key_and_the_file_and_accepts_a_good_file() {
         ),
         (good.replace("[bus]", "[buss]"), "buss"),
         (
+            format!(
+                "{good}\n[control_plane.schedule.connectors.corp]\nenabled = true\n\
+                 timezone = \"Mars/Olympus\"\n"
+            ),
+            "control_plane.schedule.connectors.corp.timezone",
+        ),
+        (
             format!("{good}\n[products.jira]\nendpoint = \"http://127.0.0.1:8080\"\n"),
             "products.jira.token",
         ),
@@ -420,7 +427,7 @@ async fn test_connection_prints_each_check_and_fails_when_one_fails() {
         .expect("the Bitbucket emulator starts");
     let app = spawn_app_with(&format!(
         "[products.jira]\nendpoint = \"{}\"\ntoken = \"test-token\"\n\n\
-         [products.bitbucket]\nendpoint = \"{}\"\ntoken = \"wrong\"\nmax_retries = 0\n",
+         [products.bitbucket]\nendpoint = \"{}\"\nuser = \"admin\"\npassword = \"wrong\"\nmax_retries = 0\n",
         jira.url(),
         bitbucket.url()
     ))

@@ -1,6 +1,7 @@
 //! `TestConnection` against a real Keycloak realm and the product emulators, with the
 //! settings of the shared configuration file.
 
+use emulator::store::{GlobalPermission, Seed, SeedAccount, SeedCaller, SeedPermission};
 use emulator::{Config, Product};
 use proto::v1;
 use test_support::keycloak::{Keycloak, RealmSpec, UserSpec};
@@ -28,7 +29,7 @@ async fn test_connection_checks_keycloak_and_each_enabled_product_with_its_setti
         "[keycloak.corp]\nendpoint = \"{}\"\nrealm = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n\n\
          [products.jira]\nendpoint = \"{}\"\ntoken = \"test-token\"\n\n\
          [products.confluence]\nendpoint = \"{}\"\ntoken = \"not-the-token\"\nmax_retries = 0\n\n\
-         [products.bitbucket]\nenabled = false\nendpoint = \"http://127.0.0.1:9\"\ntoken = \"t\"\n",
+         [products.bitbucket]\nenabled = false\nendpoint = \"http://127.0.0.1:9\"\nuser = \"svc\"\npassword = \"pw\"\n",
         realm.base_url(),
         realm.name(),
         realm.client_id(),
@@ -73,6 +74,11 @@ async fn test_connection_checks_keycloak_and_each_enabled_product_with_its_setti
         Some("1")
     );
     assert!(checks[1].details.contains_key("version"), "{checks:#?}");
+    assert_eq!(
+        checks[1].details.get("permission").map(String::as_str),
+        Some("SYSTEM_ADMIN"),
+        "{checks:#?}"
+    );
     assert!(
         checks[2].message.contains("credentials"),
         "{}",
@@ -119,4 +125,119 @@ async fn test_connection_without_connectors_or_products_is_a_failed_precondition
         .await
         .expect_err("nothing configured");
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+}
+
+fn account(login: &str) -> SeedAccount {
+    SeedAccount {
+        login: login.to_owned(),
+        display_name: format!("{login} Example"),
+        email: format!("{login}@example.com"),
+        active: true,
+        read_only: false,
+    }
+}
+
+/// An emulator of `product` where `svc` (password `pw`) may sign in, with only the rights
+/// `grant` gives it.
+async fn with_service_account(
+    product: Product,
+    grant: impl FnOnce(&mut Config),
+) -> emulator::Running {
+    let mut config = Config::for_tests(product);
+    config.seed = Seed {
+        accounts: vec![account("svc")],
+        ..Seed::default()
+    };
+    config.callers = vec![SeedCaller::with_password("svc", "pw")];
+    grant(&mut config);
+    emulator::spawn(config).await.expect("the emulator starts")
+}
+
+#[tokio::test]
+async fn test_connection_fails_naming_the_permission_the_writes_need() {
+    let jira = with_service_account(Product::Jira, |_| {}).await;
+    let confluence = with_service_account(Product::Confluence, |_| {}).await;
+    // Licensed, so it may read users and groups, but no administrator.
+    let bitbucket = with_service_account(Product::Bitbucket, |config| {
+        config.permissions = vec![SeedPermission::user("svc", GlobalPermission::LicensedUser)];
+    })
+    .await;
+    let more_config = format!(
+        "[products.jira]\nendpoint = \"{}\"\nuser = \"svc\"\npassword = \"pw\"\n\n\
+         [products.confluence]\nendpoint = \"{}\"\nuser = \"svc\"\npassword = \"pw\"\n\n\
+         [products.bitbucket]\nendpoint = \"{}\"\nuser = \"svc\"\npassword = \"pw\"\n",
+        jira.url(),
+        confluence.url(),
+        bitbucket.url(),
+    );
+    let app = spawn_app_with(Options {
+        more_config,
+        ..Options::default()
+    })
+    .await;
+
+    let checks = app
+        .client
+        .clone()
+        .test_connection(v1::TestConnectionRequest::default())
+        .await
+        .expect("TestConnection")
+        .into_inner()
+        .checks;
+
+    let failed: Vec<(&str, bool)> = checks
+        .iter()
+        .map(|check| (check.target.as_str(), check.ok))
+        .collect();
+    assert_eq!(
+        failed,
+        [("jira", false), ("confluence", false), ("bitbucket", false)],
+        "{checks:#?}"
+    );
+    for (check, permission) in
+        checks
+            .iter()
+            .zip(["ADMINISTER", "Confluence Administrator", "ADMIN"])
+    {
+        assert!(
+            check.message.contains("lacks") && check.message.contains(permission),
+            "{}: {}",
+            check.target,
+            check.message
+        );
+    }
+}
+
+#[tokio::test]
+async fn test_connection_passes_an_administrator_and_says_what_it_holds() {
+    let bitbucket = with_service_account(Product::Bitbucket, |config| {
+        config.permissions = vec![SeedPermission::user("svc", GlobalPermission::Admin)];
+    })
+    .await;
+    let more_config = format!(
+        "[products.bitbucket]\nendpoint = \"{}\"\nuser = \"svc\"\npassword = \"pw\"\n",
+        bitbucket.url(),
+    );
+    let app = spawn_app_with(Options {
+        more_config,
+        ..Options::default()
+    })
+    .await;
+
+    let checks = app
+        .client
+        .clone()
+        .test_connection(v1::TestConnectionRequest::default())
+        .await
+        .expect("TestConnection")
+        .into_inner()
+        .checks;
+
+    assert_eq!(checks.len(), 1);
+    assert!(checks[0].ok, "{checks:#?}");
+    assert_eq!(
+        checks[0].details.get("permission").map(String::as_str),
+        Some("ADMIN")
+    );
+    assert!(checks[0].message.contains("ADMIN"), "{}", checks[0].message);
 }
