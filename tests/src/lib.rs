@@ -45,7 +45,7 @@ pub const DEADLINE: Duration = Duration::from_secs(120);
 /// The products, in the order the stack starts their emulators and appliers.
 pub const PRODUCTS: [Product; 3] = [Product::Jira, Product::Confluence, Product::Bitbucket];
 
-const API_TOKEN: &str = "e2e-api-token-0123456789abcdef";
+const API_TOKEN: &str = "e2e-api-token-0123456789abcdef0123456789abcdef";
 const PRODUCT_TOKEN: &str = "e2e-product-token";
 /// The password of the emulators' administrator `admin` (the emulator's default), which
 /// keysync signs in to Bitbucket with: Bitbucket refuses HTTP access tokens on its admin
@@ -183,12 +183,12 @@ impl Stack {
             + &realm
                 .name()
                 .replace(|c: char| !c.is_ascii_alphanumeric(), "");
-        std::fs::write(dir.path().join("api-token"), API_TOKEN)?;
-        std::fs::write(dir.path().join("product-token"), PRODUCT_TOKEN)?;
-        std::fs::write(dir.path().join("bitbucket-password"), BITBUCKET_PASSWORD)?;
-        std::fs::write(dir.path().join("kc-secret"), realm.client_secret())?;
+        write_secret(dir.path().join("api-token"), API_TOKEN)?;
+        write_secret(dir.path().join("product-token"), PRODUCT_TOKEN)?;
+        write_secret(dir.path().join("bitbucket-password"), BITBUCKET_PASSWORD)?;
+        write_secret(dir.path().join("kc-secret"), realm.client_secret())?;
         if let Some(second) = &second_realm {
-            std::fs::write(dir.path().join("kc-secret-2"), second.client_secret())?;
+            write_secret(dir.path().join("kc-secret-2"), second.client_secret())?;
         }
 
         let mut emulators = BTreeMap::new();
@@ -593,6 +593,14 @@ ack_wait_seconds = 5
     pub async fn bus(&self) -> anyhow::Result<async_nats::Client> {
         self.nats.connect().await
     }
+}
+
+/// Writes a secret file readable by its owner only, as a Kubernetes Secret mount with
+/// `defaultMode: 0400` would be.
+fn write_secret(path: PathBuf, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(&path, contents)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
 }
 
 /// The states a run ends in.
