@@ -42,6 +42,10 @@ pub struct Connection {
     pub max_backoff: Duration,
     /// Page size for listings; `None` uses each endpoint's documented default.
     pub page_size: Option<u32>,
+    /// PEM certificates (a CA bundle) trusted as roots besides the system's, for a product
+    /// whose certificate a private CA signed (the `ca_file` setting); `None` for the system's
+    /// roots only.
+    pub ca: Option<String>,
 }
 
 impl Connection {
@@ -60,7 +64,22 @@ impl Connection {
             initial_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(60),
             page_size: None,
+            ca: None,
         }
+    }
+
+    /// The certificates of [`Connection::ca`], none when it is not set, or why it is not a
+    /// PEM bundle (for an error that names `ca_file`).
+    pub fn ca_certificates(&self) -> Result<Vec<reqwest::Certificate>, String> {
+        let Some(pem) = &self.ca else {
+            return Ok(Vec::new());
+        };
+        let certificates = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+            .map_err(|error| format!("not a PEM certificate bundle: {error}"))?;
+        if certificates.is_empty() {
+            return Err("holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)".to_owned());
+        }
+        Ok(certificates)
     }
 
     /// Checks the settings without IO.
@@ -73,6 +92,13 @@ impl Connection {
         };
         if !matches!(self.endpoint.scheme(), "http" | "https") {
             return invalid("endpoint must be an http or https URL");
+        }
+        if !self.endpoint.username().is_empty() || self.endpoint.password().is_some() {
+            // It would be printed in errors, logs and `Debug`: credentials go in `auth`.
+            return invalid("endpoint must not carry a user or password");
+        }
+        if self.endpoint.query().is_some() {
+            return invalid("endpoint must not have a query");
         }
         if self.endpoint.cannot_be_a_base() {
             return invalid("endpoint must be a base URL");
@@ -87,6 +113,9 @@ impl Connection {
         }
         if self.page_size == Some(0) {
             return invalid("page_size must be at least 1");
+        }
+        if let Err(reason) = self.ca_certificates() {
+            return invalid(&format!("`ca_file` {reason}"));
         }
         match &self.auth {
             Auth::Bearer(token) if token.expose().is_empty() => invalid("the token is empty"),

@@ -10,6 +10,13 @@
 //!
 //! Every attempt is told to the client's [`RequestObserver`], if one is set, so the caller
 //! can measure latency, retries and 429s without this crate knowing any metrics library.
+//!
+//! No error or log line carries a request's URL: reqwest's errors end with it, and a
+//! Bitbucket user creation puts the initial password in its query, so every reqwest error
+//! goes through [`without_url`] before it is logged, returned or stored; log lines describe
+//! a request by its method and path only. The client trusts the extra roots of
+//! `Connection::ca` (`ca_file`), and building one for plain `http://` to another host logs
+//! [`::config::plaintext_warning`].
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,8 +37,10 @@ use crate::{Error, Product, RequestEvent, RequestObserver};
 /// bucket.
 const PACE_SAFETY_FACTOR: f64 = 0.97;
 
-/// One request, built by a product module without IO.
-#[derive(Clone, Debug, PartialEq)]
+/// One request, built by a product module without IO. Its `Debug` shows the names of the
+/// query parameters but no value and no body: a create carries the initial password in one
+/// or the other.
+#[derive(Clone, PartialEq)]
 pub(crate) struct ApiRequest {
     pub(crate) method: Method,
     /// The path below the endpoint without the segments appended to it (names, ids), for
@@ -77,6 +86,19 @@ impl ApiRequest {
     /// A short, secret-free description for logs and errors.
     fn describe(&self) -> String {
         format!("{} /{}", self.method, self.segments.join("/"))
+    }
+}
+
+impl fmt::Debug for ApiRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let query: Vec<&str> = self.query.iter().map(|(name, _)| *name).collect();
+        f.debug_struct("ApiRequest")
+            .field("method", &self.method)
+            .field("endpoint", &self.endpoint)
+            .field("segments", &self.segments)
+            .field("query", &query)
+            .field("body", &self.body.as_ref().map(|_| "[redacted]"))
+            .finish()
     }
 }
 
@@ -199,13 +221,30 @@ impl Http {
         let mut default_headers = HeaderMap::new();
         default_headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         default_headers.insert("X-Atlassian-Token", HeaderValue::from_static("no-check"));
-        let client = reqwest::Client::builder()
+        if let Some(warning) = ::config::plaintext_warning(connection.endpoint.as_str()) {
+            tracing::warn!(product = %product, "{product} endpoint: {warning}");
+        }
+        let ca_certificates = connection
+            .ca_certificates()
+            .map_err(|reason| config_error(format!("`ca_file` {reason}")))?;
+        let has_ca = !ca_certificates.is_empty();
+        let mut builder = reqwest::Client::builder()
             .default_headers(default_headers)
             .timeout(connection.request_timeout)
             .connect_timeout(connection.connect_timeout)
-            .pool_max_idle_per_host(connection.max_concurrency)
-            .build()
-            .map_err(|error| config_error(format!("cannot build the HTTP client: {error}")))?;
+            .pool_max_idle_per_host(connection.max_concurrency);
+        if has_ca {
+            builder = builder.tls_certs_merge(ca_certificates);
+        }
+        let client = builder.build().map_err(|error| {
+            let error = without_url(error);
+            if has_ca {
+                // The extra roots are what can make an otherwise fixed build fail.
+                config_error(format!("`ca_file` cannot be trusted: {error}"))
+            } else {
+                config_error(format!("cannot build the HTTP client: {error}"))
+            }
+        })?;
         Ok(Http {
             product,
             client,
@@ -297,7 +336,8 @@ impl Http {
                         response.bytes().await.map(|body| (status, headers, body))
                     }
                     Err(error) => Err(error),
-                };
+                }
+                .map_err(without_url);
                 self.observe(
                     request,
                     result.as_ref().ok().map(|(status, _, _)| *status),
@@ -396,6 +436,14 @@ impl Http {
         let half = full / 2;
         half + full.mul_f64(rand::rng().random_range(0.0..0.5))
     }
+}
+
+/// `error` without the URL reqwest appends to its message: a Bitbucket user creation
+/// carries the initial password in its query (and a URL may carry userinfo), so no HTTP
+/// error leaves this module, reaches a log line or is stored with its URL. Every reqwest
+/// error of [`Http::send`] goes through here.
+pub(crate) fn without_url(error: reqwest::Error) -> reqwest::Error {
+    error.without_url()
 }
 
 /// `Retry-After` in whole seconds (the form the Data Center products send).
@@ -682,6 +730,160 @@ mod tests {
         let last = *starts.last().unwrap();
         // Four may start at once (the bucket), the next eight take two seconds.
         assert!(last >= now + Duration::from_millis(1999));
+    }
+
+    /// Keeps every event's fields as text.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<String>>>);
+
+    struct FieldText<'a>(&'a mut String);
+
+    impl tracing::field::Visit for FieldText<'_> {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+            self.0.push_str(&format!("{}={value:?} ", field.name()));
+        }
+    }
+
+    impl tracing::Subscriber for Captured {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            let mut text = String::new();
+            span.record(&mut FieldText(&mut text));
+            self.0.lock().unwrap().push(text);
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+            let mut text = String::new();
+            values.record(&mut FieldText(&mut text));
+            self.0.lock().unwrap().push(text);
+        }
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut text = String::new();
+            event.record(&mut FieldText(&mut text));
+            self.0.lock().unwrap().push(text);
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    /// An error and all its causes, as a log line or a stored result would carry it.
+    fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+        let mut text = format!("{error} | {error:?}");
+        let mut source = error.source();
+        while let Some(cause) = source {
+            text.push_str(&format!(" | {cause} | {cause:?}"));
+            source = cause.source();
+        }
+        text
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_on_a_bitbucket_create_carries_neither_the_url_nor_the_password() {
+        // A port nobody listens on: the connection is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let endpoint = Url::parse(&format!("http://127.0.0.1:{port}/bitbucket")).unwrap();
+        let mut connection = Connection::new(
+            endpoint,
+            Auth::Basic {
+                user: "svc".into(),
+                password: ::config::Secret::new("admin-pw-7f3a"),
+            },
+        );
+        connection.max_retries = 1;
+        connection.initial_backoff = Duration::from_millis(1);
+        let http = Http::new(Product::Bitbucket, connection).expect("a client");
+        // As `bitbucket::create_user_request` builds it: the initial password in the query.
+        let request = ApiRequest::new(Method::POST, "rest/api/1.0/admin/users")
+            .query("name", "carol")
+            .query("password", "initial-pw-9c2e")
+            .query("notify", "false");
+        let printed = format!("{request:?}");
+        assert!(printed.contains("password"), "{printed}");
+        assert!(!printed.contains("initial-pw-9c2e"), "{printed}");
+        let captured = Captured::default();
+        let error = {
+            let _guard = tracing::subscriber::set_default(captured.clone());
+            http.send(&request).await.expect_err("connection refused")
+        };
+        assert!(
+            matches!(error, Error::Transport { attempts: 2, .. }),
+            "{error:?}"
+        );
+        let text = chain(&error);
+        let logged = captured.0.lock().unwrap().join("\n");
+        assert!(
+            logged.contains("Retrying after a transport error"),
+            "{logged}"
+        );
+        for secret in [
+            "initial-pw-9c2e",
+            "admin-pw-7f3a",
+            "password=",
+            "notify",
+            "?",
+        ] {
+            assert!(!text.contains(secret), "`{secret}` in the error: {text}");
+            assert!(!logged.contains(secret), "`{secret}` in the logs: {logged}");
+        }
+    }
+
+    /// A self-signed test CA (`openssl req -x509`, EC P-256), valid until 2126.
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBjDCCATGgAwIBAgIUfW1ZA+rv57RXl0MtFGYHLgXtfEAwCgYIKoZIzj0EAwIw
+GjEYMBYGA1UEAwwPa2V5c3luYyB0ZXN0IENBMCAXDTI2MTIwMjA5MjQyNloYDzIx
+MjYxMTA4MDkyNDI2WjAaMRgwFgYDVQQDDA9rZXlzeW5jIHRlc3QgQ0EwWTATBgcq
+hkjOPQIBBggqhkjOPQMBBwNCAASO/BiblT94IXjOB0eEDWdcPl96iXM9MjlqdQqQ
+PG0MEL81Z0R+Sr823mJKCHPVM7EIAXkUnjPexh5WYLcfHp8Jo1MwUTAdBgNVHQ4E
+FgQUvhUAF8Wx9hMYUf8Yw/FCrViIC0wwHwYDVR0jBBgwFoAUvhUAF8Wx9hMYUf8Y
+w/FCrViIC0wwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNJADBGAiEAzKwA
+GE0Ux/C1cARhafH8vJk0HsSsXTlS4Ry85SGaflACIQDOAGYGAMqAx3dmRlptcdlB
+S3yAlMPhTl7tsVVVfOUh/A==
+-----END CERTIFICATE-----";
+
+    #[test]
+    fn a_ca_bundle_is_trusted_and_a_bad_one_is_an_error_naming_ca_file() {
+        let connection = |ca: &str| {
+            let mut connection = Connection::new(
+                Url::parse("https://jira.example.org").unwrap(),
+                Auth::Bearer(::config::Secret::new("t")),
+            );
+            connection.ca = Some(ca.to_owned());
+            connection
+        };
+        Http::new(Product::Jira, connection(TEST_CA)).expect("a client trusting the CA");
+        for bad in [
+            "not a certificate",
+            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----",
+        ] {
+            let error = Http::new(Product::Jira, connection(bad)).expect_err(bad);
+            assert!(matches!(error, Error::Config { .. }), "{error:?}");
+            assert!(error.to_string().contains("`ca_file`"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_client_for_plain_http_to_another_host_logs_a_warning() {
+        let logged = |endpoint: &str| {
+            let captured = Captured::default();
+            let _guard = tracing::subscriber::set_default(captured.clone());
+            let connection = Connection::new(
+                Url::parse(endpoint).unwrap(),
+                Auth::Bearer(::config::Secret::new("t")),
+            );
+            Http::new(Product::Jira, connection).expect("a client");
+            captured.0.lock().unwrap().join("\n")
+        };
+        let remote = logged("http://jira.example.org/jira");
+        assert!(remote.contains("plain HTTP"), "{remote}");
+        assert!(remote.contains("http://jira.example.org"), "{remote}");
+        assert_eq!(logged("http://127.0.0.1:8080/jira"), "");
+        assert_eq!(logged("https://jira.example.org/jira"), "");
     }
 
     #[test]

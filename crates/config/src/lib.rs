@@ -14,8 +14,20 @@
 //! trailing newline dropped). It is resolved at load, so settings structs only ever see
 //! `client_secret`. Settings that hold a path are therefore named `*_path`, never `*_file`.
 //!
+//! A secret file should be readable by its owner only. When one is readable by its group
+//! or by others (Unix mode `& 0o077 != 0`), loading logs a warning that names the key and
+//! the file; with `strict_secret_files = true` at the top level of the file (or the
+//! variable `KEYSYNC_STRICT_SECRET_FILES=true`, which overrides it) loading fails instead,
+//! with an error that names the key. The loader takes `strict_secret_files` out of the
+//! settings, so no service declares it. Keys ending as [`PUBLIC_FILE_KEY_ENDINGS`] say
+//! (`ca_file`, `tls_cert_file`: certificates) are read the same way but hold nothing
+//! secret, and are not checked.
+//!
 //! Errors name the key and where its value came from, for example
 //! ``"`keycloak.corp.page_size` in /etc/keysync.toml: invalid type: found string "x", expected u32"``.
+//!
+//! [`plaintext_warning`] is the one wording of the warning about an `http://` endpoint on
+//! another host, which the clients log when they are built and the test connection shows.
 //!
 //! Architecture invariant: this crate knows figment, serde and the file system; it knows
 //! nothing of the settings of any one service.
@@ -38,6 +50,27 @@ pub const ENV_PREFIX: &str = "KEYSYNC_";
 /// The separator between nesting levels in an environment variable's name.
 pub const ENV_SEPARATOR: &str = "__";
 
+/// The top-level key that turns a secret file readable by group or others from a warning
+/// into an error.
+pub const STRICT_SECRET_FILES_KEY: &str = "strict_secret_files";
+
+/// The environment variable that sets [`STRICT_SECRET_FILES_KEY`] (`true` or `false`),
+/// overriding the file. It has no `__`, so it is read here rather than by the layer above.
+pub const STRICT_SECRET_FILES_ENV: &str = "KEYSYNC_STRICT_SECRET_FILES";
+
+/// Endings of the `*_file` keys whose files hold certificates, public data read like the
+/// others but never checked for permissions: `ca_file`, `tls_ca_file`, `tls_cert_file`. A
+/// CA bundle or a certificate is meant to be readable by everyone (a private key is not:
+/// `tls_key_file` is checked).
+pub const PUBLIC_FILE_KEY_ENDINGS: &[&str] = &["ca_file", "cert_file"];
+
+/// Whether the file of `file_key` holds public data (see [`PUBLIC_FILE_KEY_ENDINGS`]).
+pub fn is_public_file_key(file_key: &str) -> bool {
+    PUBLIC_FILE_KEY_ENDINGS
+        .iter()
+        .any(|ending| file_key.ends_with(ending))
+}
+
 /// Why settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -57,6 +90,18 @@ pub enum Error {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    /// `strict_secret_files` is on and a secret file is readable by group or others.
+    #[error(
+        "`{key}_file` in {origin}: secret file {} is readable by group or others (mode {mode:04o}); \
+         make it readable by its owner only (chmod 600), or set `strict_secret_files = false`",
+        path.display()
+    )]
+    SecretFileExposed {
+        key: String,
+        origin: String,
+        path: PathBuf,
+        mode: u32,
     },
     #[error("`{key}_file` in {origin}: expected a file path, found {found}")]
     SecretFileNotAPath {
@@ -199,8 +244,24 @@ pub fn extract<T: DeserializeOwned>(figment: &Figment) -> Result<T, Error> {
         .data()
         .map_err(|error| Error::Invalid(Box::new(error)))?;
     let metadata = figment.__metadata_map().unwrap_or_default();
+    let mut strict = None;
     for dict in data.values_mut() {
-        resolve_secret_files(dict, &mut Vec::new(), &metadata)?;
+        if let Some(value) = dict.remove(STRICT_SECRET_FILES_KEY) {
+            strict =
+                Some(parse_bool(&value).ok_or_else(|| {
+                    Invalid::new(STRICT_SECRET_FILES_KEY, "must be true or false")
+                })?);
+        }
+    }
+    if let Ok(value) = std::env::var(STRICT_SECRET_FILES_ENV) {
+        strict = Some(
+            parse_bool(&Value::from(value))
+                .ok_or_else(|| Invalid::new(STRICT_SECRET_FILES_ENV, "must be true or false"))?,
+        );
+    }
+    let strict = strict.unwrap_or(false);
+    for dict in data.values_mut() {
+        resolve_secret_files(dict, &mut Vec::new(), &metadata, strict)?;
     }
     let resolved = Figment::from(Resolved { data, metadata });
     // Lossy: a number or a boolean may be written as a string, which is how the
@@ -276,10 +337,88 @@ impl Provider for Resolved {
     }
 }
 
+/// `true`/`false`, as TOML or as the text of an environment variable.
+fn parse_bool(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(_, flag) => Some(*flag),
+        Value::String(_, text) => match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" => Some(true),
+            "false" | "0" | "" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Warns of a secret file that its group or others can read, or refuses it when `strict`.
+/// `metadata` is the open file's, so it is the file that is read.
+#[cfg(unix)]
+fn check_secret_file(
+    metadata: &std::fs::Metadata,
+    file: &Path,
+    dotted: &str,
+    origin: &str,
+    strict: bool,
+) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = metadata.permissions().mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    let error = Error::SecretFileExposed {
+        key: dotted.to_owned(),
+        origin: origin.to_owned(),
+        path: file.to_owned(),
+        mode,
+    };
+    if strict {
+        return Err(error);
+    }
+    tracing::warn!(key = %format!("{dotted}_file"), "{error}");
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_secret_file(
+    _: &std::fs::Metadata,
+    _: &Path,
+    _: &str,
+    _: &str,
+    _: bool,
+) -> Result<(), Error> {
+    Ok(())
+}
+
+/// The content of `file`, checked with [`check_secret_file`] unless `public`.
+fn read_value_file(
+    file: &Path,
+    dotted: &str,
+    origin: &str,
+    public: bool,
+    strict: bool,
+) -> Result<String, Error> {
+    use std::io::Read;
+    let failed = |source| Error::SecretFile {
+        key: dotted.to_owned(),
+        origin: origin.to_owned(),
+        path: file.to_owned(),
+        source,
+    };
+    let mut handle = std::fs::File::open(file).map_err(failed)?;
+    if !public {
+        let metadata = handle.metadata().map_err(failed)?;
+        check_secret_file(&metadata, file, dotted, origin, strict)?;
+    }
+    let mut content = String::new();
+    handle.read_to_string(&mut content).map_err(failed)?;
+    Ok(content)
+}
+
 fn resolve_secret_files(
     dict: &mut Dict,
     path: &mut Vec<String>,
     metadata: &Map<Tag, Metadata>,
+    strict: bool,
 ) -> Result<(), Error> {
     let file_keys: Vec<String> = dict
         .keys()
@@ -313,12 +452,8 @@ fn resolve_secret_files(
             });
         };
         let file = PathBuf::from(file);
-        let content = std::fs::read_to_string(&file).map_err(|source| Error::SecretFile {
-            key: dotted,
-            origin,
-            path: file.clone(),
-            source,
-        })?;
+        let public = is_public_file_key(&file_key);
+        let content = read_value_file(&file, &dotted, &origin, public, strict)?;
         let content = content
             .strip_suffix("\r\n")
             .or_else(|| content.strip_suffix('\n'))
@@ -330,7 +465,7 @@ fn resolve_secret_files(
     for (key, value) in dict.iter_mut() {
         if let Value::Dict(_, nested) = value {
             path.push(key.clone());
-            resolve_secret_files(nested, path, metadata)?;
+            resolve_secret_files(nested, path, metadata, strict)?;
             path.pop();
         }
     }
@@ -371,4 +506,36 @@ fn render_figment_error(error: &figment::Error) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// A warning when `endpoint` is plain `http://` to a host other than this machine
+/// (anything but `localhost`, `*.localhost`, `127.0.0.0/8` and `::1`): the credentials and
+/// tokens keysync sends, and the directory it reads, then cross the network unencrypted.
+/// `None` for `https://`, a loopback host, or text that is not a URL. The warning names the
+/// scheme, host and port only, never a path, a query or credentials in the URL.
+pub fn plaintext_warning(endpoint: &str) -> Option<String> {
+    let url = url::Url::parse(endpoint.trim()).ok()?;
+    if url.scheme() != "http" {
+        return None;
+    }
+    let loopback = match url.host()? {
+        url::Host::Domain(domain) => {
+            let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+            domain == "localhost" || domain.ends_with(".localhost")
+        }
+        url::Host::Ipv4(address) => address.is_loopback(),
+        url::Host::Ipv6(address) => address.is_loopback(),
+    };
+    if loopback {
+        return None;
+    }
+    let host = url.host_str()?;
+    let port = url
+        .port()
+        .map(|port| format!(":{port}"))
+        .unwrap_or_default();
+    Some(format!(
+        "http://{host}{port} is plain HTTP to another host: credentials, tokens and directory \
+         data cross the network unencrypted; use https://"
+    ))
 }

@@ -306,3 +306,143 @@ fn secret_prints_redacted() {
     assert_eq!(format!("{secret} {secret:?}"), "[redacted] [redacted]");
     assert_eq!(secret.expose(), "hunter2");
 }
+
+/// A secret file with `mode`, and a configuration naming it, with `strict` at the top.
+#[cfg(unix)]
+fn secret_file_with_mode(jail: &Jail, mode: u32, strict: &str) -> Result<(), figment::Error> {
+    use std::os::unix::fs::PermissionsExt;
+    jail.create_file("kc-secret", "s3cret\n")?;
+    let secret_path = jail.directory().join("kc-secret");
+    std::fs::set_permissions(&secret_path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    jail.create_file(
+        "keysync.toml",
+        &format!(
+            "{strict}\n[keycloak.corp]\nrealm = \"corp\"\nclient_secret_file = \"{}\"\n",
+            secret_path.display()
+        ),
+    )?;
+    Ok(())
+}
+
+#[cfg(unix)]
+#[test]
+fn strict_secret_files_refuses_a_secret_file_others_can_read_and_names_the_key() {
+    Jail::expect_with(|jail| {
+        secret_file_with_mode(jail, 0o644, "strict_secret_files = true")?;
+        let error = load(jail).expect_err("readable by others");
+        let message = error.to_string();
+        assert!(
+            matches!(error, Error::SecretFileExposed { mode: 0o644, .. }),
+            "{error:?}"
+        );
+        assert!(
+            message.starts_with("`keycloak.corp.client_secret_file` in "),
+            "{message}"
+        );
+        assert!(message.contains("0644"), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
+        Ok(())
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn strict_secret_files_takes_a_secret_file_only_its_owner_can_read() {
+    Jail::expect_with(|jail| {
+        secret_file_with_mode(jail, 0o600, "strict_secret_files = true")?;
+        let settings = load(jail).expect("owner only");
+        assert_eq!(settings.keycloak["corp"].client_secret.expose(), "s3cret");
+        Ok(())
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn a_secret_file_others_can_read_is_only_a_warning_unless_strict() {
+    Jail::expect_with(|jail| {
+        secret_file_with_mode(jail, 0o644, "")?;
+        let settings = load(jail).expect("a warning, not an error");
+        assert_eq!(settings.keycloak["corp"].client_secret.expose(), "s3cret");
+        secret_file_with_mode(jail, 0o640, "strict_secret_files = false")?;
+        load(jail).expect("strict is off");
+        Ok(())
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn strict_secret_files_can_be_set_by_the_environment() {
+    Jail::expect_with(|jail| {
+        secret_file_with_mode(jail, 0o640, "strict_secret_files = false")?;
+        jail.set_env(config::STRICT_SECRET_FILES_ENV, "true");
+        let error = load(jail).expect_err("the environment overrides the file");
+        assert!(
+            matches!(error, Error::SecretFileExposed { .. }),
+            "{error:?}"
+        );
+        jail.set_env(config::STRICT_SECRET_FILES_ENV, "maybe");
+        let error = load(jail).expect_err("not a boolean");
+        assert!(
+            error.to_string().contains(config::STRICT_SECRET_FILES_ENV),
+            "{error}"
+        );
+        Ok(())
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn a_ca_file_is_read_without_a_permission_check() {
+    #[derive(Debug, Deserialize)]
+    struct WithCa {
+        tls: Tls,
+    }
+    #[derive(Debug, Deserialize)]
+    struct Tls {
+        ca: String,
+    }
+    Jail::expect_with(|jail| {
+        use std::os::unix::fs::PermissionsExt;
+        jail.create_file("ca.pem", "-----BEGIN CERTIFICATE-----\n")?;
+        let ca = jail.directory().join("ca.pem");
+        std::fs::set_permissions(&ca, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        jail.create_file(
+            "keysync.toml",
+            &format!(
+                "strict_secret_files = true\n[tls]\nca_file = \"{}\"\n",
+                ca.display()
+            ),
+        )?;
+        let loaded: WithCa = config::load(Some(&jail.directory().join("keysync.toml")))
+            .expect("a CA bundle is public");
+        assert_eq!(loaded.tls.ca, "-----BEGIN CERTIFICATE-----");
+        assert!(config::is_public_file_key("tls_ca_file"));
+        assert!(config::is_public_file_key("tls_cert_file"));
+        assert!(!config::is_public_file_key("tls_key_file"));
+        assert!(!config::is_public_file_key("client_secret_file"));
+        Ok(())
+    });
+}
+
+#[test]
+fn plain_http_to_another_host_is_warned_of_without_the_path_or_credentials() {
+    let warning = config::plaintext_warning("http://svc:pw@sso.example.org:8080/auth?x=secret")
+        .expect("plain HTTP to another host");
+    assert!(warning.contains("http://sso.example.org:8080"), "{warning}");
+    assert!(warning.contains("https://"), "{warning}");
+    for hidden in ["svc", "pw", "auth", "secret"] {
+        assert!(!warning.contains(hidden), "`{hidden}` in {warning}");
+    }
+    assert!(config::plaintext_warning("http://10.0.0.5/jira").is_some());
+    for quiet in [
+        "https://sso.example.org",
+        "http://127.0.0.1:8080",
+        "http://127.1.2.3",
+        "http://[::1]:7990/bitbucket",
+        "http://localhost:8090",
+        "http://keycloak.localhost",
+        "not a url",
+    ] {
+        assert_eq!(config::plaintext_warning(quiet), None, "{quiet}");
+    }
+}

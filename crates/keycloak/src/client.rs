@@ -7,6 +7,12 @@
 //! long responses short when its transaction times out, keycloak#52033). A 401 gets one
 //! new token and one more try; a 403 is [`Error::MissingRole`] with the role the endpoint
 //! needs.
+//!
+//! Transport errors drop the URL reqwest puts in them (`reqwest::Error::without_url`)
+//! before they are logged or returned, so no query string reaches a log line or a stored
+//! result; the client credentials travel in the token request's body, never in a URL.
+//! [`Client::new`] trusts the extra roots of `ca` (`ca_file`) and logs
+//! [`::config::plaintext_warning`] for plain `http://` to another host.
 
 use std::{
     fmt,
@@ -185,14 +191,32 @@ impl Client {
             "openid-connect",
             "token",
         ])?;
-        let http = reqwest::Client::builder()
+        if let Some(warning) = ::config::plaintext_warning(&settings.endpoint) {
+            tracing::warn!(realm = %settings.realm, "Keycloak endpoint: {warning}");
+        }
+        let ca_certificates = settings.ca_certificates()?;
+        let has_ca = !ca_certificates.is_empty();
+        let mut builder = reqwest::Client::builder()
             .timeout(settings.timeout())
             .connect_timeout(settings.timeout().min(Duration::from_secs(10)))
             .pool_max_idle_per_host(settings.concurrency)
             .tcp_nodelay(true)
-            .user_agent(concat!("keysync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(Error::Build)?;
+            .user_agent(concat!("keysync/", env!("CARGO_PKG_VERSION")));
+        if has_ca {
+            builder = builder.tls_certs_merge(ca_certificates);
+        }
+        let http = builder.build().map_err(|error| {
+            let error = error.without_url();
+            if has_ca {
+                // The extra roots are what can make an otherwise fixed build fail.
+                Error::Settings(::config::Invalid::new(
+                    "ca_file",
+                    format!("cannot be trusted: {error}"),
+                ))
+            } else {
+                Error::Build(error)
+            }
+        })?;
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
@@ -287,7 +311,7 @@ impl Client {
                 Err(source) => {
                     return Attempt::Retry(Error::Transport {
                         endpoint: label(),
-                        source,
+                        source: source.without_url(),
                     });
                 }
             };
@@ -302,7 +326,7 @@ impl Client {
                 (_, Err(source)) => {
                     return Attempt::Retry(Error::Transport {
                         endpoint: label(),
-                        source,
+                        source: source.without_url(),
                     });
                 }
                 (status, Ok(body)) if status.is_success() => body,
@@ -390,7 +414,7 @@ impl Client {
             Err(source) => {
                 return Attempt::Retry(Error::Transport {
                     endpoint: label(),
-                    source,
+                    source: source.without_url(),
                 });
             }
         };
@@ -400,7 +424,7 @@ impl Client {
             Err(source) => {
                 return Attempt::Retry(Error::Transport {
                     endpoint: label(),
-                    source,
+                    source: source.without_url(),
                 });
             }
         };
@@ -472,4 +496,39 @@ fn body_excerpt(body: &[u8]) -> String {
 /// Keycloak answers `{"error":"Realm not found."}` for an admin path of a missing realm.
 fn is_realm_missing(body: &[u8]) -> bool {
     String::from_utf8_lossy(body).contains("Realm not found")
+}
+
+#[cfg(test)]
+mod tests {
+    use ::config::Secret;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_transport_error_carries_no_url() {
+        // A port nobody listens on: the connection is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut settings = KeycloakSettings::new(
+            &format!("http://127.0.0.1:{port}"),
+            "corp",
+            "keysync",
+            Secret::new("client-secret-5d1b"),
+        );
+        settings.retries = 0;
+        let client = Client::new(settings).expect("a client");
+        let error = client
+            .get::<serde_json::Value>(Endpoint::Users, &[], &[("search", "carol")])
+            .await
+            .expect_err("connection refused");
+        let Error::Transport { source, .. } = &error else {
+            panic!("not a transport error: {error:?}");
+        };
+        assert_eq!(source.url(), None);
+        let text = format!("{error} {error:?} {source} {source:?}");
+        assert!(!text.contains("client-secret-5d1b"), "{text}");
+        assert!(!text.contains("url: Some"), "{text}");
+    }
 }

@@ -47,6 +47,22 @@ pub struct KeycloakSettings {
     /// instead of every user of the realm. Default: empty, the whole realm.
     #[serde(default)]
     pub required_groups: Vec<String>,
+    /// PEM certificates (a CA bundle) trusted as roots besides the system's, for a Keycloak
+    /// whose certificate a private CA signed; set `ca_file` to read them from a file (a CA
+    /// bundle is public: its file is not checked for permissions). Default: none.
+    #[serde(default)]
+    pub ca: Option<String>,
+}
+
+/// The certificates of a PEM bundle, or why it is not one; the reason is for an error that
+/// names the key (`ca_file`).
+pub fn parse_ca_bundle(pem: &str) -> Result<Vec<reqwest::Certificate>, String> {
+    let certificates = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+        .map_err(|error| format!("not a PEM certificate bundle: {error}"))?;
+    if certificates.is_empty() {
+        return Err("holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)".to_owned());
+    }
+    Ok(certificates)
 }
 
 fn default_page_size() -> u32 {
@@ -78,6 +94,7 @@ impl KeycloakSettings {
             timeout_seconds: default_timeout_seconds(),
             retries: default_retries(),
             required_groups: Vec::new(),
+            ca: None,
         }
     }
 
@@ -87,6 +104,14 @@ impl KeycloakSettings {
             .map_err(|error| Invalid::new("endpoint", format!("not a URL: {error}")))?;
         if !matches!(endpoint.scheme(), "http" | "https") {
             return Err(Invalid::new("endpoint", "must be an http or https URL"));
+        }
+        if !endpoint.username().is_empty() || endpoint.password().is_some() {
+            // It would be printed in errors, logs and `Debug`: credentials go in
+            // `client_secret`.
+            return Err(Invalid::new(
+                "endpoint",
+                "must not carry a user or password (set `client_secret_file`)",
+            ));
         }
         if endpoint.query().is_some() || endpoint.fragment().is_some() {
             return Err(Invalid::new(
@@ -138,7 +163,17 @@ impl KeycloakSettings {
                 ));
             }
         }
+        self.ca_certificates()?;
         Ok(())
+    }
+
+    /// The certificates of `ca`, none when it is not set; a bad bundle is an error that
+    /// names `ca_file`.
+    pub fn ca_certificates(&self) -> Result<Vec<reqwest::Certificate>, Invalid> {
+        match &self.ca {
+            None => Ok(Vec::new()),
+            Some(pem) => parse_ca_bundle(pem).map_err(|reason| Invalid::new("ca_file", reason)),
+        }
     }
 
     pub fn timeout(&self) -> Duration {
@@ -178,7 +213,12 @@ mod tests {
 
     #[test]
     fn endpoint_must_be_an_http_url() {
-        for endpoint in ["sso.example.org", "ftp://sso.example.org", "http://x/?a=b"] {
+        for endpoint in [
+            "sso.example.org",
+            "ftp://sso.example.org",
+            "http://x/?a=b",
+            "https://admin:pw@sso.example.org",
+        ] {
             let invalid = KeycloakSettings {
                 endpoint: endpoint.to_owned(),
                 ..settings()
@@ -201,6 +241,44 @@ mod tests {
             invalid.validate().expect_err("relative").key(),
             "required_groups[1]"
         );
+    }
+
+    /// A self-signed test CA (`openssl req -x509`, EC P-256), valid until 2126.
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBjDCCATGgAwIBAgIUfW1ZA+rv57RXl0MtFGYHLgXtfEAwCgYIKoZIzj0EAwIw
+GjEYMBYGA1UEAwwPa2V5c3luYyB0ZXN0IENBMCAXDTI2MTIwMjA5MjQyNloYDzIx
+MjYxMTA4MDkyNDI2WjAaMRgwFgYDVQQDDA9rZXlzeW5jIHRlc3QgQ0EwWTATBgcq
+hkjOPQIBBggqhkjOPQMBBwNCAASO/BiblT94IXjOB0eEDWdcPl96iXM9MjlqdQqQ
+PG0MEL81Z0R+Sr823mJKCHPVM7EIAXkUnjPexh5WYLcfHp8Jo1MwUTAdBgNVHQ4E
+FgQUvhUAF8Wx9hMYUf8Yw/FCrViIC0wwHwYDVR0jBBgwFoAUvhUAF8Wx9hMYUf8Y
+w/FCrViIC0wwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNJADBGAiEAzKwA
+GE0Ux/C1cARhafH8vJk0HsSsXTlS4Ry85SGaflACIQDOAGYGAMqAx3dmRlptcdlB
+S3yAlMPhTl7tsVVVfOUh/A==
+-----END CERTIFICATE-----";
+
+    #[test]
+    fn a_ca_bundle_is_taken_and_a_bad_one_names_ca_file() {
+        let with_ca = KeycloakSettings {
+            ca: Some(TEST_CA.to_owned()),
+            ..settings()
+        };
+        assert_eq!(with_ca.validate(), Ok(()));
+        assert_eq!(with_ca.ca_certificates().expect("one").len(), 1);
+        crate::client::Client::new(with_ca).expect("a client trusting the CA");
+        for bad in [
+            "not a certificate",
+            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----",
+        ] {
+            let invalid = KeycloakSettings {
+                ca: Some(bad.to_owned()),
+                ..settings()
+            };
+            assert_eq!(invalid.validate().expect_err(bad).key(), "ca_file", "{bad}");
+            let Err(error) = crate::client::Client::new(invalid) else {
+                panic!("a bad CA bundle was taken: {bad}");
+            };
+            assert!(error.to_string().contains("`ca_file`"), "{error}");
+        }
     }
 
     #[test]

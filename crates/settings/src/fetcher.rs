@@ -21,6 +21,7 @@
 //! timeout_seconds = 30                 # default
 //! retries = 4                          # default
 //! required_groups = []                 # default: the whole realm
+//! # ca_file = "/etc/keysync/corp-ca.pem"   # default: the system's roots only; PEM bundle
 //!
 //! [health]
 //! # listen = "0.0.0.0:8080"             # default: not served; /healthz and /readyz

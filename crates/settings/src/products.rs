@@ -21,6 +21,7 @@
 //! user_listing = "auto"                # Jira only: auto | cursor | prefix_search
 //! # long_task_timeout_seconds = 300    # Confluence only
 //! # add_to_default_group = true        # Bitbucket only
+//! # ca_file = "/etc/keysync/corp-ca.pem"   # default: the system's roots only; PEM bundle
 //!
 //! [products.jira.policy]               # model::policy::Policy, every key with its default
 //! ```
@@ -133,6 +134,11 @@ pub struct ProductSettings {
     /// Bitbucket only: whether new users join the default group (which usually grants the
     /// licence). Default: `true`.
     pub add_to_default_group: Option<bool>,
+    /// PEM certificates (a CA bundle) trusted besides the system's roots, for a product whose
+    /// certificate a private CA signed; set `ca_file` to read them from a file (not checked
+    /// for permissions: a CA bundle is public). Default: none.
+    #[serde(default)]
+    pub ca: Option<String>,
     /// What keysync syncs into this product; see `model::policy::Policy` for every key and
     /// its default. Required groups are not set here but once per connector, as
     /// `[keycloak.<connector>] required_groups`, which both the fetch and the plan use.
@@ -285,6 +291,10 @@ impl ProductSettings {
         connection.initial_backoff = Duration::from_millis(self.initial_backoff_ms);
         connection.max_backoff = Duration::from_secs(self.max_backoff_seconds);
         connection.page_size = self.page_size;
+        connection.ca = self.ca.clone();
+        connection
+            .ca_certificates()
+            .map_err(|reason| Invalid::new("ca_file", reason))?;
         connection
             .validate(to_atlassian(product))
             .map_err(|error| Invalid::new("endpoint", error.to_string()))?;
@@ -499,6 +509,20 @@ mod tests {
             let error = load(toml).expect_err("unknown key");
             assert!(error.to_string().contains("products.jira"), "{error}");
         }
+    }
+
+    #[test]
+    fn a_ca_file_that_is_not_a_pem_bundle_is_an_error_naming_ca_file() {
+        let file = load(
+            "[products.jira]\nendpoint = \"https://jira.example.org\"\ntoken = \"t\"\nca_file = \"TOKEN_PATH\"\n",
+        )
+        .expect("loads");
+        let jira = file.products.get(Product::Jira).expect("jira");
+        assert_eq!(jira.ca.as_deref(), Some("s3cret"));
+        let error = jira
+            .client_settings(Product::Jira)
+            .expect_err("not a certificate");
+        assert_eq!(error.key(), "ca_file");
     }
 
     #[test]
