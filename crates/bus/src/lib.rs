@@ -29,7 +29,7 @@ mod settings;
 pub mod trace;
 pub mod worker;
 
-pub use settings::BusSettings;
+pub use settings::{BusSettings, redact_url};
 
 use std::time::Duration;
 
@@ -52,6 +52,10 @@ pub const DEAD_SUBJECT_HEADER: &str = "Keysync-Dead-Subject";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// `[bus]` is not usable; the key is relative to `[bus]`.
+    #[error("[bus] settings: {0}")]
+    Settings(#[source] config::Invalid),
+    /// `url` has any password replaced by `***` ([`redact_url`]).
     #[error("connecting to NATS at {url}")]
     Connect {
         url: String,
@@ -329,15 +333,30 @@ pub struct Bus {
 }
 
 impl Bus {
-    /// Connects and makes sure the streams exist with the current configuration.
+    /// Connects without authentication or TLS options (a password in `url` is still
+    /// used) and makes sure the streams exist; for tests. Services use
+    /// [`Bus::connect_with`].
     pub async fn connect(url: &str, topology: Topology) -> Result<Bus, Error> {
-        let client = async_nats::connect(url)
+        let settings = BusSettings {
+            nats_url: url.to_owned(),
+            prefix: topology.prefix().to_owned(),
+            ..BusSettings::default()
+        };
+        Bus::connect_with(&settings).await
+    }
+
+    /// Connects as `[bus]` says (authentication, TLS) and makes sure the streams exist
+    /// with the current configuration. Errors never show a password of the URL.
+    pub async fn connect_with(settings: &BusSettings) -> Result<Bus, Error> {
+        let options = settings.connect_options().map_err(Error::Settings)?;
+        let client = options
+            .connect(settings.nats_url.as_str())
             .await
             .map_err(|source| Error::Connect {
-                url: url.to_owned(),
+                url: redact_url(&settings.nats_url),
                 source,
             })?;
-        let bus = Bus::from_client(client, topology);
+        let bus = Bus::from_client(client, settings.topology());
         bus.ensure_streams().await?;
         Ok(bus)
     }

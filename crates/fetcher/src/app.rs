@@ -40,7 +40,7 @@ impl App {
             })?;
             connectors.insert(name.clone(), client);
         }
-        let bus = Bus::connect(&settings.bus.nats_url, settings.bus.topology()).await?;
+        let bus = Bus::connect_with(&settings.bus).await?;
         let topology = bus.topology();
         let consumer = ConsumerSpec {
             stream: topology.events_stream(),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bus::health::Health;
 use bus::worker::{ConsumerSpec, Worker};
-use bus::{Bus, BusMessage, Topology};
+use bus::{Bus, BusMessage};
 use cache::Cache;
 use proto::v1;
 
@@ -44,7 +44,7 @@ impl App {
     /// health endpoints' port.
     pub async fn build(settings: Settings) -> Result<App, Error> {
         let policies = settings.validate()?;
-        let bus = Bus::connect(&settings.bus.nats_url, Topology::new(&settings.bus.prefix)).await?;
+        let bus = Bus::connect_with(&settings.bus).await?;
         let topology = bus.topology();
         let consumer = ConsumerSpec {
             stream: topology.events_stream(),

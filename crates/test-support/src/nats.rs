@@ -1,5 +1,8 @@
 //! A real `nats-server` with JetStream for one test, on a free port, with a temporary
 //! store. Dropping it kills the server and removes the store.
+//!
+//! [`NatsServer::start_with_config`] starts it with a configuration file as well (users
+//! and permissions, TLS), the command line still choosing the ports and the store.
 
 use std::{
     io::{Read, Write},
@@ -28,11 +31,19 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts nats-server with JetStream and waits until JetStream answers.
     pub fn start() -> anyhow::Result<NatsServer> {
+        NatsServer::start_with_config("", &[])
+    }
+
+    /// Starts nats-server with JetStream and the configuration `config` (nats-server's
+    /// syntax; empty for none), with the environment variables `envs` (which the
+    /// configuration can read as `$NAME`), and waits until JetStream answers. A path in
+    /// `config` must be absolute.
+    pub fn start_with_config(config: &str, envs: &[(&str, String)]) -> anyhow::Result<NatsServer> {
         let binary = deps::existing_path("KEYSYNC_NATS_SERVER")?;
         let mut last_error = None;
         // A free port can be taken between our check and the server's bind: retry.
         for _ in 0..5 {
-            match start_once(&binary) {
+            match start_once(&binary, config, envs) {
                 Ok(server) => return Ok(server),
                 Err(error) => last_error = Some(error),
             }
@@ -81,7 +92,7 @@ impl Drop for NatsServer {
     }
 }
 
-fn start_once(binary: &Path) -> anyhow::Result<NatsServer> {
+fn start_once(binary: &Path, config: &str, envs: &[(&str, String)]) -> anyhow::Result<NatsServer> {
     let port = process::free_port()?;
     let monitor_port = process::free_port()?;
     let store = tempfile::Builder::new()
@@ -89,7 +100,13 @@ fn start_once(binary: &Path) -> anyhow::Result<NatsServer> {
         .tempdir()
         .context("creating a JetStream store directory")?;
     let log = process::log_dir().join(format!("nats-{port}.log"));
-    let args = [
+    let mut args = Vec::new();
+    if !config.is_empty() {
+        let file = store.path().join("nats-server.conf");
+        std::fs::write(&file, config).context("writing the nats-server configuration")?;
+        args.extend(["-c".to_owned(), file.display().to_string()]);
+    }
+    args.extend([
         "-js".to_owned(),
         "-a".to_owned(),
         "127.0.0.1".to_owned(),
@@ -99,8 +116,8 @@ fn start_once(binary: &Path) -> anyhow::Result<NatsServer> {
         monitor_port.to_string(),
         "-sd".to_owned(),
         store.path().display().to_string(),
-    ];
-    let process = Tethered::spawn(binary, &args, &[], &log)?;
+    ]);
+    let process = Tethered::spawn(binary, &args, envs, &log)?;
     let mut server = NatsServer {
         process,
         port,

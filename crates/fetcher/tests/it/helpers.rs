@@ -69,6 +69,7 @@ pub async fn spawn_app(corp: KeycloakSettings) -> anyhow::Result<TestApp> {
         bus: BusSettings {
             nats_url: nats.url(),
             prefix: prefix.to_owned(),
+            ..BusSettings::default()
         },
         fetcher: FetcherSettings::default(),
         keycloak: BTreeMap::from([(CONNECTOR.to_owned(), corp)]),

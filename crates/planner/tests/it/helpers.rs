@@ -51,6 +51,7 @@ pub fn settings(nats: &NatsServer, change_set_size: usize, state_timeout_seconds
         bus: BusSettings {
             nats_url: nats.url(),
             prefix,
+            ..BusSettings::default()
         },
         products: ProductsSettings {
             jira: Some(section(1)),
