@@ -109,11 +109,12 @@ impl App {
         let directory = atlassian::Client::new(client_settings)
             .map_err(|source| Error::Client { product, source })?
             .with_observer(ProductApiMetrics::observer());
-        let control = Control::new(
+        let control = Control::with_ca(
             &settings.control_plane.endpoint,
             &settings.control_plane.token,
+            settings.control_plane.ca.as_deref(),
         )?;
-        let bus = Bus::connect(&settings.bus.nats_url, settings.bus.topology()).await?;
+        let bus = Bus::connect_with(&settings.bus).await?;
         let topology = bus.topology();
         let ack_wait = Duration::from_secs(settings.applier.ack_wait_seconds);
         let state_consumer = topology.applier_state_consumer(product.as_str());

@@ -1,7 +1,9 @@
 //! The applier's side of the control API: `GetRun` (is the run cancelled?) and
 //! `ReportResults` (every result, in batches), each retried with exponential backoff while
-//! the control plane is unreachable or busy. Calls carry the bearer token and the current
-//! span's trace context.
+//! the control plane is unreachable or busy. Calls carry the bearer token (the service
+//! token: `[control_plane] service_token`, else `token`) and the current span's trace
+//! context. An `https://` endpoint is verified against the CA given (`[control_plane]
+//! ca_file`), else the system's roots (which honour `SSL_CERT_FILE`).
 
 use std::time::Duration;
 
@@ -10,7 +12,7 @@ use proto::v1::{self, control_service_client::ControlServiceClient};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 /// Attempts of one call before it fails: about 25 s of backoff in all.
 const MAX_ATTEMPTS: u32 = 8;
@@ -28,6 +30,12 @@ pub enum ControlError {
     },
     #[error("the control plane token cannot be sent in a header")]
     Token,
+    #[error("the TLS settings for the control plane endpoint {endpoint}")]
+    Tls {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
     #[error("{call} answered {code:?} after {attempts} attempts: {message}")]
     Status {
         call: &'static str,
@@ -79,11 +87,35 @@ impl Control {
     /// A client that connects on first use, so the applier starts while the control plane
     /// does.
     pub fn new(endpoint: &str, token: &Secret) -> Result<Control, ControlError> {
-        let channel = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|source| ControlError::Endpoint {
+        Control::with_ca(endpoint, token, None)
+    }
+
+    /// As [`Control::new`], trusting `ca` (PEM) for an `https://` endpoint instead of the
+    /// system's roots.
+    pub fn with_ca(
+        endpoint: &str,
+        token: &Secret,
+        ca: Option<&str>,
+    ) -> Result<Control, ControlError> {
+        let mut channel = Endpoint::from_shared(endpoint.to_owned()).map_err(|source| {
+            ControlError::Endpoint {
                 endpoint: endpoint.to_owned(),
                 source,
-            })?
+            }
+        })?;
+        if endpoint.trim().starts_with("https://") {
+            let tls = match ca {
+                Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)),
+                None => ClientTlsConfig::new().with_enabled_roots(),
+            };
+            channel = channel
+                .tls_config(tls)
+                .map_err(|source| ControlError::Tls {
+                    endpoint: endpoint.to_owned(),
+                    source,
+                })?;
+        }
+        let channel = channel
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(30))
             .connect_lazy();

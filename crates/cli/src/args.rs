@@ -17,9 +17,13 @@ pub struct Args {
         default_value = "http://127.0.0.1:50051"
     )]
     pub endpoint: String,
-    /// A file that holds the control API's bearer token.
+    /// A file that holds the control API's bearer token (the operator token).
     #[arg(long, global = true, env = "KEYSYNC_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// A PEM file of the CA to trust for an https:// endpoint; default: the system's
+    /// roots.
+    #[arg(long, global = true, env = "KEYSYNC_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,

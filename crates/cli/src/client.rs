@@ -1,5 +1,6 @@
-//! The connection to the control plane: the endpoint, the bearer token read from its file,
-//! and who the caller is (sent as `keysync-user`, recorded on the runs it starts).
+//! The connection to the control plane: the endpoint (`https://` verified against
+//! `--ca-file`, else the system's roots), the bearer token read from its file, and who the
+//! caller is (sent as `keysync-user`, recorded on the runs it starts).
 
 use std::{path::Path, time::Duration};
 
@@ -8,7 +9,7 @@ use tonic::{
     Request, Status,
     metadata::{Ascii, MetadataValue},
     service::{Interceptor, interceptor::InterceptedService},
-    transport::{Channel, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
 };
 
 use crate::error::Error;
@@ -40,8 +41,12 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Reads the token and connects.
-    pub async fn open(endpoint: &str, token_file: Option<&Path>) -> Result<Connection, Error> {
+    /// Reads the token (and the CA, if any) and connects.
+    pub async fn open(
+        endpoint: &str,
+        token_file: Option<&Path>,
+        ca_file: Option<&Path>,
+    ) -> Result<Connection, Error> {
         let path = token_file.ok_or(Error::NoToken)?;
         let token = std::fs::read_to_string(path).map_err(|source| Error::TokenFile {
             path: path.to_owned(),
@@ -59,10 +64,31 @@ impl Connection {
             .or_else(|_| std::env::var("USERNAME"))
             .ok()
             .and_then(|user| format!("{user} (keysync cli)").parse().ok());
-        let channel = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|_| Error::Endpoint {
+        let mut channel =
+            Endpoint::from_shared(endpoint.to_owned()).map_err(|_| Error::Endpoint {
                 endpoint: endpoint.to_owned(),
-            })?
+            })?;
+        if endpoint.trim().starts_with("https://") {
+            let tls = match ca_file {
+                Some(path) => {
+                    let ca = std::fs::read(path).map_err(|source| Error::CaFile {
+                        path: path.to_owned(),
+                        source,
+                    })?;
+                    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca))
+                }
+                None => ClientTlsConfig::new().with_enabled_roots(),
+            };
+            channel = channel.tls_config(tls).map_err(|source| Error::Tls {
+                endpoint: endpoint.to_owned(),
+                source,
+            })?;
+        } else if ca_file.is_some() {
+            return Err(Error::CaWithoutTls {
+                endpoint: endpoint.to_owned(),
+            });
+        }
+        let channel = channel
             .connect_timeout(Duration::from_secs(10))
             .connect()
             .await
@@ -94,6 +120,7 @@ impl Connection {
         let message = status.message().to_owned();
         match status.code() {
             tonic::Code::Unauthenticated => Error::Unauthenticated { message },
+            tonic::Code::PermissionDenied => Error::PermissionDenied { message },
             tonic::Code::Unavailable => Error::Unavailable {
                 endpoint: self.endpoint.clone(),
                 message,

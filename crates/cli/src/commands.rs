@@ -26,7 +26,12 @@ pub async fn run(args: Args) -> Result<ExitCode, Error> {
     {
         return config_check::check(file, args.json);
     }
-    let connection = Connection::open(&args.endpoint, args.token_file.as_deref()).await?;
+    let connection = Connection::open(
+        &args.endpoint,
+        args.token_file.as_deref(),
+        args.ca_file.as_deref(),
+    )
+    .await?;
     match args.command {
         Command::Sync {
             simulate,

@@ -16,6 +16,20 @@ pub enum Error {
     BadToken { path: PathBuf },
     #[error("`{endpoint}` is not an endpoint URL such as http://127.0.0.1:50051")]
     Endpoint { endpoint: String },
+    #[error("reading the CA certificate from {}", path.display())]
+    CaFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--ca-file is for an https:// endpoint, not {endpoint}")]
+    CaWithoutTls { endpoint: String },
+    #[error("the TLS settings for {endpoint} (is --ca-file a PEM certificate?)")]
+    Tls {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
     #[error("cannot reach the control plane at {endpoint}")]
     Connect {
         endpoint: String,
@@ -24,6 +38,11 @@ pub enum Error {
     },
     #[error("the control plane refused the token ({message}); check --token-file")]
     Unauthenticated { message: String },
+    #[error(
+        "the control plane refused the call ({message}); --token-file must hold the \
+         operator token ([control_plane] token), not the services' token"
+    )]
+    PermissionDenied { message: String },
     #[error("the control plane at {endpoint} is unavailable: {message}")]
     Unavailable { endpoint: String, message: String },
     #[error("{message} ({code:?})")]

@@ -5,13 +5,13 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use bus::{Bus, Topology, health::Health, worker::Worker};
+use bus::{Bus, health::Health, worker::Worker};
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::{ServerTlsConfig, server::TcpIncoming};
 
 use crate::{
     Error,
-    auth::BearerAuth,
+    auth::{self, BearerAuth},
     connections::Connections,
     events::{self, EventError, EventHandler, StepOutcome},
     history::History,
@@ -34,6 +34,7 @@ pub struct App {
     events: EventHandler,
     worker: Worker,
     auth: BearerAuth,
+    tls: Option<ServerTlsConfig>,
     schedule: Option<Schedule>,
     listener: TcpListener,
     local_addr: SocketAddr,
@@ -48,9 +49,23 @@ impl App {
         // One schedule per connector (`[control_plane.schedule.connectors.*]`); keys in
         // errors are full paths.
         let schedule = Schedule::from_settings(&settings)?;
-        let auth = BearerAuth::new(&settings.control_plane.token);
+        let auth = BearerAuth::from_settings(&settings.control_plane);
+        // TLS is checked here, so a bad certificate stops the start, not the serving.
+        let tls = auth::server_tls(&settings.control_plane);
+        if let Some(tls) = &tls {
+            tonic::transport::Server::builder()
+                .tls_config(tls.clone())
+                .map_err(Error::Tls)?;
+        } else if settings.control_plane.plaintext_beyond_loopback() {
+            tracing::warn!(
+                listen = %settings.control_plane.listen,
+                "The control API serves plaintext beyond loopback (allow_plaintext = true): \
+                 tokens and results cross the network unencrypted unless a proxy or mesh \
+                 encrypts them."
+            );
+        }
         let connections = Arc::new(Connections::new(&settings.keycloak, &settings.products)?);
-        let bus = Bus::connect(&settings.bus.nats_url, Topology::new(&settings.bus.prefix)).await?;
+        let bus = Bus::connect_with(&settings.bus).await?;
         let store = Arc::new(Store::open(&bus).await?);
         let worker = Worker::bind(
             &bus,
@@ -86,6 +101,7 @@ impl App {
             events,
             worker,
             auth,
+            tls,
             schedule,
             listener,
             local_addr,
@@ -167,8 +183,16 @@ impl App {
             tasks.spawn(async move { Ok(runs::recover(runs).await?) });
         }
 
-        tracing::info!(listen = %self.local_addr, "Serving the control API.");
-        let served = tonic::transport::Server::builder()
+        tracing::info!(
+            listen = %self.local_addr,
+            tls = self.tls.is_some(),
+            "Serving the control API."
+        );
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            server = server.tls_config(tls).map_err(Error::Tls)?;
+        }
+        let served = server
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

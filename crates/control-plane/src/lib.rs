@@ -8,6 +8,12 @@
 //! result. Every run lives in a JetStream key-value bucket ([`store`]), so a restart, or a
 //! second replica, loses nothing.
 //!
+//! Who may call what is decided in one place, [`auth`]: a bearer token gives a role
+//! (`token` the operator's, `service_token` the appliers'), and [`auth::ACCESS`] lists
+//! every RPC with the roles allowed to make it. The API serves TLS when `tls_cert_file`
+//! and `tls_key_file` are set (mutual TLS with `tls_client_ca_file`), and plaintext only
+//! on loopback unless `allow_plaintext = true`.
+//!
 //! Start reading at [`App::build`], then [`machine::next`] (the state machine as a pure
 //! function), [`runs::Runs`] (what each RPC and event does to a run; [`holds`] for what
 //! concerns held runs), [`history::History`] (what the reads answer) and [`store::Store`]
@@ -81,6 +87,12 @@ pub enum Error {
     },
     #[error("serving the gRPC API")]
     Serve(#[source] tonic::transport::Error),
+    /// `[control_plane] tls_cert_file`, `tls_key_file` or `tls_client_ca_file` is not
+    /// usable PEM, or the key does not go with the certificate.
+    #[error(
+        "the TLS settings of [control_plane] (tls_cert_file, tls_key_file, tls_client_ca_file)"
+    )]
+    Tls(#[source] tonic::transport::Error),
     #[error("building the reflection service from the descriptor set")]
     Reflection(#[source] tonic_reflection::server::Error),
     /// The event consumer could not be bound, or the health endpoints not served.

@@ -16,12 +16,10 @@ use proto::v1::{
     self, ChangeOp, ChangeOutcome, Product, RunMode, RunState, RunTrigger,
     control_service_server::{ControlService, ControlServiceServer},
 };
-use tonic::{
-    Request, Response, Status, metadata::MetadataMap, service::interceptor::InterceptedService,
-};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
-    auth::BearerAuth,
+    auth::{Authorized, BearerAuth},
     connections::{Connections, ConnectionsError},
     history::{ChangeQuery, History},
     runs::{Runs, RunsError, StartRun},
@@ -64,12 +62,9 @@ impl ControlPlane {
         }
     }
 
-    /// The gRPC service, behind the bearer-token check.
-    pub fn into_server(
-        self,
-        auth: BearerAuth,
-    ) -> InterceptedService<ControlServiceServer<ControlPlane>, BearerAuth> {
-        ControlServiceServer::with_interceptor(self, auth)
+    /// The gRPC service, behind the check of the bearer token and of its role.
+    pub fn into_server(self, auth: BearerAuth) -> Authorized<ControlServiceServer<ControlPlane>> {
+        auth.layer(ControlServiceServer::new(self))
     }
 }
 

@@ -1,11 +1,12 @@
 //! The applier's sections of the shared configuration file: `[bus]`, `[products.*]` (the
 //! section of its product holds its client settings), `[control_plane]` (where results are
-//! reported: `endpoint` and `token`), `[applier]` and `[health]`.
+//! reported: `endpoint`, and `service_token`, else `token`), `[applier]` and `[health]`.
 //!
 //! ```toml
 //! [control_plane]
 //! endpoint = "http://keysync-control-plane:50051"   # default: http://127.0.0.1:50051
-//! token_file = "/run/secrets/keysync-api/token"
+//! token_file = "/run/secrets/keysync-api/token"     # the operator's: sent when
+//! service_token_file = "/run/secrets/keysync-service/token"   # this is not set
 //!
 //! [applier]
 //! concurrency = 8                      # default; 1 to 64
@@ -42,16 +43,44 @@ pub struct Settings {
     pub health: HealthSettings,
 }
 
-/// `[control_plane]` as the appliers read it: `endpoint` and `token` (or `token_file`).
-/// The control plane owns this section and checks it strictly; its own keys (`listen`,
-/// `schedule`) are left to it, so unknown keys are not errors here.
+/// `[control_plane]` as the appliers read it: `endpoint`, and `service_token` (or
+/// `service_token_file`), else `token` (or `token_file`). The control plane owns this
+/// section and checks it strictly; its own keys (`listen`, `schedule`) are left to it, so
+/// unknown keys are not errors here.
 #[derive(Clone, Debug, Deserialize)]
+#[serde(from = "RawControlPlaneSettings")]
 pub struct ControlPlaneSettings {
     /// The control plane's gRPC endpoint. Default: `http://127.0.0.1:50051`.
-    #[serde(default = "default_control_plane_endpoint")]
     pub endpoint: String,
-    /// The bearer token of the control API; set `token_file` to read it from a file.
+    /// The bearer token the applier sends: `[control_plane] service_token`, which allows
+    /// only the calls an applier makes (`GetRun`, `ReportResults`), else the operator's
+    /// `token`, which allows every call (kept for configurations without a service token).
     pub token: Secret,
+    /// The PEM certificates an `https://` endpoint is checked against (`[control_plane]
+    /// ca_file`), instead of the system's roots. Default: the system's roots.
+    pub ca: Option<String>,
+}
+
+/// `[control_plane]` as written.
+#[derive(Deserialize)]
+struct RawControlPlaneSettings {
+    #[serde(default = "default_control_plane_endpoint")]
+    endpoint: String,
+    token: Secret,
+    #[serde(default)]
+    service_token: Option<Secret>,
+    #[serde(default)]
+    ca: Option<String>,
+}
+
+impl From<RawControlPlaneSettings> for ControlPlaneSettings {
+    fn from(raw: RawControlPlaneSettings) -> ControlPlaneSettings {
+        ControlPlaneSettings {
+            endpoint: raw.endpoint,
+            token: raw.service_token.unwrap_or(raw.token),
+            ca: raw.ca,
+        }
+    }
 }
 
 fn default_control_plane_endpoint() -> String {
@@ -218,7 +247,17 @@ mod tests {
             settings.control_plane.endpoint,
             "http://keysync-control-plane:50051"
         );
-        assert_eq!(settings.control_plane.token.expose(), "s3cret");
+        assert_eq!(
+            settings.control_plane.token.expose(),
+            "s3cret",
+            "the operator's token, without a service token"
+        );
+        let with_service = SHARED.replace(
+            "token_file = \"SECRET_PATH\"\n\n        [control_plane.schedule]",
+            "token_file = \"SECRET_PATH\"\n        service_token = \"service\"\n\n        [control_plane.schedule]",
+        );
+        let service = load(&with_service).expect("loads");
+        assert_eq!(service.control_plane.token.expose(), "service");
         assert_eq!(settings.applier.concurrency, 4);
         assert_eq!(settings.applier.report_batch_size, 100);
         assert_eq!(settings.applier.ack_wait_seconds, 60);

@@ -4,8 +4,7 @@
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, str::FromStr, time::Duration};
 
 use config::{Invalid, Secret};
-use croner::Cron;
-use jiff::{SignedDuration, tz::TimeZone};
+use jiff::SignedDuration;
 use serde::{Deserialize, Deserializer};
 
 /// `[bus]`: where NATS is and the prefix of every subject, stream and bucket; the same
@@ -16,6 +15,10 @@ pub use bus::BusSettings;
 /// connected to NATS and follows its events), for orchestrators' probes; the same section
 /// every service reads (see `bus::health`).
 pub use bus::health::HealthSettings;
+
+pub use crate::schedule::{
+    ConnectorSchedule, ConnectorScheduleSettings, ScheduleSettings, parse_cron,
+};
 
 /// The sections of the shared configuration file the control plane reads: `[bus]`,
 /// `[control_plane]` and `[health]`; `[keycloak.*]` for the names of the connectors (runs
@@ -34,8 +37,15 @@ pub use bus::health::HealthSettings;
 /// [control_plane]
 /// listen = "127.0.0.1:50051"            # default
 /// endpoint = "http://127.0.0.1:50051"   # default; where the appliers call the API
-/// token_file = "/run/secrets/keysync-api/token"   # required (or `token`)
+/// token_file = "/run/secrets/keysync-api/token"   # required (or `token`): the operator's
+/// service_token_file = "/run/secrets/keysync-service/token"   # the appliers'; optional
 /// hold_expiry = "24h"                   # default; or a number of seconds
+/// # TLS of the API: required to listen beyond loopback, unless `allow_plaintext = true`.
+/// # tls_cert_file = "/run/secrets/keysync-tls/tls.crt"   # PEM chain, with tls_key_file
+/// # tls_key_file = "/run/secrets/keysync-tls/tls.key"    # PEM private key
+/// # tls_client_ca_file = "/run/secrets/keysync-tls/client-ca.crt"   # mutual TLS
+/// # ca_file = "/run/secrets/keysync-tls/ca.crt"   # the CA clients trust for `endpoint`
+/// # allow_plaintext = false             # default
 ///
 /// [control_plane.schedule]               # every connector's schedule, unless it has its own
 /// enabled = false                       # default: off until an admin turns it on
@@ -76,15 +86,44 @@ pub struct ControlPlaneSettings {
     /// Where the gRPC API listens. Default: `127.0.0.1:50051`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// The bearer token every API call must carry (health and reflection need none). Set
-    /// `token_file` to read it from a file when the service starts; one trailing newline is
-    /// dropped. Required.
+    /// The operator's bearer token: the CLI's, allowed every call of the API (health and
+    /// reflection need none). Set `token_file` to read it from a file when the service
+    /// starts; one trailing newline is dropped. Required; at least
+    /// [`MIN_TOKEN_BYTES`] bytes.
     pub token: Secret,
+    /// The services' bearer token: the appliers send it, and it allows only `GetRun` and
+    /// `ReportResults` (see `control_plane::auth::ACCESS`). Set `service_token_file` to
+    /// read it from a file. At least [`MIN_TOKEN_BYTES`] bytes, and not the operator's.
+    /// Default: none; the appliers then send `token`, which allows them everything.
+    #[serde(default)]
+    pub service_token: Option<Secret>,
     /// Where the other services reach this API (the appliers report results there), for
-    /// example `http://keysync-control-plane:50051`. The control plane itself does not use
-    /// it. Default: `http://127.0.0.1:50051`.
+    /// example `https://keysync-control-plane:50051`. The control plane itself does not use
+    /// it, but checks that it serves it: `https://` exactly when TLS is on. Default:
+    /// `http://127.0.0.1:50051`.
     #[serde(default = "default_endpoint")]
     pub endpoint: String,
+    /// The certificate chain (PEM) the API serves TLS with; set `tls_cert_file` to read
+    /// it from a file, with `tls_key_file`. Default: none (plaintext).
+    #[serde(default)]
+    pub tls_cert: Option<String>,
+    /// The private key (PEM) of `tls_cert`; set `tls_key_file`.
+    #[serde(default)]
+    pub tls_key: Option<Secret>,
+    /// With TLS on, the CA (PEM) whose certificates clients must present (mutual TLS); set
+    /// `tls_client_ca_file`. Default: none, clients show no certificate.
+    #[serde(default)]
+    pub tls_client_ca: Option<String>,
+    /// The CA (PEM) the clients of the API (the appliers) trust for an `https://`
+    /// `endpoint`; set `ca_file`. The control plane does not use it. Default: none, the
+    /// system's roots.
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// Serve plaintext gRPC on an address other than loopback. Default: `false`: without
+    /// `tls_cert_file`, `listen` must be a loopback address, since tokens and results
+    /// would cross the network in clear text.
+    #[serde(default)]
+    pub allow_plaintext: bool,
     /// How long a run the safety limit holds waits for `keysync approve`: once it has
     /// expired, approving is refused and the run is cancelled ("the hold expired at ..."),
     /// by the approval or by the control plane's sweep, which looks every quarter of this,
@@ -100,89 +139,6 @@ pub struct ControlPlaneSettings {
     /// When syncs start by themselves.
     #[serde(default)]
     pub schedule: ScheduleSettings,
-}
-
-/// `[control_plane.schedule]`: the cron schedule of apply runs, one per Keycloak connector.
-///
-/// The keys of this section are the schedule of every connector (`[keycloak.<name>]`);
-/// `[control_plane.schedule.connectors.<name>]` gives one connector its own `enabled`,
-/// `cron` or `timezone`, each key optional and taken from this section when missing (see
-/// [`ScheduleSettings::for_connector`]). Each connector's schedule fires on its own. Off
-/// unless `enabled = true` is set here or for the connector. With no connector configured,
-/// this section is the schedule of the one default connector and the per-connector
-/// sections are not used.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleSettings {
-    /// Whether scheduled runs start at all. Default: `false`: a fresh installation writes to
-    /// no product until an admin has run a simulation and a sync by hand and turns this on.
-    #[serde(default = "default_schedule_enabled")]
-    pub enabled: bool,
-    /// A cron expression: five fields (minute hour day-of-month month day-of-week), or six
-    /// with seconds first. Default: `0 2 * * *`, daily at 02:00.
-    #[serde(default = "default_cron")]
-    pub cron: String,
-    /// The IANA time zone the expression is read in, for example `Europe/Berlin`.
-    /// Default: `UTC`.
-    #[serde(default = "default_timezone")]
-    pub timezone: String,
-    /// `[control_plane.schedule.connectors.<name>]`: the connectors whose schedule differs
-    /// from this section's, by the name of their `[keycloak.<name>]` section. Default: none.
-    #[serde(default)]
-    pub connectors: BTreeMap<String, ConnectorScheduleSettings>,
-}
-
-impl Default for ScheduleSettings {
-    fn default() -> ScheduleSettings {
-        ScheduleSettings {
-            enabled: default_schedule_enabled(),
-            cron: default_cron(),
-            timezone: default_timezone(),
-            connectors: BTreeMap::new(),
-        }
-    }
-}
-
-/// `[control_plane.schedule.connectors.<name>]`: one connector's own schedule. Every key is
-/// optional; a missing one is `[control_plane.schedule]`'s.
-///
-/// ```toml
-/// [control_plane.schedule]
-/// enabled = false                 # every other connector: off
-///
-/// [control_plane.schedule.connectors.corp]
-/// enabled = true                  # corp alone, weekdays at 01:30 UTC (the default zone)
-/// cron = "30 1 * * 1-5"
-/// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectorScheduleSettings {
-    /// Whether this connector's scheduled runs start. Default: `[control_plane.schedule]
-    /// enabled`.
-    pub enabled: Option<bool>,
-    /// This connector's cron expression. Default: `[control_plane.schedule] cron`.
-    pub cron: Option<String>,
-    /// The IANA time zone of this connector's expression. Default:
-    /// `[control_plane.schedule] timezone`.
-    pub timezone: Option<String>,
-}
-
-/// One connector's schedule with every key resolved: its own where
-/// `[control_plane.schedule.connectors.<name>]` sets it, else `[control_plane.schedule]`'s.
-/// Made by [`ScheduleSettings::for_connector`] and [`Settings::schedules`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConnectorSchedule {
-    /// The connector, the name of its `[keycloak.<name>]` section; empty for the default
-    /// connector of a configuration without one.
-    pub connector: String,
-    pub enabled: bool,
-    pub cron: String,
-    pub timezone: String,
-    /// Where `cron` was set, relative to `[control_plane.schedule]`: `cron` or
-    /// `connectors.<name>.cron`.
-    cron_key: String,
-    /// Where `timezone` was set, as `cron_key`.
-    timezone_key: String,
 }
 
 impl Settings {
@@ -255,11 +211,15 @@ impl ControlPlaneSettings {
     /// Checks the token and the schedule; no IO (the time zone is looked up when the
     /// service starts). Keys are relative to `[control_plane]`.
     pub fn validate(&self) -> Result<(), Invalid> {
-        if self.token.expose().trim().is_empty() {
-            return Err(Invalid::new(
-                "token",
-                "must not be empty (set `token_file` to a file that holds it)",
-            ));
+        check_token("token", &self.token)?;
+        if let Some(service_token) = &self.service_token {
+            check_token("service_token", service_token)?;
+            if service_token.expose() == self.token.expose() {
+                return Err(Invalid::new(
+                    "service_token",
+                    "must differ from `token`: the operator's token allows every call",
+                ));
+            }
         }
         let endpoint = self.endpoint.trim();
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
@@ -268,6 +228,7 @@ impl ControlPlaneSettings {
                 "must be an http:// or https:// URL",
             ));
         }
+        self.validate_tls()?;
         if !self.hold_expiry.is_positive() {
             return Err(Invalid::new(
                 "hold_expiry",
@@ -283,6 +244,97 @@ impl ControlPlaneSettings {
         Ok(())
     }
 
+    /// Whether the API serves TLS (`tls_cert` and `tls_key` are set).
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
+    /// Whether the API serves plaintext on an address beyond loopback, which
+    /// `allow_plaintext` allows; the control plane warns about it when it starts.
+    pub fn plaintext_beyond_loopback(&self) -> bool {
+        !self.tls() && !self.listen.ip().is_loopback()
+    }
+
+    /// TLS: the certificate and its key together, PEM that looks like PEM (it is parsed
+    /// when the service starts), plaintext only on loopback unless allowed, and an
+    /// `endpoint` that the API serves: `https://` exactly when TLS is on.
+    fn validate_tls(&self) -> Result<(), Invalid> {
+        let pem = |key: &str, value: &str, label: &str| {
+            if value.contains("-----BEGIN ") && value.contains(label) {
+                Ok(())
+            } else {
+                Err(Invalid::new(
+                    key,
+                    format!("is not PEM with a {label} (set `{key}_file` to a PEM file)"),
+                ))
+            }
+        };
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                pem("tls_cert", cert, "CERTIFICATE")?;
+                pem("tls_key", key.expose(), "PRIVATE KEY")?;
+            }
+            (Some(_), None) => {
+                return Err(Invalid::new(
+                    "tls_key",
+                    "is missing: `tls_cert_file` needs `tls_key_file`",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Invalid::new(
+                    "tls_cert",
+                    "is missing: `tls_key_file` needs `tls_cert_file`",
+                ));
+            }
+            (None, None) => {}
+        }
+        if let Some(client_ca) = &self.tls_client_ca {
+            if !self.tls() {
+                return Err(Invalid::new(
+                    "tls_client_ca",
+                    "needs TLS: set `tls_cert_file` and `tls_key_file` too",
+                ));
+            }
+            pem("tls_client_ca", client_ca, "CERTIFICATE")?;
+        }
+        if let Some(ca) = &self.ca {
+            pem("ca", ca, "CERTIFICATE")?;
+        }
+        if self.plaintext_beyond_loopback() && !self.allow_plaintext {
+            return Err(Invalid::new(
+                "listen",
+                format!(
+                    "{} is not a loopback address, and the API would serve plaintext: set \
+                     `tls_cert_file` and `tls_key_file`, or `allow_plaintext = true` when \
+                     a proxy or a service mesh encrypts the traffic",
+                    self.listen
+                ),
+            ));
+        }
+        let https = self.endpoint.trim().starts_with("https://");
+        if https && !self.tls() {
+            return Err(Invalid::new(
+                "endpoint",
+                "is https://, but the API serves plaintext: set `tls_cert_file` and \
+                 `tls_key_file`, or an http:// endpoint",
+            ));
+        }
+        if !https && self.tls() {
+            return Err(Invalid::new(
+                "endpoint",
+                "is http://, but the API serves TLS: the appliers could not reach it; \
+                 use https://",
+            ));
+        }
+        if !https && self.ca.is_some() {
+            return Err(Invalid::new(
+                "ca",
+                "is for an https:// endpoint, and `endpoint` is http://",
+            ));
+        }
+        Ok(())
+    }
+
     /// [`ControlPlaneSettings::hold_expiry`] as a [`Duration`]; zero for a negative value,
     /// which [`ControlPlaneSettings::validate`] refuses.
     pub fn hold_expiry(&self) -> Duration {
@@ -290,99 +342,37 @@ impl ControlPlaneSettings {
     }
 }
 
-impl ScheduleSettings {
-    /// The time zone the expression is read in, from the system's zoneinfo, else the
-    /// database built into the binary. Keys in errors are relative to
-    /// `[control_plane.schedule]`. A connector's own zone is
-    /// [`ConnectorSchedule::time_zone`].
-    pub fn time_zone(&self) -> Result<TimeZone, Invalid> {
-        time_zone(&self.timezone, "timezone")
+/// The shortest bearer token the control plane accepts, in bytes: 32 random bytes, or
+/// for example `openssl rand -hex 32` (64 bytes).
+pub const MIN_TOKEN_BYTES: usize = 32;
+
+/// Checks one bearer token: one word of printable ASCII, at least [`MIN_TOKEN_BYTES`]
+/// bytes. Keys in errors are `key`.
+pub fn check_token(key: &str, token: &Secret) -> Result<(), Invalid> {
+    let token = token.expose();
+    if token.trim().is_empty() {
+        return Err(Invalid::new(
+            key,
+            format!("must not be empty (set `{key}_file` to a file that holds it)"),
+        ));
     }
-
-    /// Checks every cron expression, this section's and each connector's; no IO (time
-    /// zones are looked up when the service starts). Keys are relative to
-    /// `[control_plane.schedule]` (`connectors.corp.cron`). Whether each connector exists
-    /// is checked by [`Settings::validate`], which knows them.
-    pub fn validate(&self) -> Result<(), Invalid> {
-        parse_cron(&self.cron).map_err(|reason| Invalid::new("cron", reason))?;
-        for (name, connector) in &self.connectors {
-            if let Some(cron) = &connector.cron {
-                parse_cron(cron).map_err(|reason| {
-                    Invalid::new("cron", reason).within(&format!("connectors.{name}"))
-                })?;
-            }
-        }
-        Ok(())
+    if !token.chars().all(|char| char.is_ascii_graphic()) {
+        return Err(Invalid::new(
+            key,
+            "must be one word of printable ASCII, without spaces or line breaks",
+        ));
     }
-
-    /// The schedule of `connector`: each key of
-    /// `[control_plane.schedule.connectors.<connector>]` that is set, else this section's.
-    /// A connector without its own section has exactly this section's schedule.
-    pub fn for_connector(&self, connector: &str) -> ConnectorSchedule {
-        let Some(own) = self.connectors.get(connector) else {
-            return ConnectorSchedule {
-                connector: connector.to_owned(),
-                ..self.default_schedule()
-            };
-        };
-        let own_key = |key: &str| format!("connectors.{connector}.{key}");
-        let (cron, cron_key) = match &own.cron {
-            Some(cron) => (cron.clone(), own_key("cron")),
-            None => (self.cron.clone(), "cron".to_owned()),
-        };
-        let (timezone, timezone_key) = match &own.timezone {
-            Some(timezone) => (timezone.clone(), own_key("timezone")),
-            None => (self.timezone.clone(), "timezone".to_owned()),
-        };
-        ConnectorSchedule {
-            connector: connector.to_owned(),
-            enabled: own.enabled.unwrap_or(self.enabled),
-            cron,
-            timezone,
-            cron_key,
-            timezone_key,
-        }
+    if token.len() < MIN_TOKEN_BYTES {
+        return Err(Invalid::new(
+            key,
+            format!(
+                "is {} bytes long; a token must have at least {MIN_TOKEN_BYTES} \
+                 (for example `openssl rand -hex 32`)",
+                token.len()
+            ),
+        ));
     }
-
-    /// This section's own schedule, for the default connector (the empty name) of a
-    /// configuration without connectors.
-    fn default_schedule(&self) -> ConnectorSchedule {
-        ConnectorSchedule {
-            connector: String::new(),
-            enabled: self.enabled,
-            cron: self.cron.clone(),
-            timezone: self.timezone.clone(),
-            cron_key: "cron".to_owned(),
-            timezone_key: "timezone".to_owned(),
-        }
-    }
-}
-
-impl ConnectorSchedule {
-    /// The parsed cron expression. Keys in errors are relative to
-    /// `[control_plane.schedule]` and name where the expression was set: `cron`, or
-    /// `connectors.<name>.cron`.
-    pub fn parse_cron(&self) -> Result<Cron, Invalid> {
-        parse_cron(&self.cron).map_err(|reason| Invalid::new(&self.cron_key, reason))
-    }
-
-    /// The time zone the expression is read in, looked up as
-    /// [`ScheduleSettings::time_zone`] does. Keys in errors are relative to
-    /// `[control_plane.schedule]` and name where the zone was set: `timezone`, or
-    /// `connectors.<name>.timezone`.
-    pub fn time_zone(&self) -> Result<TimeZone, Invalid> {
-        time_zone(&self.timezone, &self.timezone_key)
-    }
-}
-
-fn time_zone(name: &str, key: &str) -> Result<TimeZone, Invalid> {
-    TimeZone::get(name.trim())
-        .map_err(|error| Invalid::new(key, format!("not a known IANA time zone ({error})")))
-}
-
-/// Parses a cron expression of five fields, or six with seconds first.
-pub fn parse_cron(expression: &str) -> Result<Cron, String> {
-    Cron::from_str(expression.trim()).map_err(|error| format!("not a cron expression: {error}"))
+    Ok(())
 }
 
 fn default_listen() -> SocketAddr {
@@ -426,26 +416,16 @@ pub fn parse_duration(text: &str) -> Result<SignedDuration, String> {
     })
 }
 
-fn default_schedule_enabled() -> bool {
-    false
-}
-
-fn default_cron() -> String {
-    "0 2 * * *".to_owned()
-}
-
-fn default_timezone() -> String {
-    "UTC".to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const TOKEN: &str = "s3cret-0123456789abcdef-0123456789";
+
     fn load(toml: &str) -> Result<Settings, config::Error> {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let token = dir.path().join("token");
-        std::fs::write(&token, "s3cret\n").expect("writes the token");
+        std::fs::write(&token, format!("{TOKEN}\n")).expect("writes the token");
         let file = dir.path().join("keysync.toml");
         let toml = toml.replace("TOKEN_PATH", &token.display().to_string());
         std::fs::write(&file, toml).expect("writes the file");
@@ -459,7 +439,8 @@ mod tests {
         assert_eq!(settings.bus.prefix, "keysync");
         let control_plane = &settings.control_plane;
         assert_eq!(control_plane.listen.to_string(), "127.0.0.1:50051");
-        assert_eq!(control_plane.token.expose(), "s3cret");
+        assert_eq!(control_plane.token.expose(), TOKEN);
+        assert!(control_plane.service_token.is_none());
         assert_eq!(control_plane.endpoint, "http://127.0.0.1:50051");
         assert!(
             !control_plane.schedule.enabled,
@@ -470,7 +451,7 @@ mod tests {
         assert_eq!(control_plane.hold_expiry(), Duration::from_secs(24 * 3600));
         assert!(settings.health.listen.is_none());
         assert!(
-            !format!("{settings:?}").contains("s3cret"),
+            !format!("{settings:?}").contains(TOKEN),
             "the token is in Debug"
         );
     }
@@ -498,6 +479,141 @@ mod tests {
         .expect_err("bad cron")
         .to_string();
         assert!(error.contains("control_plane.schedule.cron"), "{error}");
+    }
+
+    #[test]
+    fn tokens_shorter_than_32_bytes_or_shared_by_both_roles_are_refused_naming_the_key() {
+        let service = "service-0123456789abcdef-0123456789";
+        let settings = load(&format!(
+            "[control_plane]\ntoken_file = \"TOKEN_PATH\"\nservice_token = \"{service}\"\n"
+        ))
+        .expect("two long, different tokens");
+        assert_eq!(
+            settings
+                .control_plane
+                .service_token
+                .as_ref()
+                .map(Secret::expose),
+            Some(service)
+        );
+        for (keys, key, reason) in [
+            (
+                "token = \"e2e-api-token-0123456789abcdef\"\n".to_owned(),
+                "control_plane.token",
+                "at least 32",
+            ),
+            (
+                "token_file = \"TOKEN_PATH\"\nservice_token = \"short\"\n".to_owned(),
+                "control_plane.service_token",
+                "at least 32",
+            ),
+            (
+                format!("token_file = \"TOKEN_PATH\"\nservice_token = \"{TOKEN}\"\n"),
+                "control_plane.service_token",
+                "must differ",
+            ),
+            (
+                format!("token = \"{TOKEN} x\"\n"),
+                "control_plane.token",
+                "one word",
+            ),
+        ] {
+            let error = load(&format!("[control_plane]\n{keys}"))
+                .expect_err(&keys)
+                .to_string();
+            assert!(error.contains(&format!("`{key}`")), "{keys}: {error}");
+            assert!(error.contains(reason), "{keys}: {error}");
+        }
+    }
+
+    #[test]
+    fn plaintext_is_for_loopback_and_an_https_endpoint_needs_tls() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let cert = dir.path().join("tls.crt");
+        let key = dir.path().join("tls.key");
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nMII=\n-----END CERTIFICATE-----\n",
+        )
+        .expect("writes");
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nMII=\n-----END PRIVATE KEY-----\n",
+        )
+        .expect("writes");
+        let tls = format!(
+            "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        );
+        let with = |keys: &str| {
+            load(&format!(
+                "[control_plane]\ntoken_file = \"TOKEN_PATH\"\n{keys}"
+            ))
+        };
+
+        let loopback = with("listen = \"127.0.0.1:50051\"\n").expect("plaintext on loopback");
+        assert!(!loopback.control_plane.tls());
+        assert!(!loopback.control_plane.plaintext_beyond_loopback());
+        let allowed = with("listen = \"0.0.0.0:50051\"\nallow_plaintext = true\n")
+            .expect("plaintext allowed");
+        assert!(allowed.control_plane.plaintext_beyond_loopback());
+        let served = with(&format!(
+            "listen = \"0.0.0.0:50051\"\nendpoint = \"https://keysync:50051\"\n{tls}\
+             tls_client_ca_file = \"{}\"\nca_file = \"{}\"\n",
+            cert.display(),
+            cert.display()
+        ))
+        .expect("TLS beyond loopback");
+        assert!(served.control_plane.tls());
+        assert!(served.control_plane.tls_client_ca.is_some());
+        assert!(
+            !format!("{served:?}").contains("PRIVATE KEY"),
+            "the key is in Debug"
+        );
+
+        for (keys, key, reason) in [
+            (
+                "listen = \"0.0.0.0:50051\"\n".to_owned(),
+                "control_plane.listen",
+                "allow_plaintext",
+            ),
+            (
+                "endpoint = \"https://127.0.0.1:50051\"\n".to_owned(),
+                "control_plane.endpoint",
+                "serves plaintext",
+            ),
+            (tls.clone(), "control_plane.endpoint", "serves TLS"),
+            (
+                format!("tls_cert_file = \"{}\"\n", cert.display()),
+                "control_plane.tls_key",
+                "tls_key_file",
+            ),
+            (
+                format!(
+                    "endpoint = \"https://127.0.0.1:50051\"\ntls_cert_file = \"{}\"\n\
+                     tls_key_file = \"{}\"\n",
+                    key.display(),
+                    key.display()
+                ),
+                "control_plane.tls_cert",
+                "CERTIFICATE",
+            ),
+            (
+                format!("tls_client_ca_file = \"{}\"\n", cert.display()),
+                "control_plane.tls_client_ca",
+                "needs TLS",
+            ),
+            (
+                format!("ca_file = \"{}\"\n", cert.display()),
+                "control_plane.ca",
+                "https://",
+            ),
+        ] {
+            let error = with(&keys).expect_err(&keys).to_string();
+            assert!(error.contains(&format!("`{key}`")), "{keys}: {error}");
+            assert!(error.contains(reason), "{keys}: {error}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! | `[planner]` | planner | [`planner::Settings`] |
 //! | `[applier]`, `[control_plane]` endpoint and token | appliers | [`applier::Settings`] |
 //! | `[control_plane]` | control plane | [`control_plane::Settings`] |
+//! | `[control_plane.schedule]` | control plane | [`schedule::ScheduleSettings`] |
 //!
 //! The services take their settings from here, and so does `keysync config check`, which
 //! checks a file exactly as each service would without linking any service.
@@ -24,3 +25,4 @@ pub mod control_plane;
 pub mod fetcher;
 pub mod planner;
 pub mod products;
+pub mod schedule;

@@ -22,7 +22,7 @@ use test_support::nats::NatsServer;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-pub const TOKEN: &str = "control-token";
+pub const TOKEN: &str = "control-token-0123456789abcdef-0123";
 const PRODUCT_TOKEN: &str = "test-token";
 
 /// Logs go to the test output only with `TEST_LOG` set.
@@ -126,6 +126,7 @@ impl TestEnv {
         let bus_settings = BusSettings {
             nats_url: nats.url(),
             prefix: prefix.clone(),
+            ..BusSettings::default()
         };
 
         let mut emulators = Vec::new();
@@ -169,6 +170,7 @@ impl TestEnv {
             control_plane: ControlPlaneSettings {
                 endpoint: format!("http://{control_addr}"),
                 token: Secret::new(TOKEN),
+                ca: None,
             },
             applier: ApplierSettings {
                 concurrency: 4,

@@ -349,7 +349,7 @@ async fn a_wrong_token_gives_a_clear_error_and_a_non_zero_exit() {
 async fn config_check_names_the_bad_key_and_the_file_and_accepts_a_good_file() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let token = dir.path().join("token");
-    std::fs::write(&token, "t\n").expect("writes");
+    std::fs::write(&token, "t-0123456789abcdef-0123456789abcdef\n").expect("writes");
     let good = format!(
         "[bus]\nprefix = \"keysync\"\n\n[control_plane]\ntoken_file = \"{}\"\n\n\
          [control_plane.schedule]\ncron = \"0 3 * * 1-5\"\ntimezone = \"Europe/Berlin\"\n\n\

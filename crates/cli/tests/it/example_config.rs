@@ -17,7 +17,8 @@ fn with_secrets_in(text: &str, dir: &Path) -> String {
             let path = &rest[..rest.find('"').expect("a closing quote")];
             let file = secrets.join(path.trim_start_matches("/run/secrets/"));
             std::fs::create_dir_all(file.parent().expect("a parent")).expect("mkdir");
-            std::fs::write(&file, "s3cret\n").expect("writes a secret");
+            // Long enough for a bearer token of the control API (32 bytes or more).
+            std::fs::write(&file, "s3cret-0123456789abcdef-0123456789\n").expect("writes a secret");
         }
     }
     text.replace("/run/secrets", &secrets.display().to_string())

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 static NEXT_PREFIX: AtomicUsize = AtomicUsize::new(0);
 
-pub const TOKEN: &str = "cli-test-token";
+pub const TOKEN: &str = "cli-test-token-0123456789abcdef-01234";
 
 /// How long a command may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -39,6 +39,12 @@ pub async fn spawn_app() -> TestApp {
 
 /// A control plane whose configuration file ends with `more_config`.
 pub async fn spawn_app_with(more_config: &str) -> TestApp {
+    spawn_app_configured("", more_config).await
+}
+
+/// A control plane with more `[control_plane]` keys (TLS: then the endpoint is
+/// `https://localhost:<port>`), whose configuration file ends with `more_config`.
+pub async fn spawn_app_configured(control_plane: &str, more_config: &str) -> TestApp {
     let nats = NatsServer::start().expect("nats-server starts");
     let prefix = format!(
         "cli{}-{}",
@@ -53,7 +59,7 @@ pub async fn spawn_app_with(more_config: &str) -> TestApp {
         &config_file,
         format!(
             "[bus]\nnats_url = \"{}\"\nprefix = \"{prefix}\"\n\n\
-             [control_plane]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n\n\
+             [control_plane]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n{control_plane}\n\
              [control_plane.schedule]\nenabled = false\n\n{more_config}\n",
             nats.url(),
             token_file.display()
@@ -62,7 +68,11 @@ pub async fn spawn_app_with(more_config: &str) -> TestApp {
     .expect("writes the configuration");
     let settings = Settings::load(Some(&config_file)).expect("valid settings");
     let app = App::build(settings).await.expect("the app builds");
-    let endpoint = format!("http://{}", app.local_addr());
+    let endpoint = if control_plane.contains("tls_cert") {
+        format!("https://localhost:{}", app.local_addr().port())
+    } else {
+        format!("http://{}", app.local_addr())
+    };
     let (shutdown, stopped) = oneshot::channel::<()>();
     tokio::spawn(app.run_until(async {
         let _ = stopped.await;

@@ -4,3 +4,4 @@
 mod commands;
 mod example_config;
 mod helpers;
+mod tls;

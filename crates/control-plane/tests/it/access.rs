@@ -1,17 +1,18 @@
-//! Who may call what: the token guards the control API; health and reflection answer
-//! without it, and the HTTP probes answer when configured.
+//! Who may call what: the token guards the control API and its role limits the calls
+//! (`control_plane::auth::ACCESS`); health and reflection answer without it, and the
+//! HTTP probes answer when configured.
 
 use std::time::Duration;
 
 use futures::StreamExt;
-use proto::v1;
+use proto::v1::{self, Product, RunMode};
 use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 use tonic_reflection::pb::{v1 as reflection_v1, v1alpha as reflection_v1alpha};
 
-use crate::helpers::{Options, connect, spawn_app, spawn_app_with};
+use crate::helpers::{Options, SERVICE_TOKEN, connect, spawn_app, spawn_app_with};
 
 async fn channel(address: std::net::SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{address}"))
@@ -52,6 +53,71 @@ async fn calls_without_a_token_or_with_a_wrong_one_are_unauthenticated_while_hea
         .expect("health answers without a token")
         .into_inner();
     assert_eq!(answer.status(), ServingStatus::Serving);
+}
+
+#[tokio::test]
+async fn the_service_token_may_read_a_run_and_report_results_and_nothing_else() {
+    let app = spawn_app().await;
+    let run = app.start_sync(RunMode::Apply, &[Product::Jira]).await;
+    let mut service = connect(app.address, Some(SERVICE_TOKEN)).await;
+
+    let read = service
+        .get_run(v1::GetRunRequest {
+            run_id: run.run_id.clone(),
+        })
+        .await
+        .expect("GetRun is a service's call")
+        .into_inner();
+    assert_eq!(read.run_id, run.run_id);
+    let mut report = v1::ReportResultsRequest {
+        run_id: run.run_id.clone(),
+        ..v1::ReportResultsRequest::default()
+    };
+    report.set_product(Product::Jira);
+    service
+        .report_results(report)
+        .await
+        .expect("ReportResults is a service's call");
+
+    let denied = |status: tonic::Status, call: &str| {
+        assert_eq!(
+            status.code(),
+            tonic::Code::PermissionDenied,
+            "{call}: {status:?}"
+        );
+        assert!(status.message().contains(call), "{call}: {status:?}");
+    };
+    let approve = service
+        .approve_run(v1::ApproveRunRequest {
+            run_id: run.run_id.clone(),
+            comment: "a compromised pod".to_owned(),
+        })
+        .await
+        .expect_err("a service may not approve");
+    denied(approve, "ApproveRun");
+    let cancel = service
+        .cancel_run(v1::CancelRunRequest {
+            run_id: run.run_id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("a service may not cancel");
+    denied(cancel, "CancelRun");
+    let start = service
+        .start_sync(v1::StartSyncRequest::default())
+        .await
+        .expect_err("a service may not start a sync");
+    denied(start, "StartSync");
+    let list = service
+        .list_runs(v1::ListRunsRequest::default())
+        .await
+        .expect_err("a service may not list runs");
+    denied(list, "ListRuns");
+    assert_eq!(
+        app.get_run(&run.run_id).await.state,
+        run.state,
+        "the refused calls changed the run"
+    );
 }
 
 #[tokio::test]

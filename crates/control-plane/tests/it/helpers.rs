@@ -28,7 +28,7 @@ use tonic::{
     Request, Status,
     metadata::{Ascii, MetadataValue},
     service::{Interceptor, interceptor::InterceptedService},
-    transport::Channel,
+    transport::{Channel, ClientTlsConfig},
 };
 
 /// Logs go to the test output only with `TEST_LOG` set.
@@ -46,7 +46,11 @@ static NEXT_PREFIX: AtomicUsize = AtomicUsize::new(0);
 /// How long a test waits for something to happen before it fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-pub const TOKEN: &str = "test-token-0123456789";
+/// The operator's token (`[control_plane] token_file`): every call.
+pub const TOKEN: &str = "test-token-0123456789-0123456789abcdef";
+
+/// The services' token (`[control_plane] service_token`): `GetRun` and `ReportResults`.
+pub const SERVICE_TOKEN: &str = "test-service-token-0123456789abcdef";
 
 pub type Client = ControlServiceClient<InterceptedService<Channel, BearerToken>>;
 
@@ -90,6 +94,11 @@ pub struct Options {
     pub more_config: String,
     /// `[control_plane] hold_expiry`, as TOML (`"3s"`); the default when `None`.
     pub hold_expiry: Option<String>,
+    /// More keys of `[control_plane]` (TLS), as TOML lines.
+    pub control_plane: String,
+    /// How the test's client speaks TLS to the app (`https://localhost`); plaintext when
+    /// `None`.
+    pub client_tls: Option<ClientTlsConfig>,
 }
 
 /// A running control plane, a client with the token, and the test's own bus connection.
@@ -143,10 +152,12 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     };
     let config = format!(
         "[bus]\nnats_url = \"{}\"\nprefix = \"{prefix}\"\n\n\
-         [control_plane]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n{hold_expiry}\n{schedule}\n{health}\n\
+         [control_plane]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n\
+         service_token = \"{SERVICE_TOKEN}\"\n{}\n{hold_expiry}\n{schedule}\n{health}\n\
          [planner]\nchange_set_size = 500\n\n{}\n",
         nats.url(),
         token_file.display(),
+        options.control_plane,
         options.more_config,
     );
     let config_file = dir.path().join("keysync.toml");
@@ -164,7 +175,12 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let bus = Bus::connect(&nats.url(), Topology::new(&prefix))
         .await
         .expect("the test connects to the bus");
-    let client = connect(address, Some(TOKEN)).await;
+    let client = match options.client_tls {
+        Some(tls) => connect_tls(address, Some(TOKEN), tls)
+            .await
+            .expect("connects to the control plane with TLS"),
+        None => connect(address, Some(TOKEN)).await,
+    };
     TestApp {
         nats,
         prefix,
@@ -187,6 +203,25 @@ pub async fn connect(address: SocketAddr, token: Option<&str>) -> Client {
         .await
         .expect("connects to the control plane");
     ControlServiceClient::with_interceptor(channel, BearerToken::new(token))
+}
+
+/// A client of the app at `address` over TLS (`https://`; `tls` names the server, as
+/// `localhost`), sending `token` if any; the error of a connection that fails, as a
+/// handshake does.
+pub async fn connect_tls(
+    address: SocketAddr,
+    token: Option<&str>,
+    tls: ClientTlsConfig,
+) -> Result<Client, tonic::transport::Error> {
+    let channel = Channel::from_shared(format!("https://{address}"))
+        .expect("a URI")
+        .tls_config(tls)?
+        .connect()
+        .await?;
+    Ok(ControlServiceClient::with_interceptor(
+        channel,
+        BearerToken::new(token),
+    ))
 }
 
 impl TestApp {

@@ -10,3 +10,4 @@ mod rebind;
 mod restart;
 mod runs;
 mod schedule;
+mod tls;
