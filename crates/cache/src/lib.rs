@@ -114,6 +114,34 @@ impl Cache {
         Ok(state)
     }
 
+    /// The state a `StateReady` announced or, when a later refresh or change set has
+    /// replaced it since (another connector's run reads the same product), the newest one:
+    /// a state read after the announced one is at least as true of the product. Answers
+    /// whether the newer state was taken.
+    pub async fn load_announced_or_newer(
+        &self,
+        product: Product,
+        object: &v1::ObjectRef,
+    ) -> Result<(v1::ProductState, bool), Error> {
+        match self.load_announced(product, object).await {
+            Ok(state) => Ok((state, false)),
+            Err(Error::Object {
+                source: ObjectError::Checksum { .. },
+                ..
+            }) => match self.load(product).await? {
+                Some((state, _)) => Ok((state, true)),
+                None => Err(Error::Object {
+                    product,
+                    source: ObjectError::NotFound {
+                        bucket: self.bucket.clone(),
+                        key: object.key.clone(),
+                    },
+                }),
+            },
+            Err(error) => Err(error),
+        }
+    }
+
     /// Replaces the cached state of `product`; the state must be of that product.
     pub async fn store(
         &self,

@@ -62,6 +62,13 @@ async fn a_stored_state_is_the_newest_and_the_announced_one_until_replaced() {
         .await
         .expect_err("replaced");
     assert!(replaced.is_permanent(), "{replaced:?}");
+    // Another connector's run refreshed the product since: its newer state is taken.
+    let (newer, was_replaced) = cache
+        .load_announced_or_newer(Product::Jira, &object)
+        .await
+        .expect("the newer state");
+    assert!(was_replaced);
+    assert_eq!(newer.run_id, "run-2");
     assert!(
         cache
             .load(Product::Confluence)

@@ -297,8 +297,16 @@ impl Planner {
         let mut hold_reasons = Vec::new();
         for (product, object) in products {
             let product = *product;
-            let cached = match self.cache.load_announced(product, object).await {
-                Ok(cached) => cached,
+            let cached = match self.cache.load_announced_or_newer(product, object).await {
+                Ok((cached, newer)) => {
+                    if newer {
+                        tracing::info!(
+                            %product,
+                            "The announced state was replaced by a newer one; planning against that."
+                        );
+                    }
+                    cached
+                }
                 Err(error) if error.is_permanent() => {
                     return Err(Failure::Run(format!(
                         "the state of {product} is unusable: {}",
