@@ -145,7 +145,7 @@
 //!
 //! # Cost
 //!
-//! A million users, a hundred thousand groups and five million memberships plan in about 1.2 s on
+//! A million users, a hundred thousand groups and five million memberships plan in 1.6 to 1.8 s on
 //! a shared two-core machine, in about 1.6 GiB including the inputs (`cargo bench -p model --bench
 //! plan`). Ids are `Arc<str>` newtypes that carry their hash, so an index lookup reads one table
 //! slot and never the string; callers that build memberships from the user's and group's own ids

@@ -7,7 +7,8 @@
 //! same inputs (whatever the order of their vectors), and never panics; odd input becomes a
 //! [`Diagnostic`]. It indexes the inputs once, in tables keyed by borrowed strings, and allocates
 //! only for the changes it emits; the two big joins and the per-account work each run on two
-//! threads. A million users plan in about 1.2 s.
+//! threads. A million users plan in 1.6 to 1.8 s on a shared two-core machine (`make
+//! bench-plan`; the floor is 2 s).
 //!
 //! The work is in three steps, one module each: `index` reads the inputs into tables, `resolve`
 //! decides what happens to each user and account, and `emit` writes the changes. Beside them,

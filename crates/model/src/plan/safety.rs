@@ -18,7 +18,7 @@ use crate::mapping::fold;
 pub(super) fn count(ctx: &Ctx<'_>, changes: &[Change], losing_access: usize) -> SafetyCounts {
     let mut counts = SafetyCounts {
         losing_access,
-        first_run: true,
+        first_run: ctx.first_run,
         ..SafetyCounts::default()
     };
     for (idx, account) in ctx.state.accounts.iter().enumerate() {
@@ -30,7 +30,6 @@ pub(super) fn count(ctx: &Ctx<'_>, changes: &[Change], losing_access: usize) -> 
             }
         }
     }
-    counts.first_run = counts.managed_accounts == 0;
     for change in changes {
         match change.action {
             Action::RemoveMembership { .. } => counts.removed_memberships += 1,
