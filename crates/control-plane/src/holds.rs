@@ -15,7 +15,7 @@
 //!
 //! Every cancellation here publishes `RunCancelled`, as `CancelRun` does.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use proto::v1::{self, RunState};
 
@@ -301,24 +301,14 @@ impl Runs {
     /// The HELD runs, newest first, among those created within the recovery window plus
     /// the hold expiry (older ones have expired).
     async fn held_runs(&self) -> Result<Vec<v1::Run>, RunsError> {
-        let horizon = SystemTime::now()
-            .checked_sub(RECOVERY_WINDOW + self.settings.hold_expiry)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let mut held = Vec::new();
-        for run_id in self.store.run_ids().await? {
-            let Ok(ulid) = ulid::Ulid::from_string(&run_id) else {
-                continue;
-            };
-            if ulid.datetime() < horizon {
-                break;
-            }
-            if let Some(stored) = self.store.get(&run_id).await?
-                && stored.run.state() == RunState::Held
-            {
-                held.push(stored.run);
-            }
-        }
-        Ok(held)
+        Ok(self
+            .store
+            .recent_runs(RECOVERY_WINDOW + self.settings.hold_expiry)
+            .await?
+            .into_iter()
+            .filter(|stored| stored.run.state() == RunState::Held)
+            .map(|stored| stored.run)
+            .collect())
     }
 }
 

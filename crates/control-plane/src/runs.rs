@@ -14,10 +14,7 @@
 //! ends; a claim whose run has ended or never came to exist is taken over, so a stopped
 //! replica cannot block a connector.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{sync::Arc, time::Duration};
 
 use bus::{Bus, objects::ObjectError};
 use cache::Cache;
@@ -675,20 +672,8 @@ impl Runs {
 /// makes a repeat within the duplicate window a no-op), and results recorded but not yet
 /// counted are counted. Looks at the runs of the last week.
 pub async fn recover(runs: Arc<Runs>) -> Result<(), RunsError> {
-    let horizon = SystemTime::now()
-        .checked_sub(RECOVERY_WINDOW)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    let run_ids = runs.store.run_ids().await?;
-    for run_id in run_ids {
-        let Ok(ulid) = ulid::Ulid::from_string(&run_id) else {
-            continue;
-        };
-        if ulid.datetime() < horizon {
-            break;
-        }
-        let Some(stored) = runs.store.get(&run_id).await? else {
-            continue;
-        };
+    for stored in runs.store.recent_runs(RECOVERY_WINDOW).await? {
+        let run_id = stored.run.run_id.clone();
         let outcome = match stored.run.state() {
             RunState::Requested => runs.request_fetch(&stored.run).await.map(|_| ()),
             RunState::Planning | RunState::Held | RunState::Applying | RunState::Cancelled => {

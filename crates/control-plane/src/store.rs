@@ -298,6 +298,27 @@ impl Store {
         Ok(ids)
     }
 
+    /// The runs created within `window` of now, newest first (run ids are ULIDs, so their
+    /// time is their creation's); ids that are not ULIDs are skipped.
+    pub async fn recent_runs(&self, window: Duration) -> Result<Vec<StoredRun>, StoreError> {
+        let horizon = SystemTime::now()
+            .checked_sub(window)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut runs = Vec::new();
+        for run_id in self.run_ids().await? {
+            let Ok(ulid) = ulid::Ulid::from_string(&run_id) else {
+                continue;
+            };
+            if ulid.datetime() < horizon {
+                break;
+            }
+            if let Some(stored) = self.get(&run_id).await? {
+                runs.push(stored);
+            }
+        }
+        Ok(runs)
+    }
+
     /// The run now, then the run after every write, for as long as the stream is polled.
     /// The stream ends if the run is deleted.
     pub async fn watch(
