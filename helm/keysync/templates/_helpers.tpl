@@ -23,14 +23,61 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/*
-A Deployment (and its PodDisruptionBudget) for one service.
-Arguments: root (the chart context), component (name), args (container args),
-settings (replicas, resources), command (the binary and its flags), ports (extra
-container ports).
+Every component in this release that runs a Deployment, as a list of names: control-plane,
+fetcher, planner and applier-<product> for each enabled product. The NetworkPolicies use it.
+*/}}
+{{- define "keysync.components" -}}
+{{- $components := list "control-plane" "fetcher" "planner" -}}
+{{- range $product, $settings := .Values.appliers -}}
+{{- if $settings.enabled -}}
+{{- $components = append $components (printf "applier-%s" $product) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $components -}}
+{{- end -}}
+
+{{/*
+A Deployment, its ConfigMap (the component's own configuration file) and its
+PodDisruptionBudget. Arguments: root (the chart context), component (name), settings
+(replicas, resources), command (the binary and its flags), config (the TOML file), ports
+(extra container ports).
+
+The Secret files mounted are exactly those the configuration names: every path
+/run/secrets/keysync/<secretName>/<key> in a non-comment line of `config` mounts that one
+key of that Secret (a volume per Secret, with `items`, so other keys of the same Secret stay
+out). The file and the mounts cannot disagree, and a pod mounts no secret it does not use.
 */}}
 {{- define "keysync.deployment" -}}
 {{- $root := .root -}}
 {{- $values := $root.Values -}}
+{{- if not $values.podSecurityContext.fsGroup -}}
+{{- fail "podSecurityContext.fsGroup is required: the Secret files (mode secretDefaultMode, 0400) are readable by the container user through that group only (see values.yaml)" -}}
+{{- end -}}
+{{- if not (has (int $values.secretDefaultMode) (list 256 288)) -}}
+{{- fail (printf "secretDefaultMode must be 0400 (256) or 0440 (288), not %v: secret files are read by their owner's group only (with --set, write 256: --set parses decimal)" $values.secretDefaultMode) -}}
+{{- end -}}
+{{- $configName := printf "%s-config" (include "keysync.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- $secrets := dict -}}
+{{- range $line := splitList "\n" .config -}}
+{{- if not (hasPrefix "#" (trim $line)) -}}
+{{- range $path := regexFindAll "/run/secrets/keysync/[a-z0-9][-a-z0-9.]*/[-._a-zA-Z0-9]+" $line -1 -}}
+{{- $parts := splitList "/" (trimPrefix "/run/secrets/keysync/" $path) -}}
+{{- $name := index $parts 0 -}}
+{{- $keys := get $secrets $name | default list -}}
+{{- $_ := set $secrets $name (append $keys (index $parts 1) | uniq | sortAlpha) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ $configName }}
+  labels:
+    {{- include "keysync.labels" . | nindent 4 }}
+data:
+  keysync.toml: |
+    {{- .config | nindent 4 }}
+---
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -47,7 +94,8 @@ spec:
       labels:
         {{- include "keysync.selectorLabels" . | nindent 8 }}
       annotations:
-        checksum/config: {{ $values.config | sha256sum }}
+        # This component's own file: a change elsewhere does not restart it.
+        checksum/config: {{ .config | sha256sum }}
     spec:
       {{- with $values.imagePullSecrets }}
       imagePullSecrets:
@@ -64,10 +112,6 @@ spec:
           command:
             {{- toYaml .command | nindent 12 }}
           env:
-            - name: KEYSYNC_BUS__NATS_URL
-              value: {{ $values.natsUrl | quote }}
-            - name: KEYSYNC_BUS__PREFIX
-              value: {{ $values.busPrefix | quote }}
             - name: KEYSYNC_HEALTH__LISTEN
               value: {{ printf "0.0.0.0:%v" $values.healthPort | quote }}
             - name: RUST_LOG
@@ -116,22 +160,28 @@ spec:
               readOnly: true
             - name: tmp
               mountPath: /tmp
-            {{- range $values.secretMounts }}
-            - name: {{ printf "secret-%s" .name | trunc 63 | trimSuffix "-" }}
-              mountPath: {{ .mountPath }}
+            {{- range $name, $keys := $secrets }}
+            - name: {{ printf "secret-%s" ($name | replace "." "-") | trunc 63 | trimSuffix "-" }}
+              mountPath: {{ printf "/run/secrets/keysync/%s" $name }}
               readOnly: true
             {{- end }}
       volumes:
         - name: config
           configMap:
-            name: {{ printf "%s-config" $root.Release.Name | trunc 63 | trimSuffix "-" }}
+            name: {{ $configName }}
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
-        {{- range $values.secretMounts }}
-        - name: {{ printf "secret-%s" .name | trunc 63 | trimSuffix "-" }}
+        {{- range $name, $keys := $secrets }}
+        - name: {{ printf "secret-%s" ($name | replace "." "-") | trunc 63 | trimSuffix "-" }}
           secret:
-            secretName: {{ .name }}
+            secretName: {{ $name }}
+            defaultMode: {{ int $values.secretDefaultMode }}  # {{ printf "%#o" (int $values.secretDefaultMode) }}: see secretDefaultMode in values.yaml
+            items:
+              {{- range $keys }}
+              - key: {{ . }}
+                path: {{ . }}
+              {{- end }}
         {{- end }}
       {{- with $values.nodeSelector }}
       nodeSelector:
