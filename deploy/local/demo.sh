@@ -58,7 +58,7 @@ nats_port=$(free_port) kc_port=$(free_port) kc_mgmt=$(free_port) cp_port=$(free_
 jira_port=$(free_port) confluence_port=$(free_port) bitbucket_port=$(free_port)
 secret() { python3 -c 'import secrets; print(secrets.token_urlsafe(32))'; }
 # Secret files readable by their owner only, as keysync expects of a secret mount.
-(umask 077; for name in api-token kc-secret kc-admin product-token bitbucket-password; do secret >"$work/$name"; done)
+(umask 077; for name in api-token service-token kc-secret kc-admin product-token bitbucket-password; do secret >"$work/$name"; done)
 
 step "Starting nats-server, Keycloak and the three product emulators"
 start nats "$KEYSYNC_NATS_SERVER" -js -a 127.0.0.1 -p "$nats_port" -sd "$work/jetstream"
@@ -98,6 +98,7 @@ prefix = "demo"
 listen = "127.0.0.1:$cp_port"
 endpoint = "http://127.0.0.1:$cp_port"
 token_file = "$work/api-token"
+service_token_file = "$work/service-token"   # the planner's and the appliers': GetRun, ReportResults
 
 [control_plane.schedule]
 enabled = false

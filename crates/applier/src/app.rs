@@ -10,11 +10,11 @@ use bus::Bus;
 use bus::health::Health;
 use bus::worker::{ConsumerSpec, Delivery, Handler, Worker};
 use cache::Cache;
+use control_client::Control;
 use model::state::Product;
 use opentelemetry::KeyValue;
 use proto::v1;
 
-use crate::control::Control;
 use crate::metrics::{Metrics, ProductApiMetrics};
 use crate::progress::Progress;
 use crate::{Error, Settings};
@@ -52,6 +52,9 @@ pub enum StepOutcome {
     AlreadyApplied { run_id: String, sequence: u32 },
     /// The set's predecessor has not finished; the set comes again.
     Waiting { run_id: String, sequence: u32 },
+    /// The control plane has not recorded the run's plan yet (the planner's `PlanReady` is
+    /// still on its way); the set comes again.
+    Unconfirmed { run_id: String, sequence: u32 },
 }
 
 /// The applier's handler: the product's client and everything a change set needs.
@@ -67,6 +70,9 @@ pub struct Applier {
     pub(crate) report_batch_size: usize,
     pub(crate) sequence_timeout: Duration,
     pub(crate) metrics: Metrics,
+    /// The last change-set manifest loaded, by its checksum: the sets of one run come one
+    /// after another, and each is checked against it.
+    pub(crate) manifest: std::sync::Mutex<Option<(String, std::sync::Arc<v1::ChangeSetManifest>)>>,
     /// The consumer of run requests (the other one is of change sets).
     state_consumer: String,
 }
@@ -81,12 +87,17 @@ impl Handler for Applier {
         } else {
             self.apply_change_set(delivery).await?
         };
-        if let StepOutcome::Waiting { .. } = &outcome {
+        let waits = match &outcome {
+            StepOutcome::Waiting { .. } => Some("sequence"),
+            StepOutcome::Unconfirmed { .. } => Some("plan"),
+            _ => None,
+        };
+        if let Some(kind) = waits {
             self.metrics.retries.add(
                 1,
                 &[
                     KeyValue::new("product", self.product.as_str()),
-                    KeyValue::new("kind", "sequence"),
+                    KeyValue::new("kind", kind),
                 ],
             );
             delivery.retry_after(WAIT_DELAY);
@@ -109,11 +120,7 @@ impl App {
         let directory = atlassian::Client::new(client_settings)
             .map_err(|source| Error::Client { product, source })?
             .with_observer(ProductApiMetrics::observer());
-        let control = Control::with_ca(
-            &settings.control_plane.endpoint,
-            &settings.control_plane.token,
-            settings.control_plane.ca.as_deref(),
-        )?;
+        let control = Control::from_settings(&settings.control_plane)?;
         let bus = Bus::connect_with(&settings.bus).await?;
         let topology = bus.topology();
         let ack_wait = Duration::from_secs(settings.applier.ack_wait_seconds);
@@ -154,6 +161,7 @@ impl App {
                 report_batch_size: settings.applier.report_batch_size,
                 sequence_timeout: Duration::from_secs(settings.applier.sequence_timeout_seconds),
                 metrics,
+                manifest: Default::default(),
                 state_consumer,
             },
         })

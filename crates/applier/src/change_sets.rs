@@ -1,8 +1,11 @@
-//! One change set: in sequence order within its run ([`crate::progress`]), skipped when
-//! the run is cancelled, applied ([`crate::apply`]) with every success recorded in the
-//! cached state ([`crate::state`]), every result reported ([`crate::control`]); only then
-//! is the message acknowledged (by the worker).
+//! One change set: in sequence order within its run ([`crate::progress`]), checked against
+//! what the control plane recorded of the run (an APPLY run, not held, whose change-set
+//! manifest lists this set's digest: `bus::integrity`; anything else is dead-lettered),
+//! skipped when the run is cancelled, applied ([`crate::apply`]) with every success
+//! recorded in the cached state ([`crate::state`]), every result reported
+//! (`control_client`); only then is the message acknowledged (by the worker).
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bus::worker::Delivery;
@@ -80,9 +83,9 @@ impl Applier {
             ));
         }
 
-        let changes = match &set.stored {
-            None => set.changes,
-            Some(object) => match self.bus.get_object::<v1::ChangeSet>(object).await {
+        let mut set = set;
+        if let Some(object) = set.stored.take() {
+            set.changes = match self.bus.get_object::<v1::ChangeSet>(&object).await {
                 Ok(stored) => stored.changes,
                 Err(error) if error.is_permanent() => {
                     let reason =
@@ -91,18 +94,37 @@ impl Applier {
                     return Ok(StepOutcome::DeadLettered);
                 }
                 Err(error) => return Err(error.into()),
-            },
-        };
+            };
+        }
 
         let run = match self.control.get_run(&run_id).await {
             Ok(run) => run,
-            Err(error) if error.is_not_found() => {
-                let reason = format!("the control plane does not know run {run_id}");
+            Err(error) if error.is_unknown_run() => {
+                let reason = format!(
+                    "the control plane knows no run {run_id}: {}",
+                    error_chain(&error)
+                );
                 delivery.dead_letter(&reason).await?;
                 return Ok(StepOutcome::DeadLettered);
             }
             Err(error) => return Err(error.into()),
         };
+        match self.verify(&run, &set).await? {
+            Verdict::Verified => {}
+            Verdict::NotYet => {
+                tracing::debug!("The control plane has not recorded the run's plan yet.");
+                return Ok(StepOutcome::Unconfirmed { run_id, sequence });
+            }
+            Verdict::Refused(reason) => {
+                tracing::warn!(
+                    reason,
+                    "Refused a change set that is not part of an approved plan."
+                );
+                delivery.dead_letter(&reason).await?;
+                return Ok(StepOutcome::DeadLettered);
+            }
+        }
+        let changes = set.changes;
         let results = if run.state() == v1::RunState::Cancelled {
             tracing::info!(
                 changes = changes.len(),
@@ -176,6 +198,71 @@ impl Applier {
         })
     }
 
+    /// Whether `set` may be applied: `run` is an APPLY run that is not held, and the
+    /// change-set manifest the control plane recorded for it (from the planner's
+    /// `PlanReady`) lists the set's digest.
+    async fn verify(&self, run: &v1::Run, set: &v1::ChangeSet) -> Result<Verdict, Error> {
+        let run_id = &run.run_id;
+        if run.mode() != v1::RunMode::Apply {
+            return Ok(Verdict::Refused(format!(
+                "run {run_id} is a simulation, which writes nothing"
+            )));
+        }
+        let Some(reference) = &run.change_sets else {
+            return Ok(match run.state() {
+                v1::RunState::Requested | v1::RunState::Fetching | v1::RunState::Planning => {
+                    Verdict::NotYet
+                }
+                state => Verdict::Refused(format!(
+                    "the control plane records no change sets of run {run_id} (it is {})",
+                    state.as_str_name()
+                )),
+            });
+        };
+        if run.state() == v1::RunState::Held {
+            return Ok(Verdict::Refused(format!(
+                "run {run_id} is held: its change sets are published once it is approved"
+            )));
+        }
+        let manifest = match self.manifest(reference).await {
+            Ok(manifest) => manifest,
+            Err(error) if error.is_permanent() => {
+                return Ok(Verdict::Refused(format!(
+                    "the change-set manifest of run {run_id} is unusable: {}",
+                    error_chain(&error)
+                )));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        Ok(match bus::integrity::check(&manifest, set) {
+            Ok(()) => Verdict::Verified,
+            Err(refusal) => Verdict::Refused(format!("run {run_id}: {refusal}")),
+        })
+    }
+
+    /// The manifest `reference` names, from the one-entry cache or the plans bucket (its
+    /// checksum checked).
+    async fn manifest(
+        &self,
+        reference: &v1::ObjectRef,
+    ) -> Result<Arc<v1::ChangeSetManifest>, bus::objects::ObjectError> {
+        if let Ok(cached) = self.manifest.lock()
+            && let Some((sha256, manifest)) = cached.as_ref()
+            && *sha256 == reference.sha256
+        {
+            return Ok(Arc::clone(manifest));
+        }
+        let manifest = Arc::new(
+            self.bus
+                .get_object::<v1::ChangeSetManifest>(reference)
+                .await?,
+        );
+        if let Ok(mut cached) = self.manifest.lock() {
+            *cached = Some((reference.sha256.clone(), Arc::clone(&manifest)));
+        }
+        Ok(manifest)
+    }
+
     /// Counts the set's results by operation and outcome, once per set.
     fn count(&self, changes: &[v1::Change], results: &[v1::ChangeResult]) {
         let mut counts: std::collections::BTreeMap<(&'static str, &'static str), u64> =
@@ -196,4 +283,13 @@ impl Applier {
             );
         }
     }
+}
+
+/// Whether a change set may be applied.
+enum Verdict {
+    Verified,
+    /// The control plane has not recorded the run's plan yet: ask again later.
+    NotYet,
+    /// Never: the reason goes with the dead letter.
+    Refused(String),
 }

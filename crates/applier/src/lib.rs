@@ -28,7 +28,7 @@
 //! 3. **Apply** ([`apply`]): in dependency phases with bounded concurrency; the cache is
 //!    updated with what succeeded and written once, at the end of the set.
 //! 4. **Report** every result to the control plane with `ReportResults`, in batches, with
-//!    retries ([`control`]). Only then is the message acknowledged; if reporting fails the
+//!    retries (the `control-client` crate). Only then is the message acknowledged; if reporting fails the
 //!    set is redelivered and applied again, which the product's idempotent writes make
 //!    harmless (a create of an existing identical account is "already done").
 //!
@@ -45,13 +45,12 @@
 //! [`app`] binds the two consumers to one `bus::worker::Worker` (the loop, the same in
 //! every service) around the [`app::Applier`] handler; [`refresh`] reads the product's
 //! state; [`change_sets`] takes one change set through order, cancellation, [`apply`] and
-//! [`control`]; [`state`] keeps the cached state up to date through `model::apply`;
+//! `control_client`; [`state`] keeps the cached state up to date through `model::apply`;
 //! [`progress`] is the per-run sequence mark; [`settings`] the configuration.
 
 pub mod app;
 pub mod apply;
 pub mod change_sets;
-pub mod control;
 pub mod metrics;
 pub mod progress;
 pub mod refresh;
@@ -63,8 +62,8 @@ use config::Invalid;
 use model::state::Product;
 
 pub use crate::app::{App, StepOutcome};
-use crate::control::ControlError;
 pub use crate::settings::{HealthSettings, Settings};
+use control_client::ControlError;
 
 /// Why the applier could not start or go on.
 #[derive(Debug, thiserror::Error)]

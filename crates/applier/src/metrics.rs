@@ -4,7 +4,8 @@
 //! - `keysync_state_refreshes_total{product, outcome}`: product state reads per run;
 //! - `keysync_dead_letters_total{service, product}`: messages dead-lettered;
 //! - `keysync_retries_total{product, kind}`: `report` (a `ReportResults` call retried),
-//!   `sequence` (a change set handed back to wait for its predecessor) and `product_api`
+//!   `sequence` (a change set handed back to wait for its predecessor), `plan` (one handed
+//!   back until the control plane has recorded its run's plan) and `product_api`
 //!   (a product API request retried after a 429, 502, 503, 504 or a transport error);
 //! - `keysync_product_api_request_duration_seconds{product, method, endpoint, status_class}`:
 //!   every HTTP attempt to the product, state reads included; `status_class` is `2xx`,
@@ -67,7 +68,7 @@ impl Metrics {
         let product = KeyValue::new("product", product.as_str());
         self.dead_letters
             .add(0, &[KeyValue::new("service", "applier"), product.clone()]);
-        for kind in ["report", "sequence", "product_api"] {
+        for kind in ["report", "sequence", "plan", "product_api"] {
             self.retries
                 .add(0, &[product.clone(), KeyValue::new("kind", kind)]);
         }
@@ -85,8 +86,9 @@ fn retries_counter() -> Counter<u64> {
         .u64_counter("keysync_retries_total")
         .with_description(
             "Retries by product and kind: report (ReportResults), sequence (a change set handed \
-             back to wait for its predecessor), product_api (a product request after a 429, \
-             5xx or transport error).",
+             back to wait for its predecessor), plan (one handed back until the control plane \
+             has recorded its run's plan), product_api (a product request after a 429, 5xx or \
+             transport error).",
         )
         .build()
 }

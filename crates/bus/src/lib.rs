@@ -22,6 +22,7 @@
 
 mod consumers;
 pub mod health;
+pub mod integrity;
 pub mod lag;
 pub mod objects;
 pub mod runs;
@@ -140,6 +141,7 @@ bus_messages!(
     PlanReady,
     PlanFailed,
     ChangeSet,
+    ChangeSetManifest,
     ChangeResult,
     Plan,
     RunApproved,

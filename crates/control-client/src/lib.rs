@@ -1,18 +1,22 @@
-//! The applier's side of the control API: `GetRun` (is the run cancelled?) and
-//! `ReportResults` (every result, in batches), each retried with exponential backoff while
-//! the control plane is unreachable or busy. Calls carry the bearer token (the service
-//! token: `[control_plane] service_token`, else `token`) and the current span's trace
-//! context. An `https://` endpoint is verified against the CA given (`[control_plane]
-//! ca_file`), else the system's roots (which honour `SSL_CERT_FILE`).
+//! The services' side of the control API: `GetRun` (the planner: is the run approved?
+//! the appliers: may this change set be applied, is the run cancelled?) and
+//! `ReportResults` (the appliers: every result, in batches), each retried with exponential
+//! backoff while the control plane is unreachable or busy. Calls carry the bearer token
+//! (the service token: `[control_plane] service_token`, else `token`) and the current
+//! span's trace context. An `https://` endpoint is verified against the CA given
+//! (`[control_plane] ca_file`), else the system's roots (which honour `SSL_CERT_FILE`);
+//! with `client_cert_file` and `client_key_file` the client presents that certificate
+//! (mutual TLS). The settings are `settings::control_client::ControlPlaneSettings`.
 
 use std::time::Duration;
 
 use config::Secret;
 use proto::v1::{self, control_service_client::ControlServiceClient};
+use settings::control_client::ControlPlaneSettings;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// Attempts of one call before it fails: about 25 s of backoff in all.
 const MAX_ATTEMPTS: u32 = 8;
@@ -52,6 +56,19 @@ impl ControlError {
             self,
             ControlError::Status {
                 code: tonic::Code::NotFound,
+                ..
+            }
+        )
+    }
+
+    /// Whether the control plane refused the request itself for good: it does not know
+    /// the run, or the run id is not one (a message made by hand). Asking again cannot
+    /// help; the message that named the run is dead-lettered.
+    pub fn is_unknown_run(&self) -> bool {
+        matches!(
+            self,
+            ControlError::Status {
+                code: tonic::Code::NotFound | tonic::Code::InvalidArgument,
                 ..
             }
         )
@@ -97,6 +114,31 @@ impl Control {
         token: &Secret,
         ca: Option<&str>,
     ) -> Result<Control, ControlError> {
+        Control::with_tls(endpoint, token, ca, None)
+    }
+
+    /// The client `[control_plane]` describes: endpoint, token, CA and client certificate.
+    pub fn from_settings(settings: &ControlPlaneSettings) -> Result<Control, ControlError> {
+        let identity = match (&settings.client_cert, &settings.client_key) {
+            (Some(cert), Some(key)) => Some((cert.as_str(), key)),
+            _ => None,
+        };
+        Control::with_tls(
+            &settings.endpoint,
+            &settings.token,
+            settings.ca.as_deref(),
+            identity,
+        )
+    }
+
+    /// As [`Control::with_ca`], presenting `identity` (PEM certificate and key) when the
+    /// control plane asks for a client certificate.
+    pub fn with_tls(
+        endpoint: &str,
+        token: &Secret,
+        ca: Option<&str>,
+        identity: Option<(&str, &Secret)>,
+    ) -> Result<Control, ControlError> {
         let mut channel = Endpoint::from_shared(endpoint.to_owned()).map_err(|source| {
             ControlError::Endpoint {
                 endpoint: endpoint.to_owned(),
@@ -104,10 +146,13 @@ impl Control {
             }
         })?;
         if endpoint.trim().starts_with("https://") {
-            let tls = match ca {
+            let mut tls = match ca {
                 Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)),
                 None => ClientTlsConfig::new().with_enabled_roots(),
             };
+            if let Some((cert, key)) = identity {
+                tls = tls.identity(Identity::from_pem(cert, key.expose()));
+            }
             channel = channel
                 .tls_config(tls)
                 .map_err(|source| ControlError::Tls {

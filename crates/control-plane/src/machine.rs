@@ -102,6 +102,8 @@ pub fn next(run: &v1::Run, event: &Event, context: &Context) -> Transition {
                 return passed();
             }
             next.plan = ready.products.clone();
+            // What appliers check each change set against before they write.
+            next.change_sets = ready.change_sets.clone();
             next.progress = ready
                 .products
                 .iter()
@@ -319,7 +321,17 @@ mod tests {
             plan: None,
             held: held.is_some(),
             hold_reason: held.unwrap_or_default().to_owned(),
+            change_sets: Some(manifest()),
         })
+    }
+
+    fn manifest() -> v1::ObjectRef {
+        v1::ObjectRef {
+            bucket: "keysync-plans".to_owned(),
+            key: "01JD000000000000000000000.sets.pb.zst".to_owned(),
+            sha256: "ab".repeat(32),
+            size: 64,
+        }
     }
 
     fn result(product: v1::Product, outcome: v1::ChangeOutcome) -> v1::ChangeResult {
@@ -424,6 +436,11 @@ mod tests {
         let next = moved_to(next(&run(RunState::Planning, RunMode::Apply), &event));
         assert_eq!(next.state(), RunState::Applying);
         assert_eq!(next.plan.len(), 2);
+        assert_eq!(
+            next.change_sets,
+            Some(manifest()),
+            "what appliers check sets against"
+        );
         let planned: Vec<(i32, u64)> = next
             .progress
             .iter()

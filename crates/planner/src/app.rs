@@ -44,6 +44,8 @@ impl App {
     /// health endpoints' port.
     pub async fn build(settings: Settings) -> Result<App, Error> {
         let policies = settings.validate()?;
+        // Connected on first use, so the planner starts while the control plane does.
+        let control = control_client::Control::from_settings(&settings.control_plane)?;
         let bus = Bus::connect_with(&settings.bus).await?;
         let topology = bus.topology();
         let consumer = ConsumerSpec {
@@ -80,6 +82,7 @@ impl App {
                 change_set_size: settings.planner.change_set_size,
                 state_timeout: Duration::from_secs(settings.planner.state_timeout_seconds),
                 metrics,
+                control,
             },
         })
     }

@@ -19,10 +19,16 @@
 //!    conflicts; a summary per product; held with the reasons if any product's plan is held)
 //!    is stored as `{run_id}.pb.zst` in `{prefix}-plans`. `PlanReady` announces it (message
 //!    id `{run_id}/plan`). A missing or damaged object fails the run instead.
+//!    An APPLY plan's change sets are cut then, and their manifest (one digest per set,
+//!    `bus::integrity`) is stored as `{run_id}.sets.pb.zst` and named in `PlanReady`: the
+//!    control plane records it, and an applier applies only a set the manifest lists.
 //! 4. Only when the run's mode is APPLY and the plan is not held are the change sets
 //!    published ([`change_sets`]). A simulated run stops after step 3.
-//! 5. `RunApproved` loads the stored plan and publishes its change sets unchanged, with
-//!    the same message ids, so a repeated approval is deduplicated.
+//! 5. `RunApproved` is checked with the control plane first (`GetRun`, with the service
+//!    token of `[control_plane]`): unless the run is recorded as approved, the message is
+//!    dead-lettered and nothing is published. Then the stored plan's change sets are
+//!    published unchanged (cut at the size the plan records), with the same message ids,
+//!    so a repeated approval is deduplicated.
 //!
 //! A message is acknowledged once its effect is recorded; a failure of the bus itself
 //! (not of the run's data) leaves it to be redelivered. A message that does not decode is
@@ -76,4 +82,6 @@ pub enum Error {
     },
     #[error(transparent)]
     Worker(#[from] bus::worker::WorkerError),
+    #[error("the control plane")]
+    Control(#[from] control_client::ControlError),
 }

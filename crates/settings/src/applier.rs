@@ -1,6 +1,7 @@
 //! The applier's sections of the shared configuration file: `[bus]`, `[products.*]` (the
 //! section of its product holds its client settings), `[control_plane]` (where results are
-//! reported: `endpoint`, and `service_token`, else `token`), `[applier]` and `[health]`.
+//! reported: `endpoint`, and `service_token`, else `token`; see [`crate::control_client`]),
+//! `[applier]` and `[health]`.
 //!
 //! ```toml
 //! [control_plane]
@@ -17,10 +18,11 @@
 
 use bus::BusSettings;
 use bus::health::HealthSettings;
-use config::{Invalid, Secret};
+use config::Invalid;
 use model::state::Product;
 use serde::Deserialize;
 
+pub use crate::control_client::ControlPlaneSettings;
 use crate::products::ProductsSettings;
 
 /// The applier's settings: the sections of the shared configuration file it reads. Other
@@ -41,50 +43,6 @@ pub struct Settings {
     /// `[health]`: the HTTP liveness and readiness endpoints (see `bus::health`).
     #[serde(default)]
     pub health: HealthSettings,
-}
-
-/// `[control_plane]` as the appliers read it: `endpoint`, and `service_token` (or
-/// `service_token_file`), else `token` (or `token_file`). The control plane owns this
-/// section and checks it strictly; its own keys (`listen`, `schedule`) are left to it, so
-/// unknown keys are not errors here.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(from = "RawControlPlaneSettings")]
-pub struct ControlPlaneSettings {
-    /// The control plane's gRPC endpoint. Default: `http://127.0.0.1:50051`.
-    pub endpoint: String,
-    /// The bearer token the applier sends: `[control_plane] service_token`, which allows
-    /// only the calls an applier makes (`GetRun`, `ReportResults`), else the operator's
-    /// `token`, which allows every call (kept for configurations without a service token).
-    pub token: Secret,
-    /// The PEM certificates an `https://` endpoint is checked against (`[control_plane]
-    /// ca_file`), instead of the system's roots. Default: the system's roots.
-    pub ca: Option<String>,
-}
-
-/// `[control_plane]` as written.
-#[derive(Deserialize)]
-struct RawControlPlaneSettings {
-    #[serde(default = "default_control_plane_endpoint")]
-    endpoint: String,
-    token: Secret,
-    #[serde(default)]
-    service_token: Option<Secret>,
-    #[serde(default)]
-    ca: Option<String>,
-}
-
-impl From<RawControlPlaneSettings> for ControlPlaneSettings {
-    fn from(raw: RawControlPlaneSettings) -> ControlPlaneSettings {
-        ControlPlaneSettings {
-            endpoint: raw.endpoint,
-            token: raw.service_token.unwrap_or(raw.token),
-            ca: raw.ca,
-        }
-    }
-}
-
-fn default_control_plane_endpoint() -> String {
-    "http://127.0.0.1:50051".to_owned()
 }
 
 /// `[applier]`.
@@ -166,12 +124,7 @@ impl Settings {
                 "must be at least 1",
             ));
         }
-        if self.control_plane.token.expose().trim().is_empty() {
-            return Err(Invalid::new(
-                "control_plane.token",
-                "must not be empty (set `token_file` to a file that holds it)",
-            ));
-        }
+        self.control_plane.validate()?;
         let section = format!("products.{product}");
         let Some(settings) = self.products.get(product) else {
             return Err(Invalid::new(

@@ -11,7 +11,8 @@
 //! | `[products.<product>]` | planner, appliers, control plane | [`products::ProductsSettings`] |
 //! | `[fetcher]` | fetcher | [`fetcher::Settings`] |
 //! | `[planner]` | planner | [`planner::Settings`] |
-//! | `[applier]`, `[control_plane]` endpoint and token | appliers | [`applier::Settings`] |
+//! | `[applier]` | appliers | [`applier::Settings`] |
+//! | `[control_plane]` endpoint, token, TLS | appliers, planner | [`control_client::ControlPlaneSettings`] |
 //! | `[control_plane]` | control plane | [`control_plane::Settings`] |
 //! | `[control_plane.schedule]` | control plane | [`schedule::ScheduleSettings`] |
 //!
@@ -21,6 +22,7 @@
 //! **Architecture invariant:** types and checks only: no network, no runtime, no service.
 
 pub mod applier;
+pub mod control_client;
 pub mod control_plane;
 pub mod fetcher;
 pub mod planner;

@@ -11,6 +11,10 @@
 //! token_file = "/run/secrets/jira-token"
 //! [products.jira.policy]               # what is synced; see `model::policy`
 //!
+//! [control_plane]                     # asked before an approved plan is published
+//! endpoint = "https://keysync-control-plane:50051"
+//! service_token_file = "/run/secrets/keysync-service/token"   # else `token_file`
+//!
 //! [planner]
 //! change_set_size = 500                # default; 1 to 10,000
 //! state_timeout_seconds = 600          # default; at least 1
@@ -24,6 +28,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::control_client::ControlPlaneSettings;
 use crate::products::ProductsSettings;
 pub use bus::{BusSettings, health::HealthSettings};
 use config::Invalid;
@@ -51,6 +56,10 @@ pub struct Settings {
     /// `required_groups` (the fetcher owns and checks the rest of the section).
     #[serde(default)]
     pub keycloak: BTreeMap<String, ConnectorScope>,
+    /// `[control_plane]`: asked whether a run is approved before its plan is published
+    /// on a `RunApproved` (see [`crate::control_client`]).
+    #[serde(default)]
+    pub control_plane: ControlPlaneSettings,
 }
 
 /// What the planner reads of a `[keycloak.<connector>]` section.
@@ -129,6 +138,7 @@ impl Settings {
     /// Checks every section the planner reads and compiles the policies; no IO.
     pub fn validate(&self) -> Result<Policies, Invalid> {
         self.bus.validate().map_err(|error| error.within("bus"))?;
+        self.control_plane.validate()?;
         if !(1..=10_000).contains(&self.planner.change_set_size) {
             return Err(Invalid::new(
                 "planner.change_set_size",
@@ -184,9 +194,15 @@ impl Settings {
 mod tests {
     use super::*;
 
+    /// Loads `toml`, with a `[control_plane]` token unless it has that section.
     fn load(toml: &str) -> Result<Settings, config::Error> {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let file = dir.path().join("keysync.toml");
+        let toml = if toml.contains("[control_plane]") {
+            toml.to_owned()
+        } else {
+            format!("[control_plane]\ntoken = \"t\"\n{toml}")
+        };
         std::fs::write(&file, toml).expect("writes the file");
         config::load::<Settings>(Some(&file))
     }
@@ -312,6 +328,15 @@ mod tests {
         assert_eq!(
             settings.validate().expect_err("zero").key(),
             "planner.change_set_size"
+        );
+    }
+
+    #[test]
+    fn the_planner_needs_a_token_for_the_control_plane() {
+        let settings = load("[control_plane]\nlisten = \"127.0.0.1:50051\"\n").expect("loads");
+        assert_eq!(
+            settings.validate().expect_err("no token").key(),
+            "control_plane.token"
         );
     }
 }

@@ -118,7 +118,7 @@ async fn a_change_set_a_dead_replica_held_is_applied_by_another_without_duplicat
     assert_eq!(run.progress[0].already_done, 2);
 }
 
-fn change(id: u64, op: ChangeOp) -> v1::Change {
+pub(crate) fn change(id: u64, op: ChangeOp) -> v1::Change {
     v1::Change {
         id: format!("{id:016x}"),
         product: v1::Product::Jira as i32,
@@ -128,7 +128,7 @@ fn change(id: u64, op: ChangeOp) -> v1::Change {
     }
 }
 
-fn new_login(login: &str) -> Option<v1::AccountRef> {
+pub(crate) fn new_login(login: &str) -> Option<v1::AccountRef> {
     Some(v1::AccountRef {
         r#ref: Some(v1::account_ref::Ref::NewLogin(login.to_owned())),
     })
@@ -171,21 +171,17 @@ async fn a_change_set_waits_for_its_predecessor_and_a_finished_one_is_not_applie
         stored: None,
         connector: String::new(),
     };
+    let first = set(0, vec![user, group]);
+    let second = set(1, vec![membership]);
+    env.announce_plan(&run_id, &[first.clone(), second.clone()], false)
+        .await;
     let subject = env.bus.topology().changes("jira");
     env.bus
-        .publish(
-            &subject,
-            &set(1, vec![membership]),
-            &format!("{run_id}/jira/1"),
-        )
+        .publish(&subject, &second, &format!("{run_id}/jira/1"))
         .await
         .expect("publishes the second set");
     env.bus
-        .publish(
-            &subject,
-            &set(0, vec![user, group]),
-            &format!("{run_id}/jira/0"),
-        )
+        .publish(&subject, &first, &format!("{run_id}/jira/0"))
         .await
         .expect("publishes the first set");
 

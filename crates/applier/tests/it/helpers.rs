@@ -154,12 +154,18 @@ impl TestEnv {
         let control = ControlPlane::spawn(&nats.url(), &prefix).await;
         let control_addr = control.addr;
 
+        let control_plane = ControlPlaneSettings {
+            endpoint: format!("http://{control_addr}"),
+            token: Secret::new(TOKEN),
+            ..ControlPlaneSettings::default()
+        };
         let planner_settings = planner::Settings {
             bus: bus_settings.clone(),
             products: sections.clone(),
             planner: planner::PlannerSettings::default(),
             health: planner::HealthSettings::default(),
             keycloak: Default::default(),
+            control_plane: control_plane.clone(),
         };
         let planner = planner::App::build(planner_settings.clone())
             .await
@@ -167,11 +173,7 @@ impl TestEnv {
         let applier_settings = applier::Settings {
             bus: bus_settings,
             products: sections,
-            control_plane: ControlPlaneSettings {
-                endpoint: format!("http://{control_addr}"),
-                token: Secret::new(TOKEN),
-                ca: None,
-            },
+            control_plane,
             applier: ApplierSettings {
                 concurrency: 4,
                 report_batch_size: 7,
@@ -293,6 +295,73 @@ impl TestEnv {
             .await
             .expect("ApproveRun")
             .into_inner()
+    }
+
+    /// Plays the planner for `sets` of run `run_id`: stores their manifest and publishes a
+    /// `PlanReady` that names it (held or not), so the control plane records the run's
+    /// change sets; the sets themselves are left to the test to publish.
+    pub async fn announce_plan(&self, run_id: &str, sets: &[v1::ChangeSet], held: bool) {
+        let topology = self.bus.topology();
+        let manifest = bus::integrity::manifest(run_id, sets);
+        let object = self
+            .bus
+            .put_object(
+                &topology.plans_bucket(),
+                &format!("{run_id}.sets.pb.zst"),
+                &manifest,
+            )
+            .await
+            .expect("stores the manifest");
+        let mut summaries: Vec<v1::PlanSummary> = Vec::new();
+        for set in sets {
+            let position = match summaries
+                .iter()
+                .position(|known| known.product == set.product)
+            {
+                Some(position) => position,
+                None => {
+                    summaries.push(v1::PlanSummary {
+                        product: set.product,
+                        hold_reason: if held {
+                            "a test holds it".to_owned()
+                        } else {
+                            String::new()
+                        },
+                        ..Default::default()
+                    });
+                    summaries.len() - 1
+                }
+            };
+            for change in &set.changes {
+                *summaries[position]
+                    .changes_by_op
+                    .entry(change.op().as_str_name().to_owned())
+                    .or_default() += 1;
+            }
+        }
+        let ready = v1::PlanReady {
+            schema_version: v1::SCHEMA_VERSION,
+            run_id: run_id.to_owned(),
+            products: summaries,
+            plan: None,
+            held,
+            hold_reason: if held {
+                "jira: a test holds it".to_owned()
+            } else {
+                String::new()
+            },
+            change_sets: Some(object),
+        };
+        self.bus
+            .publish(&topology.plan_ready(), &ready, &format!("{run_id}/plan"))
+            .await
+            .expect("publishes PlanReady");
+        let state = if held {
+            RunState::Held
+        } else {
+            RunState::Applying
+        };
+        self.wait_for_run(run_id, state).await;
     }
 
     pub async fn get_run(&self, run_id: &str) -> v1::Run {

@@ -4,6 +4,7 @@
 mod delivery;
 mod health;
 mod helpers;
+mod integrity;
 mod rebind;
 mod refresh;
 mod sync;

@@ -423,6 +423,8 @@ impl TestApp {
             plan: Some(object),
             held: plan.held,
             hold_reason: plan.hold_reason.clone(),
+            // What appliers check sets against; recorded as is (the planner's tests show it).
+            change_sets: None,
         };
         self.bus
             .publish(

@@ -18,6 +18,8 @@ use proto::v1;
 use settings::products::{ProductSettings, ProductsSettings};
 use test_support::nats::NatsServer;
 
+use crate::control::ControlPlane;
+
 /// Logs go to the test output only with `TEST_LOG` set.
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var_os("TEST_LOG").is_some() {
@@ -33,6 +35,9 @@ static NEXT_PREFIX: AtomicUsize = AtomicUsize::new(0);
 /// A planner under test and the test's own connection to its bus.
 pub struct TestPlanner {
     pub nats: NatsServer,
+    /// The control plane on the same bus: it records what the planner announces, and it
+    /// is what the planner asks before it publishes an approved plan.
+    pub control: ControlPlane,
     pub settings: Settings,
     pub app: App,
     pub bus: Bus,
@@ -64,6 +69,11 @@ pub fn settings(nats: &NatsServer, change_set_size: usize, state_timeout_seconds
         },
         health: HealthSettings::default(),
         keycloak: Default::default(),
+        // Pointed at the test's control plane by `TestPlanner::spawn_with`.
+        control_plane: settings::control_client::ControlPlaneSettings {
+            token: config::Secret::new("a-token-until-the-control-plane-is-spawned"),
+            ..Default::default()
+        },
     }
 }
 
@@ -82,8 +92,11 @@ impl TestPlanner {
         TestPlanner::spawn_with(nats, settings).await
     }
 
-    pub async fn spawn_with(nats: NatsServer, settings: Settings) -> TestPlanner {
+    pub async fn spawn_with(nats: NatsServer, mut settings: Settings) -> TestPlanner {
         LazyLock::force(&TRACING);
+        let control = ControlPlane::spawn(&settings.bus.nats_url, &settings.bus.prefix).await;
+        settings.control_plane.endpoint = format!("http://{}", control.addr);
+        settings.control_plane.token = config::Secret::new(crate::control::TOKEN);
         let app = App::build(settings.clone())
             .await
             .expect("the planner starts");
@@ -111,6 +124,7 @@ impl TestPlanner {
             .expect("a consumer of change sets");
         TestPlanner {
             nats,
+            control,
             cache: Cache::new(bus.clone()),
             settings,
             app,
@@ -126,9 +140,11 @@ impl TestPlanner {
             nats,
             settings,
             app,
+            control,
             ..
         } = self;
         drop(app);
+        drop(control);
         TestPlanner::spawn_with(nats, settings).await
     }
 

@@ -140,75 +140,6 @@ async fn planner_joins_the_snapshot_with_every_state_and_publishes_the_stored_pl
 }
 
 #[tokio::test]
-async fn a_held_plan_publishes_nothing_until_the_run_is_approved_then_exactly_the_stored_sets() {
-    let planner = TestPlanner::spawn(500).await;
-    let run_id = "01JRUNHELD";
-    // Keysync manages 60 Jira accounts whose users are gone from Keycloak: deactivating
-    // them all is over the safety limit.
-    let managed: Vec<v1::CachedAccount> = (0..60)
-        .map(|idx| {
-            account(
-                &format!("JIRAUSER{idx}"),
-                &format!("gone{idx:02}"),
-                &format!("u-gone-{idx}"),
-            )
-        })
-        .collect();
-    planner
-        .publish_snapshot(run_id, RunMode::Apply, &[Product::Jira], realm())
-        .await;
-    planner
-        .publish_state(run_id, state(Product::Jira, managed))
-        .await;
-    assert!(matches!(planner.step().await, StepOutcome::Waiting { .. }));
-    assert!(matches!(
-        planner.step().await,
-        StepOutcome::Planned {
-            held: true,
-            change_sets: 0,
-            ..
-        }
-    ));
-    let ready = planner.next_plan_event().await.ready();
-    assert!(ready.held);
-    assert!(
-        ready.hold_reason.starts_with("jira: "),
-        "{}",
-        ready.hold_reason
-    );
-    assert!(!ready.products[0].hold_reason.is_empty());
-    assert_eq!(planner.change_set_messages_published().await, 0);
-    let plan = planner
-        .stored_plan(ready.plan.as_ref().expect("a plan object"))
-        .await;
-    assert!(plan.held);
-    assert_eq!(
-        plan.changes
-            .iter()
-            .filter(|change| change.op() == ChangeOp::DeactivateUser)
-            .count(),
-        60
-    );
-
-    planner.publish_approved(run_id).await;
-    assert_eq!(
-        planner.step().await,
-        StepOutcome::Approved {
-            run_id: run_id.to_owned(),
-            change_sets: 1
-        }
-    );
-    let sets = planner.change_sets().await;
-    assert_eq!(sets.len(), 1);
-    assert_eq!(sets[0].changes, plan.changes);
-
-    // A repeated approval publishes the same message ids, which JetStream drops.
-    planner.publish_approved(run_id).await;
-    assert!(matches!(planner.step().await, StepOutcome::Approved { .. }));
-    assert_eq!(planner.change_set_messages_published().await, 1);
-}
-
-#[tokio::test]
 async fn a_simulated_run_stores_its_plan_like_a_real_one_and_publishes_no_change_sets() {
     let planner = TestPlanner::spawn(500).await;
     let run_id = "01JRUNSIMULATE";
@@ -242,9 +173,9 @@ async fn a_simulated_run_stores_its_plan_like_a_real_one_and_publishes_no_change
     );
     assert_eq!(planner.change_set_messages_published().await, 0);
 
-    // Approving a simulated run writes nothing either.
+    // An approval of a simulated run the control plane never approved publishes nothing.
     planner.publish_approved(run_id).await;
-    assert_eq!(planner.step().await, StepOutcome::Ignored);
+    assert_eq!(planner.step().await, StepOutcome::DeadLettered);
     assert_eq!(planner.change_set_messages_published().await, 0);
 }
 

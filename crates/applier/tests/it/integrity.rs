@@ -1,0 +1,138 @@
+//! An applier writes only change sets the planner published for a run the control plane
+//! lets write: a set for a held run, an altered set or one the run's manifest does not
+//! list is dead-lettered with the reason, and the product is not touched.
+
+use applier::StepOutcome;
+use model::state::Product;
+use proto::v1::{self, ChangeOp, RunMode};
+
+use crate::delivery::{change, new_login};
+use crate::helpers::TestEnv;
+
+/// One Jira change set of run `run_id` that creates `login`.
+fn create(run_id: &str, sequence: u32, login: &str) -> v1::ChangeSet {
+    v1::ChangeSet {
+        schema_version: v1::SCHEMA_VERSION,
+        run_id: run_id.to_owned(),
+        product: v1::Product::Jira as i32,
+        sequence,
+        total_sets: 1,
+        changes: vec![v1::Change {
+            keycloak_user_id: format!("u-{login}"),
+            account: new_login(login),
+            fields: Some(v1::AccountFields {
+                login: login.to_owned(),
+                display_name: format!("{login} Example"),
+                email: format!("{login}@example.com"),
+                active: true,
+            }),
+            ..change(u64::from(sequence) + 1, ChangeOp::CreateUser)
+        }],
+        stored: None,
+        connector: String::new(),
+    }
+}
+
+/// Publishes `set` with a message id of its own and steps the Jira applier once.
+async fn deliver(env: &TestEnv, set: &v1::ChangeSet, id: &str) -> StepOutcome {
+    env.bus
+        .publish(&env.bus.topology().changes("jira"), set, id)
+        .await
+        .expect("publishes the change set");
+    env.applier(Product::Jira)
+        .try_step()
+        .await
+        .expect("the applier steps")
+}
+
+/// The reason of the newest dead letter of the Jira change-set subject.
+async fn last_dead_reason(env: &TestEnv) -> String {
+    let topology = env.bus.topology();
+    let dead = env
+        .bus
+        .jetstream()
+        .get_stream(topology.dead_stream())
+        .await
+        .expect("the dead-letter stream");
+    let message = dead
+        .get_last_raw_message_by_subject(&topology.dead_letter(&topology.changes("jira")))
+        .await
+        .expect("a dead letter");
+    message
+        .headers
+        .get(bus::DEAD_REASON_HEADER)
+        .expect("a reason")
+        .as_str()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_change_set_for_a_held_run_is_dead_lettered_and_writes_nothing() {
+    let env = TestEnv::spawn(&[Product::Jira]).await;
+    let run_id = env.start_run(RunMode::Apply).await;
+    // The appliers read their state for the run; no snapshot comes, so nothing is planned.
+    env.settle().await;
+    let set = create(&run_id, 0, "mallory");
+    env.announce_plan(&run_id, std::slice::from_ref(&set), true)
+        .await;
+
+    // The very set the planner would publish once the run is approved: not before.
+    assert_eq!(
+        deliver(&env, &set, "forged-held").await,
+        StepOutcome::DeadLettered
+    );
+    let reason = last_dead_reason(&env).await;
+    assert!(reason.contains("is held"), "{reason}");
+    assert_eq!(env.writes(Product::Jira), 0);
+}
+
+#[tokio::test]
+async fn only_the_change_sets_the_manifest_lists_are_applied() {
+    let env = TestEnv::spawn(&[Product::Jira]).await;
+    let run_id = env.start_run(RunMode::Apply).await;
+    // The appliers read their state for the run; no snapshot comes, so nothing is planned.
+    env.settle().await;
+    let genuine = create(&run_id, 0, "olivia");
+    env.announce_plan(&run_id, std::slice::from_ref(&genuine), false)
+        .await;
+
+    // The listed set with its one change pointed at another account.
+    let mut altered = genuine.clone();
+    if let Some(fields) = altered.changes[0].fields.as_mut() {
+        fields.login = "mallory".to_owned();
+    }
+    altered.changes[0].account = new_login("mallory");
+    assert_eq!(
+        deliver(&env, &altered, "forged-altered").await,
+        StepOutcome::DeadLettered
+    );
+    let reason = last_dead_reason(&env).await;
+    assert!(
+        reason.contains("differs from the one the planner published"),
+        "{reason}"
+    );
+    assert_eq!(env.writes(Product::Jira), 0);
+
+    // The genuine set is applied.
+    let StepOutcome::Applied { results, .. } = deliver(&env, &genuine, "genuine").await else {
+        panic!("the listed set is applied");
+    };
+    assert_eq!(results[0].outcome(), v1::ChangeOutcome::Applied);
+    let logins: Vec<String> = env
+        .dump(Product::Jira)
+        .accounts
+        .iter()
+        .map(|account| account.login.clone())
+        .collect();
+    assert!(logins.contains(&"olivia".to_owned()), "{logins:?}");
+    assert!(!logins.contains(&"mallory".to_owned()), "{logins:?}");
+
+    // Next in sequence, a set the manifest does not list at all.
+    assert_eq!(
+        deliver(&env, &create(&run_id, 1, "eve"), "forged-unlisted").await,
+        StepOutcome::DeadLettered
+    );
+    let reason = last_dead_reason(&env).await;
+    assert!(reason.contains("lists no change set 1"), "{reason}");
+    assert_eq!(env.writes(Product::Jira), 1, "olivia's creation only");
+}
