@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use proto::v1::{ChangeOp, ChangeOutcome, Product, RunState};
+use proto::v1::{ChangeOp, ChangeOutcome, DiagnosticKind, Product, RunState};
 
 /// keysync: sync Keycloak users and groups into Jira, Confluence and Bitbucket.
 #[derive(Debug, Parser)]
@@ -24,6 +24,25 @@ pub struct Args {
     /// roots.
     #[arg(long, global = true, env = "KEYSYNC_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// A PEM certificate to present when the control plane asks for one (mutual TLS:
+    /// `[control_plane] tls_client_ca_file`); needs --client-key.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYSYNC_CLIENT_CERT_FILE",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// The PEM private key of --client-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYSYNC_CLIENT_KEY_FILE",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -54,13 +73,22 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
-    /// Show one run, and with --changes its changes and what became of them.
+    /// Show one run, and with --changes its changes and what became of them, or with
+    /// --skipped the users its plan left out and why.
     Run {
         /// The run id.
         id: String,
-        /// List the run's changes (implied by any filter below).
+        /// List the run's changes (implied by any filter below but --kind).
         #[arg(long)]
         changes: bool,
+        /// List the conflicts and diagnostics of the run's plan instead: who was left out
+        /// (no usable email, out of scope, login clash, protected...) and why. Takes
+        /// --product, --user and --kind.
+        #[arg(long, conflicts_with_all = ["changes", "op", "outcome"])]
+        skipped: bool,
+        /// With --skipped: only diagnostics of this kind (no conflicts).
+        #[arg(long, requires = "skipped")]
+        kind: Option<KindArg>,
         /// Only changes to this product.
         #[arg(long)]
         product: Option<ProductArg>,
@@ -73,6 +101,15 @@ pub enum Command {
         /// Only changes for this user: a login, email or Keycloak user id.
         #[arg(long)]
         user: Option<String>,
+    },
+    /// Print every decision a run's plan made about one user, for every product: the
+    /// changes planned (with what became of them), and the conflicts and diagnostics that
+    /// name the user, each with the rule and the data behind it.
+    Explain {
+        /// The run id.
+        run: String,
+        /// The user: a Keycloak username or user id, a product login, or an email.
+        user: String,
     },
     /// Approve a run the safety limit holds, so it is applied. Refused once the hold has
     /// expired, or once a product changed since the plan was made: start a new run then.
@@ -214,6 +251,38 @@ impl From<OutcomeArg> for ChangeOutcome {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum KindArg {
+    InvalidInput,
+    MissingData,
+    Protected,
+    Unsupported,
+    Deferred,
+    MergedGroups,
+    Disabled,
+    Recreated,
+    OutOfScope,
+    NotSyncable,
+}
+
+impl From<KindArg> for DiagnosticKind {
+    fn from(kind: KindArg) -> DiagnosticKind {
+        match kind {
+            KindArg::InvalidInput => DiagnosticKind::InvalidInput,
+            KindArg::MissingData => DiagnosticKind::MissingData,
+            KindArg::Protected => DiagnosticKind::Protected,
+            KindArg::Unsupported => DiagnosticKind::Unsupported,
+            KindArg::Deferred => DiagnosticKind::Deferred,
+            KindArg::MergedGroups => DiagnosticKind::MergedGroups,
+            KindArg::Disabled => DiagnosticKind::Disabled,
+            KindArg::Recreated => DiagnosticKind::Recreated,
+            KindArg::OutOfScope => DiagnosticKind::OutOfScope,
+            KindArg::NotSyncable => DiagnosticKind::NotSyncable,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -250,6 +319,19 @@ mod tests {
         assert_eq!(outcome, Some(OutcomeArg::AlreadyDone));
         assert_eq!(op, Some(OpArg::AddMembership));
         assert_eq!(product, Some(ProductArg::Bitbucket));
+    }
+
+    #[test]
+    fn skipped_takes_a_kind_and_refuses_the_change_filters() {
+        let id = "01JD000000000000000000000";
+        let args = Args::parse_from(["keysync", "run", id, "--skipped", "--kind", "out_of_scope"]);
+        let Command::Run { skipped, kind, .. } = args.command else {
+            panic!("not `run`: {args:?}");
+        };
+        assert!(skipped);
+        assert_eq!(kind, Some(KindArg::OutOfScope));
+        assert!(Args::try_parse_from(["keysync", "run", id, "--skipped", "--changes"]).is_err());
+        assert!(Args::try_parse_from(["keysync", "run", id, "--kind", "protected"]).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The connection to the control plane: the endpoint (`https://` verified against
-//! `--ca-file`, else the system's roots), the bearer token read from its file, and who the
-//! caller is (sent as `keysync-user`, recorded on the runs it starts).
+//! `--ca-file`, else the system's roots, presenting `--client-cert` and `--client-key`
+//! when the control plane asks for a certificate), the bearer token read from its file,
+//! and who the caller is (sent as `keysync-user`, recorded on the runs it starts).
 
 use std::{path::Path, time::Duration};
 
@@ -9,7 +10,7 @@ use tonic::{
     Request, Status,
     metadata::{Ascii, MetadataValue},
     service::{Interceptor, interceptor::InterceptedService},
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 
 use crate::error::Error;
@@ -34,6 +35,39 @@ impl Interceptor for Credentials {
     }
 }
 
+/// The PEM files of an `https://` connection: the CA to trust, and the client certificate
+/// and key for mutual TLS.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TlsFiles<'a> {
+    pub ca: Option<&'a Path>,
+    pub client_cert: Option<&'a Path>,
+    pub client_key: Option<&'a Path>,
+}
+
+impl TlsFiles<'_> {
+    /// The client configuration these files make.
+    fn config(&self) -> Result<ClientTlsConfig, Error> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| Error::PemFile {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let mut tls = match self.ca {
+            Some(path) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(path)?)),
+            None => ClientTlsConfig::new().with_enabled_roots(),
+        };
+        if let (Some(cert), Some(key)) = (self.client_cert, self.client_key) {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        Ok(tls)
+    }
+
+    fn any(&self) -> bool {
+        self.ca.is_some() || self.client_cert.is_some() || self.client_key.is_some()
+    }
+}
+
 /// A connected client and where it is connected.
 pub struct Connection {
     pub client: Client,
@@ -41,11 +75,11 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Reads the token (and the CA, if any) and connects.
+    /// Reads the token (and the TLS files, if any) and connects.
     pub async fn open(
         endpoint: &str,
         token_file: Option<&Path>,
-        ca_file: Option<&Path>,
+        tls: &TlsFiles<'_>,
     ) -> Result<Connection, Error> {
         let path = token_file.ok_or(Error::NoToken)?;
         let token = std::fs::read_to_string(path).map_err(|source| Error::TokenFile {
@@ -69,21 +103,13 @@ impl Connection {
                 endpoint: endpoint.to_owned(),
             })?;
         if endpoint.trim().starts_with("https://") {
-            let tls = match ca_file {
-                Some(path) => {
-                    let ca = std::fs::read(path).map_err(|source| Error::CaFile {
-                        path: path.to_owned(),
-                        source,
-                    })?;
-                    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca))
-                }
-                None => ClientTlsConfig::new().with_enabled_roots(),
-            };
-            channel = channel.tls_config(tls).map_err(|source| Error::Tls {
-                endpoint: endpoint.to_owned(),
-                source,
-            })?;
-        } else if ca_file.is_some() {
+            channel = channel
+                .tls_config(tls.config()?)
+                .map_err(|source| Error::Tls {
+                    endpoint: endpoint.to_owned(),
+                    source,
+                })?;
+        } else if tls.any() {
             return Err(Error::CaWithoutTls {
                 endpoint: endpoint.to_owned(),
             });

@@ -9,9 +9,10 @@ use proto::v1::{self, Product, RunMode, RunState};
 
 use crate::{
     args::{Args, Command, ConfigCommand},
-    client::Connection,
+    client::{Connection, TlsFiles},
     config_check,
     error::Error,
+    explain,
     output::{self, ChangeJson, ConnectionCheckJson, RunDetailsJson, RunJson},
 };
 
@@ -26,12 +27,12 @@ pub async fn run(args: Args) -> Result<ExitCode, Error> {
     {
         return config_check::check(file, args.json);
     }
-    let connection = Connection::open(
-        &args.endpoint,
-        args.token_file.as_deref(),
-        args.ca_file.as_deref(),
-    )
-    .await?;
+    let tls = TlsFiles {
+        ca: args.ca_file.as_deref(),
+        client_cert: args.client_cert.as_deref(),
+        client_key: args.client_key.as_deref(),
+    };
+    let connection = Connection::open(&args.endpoint, args.token_file.as_deref(), &tls).await?;
     match args.command {
         Command::Sync {
             simulate,
@@ -52,11 +53,33 @@ pub async fn run(args: Args) -> Result<ExitCode, Error> {
         }
         Command::Run {
             id,
+            skipped: true,
+            kind,
+            product,
+            user,
+            ..
+        } => {
+            let mut request = v1::ListDiagnosticsRequest {
+                run_id: id,
+                user: user.unwrap_or_default(),
+                ..v1::ListDiagnosticsRequest::default()
+            };
+            if let Some(product) = product {
+                request.set_product(product.into());
+            }
+            if let Some(kind) = kind {
+                request.set_kind(kind.into());
+            }
+            explain::skipped(&connection, request, args.json).await
+        }
+        Command::Run {
+            id,
             changes,
             product,
             op,
             outcome,
             user,
+            ..
         } => {
             let mut request = v1::ListChangesRequest {
                 run_id: id.clone(),
@@ -75,6 +98,9 @@ pub async fn run(args: Args) -> Result<ExitCode, Error> {
             let filtered = product.is_some() || op.is_some() || outcome.is_some() || user.is_some();
             let changes = (changes || filtered).then_some(request);
             show_run(&connection, &id, changes, args.json).await
+        }
+        Command::Explain { run, user } => {
+            explain::explain(&connection, &run, &user, args.json).await
         }
         Command::Approve { id, reason } => {
             let run = connection
@@ -135,7 +161,7 @@ async fn sync(
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        println!("Run {id} started: {}, {products}.", output::mode_name(mode));
+        out!("Run {id} started: {}, {products}.", output::mode_name(mode));
     }
 
     let mut updates = connection
@@ -257,42 +283,42 @@ fn print_summary(run: &v1::Run) {
         (Some(start), Some(end)) => format!(" after {}s", (end.seconds - start.seconds).max(0)),
         _ => String::new(),
     };
-    println!();
+    out!();
     match run.state() {
         RunState::Held => {
-            println!("Run {id} is held: {}.", run.reason);
+            out!("Run {id} is held: {}.", run.reason);
             print_plan(run);
             print_hold(run);
-            println!();
-            println!("Review the changes: keysync run {id} --changes");
-            println!("Apply them:         keysync approve {id} --reason \"why\"");
-            println!("Or drop the run:    keysync cancel {id} --reason \"why\"");
+            out!();
+            out!("Review the changes: keysync run {id} --changes");
+            out!("Apply them:         keysync approve {id} --reason \"why\"");
+            out!("Or drop the run:    keysync cancel {id} --reason \"why\"");
             return;
         }
         RunState::Succeeded if run.mode() == RunMode::Simulate => {
-            println!("Run {id} {state}{elapsed}; simulated, so nothing was written.");
+            out!("Run {id} {state}{elapsed}; simulated, so nothing was written.");
             if !run.reason.is_empty() {
-                println!("Note: {}.", run.reason);
+                out!("Note: {}.", run.reason);
             }
             print_plan(run);
-            println!();
-            println!("See every change: keysync run {id} --changes");
+            out!();
+            out!("See every change: keysync run {id} --changes");
             return;
         }
         _ => {
-            println!("Run {id} {state}{elapsed}.");
+            out!("Run {id} {state}{elapsed}.");
             if !run.reason.is_empty() {
-                println!("Reason: {}.", run.reason);
+                out!("Reason: {}.", run.reason);
             }
         }
     }
     if !run.progress.is_empty() {
-        println!();
-        println!("{}", output::progress_table(run));
+        out!();
+        out!("{}", output::progress_table(run));
     }
     if run.progress.iter().any(|progress| progress.failed > 0) {
-        println!();
-        println!("See the failures: keysync run {id} --outcome failed");
+        out!();
+        out!("See the failures: keysync run {id} --outcome failed");
     }
 }
 
@@ -302,13 +328,13 @@ fn print_hold(run: &v1::Run) {
     if run.state() != RunState::Held {
         return;
     }
-    println!();
-    println!("Held:");
+    out!();
+    out!("Held:");
     for line in output::hold_lines(run) {
-        println!("  {line}");
+        out!("  {line}");
     }
     if run.hold_expires_at.is_some() {
-        println!(
+        out!(
             "The hold expires at {}; approve before, or start a new run.",
             output::short_time(run.hold_expires_at.as_ref())
         );
@@ -325,10 +351,10 @@ fn print_plan(run: &v1::Run) {
     } else {
         "Planned"
     };
-    println!();
-    println!("{verb}:");
+    out!();
+    out!("{verb}:");
     for line in lines {
-        println!("  {line}");
+        out!("  {line}");
     }
 }
 
@@ -355,7 +381,7 @@ async fn runs(
         return Ok(ExitCode::SUCCESS);
     }
     if response.runs.is_empty() {
-        println!("No runs.");
+        out!("No runs.");
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<Vec<String>> = response
@@ -388,7 +414,7 @@ async fn runs(
             ]
         })
         .collect();
-    println!(
+    out!(
         "{}",
         output::table(
             &[
@@ -404,7 +430,7 @@ async fn runs(
         )
     );
     if !response.next_page_token.is_empty() {
-        println!("(more: --limit {})", limit.saturating_mul(2));
+        out!("(more: --limit {})", limit.saturating_mul(2));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -466,18 +492,18 @@ async fn show_run(
     ];
     details.retain(|(_, value)| !value.is_empty());
     for (label, value) in details {
-        println!("{:<13} {value}", format!("{label}:"));
+        out!("{:<13} {value}", format!("{label}:"));
     }
     print_plan(&run);
     print_hold(&run);
     if !run.progress.is_empty() {
-        println!();
-        println!("{}", output::progress_table(&run));
+        out!();
+        out!("{}", output::progress_table(&run));
     }
     if let Some(mut records) = records {
-        println!();
+        out!();
         if records.is_empty() {
-            println!("No changes match.");
+            out!("No changes match.");
             return Ok(ExitCode::SUCCESS);
         }
         // By user, then in plan order (the sort is stable).
@@ -518,7 +544,7 @@ async fn show_run(
                 ]
             })
             .collect();
-        println!(
+        out!(
             "{}",
             output::table(
                 &[
@@ -541,7 +567,7 @@ fn hold_expiry(run: &v1::Run) -> String {
 }
 
 /// Every page of the changes `request` asks for.
-async fn list_changes(
+pub(crate) async fn list_changes(
     connection: &Connection,
     mut request: v1::ListChangesRequest,
 ) -> Result<Vec<v1::ChangeRecord>, Error> {
@@ -566,9 +592,9 @@ fn print_changed_run(run: &v1::Run, what: &str, json: bool) -> Result<ExitCode, 
     if json {
         output::print_json(&RunJson::from(run))?;
     } else if run.state() == RunState::Cancelled {
-        println!("Run {} is cancelled: {}.", run.run_id, run.reason);
+        out!("Run {} is cancelled: {}.", run.run_id, run.reason);
     } else {
-        println!(
+        out!(
             "Run {} {what}; it is {} now. Follow it: keysync run {}",
             run.run_id,
             output::state_name(run.state()),
@@ -613,7 +639,7 @@ async fn test_connection(
                 ]
             })
             .collect();
-        println!(
+        out!(
             "{}",
             output::table(&["TARGET", "STATUS", "MESSAGE", "DETAILS"], &rows)
         );

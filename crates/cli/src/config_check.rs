@@ -52,7 +52,7 @@ pub fn check(file: &Path, json: bool) -> Result<ExitCode, Error> {
         })?;
     } else {
         match &outcome {
-            Ok(()) => println!(
+            Ok(()) => out!(
                 "{} is valid for the {}.",
                 file.display(),
                 checked.join(", ")

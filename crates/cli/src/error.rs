@@ -16,15 +16,18 @@ pub enum Error {
     BadToken { path: PathBuf },
     #[error("`{endpoint}` is not an endpoint URL such as http://127.0.0.1:50051")]
     Endpoint { endpoint: String },
-    #[error("reading the CA certificate from {}", path.display())]
-    CaFile {
+    #[error("reading the PEM file {}", path.display())]
+    PemFile {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("--ca-file is for an https:// endpoint, not {endpoint}")]
+    #[error("--ca-file and --client-cert are for an https:// endpoint, not {endpoint}")]
     CaWithoutTls { endpoint: String },
-    #[error("the TLS settings for {endpoint} (is --ca-file a PEM certificate?)")]
+    #[error(
+        "the TLS settings for {endpoint} (are --ca-file and --client-cert PEM certificates, \
+         --client-key a PEM key?)"
+    )]
     Tls {
         endpoint: String,
         #[source]

@@ -52,6 +52,10 @@ pub struct PlanSummaryJson {
     pub hold_reason: String,
     /// What the safety limits counted; null in plans made before they were recorded.
     pub safety: Option<SafetyJson>,
+    /// Keycloak users the plan left out (a conflict, or a diagnostic that kept them out).
+    pub skipped_users: u64,
+    /// Keycloak users with nothing to change.
+    pub unchanged_users: u64,
 }
 
 /// What takes access away in one product's plan, and what it is measured against.
@@ -159,6 +163,8 @@ impl From<&v1::Run> for RunJson {
                     conflicts: summary.conflicts,
                     hold_reason: summary.hold_reason.clone(),
                     safety: summary.safety.as_ref().map(SafetyJson::from),
+                    skipped_users: summary.skipped_users,
+                    unchanged_users: summary.unchanged_users,
                 })
                 .collect(),
         }
@@ -202,7 +208,7 @@ impl From<&v1::ConnectionCheck> for ConnectionCheckJson {
 
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json<T: Serialize>(value: &T) -> Result<(), serde_json::Error> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    out!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -270,7 +276,8 @@ pub fn progress_table(run: &v1::Run) -> String {
     )
 }
 
-/// "jira: create_user 3, add_membership 2" per product of the plan.
+/// "jira: create_user 3, add_membership 2; users: 1 skipped, 40 unchanged" per product of
+/// the plan.
 pub fn plan_lines(run: &v1::Run) -> Vec<String> {
     run.plan
         .iter()
@@ -296,6 +303,12 @@ pub fn plan_lines(run: &v1::Run) -> Vec<String> {
             );
             if summary.conflicts > 0 {
                 line.push_str(&format!(" ({} conflicts)", summary.conflicts));
+            }
+            if summary.skipped_users > 0 || summary.unchanged_users > 0 {
+                line.push_str(&format!(
+                    "; users: {} skipped, {} unchanged",
+                    summary.skipped_users, summary.unchanged_users
+                ));
             }
             if !summary.hold_reason.is_empty() {
                 line.push_str(&format!(" [held: {}]", summary.hold_reason));

@@ -1,7 +1,7 @@
 //! What the control API reads of runs, without gRPC: one run (`GetRun`, `WatchRun`), the
-//! list of runs (`ListRuns`) and a run's changes joined with their results
-//! (`ListChanges`). Nothing here writes: the writes and the transitions are in
-//! [`crate::runs`].
+//! list of runs (`ListRuns`), a run's changes joined with their results (`ListChanges`),
+//! and the conflicts and diagnostics its plan stored (`ListDiagnostics`). Nothing here
+//! writes: the writes and the transitions are in [`crate::runs`].
 
 use std::{
     collections::HashMap,
@@ -10,7 +10,7 @@ use std::{
 
 use bus::Bus;
 use futures::{Stream, StreamExt};
-use proto::v1::{self, ChangeOp, ChangeOutcome, Product, RunState};
+use proto::v1::{self, ChangeOp, ChangeOutcome, DiagnosticKind, Product, RunState};
 
 use crate::{
     machine::is_terminal,
@@ -35,6 +35,29 @@ pub struct ChangeQuery {
 pub struct ChangePage {
     pub changes: Vec<v1::ChangeRecord>,
     /// Changes that match the filters, on every page.
+    pub total: u64,
+    /// Where the next page starts, if there is one.
+    pub next_offset: Option<usize>,
+}
+
+/// The filters and page of `ListDiagnostics`.
+#[derive(Clone, Debug, Default)]
+pub struct DiagnosticQuery {
+    pub product: Option<Product>,
+    /// Only diagnostics of this kind, and then no conflicts.
+    pub kind: Option<DiagnosticKind>,
+    /// A Keycloak user id, username, login or subject, compared without case.
+    pub user: Option<String>,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+/// One page of a plan's conflicts, then diagnostics.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DiagnosticPage {
+    pub conflicts: Vec<v1::Conflict>,
+    pub diagnostics: Vec<v1::Diagnostic>,
+    /// Conflicts and diagnostics that match the filters, on every page.
     pub total: u64,
     /// Where the next page starts, if there is one.
     pub next_offset: Option<usize>,
@@ -213,6 +236,63 @@ impl History {
             total,
             next_offset: (next < total as usize).then_some(next),
         })
+    }
+
+    /// The conflicts, then the diagnostics, of the run's plan, filtered, in plan order. A
+    /// run with no plan yet has none.
+    pub async fn diagnostics(
+        &self,
+        run_id: &str,
+        query: &DiagnosticQuery,
+    ) -> Result<DiagnosticPage, RunsError> {
+        check_run_id(run_id)?;
+        let Some(stored) = self.store.get(run_id).await? else {
+            return Err(RunsError::NotFound {
+                run_id: run_id.to_owned(),
+            });
+        };
+        let Some(object) = stored.plan else {
+            return Ok(DiagnosticPage::default());
+        };
+        let plan = self.plan(run_id, &object).await?;
+        let user = query.user.as_deref().map(str::to_lowercase);
+        let same = |value: &str| {
+            user.as_deref()
+                .is_none_or(|user| !value.is_empty() && value.to_lowercase() == user)
+        };
+        let in_product = |product: i32| query.product.is_none_or(|wanted| wanted as i32 == product);
+        let conflicts = plan.conflicts.iter().filter(|conflict| {
+            query.kind.is_none()
+                && in_product(conflict.product)
+                && (same(&conflict.login)
+                    || conflict.keycloak_user_ids.iter().any(|id| same(id))
+                    || conflict.usernames.iter().any(|name| same(name)))
+        });
+        let diagnostics = plan.diagnostics.iter().filter(|diagnostic| {
+            query.kind.is_none_or(|kind| diagnostic.kind() == kind)
+                && in_product(diagnostic.product)
+                && (same(&diagnostic.subject)
+                    || same(&diagnostic.keycloak_user_id)
+                    || same(&diagnostic.username))
+        });
+        let mut page = DiagnosticPage::default();
+        for conflict in conflicts {
+            page.total += 1;
+            if page.total as usize > query.offset && page.conflicts.len() < query.limit {
+                page.conflicts.push(conflict.clone());
+            }
+        }
+        for diagnostic in diagnostics {
+            page.total += 1;
+            if page.total as usize > query.offset
+                && page.conflicts.len() + page.diagnostics.len() < query.limit
+            {
+                page.diagnostics.push(diagnostic.clone());
+            }
+        }
+        let next = query.offset + page.conflicts.len() + page.diagnostics.len();
+        page.next_offset = (next < page.total as usize).then_some(next);
+        Ok(page)
     }
 
     /// Every result of `run_id` by change id: those read last for the same run, and those

@@ -13,7 +13,7 @@ use std::{pin::Pin, sync::Arc};
 
 use futures::{Stream, StreamExt};
 use proto::v1::{
-    self, ChangeOp, ChangeOutcome, Product, RunMode, RunState, RunTrigger,
+    self, ChangeOp, ChangeOutcome, DiagnosticKind, Product, RunMode, RunState, RunTrigger,
     control_service_server::{ControlService, ControlServiceServer},
 };
 use tonic::{Request, Response, Status, metadata::MetadataMap};
@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 use crate::{
     auth::{Authorized, BearerAuth},
     connections::{Connections, ConnectionsError},
-    history::{ChangeQuery, History},
+    history::{ChangeQuery, DiagnosticQuery, History},
     runs::{Runs, RunsError, StartRun},
 };
 
@@ -41,6 +41,9 @@ const RUNS_PAGE: (u32, u32) = (50, 1000);
 
 /// Default and largest page of `ListChanges`.
 const CHANGES_PAGE: (u32, u32) = (100, 1000);
+
+/// Default and largest page of `ListDiagnostics`.
+const DIAGNOSTICS_PAGE: (u32, u32) = (100, 1000);
 
 /// The control API over the runs.
 pub struct ControlPlane {
@@ -219,14 +222,7 @@ impl ControlService for ControlPlane {
                 )));
             }
         };
-        let offset = if request.page_token.is_empty() {
-            0
-        } else {
-            request
-                .page_token
-                .parse::<usize>()
-                .map_err(|_| Status::invalid_argument("page_token is not one this API gave out"))?
-        };
+        let offset = page_offset(&request.page_token)?;
         let user = request.user.trim();
         let query = ChangeQuery {
             product,
@@ -243,6 +239,57 @@ impl ControlService for ControlPlane {
             .map_err(status)?;
         Ok(Response::new(v1::ListChangesResponse {
             changes: page.changes,
+            next_page_token: page
+                .next_offset
+                .map(|offset| offset.to_string())
+                .unwrap_or_default(),
+            total: page.total,
+        }))
+    }
+
+    #[tracing::instrument(name = "ListDiagnostics", skip_all, fields(run_id = %request.get_ref().run_id))]
+    async fn list_diagnostics(
+        &self,
+        request: Request<v1::ListDiagnosticsRequest>,
+    ) -> Result<Response<v1::ListDiagnosticsResponse>, Status> {
+        continue_trace(request.metadata());
+        let request = request.into_inner();
+        let product = match Product::try_from(request.product) {
+            Ok(Product::Unspecified) => None,
+            Ok(product) => Some(product),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "{} is not a product",
+                    request.product
+                )));
+            }
+        };
+        let kind = match DiagnosticKind::try_from(request.kind) {
+            Ok(DiagnosticKind::Unspecified) => None,
+            Ok(kind) => Some(kind),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "{} is not a diagnostic kind",
+                    request.kind
+                )));
+            }
+        };
+        let user = request.user.trim();
+        let query = DiagnosticQuery {
+            product,
+            kind,
+            user: (!user.is_empty()).then(|| user.to_owned()),
+            offset: page_offset(&request.page_token)?,
+            limit: page_size(request.page_size, DIAGNOSTICS_PAGE),
+        };
+        let page = self
+            .history
+            .diagnostics(&request.run_id, &query)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::ListDiagnosticsResponse {
+            conflicts: page.conflicts,
+            diagnostics: page.diagnostics,
             next_page_token: page
                 .next_offset
                 .map(|offset| offset.to_string())
@@ -396,6 +443,16 @@ fn continue_trace(metadata: &MetadataMap) {
         &tracing::Span::current(),
         &telemetry::GrpcMetadataReader(metadata),
     );
+}
+
+/// Where the page of `page_token` starts: 0 for the first page.
+fn page_offset(page_token: &str) -> Result<usize, Status> {
+    if page_token.is_empty() {
+        return Ok(0);
+    }
+    page_token
+        .parse::<usize>()
+        .map_err(|_| Status::invalid_argument("page_token is not one this API gave out"))
 }
 
 /// The page size asked for, within `(default, largest)`.

@@ -40,7 +40,10 @@
 //!
 //! **Attributes** ([`policy::Attributes`]). The login comes `from` the `username` (default), the
 //! `email`, or an `attribute`, lower-cased (default on) and optionally with the domain stripped
-//! (default off). The display name is the `template` (default `{firstName} {lastName}`) for a user
+//! (default off). A login the product's documented rules refuse ([`rules::LoginRules`]:
+//! Confluence's user names) is mapped through `replace_forbidden` when it is set (default unset),
+//! else the user is not synced to that product ([`plan::DiagnosticKind::NotSyncable`], naming the
+//! rule). The display name is the `template` (default `{firstName} {lastName}`) for a user
 //! who has a value for each of its placeholders, else the `fallback` (default `{username}`) on the
 //! same condition, else the login. The email comes `from` the `email` (default) or an attribute,
 //! lower-cased (default on); unverified emails can be treated as missing (default off); a user with
@@ -157,6 +160,7 @@ pub mod apply;
 pub mod mapping;
 pub mod plan;
 pub mod policy;
+pub mod rules;
 pub mod snapshot;
 pub mod state;
 

@@ -110,6 +110,11 @@ pub struct LoginMapping {
     pub lowercase: bool,
     /// Drop everything from the last `@` on, so `ann@example.com` becomes `ann`. Default: `false`.
     pub strip_domain: bool,
+    /// What replaces each character (and white space) the product refuses in a login name
+    /// (`crate::rules::LoginRules`), for example `"_"`: `ann+jira` becomes `ann_jira` in
+    /// Confluence. Default: none: a user whose login the product would refuse is not synced to
+    /// it, and the plan says why (`NotSyncable`).
+    pub replace_forbidden: Option<String>,
 }
 
 impl Default for LoginMapping {
@@ -118,6 +123,7 @@ impl Default for LoginMapping {
             from: LoginSource::Username,
             lowercase: true,
             strip_domain: false,
+            replace_forbidden: None,
         }
     }
 }

@@ -93,6 +93,7 @@ fn syncs_only_members_of_required_groups() {
         policy,
         expect![[r#"
             create_user ann "Ann Example" <ann@example.com>: new Keycloak user, in scope through group /staff
+            OutOfScope ben: not in scope.required_groups (/staff, or a subgroup); not synced
         "#]],
     );
 }
@@ -134,6 +135,7 @@ fn ignores_members_of_subgroups_when_subgroups_do_not_count() {
         policy,
         expect![[r#"
             create_user ben "Ben Example" <ben@example.com>: new Keycloak user, in scope through group /staff
+            OutOfScope ann: not in scope.required_groups (/staff); not synced
         "#]],
     );
 }
@@ -1035,8 +1037,9 @@ fn deactivates_the_account_of_a_user_out_of_scope_by_default() {
         state,
         out_of_scope_policy(CleanupAction::Deactivate),
         expect![[r#"
-        deactivate_user ben [J2]: no longer in required group /staff
-    "#]],
+            deactivate_user ben [J2]: no longer in required group /staff
+            OutOfScope ben: not in scope.required_groups (/staff, or a subgroup); not synced
+        "#]],
     );
 }
 
@@ -1048,8 +1051,9 @@ fn deletes_the_account_of_a_user_out_of_scope_when_cleanup_deletes() {
         state,
         out_of_scope_policy(CleanupAction::Delete),
         expect![[r#"
-        delete_user ben [J2]: no longer in required group /staff
-    "#]],
+            delete_user ben [J2]: no longer in required group /staff
+            OutOfScope ben: not in scope.required_groups (/staff, or a subgroup); not synced
+        "#]],
     );
 }
 
@@ -1064,6 +1068,7 @@ fn removes_managed_and_default_groups_when_cleanup_removes_groups() {
             held: 2 of 5 memberships of managed accounts (40%) would be removed, more than safety.max_memberships_percent (10%)
             remove_membership ben [J2] from devs: no longer in required group /staff
             remove_membership ben [J2] from jira-software-users: no longer in required group /staff
+            OutOfScope ben: not in scope.required_groups (/staff, or a subgroup); not synced
         "#]],
     );
 }
@@ -1075,7 +1080,9 @@ fn leaves_the_account_alone_when_cleanup_keeps_it() {
         snapshot,
         state,
         out_of_scope_policy(CleanupAction::Keep),
-        expect![[r#""#]],
+        expect![[r#"
+            OutOfScope ben: not in scope.required_groups (/staff, or a subgroup); not synced
+        "#]],
     );
 }
 
@@ -1102,6 +1109,7 @@ fn removes_groups_instead_of_deactivating_in_bitbucket() {
             remove_membership ann [J1] from staff: disabled in Keycloak; bitbucket cannot deactivate, so its groups are removed
             remove_membership ben [J2] from devs: no longer in required group /staff; bitbucket cannot deactivate, so its groups are removed
             remove_membership ben [J2] from jira-software-users: no longer in required group /staff; bitbucket cannot deactivate, so its groups are removed
+            OutOfScope ben: not in scope.required_groups (/staff, or a subgroup); not synced
         "#]],
     );
 }
@@ -1118,8 +1126,9 @@ fn deletes_instead_of_deactivating_when_the_fallback_says_so() {
         state,
         policy,
         expect![[r#"
-        delete_user ben [J2]: no longer in required group /staff; bitbucket cannot deactivate, so the account is deleted
-    "#]],
+            delete_user ben [J2]: no longer in required group /staff; bitbucket cannot deactivate, so the account is deleted
+            OutOfScope ben: not in scope.required_groups (/staff, or a subgroup); not synced
+        "#]],
     );
 }
 
@@ -1332,6 +1341,7 @@ fn reports_a_conflict_when_the_login_belongs_to_another_users_account() {
         expect![[r#"
             deactivate_user ann [J1]: no longer in required group /staff
             conflict ann (u2): this login belongs to account J1 (managed for Keycloak user u1)
+            OutOfScope ann: not in scope.required_groups (/staff, or a subgroup); not synced
         "#]],
     );
 }
@@ -1432,6 +1442,7 @@ fn always_holds_a_snapshot_with_no_user_in_scope_against_managed_accounts() {
             held: no Keycloak user is in scope, but keysync manages 1 account(s) in jira
             deactivate_user ann [J1]: no longer in required group /staff
             InvalidInput /staff: this required group is not in the Keycloak snapshot, so none of its members are in scope
+            OutOfScope ann: not in scope.required_groups (/staff, or a subgroup); not synced
         "#]],
     );
 }

@@ -1,13 +1,17 @@
 //! Hand-written conversions at the planner's edge: the fetcher's wire snapshot into the
-//! plan's [`Snapshot`], and the plan's changes, conflicts and summaries into their wire
-//! form. Empty strings on the wire are absent values in the model.
+//! plan's [`Snapshot`], and the plan's changes, conflicts, diagnostics and summaries into
+//! their wire form. Empty strings on the wire are absent values in the model.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use cache::convert::product_to_proto;
-use model::plan::{AccountFields, AccountRef, Action, Change, ChangeOp, Plan, SafetyCounts};
+use model::plan::{
+    AccountFields, AccountRef, Action, Change, ChangeOp, Diagnostic, DiagnosticKind, Plan,
+    SafetyCounts,
+};
+use model::policy::ValidPolicy;
 use model::snapshot::{GroupId, KeycloakGroup, KeycloakMembership, KeycloakUser, Snapshot, UserId};
-use model::state::{Account, ProductState};
+use model::state::{Account, Product, ProductState};
 use proto::v1;
 
 /// The plan's view of a stored snapshot.
@@ -94,13 +98,22 @@ pub fn op_to_proto(op: ChangeOp) -> v1::ChangeOp {
     }
 }
 
-/// The wire form of one product's plan: its changes in plan order, its conflicts and its
-/// summary. `state` is the state it was planned against; it gives the `active` flag of
-/// the account data that updates and links carry.
-pub fn plan_to_proto(
-    plan: &Plan,
-    state: &ProductState,
-) -> (Vec<v1::Change>, Vec<v1::Conflict>, v1::PlanSummary) {
+/// One product's plan in wire form.
+#[derive(Debug)]
+pub struct WirePlan {
+    /// In plan order.
+    pub changes: Vec<v1::Change>,
+    pub conflicts: Vec<v1::Conflict>,
+    pub diagnostics: Vec<v1::Diagnostic>,
+    pub summary: v1::PlanSummary,
+}
+
+/// The wire form of one product's plan: its changes in plan order, its conflicts, its
+/// diagnostics (with the usernames of the users they name) and its summary. `state` is the
+/// state it was planned against; it gives the `active` flag of the account data that
+/// updates and links carry. `snapshot` is the snapshot it was planned from; it gives the
+/// usernames and the count of users the plan skipped or left unchanged.
+pub fn plan_to_proto(plan: &Plan, state: &ProductState, snapshot: &Snapshot) -> WirePlan {
     let product = product_to_proto(plan.product) as i32;
     let accounts: HashMap<&str, &Account> = state
         .accounts
@@ -112,14 +125,39 @@ pub fn plan_to_proto(
         .iter()
         .map(|change| change_to_proto(change, product, &accounts))
         .collect();
+    let users = UserCounts::of(plan, snapshot);
     let conflicts = plan
         .conflicts
         .iter()
-        .map(|conflict| v1::Conflict {
-            product,
-            login: conflict.login.clone(),
-            keycloak_user_ids: vec![conflict.keycloak_user_id.as_str().to_owned()],
-            reason: conflict.reason.clone(),
+        .map(|conflict| {
+            let id = conflict.keycloak_user_id.as_str();
+            v1::Conflict {
+                product,
+                login: conflict.login.clone(),
+                keycloak_user_ids: vec![id.to_owned()],
+                reason: conflict.reason.clone(),
+                usernames: vec![users.username(id).to_owned()],
+            }
+        })
+        .collect();
+    let diagnostics = plan
+        .diagnostics
+        .iter()
+        .map(|diagnostic| {
+            let id = diagnostic
+                .keycloak_user_id
+                .as_ref()
+                .map_or("", |id| id.as_str());
+            let mut wire = v1::Diagnostic {
+                product,
+                subject: diagnostic.subject.clone(),
+                message: diagnostic.message.clone(),
+                keycloak_user_id: id.to_owned(),
+                username: users.username(id).to_owned(),
+                ..v1::Diagnostic::default()
+            };
+            wire.set_kind(kind_to_proto(diagnostic.kind));
+            wire
         })
         .collect();
     let mut changes_by_op = BTreeMap::new();
@@ -140,8 +178,132 @@ pub fn plan_to_proto(
         safety: Some(safety_to_proto(&plan.safety)),
         // Set by the caller, who has the state as it was cached.
         state_fingerprint: String::new(),
+        skipped_users: users.skipped,
+        unchanged_users: users.unchanged,
     };
-    (changes, conflicts, summary)
+    WirePlan {
+        changes,
+        conflicts,
+        diagnostics,
+        summary,
+    }
+}
+
+/// What one product's plan did with the users of the snapshot, and the usernames of the
+/// users its conflicts and diagnostics name.
+struct UserCounts<'a> {
+    /// Users named by a conflict or by a diagnostic that kept them out, with no change.
+    skipped: u64,
+    /// Users with no change, not skipped.
+    unchanged: u64,
+    usernames: HashMap<&'a str, &'a str>,
+}
+
+impl<'a> UserCounts<'a> {
+    fn of(plan: &'a Plan, snapshot: &'a Snapshot) -> UserCounts<'a> {
+        let changed: HashSet<&str> = plan
+            .changes
+            .iter()
+            .filter_map(|change| change.keycloak_user_id.as_ref())
+            .map(|id| id.as_str())
+            .collect();
+        let mut named: HashSet<&str> = HashSet::new();
+        let mut skipped_ids: HashSet<&str> = HashSet::new();
+        for conflict in &plan.conflicts {
+            named.insert(conflict.keycloak_user_id.as_str());
+            skipped_ids.insert(conflict.keycloak_user_id.as_str());
+        }
+        for diagnostic in &plan.diagnostics {
+            if let Some(id) = &diagnostic.keycloak_user_id {
+                named.insert(id.as_str());
+                if keeps_user_out(diagnostic) {
+                    skipped_ids.insert(id.as_str());
+                }
+            }
+        }
+        let mut counts = UserCounts {
+            skipped: 0,
+            unchanged: 0,
+            usernames: HashMap::with_capacity(named.len()),
+        };
+        for user in &snapshot.users {
+            let id = user.id.as_str();
+            if named.contains(id) {
+                counts.usernames.insert(id, user.username.as_str());
+            }
+            if changed.contains(id) {
+                continue;
+            }
+            if skipped_ids.contains(id) {
+                counts.skipped += 1;
+            } else {
+                counts.unchanged += 1;
+            }
+        }
+        counts
+    }
+
+    /// The username of the Keycloak user `id`; empty when the snapshot lacks it.
+    fn username(&self, id: &str) -> &'a str {
+        self.usernames.get(id).copied().unwrap_or_default()
+    }
+}
+
+/// Whether a diagnostic says the plan left its user out: no login or email, out of scope,
+/// a protected account, a deferred login, or a duplicate id.
+fn keeps_user_out(diagnostic: &Diagnostic) -> bool {
+    matches!(
+        diagnostic.kind,
+        DiagnosticKind::MissingData
+            | DiagnosticKind::OutOfScope
+            | DiagnosticKind::NotSyncable
+            | DiagnosticKind::Protected
+            | DiagnosticKind::Deferred
+            | DiagnosticKind::InvalidInput
+    )
+}
+
+/// The product's scope, as a diagnostic about no user: with `scope.required_groups`, the
+/// fetcher reads only the members of those groups (and of their subgroups), so a user in
+/// none of them is not in the snapshot and the plan says nothing about them; this says why.
+/// `None` when every user is in scope.
+pub fn scope_diagnostic(policy: &ValidPolicy, product: Product) -> Option<v1::Diagnostic> {
+    let scope = &policy.policy().scope;
+    if scope.required_groups.is_empty() {
+        return None;
+    }
+    let subgroups = if scope.include_subgroups {
+        "their members and their subgroups' members are synced"
+    } else {
+        "only their direct members are synced (scope.include_subgroups is off)"
+    };
+    let mut diagnostic = v1::Diagnostic {
+        product: product_to_proto(product) as i32,
+        subject: "scope.required_groups".to_owned(),
+        message: format!(
+            "only members of {} (and of their subgroups) are read from Keycloak, and {subgroups}: \
+             a user in none of them is not in the run's snapshot and gets no account",
+            scope.required_groups.join(", ")
+        ),
+        ..v1::Diagnostic::default()
+    };
+    diagnostic.set_kind(v1::DiagnosticKind::OutOfScope);
+    Some(diagnostic)
+}
+
+pub fn kind_to_proto(kind: DiagnosticKind) -> v1::DiagnosticKind {
+    match kind {
+        DiagnosticKind::InvalidInput => v1::DiagnosticKind::InvalidInput,
+        DiagnosticKind::MissingData => v1::DiagnosticKind::MissingData,
+        DiagnosticKind::Protected => v1::DiagnosticKind::Protected,
+        DiagnosticKind::Unsupported => v1::DiagnosticKind::Unsupported,
+        DiagnosticKind::Deferred => v1::DiagnosticKind::Deferred,
+        DiagnosticKind::MergedGroups => v1::DiagnosticKind::MergedGroups,
+        DiagnosticKind::Disabled => v1::DiagnosticKind::Disabled,
+        DiagnosticKind::Recreated => v1::DiagnosticKind::Recreated,
+        DiagnosticKind::OutOfScope => v1::DiagnosticKind::OutOfScope,
+        DiagnosticKind::NotSyncable => v1::DiagnosticKind::NotSyncable,
+    }
 }
 
 fn safety_to_proto(counts: &SafetyCounts) -> v1::SafetyCounts {
@@ -245,7 +407,7 @@ fn change_to_proto(
 #[cfg(test)]
 mod tests {
     use model::policy::Policy;
-    use model::state::{AccountId, Product};
+    use model::state::AccountId;
 
     use super::*;
 
@@ -322,7 +484,12 @@ mod tests {
         });
         let policy = Policy::default().validate().expect("valid");
         let plan = model::plan::plan(&snapshot, &state, &policy);
-        let (changes, conflicts, summary) = plan_to_proto(&plan, &state);
+        let WirePlan {
+            changes,
+            conflicts,
+            diagnostics,
+            summary,
+        } = plan_to_proto(&plan, &state, &snapshot);
 
         let ops: Vec<v1::ChangeOp> = changes.iter().map(|change| change.op()).collect();
         let mut sorted = ops.clone();
@@ -330,6 +497,9 @@ mod tests {
         assert_eq!(ops, sorted, "changes are in plan order");
         assert_eq!(changes.len(), plan.changes.len());
         assert!(conflicts.is_empty());
+        assert!(diagnostics.is_empty());
+        assert_eq!(summary.skipped_users, 0);
+        assert_eq!(summary.unchanged_users, 0, "alice is created, bob linked");
         let create = changes
             .iter()
             .find(|change| change.op() == v1::ChangeOp::CreateUser)
@@ -359,5 +529,88 @@ mod tests {
         assert_eq!(safety.links, 1);
         assert!(safety.first_run, "keysync managed nothing before");
         assert_eq!(safety.managed_accounts, 0);
+    }
+
+    #[test]
+    fn diagnostics_and_conflicts_carry_usernames_and_the_summary_counts_users() {
+        let mut wire = wire_snapshot();
+        // bob has no email; carol is outside /staff; dave is in scope and already in line.
+        wire.users.push(v1::KeycloakUser {
+            id: "u3".to_owned(),
+            username: "carol".to_owned(),
+            email: "carol@example.com".to_owned(),
+            enabled: true,
+            email_verified: true,
+            ..Default::default()
+        });
+        wire.users.push(v1::KeycloakUser {
+            id: "u4".to_owned(),
+            username: "dave".to_owned(),
+            email: "dave@example.com".to_owned(),
+            enabled: true,
+            email_verified: true,
+            ..Default::default()
+        });
+        for user in ["u2", "u4"] {
+            wire.memberships.push(v1::KeycloakMembership {
+                user_id: user.to_owned(),
+                group_id: "g1".to_owned(),
+            });
+        }
+        let snapshot = snapshot_to_model(&wire);
+        let mut state = ProductState::empty(Product::Jira);
+        state.accounts.push(Account {
+            id: AccountId::new("JIRAUSER4"),
+            login: "dave".to_owned(),
+            display_name: "dave".to_owned(),
+            email: Some("dave@example.com".to_owned()),
+            active: true,
+            keycloak_user_id: Some(UserId::new("u4")),
+            administrator: false,
+            connector: None,
+        });
+        let mut policy = Policy::default();
+        policy.scope.required_groups = vec!["/staff".to_owned()];
+        policy.groups.exclude = vec!["/*".to_owned()];
+        let policy = policy.validate().expect("valid");
+        let plan = model::plan::plan(&snapshot, &state, &policy);
+        let wire_plan = plan_to_proto(&plan, &state, &snapshot);
+
+        let about = |username: &str| -> Vec<(v1::DiagnosticKind, String)> {
+            wire_plan
+                .diagnostics
+                .iter()
+                .filter(|diagnostic| diagnostic.username == username)
+                .map(|diagnostic| (diagnostic.kind(), diagnostic.message.clone()))
+                .collect()
+        };
+        let bob = about("bob");
+        assert_eq!(bob.len(), 1, "{bob:?}");
+        assert_eq!(bob[0].0, v1::DiagnosticKind::MissingData);
+        assert!(bob[0].1.contains("no usable email"), "{bob:?}");
+        let carol = about("carol");
+        assert_eq!(carol.len(), 1, "{carol:?}");
+        assert_eq!(carol[0].0, v1::DiagnosticKind::OutOfScope);
+        assert!(carol[0].1.contains("/staff"), "{carol:?}");
+        assert!(about("dave").is_empty());
+        assert!(
+            wire_plan
+                .diagnostics
+                .iter()
+                .all(|diagnostic| diagnostic.product == v1::Product::Jira as i32)
+        );
+        // alice is created; bob and carol are skipped; dave is unchanged.
+        assert_eq!(wire_plan.summary.skipped_users, 2);
+        assert_eq!(wire_plan.summary.unchanged_users, 1);
+
+        let scope = scope_diagnostic(&policy, Product::Jira).expect("a scope is set");
+        assert_eq!(scope.kind(), v1::DiagnosticKind::OutOfScope);
+        assert!(scope.keycloak_user_id.is_empty());
+        assert!(
+            scope.message.contains("only members of /staff"),
+            "{scope:?}"
+        );
+        let everyone = Policy::default().validate().expect("valid");
+        assert_eq!(scope_diagnostic(&everyone, Product::Jira), None);
     }
 }

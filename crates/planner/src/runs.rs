@@ -72,6 +72,8 @@ pub struct Planner {
     pub(crate) change_set_size: usize,
     pub(crate) state_timeout: Duration,
     pub(crate) metrics: Metrics,
+    /// Asked whether a run was approved before its plan is published.
+    pub(crate) control: control_client::Control,
 }
 
 impl Handler for Planner {
@@ -124,7 +126,7 @@ impl Handler for Planner {
                 return Ok(StepOutcome::DeadLettered);
             };
             let span = run_span(&approved.run_id, "run_approved", headers);
-            return self.approve(&approved).instrument(span).await;
+            return self.approve(delivery, &approved).instrument(span).await;
         }
         tracing::debug!(subject, "Ignored a message the planner does not handle.");
         Ok(StepOutcome::Ignored)
@@ -218,11 +220,35 @@ impl Planner {
                 });
             }
         };
+        let mut plan = plan;
+        plan.change_set_size = self.change_set_size as u32;
         let topology = self.bus.topology();
         let object = self
             .bus
             .put_object(&topology.plans_bucket(), &format!("{run_id}.pb.zst"), &plan)
             .await?;
+        // An APPLY plan's change sets, cut now so their manifest goes with `PlanReady`: the
+        // control plane records it, and appliers apply only the sets it lists.
+        let applies = plan.mode == v1::RunMode::Apply as i32;
+        let sets = if applies {
+            change_sets::split(&plan, self.change_set_size)
+        } else {
+            Vec::new()
+        };
+        let manifest = if sets.is_empty() {
+            None
+        } else {
+            let manifest = bus::integrity::manifest(run_id, sets.iter().map(|(_, set)| set));
+            Some(
+                self.bus
+                    .put_object(
+                        &topology.plans_bucket(),
+                        &format!("{run_id}.sets.pb.zst"),
+                        &manifest,
+                    )
+                    .await?,
+            )
+        };
         let ready = v1::PlanReady {
             schema_version: v1::SCHEMA_VERSION,
             run_id: run_id.to_owned(),
@@ -230,15 +256,15 @@ impl Planner {
             plan: Some(object),
             held: plan.held,
             hold_reason: plan.hold_reason.clone(),
+            change_sets: manifest,
         };
         self.bus
             .publish(&topology.plan_ready(), &ready, &format!("{run_id}/plan"))
             .await?;
-        let applies = plan.mode == v1::RunMode::Apply as i32;
-        let change_sets = if applies && !plan.held {
-            self.publish_change_sets(&plan).await?
-        } else {
+        let change_sets = if plan.held {
             0
+        } else {
+            self.publish_change_sets(sets).await?
         };
         self.joins
             .update(run_id, |join| join.status = Status::Planned as i32)
@@ -331,13 +357,21 @@ impl Planner {
                     "The plan reports a problem."
                 );
             }
-            let (changes, conflicts, mut summary) = convert::plan_to_proto(&product_plan, &state);
+            let convert::WirePlan {
+                changes,
+                conflicts,
+                diagnostics,
+                mut summary,
+            } = convert::plan_to_proto(&product_plan, &state, &snapshot);
             summary.state_fingerprint = cache::fingerprint(&cached);
             if let Some(hold) = &product_plan.hold {
                 hold_reasons.push(format!("{product}: {}", hold.reason));
             }
             plan.changes.extend(changes);
             plan.conflicts.extend(conflicts);
+            plan.diagnostics.extend(diagnostics);
+            plan.diagnostics
+                .extend(convert::scope_diagnostic(&policy, product));
             plan.products.push(summary);
         }
         plan.held = !hold_reasons.is_empty();
@@ -345,8 +379,10 @@ impl Planner {
         Ok(plan)
     }
 
-    async fn publish_change_sets(&self, plan: &v1::Plan) -> Result<usize, Error> {
-        let sets = change_sets::split(plan, self.change_set_size);
+    async fn publish_change_sets(
+        &self,
+        sets: Vec<(Product, v1::ChangeSet)>,
+    ) -> Result<usize, Error> {
         for (product, _) in &sets {
             self.metrics
                 .change_sets
@@ -355,9 +391,24 @@ impl Planner {
         change_sets::publish(&self.bus, sets).await
     }
 
-    /// Publishes the stored plan's change sets for an approved run.
-    async fn approve(&self, approved: &v1::RunApproved) -> Result<StepOutcome, Error> {
+    /// Publishes the stored plan's change sets for an approved run, once the control plane
+    /// confirms the approval: a `RunApproved` that anyone able to publish on the bus could
+    /// have sent is not evidence by itself.
+    async fn approve(
+        &self,
+        delivery: &Delivery<'_>,
+        approved: &v1::RunApproved,
+    ) -> Result<StepOutcome, Error> {
         let run_id = approved.run_id.as_str();
+        if let Some(reason) = self.unconfirmed_approval(run_id).await? {
+            tracing::warn!(
+                approved_by = %approved.approved_by,
+                reason,
+                "Refused an approval the control plane does not confirm."
+            );
+            delivery.dead_letter(&reason).await?;
+            return Ok(StepOutcome::DeadLettered);
+        }
         let key = format!("{run_id}.pb.zst");
         let stored = self
             .bus
@@ -390,11 +441,49 @@ impl Planner {
             tracing::warn!(approved_by = %approved.approved_by, "Ignored the approval of a simulated run.");
             return Ok(StepOutcome::Ignored);
         }
-        let change_sets = self.publish_change_sets(&plan).await?;
+        let size = match plan.change_set_size {
+            0 => self.change_set_size,
+            size => size as usize,
+        };
+        let change_sets = self
+            .publish_change_sets(change_sets::split(&plan, size))
+            .await?;
         tracing::info!(approved_by = %approved.approved_by, change_sets, "Published the approved plan.");
         Ok(StepOutcome::Approved {
             run_id: run_id.to_owned(),
             change_sets,
+        })
+    }
+
+    /// Why the control plane does not confirm that `run_id` was approved, if it does not:
+    /// an approved run is APPLYING (or further, if it finished or was cancelled since)
+    /// with who approved it recorded.
+    async fn unconfirmed_approval(&self, run_id: &str) -> Result<Option<String>, Error> {
+        let run = match self.control.get_run(run_id).await {
+            Ok(run) => run,
+            Err(error) if error.is_unknown_run() => {
+                return Ok(Some(format!(
+                    "the control plane knows no run {run_id}: {}",
+                    error_chain(&error)
+                )));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let state = run.state();
+        let before_approval = matches!(
+            state,
+            v1::RunState::Requested
+                | v1::RunState::Fetching
+                | v1::RunState::Planning
+                | v1::RunState::Held
+        );
+        Ok(if before_approval || run.approved_by.is_empty() {
+            Some(format!(
+                "the control plane records no approval of run {run_id} (it is {})",
+                state.as_str_name()
+            ))
+        } else {
+            None
         })
     }
 

@@ -56,6 +56,8 @@ fn plan_summary() -> PlanSummary {
         hold_reason: "would deactivate 60 of 100 managed accounts".into(),
         safety: Some(safety_counts()),
         state_fingerprint: "9f86d081884c7d65".into(),
+        skipped_users: 4,
+        unchanged_users: 1200,
     }
 }
 
@@ -92,6 +94,18 @@ fn conflict() -> Conflict {
         login: "jdoe".into(),
         keycloak_user_ids: vec!["u1".into(), "u2".into()],
         reason: "two Keycloak users map to login jdoe".into(),
+        usernames: vec!["jdoe".into(), "j.doe".into()],
+    }
+}
+
+fn diagnostic() -> Diagnostic {
+    Diagnostic {
+        product: Product::Confluence as i32,
+        kind: DiagnosticKind::MissingData as i32,
+        subject: "zoe".into(),
+        message: "no usable email, which a new account needs; not created".into(),
+        keycloak_user_id: "4f1c".into(),
+        username: "Zoe".into(),
     }
 }
 
@@ -143,6 +157,7 @@ fn run() -> Run {
         approval_reason: "the reorganisation of 2 December".into(),
         approved_at: timestamp(),
         hold_expires_at: timestamp(),
+        change_sets: Some(object_ref()),
     }
 }
 
@@ -257,6 +272,28 @@ fn every_message_survives_a_round_trip() {
                 plan: Some(object_ref()),
                 held: true,
                 hold_reason: "empty snapshot".into(),
+                change_sets: Some(object_ref()),
+            },
+        ),
+        check(
+            "ChangeSetDigest",
+            ChangeSetDigest {
+                product: Product::Confluence as i32,
+                sequence: 0,
+                sha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
+            },
+        ),
+        check(
+            "ChangeSetManifest",
+            ChangeSetManifest {
+                schema_version: SCHEMA_VERSION,
+                run_id: "01JZRUN".into(),
+                sets: vec![ChangeSetDigest {
+                    product: Product::Jira as i32,
+                    sequence: 3,
+                    sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+                        .into(),
+                }],
             },
         ),
         check(
@@ -315,6 +352,8 @@ fn every_message_survives_a_round_trip() {
                 hold_reason: "would delete 12 % of managed accounts".into(),
                 conflicts: vec![conflict()],
                 connector: "corp".into(),
+                change_set_size: 500,
+                diagnostics: vec![diagnostic()],
             },
         ),
         check(
@@ -454,6 +493,27 @@ fn every_message_survives_a_round_trip() {
                 total: 250,
             },
         ),
+        check("Diagnostic", diagnostic()),
+        check(
+            "ListDiagnosticsRequest",
+            ListDiagnosticsRequest {
+                run_id: "01JZRUN".into(),
+                product: Product::Jira as i32,
+                kind: DiagnosticKind::OutOfScope as i32,
+                user: "zoe".into(),
+                page_size: 100,
+                page_token: "p2".into(),
+            },
+        ),
+        check(
+            "ListDiagnosticsResponse",
+            ListDiagnosticsResponse {
+                conflicts: vec![conflict()],
+                diagnostics: vec![diagnostic()],
+                next_page_token: "p3".into(),
+                total: 12,
+            },
+        ),
         check(
             "ApproveRunRequest",
             ApproveRunRequest {
@@ -541,6 +601,8 @@ fn enums_keep_their_wire_values() {
     assert_eq!(ChangeOp::RemoveGroup as i32, 10);
     assert_eq!(RunState::Cancelled as i32, 8);
     assert_eq!(ChangeOutcome::Failed as i32, 5);
+    assert_eq!(DiagnosticKind::MissingData as i32, 2);
+    assert_eq!(DiagnosticKind::OutOfScope as i32, 9);
     assert_eq!(
         ChangeOp::try_from(8).ok(),
         Some(ChangeOp::DeactivateUser),

@@ -144,6 +144,18 @@ impl TestApp {
 
     /// Stores a plan of `changes` and publishes `PlanReady`, as the planner does.
     pub async fn plan_ready(&self, run_id: &str, changes: Vec<v1::Change>, held: Option<&str>) {
+        self.plan_ready_with(run_id, changes, held, |_| {}).await;
+    }
+
+    /// [`TestApp::plan_ready`], with the plan passed through `edit` before it is stored
+    /// (to add conflicts, diagnostics or summary counts).
+    pub async fn plan_ready_with(
+        &self,
+        run_id: &str,
+        changes: Vec<v1::Change>,
+        held: Option<&str>,
+        edit: impl FnOnce(&mut v1::Plan),
+    ) {
         let mut summaries: Vec<v1::PlanSummary> = Vec::new();
         for change in &changes {
             if !summaries
@@ -173,15 +185,16 @@ impl TestApp {
                 .entry(change.op().as_str_name().to_owned())
                 .or_default() += 1;
         }
-        let plan = v1::Plan {
+        let mut plan = v1::Plan {
             schema_version: v1::SCHEMA_VERSION,
             run_id: run_id.to_owned(),
-            products: summaries.clone(),
+            products: summaries,
             changes,
             held: held.is_some(),
             hold_reason: held.unwrap_or_default().to_owned(),
             ..v1::Plan::default()
         };
+        edit(&mut plan);
         let topology = self.bus.topology();
         let object = self
             .bus
@@ -191,10 +204,11 @@ impl TestApp {
         let ready = v1::PlanReady {
             schema_version: v1::SCHEMA_VERSION,
             run_id: run_id.to_owned(),
-            products: summaries,
+            products: plan.products.clone(),
             plan: Some(object),
             held: plan.held,
             hold_reason: plan.hold_reason.clone(),
+            change_sets: None,
         };
         self.bus
             .publish(&topology.plan_ready(), &ready, &format!("{run_id}/plan"))

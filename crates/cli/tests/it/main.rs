@@ -3,5 +3,6 @@
 
 mod commands;
 mod example_config;
+mod explain;
 mod helpers;
 mod tls;

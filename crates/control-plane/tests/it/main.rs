@@ -4,6 +4,7 @@
 mod access;
 mod claims;
 mod connections;
+mod diagnostics;
 mod helpers;
 mod holds;
 mod rebind;

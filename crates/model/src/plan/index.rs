@@ -97,7 +97,8 @@ impl<'a> Ctx<'a> {
                 let accounts = Accounts::index(state, &mut product_groups, &mut product_report);
                 (accounts, product_report)
             });
-            let users = Users::index(snapshot, policy, &keycloak_groups, report);
+            let rules = crate::rules::LoginRules::of(state.product);
+            let users = Users::index(snapshot, policy, rules, &keycloak_groups, report);
             let (accounts, product_report) = joined(product_side.join());
             report.absorb(product_report);
             (users, accounts)
@@ -586,6 +587,7 @@ impl<'a> Users<'a> {
     fn index(
         snapshot: &'a Snapshot,
         policy: &'a ValidPolicy,
+        rules: crate::rules::LoginRules,
         keycloak_groups: &KeycloakGroups<'a>,
         report: &mut Report,
     ) -> Users<'a> {
@@ -594,6 +596,7 @@ impl<'a> Users<'a> {
         let logins = Users::scope_and_logins(
             snapshot,
             policy,
+            rules,
             keycloak_groups,
             &groups,
             &mut status,
@@ -724,6 +727,7 @@ impl<'a> Users<'a> {
     fn scope_and_logins(
         snapshot: &'a Snapshot,
         policy: &'a ValidPolicy,
+        rules: crate::rules::LoginRules,
         keycloak_groups: &KeycloakGroups<'a>,
         groups: &Csr,
         status: &mut [UserStatus],
@@ -733,6 +737,7 @@ impl<'a> Users<'a> {
         let everyone = policy.policy().scope.required_groups.is_empty();
         let login_mapping = &policy.policy().attributes.login;
         let mut logins = vec![Cow::Borrowed(""); users.len()];
+        let out_of_scope = out_of_scope_message(policy);
         for (idx, user) in users.iter().enumerate() {
             if status[idx] == UserStatus::Ignored {
                 continue;
@@ -743,13 +748,30 @@ impl<'a> Users<'a> {
                     .iter()
                     .any(|&group| keycloak_groups.in_scope[group as usize]);
             if !in_scope {
+                report.diagnose(
+                    DiagnosticKind::OutOfScope,
+                    Some(&user.id),
+                    &user.username,
+                    out_of_scope.clone(),
+                );
                 continue;
             }
             match mapping::login(login_mapping, user) {
-                Some(login) => {
-                    logins[idx] = login;
-                    status[idx] = UserStatus::InScope;
-                }
+                Some(login) => match conform_login(login, rules, login_mapping) {
+                    Ok(login) => {
+                        logins[idx] = login;
+                        status[idx] = UserStatus::InScope;
+                    }
+                    Err(rule) => {
+                        status[idx] = UserStatus::Ignored;
+                        report.diagnose(
+                            DiagnosticKind::NotSyncable,
+                            Some(&user.id),
+                            &user.username,
+                            rule,
+                        );
+                    }
+                },
                 None => {
                     status[idx] = UserStatus::Ignored;
                     report.diagnose(
@@ -765,6 +787,49 @@ impl<'a> Users<'a> {
         }
         logins
     }
+}
+
+/// `login` as the product takes it: unchanged when it keeps the product's rules, else mapped
+/// through `attributes.login.replace_forbidden` when the policy sets it. `Err` holds the reason
+/// of the [`DiagnosticKind::NotSyncable`] diagnostic: the login and the rule it breaks.
+fn conform_login<'a>(
+    login: Cow<'a, str>,
+    rules: crate::rules::LoginRules,
+    mapping: &crate::policy::LoginMapping,
+) -> Result<Cow<'a, str>, String> {
+    let Some(rule) = rules.broken(&login) else {
+        return Ok(login);
+    };
+    let Some(replacement) = &mapping.replace_forbidden else {
+        return Err(format!(
+            "the login `{login}` {rule}; not synced to this product (set \
+             attributes.login.replace_forbidden to map it)"
+        ));
+    };
+    let conformed = rules.conform(&login, replacement).into_owned();
+    match rules.broken(&conformed) {
+        None => Ok(Cow::Owned(conformed)),
+        Some(still) => Err(format!(
+            "the login `{login}` {rule}, and mapped through \
+             attributes.login.replace_forbidden it becomes `{conformed}`, which {still}; \
+             not synced to this product"
+        )),
+    }
+}
+
+/// The reason of every [`DiagnosticKind::OutOfScope`] diagnostic: the rule, with the required
+/// groups.
+fn out_of_scope_message(policy: &ValidPolicy) -> String {
+    let scope = &policy.policy().scope;
+    let subgroups = if scope.include_subgroups {
+        ", or a subgroup"
+    } else {
+        ""
+    };
+    format!(
+        "not in scope.required_groups ({}{subgroups}); not synced",
+        scope.required_groups.join(", ")
+    )
 }
 
 /// Marks a user with more than one managed account in [`Accounts::account_of_user`].

@@ -219,6 +219,15 @@ pub enum DiagnosticKind {
     /// account follows the login to the new user (a link, which counts toward
     /// `safety.max_links`).
     Recreated,
+    /// The user is in no group of `scope.required_groups`, so the plan syncs it no further: it
+    /// gets no account, and an account it has is cleaned up as `cleanup` says. The subject is the
+    /// username.
+    OutOfScope,
+    /// The product refuses the user's login name (`crate::rules::LoginRules`: Confluence's
+    /// documented user-name rules) and the policy maps none
+    /// (`attributes.login.replace_forbidden`), so the user is not synced to this product: no
+    /// account is made, and an account the user has is left alone. The message names the rule.
+    NotSyncable,
 }
 
 /// Plans the changes that make `state` match `snapshot` under `policy`. See the crate documentation
