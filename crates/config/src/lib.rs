@@ -19,7 +19,10 @@
 //! the file; with `strict_secret_files = true` at the top level of the file (or the
 //! variable `KEYSYNC_STRICT_SECRET_FILES=true`, which overrides it) loading fails instead,
 //! with an error that names the key. The loader takes `strict_secret_files` out of the
-//! settings, so no service declares it. Keys ending as [`PUBLIC_FILE_KEY_ENDINGS`] say
+//! settings, so no service declares it. One group-readable shape is accepted: a file owned
+//! by root that a non-root process reads through its own effective group, and nobody else
+//! can read — what Kubernetes makes of a secret volume's `defaultMode: 0400` in a pod with
+//! an `fsGroup` (mode 0440). Keys ending as [`PUBLIC_FILE_KEY_ENDINGS`] say
 //! (`ca_file`, `tls_cert_file`: certificates) are read the same way but hold nothing
 //! secret, and are not checked.
 //!
@@ -362,7 +365,7 @@ fn check_secret_file(
 ) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
     let mode = metadata.permissions().mode() & 0o7777;
-    if mode & 0o077 == 0 {
+    if mode & 0o077 == 0 || is_pod_secret(metadata, mode) {
         return Ok(());
     }
     let error = Error::SecretFileExposed {
@@ -376,6 +379,26 @@ fn check_secret_file(
     }
     tracing::warn!(key = %format!("{dotted}_file"), "{error}");
     Ok(())
+}
+
+/// Whether the file has the shape Kubernetes gives a secret volume's files in a pod with
+/// an `fsGroup` (see [`pod_secret_shape`]), as seen by this process.
+#[cfg(unix)]
+fn is_pod_secret(metadata: &std::fs::Metadata, mode: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid and getegid have no preconditions and cannot fail (POSIX).
+    let (user, group) = unsafe { (libc::geteuid(), libc::getegid()) };
+    pod_secret_shape((metadata.uid(), metadata.gid(), mode), (user, group))
+}
+
+/// Kubernetes turns a secret volume's `defaultMode: 0400` into `root:<fsGroup>` mode 0440,
+/// so that the pod's non-root user reads it through its group. That shape is not an
+/// exposure: the file is owned by root, the process is not root and reads it through its
+/// own effective group, and nobody else can read it or anybody but root write it.
+/// `file` is (owner, group, mode), `process` (effective user, effective group).
+fn pod_secret_shape(file: (u32, u32, u32), process: (u32, u32)) -> bool {
+    let (owner, group, mode) = file;
+    owner == 0 && process.0 != 0 && group == process.1 && mode & 0o037 == 0
 }
 
 #[cfg(not(unix))]
@@ -538,4 +561,22 @@ pub fn plaintext_warning(endpoint: &str) -> Option<String> {
         "http://{host}{port} is plain HTTP to another host: credentials, tokens and directory \
          data cross the network unencrypted; use https://"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pod_secret_shape;
+
+    #[test]
+    fn only_a_root_owned_file_of_the_process_group_and_nobody_else_is_a_pod_secret() {
+        let pod = (65532, 65532);
+        assert!(pod_secret_shape((0, 65532, 0o440), pod));
+        assert!(pod_secret_shape((0, 65532, 0o400), pod));
+        // Another group, others, group write, a non-root owner, or a root process.
+        assert!(!pod_secret_shape((0, 1000, 0o440), pod));
+        assert!(!pod_secret_shape((0, 65532, 0o444), pod));
+        assert!(!pod_secret_shape((0, 65532, 0o460), pod));
+        assert!(!pod_secret_shape((1000, 65532, 0o440), pod));
+        assert!(!pod_secret_shape((0, 0, 0o440), (0, 0)));
+    }
 }

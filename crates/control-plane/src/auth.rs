@@ -5,8 +5,8 @@
 //! Health and reflection are other services, served without a token.
 //!
 //! The tokens come from `[control_plane]`: `token` is the operator's (the CLI: every
-//! call), `service_token` the other services' (the appliers: `GetRun` and
-//! `ReportResults`). Each is kept only as its SHA-256, and a presented token is compared
+//! call), `service_token` the other services' (the planner and the appliers: `GetRun` and
+//! `ReportResults`), and `tokens_file` lists more, each with its role (for rotation). Each is kept only as its SHA-256, and a presented token is compared
 //! by digest with every configured one in constant time, so neither the comparison's
 //! timing nor its length tells anything about a token. `Debug` prints no part of them.
 //!
@@ -36,7 +36,7 @@ use tonic::{
     transport::{Certificate, Identity, ServerTlsConfig},
 };
 
-use crate::settings::ControlPlaneSettings;
+use crate::settings::{ApiRole, ControlPlaneSettings};
 
 /// What a caller is, by its token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +58,7 @@ pub const ACCESS: &[(&str, &[Role])] = &[
     ("WatchRun", &[Role::Operator]),
     ("ListRuns", &[Role::Operator]),
     ("ListChanges", &[Role::Operator]),
+    ("ListDiagnostics", &[Role::Operator]),
     ("ApproveRun", &[Role::Operator]),
     ("CancelRun", &[Role::Operator]),
     ("TestConnection", &[Role::Operator]),
@@ -86,11 +87,14 @@ impl BearerAuth {
 
     /// Every token of `[control_plane]`: `token` (operator) and `service_token`.
     pub fn from_settings(settings: &ControlPlaneSettings) -> BearerAuth {
-        let service = settings
-            .service_token
-            .as_ref()
-            .map(|token| (token, Role::Service));
-        BearerAuth::with_tokens(std::iter::once((&settings.token, Role::Operator)).chain(service))
+        let tokens = settings.role_tokens();
+        BearerAuth::with_tokens(tokens.iter().map(|(role, token)| {
+            let role = match role {
+                ApiRole::Operator => Role::Operator,
+                ApiRole::Service => Role::Service,
+            };
+            (token, role)
+        }))
     }
 
     pub fn with_tokens<'a>(tokens: impl IntoIterator<Item = (&'a Secret, Role)>) -> BearerAuth {

@@ -4,5 +4,7 @@
 //! `settings` crate, so `keysync config check` checks them without linking the control
 //! plane.
 
-pub use ::settings::control_plane::{ControlPlaneSettings, ScheduleSettings, Settings, parse_cron};
+pub use ::settings::control_plane::{
+    ApiRole, ControlPlaneSettings, ScheduleSettings, Settings, parse_cron,
+};
 pub use bus::{BusSettings, health::HealthSettings};

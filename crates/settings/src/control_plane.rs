@@ -38,7 +38,8 @@ pub use crate::schedule::{
 /// listen = "127.0.0.1:50051"            # default
 /// endpoint = "http://127.0.0.1:50051"   # default; where the appliers call the API
 /// token_file = "/run/secrets/keysync-api/token"   # required (or `token`): the operator's
-/// service_token_file = "/run/secrets/keysync-service/token"   # the appliers'; optional
+/// service_token_file = "/run/secrets/keysync-service/token"   # the services'; optional
+/// # tokens_file = "/run/secrets/keysync-api/tokens"   # more, one `<role> <token>` a line
 /// hold_expiry = "24h"                   # default; or a number of seconds
 /// # TLS of the API: required to listen beyond loopback, unless `allow_plaintext = true`.
 /// # tls_cert_file = "/run/secrets/keysync-tls/tls.crt"   # PEM chain, with tls_key_file
@@ -97,6 +98,12 @@ pub struct ControlPlaneSettings {
     /// Default: none; the appliers then send `token`, which allows them everything.
     #[serde(default)]
     pub service_token: Option<Secret>,
+    /// More tokens, each with its role: one `operator <token>` or `service <token>` a line
+    /// (blank lines and `#` comments ignored); set `tokens_file`. Every token listed is
+    /// accepted alongside `token` and `service_token`, so a new token can be handed out
+    /// before the old one is withdrawn (see SECURITY.md, "Rotating"). Default: none.
+    #[serde(default)]
+    pub tokens: Option<Secret>,
     /// Where the other services reach this API (the appliers report results there), for
     /// example `https://keysync-control-plane:50051`. The control plane itself does not use
     /// it, but checks that it serves it: `https://` exactly when TLS is on. Default:
@@ -212,6 +219,26 @@ impl ControlPlaneSettings {
     /// service starts). Keys are relative to `[control_plane]`.
     pub fn validate(&self) -> Result<(), Invalid> {
         check_token("token", &self.token)?;
+        let listed = self.listed_tokens()?;
+        for (index, (role, token)) in listed.iter().enumerate() {
+            let key = format!("tokens (line of the {role:?} token {})", index + 1);
+            check_token(&key, token)?;
+            let taken = std::iter::once((ApiRole::Operator, &self.token))
+                .chain(
+                    self.service_token
+                        .iter()
+                        .map(|token| (ApiRole::Service, token)),
+                )
+                .chain(listed[..index].iter().map(|(role, token)| (*role, token)));
+            for (other_role, other) in taken {
+                if other.expose() == token.expose() && other_role != *role {
+                    return Err(Invalid::new(
+                        "tokens",
+                        "gives one token two roles; each token has one",
+                    ));
+                }
+            }
+        }
         if let Some(service_token) = &self.service_token {
             check_token("service_token", service_token)?;
             if service_token.expose() == self.token.expose() {
@@ -348,6 +375,66 @@ pub const MIN_TOKEN_BYTES: usize = 32;
 
 /// Checks one bearer token: one word of printable ASCII, at least [`MIN_TOKEN_BYTES`]
 /// bytes. Keys in errors are `key`.
+/// The role a bearer token gives on the control API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiRole {
+    /// The CLI's: every call.
+    Operator,
+    /// The planner's and the appliers': `GetRun` and `ReportResults`.
+    Service,
+}
+
+impl ControlPlaneSettings {
+    /// Every accepted token with its role: `token`, `service_token`, then the lines of
+    /// `tokens`. A line [`ControlPlaneSettings::validate`] refuses is left out.
+    pub fn role_tokens(&self) -> Vec<(ApiRole, Secret)> {
+        let mut tokens = vec![(ApiRole::Operator, self.token.clone())];
+        tokens.extend(
+            self.service_token
+                .iter()
+                .map(|token| (ApiRole::Service, token.clone())),
+        );
+        tokens.extend(self.listed_tokens().unwrap_or_default());
+        tokens
+    }
+
+    /// The lines of `tokens`, parsed.
+    fn listed_tokens(&self) -> Result<Vec<(ApiRole, Secret)>, Invalid> {
+        let Some(text) = &self.tokens else {
+            return Ok(Vec::new());
+        };
+        let mut tokens = Vec::new();
+        for (number, line) in text.expose().lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let role = match words.next() {
+                Some("operator") => ApiRole::Operator,
+                Some("service") => ApiRole::Service,
+                _ => {
+                    return Err(Invalid::new(
+                        "tokens",
+                        format!(
+                            "line {} must be `operator <token>` or `service <token>`",
+                            number + 1
+                        ),
+                    ));
+                }
+            };
+            let (Some(token), None) = (words.next(), words.next()) else {
+                return Err(Invalid::new(
+                    "tokens",
+                    format!("line {} must hold one role and one token", number + 1),
+                ));
+            };
+            tokens.push((role, Secret::new(token)));
+        }
+        Ok(tokens)
+    }
+}
+
 pub fn check_token(key: &str, token: &Secret) -> Result<(), Invalid> {
     let token = token.expose();
     if token.trim().is_empty() {
@@ -454,6 +541,54 @@ mod tests {
             !format!("{settings:?}").contains(TOKEN),
             "the token is in Debug"
         );
+    }
+
+    #[test]
+    fn a_tokens_file_adds_tokens_with_their_roles_for_rotation() {
+        let next_operator = "next-operator-0123456789abcdef-0123456789";
+        let next_service = "next-service-0123456789abcdef-01234567890";
+        let settings = load(&format!(
+            "[control_plane]\ntoken_file = \"TOKEN_PATH\"\n\
+             tokens = \"\"\"\n# rotating in December\noperator {next_operator}\n\n\
+             service {next_service}\n\"\"\"\n"
+        ))
+        .expect("loads");
+        let tokens: Vec<(ApiRole, String)> = settings
+            .control_plane
+            .role_tokens()
+            .into_iter()
+            .map(|(role, token)| (role, token.expose().to_owned()))
+            .collect();
+        assert_eq!(
+            tokens,
+            [
+                (ApiRole::Operator, TOKEN.to_owned()),
+                (ApiRole::Operator, next_operator.to_owned()),
+                (ApiRole::Service, next_service.to_owned()),
+            ]
+        );
+        assert!(!format!("{settings:?}").contains(next_operator));
+
+        for (lines, why) in [
+            ("admin {next}", "an unknown role"),
+            ("service {next} extra", "two tokens on a line"),
+            ("service short", "a short token"),
+            (
+                "service TOKEN_VALUE",
+                "the operator token as a service token",
+            ),
+        ] {
+            let lines = lines
+                .replace("{next}", next_service)
+                .replace("TOKEN_VALUE", TOKEN);
+            let error = load(&format!(
+                "[control_plane]\ntoken_file = \"TOKEN_PATH\"\ntokens = \"{lines}\"\n"
+            ))
+            .expect_err(why)
+            .to_string();
+            assert!(error.contains("control_plane.tokens"), "{why}: {error}");
+            assert!(!error.contains(next_service), "{why}: {error}");
+        }
     }
 
     #[test]

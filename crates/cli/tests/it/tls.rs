@@ -13,6 +13,12 @@ use crate::helpers::{describe, spawn_app_configured};
 
 /// A CA, and a server certificate and key for `localhost` that it signed (all PEM).
 fn certificates() -> (String, String, String) {
+    let (ca, cert, key, _, _) = certificates_with_client();
+    (ca, cert, key)
+}
+
+/// As [`certificates`], and a client certificate and key the same CA signed.
+fn certificates_with_client() -> (String, String, String, String, String) {
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params
@@ -25,7 +31,22 @@ fn certificates() -> (String, String, String) {
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let key = KeyPair::generate().expect("a key");
     let certificate = params.signed_by(&key, &ca).expect("a certificate");
-    (ca.pem(), certificate.pem(), key.serialize_pem())
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("parameters");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "keysync operator");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_key = KeyPair::generate().expect("a key");
+    let client = params
+        .signed_by(&client_key, &ca)
+        .expect("a client certificate");
+    (
+        ca.pem(),
+        certificate.pem(),
+        key.serialize_pem(),
+        client.pem(),
+        client_key.serialize_pem(),
+    )
 }
 
 #[tokio::test]
@@ -90,6 +111,76 @@ async fn the_cli_reaches_a_tls_control_plane_with_its_ca_file_and_not_without() 
         .await
         .expect("keysync runs");
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+}
+
+#[tokio::test]
+async fn with_mutual_tls_the_cli_needs_its_client_certificate() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (ca, cert, key, client_cert, client_key) = certificates_with_client();
+    let write = |name: &str, content: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).expect("writes a PEM file");
+        path
+    };
+    let ca_file = write("ca.crt", &ca);
+    let (cert_file, key_file) = (write("tls.crt", &cert), write("tls.key", &key));
+    let (client_cert_file, client_key_file) = (
+        write("client.crt", &client_cert),
+        write("client.key", &client_key),
+    );
+    let app = spawn_app_configured(
+        &format!(
+            "endpoint = \"https://localhost:50051\"\ntls_cert_file = \"{}\"\n\
+             tls_key_file = \"{}\"\ntls_client_ca_file = \"{}\"\n",
+            cert_file.display(),
+            key_file.display(),
+            ca_file.display()
+        ),
+        "",
+    )
+    .await;
+
+    let output = app
+        .keysync(&["runs"])
+        .arg("--ca-file")
+        .arg(&ca_file)
+        .arg("--client-cert")
+        .arg(&client_cert_file)
+        .arg("--client-key")
+        .arg(&client_key_file)
+        .output()
+        .await
+        .expect("keysync runs");
+    assert!(output.status.success(), "{}", describe(&output));
+
+    // The same call without a client certificate: the handshake is refused.
+    let output = app
+        .keysync(&["runs"])
+        .arg("--ca-file")
+        .arg(&ca_file)
+        .env_remove("KEYSYNC_CLIENT_CERT_FILE")
+        .env_remove("KEYSYNC_CLIENT_KEY_FILE")
+        .output()
+        .await
+        .expect("keysync runs");
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+
+    // A certificate without its key is a usage error, before any connection.
+    let output = app
+        .keysync(&["runs"])
+        .arg("--ca-file")
+        .arg(&ca_file)
+        .arg("--client-cert")
+        .arg(&client_cert_file)
+        .output()
+        .await
+        .expect("keysync runs");
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--client-key"),
+        "{}",
+        describe(&output)
+    );
 }
 
 #[tokio::test]
