@@ -5,8 +5,12 @@
 
 mod connectors;
 mod directory;
+mod explain;
 mod faults;
 mod holds;
+mod integrity;
+mod rules;
 mod safety;
+mod security;
 mod sync;
 mod telemetry;

@@ -10,6 +10,14 @@
 //!
 //! Every process is tethered to the test process (`test_support::process::Tethered`): it
 //! dies with the test, and its log is printed when a test fails.
+//!
+//! Every secret of a stack is random ([`Secrets`]): the operator and service tokens, the
+//! products' token and the Bitbucket administrator's password are 48 hex digits, the
+//! Keycloak client secret 32 letters and digits; so a test can look for them in logs and
+//! answers without meeting them by chance. [`StackOptions::tls`] turns on TLS on the control API and on
+//! NATS with a CA made for the stack ([`tls`]), [`StackOptions::service_token`] gives the
+//! appliers the service token, and [`StackOptions::transport_faults`] puts a proxy that
+//! resets connections ([`proxy`]) between an applier and its emulator.
 
 use std::{
     collections::BTreeMap,
@@ -36,7 +44,7 @@ use tonic::{
     Request, Status,
     metadata::{Ascii, MetadataValue},
     service::{Interceptor, interceptor::InterceptedService},
-    transport::Channel,
+    transport::{Certificate, Channel, ClientTlsConfig},
 };
 
 /// How long one step (a run, a service start) may take before the test fails.
@@ -45,12 +53,10 @@ pub const DEADLINE: Duration = Duration::from_secs(120);
 /// The products, in the order the stack starts their emulators and appliers.
 pub const PRODUCTS: [Product; 3] = [Product::Jira, Product::Confluence, Product::Bitbucket];
 
-const API_TOKEN: &str = "e2e-api-token-0123456789abcdef0123456789abcdef";
-const PRODUCT_TOKEN: &str = "e2e-product-token";
-/// The password of the emulators' administrator `admin` (the emulator's default), which
-/// keysync signs in to Bitbucket with: Bitbucket refuses HTTP access tokens on its admin
+/// The emulators' administrator, whom keysync signs in to Bitbucket as with
+/// [`Secrets::bitbucket_password`]: Bitbucket refuses HTTP access tokens on its admin
 /// endpoints.
-const BITBUCKET_PASSWORD: &str = "admin";
+pub const BITBUCKET_USER: &str = "admin";
 /// The connector of [`StackOptions::realm`].
 pub const CONNECTOR: &str = "e2e";
 /// The connector of [`StackOptions::second_realm`].
@@ -86,12 +92,115 @@ pub struct StackOptions {
     pub extra_config: String,
     /// More keys of each `[products.NAME]` section (`max_concurrency = 2`).
     pub product_config: BTreeMap<Product, String>,
-    /// Environment of every keysync service (`OTEL_*`).
+    /// Environment of every keysync service (`OTEL_*`; a `RUST_LOG` here replaces the
+    /// default `info`).
     pub service_env: Vec<(String, String)>,
+    /// TLS everywhere keysync talks to itself: the control API serves TLS
+    /// (`tls_cert_file`, `tls_key_file`; `endpoint = "https://127.0.0.1:PORT"` with
+    /// `ca_file`), nats-server requires TLS and every service trusts it through
+    /// `[bus] tls_ca_file` with `require_tls`; the certificates come from a CA made for
+    /// the stack ([`Stack::tls`]), for `127.0.0.1` and `localhost`. [`Stack::client`],
+    /// [`Stack::bus`] and [`Stack::cli`] trust that CA.
+    pub tls: bool,
+    /// `[control_plane] service_token_file`: the appliers call the API with
+    /// [`Secrets::service_token`] (`GetRun` and `ReportResults` only) instead of the
+    /// operator's token.
+    pub service_token: bool,
+    /// A proxy ([`proxy::FaultyProxy`]) between the product's applier (and the control
+    /// plane's TestConnection) and its emulator, which resets the connections of the
+    /// requests the rule picks: real transport errors, which the emulator cannot make.
+    pub transport_faults: BTreeMap<Product, proxy::TransportFaults>,
+}
+
+/// The secrets of one stack, all random, so that a test can search for them.
+#[derive(Clone, Debug)]
+pub struct Secrets {
+    /// `[control_plane] token_file`: the operator's (the harness's client, the CLI).
+    pub operator_token: String,
+    /// `[control_plane] service_token_file`, with [`StackOptions::service_token`].
+    pub service_token: Option<String>,
+    /// The Jira and Confluence personal access token (`token_file`), which the emulators
+    /// accept (`--token`).
+    pub product_token: String,
+    /// The password of [`BITBUCKET_USER`] (`password_file`), which the emulators accept
+    /// (`--password`).
+    pub bitbucket_password: String,
+    /// The Keycloak client secret of each connector (`client_secret_file`).
+    pub keycloak_client_secrets: Vec<String>,
+}
+
+impl Secrets {
+    /// Every secret, with a name for messages; and the forms they take on the wire (the
+    /// Basic authorization of Bitbucket, base64 of `admin:password`).
+    pub fn all(&self) -> Vec<(String, String)> {
+        let mut all = vec![
+            ("operator token".to_owned(), self.operator_token.clone()),
+            ("product token".to_owned(), self.product_token.clone()),
+            (
+                "Bitbucket admin password".to_owned(),
+                self.bitbucket_password.clone(),
+            ),
+            (
+                "Bitbucket Basic authorization".to_owned(),
+                base64(format!("{BITBUCKET_USER}:{}", self.bitbucket_password).as_bytes()),
+            ),
+        ];
+        if let Some(token) = &self.service_token {
+            all.push(("service token".to_owned(), token.clone()));
+        }
+        for (index, secret) in self.keycloak_client_secrets.iter().enumerate() {
+            all.push((format!("Keycloak client secret {index}"), secret.clone()));
+        }
+        all
+    }
+}
+
+/// The stack's TLS material ([`StackOptions::tls`]).
+pub struct StackTls {
+    /// The CA (PEM) that signed the control plane's and nats-server's certificates.
+    pub ca: String,
+    /// The same, as a file (`ca_file`, `tls_ca_file`, the CLI's `--ca-file`).
+    pub ca_file: PathBuf,
+    /// The private key (PEM) the control plane and nats-server serve with: a secret.
+    pub server_key: String,
+}
+
+/// A random secret: 24 bytes of the system's randomness, as 48 hex digits.
+pub fn random_secret() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .expect("reading /dev/urandom");
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Standard base64 with padding (the Basic authorization header's encoding).
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (index, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if index <= chunk.len() {
+                out.push(ALPHABET[((n >> shift) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// One emulated product.
 pub struct Emulator {
+    /// The emulator itself (for `/_emulator/*`); the applier may reach it through a
+    /// proxy ([`Stack::proxies`]).
     pub url: String,
     process: Tethered,
 }
@@ -104,9 +213,18 @@ pub struct Stack {
     pub prefix: String,
     pub client: Client,
     pub emulators: BTreeMap<Product, Emulator>,
+    /// The proxies of [`StackOptions::transport_faults`], by product.
+    pub proxies: BTreeMap<Product, proxy::FaultyProxy>,
+    /// Every secret of the stack.
+    pub secrets: Secrets,
+    /// The TLS material, with [`StackOptions::tls`].
+    pub tls: Option<StackTls>,
+    /// The control API: `http://127.0.0.1:PORT`, or `https://` with TLS.
+    pub endpoint: String,
     services: BTreeMap<String, Tethered>,
     service_env: Vec<(String, String)>,
     config: PathBuf,
+    token_file: PathBuf,
     http: reqwest::Client,
     _dir: TempDir,
 }
@@ -140,6 +258,8 @@ fn binaries() -> anyhow::Result<&'static Path> {
                     "control-plane",
                     "-p",
                     "emulator",
+                    "-p",
+                    "cli",
                     "--bins",
                 ]);
             if dir.file_name().is_some_and(|name| name == "release") {
@@ -177,15 +297,57 @@ impl Stack {
             Some(spec) => Some(keycloak.create_realm(spec).await?),
             None => None,
         };
-        let nats = NatsServer::start()?;
         let dir = tempfile::tempdir()?;
+        let tls = if options.tls {
+            let pki = tls::pki(&["127.0.0.1", "localhost"])?;
+            let ca_file = dir.path().join("ca.pem");
+            std::fs::write(&ca_file, &pki.ca)?;
+            std::fs::write(dir.path().join("server.crt"), &pki.cert)?;
+            write_secret(dir.path().join("server.key"), &pki.key)?;
+            Some(StackTls {
+                ca: pki.ca,
+                ca_file,
+                server_key: pki.key,
+            })
+        } else {
+            None
+        };
+        let nats = match &tls {
+            // nats-server with a `tls` block requires TLS of every client.
+            Some(_) => NatsServer::start_with_config(
+                &format!(
+                    "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n}}\n",
+                    dir.path().join("server.crt").display().to_string(),
+                    dir.path().join("server.key").display().to_string(),
+                ),
+                &[],
+            )?,
+            None => NatsServer::start()?,
+        };
         let prefix = format!("e2e{}", std::process::id() % 100_000)
             + &realm
                 .name()
                 .replace(|c: char| !c.is_ascii_alphanumeric(), "");
-        write_secret(dir.path().join("api-token"), API_TOKEN)?;
-        write_secret(dir.path().join("product-token"), PRODUCT_TOKEN)?;
-        write_secret(dir.path().join("bitbucket-password"), BITBUCKET_PASSWORD)?;
+        let secrets = Secrets {
+            operator_token: random_secret(),
+            service_token: options.service_token.then(random_secret),
+            product_token: random_secret(),
+            bitbucket_password: random_secret(),
+            keycloak_client_secrets: std::iter::once(&realm)
+                .chain(&second_realm)
+                .map(|realm| realm.client_secret().to_owned())
+                .collect(),
+        };
+        let token_file = dir.path().join("api-token");
+        write_secret(token_file.clone(), &secrets.operator_token)?;
+        if let Some(token) = &secrets.service_token {
+            write_secret(dir.path().join("service-token"), token)?;
+        }
+        write_secret(dir.path().join("product-token"), &secrets.product_token)?;
+        write_secret(
+            dir.path().join("bitbucket-password"),
+            &secrets.bitbucket_password,
+        )?;
         write_secret(dir.path().join("kc-secret"), realm.client_secret())?;
         if let Some(second) = &second_realm {
             write_secret(dir.path().join("kc-secret-2"), second.client_secret())?;
@@ -201,7 +363,11 @@ impl Stack {
                 "--port".to_owned(),
                 port.to_string(),
                 "--token".to_owned(),
-                PRODUCT_TOKEN.to_owned(),
+                secrets.product_token.clone(),
+                "--user".to_owned(),
+                BITBUCKET_USER.to_owned(),
+                "--password".to_owned(),
+                secrets.bitbucket_password.clone(),
             ];
             if let Some(seed) = options.seeds.get(&product) {
                 let path = dir.path().join(format!("{name}-seed.json"));
@@ -227,17 +393,43 @@ impl Stack {
             );
         }
 
+        let mut proxies = BTreeMap::new();
+        for (product, faults) in options.transport_faults {
+            let upstream = emulators[&product]
+                .url
+                .trim_start_matches("http://")
+                .to_owned();
+            proxies.insert(product, proxy::FaultyProxy::start(&upstream, faults).await?);
+        }
+
         let cp_port = free_port()?;
         let d = dir.path().display();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let endpoint = format!("{scheme}://127.0.0.1:{cp_port}");
+        let (bus_tls, cp_tls) = match &tls {
+            Some(_) => (
+                format!("tls_ca_file = \"{d}/ca.pem\"\nrequire_tls = true\n"),
+                format!(
+                    "tls_cert_file = \"{d}/server.crt\"\ntls_key_file = \"{d}/server.key\"\n\
+                     ca_file = \"{d}/ca.pem\"\n"
+                ),
+            ),
+            None => (String::new(), String::new()),
+        };
+        let service_token = match &secrets.service_token {
+            Some(_) => format!("service_token_file = \"{d}/service-token\"\n"),
+            None => String::new(),
+        };
         let mut config = format!(
             r#"[bus]
 nats_url = "{nats_url}"
 prefix = "{prefix}"
-
+{bus_tls}
 [control_plane]
 listen = "127.0.0.1:{cp_port}"
-endpoint = "http://127.0.0.1:{cp_port}"
+endpoint = "{endpoint}"
 token_file = "{d}/api-token"
+{cp_tls}{service_token}
 
 [keycloak.{CONNECTOR}]
 endpoint = "{kc}"
@@ -267,14 +459,17 @@ ack_wait_seconds = 5
             let name = product_name(product);
             // Bitbucket refuses HTTP access tokens on its admin endpoints (BSERV-10482).
             let auth = match product {
-                Product::Bitbucket => {
-                    format!("user = \"admin\"\npassword_file = \"{d}/bitbucket-password\"")
-                }
+                Product::Bitbucket => format!(
+                    "user = \"{BITBUCKET_USER}\"\npassword_file = \"{d}/bitbucket-password\""
+                ),
                 _ => format!("token_file = \"{d}/product-token\""),
             };
+            let url = match proxies.get(&product) {
+                Some(proxy) => proxy.url(),
+                None => emulators[&product].url.clone(),
+            };
             config.push_str(&format!(
-                "\n[products.{name}]\nendpoint = \"{}\"\n{auth}\n{}\n",
-                emulators[&product].url,
+                "\n[products.{name}]\nendpoint = \"{url}\"\n{auth}\n{}\n",
                 options
                     .product_config
                     .get(&product)
@@ -287,9 +482,11 @@ ack_wait_seconds = 5
         let config_path = dir.path().join("keysync.toml");
         std::fs::write(&config_path, config)?;
 
-        let token: MetadataValue<Ascii> = format!("Bearer {API_TOKEN}").parse()?;
-        let channel = Channel::from_shared(format!("http://127.0.0.1:{cp_port}"))?.connect_lazy();
-        let client = ControlServiceClient::with_interceptor(channel, BearerToken(token));
+        let client = client_of(
+            &endpoint,
+            &secrets.operator_token,
+            tls.as_ref().map(|tls| tls.ca.as_str()),
+        )?;
         let mut stack = Stack {
             realm,
             second_realm,
@@ -297,9 +494,14 @@ ack_wait_seconds = 5
             prefix,
             client,
             emulators,
+            proxies,
+            secrets,
+            tls,
+            endpoint,
             services: BTreeMap::new(),
             service_env: options.service_env,
             config: config_path,
+            token_file,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()?,
@@ -330,11 +532,14 @@ ack_wait_seconds = 5
             }
             None => bin.join(name),
         };
-        let env: Vec<(&str, String)> = self
-            .service_env
-            .iter()
-            .map(|(key, value)| (key.as_str(), value.clone()))
-            .chain([("RUST_LOG", "info".to_owned())])
+        // The default first: a `RUST_LOG` of the service environment comes later and wins.
+        let env: Vec<(&str, String)> = [("RUST_LOG", "info".to_owned())]
+            .into_iter()
+            .chain(
+                self.service_env
+                    .iter()
+                    .map(|(key, value)| (key.as_str(), value.clone())),
+            )
             .collect();
         let log = log_dir().join(format!("{}-{name}.log", self.prefix));
         let process = Tethered::spawn(&program, &args, &env, &log)?;
@@ -589,10 +794,92 @@ ack_wait_seconds = 5
             .into_inner())
     }
 
-    /// A connection to the stack's NATS, for publishing what no service would.
+    /// A connection to the stack's NATS, for publishing what no service would; over TLS,
+    /// trusting the stack's CA, with [`StackOptions::tls`].
     pub async fn bus(&self) -> anyhow::Result<async_nats::Client> {
-        self.nats.connect().await
+        let Some(tls) = &self.tls else {
+            return self.nats.connect().await;
+        };
+        let settings = bus::BusSettings {
+            nats_url: self.nats.url(),
+            prefix: self.prefix.clone(),
+            tls_ca: Some(tls.ca.clone()),
+            require_tls: true,
+            ..bus::BusSettings::default()
+        };
+        let options = settings
+            .connect_options()
+            .map_err(|error| anyhow::anyhow!("the bus settings: {error}"))?;
+        async_nats::connect_with_options(self.nats.url(), options)
+            .await
+            .with_context(|| format!("connecting to {} with TLS", self.nats.url()))
     }
+
+    /// A client of the control API like [`Stack::client`] (same endpoint, trusting the
+    /// stack's CA with TLS), sending `token` instead of the operator's.
+    pub fn client_with_token(&self, token: &str) -> anyhow::Result<Client> {
+        client_of(
+            &self.endpoint,
+            token,
+            self.tls.as_ref().map(|tls| tls.ca.as_str()),
+        )
+    }
+
+    /// The generated configuration file every service reads.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// The log file of every service started (`control-plane`, `fetcher`, ...), by name.
+    pub fn service_logs(&self) -> BTreeMap<String, PathBuf> {
+        self.services
+            .iter()
+            .map(|(name, service)| (name.clone(), service.log().to_owned()))
+            .collect()
+    }
+
+    /// Runs the `keysync` CLI with `args`, connected to this stack as an operator would
+    /// be: `--endpoint`, `--token-file` and, with TLS, `--ca-file`. Answers its output
+    /// whatever its exit status.
+    pub async fn cli(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        let bin = binaries()?;
+        let mut command = tokio::process::Command::new(bin.join("keysync"));
+        command
+            .arg("--endpoint")
+            .arg(&self.endpoint)
+            .arg("--token-file")
+            .arg(&self.token_file);
+        if let Some(tls) = &self.tls {
+            command.arg("--ca-file").arg(&tls.ca_file);
+        }
+        command
+            .args(args)
+            .env_remove("KEYSYNC_ENDPOINT")
+            .env_remove("KEYSYNC_TOKEN_FILE")
+            .env_remove("KEYSYNC_CA_FILE")
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(DEADLINE, command.output())
+            .await
+            .context("the keysync CLI did not finish")?
+            .context("running the keysync CLI")?;
+        Ok(output)
+    }
+}
+
+/// A lazily connected client of the control API at `endpoint` that sends `token`; an
+/// `https://` endpoint is verified against `ca` (PEM).
+fn client_of(endpoint: &str, token: &str, ca: Option<&str>) -> anyhow::Result<Client> {
+    let token: MetadataValue<Ascii> = format!("Bearer {token}").parse()?;
+    let mut channel = Channel::from_shared(endpoint.to_owned())?;
+    if let Some(ca) = ca {
+        channel = channel.tls_config(
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca.as_bytes())),
+        )?;
+    }
+    Ok(ControlServiceClient::with_interceptor(
+        channel.connect_lazy(),
+        BearerToken(token),
+    ))
 }
 
 /// Writes a secret file readable by its owner only, as a Kubernetes Secret mount with
@@ -619,3 +906,7 @@ impl Drop for Stack {
         }
     }
 }
+
+pub mod tls;
+
+pub mod proxy;

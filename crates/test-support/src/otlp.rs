@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::{
             trace_service_server::{TraceService, TraceServiceServer},
         },
     },
-    common::v1::any_value,
+    common::v1::{AnyValue, KeyValue, any_value},
 };
 use tokio::sync::Notify;
 
@@ -34,6 +34,12 @@ pub struct ReceivedSpan {
     pub span_id: String,
     /// Empty for a root span.
     pub parent_span_id: String,
+    /// Every text the span carries besides its ids, as `(key, value)`: its attributes, its
+    /// events' names (`event`) and attributes (`event.<key>`), its links' attributes
+    /// (`link.<key>`), its status message (`status.message`) and the attributes of its
+    /// resource (`resource.<key>`); values rendered as text (arrays and maps as JSON-ish
+    /// text). For checks that no secret is exported.
+    pub attributes: Vec<(String, String)>,
 }
 
 #[derive(Default)]
@@ -131,6 +137,42 @@ fn service_name(resource: Option<&opentelemetry_proto::tonic::resource::v1::Reso
         .unwrap_or_default()
 }
 
+/// `value` as text: strings as they are, other scalars printed, arrays and maps joined.
+fn text(value: Option<&AnyValue>) -> String {
+    match value.and_then(|value| value.value.as_ref()) {
+        None => String::new(),
+        Some(any_value::Value::StringValue(text)) => text.clone(),
+        Some(any_value::Value::BoolValue(value)) => value.to_string(),
+        Some(any_value::Value::IntValue(value)) => value.to_string(),
+        Some(any_value::Value::DoubleValue(value)) => value.to_string(),
+        Some(any_value::Value::BytesValue(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+        Some(any_value::Value::ArrayValue(array)) => {
+            let items: Vec<String> = array.values.iter().map(|item| text(Some(item))).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Some(any_value::Value::KvlistValue(list)) => {
+            let items: Vec<String> = list
+                .values
+                .iter()
+                .map(|pair| format!("{}: {}", pair.key, text(pair.value.as_ref())))
+                .collect();
+            format!("{{{}}}", items.join(", "))
+        }
+        // An index into a dictionary this receiver does not keep.
+        Some(other) => format!("{other:?}"),
+    }
+}
+
+/// `(prefix + key, value as text)` of every attribute.
+fn flatten<'a>(
+    prefix: &'a str,
+    attributes: &'a [KeyValue],
+) -> impl Iterator<Item = (String, String)> + 'a {
+    attributes
+        .iter()
+        .map(move |pair| (format!("{prefix}{}", pair.key), text(pair.value.as_ref())))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
@@ -146,9 +188,28 @@ impl TraceService for Traces {
         let mut flat = Vec::new();
         for resource_spans in &request.get_ref().resource_spans {
             let service = service_name(resource_spans.resource.as_ref());
+            let resource: Vec<(String, String)> = resource_spans
+                .resource
+                .iter()
+                .flat_map(|resource| flatten("resource.", &resource.attributes))
+                .collect();
             for scope_spans in &resource_spans.scope_spans {
                 for span in &scope_spans.spans {
+                    let mut attributes: Vec<(String, String)> =
+                        flatten("", &span.attributes).collect();
+                    for event in &span.events {
+                        attributes.push(("event".to_owned(), event.name.clone()));
+                        attributes.extend(flatten("event.", &event.attributes));
+                    }
+                    for link in &span.links {
+                        attributes.extend(flatten("link.", &link.attributes));
+                    }
+                    if let Some(status) = &span.status {
+                        attributes.push(("status.message".to_owned(), status.message.clone()));
+                    }
+                    attributes.extend(resource.iter().cloned());
                     flat.push(ReceivedSpan {
+                        attributes,
                         service: service.clone(),
                         name: span.name.clone(),
                         trace_id: hex(&span.trace_id),
