@@ -14,6 +14,8 @@
 //! - [`http`]: GETs of a service's `/healthz` and `/readyz`, and waiting for an answer.
 //! - [`rebind`]: a service's consumer deleted under it, and waiting until it is bound again.
 //! - [`dashboard`]: the metric names the Grafana dashboard (`deploy/grafana`) queries.
+//! - [`prism::PrismProxy`]: Prism (npm `@stoplight/prism-cli`) as a proxy that validates every
+//!   request against an OpenAPI document of `shared/reference/specs`, for contract tests.
 //!
 //! Every server's output goes to a log file that is printed when a test fails.
 
@@ -23,5 +25,6 @@ pub mod http;
 pub mod keycloak;
 pub mod nats;
 pub mod otlp;
+pub mod prism;
 pub mod process;
 pub mod rebind;

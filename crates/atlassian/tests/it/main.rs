@@ -7,6 +7,7 @@
 
 mod bitbucket;
 mod confluence;
+mod contract;
 mod helpers;
 mod http;
 mod jira;
