@@ -130,6 +130,42 @@ pub struct Secrets {
 }
 
 impl Secrets {
+    /// Fresh random secrets, and the realms' client secrets.
+    fn new(service_token: bool, realm: &TestRealm<'_>, second: Option<&TestRealm<'_>>) -> Secrets {
+        Secrets {
+            operator_token: random_secret(),
+            service_token: service_token.then(random_secret),
+            product_token: random_secret(),
+            bitbucket_password: random_secret(),
+            keycloak_client_secrets: std::iter::once(realm)
+                .chain(second)
+                .map(|realm| realm.client_secret().to_owned())
+                .collect(),
+        }
+    }
+
+    /// Writes every secret into its file in `dir` (mode 0600), as the configuration names
+    /// them; answers the operator token's file.
+    fn write(
+        &self,
+        dir: &Path,
+        realm: &TestRealm<'_>,
+        second: Option<&TestRealm<'_>>,
+    ) -> std::io::Result<PathBuf> {
+        let token_file = dir.join("api-token");
+        write_secret(token_file.clone(), &self.operator_token)?;
+        if let Some(token) = &self.service_token {
+            write_secret(dir.join("service-token"), token)?;
+        }
+        write_secret(dir.join("product-token"), &self.product_token)?;
+        write_secret(dir.join("bitbucket-password"), &self.bitbucket_password)?;
+        write_secret(dir.join("kc-secret"), realm.client_secret())?;
+        if let Some(second) = second {
+            write_secret(dir.join("kc-secret-2"), second.client_secret())?;
+        }
+        Ok(token_file)
+    }
+
     /// Every secret, with a name for messages; and the forms they take on the wire (the
     /// Basic authorization of Bitbucket, base64 of `admin:password`).
     pub fn all(&self) -> Vec<(String, String)> {
@@ -298,100 +334,22 @@ impl Stack {
             None => None,
         };
         let dir = tempfile::tempdir()?;
-        let tls = if options.tls {
-            let pki = tls::pki(&["127.0.0.1", "localhost"])?;
-            let ca_file = dir.path().join("ca.pem");
-            std::fs::write(&ca_file, &pki.ca)?;
-            std::fs::write(dir.path().join("server.crt"), &pki.cert)?;
-            write_secret(dir.path().join("server.key"), &pki.key)?;
-            Some(StackTls {
-                ca: pki.ca,
-                ca_file,
-                server_key: pki.key,
-            })
-        } else {
-            None
-        };
-        let nats = match &tls {
-            // nats-server with a `tls` block requires TLS of every client.
-            Some(_) => NatsServer::start_with_config(
-                &format!(
-                    "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n}}\n",
-                    dir.path().join("server.crt").display().to_string(),
-                    dir.path().join("server.key").display().to_string(),
-                ),
-                &[],
-            )?,
-            None => NatsServer::start()?,
-        };
+        let (tls, nats) = start_nats(dir.path(), options.tls)?;
         let prefix = format!("e2e{}", std::process::id() % 100_000)
             + &realm
                 .name()
                 .replace(|c: char| !c.is_ascii_alphanumeric(), "");
-        let secrets = Secrets {
-            operator_token: random_secret(),
-            service_token: options.service_token.then(random_secret),
-            product_token: random_secret(),
-            bitbucket_password: random_secret(),
-            keycloak_client_secrets: std::iter::once(&realm)
-                .chain(&second_realm)
-                .map(|realm| realm.client_secret().to_owned())
-                .collect(),
-        };
-        let token_file = dir.path().join("api-token");
-        write_secret(token_file.clone(), &secrets.operator_token)?;
-        if let Some(token) = &secrets.service_token {
-            write_secret(dir.path().join("service-token"), token)?;
-        }
-        write_secret(dir.path().join("product-token"), &secrets.product_token)?;
-        write_secret(
-            dir.path().join("bitbucket-password"),
-            &secrets.bitbucket_password,
-        )?;
-        write_secret(dir.path().join("kc-secret"), realm.client_secret())?;
-        if let Some(second) = &second_realm {
-            write_secret(dir.path().join("kc-secret-2"), second.client_secret())?;
-        }
+        let secrets = Secrets::new(options.service_token, &realm, second_realm.as_ref());
+        let token_file = secrets.write(dir.path(), &realm, second_realm.as_ref())?;
 
-        let mut emulators = BTreeMap::new();
-        for product in PRODUCTS {
-            let name = product_name(product);
-            let port = free_port()?;
-            let mut args = vec![
-                "--product".to_owned(),
-                name.to_owned(),
-                "--port".to_owned(),
-                port.to_string(),
-                "--token".to_owned(),
-                secrets.product_token.clone(),
-                "--user".to_owned(),
-                BITBUCKET_USER.to_owned(),
-                "--password".to_owned(),
-                secrets.bitbucket_password.clone(),
-            ];
-            if let Some(seed) = options.seeds.get(&product) {
-                let path = dir.path().join(format!("{name}-seed.json"));
-                std::fs::write(&path, serde_json::to_vec(seed)?)?;
-                args.extend(["--seed-file".to_owned(), path.display().to_string()]);
-            }
-            args.extend(
-                options
-                    .emulator_args
-                    .get(&product)
-                    .into_iter()
-                    .flatten()
-                    .cloned(),
-            );
-            let log = log_dir().join(format!("{prefix}-emulator-{name}.log"));
-            let process = Tethered::spawn(&bin.join("emulator"), &args, &[], &log)?;
-            emulators.insert(
-                product,
-                Emulator {
-                    url: format!("http://127.0.0.1:{port}"),
-                    process,
-                },
-            );
-        }
+        let emulators = start_emulators(
+            bin,
+            dir.path(),
+            &secrets,
+            &options.seeds,
+            &options.emulator_args,
+            &prefix,
+        )?;
 
         let mut proxies = BTreeMap::new();
         for (product, faults) in options.transport_faults {
@@ -455,28 +413,12 @@ ack_wait_seconds = 5
                 second.client_id(),
             ));
         }
-        for product in PRODUCTS {
-            let name = product_name(product);
-            // Bitbucket refuses HTTP access tokens on its admin endpoints (BSERV-10482).
-            let auth = match product {
-                Product::Bitbucket => format!(
-                    "user = \"{BITBUCKET_USER}\"\npassword_file = \"{d}/bitbucket-password\""
-                ),
-                _ => format!("token_file = \"{d}/product-token\""),
-            };
-            let url = match proxies.get(&product) {
-                Some(proxy) => proxy.url(),
-                None => emulators[&product].url.clone(),
-            };
-            config.push_str(&format!(
-                "\n[products.{name}]\nendpoint = \"{url}\"\n{auth}\n{}\n",
-                options
-                    .product_config
-                    .get(&product)
-                    .map(String::as_str)
-                    .unwrap_or_default(),
-            ));
-        }
+        config.push_str(&product_sections(
+            &d.to_string(),
+            &emulators,
+            &proxies,
+            &options.product_config,
+        ));
         config.push('\n');
         config.push_str(&options.extra_config);
         let config_path = dir.path().join("keysync.toml");
@@ -864,6 +806,115 @@ ack_wait_seconds = 5
             .context("running the keysync CLI")?;
         Ok(output)
     }
+}
+
+/// The stack's TLS material (with `tls`: a CA and a server certificate, written into
+/// `dir`) and its nats-server, which then requires TLS of every client.
+fn start_nats(dir: &Path, tls: bool) -> anyhow::Result<(Option<StackTls>, NatsServer)> {
+    let tls = if tls {
+        let pki = tls::pki(&["127.0.0.1", "localhost"])?;
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, &pki.ca)?;
+        std::fs::write(dir.join("server.crt"), &pki.cert)?;
+        write_secret(dir.join("server.key"), &pki.key)?;
+        Some(StackTls {
+            ca: pki.ca,
+            ca_file,
+            server_key: pki.key,
+        })
+    } else {
+        None
+    };
+    let nats = match &tls {
+        // nats-server with a `tls` block requires TLS of every client.
+        Some(_) => NatsServer::start_with_config(
+            &format!(
+                "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n}}\n",
+                dir.join("server.crt").display().to_string(),
+                dir.join("server.key").display().to_string(),
+            ),
+            &[],
+        )?,
+        None => NatsServer::start()?,
+    };
+    Ok((tls, nats))
+}
+
+/// Starts the three emulators with the stack's secrets, their seeds and extra flags.
+fn start_emulators(
+    bin: &Path,
+    dir: &Path,
+    secrets: &Secrets,
+    seeds: &BTreeMap<Product, Value>,
+    emulator_args: &BTreeMap<Product, Vec<String>>,
+    prefix: &str,
+) -> anyhow::Result<BTreeMap<Product, Emulator>> {
+    let mut emulators = BTreeMap::new();
+    for product in PRODUCTS {
+        let name = product_name(product);
+        let port = free_port()?;
+        let mut args = vec![
+            "--product".to_owned(),
+            name.to_owned(),
+            "--port".to_owned(),
+            port.to_string(),
+            "--token".to_owned(),
+            secrets.product_token.clone(),
+            "--user".to_owned(),
+            BITBUCKET_USER.to_owned(),
+            "--password".to_owned(),
+            secrets.bitbucket_password.clone(),
+        ];
+        if let Some(seed) = seeds.get(&product) {
+            let path = dir.join(format!("{name}-seed.json"));
+            std::fs::write(&path, serde_json::to_vec(seed)?)?;
+            args.extend(["--seed-file".to_owned(), path.display().to_string()]);
+        }
+        args.extend(emulator_args.get(&product).into_iter().flatten().cloned());
+        let log = log_dir().join(format!("{prefix}-emulator-{name}.log"));
+        let process = Tethered::spawn(&bin.join("emulator"), &args, &[], &log)?;
+        emulators.insert(
+            product,
+            Emulator {
+                url: format!("http://127.0.0.1:{port}"),
+                process,
+            },
+        );
+    }
+    Ok(emulators)
+}
+
+/// The `[products.NAME]` sections: each emulator (or the proxy in front of it), its
+/// credentials in the stack's secret files under `d`, and the test's extra keys.
+fn product_sections(
+    d: &str,
+    emulators: &BTreeMap<Product, Emulator>,
+    proxies: &BTreeMap<Product, proxy::FaultyProxy>,
+    product_config: &BTreeMap<Product, String>,
+) -> String {
+    let mut sections = String::new();
+    for product in PRODUCTS {
+        let name = product_name(product);
+        // Bitbucket refuses HTTP access tokens on its admin endpoints (BSERV-10482).
+        let auth = match product {
+            Product::Bitbucket => {
+                format!("user = \"{BITBUCKET_USER}\"\npassword_file = \"{d}/bitbucket-password\"")
+            }
+            _ => format!("token_file = \"{d}/product-token\""),
+        };
+        let url = match proxies.get(&product) {
+            Some(proxy) => proxy.url(),
+            None => emulators[&product].url.clone(),
+        };
+        sections.push_str(&format!(
+            "\n[products.{name}]\nendpoint = \"{url}\"\n{auth}\n{}\n",
+            product_config
+                .get(&product)
+                .map(String::as_str)
+                .unwrap_or_default(),
+        ));
+    }
+    sections
 }
 
 /// A lazily connected client of the control API at `endpoint` that sends `token`; an

@@ -83,19 +83,13 @@ impl Applier {
             ));
         }
 
-        let mut set = set;
-        if let Some(object) = set.stored.take() {
-            set.changes = match self.bus.get_object::<v1::ChangeSet>(&object).await {
-                Ok(stored) => stored.changes,
-                Err(error) if error.is_permanent() => {
-                    let reason =
-                        format!("the stored changes are unusable: {}", error_chain(&error));
-                    delivery.dead_letter(&reason).await?;
-                    return Ok(StepOutcome::DeadLettered);
-                }
-                Err(error) => return Err(error.into()),
-            };
-        }
+        let set = match self.inline(set).await? {
+            Ok(set) => set,
+            Err(reason) => {
+                delivery.dead_letter(&reason).await?;
+                return Ok(StepOutcome::DeadLettered);
+            }
+        };
 
         let run = match self.control.get_run(&run_id).await {
             Ok(run) => run,
@@ -196,6 +190,24 @@ impl Applier {
             sequence,
             results,
         })
+    }
+
+    /// `set` with its changes inline: loaded from the object store when it was too large for
+    /// a message. The inner `Err` is why the stored changes are unusable (a dead letter).
+    async fn inline(&self, mut set: v1::ChangeSet) -> Result<Result<v1::ChangeSet, String>, Error> {
+        if let Some(object) = set.stored.take() {
+            set.changes = match self.bus.get_object::<v1::ChangeSet>(&object).await {
+                Ok(stored) => stored.changes,
+                Err(error) if error.is_permanent() => {
+                    return Ok(Err(format!(
+                        "the stored changes are unusable: {}",
+                        error_chain(&error)
+                    )));
+                }
+                Err(error) => return Err(error.into()),
+            };
+        }
+        Ok(Ok(set))
     }
 
     /// Whether `set` may be applied: `run` is an APPLY run that is not held, and the

@@ -81,6 +81,10 @@ fn a_configured_replacement_maps_the_login_or_still_reports_it() {
         .filter(|diagnostic| diagnostic.kind == DiagnosticKind::NotSyncable)
         .map(|diagnostic| diagnostic.subject.clone())
         .collect();
-    assert_eq!(refused, ["anonymous"], "a reserved name has nothing to replace");
+    assert_eq!(
+        refused,
+        ["anonymous"],
+        "a reserved name has nothing to replace"
+    );
     assert_converges(&realm, state, &policy, &planned);
 }
