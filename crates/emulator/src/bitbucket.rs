@@ -29,9 +29,15 @@ use crate::access::Caller;
 use crate::reply::{self, Params};
 use crate::store::{Account, GlobalPermission, StateHandle, Store};
 
+/// The default `limit` ("If not passed, a page size of 25 is used": the 8.14 OpenAPI
+/// document's `limit` parameter on every paged operation).
 const PAGE_DEFAULT: usize = 25;
+/// The largest `limit` served. Not in the 8.14 OpenAPI document (it only says, on some
+/// operations, that the server applies a hard cap); the value 1,000 is unverified.
 const PAGE_MAX: usize = 1000;
-/// The group new users join when `addToDefaultGroup` is true, if it exists.
+/// The group new users join when `addToDefaultGroup` is true, if it exists (`createUser`
+/// in the 8.14 OpenAPI document describes "the default group"; its name here is the
+/// emulator's choice, `stash-users`, the name Bitbucket installs create).
 const DEFAULT_GROUP: &str = "stash-users";
 
 const NO_SUCH_USER: &str = "com.atlassian.bitbucket.user.NoSuchUserException";
@@ -69,7 +75,8 @@ pub(crate) fn routes() -> Router<StateHandle> {
         .nest("/rest/api/latest", api)
 }
 
-/// Bitbucket's error shape.
+/// Bitbucket's error shape: `{"errors":[{"context","message","exceptionName"}]}`
+/// (`RestErrors` / `RestErrorMessage` in the 8.14 OpenAPI document).
 pub(crate) fn error(status: u16, message: &str, exception: &str) -> Response {
     reply::json(
         status,
@@ -77,6 +84,9 @@ pub(crate) fn error(status: u16, message: &str, exception: &str) -> Response {
     )
 }
 
+/// A 400 with one `RestErrorMessage` whose `context` names the field at fault (the 8.14
+/// OpenAPI document's `RestErrorMessage` has `context`, `message`, `exceptionName`; that
+/// `context` names the field is Bitbucket's practice, not stated there).
 fn field_error(field: &str, message: &str) -> Response {
     reply::json(
         400,
@@ -84,7 +94,8 @@ fn field_error(field: &str, message: &str) -> Response {
     )
 }
 
-/// A signed-in caller, or Bitbucket's 401.
+/// A signed-in caller, or Bitbucket's 401 (the 8.14 OpenAPI document answers 401, never
+/// 403, on every user and group operation when the caller lacks the permission it needs).
 fn require_user(caller: &Caller) -> Result<(), Response> {
     if caller.is_anonymous() {
         return Err(error(
@@ -120,6 +131,10 @@ pub(crate) fn not_permitted() -> Response {
 
 /// Whether `account_id` holds a licence: active, and in `stash-users` or holding a global
 /// permission itself or through a group.
+/// (Bitbucket counts a licence for each user granted `LICENSED_USER` or a higher global
+/// permission, directly or through a group; the 8.14 OpenAPI document's "Permission
+/// Management" operations grant them. `stash-users` stands for the default group holding
+/// `LICENSED_USER` on a fresh install.)
 fn licensed(store: &Store, account_id: u64) -> bool {
     store
         .account(account_id)
@@ -142,12 +157,15 @@ fn seats_full(state: &StateHandle, store: &Store) -> bool {
     })
 }
 
-/// Bitbucket's 403 for an action beyond the licence.
+/// Bitbucket's 403 for an action beyond the licence (`createUser`: "Adding the user to the
+/// default group would exceed the server's license limit"; `addUserToGroups` /
+/// `addUsersToGroup`: "would exceed the server's licensing limit").
 fn license_limit(message: &str) -> Response {
     error(403, message, LICENSE_LIMIT)
 }
 
-/// `RestApplicationUser`: a user as the non-admin resources answer it.
+/// `RestApplicationUser`: a user as the non-admin resources answer it (schema of that name
+/// in the 8.14 OpenAPI document).
 fn application_user(base: &str, account: &Account) -> Value {
     json!({
         "name": account.name,
@@ -161,6 +179,9 @@ fn application_user(base: &str, account: &Account) -> Value {
     })
 }
 
+/// `RestDetailedUser`: a user as the `admin/users` resources answer it, with
+/// `directoryName`, `deletable`, `mutableDetails` and `mutableGroups` (schema of that name in
+/// the 8.14 OpenAPI document; `lastAuthenticationTimestamp` is left out).
 fn detailed_user(base: &str, account: &Account) -> Value {
     json!({
         "name": account.name,
@@ -178,7 +199,9 @@ fn detailed_user(base: &str, account: &Account) -> Value {
     })
 }
 
-/// One page of `items` (already the whole list).
+/// One page of `items` (already the whole list): `{size, limit, isLastPage, values, start,
+/// nextPageStart?}`, the paged envelope of the 8.14 OpenAPI document (e.g. the `200` of
+/// `getUsers_1`); clients loop on `start=nextPageStart` until `isLastPage`.
 fn page(params: &Params, items: Vec<Value>) -> Result<Value, Response> {
     let start = reply::number(params, "start", 0).map_err(|m| field_error("start", &m))?;
     let limit = reply::number(params, "limit", PAGE_DEFAULT)
@@ -201,7 +224,9 @@ fn page(params: &Params, items: Vec<Value>) -> Result<Value, Response> {
     Ok(body)
 }
 
-/// `filter`: a case-insensitive substring of the name, display name or email.
+/// `filter`: a case-insensitive substring of the name, display name or email ("only users
+/// with usernames, display names or email addresses containing the supplied string": the
+/// 8.14 OpenAPI document's `filter` on `getUsers_1` and `findUsersInGroup`).
 fn user_matches(account: &Account, filter: Option<&String>) -> bool {
     let Some(filter) = filter.map(|f| f.to_lowercase()) else {
         return true;
@@ -211,6 +236,12 @@ fn user_matches(account: &Account, filter: Option<&String>) -> bool {
         || account.email.to_lowercase().contains(&filter)
 }
 
+/// `GET /rest/api/1.0/application-properties`: `{version, buildNumber, buildDate,
+/// displayName}`, the version the emulator plays (8.14.0); no authentication needed.
+///
+/// Follows Atlassian's Bitbucket Server 8.14 OpenAPI document
+/// (`shared/reference/specs/bitbucket-server-8.14.openapi.yaml`), "System Maintenance",
+/// `GET /api/latest/application-properties` (operationId `getApplicationProperties`).
 async fn application_properties() -> Response {
     reply::json(
         200,
@@ -223,6 +254,13 @@ async fn application_properties() -> Response {
     )
 }
 
+/// `GET /rest/api/1.0/admin/users?filter&start&limit`: a page of `RestDetailedUser`;
+/// `filter` matches a substring of the username, display name or email address; callers
+/// need `LICENSED_USER` (401 otherwise).
+///
+/// Follows Atlassian's Bitbucket Server 8.14 OpenAPI document
+/// (`shared/reference/specs/bitbucket-server-8.14.openapi.yaml`), "Permission Management",
+/// `GET /api/latest/admin/users` (operationId `getUsers_1`).
 async fn list_users(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -240,6 +278,14 @@ async fn list_users(
     reply::json(200, tri!(page(&params, users)))
 }
 
+/// `GET /rest/api/1.0/users/{userSlug}`: one `RestApplicationUser` by slug (not by name);
+/// 404 for an unknown slug; 401 for nobody.
+///
+/// Follows Atlassian's Bitbucket Server 8.14 OpenAPI document
+/// (`shared/reference/specs/bitbucket-server-8.14.openapi.yaml`), "System Maintenance",
+/// `GET /api/latest/users/{userSlug}` (operationId `getUser`).
+/// (its 200: "Note, this may *not* be the user's username, always use the `user.slug`
+/// property").
 async fn get_user(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -254,6 +300,16 @@ async fn get_user(
     reply::json(200, application_user(&reply::base_url(&headers), account))
 }
 
+/// `POST /rest/api/1.0/admin/users?name&displayName&emailAddress&password&addToDefaultGroup&notify`
+/// (query parameters, no body): 204 with no body; 400 for a missing name, display name or
+/// email, or a missing password when `notify` is absent or `false`; 409 for a taken name;
+/// 403 when adding the user to the default group would exceed the licence.
+///
+/// Follows Atlassian's Bitbucket Server 8.14 OpenAPI document
+/// (`shared/reference/specs/bitbucket-server-8.14.openapi.yaml`), "Permission Management",
+/// `POST /api/latest/admin/users` (operationId `createUser`).
+/// `password`: "Required if the `notify` parameter is not present or is set to `false`";
+/// `notify`: "If present and not `false`"; `addToDefaultGroup` defaults to `true`.
 async fn create_user(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -300,7 +356,9 @@ async fn create_user(
     reply::empty(204)
 }
 
-/// The account with this name, or 404; read-only accounts answer 400.
+/// The account with this name, or 404 ("The specified user does not exist" in the 8.14
+/// OpenAPI document); read-only accounts answer 400 with a `ReadOnlyDirectoryException`
+/// (the document names no answer for them; 400 is its "request was malformed").
 fn writable_account(state: &StateHandle, name: &str) -> Result<Account, Response> {
     let store = state.lock();
     let Some(account) = store.account_by_name(name) else {
@@ -320,6 +378,13 @@ fn writable_account(state: &StateHandle, name: &str) -> Result<Account, Response
     Ok(account.clone())
 }
 
+/// `PUT /rest/api/1.0/admin/users` with `{name, displayName, email}` (`UserUpdate`): 200
+/// with the `RestDetailedUser`; 400 for a malformed body; 404 for an unknown user.
+///
+/// Follows Atlassian's Bitbucket Server 8.14 OpenAPI document
+/// (`shared/reference/specs/bitbucket-server-8.14.openapi.yaml`), "Permission Management",
+/// `PUT /api/latest/admin/users` (operationId `updateUserDetails`).
+/// `active` is not part of `UserUpdate`: Bitbucket has no REST deactivation.
 async fn update_user(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -356,6 +421,13 @@ async fn update_user(
     reply::json(200, detailed_user(&reply::base_url(&headers), updated))
 }
 
+/// `POST /rest/api/1.0/admin/users/rename` with `{name, newName}` (`UserRename`): 200 with
+/// the renamed `RestDetailedUser` (its slug follows the new name); 400 for a malformed body
+/// or a taken name; 404 for an unknown user.
+///
+/// Follows Atlassian's Bitbucket Server 8.14 OpenAPI document
+/// (`shared/reference/specs/bitbucket-server-8.14.openapi.yaml`), "Permission Management",
+/// `POST /api/latest/admin/users/rename` (operationId `renameUser`).
 async fn rename_user(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -390,6 +462,14 @@ async fn rename_user(
     reply::json(200, detailed_user(&reply::base_url(&headers), renamed))
 }
 
+/// `DELETE /rest/api/1.0/admin/users?name=u`: 200 with the deleted `RestDetailedUser`;
+/// 404 for an unknown user.
+///
+/// Follows Atlassian's Bitbucket Server 8.14 OpenAPI document
+/// (`shared/reference/specs/bitbucket-server-8.14.openapi.yaml`), "Permission Management",
+/// `DELETE /api/latest/admin/users` (operationId `deleteUser`).
+/// The document's 409 ("a user can not delete themselves") and 403 (an ADMIN deleting a
+/// SYS_ADMIN) are not emulated.
 async fn delete_user(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -407,6 +487,14 @@ async fn delete_user(
     reply::json(200, detailed_user(&reply::base_url(&headers), &account))
 }
 
+/// `GET /rest/api/1.0/admin/users/more-members?context=<username>&start&limit`: a page of
+/// the user's groups as `RestDetailedGroup` (`{name, deletable}`); 404 for an unknown user.
+///
+/// Follows Atlassian's Bitbucket Server 8.14 OpenAPI document
+/// (`shared/reference/specs/bitbucket-server-8.14.openapi.yaml`), "Permission Management",
+/// `GET /api/latest/admin/users/more-members` (operationId `findGroupsForUser`).
+/// (summary "Get groups for user"; the document's description and response schema there
+/// are copied from the group-members operation and speak of users, a known mislabel).
 async fn groups_of_user(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -428,6 +516,12 @@ async fn groups_of_user(
     reply::json(200, tri!(page(&params, groups)))
 }
 
+/// `GET /rest/api/1.0/admin/groups?filter&start&limit`: a page of `RestDetailedGroup`
+/// (`{name, deletable}`), `filter` a substring of the name; callers need `LICENSED_USER`.
+///
+/// Follows Atlassian's Bitbucket Server 8.14 OpenAPI document
+/// (`shared/reference/specs/bitbucket-server-8.14.openapi.yaml`), "Permission Management",
+/// `GET /api/latest/admin/groups` (operationId `getGroups_1`).
 async fn list_groups(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -448,6 +542,12 @@ async fn list_groups(
     reply::json(200, tri!(page(&params, groups)))
 }
 
+/// `POST /rest/api/1.0/admin/groups?name=g`: 200 with the `RestDetailedGroup`; 400 for a
+/// missing name; 409 for a taken one.
+///
+/// Follows Atlassian's Bitbucket Server 8.14 OpenAPI document
+/// (`shared/reference/specs/bitbucket-server-8.14.openapi.yaml`), "Permission Management",
+/// `POST /api/latest/admin/groups` (operationId `createGroup`).
 async fn create_group(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -471,6 +571,15 @@ async fn create_group(
     reply::json(200, json!({ "name": name, "deletable": true }))
 }
 
+/// `DELETE /rest/api/1.0/admin/groups?name=g`: 200 with the deleted `RestDetailedGroup`;
+/// 404 for an unknown group; 403 for a group that is not `deletable`.
+///
+/// Follows Atlassian's Bitbucket Server 8.14 OpenAPI document
+/// (`shared/reference/specs/bitbucket-server-8.14.openapi.yaml`), "Permission Management",
+/// `DELETE /api/latest/admin/groups` (operationId `deleteGroup`).
+/// The document's 403 is for "a group with greater permissions" than the caller and its 409
+/// for deleting "the last group that is granting them administrative permissions"; the
+/// emulator's 403 uses the group's `deletable` flag instead and has no 409.
 async fn delete_group(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -498,6 +607,13 @@ async fn delete_group(
     )
 }
 
+/// `GET /rest/api/1.0/admin/groups/more-members?context=<group>&filter&start&limit`: a page
+/// of the group's members as `RestDetailedUser`; `filter` as for the user listing; 404 for
+/// an unknown group.
+///
+/// Follows Atlassian's Bitbucket Server 8.14 OpenAPI document
+/// (`shared/reference/specs/bitbucket-server-8.14.openapi.yaml`), "Permission Management",
+/// `GET /api/latest/admin/groups/more-members` (operationId `findUsersInGroup`).
 async fn group_members(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -590,6 +706,13 @@ fn add_memberships(
     reply::empty(200)
 }
 
+/// `POST /rest/api/1.0/admin/users/add-groups` with `{user, groups:[…]}` (`UserAndGroups`):
+/// 200 with no body once the user is in *all* the groups; 404 for an unknown user or group;
+/// 403 beyond the licence or for a group above the caller's permission.
+///
+/// Follows Atlassian's Bitbucket Server 8.14 OpenAPI document
+/// (`shared/reference/specs/bitbucket-server-8.14.openapi.yaml`), "Permission Management",
+/// `POST /api/latest/admin/users/add-groups` (operationId `addUserToGroups`).
 async fn add_user_to_groups(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -611,6 +734,12 @@ async fn add_user_to_groups(
     add_memberships(&state, &caller, &[user], &groups)
 }
 
+/// `POST /rest/api/1.0/admin/groups/add-users` with `{group, users:[…]}` (`GroupAndUsers`):
+/// 200 with no body once *all* the users are in the group; errors as for `add-groups`.
+///
+/// Follows Atlassian's Bitbucket Server 8.14 OpenAPI document
+/// (`shared/reference/specs/bitbucket-server-8.14.openapi.yaml`), "Permission Management",
+/// `POST /api/latest/admin/groups/add-users` (operationId `addUsersToGroup`).
 async fn add_users_to_group(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -632,6 +761,15 @@ async fn add_users_to_group(
     add_memberships(&state, &caller, &users, &[group])
 }
 
+/// `POST /rest/api/1.0/admin/users/remove-group` with `{context: <user>, itemName: <group>}`
+/// (`GroupPickerContext`): 200 with no body (also when the user was not a member); 404 for
+/// an unknown user or group; 403 for a read-only user.
+///
+/// Follows Atlassian's Bitbucket Server 8.14 OpenAPI document
+/// (`shared/reference/specs/bitbucket-server-8.14.openapi.yaml`), "Permission Management",
+/// `POST /api/latest/admin/users/remove-group` (operationId `removeGroupFromUser`).
+/// The document's 403 is for a group with "a higher permission level than the context
+/// user"; the emulator's 403 is for a user of a read-only directory.
 async fn remove_user_from_group(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -672,7 +810,8 @@ async fn remove_user_from_group(
     reply::empty(200)
 }
 
-/// `filter`: a case-insensitive substring of a user's or group's name.
+/// `filter`: a case-insensitive substring of a user's or group's name (the `filter` of
+/// `getUsersWithAnyPermission` / `getGroupsWithAnyPermission` in the 8.14 OpenAPI document).
 fn name_matches(name: &str, filter: Option<&String>) -> bool {
     filter.is_none_or(|filter| name.to_lowercase().contains(&filter.to_lowercase()))
 }

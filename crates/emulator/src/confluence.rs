@@ -25,7 +25,8 @@ use crate::access::Caller;
 use crate::reply::{self, Params};
 use crate::store::{Account, StateHandle};
 
-/// The largest page Confluence serves.
+/// The largest page Confluence serves, and the default `limit` of the group listings
+/// (Confluence DC REST reference, "Group", "Get groups": `limit` defaults to 200).
 const PAGE_MAX: usize = 200;
 
 pub(crate) fn routes() -> Router<StateHandle> {
@@ -55,7 +56,9 @@ pub(crate) fn routes() -> Router<StateHandle> {
     Router::new().nest("/rest/api", api)
 }
 
-/// Confluence's error shape.
+/// Confluence's error shape: `{"statusCode", "data":{"authorized","valid","errors",
+/// "successful"}, "message", "reason"}` (the v1 REST error body, shown in
+/// <https://developer.atlassian.com/cloud/confluence/rest/intro/>, the same in Data Center).
 pub(crate) fn error(status: u16, message: &str) -> Response {
     let reason = StatusCode::from_u16(status)
         .ok()
@@ -77,7 +80,8 @@ pub(crate) fn error(status: u16, message: &str) -> Response {
     )
 }
 
-/// A signed-in caller, or Confluence's 403 for the anonymous user.
+/// A signed-in caller, or Confluence's 403 for the anonymous user (the REST reference lists
+/// 403, not 401, for the user and group reads when the caller may not view users).
 fn require_user(caller: &Caller) -> Result<(), Response> {
     if caller.is_anonymous() {
         return Err(error(
@@ -88,7 +92,8 @@ fn require_user(caller: &Caller) -> Result<(), Response> {
     Ok(())
 }
 
-/// A Confluence administrator, or 403.
+/// A Confluence administrator, or 403 (the REST reference's 403 on the "Admin User" and
+/// "Admin Group" methods).
 fn require_admin(state: &StateHandle, caller: &Caller) -> Result<(), Response> {
     require_user(caller)?;
     if !caller.confluence_admin(&state.lock()) {
@@ -133,7 +138,9 @@ fn group_json(base: &str, name: &str) -> Value {
 }
 
 /// One page of `items` (already the whole list) from `start`, with a `next` link when more
-/// follow.
+/// follow: `{results, start, limit, size, _links:{base, context, self, next?}}`, the paged
+/// envelope of Confluence's REST reference (e.g. "Group", "Get groups"); clients loop until
+/// `_links.next` is absent. `limit` is capped server-side at [`PAGE_MAX`].
 fn page(base: &str, path: &str, params: &Params, items: Vec<Value>) -> Result<Value, Response> {
     let start = reply::number(params, "start", 0).map_err(|m| error(400, &m))?;
     let limit = reply::number(params, "limit", PAGE_MAX)
@@ -163,6 +170,14 @@ fn page(base: &str, path: &str, params: &Params, items: Vec<Value>) -> Result<Va
     }))
 }
 
+/// `GET /rest/api/user/current`: the caller as a Person; the anonymous user (which a bad
+/// bearer token becomes) is answered 200 with `"type":"anonymous"`, not 401.
+///
+/// Follows Confluence Data Center's REST reference, "User", `GET /rest/api/user/current`
+/// (<https://developer.atlassian.com/server/confluence/rest/v922/api-group-user>; also
+/// <https://docs.atlassian.com/ConfluenceServer/rest/8.5.0/>). The 200-as-anonymous for an invalid
+/// personal access token is Atlassian Community's "Identify incorrect Personal Access Token"
+/// (<https://community.atlassian.com/t5/Confluence-questions/Identify-incorrect-Personal-Access-Token/qaq-p/2094301>).
 async fn current_user(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -202,6 +217,12 @@ async fn current_user(
     )
 }
 
+/// `GET /rest/api/user?username=X` (or `key=`), `expand=status`: one Person; 403 for the
+/// anonymous user, 404 for an unknown user, 400 when neither parameter is given.
+///
+/// Follows Confluence Data Center's REST reference, "User", `GET /rest/api/user`
+/// (<https://developer.atlassian.com/server/confluence/rest/v922/api-group-user>;
+/// also <https://docs.atlassian.com/ConfluenceServer/rest/8.5.0/>).
 async fn get_user(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -226,6 +247,13 @@ async fn get_user(
     )
 }
 
+/// `GET /rest/api/user/list?start&limit&expand=status`: a page of every registered user,
+/// disabled and unlicensed ones included.
+///
+/// Follows Confluence Data Center's REST reference, "User", `GET /rest/api/user/list`
+/// (<https://developer.atlassian.com/server/confluence/rest/v922/api-group-user>;
+/// also <https://docs.atlassian.com/ConfluenceServer/rest/8.5.0/>).
+/// Added in 8.4 (CONFSERVER-87291, "retrieve all users (including inactive)").
 async fn list_users(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -243,6 +271,11 @@ async fn list_users(
     reply::json(200, body)
 }
 
+/// `GET /rest/api/user/memberof?username=X&start&limit`: a page of the user's groups.
+///
+/// Follows Confluence Data Center's REST reference, "User", `GET /rest/api/user/memberof`
+/// (<https://developer.atlassian.com/server/confluence/rest/v922/api-group-user>;
+/// also <https://docs.atlassian.com/ConfluenceServer/rest/8.5.0/>).
 async fn member_of(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -268,6 +301,12 @@ async fn member_of(
     reply::json(200, body)
 }
 
+/// `GET /rest/api/group?start&limit`: a page of `{type:"group", name}`, 200 per page by
+/// default.
+///
+/// Follows Confluence Data Center's REST reference, "Group", "Get groups"
+/// (<https://developer.atlassian.com/server/confluence/rest/v922/api-group-group>;
+/// also <https://docs.atlassian.com/ConfluenceServer/rest/8.5.0/>).
 async fn list_groups(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -285,6 +324,11 @@ async fn list_groups(
     reply::json(200, body)
 }
 
+/// `GET /rest/api/group/{groupName}`: one group; 404 for an unknown one.
+///
+/// Follows Confluence Data Center's REST reference, "Group", "Get group by name"
+/// (<https://developer.atlassian.com/server/confluence/rest/v922/api-group-group>;
+/// also <https://docs.atlassian.com/ConfluenceServer/rest/8.5.0/>).
 async fn get_group(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -299,6 +343,13 @@ async fn get_group(
     reply::json(200, group_json(&reply::base_url(&headers), &group.name))
 }
 
+/// `GET /rest/api/group/{groupName}/member?start&limit&expand=status`: a page of the
+/// group's direct members as Persons (nested members are `/groupmember`'s, not emulated).
+///
+/// Follows Confluence Data Center's REST reference, "Group", `GET
+/// /rest/api/group/{groupName}/member`
+/// (<https://developer.atlassian.com/server/confluence/rest/v922/api-group-group>; also
+/// <https://docs.atlassian.com/ConfluenceServer/rest/8.5.0/>).
 async fn group_members(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -322,7 +373,8 @@ async fn group_members(
     reply::json(200, body)
 }
 
-/// `createUser`'s documented validation of the user name.
+/// `createUser`'s documented validation of the user name (Confluence DC REST reference,
+/// "Admin User", "Create user", validation rules).
 fn invalid_username(name: &str) -> Option<&'static str> {
     if name.trim().is_empty() {
         return Some("Username should not be blank.");
@@ -342,6 +394,16 @@ fn invalid_username(name: &str) -> Option<&'static str> {
     None
 }
 
+/// `POST /rest/api/admin/user` with `{userName, fullName, email, password}` or
+/// `{userName, fullName, email, notifyViaEmail:true}`: 201 `{"userKey": …}`; 400 for the
+/// documented validation rules; 409 for a taken user name; 402 when the licence has no seat.
+///
+/// Follows Confluence Data Center's REST reference, "Admin User", "Create user"
+/// (<https://developer.atlassian.com/server/confluence/rest/v922/api-group-admin-user>;
+/// also <https://docs.atlassian.com/ConfluenceServer/rest/8.5.0/>).
+/// The validation rules (user name not blank, lower case, no whitespace, none of
+/// `\ , + < > ' "`, not `anonymous`; full name not blank and without `<>`; a valid email;
+/// a password unless `notifyViaEmail`) are that method's. Added in 8.4 (CONFSERVER-87292).
 async fn create_user(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -392,7 +454,9 @@ async fn create_user(
     reply::json(201, json!({ "userKey": account.key }))
 }
 
-/// The account named in the path, refusing read-only ones.
+/// The account named in the path (404 when unknown, as the "Admin User" methods document),
+/// refusing read-only ones with 403 (an emulator choice: the reference documents no answer
+/// for a user of a read-only directory).
 fn writable_account(state: &StateHandle, username: &str) -> Result<Account, Response> {
     let store = state.lock();
     let Some(account) = store.account_by_name(username) else {
@@ -407,6 +471,15 @@ fn writable_account(state: &StateHandle, username: &str) -> Result<Account, Resp
     Ok(account.clone())
 }
 
+/// `PUT /rest/api/admin/user/{username}` with `{email, fullName}` (`UserDetailsForUpdate`):
+/// 204 with no body; 400 for an invalid email or full name; 404 unknown user; 403 for a
+/// read-only (external directory) user.
+///
+/// Follows Confluence Data Center's REST reference, "Admin User", `PUT
+/// /rest/api/admin/user/{username}`
+/// (<https://developer.atlassian.com/server/confluence/rest/v1010/api-group-admin-user>; also
+/// <https://docs.atlassian.com/ConfluenceServer/rest/8.5.0/>). (listed in the 10.x reference; the
+/// 204 is the emulator's reading of "2xx, no body").
 async fn update_user(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -453,6 +526,12 @@ fn set_active(state: &StateHandle, username: &str, active: bool) -> Response {
     reply::empty(204)
 }
 
+/// `PUT /rest/api/admin/user/{username}/disable`: 204, idempotent; 404 unknown user.
+///
+/// Follows Confluence Data Center's REST reference, "Admin User", `PUT
+/// /rest/api/admin/user/{username}/disable`
+/// (<https://developer.atlassian.com/server/confluence/rest/v922/api-group-admin-user>; also
+/// <https://docs.atlassian.com/ConfluenceServer/rest/8.5.0/>). (CONFSERVER-54928).
 async fn disable_user(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -462,6 +541,12 @@ async fn disable_user(
     set_active(&state, &username, false)
 }
 
+/// `PUT /rest/api/admin/user/{username}/enable`: 204, idempotent; 404 unknown user.
+///
+/// Follows Confluence Data Center's REST reference, "Admin User", `PUT
+/// /rest/api/admin/user/{username}/enable`
+/// (<https://developer.atlassian.com/server/confluence/rest/v922/api-group-admin-user>; also
+/// <https://docs.atlassian.com/ConfluenceServer/rest/8.5.0/>). (CONFSERVER-54928).
 async fn enable_user(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -471,6 +556,13 @@ async fn enable_user(
     set_active(&state, &username, true)
 }
 
+/// `DELETE /rest/api/admin/user/{username}`: 202 with a `LongTaskSubmission`
+/// `{id, links:{status}}`; the user goes when the long task (see [`long_task`]) finishes.
+///
+/// Follows Confluence Data Center's REST reference, "Admin User", `DELETE
+/// /rest/api/admin/user/{username}`
+/// (<https://developer.atlassian.com/server/confluence/rest/v922/api-group-admin-user>; also
+/// <https://docs.atlassian.com/ConfluenceServer/rest/8.5.0/>). (CONFSERVER-54928).
 async fn delete_user(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -494,6 +586,7 @@ async fn delete_user(
 /// later; the response is a `LongTaskStatus`), and the `LongTaskStatus` javadoc
 /// (`getId`, `getName`, `getElapsedTime`, `getPercentageComplete`, `isSuccessful`,
 /// `getMessages`; no `isFinished`).
+/// <https://developer.atlassian.com/server/confluence/rest/v922/api-group-long-task>.
 async fn long_task(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -529,6 +622,8 @@ async fn long_task(
 /// Follows Confluence Data Center's REST reference (v940 and later), "Admin Users", "Get
 /// active users": "a paginated collection of all active users (users which count into license
 /// usage)", excluding deactivated ones. The emulator counts every active account.
+/// <https://developer.atlassian.com/server/confluence/rest/v1010/api-group-admin-users>.
+/// CONFSERVER-37100 names a `/rest/api/user/list/active` (9.3) instead.
 async fn active_users(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -552,6 +647,13 @@ async fn active_users(
     reply::json(200, body)
 }
 
+/// `POST /rest/api/admin/group` with `{"name":"g"}`: 201 with the group; 400 for a blank
+/// name; 409 for a taken one.
+///
+/// Follows Confluence Data Center's REST reference, "Admin Group", `POST /rest/api/admin/group`
+/// (<https://developer.atlassian.com/server/confluence/rest/v922/api-group-admin-group>;
+/// also <https://docs.atlassian.com/ConfluenceServer/rest/8.5.0/>).
+/// (CONFSERVER-57988).
 async fn create_group(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -576,6 +678,13 @@ async fn create_group(
     reply::json(201, group_json(&reply::base_url(&headers), &name))
 }
 
+/// `DELETE /rest/api/admin/group/{groupName}`: 204; 404 for an unknown group.
+///
+/// Follows Confluence Data Center's REST reference, "Admin Group", `DELETE
+/// /rest/api/admin/group/{groupName}`
+/// (<https://developer.atlassian.com/server/confluence/rest/v922/api-group-admin-group>; also
+/// <https://docs.atlassian.com/ConfluenceServer/rest/8.5.0/>). (CONFSERVER-57988). Confluence's 400
+/// for deleting the last administrators' group is not emulated.
 async fn delete_group(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -604,6 +713,13 @@ fn membership_target(
     Ok((account.id, group.name.clone()))
 }
 
+/// `PUT /rest/api/user/{username}/group/{groupName}`: 204, idempotent (adding a member
+/// again is no error); 404 unknown user or group; 403 for a read-only user.
+///
+/// Follows Confluence Data Center's REST reference, "User Group", "Update user group" (`PUT
+/// /rest/api/user/{username}/group/{groupName}`: "This method is idempotent")
+/// (<https://developer.atlassian.com/server/confluence/rest/v922/api-group-user-group>; also
+/// <https://docs.atlassian.com/ConfluenceServer/rest/8.5.0/>).
 async fn add_member(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -618,6 +734,13 @@ async fn add_member(
     reply::empty(204)
 }
 
+/// `DELETE /rest/api/user/{username}/group/{groupName}`: 204, idempotent; 404 unknown user
+/// or group; 403 for a read-only user.
+///
+/// Follows Confluence Data Center's REST reference, "User Group", "Delete user group" (`DELETE
+/// /rest/api/user/{username}/group/{groupName}`)
+/// (<https://developer.atlassian.com/server/confluence/rest/v922/api-group-user-group>; also
+/// <https://docs.atlassian.com/ConfluenceServer/rest/8.5.0/>).
 async fn remove_member(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,

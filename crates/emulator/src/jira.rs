@@ -26,13 +26,18 @@ use crate::access::Caller;
 use crate::reply::{self, Params};
 use crate::store::{Account, StateHandle, Store};
 
-/// `/user/search` in 9.x never looks past the first 1,000 users.
+/// `/user/search` in 9.x never looks past the first 1,000 users (JRASERVER-65089,
+/// JSWSERVER-21156).
 const SEARCH_CAP_9: usize = 1000;
-/// `/user/search` in 10.x answers at most 100 users and ignores `startAt`.
+/// `/user/search` in 10.x answers at most 100 users and ignores `startAt` (JRASERVER-78520,
+/// JRASERVER-78660).
 const SEARCH_CAP_10: usize = 100;
-/// `/user/list`'s default page.
+/// `/user/list`'s default page ("defaults to 2000": Jira 10.3 REST reference, `GET
+/// /rest/api/2/user/list`, as carried by jira.js `getUserList`).
 const USER_LIST_DEFAULT: usize = 2000;
-/// `group/member`'s default and largest page.
+/// `group/member`'s default and largest page (Jira REST reference,
+/// `group-getUsersFromGroup`: `maxResults` defaults to 50; that 50 is also the largest page
+/// is unverified).
 const MEMBER_PAGE_MAX: usize = 50;
 
 pub(crate) fn routes() -> Router<StateHandle> {
@@ -58,12 +63,14 @@ pub(crate) fn routes() -> Router<StateHandle> {
         .nest("/rest/api/latest", api)
 }
 
-/// Jira's error shape with one message.
+/// Jira's error shape with one message: `{"errorMessages":[…],"errors":{}}` (the shape of
+/// Jira's REST reference's error responses; example in JRASERVER-36639).
 pub(crate) fn error(status: u16, message: &str) -> Response {
     reply::json(status, json!({ "errorMessages": [message], "errors": {} }))
 }
 
-/// Jira's error shape with one field error.
+/// Jira's error shape with one field error: `{"errorMessages":[],"errors":{field: message}}`
+/// (Jira REST reference, `ErrorCollection`).
 fn field_error(field: &str, message: &str) -> Response {
     reply::json(
         400,
@@ -71,7 +78,9 @@ fn field_error(field: &str, message: &str) -> Response {
     )
 }
 
-/// A signed-in caller, or Jira's 401.
+/// A signed-in caller, or Jira's 401 (the REST reference lists 401 for an unauthenticated
+/// caller on the `api/2/user` and `api/2/group` resources; jira.js `getUserList`: "cannot be
+/// accessed anonymously").
 fn require_user(caller: &Caller) -> Result<(), Response> {
     if caller.is_anonymous() {
         return Err(error(
@@ -82,7 +91,9 @@ fn require_user(caller: &Caller) -> Result<(), Response> {
     Ok(())
 }
 
-/// A caller holding `ADMINISTER`: 401 for nobody, 403 for a caller without it.
+/// A caller holding `ADMINISTER`: 401 for nobody, 403 for a caller without it (the REST
+/// reference lists 403 for a caller without administrator rights on the user and group write
+/// methods and on `group-getUsersFromGroup`).
 fn require_admin(state: &StateHandle, caller: &Caller) -> Result<(), Response> {
     require_user(caller)?;
     if !caller.jira_administer(&state.lock()) {
@@ -127,7 +138,8 @@ fn group_json(base: &str, name: &str) -> Value {
     })
 }
 
-/// The user a `username=` or `key=` parameter names, or Jira's 404.
+/// The user a `username=` or `key=` parameter names, or Jira's 404 (`user-getUser` etc.
+/// accept either parameter: JRASERVER-68189).
 fn find_user<'a>(store: &'a Store, params: &Params) -> Result<&'a Account, Response> {
     if let Some(name) = params.get("username") {
         return store
@@ -148,6 +160,12 @@ fn find_user<'a>(store: &'a Store, params: &Params) -> Result<&'a Account, Respo
     ))
 }
 
+/// `GET /rest/api/2/serverInfo`: the version the emulator plays (`version`,
+/// `versionNumbers`, `deploymentType`, `buildNumber`, `baseUrl`, `serverTitle`); no
+/// authentication needed.
+///
+/// Follows Jira Data Center's REST reference, resource `api/2/serverInfo`, method `getServerInfo`
+/// (<https://docs.atlassian.com/software/jira/docs/api/REST/9.12.0/#api/2/serverInfo-getServerInfo>).
 async fn server_info(State(state): State<StateHandle>, headers: HeaderMap) -> Response {
     let numbers = state.config().jira_version.version_numbers();
     reply::json(
@@ -163,6 +181,10 @@ async fn server_info(State(state): State<StateHandle>, headers: HeaderMap) -> Re
     )
 }
 
+/// `GET /rest/api/2/myself`: the signed-in caller as a UserBean; 401 for nobody.
+///
+/// Follows Jira Data Center's REST reference, resource `api/2/myself`, method `getUser`
+/// (<https://docs.atlassian.com/software/jira/docs/api/REST/9.12.0/#api/2/myself-getUser>).
 async fn myself(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -199,11 +221,11 @@ const GLOBAL_PERMISSIONS: [(&str, &str, &str); 4] = [
 /// holds each global permission asked for (every known one when `permissions` is absent), as
 /// `{"permissions": {KEY: {id, key, name, type, description, havePermission}}}`.
 ///
-/// Follows Jira Data Center's REST reference, "mypermissions" (`GET
-/// /rest/api/2/mypermissions`, "Returns all permissions in the system and whether the
-/// currently logged in user has them"), with the `permissions` filter of comma-separated
-/// keys. Keys the emulator does not know are left out. A caller without credentials holds
-/// nothing.
+/// Follows Jira Data Center's REST reference, "mypermissions" (`GET /rest/api/2/mypermissions`,
+/// "Returns all permissions in the system and whether the currently logged in user has them"), with
+/// the `permissions` filter of comma-separated keys
+/// (<https://docs.atlassian.com/software/jira/docs/api/REST/9.12.0/#api/2/mypermissions-getPermissions>).
+/// Keys the emulator does not know are left out. A caller without credentials holds nothing.
 async fn my_permissions(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -240,6 +262,13 @@ async fn my_permissions(
     reply::json(200, json!({ "permissions": permissions }))
 }
 
+/// `GET /rest/api/2/user?username=X` (or `key=`), `expand=groups`: one UserBean, with
+/// `groups.items[].name` when `groups` is expanded; 401 for nobody, 404 for an unknown user,
+/// 400 when neither `username` nor `key` is given.
+///
+/// Follows Jira Data Center's REST reference, resource `api/2/user`, method `getUser`
+/// (<https://docs.atlassian.com/software/jira/docs/api/REST/9.12.0/#api/2/user-getUser>); `key=` as
+/// an alternative to `username=` per JRASERVER-68189.
 async fn get_user(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -262,6 +291,15 @@ async fn get_user(
     reply::json(200, user_json(&reply::base_url(&headers), account, groups))
 }
 
+/// `GET /rest/api/2/user/search?username=<q>&startAt&maxResults&includeActive&includeInactive`:
+/// a plain array of UserBeans (no paging envelope); `username=.` matches everyone.
+///
+/// Follows Jira Data Center's REST reference, resource `api/2/user/search`, method `findUsers`
+/// (<https://docs.atlassian.com/software/jira/docs/api/REST/9.12.0/#api/2/user-findUsers>). The
+/// caps are from Atlassian's issue tracker: 9.x never looks past the first 1,000 users, so
+/// `startAt` beyond them returns nothing (JRASERVER-65089, JSWSERVER-21156); 10.x answers at most
+/// 100 and ignores `startAt` (JRASERVER-78520, JRASERVER-78660: "intentional … use the new /list
+/// endpoint").
 async fn search_users(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -306,7 +344,9 @@ async fn search_users(
 }
 
 /// Jira's user search matches the start of the username, the email address, the display
-/// name or any word of the display name, ignoring case.
+/// name or any word of the display name, ignoring case (`user-findUsers`: `username` is a
+/// query matched against the username, name or email address, paraphrased; the word-prefix
+/// rule is unverified).
 fn search_matches(account: &Account, query: &str) -> bool {
     let display_name = account.display_name.to_lowercase();
     account.name.to_lowercase().starts_with(query)
@@ -317,6 +357,16 @@ fn search_matches(account: &Account, query: &str) -> bool {
             .any(|word| word.starts_with(query))
 }
 
+/// `GET /rest/api/2/user/list?cursor&maxResults` (10.3 LTS and 11.0+ only; 404 before):
+/// `{self, maxResults, isLast, values, nextCursor?, nextPage?}`, 2,000 users per page by
+/// default, no total, never a 404 for a cursor it did not issue.
+///
+/// Follows Jira Data Center's REST reference for 10.3, `GET /rest/api/2/user/list` ("Returns
+/// a list of all users … never returns 404 code, even if called with a cursor parameter that
+/// was not returned in the previous call"; "Available since Jira Data Center 11.0, and in
+/// 10.3 LTS"), as carried by jira.js `getUserList`
+/// (<https://mrrefactoring.github.io/jira.js/api/functions/server.getUserList.html>);
+/// JRASERVER-78660 points `/user/search` callers here.
 async fn list_users(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -333,7 +383,9 @@ async fn list_users(
     let base = reply::base_url(&headers);
     let self_link = format!("{base}/rest/api/2/user/list?maxResults={max_results}");
     // The cursor is opaque to clients; here it is the id of the last user served. A cursor
-    // that is not ours answers an empty last page, never 404.
+    // that is not ours answers an empty last page, never 404 ("this endpoint never returns
+    // 404 code, even if called with a cursor parameter that was not returned in the
+    // previous call": Jira 10.3 REST reference via jira.js `getUserList`).
     let after = match params.get("cursor") {
         None => 0,
         Some(cursor) => match cursor.parse::<u64>() {
@@ -370,6 +422,15 @@ async fn list_users(
     reply::json(200, body)
 }
 
+/// `POST /rest/api/2/user` with a UserWriteBean (`name`, `password`, `emailAddress`,
+/// `displayName`, …): 201 with a `Location` header and the new UserBean; 400 with a field
+/// error for a missing name, email or display name or a taken name; 401/403 for callers
+/// without `ADMINISTER`.
+///
+/// Follows Jira Data Center's REST reference, resource `api/2/user`, method `createUser`
+/// (<https://docs.atlassian.com/software/jira/docs/api/REST/9.12.0/#api/2/user-createUser>). The
+/// error body is Jira's `{"errorMessages":[…],"errors":{field: message}}` (example in
+/// JRASERVER-36639).
 async fn create_user(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -413,6 +474,18 @@ async fn create_user(
     response
 }
 
+/// `PUT /rest/api/2/user?username=X` (or `key=`) with a partial UserWriteBean: renames
+/// (`name`), changes `emailAddress`/`displayName`, and (de)activates (`active`); fields left
+/// out are not changed. 200 with the user; 400 field errors; 404 unknown user; 403 for a
+/// read-only (external directory) user.
+///
+/// Follows Jira Data Center's REST reference, resource `api/2/user`, method `updateUser`
+/// (<https://docs.atlassian.com/software/jira/docs/api/REST/9.12.0/#api/2/user-updateUser>; "Fields
+/// skipped in request will not be changed"). Deactivation through `active:false` works from Jira
+/// 8.3.0 (atlassian-python-api `user_deactivate`, citing
+/// <https://docs.atlassian.com/software/jira/docs/api/REST/8.3.0/#api/2/user-updateUser>; earlier
+/// versions answered `400 error.no.value.found.to.be.changed`, JRASERVER-36639 and
+/// JRASERVER-37294).
 async fn update_user(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -430,7 +503,8 @@ async fn update_user(
             "The user is in a read-only directory and cannot be changed.",
         );
     }
-    // Some clients send `"active": "false"` as a string.
+    // Some clients send `"active": "false"` as a string (atlassian-python-api
+    // `user_deactivate` sends `{"active": "false", "name": username}`).
     let active = match body.get("active") {
         None | Some(Value::Null) => None,
         Some(Value::Bool(active)) => Some(*active),
@@ -487,6 +561,14 @@ async fn update_user(
     reply::json(200, user_json(&reply::base_url(&headers), updated, None))
 }
 
+/// `DELETE /rest/api/2/user?username=X` (or `key=`): 204 with no body; 404 unknown user;
+/// 403 for a read-only (external directory) user.
+///
+/// Follows Jira Data Center's REST reference, resource `api/2/user`, method `removeUser`
+/// (<https://docs.atlassian.com/software/jira/docs/api/REST/9.12.0/#api/2/user-removeUser>;
+/// "Removes user and its references (like project roles associations, watches, history)"). The
+/// refusal to delete a project or component lead is not emulated (its status and message are
+/// unverified, see the reference notes).
 async fn delete_user(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -506,6 +588,14 @@ async fn delete_user(
     reply::empty(204)
 }
 
+/// `GET /rest/api/2/groups/picker?query&maxResults`: `{header, total, groups:[{name, html,
+/// labels}]}` for the groups whose name contains `query`, ignoring case; no paging.
+///
+/// Follows Jira Data Center's REST reference, resource `api/2/groups/picker`, method `findGroups`
+/// (<https://docs.atlassian.com/software/jira/docs/api/REST/9.12.0/#api/2/groups-findGroups>). The
+/// cap on returned groups is the system property `jira.ajax.autocomplete.limit` (here
+/// [`Config::jira_picker_limit`](crate::Config::jira_picker_limit)); `total` still counts every
+/// match, so a client can tell it was cut.
 async fn pick_groups(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -540,6 +630,12 @@ async fn pick_groups(
     )
 }
 
+/// `POST /rest/api/2/group` with `{"name":"g"}`: 201 with the GroupBean; 400 for an empty
+/// name or a name already taken.
+///
+/// Follows Jira Data Center's REST reference, resource `api/2/group`, method `createGroup`
+/// (<https://docs.atlassian.com/software/jira/docs/api/REST/9.12.0/#api/2/group-createGroup>). The
+/// 201 is unverified for Data Center (Jira Cloud v2 answers 201).
 async fn create_group(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -564,6 +660,12 @@ async fn create_group(
     reply::json(201, group_json(&reply::base_url(&headers), &name))
 }
 
+/// `DELETE /rest/api/2/group?groupname=g[&swapGroup=other]`: 200 with no body; 404 for an
+/// unknown group. `swapGroup` is accepted and ignored.
+///
+/// Follows Jira Data Center's REST reference, resource `api/2/group`, method `removeGroup`
+/// (<https://docs.atlassian.com/software/jira/docs/api/REST/9.12.0/#api/2/group-removeGroup>); the
+/// 200 is unverified.
 async fn delete_group(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -581,6 +683,14 @@ async fn delete_group(
     reply::empty(200)
 }
 
+/// `GET /rest/api/2/group/member?groupname&includeInactiveUsers&startAt&maxResults`:
+/// `{self, nextPage?, maxResults, startAt, total, isLast, values}`, at most 50 per page;
+/// admin only (403); 404 for an unknown group.
+///
+/// Follows Jira Data Center's REST reference, resource `api/2/group/member`, method
+/// `getUsersFromGroup`
+/// (<https://docs.atlassian.com/software/jira/docs/api/REST/9.12.0/#api/2/group-getUsersFromGroup>).
+/// Jira also returns the members of nested subgroups; the emulator has no nested groups.
 async fn group_members(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -631,6 +741,13 @@ async fn group_members(
     reply::json(200, body)
 }
 
+/// `POST /rest/api/2/group/user?groupname=g` with `{"name":"username"}`: 201 with the
+/// GroupBean; 400 for an empty name and for a user who is already a member; 404 for an
+/// unknown group or user.
+///
+/// Follows Jira Data Center's REST reference, resource `api/2/group/user`, method `addUserToGroup`
+/// (<https://docs.atlassian.com/software/jira/docs/api/REST/9.12.0/#api/2/group-addUserToGroup>);
+/// the 201 is unverified.
 async fn add_member(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -676,6 +793,13 @@ async fn add_member(
     reply::json(201, group_json(&reply::base_url(&headers), &group))
 }
 
+/// `DELETE /rest/api/2/group/user?groupname=g&username=u`: 200 with no body; 400 when the
+/// user is not a member; 404 for an unknown group or user.
+///
+/// Follows Jira Data Center's REST reference, resource `api/2/group/user`, method
+/// `removeUserFromGroup`
+/// (<https://docs.atlassian.com/software/jira/docs/api/REST/9.12.0/#api/2/group-removeUserFromGroup>);
+/// the 200 is unverified.
 async fn remove_member(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,

@@ -10,7 +10,7 @@ use clap::{Parser, ValueEnum};
 /// REST emulator of Jira, Confluence or Bitbucket Data Center, for tests, the demo and
 /// benchmarks.
 #[derive(Debug, Parser)]
-#[command(name = "emulator")]
+#[command(name = "emulator", version)]
 struct Args {
     /// Which product to emulate.
     #[arg(long, value_enum)]
