@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEPS ?= $(or $(KEYSYNC_DEPS_DIR),.deps)
 
-.PHONY: help deps demo test helm-check lint fmt bench bench-plan bench-apply
+.PHONY: help deps demo test helm-check image-check lint fmt bench bench-plan bench-apply
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -20,6 +20,9 @@ test: deps helm-check ## Run every test, with real nats-server and one Keycloak 
 
 helm-check: deps ## Lint and render the Helm chart offline; validate the manifests (strict).
 	$(DEPS)/venv/bin/python deploy/helm/check.py
+
+image-check: ## Build the image offline (debootstrap base, buildah, host binaries; PROFILE=dev for a debug build); run each binary in it.
+	CARGO="$(CARGO)" deploy/image/check.sh
 
 lint: ## Formatting and clippy, warnings are errors.
 	$(CARGO) fmt --all --check
