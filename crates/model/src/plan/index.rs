@@ -797,6 +797,9 @@ fn conform_login<'a>(
     rules: crate::rules::LoginRules,
     mapping: &crate::policy::LoginMapping,
 ) -> Result<Cow<'a, str>, String> {
+    if rules == crate::rules::LoginRules::NONE {
+        return Ok(login);
+    }
     let Some(rule) = rules.broken(&login) else {
         return Ok(login);
     };
