@@ -2,6 +2,8 @@
 //! product would refuse is known to the plan, which maps it through the policy's
 //! `attributes.login.replace_forbidden` or reports the user as not syncable to that product
 //! ([`crate::plan::DiagnosticKind::NotSyncable`]), instead of a failed change at apply time.
+//! A login is lower-cased for a product that wants lower case before the rules are checked:
+//! logins compare without case everywhere, so that is the same login.
 //!
 //! Only rules found in Atlassian's documentation are here. Confluence Data Center's
 //! `createUser` (`POST /rest/api/admin/user`, Confluence Data Center REST API reference;

@@ -88,3 +88,44 @@ fn a_configured_replacement_maps_the_login_or_still_reports_it() {
     );
     assert_converges(&realm, state, &policy, &planned);
 }
+
+#[test]
+fn logins_that_differ_only_in_case_are_the_same_login_never_a_rename_or_a_second_account() {
+    let mut policy = Policy::default();
+    policy.attributes.login.lowercase = false;
+    let policy = policy
+        .validate()
+        .unwrap_or_else(|errors| panic!("{errors:?}"));
+    let realm = snapshot(vec![user("u1", "Ann"), user("u2", "BEN")], vec![], vec![]);
+    for product_name in [Product::Jira, Product::Confluence, Product::Bitbucket] {
+        // Ann's account is managed already, as `ann`; Ben's is unmanaged, as `ben`.
+        let state = product(
+            product_name,
+            vec![
+                fixture::managed("A1", "ann", "u1"),
+                fixture::account("B1", "ben"),
+            ],
+            vec![],
+            vec![],
+        );
+        let planned = plan(&realm, &state, &policy);
+        let text = planned.to_string();
+        assert!(!text.contains("create_user"), "{product_name}: {text}");
+        assert!(!text.contains("rename"), "{product_name}: {text}");
+        assert!(
+            !planned.changes.iter().any(|change| {
+                let line = change.to_string();
+                line.contains("\"Ann\"") && line.contains("login")
+            }),
+            "{product_name}: {text}"
+        );
+        assert!(
+            !planned
+                .diagnostics
+                .iter()
+                .any(|diagnostic| diagnostic.kind == DiagnosticKind::NotSyncable),
+            "{product_name}: upper case is lower-cased, not refused: {text}"
+        );
+        assert_converges(&realm, state, &policy, &planned);
+    }
+}

@@ -789,7 +789,8 @@ impl<'a> Users<'a> {
     }
 }
 
-/// `login` as the product takes it: unchanged when it keeps the product's rules, else mapped
+/// `login` as the product takes it: lower-cased where the product wants lower case, then
+/// unchanged when it keeps the product's rules, else mapped
 /// through `attributes.login.replace_forbidden` when the policy sets it. `Err` holds the reason
 /// of the [`DiagnosticKind::NotSyncable`] diagnostic: the login and the rule it breaks.
 fn conform_login<'a>(
@@ -800,6 +801,13 @@ fn conform_login<'a>(
     if rules == crate::rules::LoginRules::NONE {
         return Ok(login);
     }
+    // Logins compare without case everywhere, so a product that wants lower case gets the
+    // same login lower-cased: never a reason to leave a user out.
+    let login = match login {
+        Cow::Borrowed(text) if rules.lowercase_only => mapping::fold(text),
+        Cow::Owned(text) if rules.lowercase_only => Cow::Owned(text.to_lowercase()),
+        login => login,
+    };
     let Some(rule) = rules.broken(&login) else {
         return Ok(login);
     };
