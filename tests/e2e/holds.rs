@@ -10,7 +10,11 @@ use tonic::Code;
 use crate::directory;
 
 /// Takes every member of Keycloak group `path` out of it; answers their usernames.
-async fn empty_group(stack: &Stack, people: &[directory::Person], path: &str) -> Vec<String> {
+pub(crate) async fn empty_group(
+    stack: &Stack,
+    people: &[directory::Person],
+    path: &str,
+) -> Vec<String> {
     let group = stack.realm.group_id(path).await.unwrap();
     let mut removed = Vec::new();
     for person in people
@@ -46,7 +50,8 @@ async fn jira_members(stack: &Stack, group: &str) -> Vec<String> {
     members
 }
 
-async fn held_run(stack: &Stack) -> proto::v1::Run {
+/// Starts an apply run and waits until it is held (it must be).
+pub(crate) async fn held_run(stack: &Stack) -> proto::v1::Run {
     let run = stack.start_sync(RunMode::Apply).await.unwrap();
     let held = stack
         .wait_for(

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use e2e::{DEADLINE, PRODUCTS, Stack, StackOptions};
 use proto::v1::{self, RunMode, RunState};
-use reqwest::Method;
 
-use crate::directory;
+use crate::{directory, holds};
 
 /// The writes every emulator has counted so far.
 async fn writes(stack: &Stack) -> Vec<u64> {
@@ -21,7 +20,8 @@ async fn writes(stack: &Stack) -> Vec<u64> {
     writes
 }
 
-/// The dead letters of `subject`, by their reasons, once there are `count` of them.
+/// Every dead letter as (the subject it was published on, the reason), once there are at
+/// least `count`.
 async fn dead_letters(
     jetstream: &async_nats::jetstream::Context,
     topology: &bus::Topology,
@@ -72,31 +72,8 @@ async fn an_approval_or_a_change_set_published_by_hand_for_a_held_run_writes_not
     stack.sync(RunMode::Apply).await.unwrap();
 
     // Everybody leaves /staff/sales: the next run is held.
-    let group = stack.realm.group_id("/staff/sales").await.unwrap();
-    for person in people
-        .iter()
-        .filter(|person| person.groups.iter().any(|g| g == "/staff/sales"))
-    {
-        let user = stack.realm.user_id(&person.username).await.unwrap();
-        stack
-            .realm
-            .admin(
-                Method::DELETE,
-                &format!("users/{user}/groups/{group}"),
-                None,
-            )
-            .await
-            .unwrap();
-    }
-    let run = stack.start_sync(RunMode::Apply).await.unwrap();
-    let held = stack
-        .wait_for(
-            &run.run_id,
-            &[RunState::Held, RunState::Succeeded, RunState::Failed],
-        )
-        .await
-        .unwrap();
-    assert_eq!(held.state(), RunState::Held, "{held:?}");
+    holds::empty_group(&stack, &people, "/staff/sales").await;
+    let run = holds::held_run(&stack).await;
     let before = writes(&stack).await;
 
     // The plan the run would apply, read from the bus as anyone on it could.

@@ -50,17 +50,6 @@ pub enum ControlError {
 }
 
 impl ControlError {
-    /// Whether the control plane does not know the run.
-    pub fn is_not_found(&self) -> bool {
-        matches!(
-            self,
-            ControlError::Status {
-                code: tonic::Code::NotFound,
-                ..
-            }
-        )
-    }
-
     /// Whether the control plane refused the request itself for good: it does not know
     /// the run, or the run id is not one (a message made by hand). Asking again cannot
     /// help; the message that named the run is dead-lettered.
@@ -101,23 +90,8 @@ pub struct Control {
 }
 
 impl Control {
-    /// A client that connects on first use, so the applier starts while the control plane
-    /// does.
-    pub fn new(endpoint: &str, token: &Secret) -> Result<Control, ControlError> {
-        Control::with_ca(endpoint, token, None)
-    }
-
-    /// As [`Control::new`], trusting `ca` (PEM) for an `https://` endpoint instead of the
-    /// system's roots.
-    pub fn with_ca(
-        endpoint: &str,
-        token: &Secret,
-        ca: Option<&str>,
-    ) -> Result<Control, ControlError> {
-        Control::with_tls(endpoint, token, ca, None)
-    }
-
     /// The client `[control_plane]` describes: endpoint, token, CA and client certificate.
+    /// It connects on first use, so a service starts while the control plane does.
     pub fn from_settings(settings: &ControlPlaneSettings) -> Result<Control, ControlError> {
         let identity = match (&settings.client_cert, &settings.client_key) {
             (Some(cert), Some(key)) => Some((cert.as_str(), key)),
@@ -131,9 +105,10 @@ impl Control {
         )
     }
 
-    /// As [`Control::with_ca`], presenting `identity` (PEM certificate and key) when the
-    /// control plane asks for a client certificate.
-    pub fn with_tls(
+    /// A client of `endpoint` sending `token`, trusting `ca` (PEM) for an `https://`
+    /// endpoint instead of the system's roots, and presenting `identity` (PEM certificate
+    /// and key) when the control plane asks for a client certificate.
+    fn with_tls(
         endpoint: &str,
         token: &Secret,
         ca: Option<&str>,

@@ -192,36 +192,13 @@ impl ControlService for ControlPlane {
     ) -> Result<Response<v1::ListChangesResponse>, Status> {
         continue_trace(request.metadata());
         let request = request.into_inner();
-        let product = match Product::try_from(request.product) {
-            Ok(Product::Unspecified) => None,
-            Ok(product) => Some(product),
-            Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "{} is not a product",
-                    request.product
-                )));
-            }
-        };
-        let op = match ChangeOp::try_from(request.op) {
-            Ok(ChangeOp::Unspecified) => None,
-            Ok(op) => Some(op),
-            Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "{} is not a change op",
-                    request.op
-                )));
-            }
-        };
-        let outcome = match ChangeOutcome::try_from(request.outcome) {
-            Ok(ChangeOutcome::Unspecified) => None,
-            Ok(outcome) => Some(outcome),
-            Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "{} is not a change outcome",
-                    request.outcome
-                )));
-            }
-        };
+        let product = enum_filter(request.product, Product::Unspecified, "a product")?;
+        let op = enum_filter(request.op, ChangeOp::Unspecified, "a change op")?;
+        let outcome = enum_filter(
+            request.outcome,
+            ChangeOutcome::Unspecified,
+            "a change outcome",
+        )?;
         let offset = page_offset(&request.page_token)?;
         let user = request.user.trim();
         let query = ChangeQuery {
@@ -254,26 +231,12 @@ impl ControlService for ControlPlane {
     ) -> Result<Response<v1::ListDiagnosticsResponse>, Status> {
         continue_trace(request.metadata());
         let request = request.into_inner();
-        let product = match Product::try_from(request.product) {
-            Ok(Product::Unspecified) => None,
-            Ok(product) => Some(product),
-            Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "{} is not a product",
-                    request.product
-                )));
-            }
-        };
-        let kind = match DiagnosticKind::try_from(request.kind) {
-            Ok(DiagnosticKind::Unspecified) => None,
-            Ok(kind) => Some(kind),
-            Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "{} is not a diagnostic kind",
-                    request.kind
-                )));
-            }
-        };
+        let product = enum_filter(request.product, Product::Unspecified, "a product")?;
+        let kind = enum_filter(
+            request.kind,
+            DiagnosticKind::Unspecified,
+            "a diagnostic kind",
+        )?;
         let user = request.user.trim();
         let query = DiagnosticQuery {
             product,
@@ -443,6 +406,19 @@ fn continue_trace(metadata: &MetadataMap) {
         &tracing::Span::current(),
         &telemetry::GrpcMetadataReader(metadata),
     );
+}
+
+/// An optional enum filter of a list request: its `UNSPECIFIED` value means none, and a
+/// value this build does not know is `INVALID_ARGUMENT` ("7 is not a change op").
+fn enum_filter<E>(value: i32, unspecified: E, what: &str) -> Result<Option<E>, Status>
+where
+    E: TryFrom<i32> + PartialEq,
+{
+    match E::try_from(value) {
+        Ok(found) if found == unspecified => Ok(None),
+        Ok(found) => Ok(Some(found)),
+        Err(_) => Err(Status::invalid_argument(format!("{value} is not {what}"))),
+    }
 }
 
 /// Where the page of `page_token` starts: 0 for the first page.
