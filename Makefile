@@ -8,7 +8,7 @@ DEPS ?= $(or $(KEYSYNC_DEPS_DIR),.deps)
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-deps: ## Install nats-server, Java 21+ and Keycloak into .deps/ (cached; fast when done).
+deps: ## Install nats-server, Java 21+, Keycloak and Prism (Node.js if missing) into .deps/ (cached; fast when done).
 	@deploy/local/deps.sh
 
 demo: deps ## A real sync from a seeded Keycloak into the emulated products, every service a process.
