@@ -44,7 +44,14 @@ start() {
   setsid "$@" >"$logs/$name.log" 2>&1 &
   groups+=("$!")
 }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# N distinct free ports: every socket stays bound until all are chosen, so two services
+# never get the same port (one call per port could, and did: Confluence and Bitbucket).
+free_ports() {
+  python3 -c 'import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))' "$1"
+}
 wait_for() { # name, command...
   local name=$1 deadline=$((SECONDS + 240))
   shift
@@ -54,8 +61,7 @@ wait_for() { # name, command...
   done
 }
 
-nats_port=$(free_port) kc_port=$(free_port) kc_mgmt=$(free_port) cp_port=$(free_port)
-jira_port=$(free_port) confluence_port=$(free_port) bitbucket_port=$(free_port)
+read -r nats_port kc_port kc_mgmt cp_port jira_port confluence_port bitbucket_port < <(free_ports 7)
 secret() { python3 -c 'import secrets; print(secrets.token_urlsafe(32))'; }
 # Secret files readable by their owner only, as keysync expects of a secret mount.
 (umask 077; for name in api-token service-token kc-secret kc-admin product-token bitbucket-password; do secret >"$work/$name"; done)
