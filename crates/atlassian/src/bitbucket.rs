@@ -699,6 +699,7 @@ mod tests {
                 membership("stash-users", "dev"),
             ]
             .into(),
+            ..DirectoryState::default()
         };
 
         administrators.mark(&mut state);

@@ -83,6 +83,34 @@ pub trait Directory: Send + Sync {
     /// The stable ids ([`RemoteAccount::id`]) of a group's members, across all pages.
     fn list_members(&self, group: &str) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
 
+    /// The projects and components each account leads (Jira); empty for the products that
+    /// have no leads. A lead blocks the account's deactivation (project and component leads)
+    /// and deletion (project leads) in Jira, so the plan must know them.
+    fn list_leads(&self) -> impl Future<Output = Result<Vec<Lead>, Error>> + Send {
+        std::future::ready(Ok(Vec::new()))
+    }
+
+    /// The licence seats: how many are taken and how many the licence has. `None` where the
+    /// product does not say (no licence endpoint, or an unlimited licence reported as such).
+    fn seats(&self) -> impl Future<Output = Result<Option<Seats>, Error>> + Send {
+        std::future::ready(Ok(None))
+    }
+
+    /// Makes the account with login `to` the lead of `target` (Jira
+    /// `PUT /rest/api/2/project/{key}` with `lead`, `PUT /rest/api/2/component/{id}` with
+    /// `leadUserName`); [`Error::Unsupported`] for products that have no leads.
+    fn hand_over_lead(
+        &self,
+        target: &LeadTarget,
+        to: &str,
+    ) -> impl Future<Output = Result<Outcome, Error>> + Send {
+        let _ = (target, to);
+        std::future::ready(Err(Error::Unsupported {
+            product: self.product(),
+            operation: "hand over a project lead",
+        }))
+    }
+
     /// Accounts, groups and memberships together; members are listed for several groups at
     /// once. Where the product lists who holds its administrator rights (Bitbucket), the
     /// accounts that hold them carry [`RemoteAccount::administrator`], and a failure to read
@@ -174,10 +202,14 @@ pub(crate) async fn read_directory<D: Directory + ?Sized>(
             })
         })
         .collect();
+    let leads = directory.list_leads().await?;
+    let seats = directory.seats().await?;
     Ok(DirectoryState {
         accounts,
         groups,
         memberships,
+        leads,
+        seats,
     })
 }
 
@@ -267,6 +299,40 @@ pub struct DirectoryState {
     pub accounts: Vec<RemoteAccount>,
     pub groups: Vec<RemoteGroup>,
     pub memberships: BTreeSet<Membership>,
+    /// What each account leads ([`Directory::list_leads`]).
+    pub leads: Vec<Lead>,
+    /// The licence seats, when the product reports them ([`Directory::seats`]).
+    pub seats: Option<Seats>,
+}
+
+/// A Jira project or component that an account leads.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lead {
+    /// The lead's [`RemoteAccount::id`] (the Jira user key).
+    pub account_id: String,
+    pub target: LeadTarget,
+}
+
+/// What an account leads.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LeadTarget {
+    /// A project, by key.
+    Project { key: String },
+    /// A project component, by id, with its project's key and its name for people.
+    Component {
+        id: String,
+        project_key: String,
+        name: String,
+    },
+}
+
+/// A product's licence seats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seats {
+    /// Seats taken now.
+    pub used: u64,
+    /// Seats the licence has; `None` for an unlimited licence.
+    pub limit: Option<u64>,
 }
 
 /// How writes address an existing account: products use the stable id for some calls and
@@ -571,6 +637,18 @@ impl Directory for Client {
 
     async fn list_groups(&self) -> Result<Vec<RemoteGroup>, Error> {
         delegate!(self, client => client.list_groups().await)
+    }
+
+    async fn list_leads(&self) -> Result<Vec<Lead>, Error> {
+        delegate!(self, client => client.list_leads().await)
+    }
+
+    async fn seats(&self) -> Result<Option<Seats>, Error> {
+        delegate!(self, client => client.seats().await)
+    }
+
+    async fn hand_over_lead(&self, target: &LeadTarget, to: &str) -> Result<Outcome, Error> {
+        delegate!(self, client => client.hand_over_lead(target, to).await)
     }
 
     async fn list_members(&self, group: &str) -> Result<Vec<String>, Error> {

@@ -11,4 +11,6 @@ mod contract;
 mod helpers;
 mod http;
 mod jira;
+mod leads;
 mod scenarios;
+mod seats;

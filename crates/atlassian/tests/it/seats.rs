@@ -1,0 +1,1 @@
+//! Licence seats as each product reports them.
