@@ -294,7 +294,7 @@ pub struct Membership {
 }
 
 /// Everything [`Directory::fetch_state`] read from a product.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DirectoryState {
     pub accounts: Vec<RemoteAccount>,
     pub groups: Vec<RemoteGroup>,
