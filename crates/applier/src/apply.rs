@@ -18,7 +18,9 @@
 
 use std::time::SystemTime;
 
-use atlassian::{AccountRef, AccountUpdate, Directory, NewAccount, Outcome, RemoteAccount};
+use atlassian::{
+    AccountRef, AccountUpdate, Directory, LeadTarget, NewAccount, Outcome, RemoteAccount,
+};
 use futures::StreamExt;
 use model::mapping::fold;
 use proto::v1::{self, ChangeOp, ChangeOutcome, account_ref::Ref};
@@ -54,13 +56,17 @@ enum Call {
         id: String,
         login: String,
     },
+    /// Hands over what the account leads, in order, then deactivates it.
     Deactivate {
         id: String,
         login: String,
+        handovers: Vec<(LeadTarget, String)>,
     },
+    /// Hands over what the account leads, in order, then deletes it.
     Delete {
         id: String,
         login: String,
+        handovers: Vec<(LeadTarget, String)>,
     },
     AddMember {
         id: String,
@@ -264,8 +270,16 @@ async fn prepare<D: Directory>(
             Call::Update { id, login, update }
         }
         ChangeOp::ReactivateUser => Call::Reactivate { id, login },
-        ChangeOp::DeactivateUser => Call::Deactivate { id, login },
-        ChangeOp::DeleteUser => Call::Delete { id, login },
+        ChangeOp::DeactivateUser => Call::Deactivate {
+            id,
+            login,
+            handovers: handovers(change)?,
+        },
+        ChangeOp::DeleteUser => Call::Delete {
+            id,
+            login,
+            handovers: handovers(change)?,
+        },
         ChangeOp::AddMembership => Call::AddMember {
             id,
             login,
@@ -283,6 +297,35 @@ async fn prepare<D: Directory>(
             return Err(format!("unexpected operation {}", op.as_str_name()));
         }
     })
+}
+
+/// The leads a deactivation or deletion hands over first, with the login that takes each.
+fn handovers(change: &v1::Change) -> Result<Vec<(LeadTarget, String)>, String> {
+    change
+        .handovers
+        .iter()
+        .map(|handover| {
+            let target = handover
+                .target
+                .as_ref()
+                .and_then(|target| target.target.as_ref())
+                .ok_or_else(|| "a lead handover names no project or component".to_owned())?;
+            if handover.to.trim().is_empty() {
+                return Err("a lead handover names no account to hand the lead to".to_owned());
+            }
+            let target = match target {
+                v1::lead_target::Target::ProjectKey(key) => {
+                    LeadTarget::Project { key: key.clone() }
+                }
+                v1::lead_target::Target::Component(component) => LeadTarget::Component {
+                    id: component.id.clone(),
+                    project_key: component.project_key.clone(),
+                    name: component.name.clone(),
+                },
+            };
+            Ok((target, handover.to.clone()))
+        })
+        .collect()
 }
 
 /// The product id and current login of the account a change names.
@@ -348,12 +391,24 @@ async fn execute<D: Directory>(directory: &D, call: &Call) -> Done {
                 .reactivate_account(AccountRef { id, login })
                 .await?
         }
-        Call::Deactivate { id, login } => {
+        Call::Deactivate {
+            id,
+            login,
+            handovers,
+        } => {
+            hand_over(directory, handovers).await?;
             directory
                 .deactivate_account(AccountRef { id, login })
                 .await?
         }
-        Call::Delete { id, login } => directory.delete_account(AccountRef { id, login }).await?,
+        Call::Delete {
+            id,
+            login,
+            handovers,
+        } => {
+            hand_over(directory, handovers).await?;
+            directory.delete_account(AccountRef { id, login }).await?
+        }
         Call::AddMember { id, login, group } => {
             directory
                 .add_member(group, AccountRef { id, login })
@@ -367,6 +422,18 @@ async fn execute<D: Directory>(directory: &D, call: &Call) -> Done {
         Call::RemoveGroup { group } => directory.delete_group(group).await?,
     };
     Ok((outcome, None))
+}
+
+/// Hands each lead to its new account, in order; the first refusal fails the change before
+/// the account is touched.
+async fn hand_over<D: Directory>(
+    directory: &D,
+    handovers: &[(LeadTarget, String)],
+) -> Result<(), atlassian::Error> {
+    for (target, to) in handovers {
+        directory.hand_over_lead(target, to).await?;
+    }
+    Ok(())
 }
 
 /// Records in the working state what a call that succeeded did, for the account the call

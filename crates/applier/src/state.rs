@@ -118,6 +118,37 @@ pub fn refresh(
             can_deactivate: capabilities.can_deactivate,
             can_rename: capabilities.can_rename,
         }),
+        leads: directory
+            .leads
+            .into_iter()
+            .map(|lead| v1::CachedLead {
+                account_id: lead.account_id,
+                target: Some(lead_target(lead.target)),
+            })
+            .collect(),
+        seats: directory.seats.map(|seats| v1::Seats {
+            used: seats.used,
+            limit: seats.limit,
+        }),
+    }
+}
+
+/// The wire form of what a lead leads.
+fn lead_target(target: atlassian::LeadTarget) -> v1::LeadTarget {
+    let target = match target {
+        atlassian::LeadTarget::Project { key } => v1::lead_target::Target::ProjectKey(key),
+        atlassian::LeadTarget::Component {
+            id,
+            project_key,
+            name,
+        } => v1::lead_target::Target::Component(v1::LeadComponent {
+            id,
+            project_key,
+            name,
+        }),
+    };
+    v1::LeadTarget {
+        target: Some(target),
     }
 }
 
@@ -345,6 +376,8 @@ mod tests {
                 group: "devs".to_owned(),
                 account_id: "k1".to_owned(),
             }]),
+            leads: Vec::new(),
+            seats: None,
         };
         let state = refresh(
             v1::Product::Jira,
@@ -396,6 +429,8 @@ mod tests {
             accounts: vec![remote("k1", "ops", Some("ops@example.com")), lead],
             groups: vec![],
             memberships: BTreeSet::new(),
+            leads: Vec::new(),
+            seats: None,
         };
         let state = refresh(
             v1::Product::Bitbucket,
@@ -432,6 +467,8 @@ mod tests {
             accounts: vec![remote("k1", "alice", None), remote("k2", "bob", None)],
             groups: vec![],
             memberships: BTreeSet::new(),
+            leads: Vec::new(),
+            seats: None,
         };
         let state = refresh(
             v1::Product::Confluence,
@@ -538,6 +575,8 @@ mod tests {
                 can_deactivate: false,
                 can_rename: false,
             }),
+            leads: Vec::new(),
+            seats: None,
         }
     }
 
@@ -626,6 +665,8 @@ mod tests {
                 read_only: None,
             }],
             memberships: BTreeSet::new(),
+            leads: Vec::new(),
+            seats: None,
         };
         let previous = v1::ProductState {
             groups: vec![v1::CachedGroup {

@@ -7,11 +7,11 @@
 //! those of [`model::state::Capabilities::of`]. Empty strings on the wire are absent values in
 //! the model.
 
-use model::plan::{AccountFields, AccountRef, Action, Change, ChangeId, ChangeOp};
+use model::plan::{AccountFields, AccountRef, Action, Change, ChangeId, ChangeOp, Handover};
 use model::snapshot::UserId;
 use model::state::{
-    Account, AccountId, Capabilities, ConnectorName, Group, GroupName, Membership, Product,
-    ProductState,
+    Account, AccountId, Capabilities, ConnectorName, Group, GroupName, Lead, LeadTarget,
+    Membership, Product, ProductState, Seats,
 };
 use proto::v1;
 
@@ -32,6 +32,8 @@ pub enum ConvertError {
     ChangeWithoutFields { id: String },
     #[error("change {id} names no group")]
     ChangeWithoutGroup { id: String },
+    #[error("change {id} hands a lead over without saying what or to whom")]
+    BadHandover { id: String },
 }
 
 /// The product of a wire enum value; `PRODUCT_UNSPECIFIED` and unknown values are errors.
@@ -131,13 +133,93 @@ pub fn state_to_model(state: &v1::ProductState) -> Result<ProductState, ConvertE
             group: GroupName::new(membership.group.as_str()),
         })
         .collect();
+    let leads = state
+        .leads
+        .iter()
+        .filter_map(|lead| {
+            Some(Lead {
+                account_id: AccountId::new(lead.account_id.as_str()),
+                target: lead_target_to_model(lead.target.as_ref()?)?,
+            })
+        })
+        .collect();
     Ok(ProductState {
         product,
         capabilities: capabilities_from_proto(state.capabilities.as_ref(), product),
         accounts,
         groups,
         memberships,
+        leads,
+        seats: state.seats.map(|seats| Seats {
+            used: seats.used,
+            limit: seats.limit,
+        }),
     })
+}
+
+/// The model's form of a wire lead target; `None` for an empty one.
+pub fn lead_target_to_model(target: &v1::LeadTarget) -> Option<LeadTarget> {
+    match target.target.as_ref()? {
+        v1::lead_target::Target::ProjectKey(key) => Some(LeadTarget::Project { key: key.clone() }),
+        v1::lead_target::Target::Component(component) => Some(LeadTarget::Component {
+            id: component.id.clone(),
+            project_key: component.project_key.clone(),
+            name: component.name.clone(),
+        }),
+    }
+}
+
+/// The wire form of a lead target.
+pub fn lead_target_to_proto(target: &LeadTarget) -> v1::LeadTarget {
+    let target = match target {
+        LeadTarget::Project { key } => v1::lead_target::Target::ProjectKey(key.clone()),
+        LeadTarget::Component {
+            id,
+            project_key,
+            name,
+        } => v1::lead_target::Target::Component(v1::LeadComponent {
+            id: id.clone(),
+            project_key: project_key.clone(),
+            name: name.clone(),
+        }),
+    };
+    v1::LeadTarget {
+        target: Some(target),
+    }
+}
+
+/// The wire form of a change's handovers.
+pub fn handovers_to_proto(handovers: &[Handover]) -> Vec<v1::LeadHandover> {
+    handovers
+        .iter()
+        .map(|handover| v1::LeadHandover {
+            target: Some(lead_target_to_proto(&handover.target)),
+            to: handover.to.clone(),
+        })
+        .collect()
+}
+
+/// The model's form of a wire change's handovers; one without a target or a new lead does
+/// not convert.
+fn handovers_to_model(change: &v1::Change) -> Result<Vec<Handover>, ConvertError> {
+    change
+        .handovers
+        .iter()
+        .map(|handover| {
+            let target = handover
+                .target
+                .as_ref()
+                .and_then(lead_target_to_model)
+                .filter(|_| !handover.to.trim().is_empty())
+                .ok_or_else(|| ConvertError::BadHandover {
+                    id: change.id.clone(),
+                })?;
+            Ok(Handover {
+                target,
+                to: handover.to.clone(),
+            })
+        })
+        .collect()
 }
 
 fn connector_to_model(connector: &str) -> Option<ConnectorName> {
@@ -196,6 +278,18 @@ pub fn state_from_model(state: &ProductState, run_id: &str) -> v1::ProductState 
         read_at: None,
         run_id: run_id.to_owned(),
         capabilities: Some(capabilities_to_proto(state.capabilities)),
+        leads: state
+            .leads
+            .iter()
+            .map(|lead| v1::CachedLead {
+                account_id: lead.account_id.as_str().to_owned(),
+                target: Some(lead_target_to_proto(&lead.target)),
+            })
+            .collect(),
+        seats: state.seats.map(|seats| v1::Seats {
+            used: seats.used,
+            limit: seats.limit,
+        }),
     }
 }
 
@@ -276,9 +370,11 @@ pub fn change_to_model(change: &v1::Change) -> Result<Change, ConvertError> {
         },
         ChangeOp::DeactivateUser => Action::DeactivateUser {
             account: account("")?,
+            handovers: handovers_to_model(change)?,
         },
         ChangeOp::DeleteUser => Action::DeleteUser {
             account: account("")?,
+            handovers: handovers_to_model(change)?,
         },
         ChangeOp::RemoveGroup => Action::RemoveGroup { group: group()? },
     };
@@ -364,6 +460,26 @@ mod tests {
             read_at: None,
             run_id: "run-1".to_owned(),
             capabilities: Some(capabilities_to_proto(Capabilities::of(Product::Bitbucket))),
+            leads: vec![
+                v1::CachedLead {
+                    account_id: "k1".to_owned(),
+                    target: Some(lead_target_to_proto(&LeadTarget::Project {
+                        key: "ABC".to_owned(),
+                    })),
+                },
+                v1::CachedLead {
+                    account_id: "k1".to_owned(),
+                    target: Some(lead_target_to_proto(&LeadTarget::Component {
+                        id: "10001".to_owned(),
+                        project_key: "ABC".to_owned(),
+                        name: "Backend".to_owned(),
+                    })),
+                },
+            ],
+            seats: Some(v1::Seats {
+                used: 7,
+                limit: Some(10),
+            }),
         }
     }
 
@@ -445,6 +561,7 @@ mod tests {
             }),
             group: "devs".to_owned(),
             reason: "a test".to_owned(),
+            handovers: Vec::new(),
         }
     }
 

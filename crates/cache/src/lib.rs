@@ -239,6 +239,8 @@ mod tests {
             }),
             run_id: "01JZRUN1".into(),
             capabilities: None,
+            leads: Vec::new(),
+            seats: None,
         }
     }
 

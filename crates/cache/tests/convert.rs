@@ -74,6 +74,8 @@ fn model_state() -> impl Strategy<Value = ProductState> {
                         group: GroupName::new(group),
                     })
                     .collect(),
+                leads: Vec::new(),
+                seats: None,
             },
         )
 }
@@ -149,6 +151,8 @@ fn wire_state() -> impl Strategy<Value = v1::ProductState> {
                     can_deactivate,
                     can_rename,
                 }),
+                leads: Vec::new(),
+                seats: None,
             },
         )
 }

@@ -264,6 +264,8 @@ pub enum KindArg {
     Recreated,
     OutOfScope,
     NotSyncable,
+    Lead,
+    NoSeat,
 }
 
 impl From<KindArg> for DiagnosticKind {
@@ -279,6 +281,8 @@ impl From<KindArg> for DiagnosticKind {
             KindArg::Recreated => DiagnosticKind::Recreated,
             KindArg::OutOfScope => DiagnosticKind::OutOfScope,
             KindArg::NotSyncable => DiagnosticKind::NotSyncable,
+            KindArg::Lead => DiagnosticKind::Lead,
+            KindArg::NoSeat => DiagnosticKind::NoSeat,
         }
     }
 }

@@ -352,6 +352,8 @@ pub fn kind_name(kind: DiagnosticKind) -> &'static str {
         DiagnosticKind::Recreated => "recreated",
         DiagnosticKind::OutOfScope => "out_of_scope",
         DiagnosticKind::NotSyncable => "not_syncable",
+        DiagnosticKind::Lead => "lead",
+        DiagnosticKind::NoSeat => "no_seat",
     }
 }
 

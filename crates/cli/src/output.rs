@@ -56,6 +56,50 @@ pub struct PlanSummaryJson {
     pub skipped_users: u64,
     /// Keycloak users with nothing to change.
     pub unchanged_users: u64,
+    /// The licence seats the plan needs and has; null where the product reports none.
+    pub seats: Option<SeatsJson>,
+}
+
+/// The licence seats of one product's plan.
+#[derive(Debug, Serialize)]
+pub struct SeatsJson {
+    /// Accounts the plan would create or reactivate, before the limit.
+    pub needed: u64,
+    /// Seats taken when the product was read.
+    pub used: u64,
+    /// Seats of the licence; null when unlimited.
+    pub limit: Option<u64>,
+    /// Seats free when the product was read; null when unlimited.
+    pub free: Option<u64>,
+    /// Accounts left out for want of a seat.
+    pub left_out: u64,
+}
+
+impl From<&v1::SeatUse> for SeatsJson {
+    fn from(seats: &v1::SeatUse) -> SeatsJson {
+        SeatsJson {
+            needed: seats.needed,
+            used: seats.used,
+            limit: seats.limit,
+            free: seats.limit.map(|limit| limit.saturating_sub(seats.used)),
+            left_out: seats.left_out,
+        }
+    }
+}
+
+/// "seats: 12 needed, 3 free of 50 (9 left out)", or "seats: 12 needed, unlimited".
+fn seats_line(seats: &v1::SeatUse) -> String {
+    match seats.limit {
+        None => format!("seats: {} needed, unlimited licence", seats.needed),
+        Some(limit) => {
+            let free = limit.saturating_sub(seats.used);
+            let mut line = format!("seats: {} needed, {free} free of {limit}", seats.needed);
+            if seats.left_out > 0 {
+                line.push_str(&format!(" ({} left out: no seat)", seats.left_out));
+            }
+            line
+        }
+    }
 }
 
 /// What takes access away in one product's plan, and what it is measured against.
@@ -165,6 +209,7 @@ impl From<&v1::Run> for RunJson {
                     safety: summary.safety.as_ref().map(SafetyJson::from),
                     skipped_users: summary.skipped_users,
                     unchanged_users: summary.unchanged_users,
+                    seats: summary.seats.as_ref().map(SeatsJson::from),
                 })
                 .collect(),
         }
@@ -309,6 +354,9 @@ pub fn plan_lines(run: &v1::Run) -> Vec<String> {
                     "; users: {} skipped, {} unchanged",
                     summary.skipped_users, summary.unchanged_users
                 ));
+            }
+            if let Some(seats) = &summary.seats {
+                line.push_str(&format!("; {}", seats_line(seats)));
             }
             if !summary.hold_reason.is_empty() {
                 line.push_str(&format!(" [held: {}]", summary.hold_reason));

@@ -432,5 +432,7 @@ fn state(snapshot: &Snapshot) -> ProductState {
         accounts,
         groups,
         memberships,
+        leads: Vec::new(),
+        seats: None,
     }
 }

@@ -28,10 +28,10 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use crate::mapping::fold;
-use crate::plan::{AccountFields, AccountRef, Action, Change};
+use crate::plan::{AccountFields, AccountRef, Action, Change, Handover};
 use crate::state::{
-    Account, AccountId, Capabilities, ConnectorName, Group, GroupName, Membership, Product,
-    ProductState,
+    Account, AccountId, Capabilities, ConnectorName, Group, GroupName, Lead, Membership, Product,
+    ProductState, Seats,
 };
 
 /// Applies `changes` in order: [`Applied::apply_one`] for each. A created account gets its product
@@ -60,6 +60,11 @@ pub struct Applied {
     accounts: Vec<Option<Account>>,
     groups: Vec<Option<Group>>,
     memberships: Vec<Option<Membership>>,
+    /// What each account leads; a handover moves a lead to its new account.
+    leads: Vec<Lead>,
+    /// The licence seats, counted up by creations and reactivations and down by deactivations
+    /// and deletions of active accounts, until the next read of the product.
+    seats: Option<Seats>,
     /// The first account with each id.
     account_by_id: HashMap<AccountId, usize>,
     /// The accounts created here, by folded login: what [`AccountRef::New`] names.
@@ -88,9 +93,13 @@ impl Applied {
             accounts,
             groups,
             memberships,
+            leads,
+            seats,
         } = state;
         let mut applied = Applied {
             product,
+            leads,
+            seats,
             connector: None,
             capabilities,
             account_by_id: HashMap::with_capacity(accounts.len()),
@@ -191,15 +200,17 @@ impl Applied {
             Action::UpdateUser {
                 account, fields, ..
             } => self.update_user(account, fields),
-            Action::ReactivateUser { account } | Action::DeactivateUser { account } => {
-                let active = matches!(change.action, Action::ReactivateUser { .. });
-                if let Some(account) = self.account_mut(account) {
-                    account.active = active;
-                }
+            Action::ReactivateUser { account } => self.set_active(account, true),
+            Action::DeactivateUser { account, handovers } => {
+                self.hand_over(handovers);
+                self.set_active(account, false);
             }
             Action::AddMembership { account, group } => self.add_membership(account, group),
             Action::RemoveMembership { account, group } => self.remove_membership(account, group),
-            Action::DeleteUser { account } => self.delete_user(account),
+            Action::DeleteUser { account, handovers } => {
+                self.hand_over(handovers);
+                self.delete_user(account);
+            }
             Action::RemoveGroup { group } => self.remove_group(group),
         }
     }
@@ -212,6 +223,44 @@ impl Applied {
             accounts: self.accounts.into_iter().flatten().collect(),
             groups: self.groups.into_iter().flatten().collect(),
             memberships: self.memberships.into_iter().flatten().collect(),
+            leads: self.leads,
+            seats: self.seats,
+        }
+    }
+
+    /// Counts one seat more (`taken`) or one fewer.
+    fn count_seat(&mut self, taken: bool) {
+        if let Some(seats) = &mut self.seats {
+            seats.used = if taken {
+                seats.used.saturating_add(1)
+            } else {
+                seats.used.saturating_sub(1)
+            };
+        }
+    }
+
+    fn set_active(&mut self, account: &AccountRef, active: bool) {
+        let Some(account) = self.account_mut(account) else {
+            return;
+        };
+        let changed = account.active != active;
+        account.active = active;
+        if changed {
+            self.count_seat(active);
+        }
+    }
+
+    /// Moves each handed-over lead to the account that takes it.
+    fn hand_over(&mut self, handovers: &[Handover]) {
+        for handover in handovers {
+            let Some(to) = self.account_by_login(&handover.to).map(|to| to.id.clone()) else {
+                continue;
+            };
+            for lead in &mut self.leads {
+                if lead.target == handover.target {
+                    lead.account_id = to.clone();
+                }
+            }
         }
     }
 
@@ -272,6 +321,7 @@ impl Applied {
                 let idx = self.accounts.len();
                 self.account_by_id.insert(account.id.clone(), idx);
                 self.accounts.push(Some(account));
+                self.count_seat(true);
                 idx
             }
         };
@@ -322,6 +372,11 @@ impl Applied {
         let Some(removed) = self.find(account).and_then(|idx| self.accounts[idx].take()) else {
             return;
         };
+        if removed.active {
+            self.count_seat(false);
+        }
+        // Jira makes the project lead take over the components a deleted user led.
+        self.leads.retain(|lead| lead.account_id != removed.id);
         for idx in self.by_account.remove(&removed.id).unwrap_or_default() {
             self.memberships[idx] = None;
         }

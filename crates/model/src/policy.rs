@@ -357,6 +357,13 @@ pub struct Cleanup {
     /// product cannot deactivate, which is Bitbucket. Default: `"remove_groups"`, which takes away
     /// the licence where it comes from a managed or default group and keeps the account's history.
     pub when_cannot_deactivate: Fallback,
+    /// The login of the Jira account that takes over the projects and components a leaving
+    /// account leads. Jira refuses to deactivate a project or component lead, and to delete a
+    /// project lead; with this set, the plan hands each such lead to this account just before
+    /// the deactivation or deletion (and says so in the change), and without it the account is
+    /// left as it is, with a [`crate::plan::DiagnosticKind::Lead`] diagnostic naming what it
+    /// leads. The account must exist and be active in Jira. Default: none.
+    pub lead_replacement: Option<String>,
 }
 
 impl Default for Cleanup {
@@ -364,6 +371,7 @@ impl Default for Cleanup {
         Cleanup {
             action: CleanupAction::Deactivate,
             when_cannot_deactivate: Fallback::RemoveGroups,
+            lead_replacement: None,
         }
     }
 }
@@ -604,6 +612,9 @@ impl Policy {
             &mut errors,
         );
 
+        if let Some(login) = &self.cleanup.lead_replacement {
+            check_not_empty("cleanup.lead_replacement", login.trim(), &mut errors);
+        }
         let groups = self.groups.compile(&mut errors);
         for (idx, path) in self.groups.exclude.iter().enumerate() {
             check_group_path(&format!("groups.exclude[{idx}]"), path, &mut errors);

@@ -9,8 +9,11 @@
 //! `createUser` (`POST /rest/api/admin/user`, Confluence Data Center REST API reference;
 //! `shared/reference/atlassian-rest.md`, section 2) refuses a user name that is blank, has
 //! upper-case letters or white space, contains any of `\ , + < > ' "`, or is `anonymous`.
-//! Jira's and Bitbucket's references state no character rules for user names, so none are
-//! assumed for them.
+//! Jira's user service (`com.atlassian.jira.bc.user.DefaultUserService`, Atlassian's Jira
+//! source: `INVALID_USERNAME_CHARS = { '<', '>', '&' }` and `MAX_FIELD_LENGTH = 255`, checked by
+//! `validateUsername` on create and rename) refuses a user name with `<`, `>` or `&`, or longer
+//! than 255 characters. Bitbucket's reference states no character rule for user names, so none
+//! is assumed for it.
 
 use std::borrow::Cow;
 
@@ -27,6 +30,8 @@ pub struct LoginRules {
     pub forbidden: &'static str,
     /// Names that are refused.
     pub reserved: &'static [&'static str],
+    /// The longest login, in characters, when the product states one.
+    pub max_chars: Option<usize>,
 }
 
 impl LoginRules {
@@ -36,6 +41,7 @@ impl LoginRules {
         no_whitespace: false,
         forbidden: "",
         reserved: &[],
+        max_chars: None,
     };
 
     /// The documented rules of `product` (see the module documentation).
@@ -46,8 +52,14 @@ impl LoginRules {
                 no_whitespace: true,
                 forbidden: "\\,+<>'\"",
                 reserved: &["anonymous"],
+                max_chars: None,
             },
-            Product::Jira | Product::Bitbucket => LoginRules::NONE,
+            Product::Jira => LoginRules {
+                forbidden: "<>&",
+                max_chars: Some(255),
+                ..LoginRules::NONE
+            },
+            Product::Bitbucket => LoginRules::NONE,
         }
     }
 
@@ -67,6 +79,14 @@ impl LoginRules {
         }
         if self.reserved.contains(&login) {
             return Some(format!("`{login}` is a reserved user name"));
+        }
+        if let Some(max) = self.max_chars {
+            let chars = login.chars().count();
+            if chars > max {
+                return Some(format!(
+                    "has {chars} characters, and user names may have at most {max}"
+                ));
+            }
         }
         None
     }
@@ -136,6 +156,21 @@ mod tests {
         for product in [Product::Jira, Product::Bitbucket] {
             assert_eq!(LoginRules::of(product).broken("Ann O'Brien+x"), None);
         }
+    }
+
+    #[test]
+    fn jira_refuses_what_its_user_service_refuses() {
+        let jira = LoginRules::of(Product::Jira);
+        for login in ["a<b", "a>b", "r&d"] {
+            assert!(jira.broken(login).is_some(), "{login}");
+        }
+        assert_eq!(jira.broken(&"x".repeat(255)), None);
+        assert!(
+            jira.broken(&"x".repeat(256))
+                .is_some_and(|rule| rule.contains("at most 255"))
+        );
+        assert_eq!(jira.conform("r&d", "-"), "r-d");
+        assert_eq!(LoginRules::of(Product::Bitbucket).broken("r&d"), None);
     }
 
     #[test]

@@ -93,6 +93,61 @@ pub struct ProductState {
     pub accounts: Vec<Account>,
     pub groups: Vec<Group>,
     pub memberships: Vec<Membership>,
+    /// The projects and components each account leads (Jira); empty elsewhere. Jira refuses
+    /// to deactivate a project or component lead, or to delete a project lead, so the plan
+    /// hands the lead over first (`cleanup.lead_replacement`) or leaves the account as it is.
+    pub leads: Vec<Lead>,
+    /// The licence seats when the product reports them; `None` when it does not, and the plan
+    /// then assumes no limit.
+    pub seats: Option<Seats>,
+}
+
+/// A Jira project or component that an account leads.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lead {
+    pub account_id: AccountId,
+    pub target: LeadTarget,
+}
+
+/// What an account leads.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LeadTarget {
+    /// A project, by key.
+    Project { key: String },
+    /// A project component, by id, with its project's key and its name for people.
+    Component {
+        id: String,
+        project_key: String,
+        name: String,
+    },
+}
+
+impl LeadTarget {
+    /// Whether Jira refuses to delete the lead (only project leads: deleting a component lead
+    /// makes the project lead take the component over).
+    pub fn blocks_deletion(&self) -> bool {
+        matches!(self, LeadTarget::Project { .. })
+    }
+}
+
+impl std::fmt::Display for LeadTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeadTarget::Project { key } => write!(f, "project {key}"),
+            LeadTarget::Component {
+                project_key, name, ..
+            } => write!(f, "component {name} of project {project_key}"),
+        }
+    }
+}
+
+/// A product's licence seats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seats {
+    /// Seats taken when the state was read.
+    pub used: u64,
+    /// Seats the licence has; `None` for an unlimited licence.
+    pub limit: Option<u64>,
 }
 
 impl ProductState {
@@ -104,6 +159,8 @@ impl ProductState {
             accounts: Vec::new(),
             groups: Vec::new(),
             memberships: Vec::new(),
+            leads: Vec::new(),
+            seats: None,
         }
     }
 }

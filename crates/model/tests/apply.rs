@@ -181,6 +181,7 @@ fn changes_naming_no_account_here_or_another_product_change_nothing() {
     for action in [
         Action::DeleteUser {
             account: existing("k9"),
+            handovers: Vec::new(),
         },
         Action::AddMembership {
             account: AccountRef::New {
@@ -190,6 +191,7 @@ fn changes_naming_no_account_here_or_another_product_change_nothing() {
         },
         Action::DeactivateUser {
             account: existing("k9"),
+            handovers: Vec::new(),
         },
     ] {
         applied.apply_one(&change(None, action), no_id);

@@ -367,6 +367,8 @@ fn odd_case() -> impl Strategy<Value = Case> {
                         accounts,
                         groups: product_groups,
                         memberships: product_memberships,
+                        leads: Vec::new(),
+                        seats: None,
                     },
                     policy,
                     connector,
@@ -906,8 +908,8 @@ fn unmanaged_and_protected_accounts_are_never_touched_holds(
             | Action::ReactivateUser { account }
             | Action::AddMembership { account, .. }
             | Action::RemoveMembership { account, .. }
-            | Action::DeactivateUser { account }
-            | Action::DeleteUser { account } => match account {
+            | Action::DeactivateUser { account, .. }
+            | Action::DeleteUser { account, .. } => match account {
                 AccountRef::Existing { id, .. } => Some(id),
                 AccountRef::New { .. } => None,
             },

@@ -180,6 +180,12 @@ pub fn plan_to_proto(plan: &Plan, state: &ProductState, snapshot: &Snapshot) -> 
         state_fingerprint: String::new(),
         skipped_users: users.skipped,
         unchanged_users: users.unchanged,
+        seats: plan.seats.map(|seats| v1::SeatUse {
+            needed: seats.needed,
+            used: seats.used,
+            limit: seats.limit,
+            left_out: seats.left_out,
+        }),
     };
     WirePlan {
         changes,
@@ -250,7 +256,8 @@ impl<'a> UserCounts<'a> {
 }
 
 /// Whether a diagnostic says the plan left its user out: no login or email, out of scope,
-/// a protected account, a deferred login, or a duplicate id.
+/// a protected account, a deferred login, a duplicate id, a Jira lead with nobody to hand
+/// the lead to, or no licence seat.
 fn keeps_user_out(diagnostic: &Diagnostic) -> bool {
     matches!(
         diagnostic.kind,
@@ -260,6 +267,8 @@ fn keeps_user_out(diagnostic: &Diagnostic) -> bool {
             | DiagnosticKind::Protected
             | DiagnosticKind::Deferred
             | DiagnosticKind::InvalidInput
+            | DiagnosticKind::Lead
+            | DiagnosticKind::NoSeat
     )
 }
 
@@ -303,6 +312,8 @@ pub fn kind_to_proto(kind: DiagnosticKind) -> v1::DiagnosticKind {
         DiagnosticKind::Recreated => v1::DiagnosticKind::Recreated,
         DiagnosticKind::OutOfScope => v1::DiagnosticKind::OutOfScope,
         DiagnosticKind::NotSyncable => v1::DiagnosticKind::NotSyncable,
+        DiagnosticKind::Lead => v1::DiagnosticKind::Lead,
+        DiagnosticKind::NoSeat => v1::DiagnosticKind::NoSeat,
     }
 }
 
@@ -358,6 +369,7 @@ fn change_to_proto(
         previous: None,
         group: String::new(),
         reason: change.reason.clone(),
+        handovers: Vec::new(),
     };
     match &change.action {
         Action::CreateGroup { group } | Action::RemoveGroup { group } => wire.group = group.clone(),
@@ -391,10 +403,13 @@ fn change_to_proto(
             wire.previous = Some(fields(previous, active));
             wire.fields = Some(fields(wanted, active));
         }
-        Action::ReactivateUser { account }
-        | Action::DeactivateUser { account }
-        | Action::DeleteUser { account } => {
+        Action::ReactivateUser { account } => {
             wire.account = Some(account_ref(account));
+        }
+        Action::DeactivateUser { account, handovers }
+        | Action::DeleteUser { account, handovers } => {
+            wire.account = Some(account_ref(account));
+            wire.handovers = cache::convert::handovers_to_proto(handovers);
         }
         Action::AddMembership { account, group } | Action::RemoveMembership { account, group } => {
             wire.account = Some(account_ref(account));

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use super::index::{Ctx, NONE, Report, joined};
+use super::leads;
 use super::operations::{Purpose, Skipped, blocked_by};
 use super::resolve::{Disposition, Lifecycle, LinkedBy, Rename, lifecycle};
 use super::{AccountFields, AccountRef, Action, Change, ChangeId, DiagnosticKind};
@@ -268,6 +269,7 @@ fn emit_account(
                 emit_access_removal(
                     ctx,
                     out,
+                    report,
                     account_idx,
                     Some(keycloak_user),
                     CleanupAction::Deactivate,
@@ -288,7 +290,7 @@ fn emit_account(
                 }
             };
             let action = ctx.policy.policy().cleanup.action;
-            emit_access_removal(ctx, out, account_idx, keycloak_user, action, reason);
+            emit_access_removal(ctx, out, report, account_idx, keycloak_user, action, reason);
         }
     }
 }
@@ -527,6 +529,7 @@ fn emit_memberships(
 fn emit_access_removal(
     ctx: &Ctx<'_>,
     out: &mut Output,
+    report: &mut Report,
     account_idx: usize,
     user: Option<&KeycloakUser>,
     action: CleanupAction,
@@ -554,14 +557,31 @@ fn emit_access_removal(
     match lifecycle {
         Lifecycle::Keep => {}
         Lifecycle::Deactivate => {
-            let action = Action::DeactivateUser { account: target };
-            if account.active && out.push_for(Purpose::AccessRemoval, user_id, action, reason) {
+            if !account.active {
+                return;
+            }
+            let Some(handovers) = leads::handovers(ctx, account, false, user_id, report) else {
+                return;
+            };
+            let reason = reason + &leads::reason_suffix(&handovers);
+            let action = Action::DeactivateUser {
+                account: target,
+                handovers,
+            };
+            if out.push_for(Purpose::AccessRemoval, user_id, action, reason) {
                 out.losing_access += 1;
             }
         }
         Lifecycle::Delete => {
-            let reason = fallback_note(&reason, "the account is deleted");
-            let action = Action::DeleteUser { account: target };
+            let Some(handovers) = leads::handovers(ctx, account, true, user_id, report) else {
+                return;
+            };
+            let reason = fallback_note(&reason, "the account is deleted")
+                + &leads::reason_suffix(&handovers);
+            let action = Action::DeleteUser {
+                account: target,
+                handovers,
+            };
             if out.push_for(Purpose::AccessRemoval, user_id, action, reason) {
                 out.losing_access += 1;
             }

@@ -17,12 +17,14 @@
 
 mod emit;
 mod index;
+mod leads;
 mod operations;
 mod owners;
 mod protect;
 mod recreated;
 mod resolve;
 mod safety;
+mod seats;
 
 use std::fmt;
 
@@ -32,7 +34,7 @@ use self::resolve::{Resolution, Resolved, dispositions, renames, resolve, settle
 use crate::hash::fnv1a;
 use crate::policy::ValidPolicy;
 use crate::snapshot::{Snapshot, UserId};
-use crate::state::{AccountId, Product, ProductState};
+use crate::state::{AccountId, LeadTarget, Product, ProductState};
 
 /// What one sync would do to one product.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +51,30 @@ pub struct Plan {
     pub hold: Option<Hold>,
     /// What the safety limits counted, held or not.
     pub safety: SafetyCounts,
+    /// The licence seats the plan needs and has, when the product reports its seats.
+    pub seats: Option<SeatUse>,
+}
+
+/// The licence seats of one plan: the accounts it would create or reactivate, against the
+/// seats free when the product state was read. A plan never needs more than are free: the
+/// accounts beyond them are left out, each with a [`DiagnosticKind::NoSeat`] diagnostic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeatUse {
+    /// Accounts the policy would create or reactivate, before the limit.
+    pub needed: u64,
+    /// Seats taken when the product state was read.
+    pub used: u64,
+    /// Seats of the licence; `None` for an unlimited one.
+    pub limit: Option<u64>,
+    /// Accounts left out for want of a seat.
+    pub left_out: u64,
+}
+
+impl SeatUse {
+    /// Seats free when the product state was read; `None` when unlimited.
+    pub fn free(&self) -> Option<u64> {
+        self.limit.map(|limit| limit.saturating_sub(self.used))
+    }
 }
 
 /// One change to a product, with everything an applier needs to perform it without looking anything
@@ -114,16 +140,29 @@ pub enum Action {
         account: AccountRef,
         group: String,
     },
+    /// Deactivates the account, after handing over what it leads (Jira), in order.
     DeactivateUser {
         account: AccountRef,
+        handovers: Vec<Handover>,
     },
+    /// Deletes the account, after handing over the projects it leads (Jira), in order.
     DeleteUser {
         account: AccountRef,
+        handovers: Vec<Handover>,
     },
     /// Removes a group keysync created; its memberships go with it.
     RemoveGroup {
         group: String,
     },
+}
+
+/// A project or component lead that passes to another account (`cleanup.lead_replacement`)
+/// before the account that leads it is deactivated or deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    pub target: LeadTarget,
+    /// The login of the account that becomes the lead.
+    pub to: String,
 }
 
 /// How a change names the account it acts on.
@@ -228,6 +267,14 @@ pub enum DiagnosticKind {
     /// (`attributes.login.replace_forbidden`), so the user is not synced to this product: no
     /// account is made, and an account the user has is left alone. The message names the rule.
     NotSyncable,
+    /// The account leads Jira projects or components, which Jira refuses to deactivate (or, for
+    /// a project lead, to delete), and `cleanup.lead_replacement` names no account to hand them
+    /// to (or one Jira does not have active): the account is left as it is. The message lists
+    /// what it leads.
+    Lead,
+    /// The product's licence has no seat left for the account the user would get (created or
+    /// reactivated): the plan leaves it out, and a later run makes it once a seat is free.
+    NoSeat,
 }
 
 /// Plans the changes that make `state` match `snapshot` under `policy`. See the crate documentation
@@ -281,6 +328,7 @@ pub fn plan(snapshot: &Snapshot, state: &ProductState, policy: &ValidPolicy) -> 
             right.id,
         ))
     });
+    let seats = seats::limit(state, &mut changes, &mut report);
     let counts = safety::count(&ctx, &changes, out.losing_access);
     let hold = safety::hold(&ctx, &changes, &counts);
     let Report {
@@ -298,6 +346,7 @@ pub fn plan(snapshot: &Snapshot, state: &ProductState, policy: &ValidPolicy) -> 
         diagnostics,
         hold,
         safety: counts,
+        seats,
     }
 }
 
@@ -346,8 +395,8 @@ impl Action {
             Action::LinkUser { login, .. } => (login, ""),
             Action::UpdateUser { account, .. }
             | Action::ReactivateUser { account }
-            | Action::DeactivateUser { account }
-            | Action::DeleteUser { account } => (account.login(), ""),
+            | Action::DeactivateUser { account, .. }
+            | Action::DeleteUser { account, .. } => (account.login(), ""),
             Action::AddMembership { account, group }
             | Action::RemoveMembership { account, group } => (account.login(), group),
         }
@@ -468,8 +517,8 @@ impl ChangeId {
                 ])
             }
             Action::ReactivateUser { account }
-            | Action::DeactivateUser { account }
-            | Action::DeleteUser { account } => {
+            | Action::DeactivateUser { account, .. }
+            | Action::DeleteUser { account, .. } => {
                 let (kind, key) = account_key(account);
                 fnv1a(&[product, op, user, kind, &key])
             }
@@ -531,8 +580,8 @@ impl fmt::Display for Change {
             Action::LinkUser { id, login } => write!(f, "{op} {login} [{id}]")?,
             Action::UpdateUser { account, .. }
             | Action::ReactivateUser { account }
-            | Action::DeactivateUser { account }
-            | Action::DeleteUser { account } => write!(f, "{op} {account}")?,
+            | Action::DeactivateUser { account, .. }
+            | Action::DeleteUser { account, .. } => write!(f, "{op} {account}")?,
             Action::AddMembership { account, group } => write!(f, "{op} {account} to {group}")?,
             Action::RemoveMembership { account, group } => {
                 write!(f, "{op} {account} from {group}")?
