@@ -16,6 +16,7 @@
 //! [`Working`] state (with the model's rules, for the account the change was resolved to),
 //! which the caller writes back to the cache at the end of the set.
 
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use atlassian::{
@@ -98,6 +99,9 @@ pub async fn apply<D: Directory>(
 ) -> Vec<v1::ChangeResult> {
     let mut results: Vec<Option<v1::ChangeResult>> = vec![None; changes.len()];
     let listing: OnceCell<Result<Vec<RemoteAccount>, String>> = OnceCell::new();
+    // Set by the first account the product refuses for its licence limit: the set's other
+    // creations and reactivations are then failed with that reason without a call each.
+    let licence_full: Mutex<Option<String>> = Mutex::new(None);
     let result = |change: &v1::Change, outcome: ChangeOutcome, message: String| v1::ChangeResult {
         schema_version: v1::SCHEMA_VERSION,
         run_id: run_id.to_owned(),
@@ -142,16 +146,36 @@ pub async fn apply<D: Directory>(
         if calls.is_empty() {
             continue;
         }
-        let done: Vec<(usize, Call, Done)> = futures::stream::iter(calls)
+        let licence_full = &licence_full;
+        let done: Vec<(usize, Call, Result<Done, String>)> = futures::stream::iter(calls)
             .map(|(idx, call)| async move {
+                let takes_seat = matches!(call, Call::CreateUser { .. } | Call::Reactivate { .. });
+                if takes_seat && let Some(refused) = lock(licence_full).clone() {
+                    return (idx, call, Err(refused));
+                }
                 let done = execute(directory, &call).await;
-                (idx, call, done)
+                if takes_seat && let Err(error @ atlassian::Error::LicenseLimit { .. }) = &done {
+                    lock(licence_full).get_or_insert_with(|| {
+                        format!(
+                            "not attempted: an earlier account of this set was refused for the \
+                             licence limit ({error}); a later run makes it once a seat is free"
+                        )
+                    });
+                }
+                (idx, call, Ok(done))
             })
             .buffer_unordered(concurrency.max(1))
             .collect()
             .await;
         for (idx, call, done) in done {
             let change = &changes[idx];
+            let done = match done {
+                Ok(done) => done,
+                Err(refused) => {
+                    results[idx] = Some(result(change, ChangeOutcome::Failed, refused));
+                    continue;
+                }
+            };
             let finished = match done {
                 Ok((outcome, created_id)) => {
                     let changed = !matches!(outcome, Outcome::Skipped { .. });
@@ -190,6 +214,13 @@ pub async fn apply<D: Directory>(
             })
         })
         .collect()
+}
+
+/// The guarded value, even after a panic elsewhere (it holds only a message).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Every change of `changes` as skipped, for `reason`, without touching the product.

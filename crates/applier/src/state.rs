@@ -193,6 +193,8 @@ impl Working {
             accounts: Vec::new(),
             groups: Vec::new(),
             memberships: Vec::new(),
+            leads: Vec::new(),
+            seats: None,
             ..state
         };
         Ok(Working {
@@ -221,6 +223,8 @@ impl Working {
             accounts: state.accounts,
             groups: state.groups,
             memberships: state.memberships,
+            leads: state.leads,
+            seats: state.seats,
             run_id: run_id.to_owned(),
             ..envelope
         }
@@ -575,8 +579,16 @@ mod tests {
                 can_deactivate: false,
                 can_rename: false,
             }),
-            leads: Vec::new(),
-            seats: None,
+            leads: vec![v1::CachedLead {
+                account_id: "k2".to_owned(),
+                target: Some(lead_target(atlassian::LeadTarget::Project {
+                    key: "ABC".to_owned(),
+                })),
+            }],
+            seats: Some(v1::Seats {
+                used: 2,
+                limit: Some(25),
+            }),
         }
     }
 

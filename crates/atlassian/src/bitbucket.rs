@@ -29,6 +29,14 @@
 //!   `ADMIN` or higher; `/rest/api/1.0` is the same API as `/rest/api/latest`). An account
 //!   that holds `ADMIN` or `SYS_ADMIN`, itself or through a group it is a member of, is a
 //!   [`RemoteAccount::administrator`].
+//! - [`Directory::seats`] reads the licence: `GET /rest/api/1.0/admin/license` ("Get license
+//!   details", operationId `get_2`, in the OpenAPI document's "System Maintenance"; the
+//!   caller needs `ADMIN`), a `RestBitbucketLicense`. The seats taken are
+//!   `status.currentNumberOfUsers` ("the current number of users applied toward the license
+//!   limit"), the seats `maximumNumberOfUsers` unless `unlimitedNumberOfUsers` is true. The
+//!   document marks no field required: a maximum that is absent or negative is read as
+//!   unlimited too, and a licence without `currentNumberOfUsers` as seats unknown (`None`).
+//!   A 404 ("No license has been installed") is `Ok(None)`.
 
 use std::collections::HashSet;
 
@@ -42,7 +50,7 @@ use crate::config::BitbucketSettings;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::{
     AccountRef, AccountUpdate, Capabilities, ConnectionInfo, Created, Directory, DirectoryState,
-    Error, NewAccount, Outcome, Product, RemoteAccount, RemoteGroup, random_password,
+    Error, NewAccount, Outcome, Product, RemoteAccount, RemoteGroup, Seats, random_password,
     read_directory, same_account,
 };
 
@@ -169,6 +177,32 @@ impl Directory for BitbucketClient {
             futures::try_join!(read_directory(self), self.administrators())?;
         administrators.mark(&mut state);
         Ok(state)
+    }
+
+    #[tracing::instrument(skip_all, fields(product = "bitbucket"))]
+    async fn seats(&self) -> Result<Option<Seats>, Error> {
+        let response = self
+            .core
+            .send(&ApiRequest::get("rest/api/1.0/admin/license"))
+            .await?;
+        match response.status {
+            // "No license has been installed."
+            404 => return Ok(None),
+            401 if is_authorisation_failure(&response) => {
+                return Err(self.missing_admin(response.message()));
+            }
+            _ if !response.is_success() => return Err(response.into_error()),
+            _ => {}
+        }
+        let license: License = response.json("license")?;
+        let seats = license.seats();
+        if seats.is_none() {
+            tracing::warn!(
+                "Bitbucket's licence does not say how many users it counts \
+                 (no status.currentNumberOfUsers); the seats are unknown."
+            );
+        }
+        Ok(seats)
     }
 
     #[tracing::instrument(skip_all, fields(product = "bitbucket"))]
@@ -602,6 +636,41 @@ struct DetailedGroup {
     deletable: Option<bool>,
 }
 
+/// `RestBitbucketLicense`, the answer of `GET /admin/license`, with the fields the seats
+/// need; the document marks none of them required.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct License {
+    /// `int32`; with an unlimited licence it may be absent or meaningless.
+    maximum_number_of_users: Option<i64>,
+    unlimited_number_of_users: Option<bool>,
+    status: Option<LicenseStatus>,
+}
+
+/// `RestBitbucketLicense_status`: `{serverId, currentNumberOfUsers}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LicenseStatus {
+    current_number_of_users: Option<i64>,
+}
+
+impl License {
+    /// The seats the licence reports: `None` without a (non-negative) current number of
+    /// users. The limit is `maximumNumberOfUsers`, and there is none (unlimited) when
+    /// `unlimitedNumberOfUsers` is true or the maximum is absent or negative.
+    fn seats(&self) -> Option<Seats> {
+        let used = self.status.as_ref()?.current_number_of_users?;
+        let used = u64::try_from(used).ok()?;
+        let limit = match self.unlimited_number_of_users {
+            Some(true) => None,
+            _ => self
+                .maximum_number_of_users
+                .and_then(|max| u64::try_from(max).ok()),
+        };
+        Some(Seats { used, limit })
+    }
+}
+
 #[derive(Deserialize)]
 struct ApplicationProperties {
     version: Option<String>,
@@ -711,6 +780,42 @@ mod tests {
             .map(|account| account.id.as_str())
             .collect();
         assert_eq!(marked, ["ops", "lead"]);
+    }
+
+    #[test]
+    fn licence_seats_are_the_current_users_and_the_maximum_unless_unlimited() {
+        let seats =
+            |body: serde_json::Value| serde_json::from_value::<License>(body).unwrap().seats();
+        let status = json!({"serverId": "B1", "currentNumberOfUsers": 7});
+
+        let limited = seats(json!({
+            "maximumNumberOfUsers": 25, "unlimitedNumberOfUsers": false, "status": status
+        }));
+        // The document's own example has both a maximum and `unlimitedNumberOfUsers: true`.
+        let unlimited = seats(json!({
+            "maximumNumberOfUsers": 12, "unlimitedNumberOfUsers": true, "status": status
+        }));
+        let no_maximum = seats(json!({"status": status}));
+        let negative = seats(json!({"maximumNumberOfUsers": -1, "status": status}));
+        let no_status = seats(json!({"maximumNumberOfUsers": 25}));
+        let no_count = seats(json!({"maximumNumberOfUsers": 25, "status": {"serverId": "B1"}}));
+
+        assert_eq!(
+            limited,
+            Some(Seats {
+                used: 7,
+                limit: Some(25)
+            })
+        );
+        let unlimited_seats = Some(Seats {
+            used: 7,
+            limit: None,
+        });
+        assert_eq!(unlimited, unlimited_seats);
+        assert_eq!(no_maximum, unlimited_seats);
+        assert_eq!(negative, unlimited_seats);
+        assert_eq!(no_status, None);
+        assert_eq!(no_count, None);
     }
 
     #[test]

@@ -23,6 +23,10 @@
 //! - Membership adds and removes are idempotent on the server (204 either way), so they
 //!   answer [`Outcome::Applied`] even when nothing changed.
 //! - There is no rename endpoint, and user objects carry no email.
+//! - [`Directory::seats`] reads Confluence's licence REST module,
+//!   `GET /rest/license/1.0/license/userCount` and `…/maxUsers`, each `{"count": n}`; see
+//!   `ConfluenceClient::license_count` for the sources and what in them is unverified.
+//!   Where the module is missing (404) the seats are `None`.
 
 use std::time::{Duration, Instant};
 
@@ -36,7 +40,7 @@ use crate::config::ConfluenceSettings;
 use crate::http::ApiRequest;
 use crate::{
     AccountRef, AccountUpdate, Capabilities, ConnectionInfo, Created, Directory, Error, NewAccount,
-    Outcome, Product, RemoteAccount, RemoteGroup, random_password, same_account,
+    Outcome, Product, RemoteAccount, RemoteGroup, Seats, random_password, same_account,
 };
 
 /// The documented default (and usual largest) page of Confluence's listings.
@@ -134,6 +138,45 @@ impl ConfluenceClient {
     }
 }
 
+impl ConfluenceClient {
+    /// One number of Confluence's licence REST module: `GET /rest/license/1.0/license/{path}`;
+    /// `None` when the module is missing (404).
+    ///
+    /// Sources, none of them Confluence's REST reference, which does not document this module:
+    /// - The paths: Atlassian's CONFSERVER-37100 ("a REST API is available to query this
+    ///   information: `/rest/license/1.0/license/userCount`, `…/remainingSeats`,
+    ///   `…/maxUsers`"; `…/details` added in 7.1).
+    /// - What they answer: the javadoc of `com.atlassian.confluence.license.rest.resource.
+    ///   UserCountResource` and `LicenseResource` (Confluence 5.1 to 6.5): `getUserCount`
+    ///   "the number of users that have access to this Confluence", `getMaxUsers` "the number
+    ///   of users that is allowed by the current license"; the body is a
+    ///   `UserCountResourceModel(Integer count)`, `{"count": n}`, which is also what public
+    ///   monitoring scripts read (`data["count"]`). A bare JSON number is accepted too.
+    /// - Unlimited: `UserCountService.getLicenseMaxUsers` answers `Integer.MAX_VALUE` for an
+    ///   unlimited licence; a maximum that is that, negative, absent or `null` is unlimited.
+    ///
+    /// Unverified: the permission the module needs (the resources take a `PermissionManager`;
+    /// keysync's account is an administrator) and how it refuses a caller without it (any
+    /// status but 2xx and 404 is the error it means); that every Data Center version
+    /// keysync supports (8.x to 10.x) still serves it; and that `userCount` leaves out
+    /// deactivated users, as Confluence's licence count does.
+    async fn license_count(
+        &self,
+        path: &'static str,
+        what: &'static str,
+    ) -> Result<Option<LicenseCount>, Error> {
+        let response = self.core.send(&ApiRequest::get(path)).await?;
+        if response.status == 404 {
+            return Ok(None);
+        }
+        if !response.is_success() {
+            return Err(response.into_error());
+        }
+        let count: LicenseCount = response.json(what)?;
+        Ok(Some(count))
+    }
+}
+
 /// How a long task ended, or that it has not yet.
 enum TaskEnd {
     Succeeded,
@@ -188,6 +231,26 @@ impl Directory for ConfluenceClient {
             user: person.username,
             permission,
         })
+    }
+
+    #[tracing::instrument(skip_all, fields(product = "confluence"))]
+    async fn seats(&self) -> Result<Option<Seats>, Error> {
+        let used = self.license_count("rest/license/1.0/license/userCount", "licensed user count");
+        let max = self.license_count("rest/license/1.0/license/maxUsers", "licence maximum");
+        let (used, max) = futures::try_join!(used, max)?;
+        let (Some(used), Some(max)) = (used, max) else {
+            return Ok(None);
+        };
+        let Some(used) = used.value().and_then(|used| u64::try_from(used).ok()) else {
+            tracing::warn!(
+                "Confluence's licensed user count is not a number of users; the seats are unknown."
+            );
+            return Ok(None);
+        };
+        Ok(Some(Seats {
+            used,
+            limit: max.limit(),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(product = "confluence"))]
@@ -497,6 +560,34 @@ impl Person {
     }
 }
 
+/// What a licence-count resource answers: `{"count": n}` (`UserCountResourceModel`), or a
+/// bare number; `null` or no `count` is no number.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum LicenseCount {
+    Bare(Option<i64>),
+    Object { count: Option<i64> },
+}
+
+/// What `maxUsers` answers for an unlimited licence (`Integer.MAX_VALUE`, per the
+/// `UserCountService.getLicenseMaxUsers` javadoc).
+const UNLIMITED_MAX_USERS: i64 = i32::MAX as i64;
+
+impl LicenseCount {
+    fn value(&self) -> Option<i64> {
+        match self {
+            LicenseCount::Bare(count) | LicenseCount::Object { count } => *count,
+        }
+    }
+
+    /// As a licence maximum: `None` (unlimited) when absent, negative or `Integer.MAX_VALUE`.
+    fn limit(&self) -> Option<u64> {
+        self.value()
+            .filter(|max| *max < UNLIMITED_MAX_USERS)
+            .and_then(|max| u64::try_from(max).ok())
+    }
+}
+
 #[derive(Deserialize)]
 struct GroupJson {
     name: String,
@@ -622,6 +713,27 @@ mod tests {
         assert!(done.is_done() && done.successful == Some(true));
         assert!(failed.is_done() && failed.successful == Some(false));
         assert_eq!(failed.message(), "User is a space admin");
+    }
+
+    #[test]
+    fn a_licence_count_is_an_object_or_a_bare_number_and_a_maximum_may_mean_unlimited() {
+        let count =
+            |body: &str| -> LicenseCount { serde_json::from_str(body).expect("a licence count") };
+
+        assert_eq!(count(r#"{"count": 48}"#).value(), Some(48));
+        assert_eq!(count("48").value(), Some(48));
+        assert_eq!(count(r#"{"count": 25}"#).limit(), Some(25));
+        assert_eq!(count("0").limit(), Some(0));
+        for unlimited in [
+            r#"{"count": 2147483647}"#,
+            "-1",
+            r#"{"count": null}"#,
+            "{}",
+            "null",
+        ] {
+            assert_eq!(count(unlimited).limit(), None, "{unlimited}");
+        }
+        assert!(serde_json::from_str::<LicenseCount>(r#""many""#).is_err());
     }
 
     #[test]

@@ -15,10 +15,16 @@
 //! - `group/member` includes members of nested groups.
 //! - [`Directory::test_connection`] proves the rights the writes need with
 //!   `GET /rest/api/2/mypermissions?permissions=ADMINISTER,SYSTEM_ADMIN` (either will do).
+//! - Project and component leads come from `project?expand=lead` and each project's
+//!   `components`, and are handed over with `PUT project/{key}` (`lead`) and
+//!   `PUT component/{id}` (`leadUserName`); the seats from `applicationrole` (`jira/leads.rs`).
+//!   Jira refuses to deactivate a project or component lead and to delete a project lead
+//!   with a 400, which comes back as [`Error::Validation`] with Jira's message.
 //! - An update sends `name` only when it renames: the body of `PUT /rest/api/2/user?key=…`
 //!   sets every field it carries, so a login read before an administrator renamed the user
 //!   would rename it back.
 
+mod leads;
 mod search;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,7 +39,8 @@ use crate::config::{JiraSettings, UserListing};
 use crate::http::ApiRequest;
 use crate::{
     AccountRef, AccountUpdate, Capabilities, ConnectionInfo, Created, Directory, DirectoryState,
-    Error, NewAccount, Outcome, Product, RemoteAccount, RemoteGroup, read_directory, same_account,
+    Error, Lead, LeadTarget, NewAccount, Outcome, Product, RemoteAccount, RemoteGroup, Seats,
+    read_directory, same_account,
 };
 
 /// `/user/list`'s documented default page, and so the client's (`group/member` sets its own).
@@ -283,6 +290,21 @@ impl Directory for JiraClient {
                 read_only: None,
             })
             .collect())
+    }
+
+    #[tracing::instrument(skip_all, fields(product = "jira"))]
+    async fn list_leads(&self) -> Result<Vec<Lead>, Error> {
+        self.read_leads().await
+    }
+
+    #[tracing::instrument(skip_all, fields(product = "jira"))]
+    async fn seats(&self) -> Result<Option<Seats>, Error> {
+        self.read_seats().await
+    }
+
+    #[tracing::instrument(skip_all, fields(product = "jira", to = to))]
+    async fn hand_over_lead(&self, target: &LeadTarget, to: &str) -> Result<Outcome, Error> {
+        self.set_lead(target, to).await
     }
 
     #[tracing::instrument(skip_all, fields(product = "jira", group = group))]

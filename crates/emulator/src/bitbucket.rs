@@ -15,7 +15,8 @@
 //! HTTP access token is refused on every `admin` endpoint (the gate sees to that). An add to
 //! a group that holds `SYS_ADMIN` needs `SYS_ADMIN` (403 otherwise). The licence
 //! ([`Config::license_seats`](crate::Config::license_seats)) is held by the active accounts
-//! that are in `stash-users` or hold a global permission, themselves or through a group.
+//! that are in `stash-users` or hold a global permission, themselves or through a group;
+//! `admin/license` reports those seats (for `ADMIN` callers).
 
 use axum::Router;
 use axum::body::Bytes;
@@ -69,6 +70,7 @@ pub(crate) fn routes() -> Router<StateHandle> {
         .route("/admin/groups/add-users", post(add_users_to_group))
         .route("/admin/permissions/users", get(permitted_users))
         .route("/admin/permissions/groups", get(permitted_groups))
+        .route("/admin/license", get(license))
         .route("/users/{slug}", get(get_user));
     Router::new()
         .nest("/rest/api/1.0", api.clone())
@@ -146,15 +148,20 @@ fn licensed(store: &Store, account_id: u64) -> bool {
                 .any(|group| group.name.eq_ignore_ascii_case(DEFAULT_GROUP)))
 }
 
+/// How many accounts hold a licence ([`licensed`]).
+fn licensed_count(store: &Store) -> usize {
+    store
+        .accounts()
+        .filter(|account| licensed(store, account.id))
+        .count()
+}
+
 /// Whether one more licence is beyond the seats.
 fn seats_full(state: &StateHandle, store: &Store) -> bool {
-    state.config().license_seats.is_some_and(|seats| {
-        store
-            .accounts()
-            .filter(|account| licensed(store, account.id))
-            .count()
-            >= seats
-    })
+    state
+        .config()
+        .license_seats
+        .is_some_and(|seats| licensed_count(store) >= seats)
 }
 
 /// Bitbucket's 403 for an action beyond the licence (`createUser`: "Adding the user to the
@@ -252,6 +259,43 @@ async fn application_properties() -> Response {
             "displayName": "Bitbucket",
         }),
     )
+}
+
+/// `GET /rest/api/1.0/admin/license`: the installed licence as a `RestBitbucketLicense`, its
+/// `status.currentNumberOfUsers` the accounts holding a licence now ([`licensed`]);
+/// `maximumNumberOfUsers` [`Config::license_seats`](crate::Config::license_seats), or, when
+/// that is `None`, no maximum and `unlimitedNumberOfUsers: true`. Callers need `ADMIN`.
+///
+/// Follows Atlassian's Bitbucket Server 8.14 OpenAPI document
+/// (`shared/reference/specs/bitbucket-server-8.14.openapi.yaml`), "System Maintenance",
+/// `GET /api/latest/admin/license` (operationId `get_2`): "The status includes the current
+/// number of users applied toward the license limit"; "The authenticated user must have
+/// ADMIN permission" (401 otherwise, as the document answers). The emulator always has a
+/// licence installed, so it never gives the document's 404 ("No license has been
+/// installed"). The dates, server id and SEN are fixed placeholders of the document's
+/// fields; leaving the maximum out of an unlimited licence is the emulator's choice (the
+/// document's example carries both).
+async fn license(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    tri!(require(&state, &caller, GlobalPermission::Admin));
+    let current = licensed_count(&state.lock());
+    let seats = state.config().license_seats;
+    let mut body = json!({
+        "creationDate": 1_690_000_000_000_u64,
+        "purchaseDate": 1_690_000_000_000_u64,
+        "maintenanceExpiryDate": 4_102_444_800_000_u64,
+        "numberOfDaysBeforeMaintenanceExpiry": 3650,
+        "serverId": "BEMU-LATR-0000-0000",
+        "supportEntitlementNumber": "SEN-EMULATOR",
+        "unlimitedNumberOfUsers": seats.is_none(),
+        "status": { "serverId": "BEMU-LATR-0000-0000", "currentNumberOfUsers": current },
+    });
+    if let Some(seats) = seats {
+        body["maximumNumberOfUsers"] = json!(seats);
+    }
+    reply::json(200, body)
 }
 
 /// `GET /rest/api/1.0/admin/users?filter&start&limit`: a page of `RestDetailedUser`;

@@ -8,7 +8,9 @@
 //! membership changes need a Confluence administrator (403 otherwise). Deleting a user
 //! answers 202 and a long task that finishes on its second poll (or after half a second),
 //! reported in Data Center's shape (see [`long_task`]); the user goes when the task
-//! finishes. Creating a user beyond the licence seats answers 402.
+//! finishes. Creating a user beyond the licence seats answers 402. The licence REST module
+//! (`/rest/license/1.0/license/userCount` and `…/maxUsers`, administrators only) reports the
+//! seats.
 
 use std::time::Instant;
 
@@ -53,7 +55,12 @@ pub(crate) fn routes() -> Router<StateHandle> {
         .route("/admin/group/{group}", axum::routing::delete(delete_group))
         .route("/admin/users/list/active", get(active_users))
         .route("/longtask/{id}", get(long_task));
-    Router::new().nest("/rest/api", api)
+    let license = Router::new()
+        .route("/userCount", get(license_user_count))
+        .route("/maxUsers", get(license_max_users));
+    Router::new()
+        .nest("/rest/api", api)
+        .nest("/rest/license/1.0/license", license)
 }
 
 /// Confluence's error shape: `{"statusCode", "data":{"authorized","valid","errors",
@@ -645,6 +652,51 @@ async fn active_users(
         people
     ));
     reply::json(200, body)
+}
+
+/// What `maxUsers` answers for an unlimited licence: `Integer.MAX_VALUE` (the javadoc of
+/// `com.atlassian.confluence.license.rest.service.UserCountService.getLicenseMaxUsers`: "If
+/// this instance has an unlimited license then the result would be Integer.MAX_VALUE").
+const UNLIMITED_MAX_USERS: i64 = i32::MAX as i64;
+
+/// `GET /rest/license/1.0/license/userCount`: `{"count": n}`, the active accounts (those the
+/// licence counts; the same count a create is refused 402 beyond).
+///
+/// Follows the javadoc of `com.atlassian.confluence.license.rest.resource.UserCountResource`
+/// (and `LicenseResource`), Confluence 5.1 to 6.5: `getUserCount` "Return the number of users
+/// that have access to this Confluence", its body a `UserCountResourceModel(Integer count)`;
+/// the path is the one Atlassian's CONFSERVER-37100 gives. That "users that have access" are
+/// the active ones follows Confluence's licence count, which leaves deactivated users out.
+/// Administrators only: an emulator choice, like the other admin endpoints here (the
+/// resource takes a `PermissionManager`; the documents do not say whom it admits).
+async fn license_user_count(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    tri!(require_admin(&state, &caller));
+    let count = state.lock().n_active_accounts();
+    reply::json(200, json!({ "count": count }))
+}
+
+/// `GET /rest/license/1.0/license/maxUsers`: `{"count": n}`, the licence's seats
+/// ([`Config::license_seats`](crate::Config::license_seats)), or `Integer.MAX_VALUE` for an
+/// unlimited licence (`None`).
+///
+/// Follows the same javadoc: `UserCountResource.getMaxUsers` "Return the number of users that
+/// is allowed by the current license", a `UserCountResourceModel`;
+/// `UserCountService.getLicenseMaxUsers` for the unlimited answer. Administrators only, as
+/// for `userCount`.
+async fn license_max_users(
+    State(state): State<StateHandle>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    tri!(require_admin(&state, &caller));
+    let count = state
+        .config()
+        .license_seats
+        .and_then(|seats| i64::try_from(seats).ok())
+        .map_or(UNLIMITED_MAX_USERS, |seats| seats.min(UNLIMITED_MAX_USERS));
+    reply::json(200, json!({ "count": count }))
 }
 
 /// `POST /rest/api/admin/group` with `{"name":"g"}`: 201 with the group; 400 for a blank

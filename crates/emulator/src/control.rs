@@ -1,5 +1,6 @@
 //! The test endpoints, outside auth, rate limit and counters: `GET /_emulator/state`,
-//! `POST /_emulator/reset` and `POST /_emulator/seed`.
+//! `POST /_emulator/reset` and `POST /_emulator/seed` (a [`SeedDocument`], Jira's projects
+//! included).
 
 use axum::Router;
 use axum::body::Bytes;
@@ -33,14 +34,15 @@ async fn reset(State(state): State<StateHandle>) -> Response {
 }
 
 async fn seed(State(state): State<StateHandle>, body: Bytes) -> Response {
-    let seed: SeedDocument = match serde_json::from_slice(&body) {
+    let mut seed: SeedDocument = match serde_json::from_slice(&body) {
         Ok(seed) => seed,
         Err(error) => {
             return reply::json(400, json!({ "error": format!("invalid seed: {error}") }));
         }
     };
+    let projects = std::mem::take(&mut seed.projects);
     let (seed, permissions, callers) = seed.into_parts();
-    match state.seed_with_callers(&seed, &permissions, &callers) {
+    match state.seed_with_projects(&seed, &permissions, &callers, &projects) {
         Ok(()) => reply::empty(204),
         Err(error) => reply::json(400, json!({ "error": error.to_string() })),
     }

@@ -10,6 +10,9 @@
 //! Rights: reading users and groups needs a signed-in caller (401 otherwise); writes and
 //! `group/member` need the `ADMINISTER` global permission (403 otherwise);
 //! `mypermissions` answers anyone what it holds (the `access` module says who holds what).
+//!
+//! Jira's own rules on usernames and on deactivating or deleting a project or component
+//! lead are in `jira_rules`; projects, components and application roles in `jira_projects`.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -21,10 +24,10 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::JiraVersion;
 use crate::access::Caller;
 use crate::reply::{self, Params};
 use crate::store::{Account, StateHandle, Store};
+use crate::{JiraVersion, jira_projects, jira_rules};
 
 /// `/user/search` in 9.x never looks past the first 1,000 users (JRASERVER-65089,
 /// JSWSERVER-21156).
@@ -57,7 +60,8 @@ pub(crate) fn routes() -> Router<StateHandle> {
         .route("/groups/picker", get(pick_groups))
         .route("/group", post(create_group).delete(delete_group))
         .route("/group/member", get(group_members))
-        .route("/group/user", post(add_member).delete(remove_member));
+        .route("/group/user", post(add_member).delete(remove_member))
+        .merge(jira_projects::routes());
     Router::new()
         .nest("/rest/api/2", api.clone())
         .nest("/rest/api/latest", api)
@@ -81,7 +85,7 @@ fn field_error(field: &str, message: &str) -> Response {
 /// A signed-in caller, or Jira's 401 (the REST reference lists 401 for an unauthenticated
 /// caller on the `api/2/user` and `api/2/group` resources; jira.js `getUserList`: "cannot be
 /// accessed anonymously").
-fn require_user(caller: &Caller) -> Result<(), Response> {
+pub(crate) fn require_user(caller: &Caller) -> Result<(), Response> {
     if caller.is_anonymous() {
         return Err(error(
             401,
@@ -94,7 +98,7 @@ fn require_user(caller: &Caller) -> Result<(), Response> {
 /// A caller holding `ADMINISTER`: 401 for nobody, 403 for a caller without it (the REST
 /// reference lists 403 for a caller without administrator rights on the user and group write
 /// methods and on `group-getUsersFromGroup`).
-fn require_admin(state: &StateHandle, caller: &Caller) -> Result<(), Response> {
+pub(crate) fn require_admin(state: &StateHandle, caller: &Caller) -> Result<(), Response> {
     require_user(caller)?;
     if !caller.jira_administer(&state.lock()) {
         return Err(error(
@@ -105,7 +109,7 @@ fn require_admin(state: &StateHandle, caller: &Caller) -> Result<(), Response> {
     Ok(())
 }
 
-fn user_json(base: &str, account: &Account, groups: Option<Vec<&str>>) -> Value {
+pub(crate) fn user_json(base: &str, account: &Account, groups: Option<Vec<&str>>) -> Value {
     let mut user = json!({
         "self": format!("{base}/rest/api/2/user?username={}", account.name),
         "key": account.key,
@@ -430,7 +434,8 @@ async fn list_users(
 /// Follows Jira Data Center's REST reference, resource `api/2/user`, method `createUser`
 /// (<https://docs.atlassian.com/software/jira/docs/api/REST/9.12.0/#api/2/user-createUser>). The
 /// error body is Jira's `{"errorMessages":[…],"errors":{field: message}}` (example in
-/// JRASERVER-36639).
+/// JRASERVER-36639). The username must pass Jira's rules (`DefaultUserService.validateUsername`,
+/// see `jira_rules`).
 async fn create_user(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -450,6 +455,7 @@ async fn create_user(
     if name.is_empty() {
         return field_error("username", "You must specify a username.");
     }
+    tri!(jira_rules::check_username(&name));
     if !email.contains('@') {
         return field_error("email", "You must specify a valid email address.");
     }
@@ -485,7 +491,9 @@ async fn create_user(
 /// 8.3.0 (atlassian-python-api `user_deactivate`, citing
 /// <https://docs.atlassian.com/software/jira/docs/api/REST/8.3.0/#api/2/user-updateUser>; earlier
 /// versions answered `400 error.no.value.found.to.be.changed`, JRASERVER-36639 and
-/// JRASERVER-37294).
+/// JRASERVER-37294). A rename must pass Jira's username rules, and a deactivation of a
+/// project or component lead is refused with 400 (`DefaultUserService.validateUpdateUser`,
+/// see `jira_rules`).
 async fn update_user(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -517,6 +525,9 @@ async fn update_user(
         if new_name.is_empty() {
             return field_error("username", "You must specify a username.");
         }
+        if new_name != &account.name {
+            tri!(jira_rules::check_username(new_name));
+        }
         if new_name != &account.name && store.account_by_name(new_name).is_some() {
             return field_error("username", "A user with that username already exists.");
         }
@@ -528,6 +539,9 @@ async fn update_user(
     let display_name = reply::text(&body, "displayName").map(str::trim);
     if display_name.is_some_and(str::is_empty) {
         return field_error("displayName", "You must specify a full name.");
+    }
+    if active == Some(false) {
+        tri!(jira_rules::check_deactivation(&store, account.id));
     }
     if let Some(new_name) = new_name.filter(|new_name| new_name != &account.name) {
         store.rename_account(account.id, &new_name);
@@ -566,9 +580,9 @@ async fn update_user(
 ///
 /// Follows Jira Data Center's REST reference, resource `api/2/user`, method `removeUser`
 /// (<https://docs.atlassian.com/software/jira/docs/api/REST/9.12.0/#api/2/user-removeUser>;
-/// "Removes user and its references (like project roles associations, watches, history)"). The
-/// refusal to delete a project or component lead is not emulated (its status and message are
-/// unverified, see the reference notes).
+/// "Removes user and its references (like project roles associations, watches, history)").
+/// A project lead is refused with 400 and a component lead is not, whose components lose
+/// their lead (Jira's `DefaultUserService.validateDeleteUserReferences`, see `jira_rules`).
 async fn delete_user(
     State(state): State<StateHandle>,
     Extension(caller): Extension<Caller>,
@@ -583,6 +597,12 @@ async fn delete_user(
             "The user is in a read-only directory and cannot be deleted.",
         );
     }
+    tri!(jira_rules::check_deletion(
+        &store,
+        account.id,
+        &account.name
+    ));
+    store.projects.clear_component_leads(account.id);
     store.remove_account(account.id);
     store.count_write("delete_account");
     reply::empty(204)

@@ -11,11 +11,13 @@
 //!
 //! Switches for testing clients ([`Config`]): latency before every answer, a token-bucket rate
 //! limit answering 429 with `Retry-After` and `X-RateLimit-*` on every answer, injected 503s,
-//! Jira 10.3, 10.1 or 9.12 behaviour, a licence seat limit, Bitbucket's global permissions,
+//! Jira 10.3, 10.1 or 9.12 behaviour, a licence seat limit (and each product's licence
+//! endpoint), Jira projects and components with their leads, Bitbucket's global permissions,
 //! callers with fewer rights than the administrator.
 //!
 //! Test endpoints, outside auth and rate limit: `GET /_emulator/state` (accounts, groups,
-//! memberships, permissions and counters, see [`store::Dump`]), `POST /_emulator/reset` (back
+//! memberships, permissions, Jira projects with their leads, and counters, see
+//! [`store::Dump`]), `POST /_emulator/reset` (back
 //! to the seed) and `POST /_emulator/seed` (replace the state with a [`store::SeedDocument`]).
 //! In-process tests can use [`Running::state`] instead.
 
@@ -36,10 +38,14 @@ macro_rules! tri {
 
 mod access;
 mod bitbucket;
+mod bucket;
 mod confluence;
 mod control;
 mod gate;
 mod jira;
+mod jira_projects;
+mod jira_rules;
+mod projects;
 mod reply;
 pub mod store;
 

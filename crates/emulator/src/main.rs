@@ -76,7 +76,7 @@ enum JiraVersionArg {
 async fn main() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("keysync-emulator", "info").context("setting up telemetry")?;
     let args = Args::parse();
-    let seed: emulator::store::SeedDocument = match &args.seed_file {
+    let mut seed: emulator::store::SeedDocument = match &args.seed_file {
         None => emulator::store::SeedDocument::default(),
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -85,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("invalid seed file {}", path.display()))?
         }
     };
+    let projects = std::mem::take(&mut seed.projects);
     let (seed, permissions, callers) = seed.into_parts();
     let config = emulator::Config {
         product: match args.product {
@@ -113,6 +114,10 @@ async fn main() -> anyhow::Result<()> {
     let running = emulator::spawn(config)
         .await
         .context("cannot start the emulator")?;
+    running
+        .state()
+        .set_initial_projects(&projects)
+        .context("invalid projects in the seed file")?;
     println!("emulator listening on {}", running.url());
     wait_for_signal().await?;
     tracing::info!("Shutting down.");

@@ -1,6 +1,7 @@
 //! The emulator's in-memory directory (accounts, groups, memberships, Bitbucket's global
-//! permissions, and the seeded callers who may sign in), its counters and request log, and
-//! the JSON shapes of the test endpoints: [`SeedDocument`] in, [`Dump`] out.
+//! permissions, Jira's projects and components, and the seeded callers who may sign in), its
+//! counters and request log, and the JSON shapes of the test endpoints: [`SeedDocument`] in,
+//! [`Dump`] out.
 //!
 //! Accounts are kept in creation order under a numeric id; each also has the product's
 //! stable key (Jira `JIRAUSER…` key, Confluence 32-hex `userKey`, Bitbucket slug) and a
@@ -12,7 +13,11 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use crate::bucket::{Bucket, Take};
+use crate::projects::Projects;
 use crate::{Config, Error, Product};
+
+pub use crate::projects::{DumpComponent, DumpProject, SeedComponent, SeedProject};
 
 /// The initial directory of an emulator ([`Config::seed`]): accounts, groups and
 /// memberships. Its global permissions, if any, are [`Config::permissions`]; the JSON seed
@@ -32,8 +37,15 @@ pub struct Seed {
 /// a [`Seed`] with, for Bitbucket, the global permissions, for example
 /// `{"accounts": [...], "permissions": [{"user": "ops-admin", "permission": "SYS_ADMIN"},
 /// {"group": "bb-admins", "permission": "ADMIN"}]}`, and the accounts that may sign in
-/// (`"callers": [{"login": "svc", "password": "pw"}]`, see [`SeedCaller`]). Every field may
-/// be left out.
+/// (`"callers": [{"login": "svc", "password": "pw"}]`, see [`SeedCaller`]), and, for Jira,
+/// the projects with their leads and components (`"projects": [{"key": "ABC", "name":
+/// "Alpha", "lead": "alice", "components": [{"name": "Backend", "lead": "bob"}]}]`, see
+/// [`SeedProject`]). Every field may be left out.
+///
+/// [`SeedDocument::into_parts`] leaves the projects out (they are no part of [`Seed`], whose
+/// literal shape other crates build): take them first and give them to
+/// [`StateHandle::seed_with_projects`] (what `POST /_emulator/seed` does) or, for the start
+/// state that `reset` restores, [`StateHandle::set_initial_projects`].
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedDocument {
@@ -47,10 +59,14 @@ pub struct SeedDocument {
     pub permissions: Vec<SeedPermission>,
     #[serde(default)]
     pub callers: Vec<SeedCaller>,
+    /// Jira's projects (Jira only).
+    #[serde(default)]
+    pub projects: Vec<SeedProject>,
 }
 
 impl SeedDocument {
-    /// The directory, the global permissions and the callers.
+    /// The directory, the global permissions and the callers; the projects are left out
+    /// (take [`SeedDocument::projects`] first).
     pub fn into_parts(self) -> (Seed, Vec<SeedPermission>, Vec<SeedCaller>) {
         let seed = Seed {
             accounts: self.accounts,
@@ -180,6 +196,8 @@ pub struct Dump {
     pub memberships: Vec<DumpMembership>,
     /// Bitbucket's global permissions, users (by login) first, then groups.
     pub permissions: Vec<DumpPermission>,
+    /// Jira's projects by key, with their leads and components (empty for the others).
+    pub projects: Vec<DumpProject>,
     pub counters: Counters,
     /// Only with `record_requests`.
     pub requests: Vec<RequestRecord>,
@@ -252,6 +270,9 @@ pub(crate) struct Shared {
     pub(crate) started: Instant,
     store: Mutex<Store>,
     pub(crate) bucket: Mutex<Bucket>,
+    /// Jira's projects of the start state, which `reset` restores
+    /// ([`StateHandle::set_initial_projects`]).
+    initial_projects: Mutex<Vec<SeedProject>>,
 }
 
 impl StateHandle {
@@ -268,6 +289,7 @@ impl StateHandle {
             started: Instant::now(),
             store: Mutex::new(store),
             bucket: Mutex::new(bucket),
+            initial_projects: Mutex::new(Vec::new()),
         })))
     }
 
@@ -313,15 +335,64 @@ impl StateHandle {
         permissions: &[SeedPermission],
         callers: &[SeedCaller],
     ) -> Result<(), Error> {
-        let store = Store::seeded(self.product(), seed, permissions, callers)?;
+        self.seed_with_projects(seed, permissions, callers, &[])
+    }
+
+    /// Replaces the directory with `seed`, the global permissions with `permissions`
+    /// (Bitbucket only), the seeded callers with `callers` and the projects with `projects`
+    /// (Jira only), and zeroes the counters; on an error the state stays as it was.
+    pub fn seed_with_projects(
+        &self,
+        seed: &Seed,
+        permissions: &[SeedPermission],
+        callers: &[SeedCaller],
+        projects: &[SeedProject],
+    ) -> Result<(), Error> {
+        let mut store = Store::seeded(self.product(), seed, permissions, callers)?;
+        store.projects = store.seeded_projects(projects)?;
         *self.lock() = store;
         Ok(())
     }
 
-    /// Back to the seed, the permissions and the callers the emulator was started with.
+    /// Replaces Jira's projects and components with `projects`, whose leads name accounts
+    /// of the current directory; component ids start again at 10000. `reset` does not
+    /// restore them (see [`StateHandle::set_initial_projects`]).
+    pub fn seed_projects(&self, projects: &[SeedProject]) -> Result<(), Error> {
+        let mut store = self.lock();
+        store.projects = store.seeded_projects(projects)?;
+        Ok(())
+    }
+
+    /// Makes `projects` part of the state the emulator was started with, and resets to it:
+    /// their leads name accounts of [`Config::seed`], and `reset` restores them from now
+    /// on. For `--seed-file` and for tests, which cannot put projects in [`Config`].
+    pub fn set_initial_projects(&self, projects: &[SeedProject]) -> Result<(), Error> {
+        let config = &self.0.config;
+        self.seed_with_projects(&config.seed, &config.permissions, &config.callers, projects)?;
+        *self
+            .0
+            .initial_projects
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = projects.to_vec();
+        Ok(())
+    }
+
+    /// Back to the seed, the permissions, the callers and the projects the emulator was
+    /// started with.
     pub fn reset(&self) -> Result<(), Error> {
         let config = &self.0.config;
-        self.seed_with_callers(&config.seed, &config.permissions, &config.callers)
+        let projects = self
+            .0
+            .initial_projects
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        self.seed_with_projects(
+            &config.seed,
+            &config.permissions,
+            &config.callers,
+            &projects,
+        )
     }
 }
 
@@ -376,6 +447,8 @@ pub(crate) struct Store {
     permissions: BTreeMap<Grantee, GlobalPermission>,
     /// The accounts that may sign in.
     callers: Vec<SeedCaller>,
+    /// Jira's projects and components.
+    pub(crate) projects: Projects,
     pub(crate) counters: Counters,
     pub(crate) requests: Vec<RequestRecord>,
     pub(crate) long_tasks: BTreeMap<String, LongTask>,
@@ -399,6 +472,7 @@ impl Store {
             memberships: BTreeSet::new(),
             permissions: BTreeMap::new(),
             callers: Vec::new(),
+            projects: Projects::default(),
             counters: Counters::default(),
             requests: Vec::new(),
             long_tasks: BTreeMap::new(),
@@ -438,6 +512,16 @@ impl Store {
         store.seed_permissions(permissions)?;
         store.seed_callers(callers)?;
         Ok(store)
+    }
+
+    /// The projects of `seeds` over this directory; only Jira has projects.
+    pub(crate) fn seeded_projects(&self, seeds: &[SeedProject]) -> Result<Projects, Error> {
+        if !seeds.is_empty() && self.product != Product::Jira {
+            return Err(Error::Seed {
+                message: "projects are emulated for Jira only".to_owned(),
+            });
+        }
+        Projects::seeded(self, seeds)
     }
 
     /// Takes the seeded callers; each names an account of the seed and a password or a
@@ -811,53 +895,9 @@ impl Store {
                 .collect(),
             memberships,
             permissions: users.chain(groups).collect(),
+            projects: self.projects.dump(self),
             counters: self.counters.clone(),
             requests: self.requests.clone(),
-        }
-    }
-}
-
-/// The rate limit's token bucket: capacity and refill per second both equal the limit.
-#[derive(Debug)]
-pub(crate) struct Bucket {
-    pub(crate) limit: u32,
-    tokens: f64,
-    updated: Instant,
-}
-
-/// What the bucket said about one request.
-pub(crate) enum Take {
-    Allowed { remaining: u64 },
-    Throttled { retry_after_secs: u64 },
-    Unlimited,
-}
-
-impl Bucket {
-    fn new(limit: u32) -> Bucket {
-        Bucket {
-            limit,
-            tokens: f64::from(limit),
-            updated: Instant::now(),
-        }
-    }
-
-    pub(crate) fn take(&mut self, now: Instant) -> Take {
-        if self.limit == 0 {
-            return Take::Unlimited;
-        }
-        let rate = f64::from(self.limit);
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate).min(rate);
-        self.updated = now.max(self.updated);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            return Take::Allowed {
-                remaining: self.tokens.floor() as u64,
-            };
-        }
-        let seconds = ((1.0 - self.tokens) / rate).ceil().max(1.0);
-        Take::Throttled {
-            retry_after_secs: seconds as u64,
         }
     }
 }
@@ -868,27 +908,6 @@ mod tests {
 
     fn store(product: Product) -> Store {
         Store::seeded(product, &Seed::default(), &[], &[]).unwrap()
-    }
-
-    #[test]
-    fn bucket_throttles_past_its_capacity_and_asks_for_at_least_a_second() {
-        let mut bucket = Bucket::new(3);
-        let now = Instant::now();
-        let remaining: Vec<u64> = (0..3)
-            .map(|_| match bucket.take(now) {
-                Take::Allowed { remaining } => remaining,
-                _ => u64::MAX,
-            })
-            .collect();
-        assert_eq!(remaining, [2, 1, 0]);
-        assert!(matches!(
-            bucket.take(now),
-            Take::Throttled {
-                retry_after_secs: 1
-            }
-        ));
-        let later = now + std::time::Duration::from_millis(400);
-        assert!(matches!(bucket.take(later), Take::Allowed { remaining: 0 }));
     }
 
     #[test]

@@ -45,6 +45,7 @@ fn change() -> Change {
         previous: Some(fields("zoe.old")),
         group: "staff".into(),
         reason: "email changed from a@x to b@x".into(),
+        handovers: Vec::new(),
     }
 }
 
@@ -58,6 +59,7 @@ fn plan_summary() -> PlanSummary {
         state_fingerprint: "9f86d081884c7d65".into(),
         skipped_users: 4,
         unchanged_users: 1200,
+        seats: None,
     }
 }
 
@@ -162,6 +164,19 @@ fn run() -> Run {
 }
 
 /// Encodes, decodes and compares one message; returns its proto name for the coverage check.
+fn lead() -> CachedLead {
+    CachedLead {
+        account_id: "JIRAUSER10100".to_owned(),
+        target: Some(LeadTarget {
+            target: Some(lead_target::Target::Component(LeadComponent {
+                id: "10001".to_owned(),
+                project_key: "ABC".to_owned(),
+                name: "Backend".to_owned(),
+            })),
+        }),
+    }
+}
+
 fn check<M: Message + Default + PartialEq + std::fmt::Debug>(name: &str, message: M) -> String {
     assert_ne!(message, M::default(), "{name}: the sample must set fields");
     let bytes = message.encode_to_vec();
@@ -407,6 +422,8 @@ fn every_message_survives_a_round_trip() {
                 read_at: timestamp(),
                 run_id: "01JZRUN".into(),
                 capabilities: Some(capabilities()),
+                leads: Vec::new(),
+                seats: None,
             },
         ),
         check("Capabilities", capabilities()),
@@ -566,6 +583,44 @@ fn every_message_survives_a_round_trip() {
         check(
             "ReportResultsResponse",
             ReportResultsResponse { recorded: 7 },
+        ),
+        check("CachedLead", lead()),
+        check(
+            "LeadComponent",
+            LeadComponent {
+                id: "10001".to_owned(),
+                project_key: "ABC".to_owned(),
+                name: "Backend".to_owned(),
+            },
+        ),
+        check(
+            "LeadTarget",
+            LeadTarget {
+                target: Some(lead_target::Target::ProjectKey("ABC".to_owned())),
+            },
+        ),
+        check(
+            "LeadHandover",
+            LeadHandover {
+                target: lead().target,
+                to: "jira-admin".to_owned(),
+            },
+        ),
+        check(
+            "Seats",
+            Seats {
+                used: 7,
+                limit: Some(10),
+            },
+        ),
+        check(
+            "SeatUse",
+            SeatUse {
+                needed: 12,
+                used: 7,
+                limit: None,
+                left_out: 0,
+            },
         ),
     ]
     .into_iter()

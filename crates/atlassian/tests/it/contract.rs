@@ -218,6 +218,7 @@ async fn every_request_of_the_bitbucket_client_conforms_to_the_openapi_document(
             "DELETE /rest/api/1.0/admin/users",
             "GET /rest/api/1.0/admin/groups",
             "GET /rest/api/1.0/admin/groups/more-members",
+            "GET /rest/api/1.0/admin/license",
             "GET /rest/api/1.0/admin/permissions/groups",
             "GET /rest/api/1.0/admin/permissions/users",
             "GET /rest/api/1.0/admin/users",
@@ -323,4 +324,38 @@ async fn prism_reports_a_request_that_violates_the_openapi_document() {
         undeclared_inputs(&document, "PUT", users, &[], Some(&body)),
         ["PUT /rest/api/1.0/admin/users: body property newName is not declared"]
     );
+}
+
+/// The licence read of [`Directory::seats`] conforms to the document ("Get license details",
+/// `GET /api/latest/admin/license`), and the emulator's `RestBitbucketLicense` answer too.
+#[tokio::test]
+async fn the_licence_request_of_the_bitbucket_client_conforms_to_the_openapi_document() {
+    let mut config = seeded(
+        Product::Bitbucket,
+        Seed {
+            accounts: vec![seed_account("alice")],
+            groups: vec![seed_group("stash-users")],
+            memberships: vec![seed_membership("stash-users", "alice")],
+        },
+    );
+    config.license_seats = Some(10);
+    let emulator = spawn(config).await;
+    let (prism, _) = prism_in_front_of(&emulator).await;
+    let mut connection = connection(&emulator);
+    connection.endpoint = prism.url().parse().unwrap();
+    let client = bitbucket_with(connection);
+
+    let seats = client.seats().await.unwrap();
+
+    assert_eq!(
+        seats,
+        Some(atlassian::Seats {
+            used: 1,
+            limit: Some(10)
+        })
+    );
+    let report = prism.report().unwrap();
+    assert_eq!(report.requests, ["GET /rest/api/1.0/admin/license"]);
+    let violations: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
 }
