@@ -9,6 +9,7 @@ mod explain;
 mod faults;
 mod holds;
 mod integrity;
+mod leads;
 mod rules;
 mod safety;
 mod security;

@@ -5,6 +5,7 @@ mod delivery;
 mod health;
 mod helpers;
 mod integrity;
+mod licence;
 mod rebind;
 mod refresh;
 mod sync;
