@@ -4,7 +4,7 @@
 use crate::{
     Error,
     client::{Client, Endpoint},
-    representation::{GroupCount, GroupRepresentation, MemberRepresentation, UserRepresentation},
+    representation::{GroupRepresentation, MemberRepresentation, UserRepresentation},
 };
 
 /// What a successful test connection found.
@@ -35,9 +35,7 @@ impl Client {
                 ],
             )
             .await?;
-        let users: u64 = self
-            .get(Endpoint::UsersCount, &["users", "count"], &[])
-            .await?;
+        let users = self.count_users().await?;
         let top: Vec<GroupRepresentation> = self
             .get(
                 Endpoint::Groups,
@@ -49,9 +47,7 @@ impl Client {
                 ],
             )
             .await?;
-        let groups: GroupCount = self
-            .get(Endpoint::GroupsCount, &["groups", "count"], &[])
-            .await?;
+        let groups = self.count_groups().await?;
         if let Some(group) = top.first() {
             let _: Vec<MemberRepresentation> = self
                 .get(
@@ -81,7 +77,7 @@ impl Client {
         Ok(ConnectionReport {
             realm: self.settings().realm.clone(),
             users,
-            groups: groups.count,
+            groups,
         })
     }
 }

@@ -13,6 +13,26 @@
 //! result; the client credentials travel in the token request's body, never in a URL.
 //! [`Client::new`] trusts the extra roots of `ca` (`ca_file`) and logs
 //! [`::config::plaintext_warning`] for plain `http://` to another host.
+//!
+//! ## Hostile answers
+//!
+//! What the server sends is never trusted with memory, time or arithmetic:
+//!
+//! - **Bodies are read with a limit.** A 2xx body is read chunk by chunk and fails with
+//!   [`Error::BodyTooLarge`] (naming the limit, not retried) as soon as it passes
+//!   [`MAX_BODY_BYTES`] (64 MiB), or at once when its `Content-Length` does; the rest is
+//!   never read. A token answer has [`MAX_TOKEN_BODY_BYTES`]; of an error answer only the
+//!   first 16 KiB are read, for the message. The client's timeout covers the whole body,
+//!   so a server that sends slowly is a timeout, retried like any.
+//! - **Decode errors are told apart.** JSON cut short or not JSON at all is retried (the
+//!   truncation above); JSON of the wrong shape (a missing required field, a wrong type)
+//!   is [`Error::Decode`] at once: asking again gets the same answer.
+//! - **Token lifetimes are clamped.** `expires_in` is read as any JSON number; negative is
+//!   zero (a new token for every request), anything past [`MAX_TOKEN_LIFETIME`] (one day)
+//!   is one day, so no overflow and no token kept for ever; see `token`.
+//! - **`Retry-After` is bounded.** On a retried 5xx or 429, a `Retry-After` in seconds
+//!   lengthens the backoff, cut to [`MAX_RETRY_AFTER`]; digits past `u64` are the cap,
+//!   an HTTP date or a malformed value is ignored. Retries stay bounded by `retries`.
 
 use std::{
     fmt,
@@ -160,11 +180,19 @@ impl Endpoint {
     }
 }
 
+impl fmt::Display for Endpoint {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.template())
+    }
+}
+
 /// What one attempt of a request came to.
 enum Attempt<T> {
     Done(T),
     /// Worth another try after a backoff.
     Retry(Error),
+    /// Worth another try after a backoff, but not before the server's `Retry-After`.
+    Wait(Error, Duration),
     /// Another try gives the same answer.
     Fail(Error),
 }
@@ -255,34 +283,35 @@ impl Client {
         let mut failures = 0;
         loop {
             let token = self.token().await?;
-            match self.get_once(endpoint, &url, query, &token).await {
+            let (error, at_least) = match self.get_once(endpoint, &url, query, &token).await {
                 Attempt::Done(value) => return Ok(value),
                 Attempt::Fail(Error::MissingRole { status: 401, .. }) if !reauthorized => {
                     // The token may have expired early (a clock jump, a revocation):
                     // one new token, one more try.
                     reauthorized = true;
                     self.inner.token.invalidate(&token).await;
+                    continue;
                 }
                 Attempt::Fail(error) => return Err(error),
-                Attempt::Retry(error) => {
-                    failures += 1;
-                    if failures > self.inner.settings.retries {
-                        return Err(error);
-                    }
-                    self.inner
-                        .progress
-                        .counters
-                        .retries
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        endpoint = endpoint.template(),
-                        attempt = failures,
-                        error = %error,
-                        "Retrying a Keycloak request."
-                    );
-                    tokio::time::sleep(backoff(failures)).await;
-                }
+                Attempt::Retry(error) => (error, Duration::ZERO),
+                Attempt::Wait(error, at_least) => (error, at_least),
+            };
+            failures += 1;
+            if failures > self.inner.settings.retries {
+                return Err(error);
             }
+            self.inner
+                .progress
+                .counters
+                .retries
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                endpoint = endpoint.template(),
+                attempt = failures,
+                error = %error,
+                "Retrying a Keycloak request."
+            );
+            tokio::time::sleep(backoff(failures).max(at_least)).await;
         }
     }
 
@@ -294,8 +323,9 @@ impl Client {
         token: &AccessToken,
     ) -> Attempt<T> {
         let label = || endpoint.template().to_owned();
-        let body = {
-            // The semaphore is never closed, so a permit always comes.
+        let response = {
+            // The semaphore is never closed, so a permit always comes. It is held until
+            // the body is read.
             let _permit = self.inner.permits.acquire().await.ok();
             let sent = self
                 .inner
@@ -321,49 +351,64 @@ impl Client {
                 .requests
                 .fetch_add(1, Ordering::Relaxed);
             let status = response.status();
-            let body = response.bytes().await;
-            match (status, body) {
-                (_, Err(source)) => {
-                    return Attempt::Retry(Error::Transport {
+            if !status.is_success() {
+                let wait = retry_after(response.headers());
+                return match read_prefix(response, ERROR_BODY_BYTES).await {
+                    Ok(body) => self.failure(endpoint, status, &body, wait),
+                    Err(source) => Attempt::Retry(Error::Transport {
                         endpoint: label(),
                         source: source.without_url(),
-                    });
-                }
-                (status, Ok(body)) if status.is_success() => body,
-                (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, Ok(_)) => {
-                    return Attempt::Fail(Error::MissingRole {
-                        role: endpoint.role(),
-                        endpoint: label(),
-                        client_id: self.inner.settings.client_id.clone(),
-                        status: status.as_u16(),
-                    });
-                }
-                (status, Ok(body)) => {
-                    let error = Error::Http {
-                        status: status.as_u16(),
-                        endpoint: label(),
-                        body: body_excerpt(&body),
-                    };
-                    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                        return Attempt::Retry(error);
-                    }
-                    if status == StatusCode::NOT_FOUND && is_realm_missing(&body) {
-                        return Attempt::Fail(Error::RealmNotFound {
-                            realm: self.inner.settings.realm.clone(),
-                            endpoint: self.inner.settings.endpoint.clone(),
-                        });
-                    }
-                    return Attempt::Fail(error);
-                }
+                    }),
+                };
             }
+            read_body(response, MAX_BODY_BYTES).await
         };
-        match serde_json::from_slice(&body) {
-            Ok(value) => Attempt::Done(value),
-            Err(source) => Attempt::Retry(Error::Decode {
+        match response {
+            Ok(body) => decode(label(), &body),
+            Err(BodyError::TooLarge) => Attempt::Fail(Error::BodyTooLarge {
                 endpoint: label(),
-                source,
+                limit: MAX_BODY_BYTES,
+            }),
+            Err(BodyError::Transport(source)) => Attempt::Retry(Error::Transport {
+                endpoint: label(),
+                source: source.without_url(),
             }),
         }
+    }
+
+    /// What an answer other than 2xx comes to; `body` is its start, `wait` its
+    /// `Retry-After`.
+    fn failure<T>(
+        &self,
+        endpoint: Endpoint,
+        status: StatusCode,
+        body: &[u8],
+        wait: Option<Duration>,
+    ) -> Attempt<T> {
+        let label = || endpoint.template().to_owned();
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            return Attempt::Fail(Error::MissingRole {
+                role: endpoint.role(),
+                endpoint: label(),
+                client_id: self.inner.settings.client_id.clone(),
+                status: status.as_u16(),
+            });
+        }
+        let error = Error::Http {
+            status: status.as_u16(),
+            endpoint: label(),
+            body: body_excerpt(body),
+        };
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            return retry(error, wait);
+        }
+        if status == StatusCode::NOT_FOUND && is_realm_missing(body) {
+            return Attempt::Fail(Error::RealmNotFound {
+                realm: self.inner.settings.realm.clone(),
+                endpoint: self.inner.settings.endpoint.clone(),
+            });
+        }
+        Attempt::Fail(error)
     }
 
     /// The current access token, requested (with retries) when there is none or it is
@@ -374,22 +419,22 @@ impl Client {
             .get(|| async {
                 let mut failures = 0;
                 loop {
-                    match self.request_token().await {
+                    let (error, at_least) = match self.request_token().await {
                         Attempt::Done(token) => return Ok(token),
                         Attempt::Fail(error) => return Err(error),
-                        Attempt::Retry(error) => {
-                            failures += 1;
-                            if failures > self.inner.settings.retries {
-                                return Err(error);
-                            }
-                            tracing::warn!(
-                                attempt = failures,
-                                error = %error,
-                                "Retrying the Keycloak token request."
-                            );
-                            tokio::time::sleep(backoff(failures)).await;
-                        }
+                        Attempt::Retry(error) => (error, Duration::ZERO),
+                        Attempt::Wait(error, at_least) => (error, at_least),
+                    };
+                    failures += 1;
+                    if failures > self.inner.settings.retries {
+                        return Err(error);
                     }
+                    tracing::warn!(
+                        attempt = failures,
+                        error = %error,
+                        "Retrying the Keycloak token request."
+                    );
+                    tokio::time::sleep(backoff(failures).max(at_least)).await;
                 }
             })
             .await
@@ -419,9 +464,24 @@ impl Client {
             }
         };
         let status = response.status();
-        let body = match response.bytes().await {
+        let wait = retry_after(response.headers());
+        let body = if status.is_success() {
+            read_body(response, MAX_TOKEN_BODY_BYTES).await
+        } else {
+            // An error's body is only for the message: its start will do.
+            read_prefix(response, ERROR_BODY_BYTES)
+                .await
+                .map_err(BodyError::Transport)
+        };
+        let body = match body {
             Ok(body) => body,
-            Err(source) => {
+            Err(BodyError::TooLarge) => {
+                return Attempt::Fail(Error::BodyTooLarge {
+                    endpoint: label(),
+                    limit: MAX_TOKEN_BODY_BYTES,
+                });
+            }
+            Err(BodyError::Transport(source)) => {
                 return Attempt::Retry(Error::Transport {
                     endpoint: label(),
                     source: source.without_url(),
@@ -429,22 +489,23 @@ impl Client {
             }
         };
         if status.is_success() {
-            return match serde_json::from_slice::<TokenResponse>(&body) {
-                Ok(token) => {
-                    Attempt::Done((token.access_token, Duration::from_secs(token.expires_in)))
+            return match decode::<TokenResponse>(label(), &body) {
+                Attempt::Done(token) => {
+                    let lifetime = token_lifetime(&token.expires_in);
+                    Attempt::Done((token.access_token, lifetime))
                 }
-                Err(source) => Attempt::Retry(Error::Decode {
-                    endpoint: label(),
-                    source,
-                }),
+                Attempt::Retry(error) => Attempt::Retry(error),
+                Attempt::Wait(error, at_least) => Attempt::Wait(error, at_least),
+                Attempt::Fail(error) => Attempt::Fail(error),
             };
         }
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-            return Attempt::Retry(Error::Http {
+            let error = Error::Http {
                 status: status.as_u16(),
                 endpoint: label(),
                 body: body_excerpt(&body),
-            });
+            };
+            return retry(error, wait);
         }
         if status == StatusCode::NOT_FOUND {
             return Attempt::Fail(Error::RealmNotFound {
@@ -468,6 +529,119 @@ impl Client {
             body: body_excerpt(&body),
         })
     }
+}
+
+/// The largest response body read, in bytes: a longer one fails the request with
+/// [`Error::BodyTooLarge`] as soon as it passes the limit (or at once, when its
+/// `Content-Length` does), without reading the rest. A page of 500 full user
+/// representations is well below 1 MiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// The largest token endpoint answer read: a token is a few KiB.
+pub const MAX_TOKEN_BODY_BYTES: usize = 1024 * 1024;
+
+/// Of an error answer (not 2xx) only this much is read, for the message.
+const ERROR_BODY_BYTES: usize = 16 * 1024;
+
+/// The longest token lifetime believed; a longer (or overflowing) `expires_in` is cut to
+/// it, a negative one is taken as zero (a new token for every request).
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Why a body was not read.
+enum BodyError {
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// The whole body, read chunk by chunk, or [`BodyError::TooLarge`] as soon as it passes
+/// `limit` bytes.
+async fn read_body(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let announced = response.content_length().unwrap_or(0);
+    if usize::try_from(announced).map_or(true, |announced| announced > limit) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if chunk.len() > limit.saturating_sub(body.len()) {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The first `limit` bytes of the body at most; the rest is not read.
+async fn read_prefix(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        let Some(chunk) = response.chunk().await? else {
+            break;
+        };
+        let room = limit.saturating_sub(body.len());
+        body.extend_from_slice(chunk.get(..room).unwrap_or(&chunk));
+    }
+    Ok(body)
+}
+
+/// Decodes a 2xx body. JSON cut short (or not JSON at all: a proxy's error page) is worth
+/// another try; JSON of the wrong shape (a missing required field, a wrong type) is what
+/// the server will answer again, so it fails at once.
+fn decode<T: DeserializeOwned>(endpoint: String, body: &[u8]) -> Attempt<T> {
+    match serde_json::from_slice(body) {
+        Ok(value) => Attempt::Done(value),
+        Err(source) if source.classify() == serde_json::error::Category::Data => {
+            Attempt::Fail(Error::Decode { endpoint, source })
+        }
+        Err(source) => Attempt::Retry(Error::Decode { endpoint, source }),
+    }
+}
+
+/// `expires_in` as a lifetime: negative (or not a number) is zero, and anything past
+/// [`MAX_TOKEN_LIFETIME`] (an overflow included) is [`MAX_TOKEN_LIFETIME`].
+pub(crate) fn token_lifetime(expires_in: &serde_json::Number) -> Duration {
+    let seconds = if let Some(seconds) = expires_in.as_u64() {
+        Duration::from_secs(seconds)
+    } else {
+        match expires_in.as_f64() {
+            Some(seconds) if seconds.is_finite() && seconds > 0.0 => {
+                Duration::try_from_secs_f64(seconds).unwrap_or(MAX_TOKEN_LIFETIME)
+            }
+            _ => Duration::ZERO,
+        }
+    };
+    seconds.min(MAX_TOKEN_LIFETIME)
+}
+
+/// The longest `Retry-After` honoured; a longer one is cut to it, so that a server cannot
+/// park the fetch (each retry still counts against `retries`).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Another try, not before `wait` if the server asked for one.
+fn retry<T>(error: Error, wait: Option<Duration>) -> Attempt<T> {
+    match wait {
+        Some(wait) => Attempt::Wait(error, wait),
+        None => Attempt::Retry(error),
+    }
+}
+
+/// `Retry-After` in delta-seconds, cut to [`MAX_RETRY_AFTER`] (a number too long for a
+/// `u64` included). An HTTP date, a negative, fractional or otherwise malformed value is
+/// ignored: the usual backoff applies.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if value.is_empty() || !value.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    // Only digits: the one way to fail is a number past `u64::MAX`.
+    let seconds = value.parse::<u64>().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
 }
 
 /// 200 ms, 400 ms, 800 ms ... up to 5 s, each stretched by up to a quarter so that
@@ -503,6 +677,42 @@ mod tests {
     use ::config::Secret;
 
     use super::*;
+
+    #[test]
+    fn retry_after_is_read_overflow_safe_and_capped() {
+        let parse = |value: &str| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(
+                reqwest::header::RETRY_AFTER,
+                reqwest::header::HeaderValue::from_str(value).expect("a header value"),
+            );
+            retry_after(&headers)
+        };
+        assert_eq!(parse("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse(" 0 "), Some(Duration::ZERO));
+        assert_eq!(parse("3600"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse("18446744073709551616"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse(&"9".repeat(400)), Some(MAX_RETRY_AFTER));
+        for ignored in ["-1", "1.5", "", "Wed, 21 Oct 2015 07:28:00 GMT", "+3"] {
+            assert_eq!(parse(ignored), None, "{ignored}");
+        }
+        assert_eq!(retry_after(&reqwest::header::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn token_lifetime_is_clamped() {
+        let lifetime = |json: &str| {
+            let number: serde_json::Number = serde_json::from_str(json).expect("a number");
+            token_lifetime(&number)
+        };
+        assert_eq!(lifetime("300"), Duration::from_secs(300));
+        assert_eq!(lifetime("0"), Duration::ZERO);
+        assert_eq!(lifetime("-300"), Duration::ZERO);
+        assert_eq!(lifetime("-1e300"), Duration::ZERO);
+        assert_eq!(lifetime("18446744073709551615"), MAX_TOKEN_LIFETIME);
+        assert_eq!(lifetime("1e300"), MAX_TOKEN_LIFETIME);
+        assert_eq!(lifetime("2.5"), Duration::from_millis(2500));
+    }
 
     #[tokio::test]
     async fn a_transport_error_carries_no_url() {

@@ -22,10 +22,44 @@
 //! With `required_groups`, the pass reads the whole group tree, then only the members of
 //! the required groups and their subgroups (full representation), and every direct
 //! membership of those users (`/users/{id}/groups`), so the plan sees all their groups.
+//! `/users/count` is read there too, only to bound the member listings.
 //!
 //! Offset paging is not a snapshot (Keycloak orders users by username; an insert or a
 //! delete shifts the pages), which is why the counts are compared; a change that keeps
 //! every count (a rename, a membership moved) between two reads is not detected.
+//!
+//! ## Hostile answers
+//!
+//! Nothing the server answers can make the fetch hang, panic, or pass off a part of the
+//! directory as all of it. Every listing (users, top-level groups, `/children`, members,
+//! a user's groups) goes through one pager, [`Client::read_listing`], which holds these
+//! rules:
+//!
+//! - **Every page makes progress.** A page with more entries than `max` is
+//!   [`Error::PageTooLong`]. A non-empty page whose ids were all read before in the same
+//!   listing (a server that ignores `first` answers the same page forever) is
+//!   [`Error::Repeated`]; so is a group met twice in the tree (a cycle). Entries inserted
+//!   during the read can do the same to an honest server, so a pass that meets it is
+//!   read again, and the error stands only when every pass met it.
+//! - **Every listing ends.** A listing may hold at most its count plus a margin
+//!   ([`allowance`]: a tenth, at least [`COUNT_MARGIN`]) of distinct entries: users by
+//!   `/users/count`, top-level groups by `/groups/count?top=true`, a group's children by
+//!   its `subGroupCount`, the whole tree and a user's groups by `/groups/count`, a group's
+//!   members by `/users/count` (service accounts fit the margin). Past it, the listing is
+//!   [`Error::Endless`]. Since a full page must bring a new id and the ids are bounded, so
+//!   are the pages. Pages are requested no further than the first short page.
+//! - **Counts are checked, never trusted with memory.** A count must be an integer from 0
+//!   to [`crate::MAX_COUNT`], or it is [`Error::ImpossibleCount`] (negative, fractional,
+//!   absurd). It bounds listings; no allocation is sized by it beyond
+//!   [`MAX_PREALLOCATED`] entries.
+//! - **Required fields are required.** A user without `id`, `username`, `enabled` or
+//!   `emailVerified`, a group without `id` or `name`, a member without `id` is an
+//!   [`Error::Decode`] (not retried: the server would answer the same), never a default:
+//!   a missing `enabled` read as `false` would deactivate everyone. Fields Keycloak
+//!   documents as optional (`email`, names, `attributes`, `path`, `subGroupCount`, …)
+//!   stay optional.
+//! - Bodies are read with a size limit, and token lifetimes are clamped; see `client`
+//!   and `token`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -35,7 +69,7 @@ use model::snapshot::{GroupId, KeycloakGroup, KeycloakMembership, KeycloakUser, 
 use crate::{
     Error,
     client::{Client, Endpoint},
-    representation::{GroupCount, GroupRepresentation, MemberRepresentation, UserRepresentation},
+    representation::{Count, GroupRepresentation, MemberRepresentation, UserRepresentation},
 };
 
 /// Passes before the fetch gives up on a directory that keeps changing.
@@ -44,6 +78,25 @@ const PASSES: u32 = 3;
 /// Members that are not among the users read, looked up one by one before the pass is
 /// declared changed; more than this means the directory changed.
 const MAX_UNKNOWN_MEMBERS: usize = 100;
+
+/// The least number of entries a listing may hold beyond its count (entries added while
+/// it is read; more than that and the counts after the read differ anyway).
+pub(crate) const COUNT_MARGIN: u64 = 1_000;
+
+/// The most entries reserved ahead from a count; beyond it, collections grow as entries
+/// arrive, so that an absurd count cannot exhaust memory.
+pub(crate) const MAX_PREALLOCATED: u64 = 100_000;
+
+/// The most distinct entries a listing of `count` may hold: the count, plus a tenth of it
+/// or [`COUNT_MARGIN`], whichever is more.
+pub(crate) fn allowance(count: u64) -> u64 {
+    count.saturating_add((count / 10).max(COUNT_MARGIN))
+}
+
+/// Room for `count` entries, at most [`MAX_PREALLOCATED`].
+fn preallocation(count: u64) -> usize {
+    usize::try_from(count.min(MAX_PREALLOCATED)).unwrap_or(0)
+}
 
 impl Client {
     /// Reads the realm (or, with `required_groups`, the members of those groups) into a
@@ -72,6 +125,10 @@ impl Client {
                     );
                     return Ok(snapshot);
                 }
+                Err(Pass::Failed(error @ Error::Repeated { .. })) if pass < PASSES => {
+                    tracing::warn!(pass, reason = %error, "A listing repeated itself; reading the realm again.");
+                    detail = error.to_string();
+                }
                 Err(Pass::Failed(error)) => return Err(error),
                 Err(Pass::Changed(why)) => {
                     tracing::warn!(pass, reason = %why, "The directory changed during the fetch; reading it again.");
@@ -92,7 +149,7 @@ impl Client {
         let groups_before = self.count_groups().await?;
         let (users, tree) = futures::try_join!(
             self.fetch_users(users_before),
-            self.fetch_tree(Members::Listed)
+            self.fetch_tree(Members::Listed, groups_before, users_before)
         )?;
         let (users_after, groups_after) =
             futures::try_join!(self.count_users(), self.count_groups())?;
@@ -132,8 +189,12 @@ impl Client {
     }
 
     async fn fetch_required_groups(&self) -> Result<Snapshot, Pass> {
+        // Only to bound the member listings.
+        let users_counted = self.count_users().await?;
         let groups_before = self.count_groups().await?;
-        let tree = self.fetch_tree(Members::NotListed).await?;
+        let tree = self
+            .fetch_tree(Members::NotListed, groups_before, users_counted)
+            .await?;
         let groups_after = self.count_groups().await?;
         if groups_before != groups_after || tree.groups.len() as u64 != groups_after {
             return Err(Pass::Changed(format!(
@@ -169,7 +230,7 @@ impl Client {
         // Owned ids in the streams: futures that borrow from their stream's items are not
         // `Send` for every lifetime, which `tokio::spawn` needs.
         let mut member_pages = futures::stream::iter(scoped)
-            .map(|group_id| async move { self.full_members(&group_id).await })
+            .map(|group_id| async move { self.full_members(&group_id, users_counted).await })
             .buffer_unordered(concurrency);
         while let Some(members) = member_pages.next().await {
             for user in members? {
@@ -189,7 +250,7 @@ impl Client {
         let user_ids: Vec<UserId> = users.keys().cloned().collect();
         let mut groups_of_users = futures::stream::iter(user_ids)
             .map(|user_id| async move {
-                let groups = self.groups_of(&user_id).await?;
+                let groups = self.groups_of(&user_id, groups_before).await?;
                 Ok::<_, Error>((user_id, groups))
             })
             .buffer_unordered(concurrency);
@@ -217,51 +278,108 @@ impl Client {
         ))
     }
 
-    async fn count_users(&self) -> Result<u64, Error> {
-        self.get(Endpoint::UsersCount, &["users", "count"], &[])
+    pub(crate) async fn count_users(&self) -> Result<u64, Error> {
+        self.count(Endpoint::UsersCount, &["users", "count"], &[])
             .await
     }
 
-    async fn count_groups(&self) -> Result<u64, Error> {
-        let count: GroupCount = self
-            .get(Endpoint::GroupsCount, &["groups", "count"], &[])
-            .await?;
-        Ok(count.count)
+    pub(crate) async fn count_groups(&self) -> Result<u64, Error> {
+        self.count(Endpoint::GroupsCount, &["groups", "count"], &[])
+            .await
+    }
+
+    /// A count, checked: see [`Count::checked`].
+    async fn count(
+        &self,
+        endpoint: Endpoint,
+        path: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<u64, Error> {
+        let count: Count = self.get(endpoint, path, query).await?;
+        count.checked().map_err(|value| Error::ImpossibleCount {
+            endpoint: endpoint.to_string(),
+            value: value.to_string(),
+        })
     }
 
     async fn fetch_users(&self, count: u64) -> Result<Users, Error> {
-        let page_size = u64::from(self.settings().page_size);
-        // One page past the count: a short (or empty) last page proves the end.
-        let pages = count / page_size + 1;
         let mut users = Users {
-            by_id: HashMap::with_capacity(usize::try_from(count).unwrap_or(0)),
+            by_id: HashMap::with_capacity(preallocation(count)),
             listed: 0,
             seen_service_accounts: HashSet::new(),
         };
-        let mut last_page_full = false;
-        let mut stream = futures::stream::iter(0..pages)
-            .map(|page| async move {
-                let first = page * page_size;
-                self.user_page(first).await.map(|users| (page, users))
-            })
-            .buffer_unordered(self.settings().concurrency);
-        while let Some(result) = stream.next().await {
-            let (page, page_users) = result?;
-            if page + 1 == pages && page_users.len() as u64 == page_size {
-                last_page_full = true;
-            }
-            users.add(page_users, self);
-        }
-        drop(stream);
-        // Users were added since the count: read on until a page comes back short.
-        let mut first = pages * page_size;
-        while last_page_full {
-            let page_users = self.user_page(first).await?;
-            last_page_full = page_users.len() as u64 == page_size;
-            users.add(page_users, self);
-            first += page_size;
-        }
+        self.read_listing(
+            Endpoint::Users,
+            count,
+            allowance(count),
+            self.settings().concurrency,
+            |first| self.user_page(first),
+            |page| {
+                users.add(page, self);
+                Ok(())
+            },
+        )
+        .await?;
         Ok(users)
+    }
+
+    /// Reads a listing by offset: the pages that `expected` entries fill and one more
+    /// (a short or empty last page proves the end), `concurrency` at a time, then one at
+    /// a time while pages keep coming back full; no page past the first short one is
+    /// requested. `each` gets every page; see the module documentation for the checks.
+    async fn read_listing<T, F, Fut>(
+        &self,
+        endpoint: Endpoint,
+        expected: u64,
+        limit: u64,
+        concurrency: usize,
+        page: F,
+        mut each: impl FnMut(Vec<T>) -> Result<(), Error>,
+    ) -> Result<(), Error>
+    where
+        T: Listed,
+        F: Fn(u64) -> Fut,
+        Fut: Future<Output = Result<Vec<T>, Error>>,
+    {
+        let page_size = u64::from(self.settings().page_size);
+        let planned = expected / page_size + 1;
+        let mut listing = Listing::new(endpoint, limit);
+        let mut in_flight = FuturesUnordered::new();
+        let mut next: u64 = 0;
+        let mut end: Option<u64> = None;
+        loop {
+            // `concurrency` at a time up to the planned pages, then one at a time.
+            let width = |next: u64| {
+                if next < planned {
+                    concurrency.max(1)
+                } else {
+                    1
+                }
+            };
+            while end.is_none() && in_flight.len() < width(next) {
+                let first = next.saturating_mul(page_size);
+                let page = &page;
+                in_flight.push(async move { (next, first, page(first).await) });
+                next += 1;
+            }
+            let Some((index, first, result)) = in_flight.next().await else {
+                return Ok(());
+            };
+            let items = result?;
+            let len = items.len() as u64;
+            if len > page_size {
+                return Err(Error::PageTooLong {
+                    endpoint: endpoint.to_string(),
+                    max: page_size as usize,
+                    len: items.len(),
+                });
+            }
+            if len < page_size {
+                end = Some(end.map_or(index, |end| end.min(index)));
+            }
+            listing.check(first, items.iter().map(Listed::id))?;
+            each(items)?;
+        }
     }
 
     async fn user_page(&self, first: u64) -> Result<Vec<UserRepresentation>, Error> {
@@ -280,95 +398,92 @@ impl Client {
     }
 
     /// The whole group tree and, with [`Members::Listed`], every group's direct members.
-    async fn fetch_tree(&self, members: Members) -> Result<Tree, Error> {
-        let page_size = u64::from(self.settings().page_size);
-        let top_count: GroupCount = self
-            .get(
+    /// `groups` (`/groups/count`) bounds the tree, `users` (`/users/count`) every
+    /// group's members.
+    async fn fetch_tree(&self, members: Members, groups: u64, users: u64) -> Result<Tree, Error> {
+        let top_count = self
+            .count(
                 Endpoint::GroupsCount,
                 &["groups", "count"],
                 &[("top", "true")],
             )
             .await?;
-        let pages = top_count.count / page_size + 1;
-        let mut tree = Tree::default();
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut pending = FuturesUnordered::new();
-        let mut top_pages = futures::stream::iter(0..pages)
-            .map(|page| self.group_page(Endpoint::Groups, &["groups"], page * page_size))
-            .buffered(self.settings().concurrency);
-        let mut last_page_full = false;
-        let mut page_count = 0;
-        while let Some(page) = top_pages.next().await {
-            let page = page?;
-            page_count += 1;
-            last_page_full = page.len() as u64 == page_size;
-            for group in page {
-                self.add_group(group, None, members, &mut tree, &mut seen, &mut pending);
-            }
-        }
-        drop(top_pages);
-        let mut first = page_count * page_size;
-        while last_page_full {
-            let page = self
-                .group_page(Endpoint::Groups, &["groups"], first)
-                .await?;
-            last_page_full = page.len() as u64 == page_size;
-            first += page_size;
-            for group in page {
-                self.add_group(group, None, members, &mut tree, &mut seen, &mut pending);
-            }
-        }
-        while let Some(done) = pending.next().await {
+        let mut walk = Walk {
+            tree: Tree::default(),
+            seen: HashSet::new(),
+            pending: FuturesUnordered::new(),
+            members,
+            group_limit: allowance(groups),
+            member_limit: allowance(users),
+        };
+        self.read_listing(
+            Endpoint::Groups,
+            top_count,
+            allowance(top_count),
+            self.settings().concurrency,
+            |first| self.group_page(Endpoint::Groups, &["groups"], first),
+            |page| {
+                for group in page {
+                    self.add_group(Endpoint::Groups, group, None, &mut walk)?;
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        while let Some(done) = walk.pending.next().await {
             match done? {
                 Done::Children { parent, groups } => {
                     for group in groups {
-                        self.add_group(
-                            group,
-                            Some(parent.clone()),
-                            members,
-                            &mut tree,
-                            &mut seen,
-                            &mut pending,
-                        );
+                        self.add_group(Endpoint::Children, group, Some(parent.clone()), &mut walk)?;
                     }
                 }
                 Done::Members { group, member_ids } => {
                     self.progress().add_memberships(member_ids.len());
-                    tree.members.push((group, member_ids));
+                    walk.tree.members.push((group, member_ids));
                 }
             }
         }
-        Ok(tree)
+        Ok(walk.tree)
     }
 
     /// Records a group (and the subgroups an old server embeds) and queues the requests
-    /// for its children and members.
+    /// for its children and members. `from` is the listing that gave it, for errors.
     fn add_group<'a>(
         &'a self,
+        from: Endpoint,
         group: GroupRepresentation,
         parent: Option<GroupId>,
-        members: Members,
-        tree: &mut Tree,
-        seen: &mut HashSet<String>,
-        pending: &mut FuturesUnordered<TaskFuture<'a>>,
-    ) {
+        walk: &mut Walk<'a>,
+    ) -> Result<(), Error> {
         let mut stack = vec![(group, parent)];
         while let Some((group, parent)) = stack.pop() {
-            if !seen.insert(group.id.clone()) {
-                continue;
+            if !walk.seen.insert(group.id.clone()) {
+                return Err(Error::Repeated {
+                    endpoint: from.to_string(),
+                    detail: format!("group {} is in the tree twice", group.id),
+                });
+            }
+            if walk.tree.groups.len() as u64 >= walk.group_limit {
+                return Err(Error::Endless {
+                    endpoint: from.to_string(),
+                    limit: walk.group_limit,
+                    detail: "the group tree is larger than `GET /groups/count` allows".into(),
+                });
             }
             let id = GroupId::new(group.id);
             let path = group.path.unwrap_or_else(|| {
                 let parent_path = parent
                     .as_ref()
-                    .and_then(|parent| tree.groups.iter().find(|known| &known.id == parent))
+                    .and_then(|parent| walk.tree.groups.iter().find(|known| &known.id == parent))
                     .map(|known| known.path.as_str())
                     .unwrap_or("");
                 format!("{parent_path}/{}", group.name)
             });
             match group.sub_group_count {
                 Some(0) => {}
-                Some(_) => pending.push(Box::pin(self.run(Task::Children(id.clone())))),
+                Some(count) => walk
+                    .pending
+                    .push(Box::pin(self.run(Task::Children(id.clone(), count)))),
                 // A server older than Keycloak 23 embeds the whole tree.
                 None => stack.extend(
                     group
@@ -377,61 +492,73 @@ impl Client {
                         .map(|child| (child, Some(id.clone()))),
                 ),
             }
-            if members == Members::Listed {
-                pending.push(Box::pin(self.run(Task::Members(id.clone()))));
+            if walk.members == Members::Listed {
+                walk.pending.push(Box::pin(
+                    self.run(Task::Members(id.clone(), walk.member_limit)),
+                ));
             }
             self.progress().add_groups(1);
-            tree.groups.push(KeycloakGroup {
+            walk.tree.groups.push(KeycloakGroup {
                 id,
                 name: group.name,
                 path,
                 parent_id: parent,
             });
         }
+        Ok(())
     }
 
     async fn run(&self, task: Task) -> Result<Done, Error> {
-        let page_size = self.settings().page_size as usize;
         match task {
-            Task::Children(parent) => {
+            Task::Children(parent, count) => {
                 let mut groups = Vec::new();
-                loop {
-                    let page = self
-                        .group_page(
-                            Endpoint::Children,
-                            &["groups", parent.as_str(), "children"],
-                            groups.len() as u64,
-                        )
-                        .await?;
-                    let short = page.len() < page_size;
-                    groups.extend(page);
-                    if short {
-                        return Ok(Done::Children { parent, groups });
-                    }
-                }
+                let path = ["groups", parent.as_str(), "children"];
+                self.read_listing(
+                    Endpoint::Children,
+                    0,
+                    allowance(count),
+                    1,
+                    |first| self.group_page(Endpoint::Children, &path, first),
+                    |page| {
+                        groups.extend(page);
+                        Ok(())
+                    },
+                )
+                .await?;
+                Ok(Done::Children { parent, groups })
             }
-            Task::Members(group) => {
-                let max = page_size.to_string();
+            Task::Members(group, limit) => {
+                let max = self.settings().page_size.to_string();
                 let mut member_ids = Vec::new();
-                loop {
-                    let first = member_ids.len().to_string();
-                    let page: Vec<MemberRepresentation> = self
-                        .get(
-                            Endpoint::Members,
-                            &["groups", group.as_str(), "members"],
-                            &[
-                                ("first", &first),
-                                ("max", &max),
-                                ("briefRepresentation", "true"),
-                            ],
-                        )
-                        .await?;
-                    let short = page.len() < page_size;
-                    member_ids.extend(page.into_iter().map(|member| member.id));
-                    if short {
-                        return Ok(Done::Members { group, member_ids });
-                    }
-                }
+                self.read_listing(
+                    Endpoint::Members,
+                    0,
+                    limit,
+                    1,
+                    |first| {
+                        let first = first.to_string();
+                        let path = ["groups", group.as_str(), "members"];
+                        let max = &max;
+                        async move {
+                            self.get::<Vec<MemberRepresentation>>(
+                                Endpoint::Members,
+                                &path,
+                                &[
+                                    ("first", &first),
+                                    ("max", max),
+                                    ("briefRepresentation", "true"),
+                                ],
+                            )
+                            .await
+                        }
+                    },
+                    |page| {
+                        member_ids.extend(page.into_iter().map(|member| member.id));
+                        Ok(())
+                    },
+                )
+                .await?;
+                Ok(Done::Members { group, member_ids })
             }
         }
     }
@@ -456,52 +583,70 @@ impl Client {
         .await
     }
 
-    /// A group's direct members, full representation (for `required_groups`).
-    async fn full_members(&self, group: &GroupId) -> Result<Vec<UserRepresentation>, Error> {
-        let page_size = self.settings().page_size as usize;
-        let max = page_size.to_string();
+    /// A group's direct members, full representation (for `required_groups`); `users`
+    /// (`/users/count`) bounds them.
+    async fn full_members(
+        &self,
+        group: &GroupId,
+        users: u64,
+    ) -> Result<Vec<UserRepresentation>, Error> {
+        let max = self.settings().page_size.to_string();
         let mut members = Vec::new();
-        loop {
-            let first = members.len().to_string();
-            let page: Vec<UserRepresentation> = self
-                .get(
-                    Endpoint::Members,
-                    &["groups", group.as_str(), "members"],
-                    &[
-                        ("first", &first),
-                        ("max", &max),
-                        ("briefRepresentation", "false"),
-                    ],
-                )
-                .await?;
-            let short = page.len() < page_size;
-            self.progress().add_users(page.len());
-            members.extend(page);
-            if short {
-                return Ok(members);
-            }
-        }
+        self.read_listing(
+            Endpoint::Members,
+            0,
+            allowance(users),
+            1,
+            |first| {
+                let first = first.to_string();
+                let path = ["groups", group.as_str(), "members"];
+                let max = &max;
+                async move {
+                    self.get::<Vec<UserRepresentation>>(
+                        Endpoint::Members,
+                        &path,
+                        &[
+                            ("first", &first),
+                            ("max", max),
+                            ("briefRepresentation", "false"),
+                        ],
+                    )
+                    .await
+                }
+            },
+            |page| {
+                self.progress().add_users(page.len());
+                members.extend(page);
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(members)
     }
 
-    /// A user's direct groups (for `required_groups`).
-    async fn groups_of(&self, user: &UserId) -> Result<Vec<GroupRepresentation>, Error> {
-        let page_size = self.settings().page_size as usize;
-        let mut groups = Vec::new();
-        loop {
-            let page = self
-                .group_page(
-                    Endpoint::UserGroups,
-                    &["users", user.as_str(), "groups"],
-                    groups.len() as u64,
-                )
-                .await?;
-            let short = page.len() < page_size;
-            self.progress().add_memberships(page.len());
-            groups.extend(page);
-            if short {
-                return Ok(groups);
-            }
-        }
+    /// A user's direct groups (for `required_groups`); `groups` (`/groups/count`) bounds
+    /// them.
+    async fn groups_of(
+        &self,
+        user: &UserId,
+        groups: u64,
+    ) -> Result<Vec<GroupRepresentation>, Error> {
+        let mut found = Vec::new();
+        let path = ["users", user.as_str(), "groups"];
+        self.read_listing(
+            Endpoint::UserGroups,
+            0,
+            allowance(groups),
+            1,
+            |first| self.group_page(Endpoint::UserGroups, &path, first),
+            |page| {
+                self.progress().add_memberships(page.len());
+                found.extend(page);
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(found)
     }
 
     /// Members that are not among the users read are service accounts (which `/users`
@@ -562,6 +707,93 @@ enum Members {
     NotListed,
 }
 
+/// An entry of a listing, known by its id.
+trait Listed {
+    fn id(&self) -> &str;
+}
+
+impl Listed for UserRepresentation {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Listed for GroupRepresentation {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Listed for MemberRepresentation {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// The ids one listing has given so far: the proof that every page makes progress and
+/// that the listing ends.
+struct Listing {
+    endpoint: Endpoint,
+    seen: HashSet<String>,
+    /// The most distinct ids the listing may give.
+    limit: u64,
+}
+
+impl Listing {
+    fn new(endpoint: Endpoint, limit: u64) -> Listing {
+        Listing {
+            endpoint,
+            seen: HashSet::new(),
+            limit,
+        }
+    }
+
+    /// Takes the ids of the page at offset `first`: [`Error::Repeated`] if there are
+    /// some and none is new, [`Error::Endless`] once the listing holds more than its
+    /// limit.
+    fn check<'a>(&mut self, first: u64, ids: impl Iterator<Item = &'a str>) -> Result<(), Error> {
+        let mut entries = 0usize;
+        let mut new = 0usize;
+        for id in ids {
+            entries += 1;
+            if !self.seen.contains(id) {
+                self.seen.insert(id.to_owned());
+                new += 1;
+            }
+        }
+        if entries > 0 && new == 0 {
+            return Err(Error::Repeated {
+                endpoint: self.endpoint.to_string(),
+                detail: format!(
+                    "the {entries} entries of the page at first={first} were all read before"
+                ),
+            });
+        }
+        if self.seen.len() as u64 > self.limit {
+            return Err(Error::Endless {
+                endpoint: self.endpoint.to_string(),
+                limit: self.limit,
+                detail: format!("{} distinct entries read so far", self.seen.len()),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The state of a walk of the group tree.
+struct Walk<'a> {
+    tree: Tree,
+    /// Ids of the groups in `tree`.
+    seen: HashSet<String>,
+    /// Children and members requests under way.
+    pending: FuturesUnordered<TaskFuture<'a>>,
+    members: Members,
+    /// The most groups the tree may hold.
+    group_limit: u64,
+    /// The most members a group may have.
+    member_limit: u64,
+}
+
 struct Users {
     by_id: HashMap<UserId, KeycloakUser>,
     /// Distinct ids read, service accounts included: what `/users/count` counts.
@@ -597,8 +829,10 @@ struct Tree {
 }
 
 enum Task {
-    Children(GroupId),
-    Members(GroupId),
+    /// A group and its `subGroupCount`.
+    Children(GroupId, u64),
+    /// A group and the most members it may have.
+    Members(GroupId, u64),
 }
 
 enum Done {

@@ -18,6 +18,16 @@
 //!
 //! Facts about the API this relies on are in `shared/reference/keycloak-admin.md`.
 //!
+//! **Hostile answers.** A malformed or hostile answer never hangs, panics or silently
+//! truncates a fetch: a fetch that cannot be proven complete and correct fails with an
+//! [`Error`] that says why. In short (the rules are in `client`'s and `fetch`'s docs):
+//! every paging loop proves progress and is bounded by the counts
+//! ([`Error::Repeated`], [`Error::Endless`], [`Error::PageTooLong`]); counts are checked
+//! ([`Error::ImpossibleCount`], [`MAX_COUNT`]) and never size an allocation; token
+//! lifetimes and `Retry-After` are clamped; bodies are read up to
+//! [`client::MAX_BODY_BYTES`] ([`Error::BodyTooLarge`]); a missing required field (a
+//! user's `enabled` above all) is [`Error::Decode`], never a default.
+//!
 //! **Architecture invariant:** this crate knows HTTP and Keycloak's JSON, and `model`'s
 //! snapshot types; it knows nothing of NATS, protobuf or the products.
 
@@ -84,4 +94,38 @@ pub enum Error {
     Changed { attempts: u32, detail: String },
     #[error("required group `{path}` does not exist in the realm")]
     RequiredGroupMissing { path: String },
+    /// A count that cannot be true: negative, not an integer, or past [`MAX_COUNT`].
+    #[error("{endpoint} answered the impossible count {value} (expected 0 to {MAX_COUNT})")]
+    ImpossibleCount { endpoint: String, value: String },
+    /// A response body longer than [`client::MAX_BODY_BYTES`]; it was not read further.
+    #[error("{endpoint} answered a body larger than the limit of {limit} bytes")]
+    BodyTooLarge { endpoint: String, limit: usize },
+    /// A page with more entries than `max` asked for: the server does not page as the
+    /// fetch relies on.
+    #[error("{endpoint} answered {len} entries to a request for at most {max}")]
+    PageTooLong {
+        endpoint: String,
+        max: usize,
+        len: usize,
+    },
+    /// A listing answered entries it had already given: a whole page read before (the
+    /// server ignores `first`, or entries were inserted ahead of the read), or a group
+    /// twice in the tree. The fetch reads the realm again, and reports this error when
+    /// every pass met it.
+    #[error(
+        "{endpoint} answered entries already read ({detail}): the server ignores `first`, or the directory changed during the read"
+    )]
+    Repeated { endpoint: String, detail: String },
+    /// A listing went on past every entry the counts allow: it does not end.
+    #[error("{endpoint} listed more than {limit} entries, more than the counts allow ({detail})")]
+    Endless {
+        endpoint: String,
+        limit: u64,
+        detail: String,
+    },
 }
+
+/// The largest count (of users, groups, subgroups) believed; a larger one fails the fetch
+/// with [`Error::ImpossibleCount`]. Counts only bound listings; they never size an
+/// allocation.
+pub const MAX_COUNT: u64 = 50_000_000;

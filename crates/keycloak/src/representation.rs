@@ -17,9 +17,11 @@ pub struct UserRepresentation {
     pub first_name: Option<String>,
     #[serde(default)]
     pub last_name: Option<String>,
-    #[serde(default)]
+    /// Required: a user without it is a decode error, never a disabled user (which would
+    /// deactivate them in every product).
     pub enabled: bool,
-    #[serde(default)]
+    /// Required, like `enabled`: Keycloak fills it in both the brief and the full
+    /// representation.
     pub email_verified: bool,
     /// Custom attributes (user-profile fields like `email` are not repeated here). Only
     /// declared attributes show, unless the realm's `unmanagedAttributePolicy` lets admins
@@ -55,16 +57,32 @@ pub struct GroupRepresentation {
     pub sub_groups: Vec<GroupRepresentation>,
 }
 
-/// `GET /groups/count` answers `{"count": n}`.
+/// A count as the admin API answers it: `GET /users/count` a bare number,
+/// `GET /groups/count` `{"count": n}`. Read as any JSON number, so that a negative or
+/// fractional count is told apart from a body that is not JSON; see
+/// [`crate::Error::ImpossibleCount`].
 #[derive(Debug, Clone, Deserialize)]
-pub struct GroupCount {
-    pub count: u64,
+#[serde(untagged)]
+pub enum Count {
+    Bare(serde_json::Number),
+    Object { count: serde_json::Number },
+}
+
+impl Count {
+    /// The count if it is an integer from 0 to [`crate::MAX_COUNT`].
+    pub fn checked(&self) -> Result<u64, &serde_json::Number> {
+        let (Count::Bare(number) | Count::Object { count: number }) = self;
+        number
+            .as_u64()
+            .filter(|count| *count <= crate::MAX_COUNT)
+            .ok_or(number)
+    }
 }
 
 /// The token endpoint's answer to a client-credentials grant.
 #[derive(Deserialize)]
 pub(crate) struct TokenResponse {
     pub(crate) access_token: String,
-    /// Seconds.
-    pub(crate) expires_in: u64,
+    /// Seconds; any JSON number, clamped by `client::token_lifetime`.
+    pub(crate) expires_in: serde_json::Number,
 }

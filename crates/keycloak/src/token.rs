@@ -1,6 +1,11 @@
 //! The client-credentials access token: requested on first use, shared by every request,
 //! and requested again at 80 % of its `expires_in` (Keycloak issues no refresh token for
 //! this grant), or at once when Keycloak rejects it with a 401.
+//!
+//! The lifetime is the server's word, so it is never trusted with arithmetic that can
+//! overflow: it is cut to [`MAX_TOKEN_LIFETIME`] (one day; a negative `expires_in` is zero,
+//! see `client::token_lifetime`), 80 % of it is taken in integer arithmetic, and the
+//! renewal instant is a checked addition (on overflow the token is renewed at once).
 
 use std::{
     fmt,
@@ -9,6 +14,8 @@ use std::{
 };
 
 use tokio::sync::Mutex;
+
+use crate::client::MAX_TOKEN_LIFETIME;
 
 /// A bearer token; its `Debug` does not show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -49,7 +56,11 @@ impl TokenCache {
         let requested_at = Instant::now();
         let (value, lifetime) = request().await?;
         let token = AccessToken(Arc::from(value));
-        *current = Some((token.clone(), requested_at + lifetime.mul_f64(0.8)));
+        let renew_after = lifetime.min(MAX_TOKEN_LIFETIME) / 5 * 4;
+        let renew_at = requested_at
+            .checked_add(renew_after)
+            .unwrap_or(requested_at);
+        *current = Some((token.clone(), renew_at));
         Ok(token)
     }
 
@@ -100,6 +111,24 @@ mod tests {
             .expect("token");
         assert_ne!(first, second);
         assert_eq!(issued.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn the_longest_lifetime_neither_panics_nor_outlives_a_day() {
+        let cache = TokenCache::default();
+        let issued = AtomicU32::new(0);
+        let first = cache
+            .get(|| issue(&issued, Duration::MAX))
+            .await
+            .expect("token");
+        let second = cache
+            .get(|| issue(&issued, Duration::MAX))
+            .await
+            .expect("token");
+        assert_eq!(first, second);
+        let renew_at = cache.current.lock().await.as_ref().map(|(_, at)| *at);
+        let day = Instant::now() + MAX_TOKEN_LIFETIME;
+        assert!(renew_at.is_some_and(|at| at < day), "{renew_at:?}");
     }
 
     #[tokio::test]

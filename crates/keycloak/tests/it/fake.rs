@@ -16,9 +16,28 @@ use tokio::{
 pub struct Request {
     /// The path without the query.
     pub path: String,
+    /// The query string, without the `?`.
+    pub query: String,
     pub authorization: String,
     /// 1 for the first request with this method and path.
     pub nth: usize,
+}
+
+impl Request {
+    /// The query parameter `name` (not percent-decoded).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            (key == name).then_some(value)
+        })
+    }
+
+    /// The query parameter `name` as a number, 0 when absent.
+    pub fn number(&self, name: &str) -> u64 {
+        self.param(name)
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 pub struct Response {
@@ -69,7 +88,7 @@ impl FakeKeycloak {
                     let mut parts = request_line.split(' ');
                     let method = parts.next().unwrap_or_default().to_owned();
                     let target = parts.next().unwrap_or_default();
-                    let path = target.split_once('?').map_or(target, |(path, _)| path);
+                    let (path, query) = target.split_once('?').unwrap_or((target, ""));
                     let mut authorization = String::new();
                     let mut content_length = 0;
                     for line in lines {
@@ -93,6 +112,7 @@ impl FakeKeycloak {
                     };
                     let response = script(&Request {
                         path: path.to_owned(),
+                        query: query.to_owned(),
                         authorization,
                         nth,
                     });

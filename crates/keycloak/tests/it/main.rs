@@ -6,4 +6,5 @@ mod check;
 mod fake;
 mod fetch;
 mod helpers;
+mod hostile;
 mod retries;
