@@ -37,6 +37,20 @@
 //!   document marks no field required: a maximum that is absent or negative is read as
 //!   unlimited too, and a licence without `currentNumberOfUsers` as seats unknown (`None`).
 //!   A 404 ("No license has been installed") is `Ok(None)`.
+//!
+//! Hostile answers (see also `client.rs` for the paging loop). The 8.14 document marks no
+//! field of these schemas required, so the choices are keysync's, each where a default would
+//! change what the plan does:
+//! - A page's `values`, `isLastPage` and `start` are required ([`Error::Decode`]): a missing
+//!   `isLastPage` read as the last page would silently truncate the listing. `start` must be
+//!   the one asked for, and a page that is not the last must carry a `nextPageStart` at or
+//!   past its own end ([`Error::Incomplete`] otherwise).
+//! - A `RestDetailedUser`'s `active`, `mutableDetails`, `mutableGroups` and `deletable` are
+//!   required, and a `RestDetailedGroup`'s `deletable`: the reference lists them on every
+//!   admin user and group, and read as `true` a missing one would let keysync write to or
+//!   delete an account or group that an LDAP or Crowd directory owns.
+//! - The licence fields stay optional as documented above: without them the seats are
+//!   unknown or unlimited, and Bitbucket's own 403 still guards a create.
 
 use std::collections::HashSet;
 
@@ -45,7 +59,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::client::{Offset, Paged, product_client};
+use crate::client::{Offset, Paged, Split, product_client};
 use crate::config::BitbucketSettings;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::{
@@ -229,7 +243,7 @@ impl Directory for BitbucketClient {
         Ok(groups
             .into_iter()
             .map(|group| RemoteGroup {
-                read_only: (!group.deletable.unwrap_or(true))
+                read_only: (!group.deletable)
                     .then(|| "Bitbucket marks the group as not deletable".to_owned()),
                 name: group.name,
             })
@@ -373,7 +387,7 @@ impl Directory for BitbucketClient {
     #[tracing::instrument(skip_all, fields(product = "bitbucket", group = group, id = account.id, login = account.login))]
     async fn add_member(&self, group: &str, account: AccountRef<'_>) -> Result<Outcome, Error> {
         let user = self.existing_user(account).await?;
-        if !user.mutable_groups.unwrap_or(true) {
+        if !user.mutable_groups {
             return Ok(Outcome::Skipped {
                 reason: format!(
                     "the groups of {} are managed by {}",
@@ -396,7 +410,7 @@ impl Directory for BitbucketClient {
         let Some(user) = self.find_user(Some(account.id), account.login).await? else {
             return Ok(Outcome::AlreadyDone);
         };
-        if !user.mutable_groups.unwrap_or(true) {
+        if !user.mutable_groups {
             return Ok(Outcome::Skipped {
                 reason: format!(
                     "the groups of {} are managed by {}",
@@ -470,32 +484,43 @@ fn update_user_request(name: &str, update: &AccountUpdate) -> Option<ApiRequest>
 }
 
 /// A page of a `{values, size, limit, isLastPage, start, nextPageStart}` listing.
+/// `values`, `isLastPage` and `start` are required (the document marks no field required,
+/// but every page Bitbucket answers has them): a missing `isLastPage` read as "last" would
+/// silently cut the listing short.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Page<T> {
     values: Vec<T>,
-    #[serde(default = "default_true")]
     is_last_page: bool,
+    start: u64,
     next_page_start: Option<u64>,
 }
 
-fn default_true() -> bool {
-    true
-}
-
 /// Bitbucket pages by `start` and `limit` too, but a page is the last when `isLastPage` says
-/// so (or leaves it out), and the next starts at `nextPageStart`, or just after it when that
-/// is missing.
+/// so, and the next starts at `nextPageStart`. The page's `start` must be the one asked for;
+/// a page that is not the last must carry a `nextPageStart` at or past its own end (it may
+/// skip ahead: Bitbucket filters after it pages).
 impl<T: DeserializeOwned> Paged for Page<T> {
     type Item = T;
     type Position = Offset;
 
-    fn split(self, start: &Offset) -> (Vec<T>, Option<Offset>) {
-        let next = (!self.is_last_page).then(|| match self.next_page_start {
-            Some(next_page_start) => start.at(next_page_start),
-            None => start.after(self.values.len()),
-        });
-        (self.values, next)
+    fn split(self, start: &Offset) -> Result<Split<Self>, String> {
+        start.check_start(self.start)?;
+        if self.is_last_page {
+            return Ok((self.values, None));
+        }
+        let Some(next_page_start) = self.next_page_start else {
+            return Err("a page says it is not the last but has no `nextPageStart`".to_owned());
+        };
+        let end = start.after(self.values.len())?;
+        if next_page_start < end.start() {
+            return Err(format!(
+                "the page at start={} holds {} values but says the next starts at {next_page_start}",
+                start.start(),
+                self.values.len()
+            ));
+        }
+        Ok((self.values, Some(start.at(next_page_start))))
     }
 }
 
@@ -506,11 +531,13 @@ struct DetailedUser {
     slug: String,
     display_name: Option<String>,
     email_address: Option<String>,
-    active: Option<bool>,
+    /// Required, as `mutableDetails`, `mutableGroups` and `deletable` are: see the module
+    /// documentation.
+    active: bool,
     directory_name: Option<String>,
-    mutable_details: Option<bool>,
-    mutable_groups: Option<bool>,
-    deletable: Option<bool>,
+    mutable_details: bool,
+    mutable_groups: bool,
+    deletable: bool,
 }
 
 impl DetailedUser {
@@ -522,14 +549,14 @@ impl DetailedUser {
 
     /// Why the account must not be written, from `mutableDetails` and `deletable`.
     fn read_only_reason(&self) -> Option<String> {
-        if !self.mutable_details.unwrap_or(true) {
+        if !self.mutable_details {
             return Some(format!(
                 "the details of {} are managed by {} (mutableDetails is false)",
                 self.name,
                 self.directory()
             ));
         }
-        if !self.deletable.unwrap_or(true) {
+        if !self.deletable {
             return Some(format!(
                 "{} cannot be deleted (deletable is false, directory {})",
                 self.name,
@@ -546,7 +573,7 @@ impl DetailedUser {
             login: self.name,
             display_name: self.display_name.unwrap_or_default(),
             email: self.email_address,
-            active: self.active.unwrap_or(true),
+            active: self.active,
             administrator: false,
         }
     }
@@ -630,10 +657,12 @@ struct PermittedGroupName {
     name: String,
 }
 
+/// `RestDetailedGroup`: `deletable` is required; read as true, a missing one would let
+/// keysync delete a group Bitbucket protects.
 #[derive(Deserialize)]
 struct DetailedGroup {
     name: String,
-    deletable: Option<bool>,
+    deletable: bool,
 }
 
 /// `RestBitbucketLicense`, the answer of `GET /admin/license`, with the fields the seats
@@ -713,11 +742,11 @@ mod tests {
             slug: "ldap-user".into(),
             display_name: None,
             email_address: None,
-            active: Some(true),
+            active: true,
             directory_name: Some("Corporate LDAP".into()),
-            mutable_details: Some(false),
-            mutable_groups: Some(false),
-            deletable: Some(false),
+            mutable_details: false,
+            mutable_groups: false,
+            deletable: false,
         };
         let reason = user.read_only_reason().unwrap();
         assert!(reason.contains("Corporate LDAP"), "{reason}");
@@ -730,7 +759,7 @@ mod tests {
                 {"user": {"name": "Ops", "slug": "ops", "id": 1}, "permission": "SYS_ADMIN"},
                 {"user": {"name": "Dev", "slug": "dev", "id": 2}, "permission": "PROJECT_CREATE"},
             ],
-            "isLastPage": true,
+            "isLastPage": true, "start": 0,
         }))
         .unwrap();
         let groups: Page<PermittedGroup> = serde_json::from_value(json!({
@@ -738,7 +767,7 @@ mod tests {
                 {"group": {"name": "BB-Admins"}, "permission": "ADMIN"},
                 {"group": {"name": "stash-users"}, "permission": "LICENSED_USER"},
             ],
-            "isLastPage": true,
+            "isLastPage": true, "start": 0,
         }))
         .unwrap();
         let administrators = Administrators::from_listings(users.values, groups.values);
@@ -747,11 +776,11 @@ mod tests {
             slug: id.to_owned(),
             display_name: None,
             email_address: None,
-            active: None,
+            active: true,
             directory_name: None,
-            mutable_details: None,
-            mutable_groups: None,
-            deletable: None,
+            mutable_details: true,
+            mutable_groups: true,
+            deletable: true,
         };
         let membership = |group: &str, account_id: &str| crate::Membership {
             group: group.to_owned(),
@@ -819,21 +848,34 @@ mod tests {
     }
 
     #[test]
-    fn a_page_is_the_last_when_is_last_page_says_so_or_is_missing() {
+    fn a_page_is_the_last_only_when_is_last_page_says_so() {
         let start = Offset::default().at(25);
         let page = |body: serde_json::Value| -> Page<DetailedGroup> {
             serde_json::from_value(body).unwrap()
         };
-        let group = json!({"name": "developers"});
+        let group = json!({"name": "developers", "deletable": true});
 
-        let jump = page(json!({"values": [group], "isLastPage": false, "nextPageStart": 60}));
-        let no_start = page(json!({"values": [group, group], "isLastPage": false}));
-        let last = page(json!({"values": [group], "isLastPage": true, "nextPageStart": 26}));
-        let unsaid = page(json!({"values": [group]}));
+        let jump = page(json!({
+            "values": [group], "isLastPage": false, "start": 25, "nextPageStart": 60
+        }));
+        let no_start = page(json!({"values": [group, group], "isLastPage": false, "start": 25}));
+        let last = page(json!({
+            "values": [group], "isLastPage": true, "start": 25, "nextPageStart": 26
+        }));
+        let back = page(json!({
+            "values": [group, group], "isLastPage": false, "start": 25, "nextPageStart": 26
+        }));
+        let elsewhere = page(json!({"values": [group], "isLastPage": true, "start": 0}));
 
-        assert_eq!(jump.split(&start).1, Some(start.at(60)));
-        assert_eq!(no_start.split(&start).1, Some(start.after(2)));
-        assert_eq!(last.split(&start).1, None);
-        assert_eq!(unsaid.split(&start).1, None);
+        assert_eq!(jump.split(&start).unwrap().1, Some(start.at(60)));
+        assert!(no_start.split(&start).is_err(), "no nextPageStart");
+        assert_eq!(last.split(&start).unwrap().1, None);
+        assert!(
+            back.split(&start).is_err(),
+            "the next page overlaps this one"
+        );
+        assert!(elsewhere.split(&start).is_err(), "start 0, asked for 25");
+        let unsaid = json!({"values": [group], "start": 25});
+        assert!(serde_json::from_value::<Page<DetailedGroup>>(unsaid).is_err());
     }
 }

@@ -46,12 +46,25 @@ pub struct Connection {
     /// whose certificate a private CA signed (the `ca_file` setting); `None` for the system's
     /// roots only.
     pub ca: Option<String>,
+    /// The largest response body read, in bytes; a larger one is
+    /// [`Error::ResponseTooLarge`], read chunk by chunk and never buffered whole.
+    pub max_body_bytes: usize,
+    /// The most pages one listing reads; a listing with more fails as
+    /// [`Error::Incomplete`] instead of paging on forever.
+    pub max_pages: usize,
 }
+
+/// [`Connection::max_body_bytes`] by default: 64 MiB, far above any page keysync asks for.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 << 20;
+/// [`Connection::max_pages`] by default: 100,000 pages, 5 million group members at Jira's
+/// 50 a page.
+pub const DEFAULT_MAX_PAGES: usize = 100_000;
 
 impl Connection {
     /// A connection with the default limits: 16 requests in flight, no rate ceiling of our
     /// own, 30 s request and 10 s connect timeouts, 8 retries starting at 250 ms and capped
-    /// at 60 s, documented page sizes.
+    /// at 60 s, documented page sizes, bodies of at most [`DEFAULT_MAX_BODY_BYTES`] and
+    /// listings of at most [`DEFAULT_MAX_PAGES`] pages.
     pub fn new(endpoint: Url, auth: Auth) -> Connection {
         Connection {
             endpoint,
@@ -65,6 +78,8 @@ impl Connection {
             max_backoff: Duration::from_secs(60),
             page_size: None,
             ca: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_pages: DEFAULT_MAX_PAGES,
         }
     }
 
@@ -113,6 +128,12 @@ impl Connection {
         }
         if self.page_size == Some(0) {
             return invalid("page_size must be at least 1");
+        }
+        if self.max_body_bytes == 0 {
+            return invalid("max_body_bytes must be at least 1");
+        }
+        if self.max_pages == 0 {
+            return invalid("max_pages must be at least 1");
         }
         if let Err(reason) = self.ca_certificates() {
             return invalid(&format!("`ca_file` {reason}"));

@@ -27,6 +27,19 @@
 //!   `GET /rest/license/1.0/license/userCount` and `…/maxUsers`, each `{"count": n}`; see
 //!   `ConfluenceClient::license_count` for the sources and what in them is unverified.
 //!   Where the module is missing (404) the seats are `None`.
+//!
+//! Hostile answers (see also `client.rs` for the paging loop):
+//! - A listing page must be the documented envelope: `results`, `start`, `limit`, `size` and
+//!   `_links` are required ([`Error::Decode`] without one), `start` must be the one asked for
+//!   and `size` the number of results ([`Error::Incomplete`] otherwise); only `_links.next`
+//!   may be absent, and its absence ends the listing.
+//! - A listed user (`user/list`, `group/{name}/member`, with `expand=status`) must carry
+//!   `username`, `userKey` and `status`: one without is [`Error::Decode`], never dropped from
+//!   the listing nor read as active.
+//! - Long-task polling adds to instants with checked arithmetic. A task whose
+//!   `successful` is absent counts as failed (and the delete is then judged by whether the
+//!   user is gone); a licence maximum that is absent reads as unlimited, as the
+//!   `UserCountService` javadoc has it, which the server's own 402 still guards.
 
 use std::time::{Duration, Instant};
 
@@ -35,7 +48,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::client::{Offset, Paged, product_client};
+use crate::client::{Offset, Paged, Split, product_client};
 use crate::config::ConfluenceSettings;
 use crate::http::ApiRequest;
 use crate::{
@@ -95,7 +108,9 @@ impl ConfluenceClient {
     /// doubling the wait up to a second.
     async fn wait_for_long_task(&self, task_id: &str) -> Result<TaskEnd, Error> {
         let settings = &self.core.settings;
-        let deadline = Instant::now() + settings.long_task_timeout;
+        let now = Instant::now();
+        // A timeout too long to add is as good as none: poll until the task ends.
+        let deadline = now.checked_add(settings.long_task_timeout);
         let mut interval = settings.long_task_poll_interval;
         loop {
             let request = ApiRequest::get("rest/api/longtask").segment(task_id);
@@ -106,11 +121,14 @@ impl ConfluenceClient {
                     _ => TaskEnd::Failed(task.message()),
                 });
             }
-            if Instant::now() + interval > deadline {
+            let next_poll = Instant::now().checked_add(interval);
+            if let Some(deadline) = deadline
+                && next_poll.is_none_or(|next_poll| next_poll > deadline)
+            {
                 return Ok(TaskEnd::Running(task.percentage_complete.unwrap_or(0)));
             }
-            tokio::time::sleep(interval).await;
-            interval = (interval * 2).min(MAX_POLL_INTERVAL);
+            tokio::time::sleep(interval.min(MAX_POLL_INTERVAL)).await;
+            interval = interval.saturating_mul(2).min(MAX_POLL_INTERVAL);
         }
     }
 
@@ -258,12 +276,9 @@ impl Directory for ConfluenceClient {
         let request = ApiRequest::get("rest/api/user/list").query("expand", "status");
         let people = self
             .core
-            .all_pages::<Page<Person>>(&request, "user page")
+            .all_pages::<Page<ListedPerson>>(&request, "user page")
             .await?;
-        Ok(people
-            .into_iter()
-            .filter_map(Person::into_account)
-            .collect())
+        Ok(people.into_iter().map(ListedPerson::into_account).collect())
     }
 
     #[tracing::instrument(skip_all, fields(product = "confluence"))]
@@ -289,12 +304,9 @@ impl Directory for ConfluenceClient {
             .query("expand", "status");
         let people = self
             .core
-            .all_pages::<Page<Person>>(&request, "member page")
+            .all_pages::<Page<ListedPerson>>(&request, "member page")
             .await?;
-        Ok(people
-            .into_iter()
-            .filter_map(|person| person.user_key)
-            .collect())
+        Ok(people.into_iter().map(|person| person.user_key).collect())
     }
 
     #[tracing::instrument(skip_all, fields(product = "confluence", login = %account.login))]
@@ -497,30 +509,84 @@ enum UserBy<'a> {
     Name(&'a str),
 }
 
-/// A page of a `{results, start, limit, size, _links.next}` listing.
+/// A page of a `{results, start, limit, size, _links{base, context, self, next?}}` listing.
+/// Every field but `_links.next` is required: Confluence's `PageResponse` always carries
+/// them, and without `_links` "no next page" could not be told from a broken answer.
 #[derive(Deserialize)]
 struct Page<T> {
     results: Vec<T>,
+    start: u64,
+    /// Required though unused: a page without it is not the documented envelope.
+    #[serde(rename = "limit")]
+    _limit: u64,
+    size: u64,
     #[serde(rename = "_links")]
-    links: Option<PageLinks>,
+    links: PageLinks,
 }
 
 /// Confluence pages by `start` and `limit`: a page is the last unless `_links.next` links to
-/// another, which starts just after it.
+/// another, which starts just after it. The page's `start` must be the one asked for (a
+/// Confluence that ignores it would answer the first page forever) and its `size` the number
+/// of its results.
 impl<T: DeserializeOwned> Paged for Page<T> {
     type Item = T;
     type Position = Offset;
 
-    fn split(self, start: &Offset) -> (Vec<T>, Option<Offset>) {
-        let has_next = self.links.is_some_and(|links| links.next.is_some());
-        let next = has_next.then(|| start.after(self.results.len()));
-        (self.results, next)
+    fn split(self, start: &Offset) -> Result<Split<Self>, String> {
+        start.check_start(self.start)?;
+        if usize::try_from(self.size).ok() != Some(self.results.len()) {
+            return Err(format!(
+                "a page says its size is {} but holds {} results",
+                self.size,
+                self.results.len()
+            ));
+        }
+        if self.links.next.is_none() {
+            return Ok((self.results, None));
+        }
+        let next = start.after(self.results.len())?;
+        Ok((self.results, Some(next)))
     }
 }
 
 #[derive(Deserialize)]
 struct PageLinks {
     next: Option<String>,
+}
+
+/// A user of a listing (`user/list`, `group/{name}/member`, both with `expand=status`):
+/// `username`, `userKey` and `status` are required. Read as optional, a user without a key
+/// would vanish from the listing (and be created again), and one without a status would read
+/// as active.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListedPerson {
+    username: String,
+    user_key: String,
+    display_name: Option<String>,
+    status: String,
+}
+
+impl ListedPerson {
+    fn into_account(self) -> RemoteAccount {
+        RemoteAccount {
+            active: is_active_status(&self.status),
+            id: self.user_key,
+            login: self.username,
+            display_name: self.display_name.unwrap_or_default(),
+            email: None,
+            read_only: None,
+            administrator: false,
+        }
+    }
+}
+
+/// Whether a `status` (`Active`, `Deactivated`; the casing is not documented, so it is
+/// compared case-insensitively) means active.
+fn is_active_status(status: &str) -> bool {
+    !["deactivated", "disabled", "inactive"]
+        .iter()
+        .any(|inactive| status.eq_ignore_ascii_case(inactive))
 }
 
 #[derive(Deserialize)]
@@ -538,12 +604,7 @@ struct Person {
 
 impl Person {
     fn is_active(&self) -> Option<bool> {
-        let status = self.status.as_deref()?;
-        Some(
-            !["deactivated", "disabled", "inactive"]
-                .iter()
-                .any(|inactive| status.eq_ignore_ascii_case(inactive)),
-        )
+        self.status.as_deref().map(is_active_status)
     }
 
     fn into_account(self) -> Option<RemoteAccount> {
@@ -739,15 +800,35 @@ mod tests {
     #[test]
     fn a_page_is_the_last_unless_it_links_to_a_next_one() {
         let start = Offset::default().at(40);
-        let more: Page<GroupJson> = serde_json::from_value(json!({
-            "results": [{"name": "a"}, {"name": "b"}],
+        let page =
+            |body: serde_json::Value| -> Page<GroupJson> { serde_json::from_value(body).unwrap() };
+        let more = page(json!({
+            "results": [{"name": "a"}, {"name": "b"}], "start": 40, "limit": 2, "size": 2,
             "_links": {"next": "/rest/api/group?start=42&limit=2"}
-        }))
-        .unwrap();
-        let last: Page<GroupJson> =
-            serde_json::from_value(json!({"results": [{"name": "c"}], "_links": {}})).unwrap();
+        }));
+        let last = page(json!({
+            "results": [{"name": "c"}], "start": 40, "limit": 2, "size": 1, "_links": {}
+        }));
+        let elsewhere = page(json!({
+            "results": [{"name": "c"}], "start": 0, "limit": 2, "size": 1, "_links": {}
+        }));
+        let missized = page(json!({
+            "results": [{"name": "c"}], "start": 40, "limit": 2, "size": 2, "_links": {}
+        }));
 
-        assert_eq!(more.split(&start).1, Some(start.after(2)));
-        assert_eq!(last.split(&start).1, None);
+        assert_eq!(more.split(&start).unwrap().1, Some(start.after(2).unwrap()));
+        assert_eq!(last.split(&start).unwrap().1, None);
+        assert!(elsewhere.split(&start).is_err(), "start 0, asked for 40");
+        assert!(missized.split(&start).is_err(), "size 2, one result");
+        for missing in ["start", "limit", "size", "_links"] {
+            let mut body = json!({
+                "results": [], "start": 40, "limit": 2, "size": 0, "_links": {}
+            });
+            body.as_object_mut().unwrap().remove(missing);
+            assert!(
+                serde_json::from_value::<Page<GroupJson>>(body).is_err(),
+                "{missing}"
+            );
+        }
     }
 }

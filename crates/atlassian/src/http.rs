@@ -2,7 +2,7 @@
 //!
 //! Every request carries the auth header (`Bearer` PAT or `Basic`), `Accept` and, with a
 //! body, `Content-Type: application/json`, and `X-Atlassian-Token: no-check`. Requests wait
-//! for a slot of a semaphore (bounded concurrency) and then for the [`Pacer`], which keeps the
+//! for a slot of a semaphore (bounded concurrency) and then for the pacer, which keeps the
 //! request rate below what the product's `X-RateLimit-*` headers say it refills, so a client
 //! alone never provokes 429s. 429, 502, 503, 504 and transport errors are retried with
 //! backoff, honouring `Retry-After`; every other status goes back to the product module, which
@@ -17,10 +17,26 @@
 //! a request by its method and path only. The client trusts the extra roots of
 //! `Connection::ca` (`ca_file`), and building one for plain `http://` to another host logs
 //! [`::config::plaintext_warning`].
+//!
+//! Hostile or broken answers (rules this layer keeps for every product):
+//! - Bodies are read chunk by chunk within [`Connection::max_body_bytes`] (64 MiB by
+//!   default) and never buffered whole past it; a larger one is
+//!   [`Error::ResponseTooLarge`], naming the limit, and is not retried (`http/body.rs`).
+//! - Every number from a header is parsed without panicking and used with checked or
+//!   saturating arithmetic: `Retry-After` is whole non-negative seconds or ignored (an HTTP
+//!   date, a negative or fractional value falls back on the backoff), kept at most a day
+//!   in [`Error::RateLimited`], and never waited for longer than `max_backoff`; the
+//!   `X-RateLimit-*` numbers are checked and clamped by the pacer, which never holds a
+//!   request back longer than `max_backoff` either, or one interval of
+//!   `max_requests_per_second` when that is longer (`http/pacer.rs`).
+//! - Paging is proven to progress one level up, in `client.rs`; required fields are
+//!   required by the products' page and user types, in each product module.
+
+mod body;
+mod pacer;
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -30,12 +46,10 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use url::Url;
 
+use self::body::BodyError;
+use self::pacer::Pacer;
 use crate::config::{Auth, Connection};
 use crate::{Error, Product, RequestEvent, RequestObserver};
-
-/// Below the refill rate the product announces, so that timing jitter never empties its
-/// bucket.
-const PACE_SAFETY_FACTOR: f64 = 0.97;
 
 /// One request, built by a product module without IO. Its `Debug` shows the names of the
 /// query parameters but no value and no body: a create carries the initial password in one
@@ -187,6 +201,8 @@ pub(crate) struct Http {
     max_retries: u32,
     initial_backoff: Duration,
     max_backoff: Duration,
+    /// [`Connection::max_body_bytes`].
+    max_body_bytes: usize,
     observer: Option<Arc<dyn RequestObserver>>,
 }
 
@@ -245,6 +261,14 @@ impl Http {
                 config_error(format!("cannot build the HTTP client: {error}"))
             }
         })?;
+        // The pacer holds a request back at most `max_backoff`, or one interval of our own
+        // ceiling when that is longer.
+        let pace_wait = connection
+            .max_requests_per_second
+            .and_then(|rate| Duration::try_from_secs_f64(rate.recip()).ok())
+            .map_or(connection.max_backoff, |interval| {
+                interval.max(connection.max_backoff)
+            });
         Ok(Http {
             product,
             client,
@@ -253,7 +277,8 @@ impl Http {
             bearer: matches!(connection.auth, Auth::Bearer(_)),
             slots: Semaphore::new(connection.max_concurrency),
             max_concurrency: connection.max_concurrency,
-            pacer: Pacer::new(connection.max_requests_per_second),
+            pacer: Pacer::new(connection.max_requests_per_second, pace_wait),
+            max_body_bytes: connection.max_body_bytes,
             max_retries: connection.max_retries,
             initial_backoff: connection.initial_backoff,
             max_backoff: connection.max_backoff,
@@ -282,6 +307,11 @@ impl Http {
         });
     }
 
+    /// The product this client talks to.
+    pub(crate) fn product(&self) -> Product {
+        self.product
+    }
+
     /// The most requests in flight at once, for callers that fan out.
     pub(crate) fn max_concurrency(&self) -> usize {
         self.max_concurrency
@@ -304,58 +334,15 @@ impl Http {
     }
 
     /// Sends `request`, retrying 429, 502, 503, 504 and transport errors, and answers any
-    /// other status for the product module to interpret.
+    /// other status for the product module to interpret. A body over the limit fails at
+    /// once ([`Error::ResponseTooLarge`]).
     pub(crate) async fn send(&self, request: &ApiRequest) -> Result<ApiResponse, Error> {
         let url = self.url(request);
         let body = request.body.as_ref().map(|body| body.to_string());
         let mut attempt: u32 = 0;
         loop {
-            attempt += 1;
-            let result = {
-                let _slot = self.slots.acquire().await;
-                let now = Instant::now();
-                let start_at = self.pacer.reserve(now);
-                if start_at > now {
-                    tokio::time::sleep_until(tokio::time::Instant::from_std(start_at)).await;
-                }
-                let mut builder = self
-                    .client
-                    .request(request.method.clone(), url.clone())
-                    .header(AUTHORIZATION, self.authorization.clone());
-                if let Some(body) = &body {
-                    builder = builder
-                        .header(CONTENT_TYPE, "application/json")
-                        .body(body.clone());
-                }
-                let _in_flight = self.pacer.start();
-                let started = Instant::now();
-                let result = match builder.send().await {
-                    Ok(response) => {
-                        let status = response.status().as_u16();
-                        let headers = response.headers().clone();
-                        response.bytes().await.map(|body| (status, headers, body))
-                    }
-                    Err(error) => Err(error),
-                }
-                .map_err(without_url);
-                self.observe(
-                    request,
-                    result.as_ref().ok().map(|(status, _, _)| *status),
-                    started.elapsed(),
-                    attempt,
-                );
-                if let Ok((status, headers, _)) = &result {
-                    self.pacer.observe(Instant::now(), headers);
-                    tracing::debug!(
-                        product = %self.product,
-                        request = %request.describe(),
-                        status,
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "Request answered."
-                    );
-                }
-                result
-            };
+            attempt = attempt.saturating_add(1);
+            let result = self.attempt(request, &url, body.as_deref(), attempt).await;
             let can_retry = attempt <= self.max_retries;
             let wait = match result {
                 Ok((status, headers, body)) => {
@@ -397,12 +384,18 @@ impl Http {
                         request = %request.describe(),
                         status,
                         attempt,
-                        wait_ms = wait.as_millis() as u64,
+                        wait_ms = millis(wait),
                         "Retrying after a temporary failure."
                     );
                     wait
                 }
-                Err(source) => {
+                Err(BodyError::TooLarge) => {
+                    return Err(Error::ResponseTooLarge {
+                        product: self.product,
+                        limit: self.max_body_bytes,
+                    });
+                }
+                Err(BodyError::Transport(source)) => {
                     if !can_retry {
                         return Err(Error::Transport {
                             product: self.product,
@@ -415,7 +408,7 @@ impl Http {
                         product = %self.product,
                         request = %request.describe(),
                         attempt,
-                        wait_ms = wait.as_millis() as u64,
+                        wait_ms = millis(wait),
                         error = %source,
                         "Retrying after a transport error."
                     );
@@ -426,16 +419,83 @@ impl Http {
         }
     }
 
-    /// Exponential backoff with jitter: between half and all of `initial * 2^(attempt-1)`.
+    /// One attempt of `request`: waits for a slot and the pacer, sends, and reads the body
+    /// within the limit; tells the observer and the pacer.
+    async fn attempt(
+        &self,
+        request: &ApiRequest,
+        url: &Url,
+        body: Option<&str>,
+        attempt: u32,
+    ) -> Result<(u16, HeaderMap, bytes::Bytes), BodyError> {
+        let _slot = self.slots.acquire().await;
+        let now = Instant::now();
+        let start_at = self.pacer.reserve(now);
+        if start_at > now {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(start_at)).await;
+        }
+        let mut builder = self
+            .client
+            .request(request.method.clone(), url.clone())
+            .header(AUTHORIZATION, self.authorization.clone());
+        if let Some(body) = body {
+            builder = builder
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.to_owned());
+        }
+        let _in_flight = self.pacer.start();
+        let started = Instant::now();
+        let result = match builder.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let headers = response.headers().clone();
+                body::read_limited(response, self.max_body_bytes)
+                    .await
+                    .map(|body| (status, headers, body))
+            }
+            Err(error) => Err(BodyError::Transport(error)),
+        }
+        .map_err(|error| match error {
+            BodyError::Transport(error) => BodyError::Transport(without_url(error)),
+            too_large => too_large,
+        });
+        self.observe(
+            request,
+            result.as_ref().ok().map(|(status, _, _)| *status),
+            started.elapsed(),
+            attempt,
+        );
+        if let Ok((status, headers, _)) = &result {
+            self.pacer.observe(Instant::now(), headers);
+            tracing::debug!(
+                product = %self.product,
+                request = %request.describe(),
+                status,
+                elapsed_ms = millis(started.elapsed()),
+                "Request answered."
+            );
+        }
+        result
+    }
+
+    /// Exponential backoff with jitter: between half and all of `initial * 2^(attempt-1)`,
+    /// never more than `max_backoff`.
     fn backoff(&self, attempt: u32) -> Duration {
         use rand::Rng;
         let full = self
             .initial_backoff
-            .saturating_mul(1u32 << (attempt - 1).min(16))
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
             .min(self.max_backoff);
         let half = full / 2;
-        half + full.mul_f64(rand::rng().random_range(0.0..0.5))
+        // Below half of `full`, so it cannot overflow.
+        let jitter = full.mul_f64(rand::rng().random_range(0.0..0.5));
+        half.saturating_add(jitter).min(self.max_backoff)
     }
+}
+
+/// A duration in whole milliseconds for a log field, saturated.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `error` without the URL reqwest appends to its message: a Bitbucket user creation
@@ -446,21 +506,22 @@ pub(crate) fn without_url(error: reqwest::Error) -> reqwest::Error {
     error.without_url()
 }
 
-/// `Retry-After` in whole seconds (the form the Data Center products send).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(seconds))
-}
+/// The longest `Retry-After` kept: a day. The wait itself is at most the client's
+/// `max_backoff`; this only bounds what [`Error::RateLimited`] reports, so that a caller
+/// adding it to an instant cannot overflow.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
-fn header_number(headers: &HeaderMap, name: &str) -> Option<f64> {
-    let value: f64 = headers.get(name)?.to_str().ok()?.trim().parse().ok()?;
-    value.is_finite().then_some(value)
+/// `Retry-After` in whole seconds (the form the Data Center products send), at most
+/// [`MAX_RETRY_AFTER`]; `None` for anything else (an HTTP date, a negative or fractional
+/// number, garbage), which falls back on the backoff.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let text = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    // All digits: only too many of them fail to parse, and that is a huge wait.
+    let seconds: u64 = text.parse().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
 }
 
 /// The product's message from its documented error body, or the start of the body.
@@ -515,222 +576,11 @@ fn error_message(product: Product, body: &[u8]) -> String {
     text.chars().take(300).collect()
 }
 
-/// Spaces requests out so that the product's token bucket never runs dry.
-///
-/// It mirrors the product's bucket: it learns the refill rate from `X-RateLimit-FillRate` /
-/// `X-RateLimit-Interval-Seconds` and the size from `X-RateLimit-Limit`, refills its own
-/// tokens a little slower than the product does, and never believes it has more tokens than
-/// the product's last `X-RateLimit-Remaining` minus the requests still in flight. Tokens may
-/// go negative: each reservation then starts one refill interval after the previous one. A
-/// 429 pauses every request until its `Retry-After` has passed.
-struct Pacer {
-    state: Mutex<PacerState>,
-    in_flight: AtomicUsize,
-}
-
-struct PacerState {
-    /// Our own ceiling, requests per second.
-    configured_rate: Option<f64>,
-    /// The product's refill rate (already reduced by the safety factor) and bucket size.
-    learned: Option<(f64, f64)>,
-    tokens: f64,
-    /// The instant `tokens` is valid at; in the future while paused.
-    updated: Instant,
-}
-
-/// Counts a request as in flight until dropped.
-struct InFlight<'a>(&'a AtomicUsize);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl Pacer {
-    fn new(configured_rate: Option<f64>) -> Pacer {
-        Pacer {
-            state: Mutex::new(PacerState {
-                configured_rate,
-                learned: None,
-                tokens: configured_rate.unwrap_or(1.0).max(1.0),
-                updated: Instant::now(),
-            }),
-            in_flight: AtomicUsize::new(0),
-        }
-    }
-
-    fn start(&self) -> InFlight<'_> {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(&self.in_flight)
-    }
-
-    /// When the next request may start.
-    fn reserve(&self, now: Instant) -> Instant {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some((rate, capacity)) = state.rate_and_capacity() else {
-            return state.updated.max(now);
-        };
-        state.refill(now, rate, capacity);
-        state.tokens -= 1.0;
-        if state.tokens >= 0.0 {
-            return state.updated.max(now);
-        }
-        state.updated.max(now) + Duration::from_secs_f64(-state.tokens / rate)
-    }
-
-    /// Learns from a response's `X-RateLimit-*` headers.
-    fn observe(&self, now: Instant, headers: &HeaderMap) {
-        let fill_rate = header_number(headers, "X-RateLimit-FillRate");
-        let interval = header_number(headers, "X-RateLimit-Interval-Seconds");
-        let limit = header_number(headers, "X-RateLimit-Limit");
-        let remaining = header_number(headers, "X-RateLimit-Remaining");
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let (Some(fill_rate), Some(interval)) = (fill_rate, interval)
-            && fill_rate > 0.0
-            && interval > 0.0
-        {
-            let rate = fill_rate / interval * PACE_SAFETY_FACTOR;
-            let capacity = limit.unwrap_or(fill_rate).max(1.0);
-            if state.learned.is_none() && state.configured_rate.is_none() {
-                // Until now nothing limited us; `remaining` below says what is really left.
-                state.tokens = capacity;
-            }
-            state.learned = Some((rate, capacity));
-        }
-        if let Some(remaining) = remaining
-            && let Some((rate, capacity)) = state.rate_and_capacity()
-        {
-            state.refill(now, rate, capacity);
-            let in_flight = self.in_flight.load(Ordering::Relaxed) as f64;
-            // The answering request is still counted as in flight, and its token is already
-            // out of `remaining`.
-            let allowed = remaining - (in_flight - 1.0).max(0.0);
-            state.tokens = state.tokens.min(allowed);
-        }
-    }
-
-    /// Holds every request back until `wait` has passed.
-    fn pause(&self, now: Instant, wait: Duration) {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((rate, capacity)) = state.rate_and_capacity() {
-            state.refill(now, rate, capacity);
-        }
-        state.tokens = state.tokens.min(0.0);
-        state.updated = state.updated.max(now + wait);
-    }
-}
-
-impl PacerState {
-    fn rate_and_capacity(&self) -> Option<(f64, f64)> {
-        match (self.learned, self.configured_rate) {
-            (Some((rate, capacity)), Some(configured)) => {
-                Some((rate.min(configured), capacity.min(configured.max(1.0))))
-            }
-            (Some(learned), None) => Some(learned),
-            (None, Some(configured)) => Some((configured, configured.max(1.0))),
-            (None, None) => None,
-        }
-    }
-
-    fn refill(&mut self, now: Instant, rate: f64, capacity: f64) {
-        if now <= self.updated {
-            return;
-        }
-        let elapsed = (now - self.updated).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate).min(capacity);
-        self.updated = now;
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.insert(*name, HeaderValue::from_str(value).unwrap());
-        }
-        map
-    }
-
-    #[test]
-    fn pacer_lets_requests_through_at_once_when_nothing_is_known() {
-        let pacer = Pacer::new(None);
-        let now = Instant::now();
-        assert_eq!(pacer.reserve(now), now);
-        assert_eq!(pacer.reserve(now), now);
-    }
-
-    #[test]
-    fn pacer_spaces_requests_at_the_announced_fill_rate_once_the_bucket_is_empty() {
-        let pacer = Pacer::new(None);
-        let now = Instant::now();
-        pacer.observe(
-            now,
-            &headers(&[
-                ("X-RateLimit-Limit", "10"),
-                ("X-RateLimit-Remaining", "0"),
-                ("X-RateLimit-FillRate", "10"),
-                ("X-RateLimit-Interval-Seconds", "1"),
-            ]),
-        );
-        let first = pacer.reserve(now);
-        let second = pacer.reserve(now);
-        let gap = (second - first).as_secs_f64();
-        let expected = 1.0 / (10.0 * PACE_SAFETY_FACTOR);
-        assert!(
-            (gap - expected).abs() < 1e-6,
-            "gap {gap}, expected {expected}"
-        );
-    }
-
-    #[test]
-    fn pacer_spends_the_remaining_tokens_before_pacing() {
-        let pacer = Pacer::new(None);
-        let now = Instant::now();
-        pacer.observe(
-            now,
-            &headers(&[
-                ("X-RateLimit-Limit", "100"),
-                ("X-RateLimit-Remaining", "5"),
-                ("X-RateLimit-FillRate", "100"),
-                ("X-RateLimit-Interval-Seconds", "1"),
-            ]),
-        );
-        for _ in 0..5 {
-            assert_eq!(pacer.reserve(now), now);
-        }
-        assert!(pacer.reserve(now) > now);
-    }
-
-    #[test]
-    fn pacer_holds_everything_back_during_a_pause() {
-        let pacer = Pacer::new(None);
-        let now = Instant::now();
-        pacer.pause(now, Duration::from_secs(2));
-        assert!(pacer.reserve(now) >= now + Duration::from_secs(2));
-    }
-
-    #[test]
-    fn pacer_never_exceeds_the_configured_rate() {
-        let pacer = Pacer::new(Some(4.0));
-        let now = Instant::now();
-        let starts: Vec<Instant> = (0..12).map(|_| pacer.reserve(now)).collect();
-        let last = *starts.last().unwrap();
-        // Four may start at once (the bucket), the next eight take two seconds.
-        assert!(last >= now + Duration::from_millis(1999));
-    }
 
     /// Keeps every event's fields as text.
     #[derive(Clone, Default)]

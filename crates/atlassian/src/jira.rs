@@ -23,6 +23,20 @@
 //! - An update sends `name` only when it renames: the body of `PUT /rest/api/2/user?key=…`
 //!   sets every field it carries, so a login read before an administrator renamed the user
 //!   would rename it back.
+//!
+//! Hostile answers (see also `client.rs` for the paging loop):
+//! - A user's `active` is required (a default would read a deactivated user as active or
+//!   the reverse), and so are `groups.items` with `expand=groups`, `isLast` of both paged
+//!   listings, `startAt` of `group/member` (it must be the one asked for) and `total` of
+//!   the group picker; a missing one is [`Error::Decode`].
+//! - A `/user/list` page that is not the last must carry a `nextCursor`, and a cursor that
+//!   comes back fails the listing ([`Error::Incomplete`]); `/user/search` paging stops at
+//!   `max_pages` pages per query, and the prefix refinement of the user search and of the
+//!   group picker at `max_pages` queries (a server that caps every query would otherwise
+//!   make them branch into billions).
+//! - Defaults are kept only where they fail closed or cost only speed: `mypermissions`
+//!   (absent means not held) and `serverInfo.versionNumbers` (absent picks the prefix
+//!   search).
 
 mod leads;
 mod search;
@@ -34,7 +48,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::OnceCell;
 
-use crate::client::{Offset, Paged, Position, product_client};
+use crate::client::{Offset, Paged, Position, Split, product_client};
 use crate::config::{JiraSettings, UserListing};
 use crate::http::ApiRequest;
 use crate::{
@@ -260,7 +274,19 @@ impl Directory for JiraClient {
     async fn list_groups(&self) -> Result<Vec<RemoteGroup>, Error> {
         let mut names: BTreeSet<String> = BTreeSet::new();
         let mut queries = vec![String::new()];
+        let mut asked: usize = 0;
         while !queries.is_empty() {
+            asked = asked.saturating_add(queries.len());
+            if asked > self.core.max_pages() {
+                return Err(Error::Incomplete {
+                    product: Product::Jira,
+                    message: format!(
+                        "the group picker caps so many queries that listing every group would \
+                         take more than {} calls (`max_pages`)",
+                        self.core.max_pages()
+                    ),
+                });
+            }
             let mut next_queries = Vec::new();
             for query in queries.drain(..) {
                 let (picked, capped) = self.pick_groups(&query).await?;
@@ -524,13 +550,10 @@ struct UserBean {
     name: String,
     display_name: Option<String>,
     email_address: Option<String>,
-    #[serde(default = "default_active")]
+    /// Required: Jira's `UserBean` always carries it, and a default either way would change
+    /// the plan (a deactivated user read as active, or the reverse).
     active: bool,
     groups: Option<UserGroups>,
-}
-
-fn default_active() -> bool {
-    true
 }
 
 impl UserBean {
@@ -547,9 +570,10 @@ impl UserBean {
     }
 }
 
+/// `groups` of `user?expand=groups`: `{size, items}`. `items` is required: read as no
+/// groups, a missing one would make a refused removal look done ([`Directory::remove_member`]).
 #[derive(Deserialize)]
 struct UserGroups {
-    #[serde(default)]
     items: Vec<GroupName>,
 }
 
@@ -567,15 +591,25 @@ struct UserListPage {
     next_cursor: Option<String>,
 }
 
-/// Asked for by [`Cursor`]. A page is the last when `isLast` says so or no `nextCursor`
-/// comes; the next is asked for with that cursor.
+/// Asked for by [`Cursor`]. A page is the last when `isLast` (required) says so; any other
+/// page must carry a non-empty `nextCursor`, with which the next is asked for. A page that is
+/// not the last without one cannot be paged past and fails the listing; a cursor already
+/// used fails it in the paging loop.
 impl Paged for UserListPage {
     type Item = UserBean;
     type Position = Cursor;
 
-    fn split(self, _: &Cursor) -> (Vec<UserBean>, Option<Cursor>) {
-        let next = self.next_cursor.filter(|_| !self.is_last);
-        (self.values, next.map(|cursor| Cursor(Some(cursor))))
+    fn split(self, _: &Cursor) -> Result<Split<Self>, String> {
+        if self.is_last {
+            return Ok((self.values, None));
+        }
+        match self.next_cursor.filter(|cursor| !cursor.is_empty()) {
+            Some(cursor) => Ok((self.values, Some(Cursor(Some(cursor))))),
+            None => Err(
+                "a page says it is not the last (`isLast` false) but has no `nextCursor`"
+                    .to_owned(),
+            ),
+        }
     }
 }
 
@@ -592,6 +626,13 @@ impl Position for Cursor {
             None => request,
         }
     }
+
+    fn key(&self) -> String {
+        match &self.0 {
+            Some(cursor) => format!("cursor={cursor}"),
+            None => "the first page".to_owned(),
+        }
+    }
 }
 
 /// A page of `group/member`: `{values, isLast, startAt, maxResults, total}`.
@@ -600,10 +641,13 @@ impl Position for Cursor {
 struct MemberPage {
     values: Vec<UserBean>,
     is_last: bool,
+    start_at: u64,
 }
 
 /// Asked for with `startAt` and `maxResults`, [`MEMBER_PAGE`] at a time at most. A page is
-/// the last when `isLast` says so; the next starts just after it.
+/// the last when `isLast` (required) says so; the next starts just after it. The page's
+/// `startAt` (required) must be the one asked for: a Jira that ignores it would answer the
+/// first page again and again.
 impl Paged for MemberPage {
     type Item = UserBean;
     type Position = Offset;
@@ -617,19 +661,27 @@ impl Paged for MemberPage {
         Offset::first("startAt", "maxResults")
     }
 
-    fn split(self, start_at: &Offset) -> (Vec<UserBean>, Option<Offset>) {
-        let next = (!self.is_last).then(|| start_at.after(self.values.len()));
-        (self.values, next)
+    fn split(self, start_at: &Offset) -> Result<Split<Self>, String> {
+        start_at.check_start(self.start_at)?;
+        if self.is_last {
+            return Ok((self.values, None));
+        }
+        let next = start_at.after(self.values.len())?;
+        Ok((self.values, Some(next)))
     }
 }
 
+/// `groups/picker`: `{header, total, groups}`; `total` is required, since without it a
+/// capped answer could not be told from a complete one.
 #[derive(Deserialize)]
 struct GroupPicker {
     total: u64,
     groups: Vec<GroupName>,
 }
 
-/// `mypermissions`: `{"permissions": {KEY: {…, "havePermission": bool}}}`.
+/// `mypermissions`: `{"permissions": {KEY: {…, "havePermission": bool}}}`. The defaults
+/// (no permissions, `havePermission` false) fail closed: a missing field can only make the
+/// connection test refuse, never grant.
 #[derive(Deserialize)]
 struct MyPermissions {
     #[serde(default)]
@@ -643,6 +695,8 @@ struct Permission {
     have_permission: bool,
 }
 
+/// `serverInfo`. Without `versionNumbers` (a default of none) `UserListing::Auto` picks
+/// the prefix search, which works on every version: slower, never less complete.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ServerInfo {
@@ -726,11 +780,14 @@ mod tests {
         let last: UserListPage = page(json!({"values": [], "isLast": true, "nextCursor": "c3"}));
         let no_cursor: UserListPage = page(json!({"values": [], "isLast": false}));
 
-        let next = more.split(&first).1.map(|cursor| cursor.0);
+        let next = more.split(&first).unwrap().1.map(|cursor| cursor.0);
 
         assert_eq!(next, Some(Some("c2".to_owned())));
-        assert!(last.split(&first).1.is_none());
-        assert!(no_cursor.split(&first).1.is_none());
+        assert!(last.split(&first).unwrap().1.is_none());
+        assert!(
+            no_cursor.split(&first).is_err(),
+            "not the last, and no cursor"
+        );
         let listing = ApiRequest::get("rest/api/2/user/list");
         assert_eq!(
             Cursor(Some("c2".into())).request(&listing, 7).query,
@@ -744,10 +801,12 @@ mod tests {
 
     #[test]
     fn member_pages_ask_for_at_most_50_from_start_at() {
-        let user = json!({"name": "alice", "key": "JIRAUSER10001"});
-        let more: MemberPage = page(json!({"values": [user.clone(), user], "isLast": false}));
+        let user = json!({"name": "alice", "key": "JIRAUSER10001", "active": true});
+        let more: MemberPage = page(json!({
+            "values": [user.clone(), user], "isLast": false, "startAt": 0
+        }));
 
-        let (users, next) = more.split(&MemberPage::first());
+        let (users, next) = more.split(&MemberPage::first()).unwrap();
 
         assert_eq!(users.len(), 2);
         assert_eq!(next, Some(Offset::first("startAt", "maxResults").at(2)));

@@ -31,6 +31,14 @@
 //! page by page, to which each product adds only how its pages say they are the last and
 //! where the next one starts.
 //!
+//! Hostile or broken answers never hang, panic or silently truncate a listing: paging must
+//! prove progress and stops at [`config::Connection::max_pages`] (`client.rs`), bodies are
+//! read within [`config::Connection::max_body_bytes`] ([`Error::ResponseTooLarge`]),
+//! header numbers are parsed and used with checked arithmetic (`http.rs`), and a field whose
+//! default would change the plan (`active`, `isLastPage`, `deletable`, …) is required, so a
+//! missing one is [`Error::Decode`]; each product module lists its choices. A listing that
+//! cannot be proven complete fails as [`Error::Incomplete`] with the reason.
+//!
 //! Entry points: [`Client::new`] from [`config::Settings`], or one of [`jira::JiraClient`],
 //! [`confluence::ConfluenceClient`] and [`bitbucket::BitbucketClient`]. To measure the
 //! calls (latency, retries, 429s), give a client a [`RequestObserver`] with
@@ -502,6 +510,10 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// An answer's body was larger than [`config::Connection::max_body_bytes`]; it was not
+    /// read whole, and the request is not retried.
+    #[error("{product} sent a body larger than the limit of {limit} bytes (`max_body_bytes`)")]
+    ResponseTooLarge { product: Product, limit: usize },
     #[error("{product} sent a body that is not a valid {what}")]
     Decode {
         product: Product,
@@ -532,6 +544,7 @@ impl Error {
             | Error::LongTask { .. }
             | Error::Transport { .. }
             | Error::Decode { .. }
+            | Error::ResponseTooLarge { .. }
             | Error::Config { .. } => None,
         }
     }

@@ -22,6 +22,10 @@
 //! has the fewest seats left (the one that runs out first), `jira-software` when Jira marks
 //! no role as the default. Jira's refusal to deactivate or delete a lead is a 400 with Jira's
 //! message, which the client passes on as [`Error::Validation`].
+//!
+//! Hostile answers: a role's `numberOfSeats`, `userCount` and `hasUnlimitedSeats` are
+//! required ([`Error::Decode`] without one), since a default of 0 would make the licence look
+//! full or empty; negative counts read as 0 used seats and a limit of 0.
 
 use futures::{StreamExt, TryStreamExt};
 use reqwest::Method;
@@ -202,18 +206,18 @@ impl UserRef {
     }
 }
 
-/// An application role with its seats.
+/// An application role with its seats. `numberOfSeats`, `userCount` and
+/// `hasUnlimitedSeats` are required: Jira's `ApplicationRoleBean` always carries them, and a
+/// default of 0 seats or users would report a full or an empty licence that is neither.
+/// `selectedByDefault` defaults to false, which only falls back on [`DEFAULT_APPLICATION`].
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ApplicationRole {
     key: String,
     #[serde(default)]
     selected_by_default: bool,
-    #[serde(default)]
     number_of_seats: i64,
-    #[serde(default)]
     user_count: i64,
-    #[serde(default)]
     has_unlimited_seats: bool,
 }
 
@@ -293,7 +297,7 @@ mod tests {
     #[test]
     fn without_a_default_role_jira_software_counts_and_unlimited_has_no_limit() {
         let listed = roles(json!([
-            {"key": "jira-core", "numberOfSeats": 5, "userCount": 1},
+            {"key": "jira-core", "numberOfSeats": 5, "userCount": 1, "hasUnlimitedSeats": false},
             {"key": "jira-software", "numberOfSeats": -1, "remainingSeats": -1, "userCount": 3, "hasUnlimitedSeats": true},
         ]));
         assert_eq!(
@@ -303,7 +307,9 @@ mod tests {
                 limit: None
             })
         );
-        let other = roles(json!([{"key": "jira-core", "numberOfSeats": 5, "userCount": 1}]));
+        let other = roles(json!([
+            {"key": "jira-core", "numberOfSeats": 5, "userCount": 1, "hasUnlimitedSeats": false}
+        ]));
         assert_eq!(seats_of_new_users(&other), None);
     }
 

@@ -30,6 +30,11 @@
 //!    is complete. A prefix still capped at [`MAX_PREFIX_LEN`] characters fails the listing
 //!    ([`Error::Incomplete`]): keysync never plans from part of a directory.
 //!
+//! Paging a query on with `startAt` stops when a page brings no user not seen before, and
+//! fails the listing ([`Error::Incomplete`]) past `max_pages` pages, so a server that keeps
+//! inventing users cannot keep the client paging; the refinement fails past `max_pages`
+//! queries, so a server that caps every prefix cannot make it branch without end.
+//!
 //! Results are deduplicated by user key. What no search can reach (a user whose every
 //! searched field starts with, or continues a capped prefix with, a character outside those
 //! sets and who was in no capped sample) is found through the group memberships: `jira.rs`
@@ -141,7 +146,8 @@ impl JiraClient {
             return Ok(found);
         }
         let mut start_at = first_page;
-        loop {
+        // The first page is one; a server that keeps bringing new users stops at the ceiling.
+        for _ in 1..self.core.max_pages() {
             let page = self.search_page(query, start_at).await?;
             let page_len = page.len();
             let new: Vec<UserBean> = page
@@ -152,8 +158,21 @@ impl JiraClient {
                 return Ok(found);
             }
             found.users.extend(new);
-            start_at += page_len;
+            start_at = start_at
+                .checked_add(page_len)
+                .ok_or_else(|| Error::Incomplete {
+                    product: Product::Jira,
+                    message: format!("user search for {query:?}: startAt overflows"),
+                })?;
         }
+        Err(Error::Incomplete {
+            product: Product::Jira,
+            message: format!(
+                "user search for {query:?} brings new users on every page past {} pages \
+                 (`max_pages`); the listing is not read on",
+                self.core.max_pages()
+            ),
+        })
     }
 
     /// Every user, by prefix searches proven complete (see the module doc).
@@ -167,7 +186,19 @@ impl JiraClient {
             return Ok(by_key.into_values().collect());
         }
         let mut queries: Vec<String> = first_chars().map(String::from).collect();
+        let mut asked: usize = 1;
         while !queries.is_empty() {
+            asked = asked.saturating_add(queries.len());
+            if asked > self.core.max_pages() {
+                return Err(Error::Incomplete {
+                    product: Product::Jira,
+                    message: format!(
+                        "the user search caps so many prefixes that listing every user would \
+                         take more than {} queries (`max_pages`)",
+                        self.core.max_pages()
+                    ),
+                });
+            }
             let results: Vec<(String, Result<Found, Error>)> =
                 futures::stream::iter(queries.drain(..).map(|prefix| async move {
                     let result = self.search(&prefix, Some(page_cap)).await;
@@ -231,6 +262,7 @@ mod tests {
                     "key": format!("JIRAUSER{idx}"),
                     "displayName": format!("User Ünal {idx}"),
                     "emailAddress": format!("u{idx}@example.com"),
+                    "active": true,
                 }))
                 .unwrap()
             })

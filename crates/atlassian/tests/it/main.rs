@@ -9,6 +9,7 @@ mod bitbucket;
 mod confluence;
 mod contract;
 mod helpers;
+mod hostile;
 mod http;
 mod jira;
 mod leads;
