@@ -1,7 +1,8 @@
 //! The control plane as one service: [`App::build`] connects and binds everything, and
 //! [`App::run_until`] serves the gRPC API, follows the events (through `bus::worker`, which
 //! also serves the health endpoints and ticks the sweep of expired holds), fires the
-//! schedule and recovers what a stop left, until it is told to stop.
+//! schedule, fails the runs past their deadline ([`crate::reaper`]) and recovers what a
+//! stop left, until it is told to stop.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -13,8 +14,10 @@ use crate::{
     Error,
     auth::{self, BearerAuth},
     connections::Connections,
+    deadlines::Deadlines,
     events::{self, EventError, EventHandler, StepOutcome},
     history::History,
+    reaper,
     runs::{self, Runs, RunsSettings},
     schedule::{self, Schedule},
     service,
@@ -83,6 +86,7 @@ impl App {
             RunsSettings {
                 connectors: settings.keycloak.keys().cloned().collect(),
                 hold_expiry: settings.control_plane.hold_expiry(),
+                deadlines: Deadlines::from_settings(&settings.control_plane),
             },
         ));
         let events = EventHandler::new(Arc::clone(&runs));
@@ -175,6 +179,13 @@ impl App {
             let (runs, stop) = (Arc::clone(&self.runs), stop.clone());
             tasks.spawn(async move {
                 schedule::run(schedule, runs, stop).await;
+                Ok(())
+            });
+        }
+        {
+            let (runs, stop) = (Arc::clone(&self.runs), stop.clone());
+            tasks.spawn(async move {
+                reaper::run(runs, stop).await;
                 Ok(())
             });
         }

@@ -114,23 +114,29 @@ impl Runs {
             hold_reason = %hold_reason,
             "Run approved."
         );
-        let approved = v1::RunApproved {
-            schema_version: v1::SCHEMA_VERSION,
-            run_id: run_id.to_owned(),
-            approved_by: approved_by.to_owned(),
-            comment: reason.to_owned(),
-        };
-        let subject = self.bus.topology().run_approved();
-        if let Err(error) = self
-            .bus
-            .publish(&subject, &approved, &format!("{run_id}.approved"))
-            .await
-        {
+        if let Err(error) = self.announce_approved(&updated.stored.run).await {
             // Nothing will apply the plan: hold the run again, so approving can be retried.
             self.hold_again(run_id, &hold_reason).await?;
-            return Err(error.into());
+            return Err(error);
         }
         Ok(updated.stored.run)
+    }
+
+    /// Publishes the `RunApproved` of an approved run (message id `{run_id}.approved`), so
+    /// the planner publishes its plan's change sets; also what recovery publishes again for
+    /// an APPLYING run whose approval a stop may have left unannounced.
+    pub(crate) async fn announce_approved(&self, run: &v1::Run) -> Result<(), RunsError> {
+        let approved = v1::RunApproved {
+            schema_version: v1::SCHEMA_VERSION,
+            run_id: run.run_id.clone(),
+            approved_by: run.approved_by.clone(),
+            comment: run.approval_reason.clone(),
+        };
+        let subject = self.bus.topology().run_approved();
+        self.bus
+            .publish(&subject, &approved, &format!("{}.approved", run.run_id))
+            .await?;
+        Ok(())
     }
 
     /// Refuses to approve `run` unless it is HELD, its hold has not expired (an expired

@@ -8,6 +8,14 @@
 //! result. Every run lives in a JetStream key-value bucket ([`store`]), so a restart, or a
 //! second replica, loses nothing.
 //!
+//! **Runs always end.** Each state but HELD has a deadline ([`deadlines`]: `[control_plane]
+//! fetch_deadline_seconds`, `plan_deadline_seconds`, `apply_deadline_seconds` plus
+//! `apply_deadline_per_change_ms` per planned change), and every replica's [`reaper`] fails
+//! the runs past it, naming the state and, for APPLYING, each product with changes
+//! unreported; a HELD run ends at its `hold_expiry`. After a restart [`runs::recover`]
+//! publishes again what a run's state still needs (`RunRequested` for a REQUESTED run,
+//! `RunApproved` for an approved APPLYING one), which downstream deduplicates.
+//!
 //! Who may call what is decided in one place, [`auth`]: a bearer token gives a role
 //! (`token` the operator's, `service_token` the appliers'), and [`auth::ACCESS`] lists
 //! every RPC with the roles allowed to make it. The API serves TLS when `tls_cert_file`
@@ -15,7 +23,7 @@
 //! on loopback unless `allow_plaintext = true`.
 //!
 //! Start reading at [`App::build`], then [`machine::next`] (the state machine as a pure
-//! function), [`runs::Runs`] (what each RPC and event does to a run; [`holds`] for what
+//! function; [`deadlines::overdue`] is the reaper's decision, pure too), [`runs::Runs`] (what each RPC and event does to a run; [`holds`] for what
 //! concerns held runs), [`history::History`] (what the reads answer) and [`store::Store`]
 //! (the buckets).
 //!
@@ -32,13 +40,14 @@
 //! app -> service -> history -> runs (+ holds) -> store -> machine
 //!     -> events  ----------->  runs
 //!     -> schedule ---------->  runs, settings
+//!     -> reaper  ----------->  runs -> deadlines -> machine
 //! ```
 //!
 //! [`app`] builds everything. The gRPC [`service`] calls [`history`] (the reads) and
 //! [`runs`] (the writes), the event consumer [`events`] and the [`schedule`] call [`runs`];
 //! [`history`] shares [`runs`]' error type and reads the [`store`]; [`runs`] writes through
 //! the [`store`]; both decide with the pure state machine [`machine`], which knows only the
-//! wire types. Nothing below calls back up.
+//! wire types, and the [`reaper`] with the pure [`deadlines`]. Nothing below calls back up.
 //!
 //! **Architecture invariant:** the control plane knows the wire (`proto`), the bus and the
 //! run's state machine; it never fetches from Keycloak or writes to a product (it only
@@ -48,11 +57,13 @@
 pub mod app;
 pub mod auth;
 pub mod connections;
+pub mod deadlines;
 pub mod events;
 pub mod history;
 pub mod holds;
 pub mod machine;
 pub mod metrics;
+pub mod reaper;
 pub mod runs;
 pub mod schedule;
 pub mod service;

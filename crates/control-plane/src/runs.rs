@@ -22,6 +22,7 @@ use futures::{StreamExt, TryStreamExt};
 use proto::v1::{self, ChangeOutcome, Product, RunMode, RunState, RunTrigger};
 
 use crate::{
+    deadlines::Deadlines,
     machine::{self, Context, Event, Transition, state_name},
     metrics::Metrics,
     store::{Claim, Store, StoreError, StoredRun, Updated, now},
@@ -106,6 +107,9 @@ pub struct RunsSettings {
     /// How long a run stays HELD before it can no longer be approved
     /// (`[control_plane] hold_expiry`).
     pub hold_expiry: Duration,
+    /// How long a run may stay in each state before the reaper fails it
+    /// (`[control_plane] *_deadline_seconds`).
+    pub deadlines: Deadlines,
 }
 
 impl Default for RunsSettings {
@@ -113,6 +117,7 @@ impl Default for RunsSettings {
         RunsSettings {
             connectors: Vec::new(),
             hold_expiry: Duration::from_secs(24 * 3600),
+            deadlines: Deadlines::default(),
         }
     }
 }
@@ -202,6 +207,7 @@ impl Runs {
                 run: run.clone(),
                 plan: None,
                 results_counted_through: 0,
+                state_since: run.created_at,
             })
             .await;
         if let Err(error) = created {
@@ -316,6 +322,7 @@ impl Runs {
                 run: run.clone(),
                 plan: None,
                 results_counted_through: 0,
+                state_since: run.created_at,
             })
             .await?;
         self.metrics.schedule_skipped(connector);
@@ -539,7 +546,7 @@ impl Runs {
     }
 
     /// Counts the run's results recorded since it was last counted; answers its state.
-    async fn count_results(&self, run_id: &str) -> Result<RunState, RunsError> {
+    pub(crate) async fn count_results(&self, run_id: &str) -> Result<RunState, RunsError> {
         let updated = self
             .store
             .count_results(run_id, |stored, recorded| {
@@ -668,14 +675,33 @@ impl Runs {
     }
 }
 
-/// Picks up what a stop left: runs still REQUESTED are requested again (the message id
-/// makes a repeat within the duplicate window a no-op), and results recorded but not yet
-/// counted are counted. Looks at the runs of the last week.
+/// Picks up what a stop left, republishing whatever a run's state still needs from the
+/// control plane. Looks at the runs of the last week:
+///
+/// - REQUESTED: `RunRequested` may never have been published (the run is written first),
+///   so it is published again (message id = run id) and the run moves to FETCHING. A
+///   FETCHING run's request was published before it was written so, and needs nothing.
+/// - APPLYING with an approval recorded: `RunApproved` may never have been published (the
+///   approval is written first), so it is published again (message id
+///   `{run_id}.approved`). Downstream this is idempotent: the planner publishes the
+///   approved plan's change sets again only once `GetRun` confirms the approval, with the
+///   same message ids (JetStream drops repeats within its duplicate window), and an
+///   applier acknowledges without writing any set below its run's mark (`{product}.{run_id}`
+///   in the applier bucket), whose changes it reported already.
+/// - PLANNING, HELD, APPLYING, CANCELLED: results recorded but not yet counted are counted.
+///
+/// A run that still never moves is failed at its state's deadline ([`crate::reaper`]).
 pub async fn recover(runs: Arc<Runs>) -> Result<(), RunsError> {
     for stored in runs.store.recent_runs(RECOVERY_WINDOW).await? {
         let run_id = stored.run.run_id.clone();
         let outcome = match stored.run.state() {
             RunState::Requested => runs.request_fetch(&stored.run).await.map(|_| ()),
+            RunState::Applying if !stored.run.approved_by.is_empty() => {
+                match runs.announce_approved(&stored.run).await {
+                    Ok(()) => runs.count_results(&run_id).await.map(|_| ()),
+                    Err(error) => Err(error),
+                }
+            }
             RunState::Planning | RunState::Held | RunState::Applying | RunState::Cancelled => {
                 runs.count_results(&run_id).await.map(|_| ())
             }

@@ -2,9 +2,10 @@
 //! loses nothing.
 //!
 //! - `{prefix}-runs`: key = run id (a ULID, so keys sort by creation time), value = the
-//!   [`v1::Run`] protobuf followed by two fields of the control plane's own (tags 1001 and
-//!   1002: the plan's [`v1::ObjectRef`], and how far the run's results are counted). Any
-//!   `Run` decoder reads the value and skips the two. Every update is a compare-and-set on
+//!   [`v1::Run`] protobuf followed by three fields of the control plane's own (tags 1001
+//!   to 1003: the plan's [`v1::ObjectRef`], how far the run's results are counted, and
+//!   when the run entered its state, which its deadline counts from). Any `Run` decoder
+//!   reads the value and skips them. Every update is a compare-and-set on
 //!   the key's revision, retried on conflict, so two replicas never lose an update. The
 //!   bucket keeps 16 revisions per key so a watcher that falls behind still sees each one.
 //! - `{prefix}-results`: key = `{run_id}.{change id}`, value = the [`v1::ChangeResult`].
@@ -92,6 +93,9 @@ pub struct StoredRun {
     /// The sequence of the results bucket's stream up to which this run's results are in
     /// its progress.
     pub results_counted_through: u64,
+    /// When the run entered its current state (set by [`Store::update`] on every write
+    /// that changes the state); `None` for runs stored before it was recorded.
+    pub state_since: Option<prost_types::Timestamp>,
 }
 
 /// The stored fields after the `Run`'s own.
@@ -101,6 +105,8 @@ struct RunExtension {
     plan: Option<v1::ObjectRef>,
     #[prost(uint64, tag = "1002")]
     results_counted_through: u64,
+    #[prost(message, optional, tag = "1003")]
+    state_since: Option<prost_types::Timestamp>,
 }
 
 /// What [`Store::update`] did.
@@ -223,7 +229,8 @@ impl Store {
     /// Changes the run `run_id` with `change`, which answers whether it changed anything,
     /// and writes it with a compare-and-set, re-reading and calling `change` again on a
     /// conflict. `updated_at` is set on write, and `finished_at` on the write that ends the
-    /// run. `None` when there is no such run.
+    /// run, and `state_since` on a write that changes the state. `None` when there is no
+    /// such run.
     pub async fn update<F>(
         &self,
         run_id: &str,
@@ -237,6 +244,7 @@ impl Store {
                 return Ok(None);
             };
             let was_terminal = is_terminal(stored.run.state());
+            let state_before = stored.run.state;
             if !change(&mut stored) {
                 return Ok(Some(Updated {
                     stored,
@@ -246,6 +254,9 @@ impl Store {
             }
             let time = now();
             stored.run.updated_at = Some(time);
+            if stored.run.state != state_before {
+                stored.state_since = Some(time);
+            }
             let finished = !was_terminal && is_terminal(stored.run.state());
             if finished {
                 stored.run.finished_at = Some(time);
@@ -500,8 +511,8 @@ impl Store {
     /// Claims `connector` for the run `run_id` with a compare-and-set on the key
     /// `connector.{name}`, so that of two replicas starting a run of one connector at once
     /// exactly one gets it. The claim is taken over when the run holding it has ended, is
-    /// HELD, or does not exist (after [`CLAIM_GRACE`]), so a run that stopped half-way
-    /// cannot block the connector; claiming again for the same run succeeds.
+    /// HELD, or does not exist (after `CLAIM_GRACE`, a minute), so a run that stopped
+    /// half-way cannot block the connector; claiming again for the same run succeeds.
     pub async fn claim_connector(
         &self,
         connector: &str,
@@ -676,6 +687,7 @@ fn encode_run(stored: &StoredRun) -> Bytes {
     RunExtension {
         plan: stored.plan.clone(),
         results_counted_through: stored.results_counted_through,
+        state_since: stored.state_since,
     }
     .encode(&mut bytes)
     .unwrap_or_else(|_| unreachable!("a Vec grows as needed"));
@@ -694,6 +706,7 @@ fn decode_run(bucket: &str, key: &str, bytes: &[u8]) -> Result<StoredRun, StoreE
         run,
         plan: extension.plan,
         results_counted_through: extension.results_counted_through,
+        state_since: extension.state_since,
     })
 }
 
@@ -717,6 +730,10 @@ mod tests {
                 size: 3,
             }),
             results_counted_through: 42,
+            state_since: Some(prost_types::Timestamp {
+                seconds: 1_795_356_000,
+                nanos: 5,
+            }),
         };
         let bytes = encode_run(&stored);
         assert_eq!(decode_run("b", "k", &bytes).expect("decodes"), stored);

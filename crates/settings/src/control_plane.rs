@@ -41,6 +41,10 @@ pub use crate::schedule::{
 /// service_token_file = "/run/secrets/keysync-service/token"   # the services'; optional
 /// # tokens_file = "/run/secrets/keysync-api/tokens"   # more, one `<role> <token>` a line
 /// hold_expiry = "24h"                   # default; or a number of seconds
+/// # fetch_deadline_seconds = 1800       # default; then a run still fetching FAILS
+/// # plan_deadline_seconds = 600         # default
+/// # apply_deadline_seconds = 600        # default; + apply_deadline_per_change_ms (100)
+/// # deadline_sweep_seconds = 5          # default; how often replicas look
 /// # TLS of the API: required to listen beyond loopback, unless `allow_plaintext = true`.
 /// # tls_cert_file = "/run/secrets/keysync-tls/tls.crt"   # PEM chain, with tls_key_file
 /// # tls_key_file = "/run/secrets/keysync-tls/tls.key"    # PEM private key
@@ -143,6 +147,23 @@ pub struct ControlPlaneSettings {
         deserialize_with = "deserialize_duration"
     )]
     pub hold_expiry: SignedDuration,
+    /// Seconds a run may be REQUESTED or FETCHING, from its start, before the control plane
+    /// fails it ("runs always end": `control_plane::deadlines`). Default: 1800.
+    #[serde(default = "number::<1800>")]
+    pub fetch_deadline_seconds: u64,
+    /// Seconds a run may be PLANNING. Default: 600.
+    #[serde(default = "number::<600>")]
+    pub plan_deadline_seconds: u64,
+    /// Seconds a run may be APPLYING, plus `apply_deadline_per_change_ms` per planned
+    /// change (HELD has `hold_expiry` instead). Default: 600.
+    #[serde(default = "number::<600>")]
+    pub apply_deadline_seconds: u64,
+    /// Milliseconds each planned change adds to the apply deadline. Default: 100.
+    #[serde(default = "number::<100>")]
+    pub apply_deadline_per_change_ms: u64,
+    /// How often each replica looks for runs past their deadline, in seconds. Default: 5.
+    #[serde(default = "number::<5>")]
+    pub deadline_sweep_seconds: u64,
     /// When syncs start by themselves.
     #[serde(default)]
     pub schedule: ScheduleSettings,
@@ -264,6 +285,16 @@ impl ControlPlaneSettings {
                     self.hold_expiry
                 ),
             ));
+        }
+        for (key, value) in [
+            ("fetch_deadline_seconds", self.fetch_deadline_seconds),
+            ("plan_deadline_seconds", self.plan_deadline_seconds),
+            ("apply_deadline_seconds", self.apply_deadline_seconds),
+            ("deadline_sweep_seconds", self.deadline_sweep_seconds),
+        ] {
+            if value == 0 {
+                return Err(Invalid::new(key, "must be at least 1 (seconds)"));
+            }
         }
         self.schedule
             .validate()
@@ -468,6 +499,11 @@ fn default_listen() -> SocketAddr {
 
 fn default_endpoint() -> String {
     "http://127.0.0.1:50051".to_owned()
+}
+
+/// A default number, for serde: `default = "number::<600>"`.
+fn number<const N: u64>() -> u64 {
+    N
 }
 
 fn default_hold_expiry() -> SignedDuration {

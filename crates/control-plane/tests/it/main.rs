@@ -4,6 +4,7 @@
 mod access;
 mod claims;
 mod connections;
+mod deadlines;
 mod diagnostics;
 mod helpers;
 mod holds;
