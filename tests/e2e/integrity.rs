@@ -116,6 +116,7 @@ async fn an_approval_or_a_change_set_published_by_hand_for_a_held_run_writes_not
         changes: jira,
         stored: None,
         connector: plan.connector.clone(),
+        depends_on: None,
     };
     bus.publish(&topology.changes("jira"), &set, "forged-change-set")
         .await

@@ -65,6 +65,8 @@ pub struct Applier {
     pub(crate) bus: Bus,
     pub(crate) cache: Cache,
     pub(crate) progress: Progress,
+    /// Taken to write the product's cached state.
+    pub(crate) cache_lock: crate::cache_lock::CacheLock,
     pub(crate) control: Control,
     pub(crate) concurrency: usize,
     pub(crate) report_batch_size: usize,
@@ -155,6 +157,7 @@ impl App {
                 directory,
                 cache: Cache::new(bus.clone()),
                 bus,
+                cache_lock: progress.cache_lock(),
                 progress,
                 control,
                 concurrency: settings.applier.concurrency,

@@ -223,6 +223,21 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Every change of `changes` as failed, for `reason`, without touching the product: changes
+/// that were never attempted (their run gave up) are failures, never skipped.
+pub fn fail_all(
+    run_id: &str,
+    product: v1::Product,
+    changes: &[v1::Change],
+    reason: &str,
+) -> Vec<v1::ChangeResult> {
+    let mut results = skip_all(run_id, product, changes, reason);
+    for result in &mut results {
+        result.outcome = ChangeOutcome::Failed as i32;
+    }
+    results
+}
+
 /// Every change of `changes` as skipped, for `reason`, without touching the product.
 pub fn skip_all(
     run_id: &str,

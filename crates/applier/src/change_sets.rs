@@ -6,7 +6,7 @@
 //! (`control_client`); only then is the message acknowledged (by the worker).
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bus::worker::Delivery;
 use opentelemetry::KeyValue;
@@ -15,8 +15,10 @@ use telemetry::error_chain;
 use tracing::Instrument;
 
 use crate::app::{Applier, StepOutcome};
-use crate::progress::Mark;
-use crate::{Error, apply, state};
+use crate::{Error, apply, progress, state};
+
+/// The longest time between two touches of a run's mark while a set is applied.
+const MAX_TOUCH: Duration = Duration::from_secs(30);
 
 impl Applier {
     /// Applies one change set, in order, and reports every result.
@@ -53,31 +55,37 @@ impl Applier {
     ) -> Result<StepOutcome, Error> {
         let run_id = set.run_id.clone();
         let sequence = set.sequence;
-        let mark = self.progress.get(&run_id).await?;
-        if sequence < mark.next_sequence {
+        let (mark, marked) = self.progress.get(&run_id).await?;
+        if mark.is_finished(sequence) {
             tracing::info!("The change set was applied before.");
             return Ok(StepOutcome::AlreadyApplied { run_id, sequence });
         }
-        let mut skip_reason = (!mark.skip_reason.is_empty()).then(|| mark.skip_reason.clone());
-        if skip_reason.is_none() && sequence > mark.next_sequence {
-            let published = delivery
-                .message()
-                .info()
-                .map(|info| info.published.unix_timestamp())
-                .unwrap_or(i64::MAX);
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|since| since.as_secs() as i64)
-                .unwrap_or(0);
-            if now.saturating_sub(published) < self.sequence_timeout.as_secs() as i64 {
+        // Sets from planners before `depends_on` wait for every earlier set.
+        let depends_on = set.depends_on.unwrap_or(sequence).min(sequence);
+        let mut give_up = (!mark.skip_reason.is_empty()).then(|| mark.skip_reason.clone());
+        if give_up.is_none() && !mark.all_finished_below(depends_on) {
+            // The run's last progress: the mark's, or the set's publication before any.
+            let last_progress = if marked {
+                mark.touched_at
+            } else {
+                delivery
+                    .message()
+                    .info()
+                    .map(|info| info.published.unix_timestamp().max(0) as u64)
+                    .unwrap_or(u64::MAX)
+            };
+            let still = progress::now_unix().saturating_sub(last_progress);
+            if still < self.sequence_timeout.as_secs() {
                 tracing::debug!(
                     waiting_for = mark.next_sequence,
-                    "The change set waits for its predecessor."
+                    depends_on,
+                    "The change set waits for the sets before its phase."
                 );
                 return Ok(StepOutcome::Waiting { run_id, sequence });
             }
-            skip_reason = Some(format!(
-                "change set {} of this run did not finish within {} s",
+            give_up = Some(format!(
+                "not attempted: change set {} of this run did not finish, and the run made no \
+                 progress for {still} s (applier.sequence_timeout_seconds = {})",
                 mark.next_sequence,
                 self.sequence_timeout.as_secs()
             ));
@@ -125,40 +133,16 @@ impl Applier {
                 "The run is cancelled; its changes are skipped."
             );
             apply::skip_all(&run_id, self.wire_product, &changes, "run cancelled")
-        } else if let Some(reason) = &skip_reason {
+        } else if let Some(reason) = &give_up {
             tracing::warn!(
                 reason,
                 changes = changes.len(),
                 "The change set is given up."
             );
-            apply::skip_all(&run_id, self.wire_product, &changes, reason)
+            apply::fail_all(&run_id, self.wire_product, &changes, reason)
         } else {
-            let cached = self.cache.load(self.product).await?;
-            let mut working = state::Working::for_connector(
-                self.product,
-                match cached {
-                    Some((state, _)) => state,
-                    None => v1::ProductState {
-                        schema_version: v1::SCHEMA_VERSION,
-                        product: self.wire_product as i32,
-                        ..Default::default()
-                    },
-                },
-                &set.connector,
-            )?;
-            let results = apply::apply(
-                &self.directory,
-                &run_id,
-                self.wire_product,
-                &changes,
-                &mut working,
-                self.concurrency,
-            )
-            .await;
-            self.cache
-                .store(self.product, &working.into_state(&run_id))
-                .await?;
-            results
+            self.apply_and_record(&run_id, &set.connector, &changes)
+                .await?
         };
 
         let reported = self
@@ -174,11 +158,9 @@ impl Applier {
                 ],
             );
         }
-        let next = Mark {
-            next_sequence: sequence + 1,
-            skip_reason: skip_reason.unwrap_or_default(),
-        };
-        self.progress.set(&run_id, &next).await?;
+        self.progress
+            .finish(&run_id, sequence, give_up.as_deref())
+            .await?;
         self.count(&changes, &results);
         tracing::info!(
             changes = changes.len(),
@@ -189,6 +171,77 @@ impl Applier {
             run_id,
             sequence,
             results,
+        })
+    }
+
+    /// Applies `changes` to the product, touching the run's mark while it works, and records
+    /// what succeeded in the cached state: loaded and stored under the product's cache lock,
+    /// so replicas applying sets of one phase at once never lose each other's records.
+    async fn apply_and_record(
+        &self,
+        run_id: &str,
+        connector: &str,
+        changes: &[v1::Change],
+    ) -> Result<Vec<v1::ChangeResult>, Error> {
+        let cached = self.cache.load(self.product).await?;
+        let mut working = self.working(cached.map(|(state, _)| state), connector)?;
+        let touching = self.touch_while_working(run_id);
+        let results = apply::apply(
+            &self.directory,
+            run_id,
+            self.wire_product,
+            changes,
+            &mut working,
+            self.concurrency,
+        )
+        .await;
+        touching.abort();
+        let recorded = working.recorded().to_vec();
+        let guard = self.cache_lock.acquire().await?;
+        // The newest state, with this set's successes on it: another replica may have
+        // stored its own set's since this one loaded.
+        let newest = self.cache.load(self.product).await?;
+        let mut working = self.working(newest.map(|(state, _)| state), connector)?;
+        working.replay(&recorded);
+        let stored = self
+            .cache
+            .store(self.product, &working.into_state(run_id))
+            .await;
+        guard.release().await;
+        stored?;
+        Ok(results)
+    }
+
+    fn working(
+        &self,
+        cached: Option<v1::ProductState>,
+        connector: &str,
+    ) -> Result<state::Working, Error> {
+        let state = cached.unwrap_or_else(|| v1::ProductState {
+            schema_version: v1::SCHEMA_VERSION,
+            product: self.wire_product as i32,
+            ..Default::default()
+        });
+        Ok(state::Working::for_connector(
+            self.product,
+            state,
+            connector,
+        )?)
+    }
+
+    /// Touches the run's mark every so often while a set is applied, so the replicas
+    /// waiting for it know the run is making progress.
+    fn touch_while_working(&self, run_id: &str) -> tokio::task::JoinHandle<()> {
+        let progress = self.progress.clone();
+        let run_id = run_id.to_owned();
+        let every = (self.sequence_timeout / 4).clamp(Duration::from_millis(200), MAX_TOUCH);
+        tokio::spawn(async move {
+            loop {
+                if let Err(error) = progress.touch(&run_id).await {
+                    tracing::warn!(error = %error_chain(&error), "Could not touch the run's mark.");
+                }
+                tokio::time::sleep(every).await;
+            }
         })
     }
 

@@ -50,6 +50,7 @@
 
 pub mod app;
 pub mod apply;
+mod cache_lock;
 pub mod change_sets;
 pub mod metrics;
 pub mod progress;

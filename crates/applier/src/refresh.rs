@@ -59,16 +59,23 @@ impl Applier {
                     return Ok(StepOutcome::StateFailed { run_id, reason });
                 }
             };
-            let previous = self.cache.load(self.product).await?;
-            let state = state::refresh(
-                self.wire_product,
-                directory,
-                previous.as_ref().map(|(state, _)| state),
-                self.directory.capabilities(),
-                &run_id,
-                SystemTime::now(),
-            );
-            let object = self.cache.store(self.product, &state).await?;
+            let guard = self.cache_lock.acquire().await?;
+            let stored = async {
+                let previous = self.cache.load(self.product).await?;
+                let state = state::refresh(
+                    self.wire_product,
+                    directory,
+                    previous.as_ref().map(|(state, _)| state),
+                    self.directory.capabilities(),
+                    &run_id,
+                    SystemTime::now(),
+                );
+                let object = self.cache.store(self.product, &state).await?;
+                Ok::<_, Error>((state, object))
+            }
+            .await;
+            guard.release().await;
+            let (state, object) = stored?;
             let ready = v1::StateReady {
                 schema_version: v1::SCHEMA_VERSION,
                 run_id: run_id.clone(),

@@ -165,6 +165,16 @@ pub struct Working {
     envelope: v1::ProductState,
     /// The read-only reason of each account that has one, by product id.
     read_only: HashMap<String, String>,
+    /// What [`Working::record`] took, in order, to be replayed on a newer state.
+    recorded: Vec<Recorded>,
+}
+
+/// One change [`Working::record`] took, with the ids it was recorded with.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    change: v1::Change,
+    account_id: Option<String>,
+    created_id: Option<String>,
 }
 
 impl Working {
@@ -203,6 +213,7 @@ impl Working {
             ),
             envelope,
             read_only,
+            recorded: Vec::new(),
         })
     }
 
@@ -212,6 +223,7 @@ impl Working {
             applied,
             envelope,
             read_only,
+            ..
         } = self;
         let mut state = cache::convert::state_from_model(&applied.into_state(), run_id);
         for account in &mut state.accounts {
@@ -246,6 +258,36 @@ impl Working {
     /// created account is managed for the change's Keycloak user, and has no read-only
     /// reason.
     pub fn record(
+        &mut self,
+        change: &v1::Change,
+        account_id: Option<&str>,
+        created_id: Option<&str>,
+    ) {
+        self.recorded.push(Recorded {
+            change: change.clone(),
+            account_id: account_id.map(str::to_owned),
+            created_id: created_id.map(str::to_owned),
+        });
+        self.record_one(change, account_id, created_id);
+    }
+
+    /// What [`Working::record`] took so far, in order.
+    pub fn recorded(&self) -> &[Recorded] {
+        &self.recorded
+    }
+
+    /// Records again what another working state took: the same changes on a newer state.
+    pub fn replay(&mut self, recorded: &[Recorded]) {
+        for one in recorded {
+            self.record(
+                &one.change,
+                one.account_id.as_deref(),
+                one.created_id.as_deref(),
+            );
+        }
+    }
+
+    fn record_one(
         &mut self,
         change: &v1::Change,
         account_id: Option<&str>,

@@ -16,7 +16,7 @@ use proto::v1;
 use sha2::{Digest, Sha256};
 
 /// The hex SHA-256 of `set`'s canonical form: the encoding of its run, product, sequence,
-/// total and connector (no schema version, nothing stored), followed by the encoding of its
+/// total, connector and the sets it depends on (no schema version, nothing stored), followed by the encoding of its
 /// changes. A stored set is digested after its changes are loaded, so a set digests the
 /// same however it travelled.
 pub fn change_set_digest(set: &v1::ChangeSet) -> String {
@@ -29,6 +29,7 @@ pub fn change_set_digest(set: &v1::ChangeSet) -> String {
         changes: Vec::new(),
         stored: None,
         connector: set.connector.clone(),
+        depends_on: set.depends_on,
     };
     let mut hasher = Sha256::new();
     hasher.update(canonical.encode_to_vec());
@@ -132,6 +133,7 @@ mod tests {
                 .collect(),
             stored: None,
             connector: "corp".to_owned(),
+            depends_on: None,
         }
     }
 

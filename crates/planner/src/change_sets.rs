@@ -1,7 +1,11 @@
 //! Splitting a stored plan into the change sets the appliers consume, and publishing them.
 //!
-//! A product's changes are cut, in plan order, into sets of at most `change_set_size`;
-//! each set knows its `sequence` (from 0) and the run's `total_sets` for the product, and
+//! A product's changes are cut, in plan order, into sets of at most `change_set_size` that
+//! never mix two phases (`model::plan::ChangeOp::phase`: creations, then memberships, then
+//! removals, …); each set knows its `sequence` (from 0), the run's `total_sets` for the
+//! product, and `depends_on`, the sequence of its phase's first set: the sets before it
+//! must be finished first, while the sets of one phase may be applied at the same time by
+//! any applier replica. Each set is
 //! is published on `{prefix}.changes.{product}` with the message id
 //! `{run_id}/{product}/{sequence}`, so publishing a plan twice (a redelivered message, a
 //! repeated approval) is deduplicated by JetStream. A set too large for one NATS message
@@ -35,8 +39,14 @@ pub fn split(plan: &v1::Plan, change_set_size: usize) -> Vec<(Product, v1::Chang
     let size = change_set_size.max(1);
     let mut sets = Vec::new();
     for (product, changes) in by_product {
-        let total_sets = changes.len().div_ceil(size) as u32;
-        for (sequence, chunk) in changes.chunks(size).enumerate() {
+        // (depends_on, changes) per set: chunks of one phase each.
+        let mut chunks: Vec<(u32, &[&v1::Change])> = Vec::new();
+        for run in changes.chunk_by(|left, right| phase(left) == phase(right)) {
+            let first_of_phase = chunks.len() as u32;
+            chunks.extend(run.chunks(size).map(|chunk| (first_of_phase, chunk)));
+        }
+        let total_sets = chunks.len() as u32;
+        for (sequence, (depends_on, chunk)) in chunks.into_iter().enumerate() {
             sets.push((
                 product,
                 v1::ChangeSet {
@@ -48,11 +58,20 @@ pub fn split(plan: &v1::Plan, change_set_size: usize) -> Vec<(Product, v1::Chang
                     changes: chunk.iter().map(|&change| change.clone()).collect(),
                     stored: None,
                     connector: plan.connector.clone(),
+                    depends_on: Some(depends_on),
                 },
             ));
         }
     }
     sets
+}
+
+/// The phase of a change's operation; an unknown operation is a phase of its own, last.
+fn phase(change: &&v1::Change) -> usize {
+    v1::ChangeOp::try_from(change.op)
+        .ok()
+        .and_then(cache::convert::op_from_proto)
+        .map_or(usize::MAX, model::plan::ChangeOp::phase)
 }
 
 /// Publishes `sets`, storing the ones too large for a message. Answers how many were
@@ -84,6 +103,7 @@ mod tests {
         v1::Change {
             id: format!("{id:016x}"),
             product: product as i32,
+            op: v1::ChangeOp::CreateUser as i32,
             ..Default::default()
         }
     }
@@ -120,6 +140,48 @@ mod tests {
             ]
         );
         assert!(sets.iter().all(|(_, set)| set.run_id == "run-1"));
+    }
+
+    #[test]
+    fn a_set_holds_one_phase_and_depends_on_the_first_set_of_its_phase() {
+        let ops = [
+            v1::ChangeOp::CreateUser,
+            v1::ChangeOp::CreateUser,
+            v1::ChangeOp::CreateUser,
+            v1::ChangeOp::AddMembership,
+            v1::ChangeOp::DeactivateUser,
+            v1::ChangeOp::DeleteUser,
+            v1::ChangeOp::RemoveGroup,
+        ];
+        let changes = ops
+            .iter()
+            .enumerate()
+            .map(|(id, op)| v1::Change {
+                op: *op as i32,
+                ..change(v1::Product::Jira, id)
+            })
+            .collect();
+        let plan = v1::Plan {
+            run_id: "run-1".to_owned(),
+            changes,
+            ..Default::default()
+        };
+        let shape: Vec<(u32, Option<u32>, usize)> = split(&plan, 2)
+            .iter()
+            .map(|(_, set)| (set.sequence, set.depends_on, set.changes.len()))
+            .collect();
+        // Creations in two sets (0, 1) that depend on nothing; the membership (2) after
+        // both; deactivation and deletion share a phase (3); the group removal (4) last.
+        assert_eq!(
+            shape,
+            [
+                (0, Some(0), 2),
+                (1, Some(0), 1),
+                (2, Some(2), 1),
+                (3, Some(3), 2),
+                (4, Some(4), 1),
+            ]
+        );
     }
 
     #[test]

@@ -330,6 +330,7 @@ fn every_message_survives_a_round_trip() {
                 changes: vec![change()],
                 stored: Some(object_ref()),
                 connector: "corp".into(),
+                depends_on: Some(2),
             },
         ),
         check("ChangeResult", change_result()),

@@ -61,8 +61,11 @@ pub struct ApplierSettings {
     /// of this): 1 to 3,600. Default: 60.
     #[serde(default = "default_ack_wait_seconds")]
     pub ack_wait_seconds: u64,
-    /// How long a change set waits for its predecessor in the run before it is given up
-    /// (reported skipped, with the rest of the run), in seconds; at least 1. Default: 600.
+    /// How long a run may make no progress at all (no set of its product finished or being
+    /// worked on by any replica) while a change set waits for the sets of the phases before
+    /// its own, before the set is given up: its changes and those of every later set of the
+    /// run are reported FAILED ("not attempted"), never skipped. In seconds; at least 1.
+    /// Default: 600.
     #[serde(default = "default_sequence_timeout_seconds")]
     pub sequence_timeout_seconds: u64,
 }

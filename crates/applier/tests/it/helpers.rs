@@ -43,6 +43,8 @@ pub struct Options {
     /// The initial directory of each product, in `products` order; empty by default.
     pub seeds: Vec<Seed>,
     pub ack_wait_seconds: u64,
+    /// `applier.sequence_timeout_seconds`.
+    pub sequence_timeout_seconds: u64,
     /// The token the appliers send to the products.
     pub product_token: String,
 }
@@ -53,6 +55,7 @@ impl Options {
             products: products.to_vec(),
             seeds: products.iter().map(|_| Seed::default()).collect(),
             ack_wait_seconds: 30,
+            sequence_timeout_seconds: 600,
             product_token: PRODUCT_TOKEN.to_owned(),
         }
     }
@@ -178,7 +181,7 @@ impl TestEnv {
                 concurrency: 4,
                 report_batch_size: 7,
                 ack_wait_seconds: options.ack_wait_seconds,
-                ..ApplierSettings::default()
+                sequence_timeout_seconds: options.sequence_timeout_seconds,
             },
             health: applier::HealthSettings::default(),
         };

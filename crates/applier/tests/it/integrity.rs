@@ -30,6 +30,7 @@ fn create(run_id: &str, sequence: u32, login: &str) -> v1::ChangeSet {
         }],
         stored: None,
         connector: String::new(),
+        depends_on: None,
     }
 }
 

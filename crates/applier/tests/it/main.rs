@@ -8,4 +8,5 @@ mod integrity;
 mod licence;
 mod rebind;
 mod refresh;
+mod replicas;
 mod sync;
