@@ -78,27 +78,35 @@ async fn a_held_plan_is_published_only_after_the_control_plane_confirms_its_appr
     // Approved through the control plane: exactly the stored plan goes out.
     let approved = planner.control.approve_run(&run_id).await;
     assert_eq!(approved.state(), RunState::Applying);
-    assert_eq!(
-        planner.step().await,
-        StepOutcome::Approved {
-            run_id: run_id.clone(),
-            change_sets: 1
-        }
-    );
+    let StepOutcome::Approved {
+        run_id: approved_run,
+        change_sets: published,
+    } = planner.step().await
+    else {
+        panic!("the approval is published");
+    };
+    assert_eq!(approved_run, run_id);
+    // One set per phase, together exactly the stored plan, in order.
     let sets = planner.change_sets().await;
-    assert_eq!(sets.len(), 1);
-    assert_eq!(sets[0].changes, plan.changes);
+    assert_eq!(sets.len(), published);
+    let sent: Vec<v1::Change> = sets.iter().flat_map(|set| set.changes.clone()).collect();
+    assert_eq!(sent, plan.changes);
     let manifest: v1::ChangeSetManifest = planner
         .bus
         .get_object(held.change_sets.as_ref().expect("a manifest"))
         .await
         .expect("the manifest loads");
-    assert_eq!(bus::integrity::check(&manifest, &sets[0]), Ok(()));
+    for set in &sets {
+        assert_eq!(bus::integrity::check(&manifest, set), Ok(()));
+    }
 
     // A repeated approval publishes the same message ids, which JetStream drops.
     planner.publish_approved(&run_id).await;
     assert!(matches!(planner.step().await, StepOutcome::Approved { .. }));
-    assert_eq!(planner.change_set_messages_published().await, 1);
+    assert_eq!(
+        planner.change_set_messages_published().await,
+        published as u64
+    );
 }
 
 #[tokio::test]
