@@ -4,7 +4,6 @@
 //! which.
 
 mod connectors;
-mod directory;
 mod explain;
 mod faults;
 mod holds;
@@ -15,3 +14,5 @@ mod safety;
 mod security;
 mod sync;
 mod telemetry;
+
+use e2e::directory;

@@ -958,6 +958,7 @@ impl Drop for Stack {
     }
 }
 
+pub mod directory;
 pub mod tls;
 
 pub mod proxy;

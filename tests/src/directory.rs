@@ -1,4 +1,5 @@
-//! The people of the test realm, and what each product should hold for them: the
+//! The people of the test realm, and what each product should hold for them (shared by the
+//! `e2e` and `reliability` test binaries): the
 //! expectation is written here from the documented policy defaults (login = username,
 //! display name "{firstName} {lastName}", email required, groups by name, direct
 //! memberships only), not computed by keysync's own planner.

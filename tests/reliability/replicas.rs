@@ -1,0 +1,100 @@
+//! R7: two replicas of the Jira applier and two of the control plane; one Jira applier is
+//! killed (`kill -9`) once Jira has taken 30% of its writes, one control plane at 60%, and
+//! neither comes back. The run ends SUCCEEDED, nothing lost, nothing done twice.
+//!
+//! The harness names one process per service, so the second replicas are started here,
+//! from the same binaries and configuration; the second control plane listens on its own
+//! port (`KEYSYNC_CONTROL_PLANE__LISTEN`). With no load balancer in front of the API, the
+//! services and the test reach the first control plane only, so the one killed is the
+//! second: it shares the event consumer, and the events it held come back to the first.
+//! The 20,000 changes take too long on the test machine; the run has ~6,000.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use e2e::Stack;
+use proto::v1::{Product, RunMode};
+use test_support::process::{Tethered, free_port, log_dir};
+
+use crate::{
+    directory,
+    tally::{self, Outcome, Shape, Tally},
+};
+
+/// The directory of the service binaries (the harness builds them before a stack starts):
+/// `target/<profile>`, next to this test's `deps`.
+fn binaries() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .context("the test binary is not in target/<profile>/deps")?
+        .to_owned())
+}
+
+/// Starts a second replica of `program` with `args` after `--config`.
+fn second_replica(
+    stack: &Stack,
+    program: &str,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> anyhow::Result<Tethered> {
+    let mut all_args = vec![
+        "--config".to_owned(),
+        stack.config_path().display().to_string(),
+    ];
+    all_args.extend(args.iter().map(|arg| (*arg).to_owned()));
+    let mut all_env = vec![("RUST_LOG", "info".to_owned())];
+    all_env.extend(env.iter().cloned());
+    let log = log_dir().join(format!("{}-{program}-replica-2.log", stack.prefix));
+    Tethered::spawn(&binaries()?.join(program), &all_args, &all_env, &log)
+}
+
+/// One run with a replica of each killed mid-run.
+async fn replicated_run(shape: &Shape) -> anyhow::Result<Outcome> {
+    let people = directory::people(shape.people);
+    let mut stack = tally::start_stack(&people, shape).await?;
+    let mut env: Vec<(&str, String)> = shape
+        .service_env
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.clone()))
+        .collect();
+    env.push((
+        "KEYSYNC_KEYCLOAK__E2E__PAGE_SIZE",
+        shape.page_size.to_string(),
+    ));
+    let mut applier = second_replica(&stack, "applier", &["--product", "jira"], &env)?;
+    env.push((
+        "KEYSYNC_CONTROL_PLANE__LISTEN",
+        format!("127.0.0.1:{}", free_port()?),
+    ));
+    let mut control_plane = second_replica(&stack, "control-plane", &[], &env)?;
+    let started = stack.start_sync(RunMode::Apply).await?;
+    let jira_writes = tally::writes_of(&people);
+    tally::wait_writes(&stack, Product::Jira, jira_writes * 3 / 10).await?;
+    stack.kill_service("applier-jira");
+    tally::wait_writes(&stack, Product::Jira, jira_writes * 6 / 10).await?;
+    control_plane.kill();
+    let run = tally::wait_terminal(&stack, &started.run_id, tally::RUN_DEADLINE).await?;
+    let mut outcome = tally::check_complete(&stack, &run, &people).await?;
+    if applier.exited().is_some() {
+        outcome
+            .notes
+            .push("the second Jira applier exited".to_owned());
+        outcome.succeeded = false;
+    }
+    Ok(outcome)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r7_replicas_one_of_each_killed() {
+    if tally::skipped_unless_full("R7-replicas") {
+        return;
+    }
+    let mut tally = Tally::new("R7-replicas");
+    for run in 0..tally::runs() {
+        let outcome = replicated_run(&Shape::new(900, 10)).await;
+        tally.add(run, outcome);
+    }
+    tally.finish();
+}
