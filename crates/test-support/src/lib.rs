@@ -21,6 +21,7 @@
 
 pub mod dashboard;
 pub mod deps;
+pub mod fuzz;
 pub mod http;
 pub mod keycloak;
 pub mod nats;
