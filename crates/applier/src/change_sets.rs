@@ -184,6 +184,7 @@ impl Applier {
         changes: &[v1::Change],
     ) -> Result<Vec<v1::ChangeResult>, Error> {
         let cached = self.cache.load(self.product).await?;
+        let loaded = cached.as_ref().map(|(_, object)| object.sha256.clone());
         let mut working = self.working(cached.map(|(state, _)| state), connector)?;
         let touching = self.touch_while_working(run_id);
         let results = apply::apply(
@@ -196,17 +197,22 @@ impl Applier {
         )
         .await;
         touching.abort();
-        let recorded = working.recorded().to_vec();
         let guard = self.cache_lock.acquire().await?;
-        // The newest state, with this set's successes on it: another replica may have
-        // stored its own set's since this one loaded.
-        let newest = self.cache.load(self.product).await?;
-        let mut working = self.working(newest.map(|(state, _)| state), connector)?;
-        working.replay(&recorded);
-        let stored = self
-            .cache
-            .store(self.product, &working.into_state(run_id))
-            .await;
+        let stored = async {
+            // Another replica may have stored its own set's records since this one loaded
+            // the state: then this set's are replayed on the newest state.
+            if self.cache.current_sha256(self.product).await? != loaded {
+                let newest = self.cache.load(self.product).await?;
+                let recorded = working.recorded().to_vec();
+                working = self.working(newest.map(|(state, _)| state), connector)?;
+                working.replay(&recorded);
+            }
+            self.cache
+                .store(self.product, &working.into_state(run_id))
+                .await?;
+            Ok::<_, Error>(())
+        }
+        .await;
         guard.release().await;
         stored?;
         Ok(results)

@@ -185,6 +185,42 @@ impl Bus {
         Ok(Some((message, object)))
     }
 
+    /// The hex SHA-256 of the stored bytes of object `key` in `bucket` (as
+    /// [`v1::ObjectRef::sha256`] has it), read from the object's metadata without loading
+    /// it; `None` when there is no such object.
+    pub async fn object_sha256(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<String>, ObjectError> {
+        let store = self.object_store(bucket).await?;
+        let info = match store.info(key).await {
+            Ok(info) => info,
+            Err(error) if error.kind() == object_store::InfoErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Err(error) => {
+                return Err(ObjectError::Get {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    source: Box::new(error),
+                });
+            }
+        };
+        // NATS records `SHA-256=<base64url>` of the bytes it stored.
+        use base64::Engine as _;
+        let digest = info
+            .digest
+            .as_deref()
+            .and_then(|digest| digest.strip_prefix("SHA-256="))
+            .and_then(|encoded| {
+                base64::engine::general_purpose::URL_SAFE
+                    .decode(encoded)
+                    .ok()
+            });
+        Ok(digest.map(|bytes| bytes.iter().map(|byte| format!("{byte:02x}")).collect()))
+    }
+
     async fn get_object_bytes(&self, bucket: &str, key: &str) -> Result<Vec<u8>, ObjectError> {
         let get_error = |source: Box<dyn std::error::Error + Send + Sync>| ObjectError::Get {
             bucket: bucket.to_owned(),

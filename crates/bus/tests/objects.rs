@@ -53,7 +53,14 @@ async fn a_stored_object_loads_back_unchanged_and_compressed() {
         .await
         .expect("get latest")
         .expect("present");
-    assert_eq!((latest, latest_ref), (stored, object));
+    assert_eq!((latest, latest_ref), (stored, object.clone()));
+
+    // The checksum NATS records is the reference's, read without loading the object.
+    assert_eq!(
+        bus.object_sha256(&bucket, "jira").await.expect("info"),
+        Some(object.sha256)
+    );
+    assert_eq!(bus.object_sha256(&bucket, "none").await.expect("info"), None);
 }
 
 #[tokio::test]

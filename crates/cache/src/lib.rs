@@ -142,6 +142,15 @@ impl Cache {
         }
     }
 
+    /// The checksum of the newest cached state of `product` ([`v1::ObjectRef::sha256`]),
+    /// without loading it; `None` before the first refresh.
+    pub async fn current_sha256(&self, product: Product) -> Result<Option<String>, Error> {
+        self.bus
+            .object_sha256(&self.bucket, product.as_str())
+            .await
+            .map_err(|source| Error::Object { product, source })
+    }
+
     /// Replaces the cached state of `product`; the state must be of that product.
     pub async fn store(
         &self,
