@@ -231,11 +231,7 @@ pub fn fail_all(
     changes: &[v1::Change],
     reason: &str,
 ) -> Vec<v1::ChangeResult> {
-    let mut results = skip_all(run_id, product, changes, reason);
-    for result in &mut results {
-        result.outcome = ChangeOutcome::Failed as i32;
-    }
-    results
+    unattempted(run_id, product, changes, reason, ChangeOutcome::Failed)
 }
 
 /// Every change of `changes` as skipped, for `reason`, without touching the product.
@@ -245,6 +241,17 @@ pub fn skip_all(
     changes: &[v1::Change],
     reason: &str,
 ) -> Vec<v1::ChangeResult> {
+    unattempted(run_id, product, changes, reason, ChangeOutcome::Skipped)
+}
+
+/// Every change of `changes` with `outcome` and `reason`, none of them attempted.
+fn unattempted(
+    run_id: &str,
+    product: v1::Product,
+    changes: &[v1::Change],
+    reason: &str,
+    outcome: ChangeOutcome,
+) -> Vec<v1::ChangeResult> {
     changes
         .iter()
         .map(|change| v1::ChangeResult {
@@ -252,7 +259,7 @@ pub fn skip_all(
             run_id: run_id.to_owned(),
             change_id: change.id.clone(),
             product: product as i32,
-            outcome: ChangeOutcome::Skipped as i32,
+            outcome: outcome as i32,
             message: reason.to_owned(),
             product_status: 0,
             account_id: String::new(),

@@ -60,7 +60,10 @@ async fn a_stored_object_loads_back_unchanged_and_compressed() {
         bus.object_sha256(&bucket, "jira").await.expect("info"),
         Some(object.sha256)
     );
-    assert_eq!(bus.object_sha256(&bucket, "none").await.expect("info"), None);
+    assert_eq!(
+        bus.object_sha256(&bucket, "none").await.expect("info"),
+        None
+    );
 }
 
 #[tokio::test]

@@ -31,9 +31,10 @@ pub(super) fn limit(
         limit: seats.limit,
         left_out: 0,
     };
-    let Some(free) = usage.free() else {
+    let Some(limit) = seats.limit else {
         return Some(usage);
     };
+    let free = limit.saturating_sub(seats.used);
     if needed <= free {
         return Some(usage);
     }
@@ -56,10 +57,8 @@ pub(super) fn limit(
             &login,
             format!(
                 "{} has no licence seat for this account: the plan needs {needed} seat(s) and \
-                 {free} are free ({} of {} taken); a later run makes it once a seat is free",
-                state.product,
-                seats.used,
-                seats.limit.unwrap_or(free),
+                 {free} are free ({} of {limit} taken); a later run makes it once a seat is free",
+                state.product, seats.used,
             ),
         );
         if let Some(user) = &change.keycloak_user_id {
