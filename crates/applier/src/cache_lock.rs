@@ -2,10 +2,14 @@
 //! a key `lock.{product}` in the appliers' KV bucket, taken by creating it and given back by
 //! deleting exactly the revision taken (compare-and-set both ways). A change set's successes
 //! and a refresh are written as load, change, store under it, so replicas that apply sets of
-//! one phase at the same time never store over each other's records. A holder that died
-//! leaves the key behind; it expires after [`LEASE`], and the next replica takes it over with
-//! compare-and-set on the expired entry.
+//! one phase at the same time never store over each other's records. The holder renews its
+//! lease every third of [`LEASE`] while it holds the lock, however long the store takes; a
+//! holder that died leaves the key behind, which expires after [`LEASE`], and the next
+//! replica takes it over with compare-and-set on the expired entry, so a replica killed while
+//! it held the lock stalls the others for [`LEASE`] at most.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::kv;
@@ -15,9 +19,8 @@ use prost::Message;
 
 use crate::Error;
 
-/// How long a holder may keep the lock before another replica takes it over: far longer
-/// than a load and a store of the largest state take.
-const LEASE: Duration = Duration::from_secs(120);
+/// How long a lock that is not renewed lasts before another replica takes it over.
+const LEASE: Duration = Duration::from_secs(15);
 
 /// How long [`CacheLock::acquire`] waits for the lock before giving up.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -38,13 +41,18 @@ pub struct CacheLock {
     store: kv::Store,
     key: String,
     holder: String,
+    lease: Duration,
 }
 
-/// The lock, held until [`Guard::release`] (or until it expires).
+/// The lock, held and renewed until [`Guard::release`].
 pub struct Guard {
     store: kv::Store,
     key: String,
-    revision: u64,
+    /// The revision of the entry this holder wrote last.
+    revision: Arc<AtomicU64>,
+    renewing: tokio::task::JoinHandle<()>,
+    /// Stops the renewals between two of them.
+    stop: tokio::sync::oneshot::Sender<()>,
 }
 
 fn now_ms() -> u64 {
@@ -59,6 +67,7 @@ impl CacheLock {
             store,
             key: format!("lock.{product}"),
             holder: format!("{}-{}", std::process::id(), now_ms()),
+            lease: LEASE,
         }
     }
 
@@ -67,13 +76,7 @@ impl CacheLock {
         let deadline = tokio::time::Instant::now() + ACQUIRE_TIMEOUT;
         let mut pause = Duration::from_millis(10);
         loop {
-            let value = Bytes::from(
-                Holder {
-                    holder: self.holder.clone(),
-                    expires_at_ms: now_ms().saturating_add(LEASE.as_millis() as u64),
-                }
-                .encode_to_vec(),
-            );
+            let value = self.value();
             let entry = self
                 .store
                 .entry(&self.key)
@@ -99,10 +102,14 @@ impl CacheLock {
                 },
             };
             if let Some(revision) = taken {
+                let revision = Arc::new(AtomicU64::new(revision));
+                let (stop, stopped) = tokio::sync::oneshot::channel();
                 return Ok(Guard {
                     store: self.store.clone(),
                     key: self.key.clone(),
+                    renewing: tokio::spawn(self.clone().renew(Arc::clone(&revision), stopped)),
                     revision,
+                    stop,
                 });
             }
             if tokio::time::Instant::now() >= deadline {
@@ -121,6 +128,40 @@ impl CacheLock {
         }
     }
 
+    /// This holder's entry, expiring one lease from now.
+    fn value(&self) -> Bytes {
+        Bytes::from(
+            Holder {
+                holder: self.holder.clone(),
+                expires_at_ms: now_ms().saturating_add(self.lease.as_millis() as u64),
+            }
+            .encode_to_vec(),
+        )
+    }
+
+    /// Extends the lease every third of [`LEASE`], with compare-and-set on the revision
+    /// written last; stops when the entry is no longer this holder's.
+    async fn renew(
+        self,
+        revision: Arc<AtomicU64>,
+        mut stopped: tokio::sync::oneshot::Receiver<()>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return,
+                () = tokio::time::sleep(self.lease / 3) => {}
+            }
+            let last = revision.load(Ordering::Acquire);
+            match self.store.update(&self.key, self.value(), last).await {
+                Ok(next) => revision.store(next, Ordering::Release),
+                Err(error) => {
+                    tracing::warn!(%error, "Could not renew the cache lock.");
+                    return;
+                }
+            }
+        }
+    }
+
     fn error(&self, error: impl std::error::Error + Send + Sync + 'static) -> Error {
         Error::Kv {
             bucket: self.store.name.clone(),
@@ -133,12 +174,72 @@ impl Guard {
     /// Gives the lock back: deletes the entry if it is still the one taken (a holder whose
     /// lease expired and was taken over deletes nothing).
     pub async fn release(self) {
+        // A renewal under way finishes first, so the revision is the one written last.
+        let _ = self.stop.send(());
+        if let Err(error) = self.renewing.await {
+            tracing::debug!(%error, "The cache lock's renewals ended badly.");
+        }
+        let revision = self.revision.load(Ordering::Acquire);
         if let Err(error) = self
             .store
-            .delete_expect_revision(&self.key, Some(self.revision))
+            .delete_expect_revision(&self.key, Some(revision))
             .await
         {
             tracing::debug!(%error, "The cache lock was not ours to give back any more.");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use test_support::nats::NatsServer;
+
+    use super::*;
+
+    async fn lock(nats: &NatsServer, holder: &str) -> CacheLock {
+        let bus = bus::Bus::connect(&nats.url(), bus::Topology::new("lock"))
+            .await
+            .expect("bus");
+        let store = bus
+            .key_value(
+                "lock-applier",
+                "locks",
+                bus::runs::Retention {
+                    history: 1,
+                    max_age: Duration::from_secs(60),
+                },
+            )
+            .await
+            .expect("bucket");
+        CacheLock {
+            holder: holder.to_owned(),
+            lease: Duration::from_millis(300),
+            ..CacheLock::new(store, Product::Jira)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_lock_is_renewed_past_its_lease_and_a_dead_holders_lock_is_taken_over() {
+        let nats = NatsServer::start().expect("nats-server");
+        let (first, second) = (lock(&nats, "first").await, lock(&nats, "second").await);
+
+        // Held for five leases: renewed, so the other replica does not get it.
+        let guard = first.acquire().await.expect("the first takes the lock");
+        let waiting = tokio::time::timeout(Duration::from_millis(1_500), second.acquire()).await;
+        assert!(waiting.is_err(), "the lock was taken while it was held");
+        guard.release().await;
+        let taken = tokio::time::timeout(Duration::from_secs(5), second.acquire())
+            .await
+            .expect("given back, the lock is taken at once")
+            .expect("no error");
+
+        // A holder that dies (its renewals stop) loses the lock once the lease is over.
+        taken.renewing.abort();
+        std::mem::forget(taken.stop);
+        let took_over = tokio::time::timeout(Duration::from_secs(5), first.acquire())
+            .await
+            .expect("a dead holder's lock is taken over after the lease")
+            .expect("no error");
+        took_over.release().await;
     }
 }
