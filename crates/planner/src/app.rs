@@ -24,9 +24,6 @@ use crate::metrics::Metrics;
 use crate::runs::{Planner, StepOutcome};
 use crate::settings::Settings;
 
-/// How long a message may be in hand before JetStream redelivers it.
-const ACK_WAIT: Duration = Duration::from_secs(120);
-
 /// How long [`App::try_step`] waits for a message.
 const STEP_WAIT: Duration = Duration::from_millis(500);
 
@@ -57,7 +54,7 @@ impl App {
                 topology.state_failed("*"),
                 topology.run_approved(),
             ],
-            ack_wait: ACK_WAIT,
+            ack_wait: Duration::from_secs(settings.planner.ack_wait_seconds),
         };
         let worker = Worker::bind(&bus, "planner", vec![consumer], &settings.health)
             .await?

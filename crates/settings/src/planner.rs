@@ -18,6 +18,7 @@
 //! [planner]
 //! change_set_size = 500                # default; 1 to 10,000
 //! state_timeout_seconds = 600          # default; at least 1
+//! ack_wait_seconds = 60                # default; 1 to 3,600
 //!
 //! [health]
 //! # listen = "0.0.0.0:8080"             # default: not served; /healthz and /readyz
@@ -115,6 +116,11 @@ pub struct PlannerSettings {
     /// in seconds; at least 1. Default: 600.
     #[serde(default = "default_state_timeout_seconds")]
     pub state_timeout_seconds: u64,
+    /// How long a replica may go silent on a message in hand before JetStream gives it to
+    /// another replica, in seconds (a replica in good health says it is alive every third
+    /// of this): 1 to 3,600. Default: 60.
+    #[serde(default = "default_ack_wait_seconds")]
+    pub ack_wait_seconds: u64,
 }
 
 impl Default for PlannerSettings {
@@ -122,6 +128,7 @@ impl Default for PlannerSettings {
         PlannerSettings {
             change_set_size: default_change_set_size(),
             state_timeout_seconds: default_state_timeout_seconds(),
+            ack_wait_seconds: default_ack_wait_seconds(),
         }
     }
 }
@@ -134,6 +141,10 @@ fn default_state_timeout_seconds() -> u64 {
     600
 }
 
+fn default_ack_wait_seconds() -> u64 {
+    60
+}
+
 impl Settings {
     /// Checks every section the planner reads and compiles the policies; no IO.
     pub fn validate(&self) -> Result<Policies, Invalid> {
@@ -143,6 +154,12 @@ impl Settings {
             return Err(Invalid::new(
                 "planner.change_set_size",
                 format!("must be 1 to 10000, not {}", self.planner.change_set_size),
+            ));
+        }
+        if !(1..=3_600).contains(&self.planner.ack_wait_seconds) {
+            return Err(Invalid::new(
+                "planner.ack_wait_seconds",
+                format!("must be 1 to 3600, not {}", self.planner.ack_wait_seconds),
             ));
         }
         if self.planner.state_timeout_seconds == 0 {

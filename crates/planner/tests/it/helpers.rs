@@ -66,6 +66,7 @@ pub fn settings(nats: &NatsServer, change_set_size: usize, state_timeout_seconds
         planner: PlannerSettings {
             change_set_size,
             state_timeout_seconds,
+            ..PlannerSettings::default()
         },
         health: HealthSettings::default(),
         keycloak: Default::default(),
