@@ -133,6 +133,15 @@ impl Applier {
                 "The run is cancelled; its changes are skipped."
             );
             apply::skip_all(&run_id, self.wire_product, &changes, "run cancelled")
+        } else if run.state() == v1::RunState::Failed {
+            // Failed by the control plane (a deadline passed, another product failed it):
+            // its late sets are not applied, and each change says why.
+            tracing::warn!(
+                changes = changes.len(),
+                "The run has failed; its late change set is not applied."
+            );
+            let reason = format!("not attempted: run {run_id} had already failed");
+            apply::fail_all(&run_id, self.wire_product, &changes, &reason)
         } else if let Some(reason) = &give_up {
             tracing::warn!(
                 reason,

@@ -1,5 +1,6 @@
 //! How change sets are delivered: a set a dead replica held is applied by another without
-//! duplicates, sets wait for their predecessors, a cancelled run is skipped, a malformed set
+//! duplicates, sets wait for their predecessors, a cancelled run is skipped, a failed run's late sets are
+//! failed unattempted, a malformed set
 //! is dead-lettered, and the services run on their own until stopped.
 
 use std::time::{Duration, Instant};
@@ -280,6 +281,37 @@ async fn the_changes_of_a_cancelled_run_are_skipped_without_touching_the_product
     assert_eq!(env.writes(Product::Jira), 0);
     assert_eq!(env.writes(Product::Bitbucket), 0);
     assert_eq!(env.get_run(&run_id).await.state(), RunState::Cancelled);
+}
+
+#[tokio::test]
+async fn the_late_sets_of_a_run_that_failed_are_failed_unattempted_without_touching_the_products() {
+    let mut options = Options::new(&[Product::Jira]);
+    // The run fails at its apply deadline while no applier has stepped.
+    options.control_plane_keys = "apply_deadline_seconds = 1\n\
+                                  apply_deadline_per_change_ms = 0\n\
+                                  deadline_sweep_seconds = 1"
+        .to_owned();
+    let env = TestEnv::spawn_with(options).await;
+    let run_id = env.start_run(RunMode::Apply).await;
+    // The appliers answer the run request with the product's state.
+    env.settle().await;
+    env.publish_snapshot(&run_id, RunMode::Apply, &realm())
+        .await;
+    plan(&env).await;
+    let failed = env.wait_for_run(&run_id, RunState::Failed).await;
+    assert!(failed.reason.contains("deadline"), "{}", failed.reason);
+
+    let results = results_of(&env.settle().await);
+    assert!(!results.is_empty());
+    for result in &results {
+        assert_eq!(result.outcome(), ChangeOutcome::Failed);
+        assert_eq!(
+            result.message,
+            format!("not attempted: run {run_id} had already failed")
+        );
+    }
+    assert_eq!(env.writes(Product::Jira), 0);
+    assert_eq!(env.get_run(&run_id).await.state(), RunState::Failed);
 }
 
 #[tokio::test]

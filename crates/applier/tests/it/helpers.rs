@@ -47,6 +47,8 @@ pub struct Options {
     pub sequence_timeout_seconds: u64,
     /// The token the appliers send to the products.
     pub product_token: String,
+    /// More keys of the control plane's `[control_plane]` section.
+    pub control_plane_keys: String,
 }
 
 impl Options {
@@ -57,6 +59,7 @@ impl Options {
             ack_wait_seconds: 30,
             sequence_timeout_seconds: 600,
             product_token: PRODUCT_TOKEN.to_owned(),
+            control_plane_keys: String::new(),
         }
     }
 }
@@ -154,7 +157,7 @@ impl TestEnv {
             emulators.push(running);
         }
 
-        let control = ControlPlane::spawn(&nats.url(), &prefix).await;
+        let control = ControlPlane::spawn(&nats.url(), &prefix, &options.control_plane_keys).await;
         let control_addr = control.addr;
 
         let control_plane = ControlPlaneSettings {
@@ -549,14 +552,14 @@ impl Sync {
 }
 
 impl ControlPlane {
-    async fn spawn(nats_url: &str, prefix: &str) -> ControlPlane {
+    async fn spawn(nats_url: &str, prefix: &str, keys: &str) -> ControlPlane {
         // Loaded from a file, as in production, so new settings with defaults need no
         // change here.
         let dir = tempfile::tempdir().expect("a temporary directory");
         let file = dir.path().join("control-plane.toml");
         let toml = format!(
             "[bus]\nnats_url = \"{nats_url}\"\nprefix = \"{prefix}\"\n\n\
-             [control_plane]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n\n\
+             [control_plane]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n{keys}\n\n\
              [control_plane.schedule]\nenabled = false\n"
         );
         std::fs::write(&file, toml).expect("writes the control plane's settings");
