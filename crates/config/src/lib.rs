@@ -427,15 +427,39 @@ fn read_value_file(
         path: file.to_owned(),
         source,
     };
-    let mut handle = std::fs::File::open(file).map_err(failed)?;
+    // Looked at before opening: opening a FIFO blocks until something writes to it, and a
+    // device such as /dev/zero never ends.
+    let kind = std::fs::metadata(file).map_err(failed)?;
+    if !kind.is_file() {
+        return Err(failed(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    let handle = std::fs::File::open(file).map_err(failed)?;
     if !public {
         let metadata = handle.metadata().map_err(failed)?;
         check_secret_file(&metadata, file, dotted, origin, strict)?;
     }
     let mut content = String::new();
-    handle.read_to_string(&mut content).map_err(failed)?;
+    handle
+        .take(MAX_VALUE_FILE_BYTES + 1)
+        .read_to_string(&mut content)
+        .map_err(failed)?;
+    if content.len() as u64 > MAX_VALUE_FILE_BYTES {
+        return Err(failed(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "larger than {MAX_VALUE_FILE_BYTES} bytes, more than any secret or certificate bundle"
+            ),
+        )));
+    }
     Ok(content)
 }
+
+/// The largest `*_file` read: a token, a password, a key, or a CA bundle (a system's
+/// whole bundle is about 200 KiB) fits many times over.
+const MAX_VALUE_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 fn resolve_secret_files(
     dict: &mut Dict,

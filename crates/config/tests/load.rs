@@ -276,6 +276,52 @@ fn unreadable_secret_file_is_an_error_naming_the_key_and_the_path() {
     });
 }
 
+/// What loading answers when `client_secret_file` names `path`: the error's source.
+fn value_file_refusal(path: &str) -> String {
+    let mut refusal = String::new();
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "keysync.toml",
+            &format!("[keycloak.corp]\nrealm = \"corp\"\nclient_secret_file = \"{path}\"\n"),
+        )?;
+        let error = load(jail).expect_err("the file is refused");
+        assert!(matches!(error, Error::SecretFile { .. }), "{error:?}");
+        assert!(error.to_string().contains(path), "{error}");
+        refusal = std::error::Error::source(&error)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        Ok(())
+    });
+    refusal
+}
+
+#[test]
+fn a_value_file_that_never_ends_blocks_or_is_huge_is_refused_without_reading_it_all() {
+    // A device that never ends, and a FIFO nothing writes to (opening it would block).
+    assert_eq!(value_file_refusal("/dev/zero"), "not a regular file");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let fifo = dir.path().join("secret.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    assert_eq!(
+        value_file_refusal(&fifo.display().to_string()),
+        "not a regular file"
+    );
+    let huge = dir.path().join("huge");
+    std::fs::write(&huge, vec![b'x'; 5 * 1024 * 1024]).expect("writes");
+    let mut permissions = std::fs::metadata(&huge).expect("metadata").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o600);
+    std::fs::set_permissions(&huge, permissions).expect("chmod");
+    let refusal = value_file_refusal(&huge.display().to_string());
+    assert!(
+        refusal.starts_with("larger than 4194304 bytes"),
+        "{refusal}"
+    );
+}
+
 #[test]
 fn variables_without_a_nesting_separator_are_left_to_the_tooling() {
     Jail::expect_with(|jail| {
