@@ -13,6 +13,14 @@
 //! - `{PREFIX}_DEAD` (limits retention): `{prefix}.dead.>`, messages a service could not
 //!   use, with the reason in the `Keysync-Dead-Reason` header.
 //!
+//! Each stream (and every key-value bucket and object store) is created with `[bus]
+//! replicas`; the events and dead-letter streams keep messages `[bus] retention_days`. A
+//! stream that exists is changed only where keysync owns a setting, never lowering its
+//! replicas nor touching an operator's limits ([`provision`]).
+//!
+//! A message's `schema_version` is accepted within this build's major revision, newer
+//! minor revisions included ([`decode`]; the scheme is [`v1::SCHEMA_VERSION`]'s).
+//!
 //! Every service runs its message loop here ([`worker`]: pulling, settling, dead letters,
 //! rebinding), with its health endpoints ([`health`]) and the gauges of its consumers' lag
 //! ([`lag`]).
@@ -24,14 +32,20 @@ mod consumers;
 pub mod health;
 pub mod integrity;
 pub mod lag;
+pub mod liveness;
+pub mod object_stream;
 pub mod objects;
+pub mod provision;
 pub mod runs;
 mod settings;
 pub mod trace;
 pub mod worker;
 
+pub use provision::{ProvisionError, Provisioning};
 pub use settings::{BusSettings, redact_url};
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{
@@ -63,12 +77,10 @@ pub enum Error {
         #[source]
         source: async_nats::ConnectError,
     },
-    #[error("creating or updating stream {stream}")]
-    Stream {
-        stream: String,
-        #[source]
-        source: jetstream::context::CreateStreamError,
-    },
+    /// A stream could not be created, read or brought to keysync's configuration (the
+    /// error names it).
+    #[error(transparent)]
+    Stream(#[from] ProvisionError),
     #[error("creating consumer {consumer} on stream {stream}")]
     Consumer {
         stream: String,
@@ -108,7 +120,14 @@ impl Error {
 pub enum DecodeError {
     #[error("not a valid {kind} protobuf: {reason}")]
     Malformed { kind: &'static str, reason: String },
-    #[error("{kind} has schema version {found}; this build knows version {known}")]
+    /// `found` is 0 (no version) or of another major revision than `known`, this build's
+    /// ([`v1::SCHEMA_VERSION`] documents the scheme).
+    #[error(
+        "{kind} has schema version {found} (major {}); this build reads major {} (it writes \
+         version {known})",
+        v1::schema_major(*found),
+        v1::schema_major(*known)
+    )]
     UnknownVersion {
         kind: &'static str,
         found: u32,
@@ -156,14 +175,16 @@ pub fn encode<M: BusMessage>(message: &M) -> Bytes {
     Bytes::from(message.encode_to_vec())
 }
 
-/// Decodes a bus message and checks its schema version.
+/// Decodes a bus message and checks its schema version: any version of this build's major
+/// revision is accepted, a newer minor one too (its unknown fields are skipped); version 0
+/// and every other major are refused ([`v1::SCHEMA_VERSION`]).
 pub fn decode<M: BusMessage>(payload: &[u8]) -> Result<M, DecodeError> {
     let message = M::decode(payload).map_err(|error| DecodeError::Malformed {
         kind: M::KIND,
         reason: error.to_string(),
     })?;
     let found = message.schema_version();
-    if found == 0 || found > v1::SCHEMA_VERSION {
+    if found == 0 || v1::schema_major(found) != v1::SCHEMA_MAJOR {
         return Err(DecodeError::UnknownVersion {
             kind: M::KIND,
             found,
@@ -292,8 +313,11 @@ impl Topology {
         self.prefix.to_uppercase().replace(['.', '-'], "_")
     }
 
-    fn stream_configs(&self) -> [stream::Config; 3] {
+    /// The streams' configurations: what keysync creates, and what it owns of them
+    /// ([`provision::reconcile`]).
+    fn stream_configs(&self, provisioning: &Provisioning) -> [stream::Config; 3] {
         let duplicate_window = Duration::from_secs(120);
+        let replicas = provisioning.replicas;
         [
             stream::Config {
                 name: self.events_stream(),
@@ -304,8 +328,9 @@ impl Topology {
                     format!("{}.state.>", self.prefix),
                 ],
                 retention: RetentionPolicy::Limits,
-                max_age: Duration::from_secs(30 * 24 * 3600),
+                max_age: provisioning.runs_max_age,
                 duplicate_window,
+                num_replicas: replicas,
                 ..Default::default()
             },
             stream::Config {
@@ -313,13 +338,15 @@ impl Topology {
                 subjects: vec![format!("{}.changes.>", self.prefix)],
                 retention: RetentionPolicy::WorkQueue,
                 duplicate_window,
+                num_replicas: replicas,
                 ..Default::default()
             },
             stream::Config {
                 name: self.dead_stream(),
                 subjects: vec![format!("{}.dead.>", self.prefix)],
                 retention: RetentionPolicy::Limits,
-                max_age: Duration::from_secs(30 * 24 * 3600),
+                max_age: provisioning.runs_max_age,
+                num_replicas: replicas,
                 ..Default::default()
             },
         ]
@@ -332,11 +359,16 @@ pub struct Bus {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     topology: Topology,
+    provisioning: Provisioning,
+    /// The object stores opened so far, by bucket: each is provisioned once per process
+    /// instead of with two requests before every object read or written.
+    object_stores: Arc<std::sync::Mutex<HashMap<String, jetstream::object_store::ObjectStore>>>,
 }
 
 impl Bus {
     /// Connects without authentication or TLS options (a password in `url` is still
-    /// used) and makes sure the streams exist; for tests. Services use
+    /// used) and makes sure the streams exist, with the default [`Provisioning`]; for
+    /// tests. Services use
     /// [`Bus::connect_with`].
     pub async fn connect(url: &str, topology: Topology) -> Result<Bus, Error> {
         let settings = BusSettings {
@@ -348,33 +380,57 @@ impl Bus {
     }
 
     /// Connects as `[bus]` says (authentication, TLS) and makes sure the streams exist
-    /// with the current configuration. Errors never show a password of the URL.
+    /// with the current configuration, creating with `[bus]` `replicas` and retentions
+    /// ([`Bus::provisioning`]). Errors never show a password of the URL.
     pub async fn connect_with(settings: &BusSettings) -> Result<Bus, Error> {
         let options = settings.connect_options().map_err(Error::Settings)?;
+        // `nats://a:4222,nats://b:4222`: the seed servers of a cluster, any of which
+        // will do; the client learns the others from the one it reaches.
+        let servers: Vec<&str> = settings
+            .nats_url
+            .split(',')
+            .map(str::trim)
+            .filter(|server| !server.is_empty())
+            .collect();
         let client = options
-            .connect(settings.nats_url.as_str())
+            .connect(servers)
             .await
             .map_err(|source| Error::Connect {
                 url: redact_url(&settings.nats_url),
                 source,
             })?;
-        let bus = Bus::from_client(client, settings.topology());
+        let bus = Bus::from_client(client, settings.topology())
+            .with_provisioning(settings.provisioning());
         bus.ensure_streams().await?;
         Ok(bus)
     }
 
-    /// Wraps an existing client; does not touch the streams.
+    /// Wraps an existing client; does not touch the streams. Creates with the default
+    /// [`Provisioning`] unless [`Bus::with_provisioning`] says otherwise.
     pub fn from_client(client: async_nats::Client, topology: Topology) -> Bus {
         let jetstream = jetstream::new(client.clone());
         Bus {
             client,
             jetstream,
             topology,
+            provisioning: Provisioning::default(),
+            object_stores: Arc::default(),
         }
     }
 
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+
+    fn opened_object_store(&self, bucket: &str) -> Option<jetstream::object_store::ObjectStore> {
+        let opened = self.object_stores.lock().ok()?;
+        opened.get(bucket).cloned()
+    }
+
+    fn remember_object_store(&self, bucket: &str, store: &jetstream::object_store::ObjectStore) {
+        if let Ok(mut opened) = self.object_stores.lock() {
+            opened.insert(bucket.to_owned(), store.clone());
+        }
     }
 
     pub fn client(&self) -> &async_nats::Client {
@@ -385,17 +441,12 @@ impl Bus {
         &self.jetstream
     }
 
-    /// Creates the streams, or updates them to the current configuration.
+    /// Creates the streams that are missing; brings those that exist to keysync's
+    /// configuration only where a setting keysync owns differs, keeping an operator's
+    /// limits and a higher replica count ([`provision`]).
     pub async fn ensure_streams(&self) -> Result<(), Error> {
-        for config in self.topology.stream_configs() {
-            let name = config.name.clone();
-            self.jetstream
-                .create_or_update_stream(config)
-                .await
-                .map_err(|source| Error::Stream {
-                    stream: name,
-                    source,
-                })?;
+        for config in self.topology.stream_configs(&self.provisioning) {
+            provision::ensure(&self.jetstream, &config, provision::Missing::Stream).await?;
         }
         Ok(())
     }

@@ -6,7 +6,10 @@
 //!
 //! [`Bus::get_object`] checks the checksum before it decompresses, so a reader never acts
 //! on an object that was replaced or damaged since it was announced, and it checks the
-//! schema version like [`crate::decode`].
+//! schema version like [`crate::decode`]. A decoded object is bounded by
+//! [`MAX_DECODED_BYTES`] (a decompression bomb, a few kilobytes stored, fails with
+//! [`ObjectError::TooLarge`] instead of filling the memory); [`Bus::object_reader`]
+//! ([`crate::object_stream`]) reads one as a stream instead, in a fixed amount of memory.
 
 use async_nats::jetstream::object_store::{self, ObjectStore};
 use proto::v1;
@@ -18,6 +21,12 @@ use crate::{Bus, BusMessage, DecodeError, Topology};
 /// The zstd level: a good ratio at a few hundred MB/s, so a million-user snapshot stores
 /// in about a second.
 const ZSTD_LEVEL: i32 = 3;
+
+/// The most bytes an object may decode to: 1 GiB. A fixed bound rather than a ratio to the
+/// stored size, since protobuf with many repeated strings compresses 20 to 50 times and a
+/// million-user snapshot decodes to a few hundred MB; what is larger is refused with
+/// [`ObjectError::TooLarge`] (a zstd bomb of a few KB would otherwise decode to any size).
+pub const MAX_DECODED_BYTES: u64 = 1 << 30;
 
 /// Why an object could not be stored or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +67,13 @@ pub enum ObjectError {
         #[source]
         source: std::io::Error,
     },
+    /// The object decodes to more than `limit` bytes (see [`MAX_DECODED_BYTES`]).
+    #[error("object {key} in bucket {bucket} decodes to more than {limit} bytes")]
+    TooLarge {
+        bucket: String,
+        key: String,
+        limit: u64,
+    },
     #[error("object {key} in bucket {bucket}")]
     Decode {
         bucket: String,
@@ -76,6 +92,7 @@ impl ObjectError {
             ObjectError::NotFound { .. }
                 | ObjectError::Checksum { .. }
                 | ObjectError::Decompress { .. }
+                | ObjectError::TooLarge { .. }
                 | ObjectError::Decode { .. }
         )
     }
@@ -102,18 +119,30 @@ impl Topology {
 }
 
 impl Bus {
-    /// The object store bucket `bucket`, created if missing.
+    /// The object store bucket `bucket`, created if missing with `[bus]` `replicas` and,
+    /// for the snapshots and plans buckets, `snapshot_retention_hours` as its age limit
+    /// (the state cache is kept for good); an existing bucket keeps what an operator set
+    /// ([`Bus::ensure_object_store`]).
     pub async fn object_store(&self, bucket: &str) -> Result<ObjectStore, ObjectError> {
-        self.jetstream()
-            .create_object_store(object_store::Config {
-                bucket: bucket.to_owned(),
-                ..Default::default()
-            })
+        let topology = self.topology();
+        let max_age = if bucket == topology.snapshots_bucket() || bucket == topology.plans_bucket()
+        {
+            self.provisioning().snapshots_max_age
+        } else {
+            std::time::Duration::ZERO
+        };
+        if let Some(store) = self.opened_object_store(bucket) {
+            return Ok(store);
+        }
+        let store = self
+            .ensure_object_store(bucket, max_age)
             .await
             .map_err(|source| ObjectError::Bucket {
                 bucket: bucket.to_owned(),
                 source: Box::new(source),
-            })
+            })?;
+        self.remember_object_store(bucket, &store);
+        Ok(store)
     }
 
     /// Encodes `message`, compresses it and stores it as `key` in `bucket` (created if
@@ -149,6 +178,18 @@ impl Bus {
         &self,
         object: &v1::ObjectRef,
     ) -> Result<M, ObjectError> {
+        let encoded = self.get_object_encoded(object).await?;
+        crate::decode::<M>(&encoded).map_err(|source| ObjectError::Decode {
+            bucket: object.bucket.clone(),
+            key: object.key.clone(),
+            source,
+        })
+    }
+
+    /// The encoded message the object `object` names: its checksum checked, decompressed
+    /// (at most [`MAX_DECODED_BYTES`]), not decoded, so a reader can see fields a newer
+    /// writer added that decoding would drop.
+    pub async fn get_object_encoded(&self, object: &v1::ObjectRef) -> Result<Vec<u8>, ObjectError> {
         let (bucket, key) = (object.bucket.as_str(), object.key.as_str());
         let stored = self.get_object_bytes(bucket, key).await?;
         let found = sha256_hex(&stored);
@@ -160,7 +201,7 @@ impl Bus {
                 found,
             });
         }
-        decode_stored(bucket, key, &stored)
+        decompress_bounded(bucket, key, &stored, MAX_DECODED_BYTES)
     }
 
     /// Loads the newest object `key` of `bucket`, whatever its checksum, with the
@@ -248,11 +289,7 @@ impl Bus {
 }
 
 fn decode_stored<M: BusMessage>(bucket: &str, key: &str, stored: &[u8]) -> Result<M, ObjectError> {
-    let encoded = zstd::stream::decode_all(stored).map_err(|source| ObjectError::Decompress {
-        bucket: bucket.to_owned(),
-        key: key.to_owned(),
-        source,
-    })?;
+    let encoded = decompress_bounded(bucket, key, stored, MAX_DECODED_BYTES)?;
     crate::decode::<M>(&encoded).map_err(|source| ObjectError::Decode {
         bucket: bucket.to_owned(),
         key: key.to_owned(),
@@ -260,10 +297,65 @@ fn decode_stored<M: BusMessage>(bucket: &str, key: &str, stored: &[u8]) -> Resul
     })
 }
 
+/// Decompresses `stored`, refusing it when it decodes to more than `limit` bytes.
+fn decompress_bounded(
+    bucket: &str,
+    key: &str,
+    stored: &[u8],
+    limit: u64,
+) -> Result<Vec<u8>, ObjectError> {
+    use std::io::Read as _;
+    let decompress_error = |source| ObjectError::Decompress {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        source,
+    };
+    let decoder = zstd::stream::read::Decoder::new(stored).map_err(decompress_error)?;
+    let mut encoded = Vec::new();
+    decoder
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut encoded)
+        .map_err(decompress_error)?;
+    if encoded.len() as u64 > limit {
+        return Err(ObjectError::TooLarge {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            limit,
+        });
+    }
+    Ok(encoded)
+}
+
 /// Lower-case hex SHA-256.
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_decoding_beyond_the_bound_is_refused() {
+        // 8 MiB of zeros stores in a few hundred bytes.
+        let bomb = zstd::bulk::compress(&vec![0u8; 8 << 20], ZSTD_LEVEL).expect("compresses");
+        assert!(bomb.len() < 4096, "{} bytes", bomb.len());
+        let error = decompress_bounded("b", "k", &bomb, 1 << 20).expect_err("refused");
+        assert!(
+            matches!(error, ObjectError::TooLarge { limit, .. } if limit == 1 << 20),
+            "{error:?}"
+        );
+        assert!(error.is_permanent());
+        assert_eq!(
+            decompress_bounded("b", "k", &bomb, 8 << 20)
+                .expect("within the bound")
+                .len(),
+            8 << 20
+        );
+    }
 }

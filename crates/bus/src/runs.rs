@@ -4,13 +4,19 @@
 //! plane's durable consumer of the events stream.
 //!
 //! Only the names and the buckets' retention live here; what the values mean is the control
-//! plane's business.
+//! plane's business. [`Bus::key_value`] creates a missing bucket with `[bus] replicas` and
+//! otherwise changes only what keysync owns of it (history, `max_age`, a replica count
+//! never lowered), keeping an operator's limits ([`crate::provision`]). The retention of
+//! runs and results is `[bus] retention_days` ([`crate::Provisioning::runs_max_age`]).
 
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
 
-use crate::{Bus, Topology};
+use crate::{
+    Bus, Topology,
+    provision::{self, Missing, ProvisionError},
+};
 
 /// Why a key-value bucket could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +24,7 @@ use crate::{Bus, Topology};
 pub struct KeyValueError {
     bucket: String,
     #[source]
-    source: async_nats::jetstream::context::CreateKeyValueError,
+    source: ProvisionError,
 }
 
 impl Topology {
@@ -54,25 +60,41 @@ pub struct Retention {
 }
 
 impl Bus {
-    /// The key-value bucket `bucket`, created if missing, or updated to `retention`.
+    /// The key-value bucket `bucket`, created if missing (with `description`, `retention`
+    /// and `[bus] replicas`); when present, updated only where `retention` or the replica
+    /// count differs (never lowering the replicas), keeping the rest as it is.
     pub async fn key_value(
         &self,
         bucket: &str,
         description: &str,
         retention: Retention,
     ) -> Result<kv::Store, KeyValueError> {
-        self.jetstream()
-            .create_or_update_key_value(kv::Config {
-                bucket: bucket.to_owned(),
-                description: description.to_owned(),
-                history: retention.history,
-                max_age: retention.max_age,
-                ..Default::default()
-            })
+        let error = |source| KeyValueError {
+            bucket: bucket.to_owned(),
+            source,
+        };
+        let replicas = self.provisioning().replicas;
+        let wanted =
+            provision::key_value_config(bucket, retention.history, retention.max_age, replicas);
+        let missing = Missing::KeyValue(Box::new(kv::Config {
+            bucket: bucket.to_owned(),
+            description: description.to_owned(),
+            history: retention.history,
+            max_age: retention.max_age,
+            num_replicas: replicas,
+            ..Default::default()
+        }));
+        provision::ensure(self.jetstream(), &wanted, missing)
             .await
-            .map_err(|source| KeyValueError {
-                bucket: bucket.to_owned(),
-                source,
+            .map_err(error)?;
+        self.jetstream()
+            .get_key_value(bucket)
+            .await
+            .map_err(|source| {
+                error(ProvisionError::Open {
+                    stream: wanted.name,
+                    source: Box::new(source),
+                })
             })
     }
 }

@@ -19,7 +19,16 @@
 //! require_tls = true                          # refuse a server that does not speak TLS
 //!
 //! inbox_prefix = "_INBOX_applier"  # where replies come; default `_INBOX`
+//!
+//! # What keysync creates on JetStream (streams, key-value buckets, object stores):
+//! replicas = 3                  # JetStream replicas of each, 1 to 5; default 1
+//! retention_days = 90           # runs, change results, events, dead letters; default 90
+//! snapshot_retention_hours = 72 # stored snapshots and plans; default 72
 //! ```
+//!
+//! keysync creates what is missing with these values and, when it is there, changes only
+//! what it owns: it never lowers the replica count an operator raised, and keeps the
+//! limits it does not set (`max_bytes`, placement, ...; see [`crate::provision`]).
 //!
 //! Every `*_file` key is read by the configuration loader (`config`), which puts the file's
 //! content in the key without the suffix: this struct holds `credentials`, `nkey_seed`,
@@ -27,7 +36,7 @@
 //! them are [`Secret`]s, and a password in `nats_url` (`nats://user:pass@host`) is shown
 //! as `***` by `Debug` and in every error ([`redact_url`]).
 
-use std::fmt;
+use std::{fmt, time::Duration};
 
 use async_nats::rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use config::{Invalid, Secret};
@@ -83,7 +92,22 @@ pub struct BusSettings {
     /// meant for another (deploy/nats/accounts.conf).
     #[serde(default)]
     pub inbox_prefix: Option<String>,
+    /// The JetStream replica count of every stream, key-value bucket and object store
+    /// keysync creates: 1 to 5 (a cluster of at least that many servers). Default: 1. A
+    /// higher count an operator set on one of them is kept, never lowered.
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+    /// How long runs, change results, the events stream and the dead letters are kept, in
+    /// days; more than 0. Default: 90.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// How long stored snapshots and plans are kept, in hours; more than 0. Default: 72.
+    #[serde(default = "default_snapshot_retention_hours")]
+    pub snapshot_retention_hours: u32,
 }
+
+/// The most replicas JetStream allows.
+const MAX_REPLICAS: usize = 5;
 
 impl Default for BusSettings {
     fn default() -> BusSettings {
@@ -100,6 +124,9 @@ impl Default for BusSettings {
             tls_key: None,
             require_tls: false,
             inbox_prefix: None,
+            replicas: default_replicas(),
+            retention_days: default_retention_days(),
+            snapshot_retention_hours: default_snapshot_retention_hours(),
         }
     }
 }
@@ -120,13 +147,16 @@ impl fmt::Debug for BusSettings {
             .field("tls_key", &self.tls_key)
             .field("require_tls", &self.require_tls)
             .field("inbox_prefix", &self.inbox_prefix)
+            .field("replicas", &self.replicas)
+            .field("retention_days", &self.retention_days)
+            .field("snapshot_retention_hours", &self.snapshot_retention_hours)
             .finish()
     }
 }
 
 impl BusSettings {
-    /// Checks the prefix, the URL, that at most one authentication method is set and
-    /// that the TLS material parses; no IO. Keys are relative to `[bus]` (use
+    /// Checks the prefix, the URL, the replica count and the retentions, that at most one
+    /// authentication method is set and that the TLS material parses; no IO. Keys are relative to `[bus]` (use
     /// [`Invalid::within`] with `"bus"`).
     pub fn validate(&self) -> Result<(), Invalid> {
         let valid = !self.prefix.is_empty()
@@ -158,6 +188,7 @@ impl BusSettings {
                 ));
             }
         }
+        self.validate_provisioning()?;
         self.validate_auth()?;
         self.validate_tls()?;
         Ok(())
@@ -197,6 +228,38 @@ impl BusSettings {
             options = options.custom_inbox_prefix(inbox);
         }
         Ok(options)
+    }
+
+    /// What keysync creates on JetStream with these settings (not validated: see
+    /// [`BusSettings::validate`]).
+    pub fn provisioning(&self) -> crate::Provisioning {
+        crate::Provisioning {
+            replicas: self.replicas,
+            runs_max_age: Duration::from_secs(u64::from(self.retention_days) * 24 * 3600),
+            snapshots_max_age: Duration::from_secs(u64::from(self.snapshot_retention_hours) * 3600),
+        }
+    }
+
+    fn validate_provisioning(&self) -> Result<(), Invalid> {
+        if !(1..=MAX_REPLICAS).contains(&self.replicas) {
+            return Err(Invalid::new(
+                "replicas",
+                format!(
+                    "must be 1 to {MAX_REPLICAS} (the JetStream replica count), not {}",
+                    self.replicas
+                ),
+            ));
+        }
+        if self.retention_days == 0 {
+            return Err(Invalid::new("retention_days", "must be more than 0"));
+        }
+        if self.snapshot_retention_hours == 0 {
+            return Err(Invalid::new(
+                "snapshot_retention_hours",
+                "must be more than 0",
+            ));
+        }
+        Ok(())
     }
 
     fn validate_auth(&self) -> Result<(), Invalid> {
@@ -371,6 +434,18 @@ fn default_prefix() -> String {
     "keysync".to_owned()
 }
 
+fn default_replicas() -> usize {
+    1
+}
+
+fn default_retention_days() -> u32 {
+    90
+}
+
+fn default_snapshot_retention_hours() -> u32 {
+    72
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,6 +458,66 @@ mod tests {
         };
         assert_eq!(settings.validate().expect_err("a dot").key(), "prefix");
         assert!(BusSettings::default().validate().is_ok());
+    }
+
+    #[test]
+    fn replicas_and_retentions_are_checked_and_name_their_keys() {
+        for replicas in [0, 6] {
+            let settings = BusSettings {
+                replicas,
+                ..BusSettings::default()
+            };
+            let error = settings.validate().expect_err("out of range");
+            assert_eq!(error.key(), "replicas");
+            assert!(error.reason().contains("1 to 5"), "{error}");
+        }
+        for replicas in 1..=5 {
+            let settings = BusSettings {
+                replicas,
+                ..BusSettings::default()
+            };
+            assert!(settings.validate().is_ok(), "{replicas} replicas");
+        }
+        let no_retention = BusSettings {
+            retention_days: 0,
+            ..BusSettings::default()
+        };
+        assert_eq!(
+            no_retention.validate().expect_err("0 days").key(),
+            "retention_days"
+        );
+        let no_snapshots = BusSettings {
+            snapshot_retention_hours: 0,
+            ..BusSettings::default()
+        };
+        assert_eq!(
+            no_snapshots.validate().expect_err("0 hours").key(),
+            "snapshot_retention_hours"
+        );
+    }
+
+    #[test]
+    fn provisioning_defaults_to_one_replica_90_days_and_72_hours() {
+        let defaults = BusSettings::default().provisioning();
+        assert_eq!(defaults, crate::Provisioning::default());
+        assert_eq!(defaults.replicas, 1);
+        assert_eq!(defaults.runs_max_age, Duration::from_secs(90 * 24 * 3600));
+        assert_eq!(defaults.snapshots_max_age, Duration::from_secs(72 * 3600));
+        let settings = BusSettings {
+            replicas: 3,
+            retention_days: 7,
+            snapshot_retention_hours: 1,
+            ..BusSettings::default()
+        };
+        assert_eq!(
+            settings.provisioning(),
+            crate::Provisioning {
+                replicas: 3,
+                runs_max_age: Duration::from_secs(7 * 24 * 3600),
+                snapshots_max_age: Duration::from_secs(3600),
+            }
+        );
+        assert!(format!("{settings:?}").contains("replicas: 3"));
     }
 
     #[test]
@@ -535,6 +670,23 @@ mod tests {
         assert_eq!(file.bus.password, Some(Secret::new("hunter2")));
         assert!(file.bus.require_tls);
         assert!(file.bus.validate().is_ok());
+        assert_eq!(file.bus.provisioning(), crate::Provisioning::default());
+
+        let path = dir.join("keysync.toml");
+        std::fs::write(
+            &path,
+            "[bus]\nreplicas = 6\nretention_days = 30\nsnapshot_retention_hours = 24\n",
+        )
+        .expect("config file");
+        let file: File = config::load(Some(&path)).expect("loads");
+        assert_eq!(
+            (file.bus.retention_days, file.bus.snapshot_retention_hours),
+            (30, 24)
+        );
+        assert_eq!(
+            file.bus.validate().expect_err("six replicas").key(),
+            "replicas"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

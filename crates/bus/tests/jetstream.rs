@@ -202,19 +202,42 @@ async fn malformed_message_goes_to_the_dead_letter_stream_and_the_next_one_is_co
     assert_eq!(dead_stream.info().await.expect("info").state.messages, 1);
 }
 
+/// A rolling upgrade: a newer producer's messages (a newer minor revision, with fields this
+/// build does not know) are read, not dead-lettered; a message of another major revision
+/// is refused, naming the message and both versions.
 #[test]
-fn newer_schema_version_is_refused_by_name() {
+fn a_newer_minor_version_is_read_and_another_major_refused_by_name() {
     let mut message = run_requested("run-1");
     message.schema_version = v1::SCHEMA_VERSION + 1;
+    let mut newer = bus::encode(&message).to_vec();
+    // Fields a newer producer added, which this build does not know.
+    prost::encoding::string::encode(900, &"from a newer planner".to_owned(), &mut newer);
+    prost::encoding::uint64::encode(901, &7, &mut newer);
+    let decoded = bus::decode::<RunRequested>(&newer).expect("a newer minor is read");
+    assert_eq!(decoded, message, "the unknown fields are skipped");
+
+    let last_of_major = v1::SCHEMA_MAJOR * v1::SCHEMA_MAJOR_STRIDE - 1;
+    message.schema_version = last_of_major;
+    assert!(bus::decode::<RunRequested>(&bus::encode(&message)).is_ok());
+
+    let next_major = v1::SCHEMA_MAJOR * v1::SCHEMA_MAJOR_STRIDE;
+    assert_eq!(v1::schema_major(next_major), v1::SCHEMA_MAJOR + 1);
+    message.schema_version = next_major;
     let error = bus::decode::<RunRequested>(&bus::encode(&message)).expect_err("refused");
     assert_eq!(
         error,
         DecodeError::UnknownVersion {
             kind: "RunRequested",
-            found: v1::SCHEMA_VERSION + 1,
+            found: next_major,
             known: v1::SCHEMA_VERSION,
         }
     );
+    let reason = error.to_string();
+    assert!(
+        reason.contains("RunRequested") && reason.contains("major 2") && reason.contains("1000"),
+        "{reason}"
+    );
+
     message.schema_version = 0;
     assert!(
         bus::decode::<RunRequested>(&bus::encode(&message)).is_err(),
