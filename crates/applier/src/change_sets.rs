@@ -91,8 +91,8 @@ impl Applier {
             ));
         }
 
-        let set = match self.inline(set).await? {
-            Ok(set) => set,
+        let (set, digest) = match self.inline(&delivery.message().payload, set).await? {
+            Ok(inlined) => inlined,
             Err(reason) => {
                 delivery.dead_letter(&reason).await?;
                 return Ok(StepOutcome::DeadLettered);
@@ -111,7 +111,7 @@ impl Applier {
             }
             Err(error) => return Err(error.into()),
         };
-        match self.verify(&run, &set).await? {
+        match self.verify(&run, &set, digest).await? {
             Verdict::Verified => {}
             Verdict::NotYet => {
                 tracing::debug!("The control plane has not recorded the run's plan yet.");
@@ -260,28 +260,52 @@ impl Applier {
         })
     }
 
-    /// `set` with its changes inline: loaded from the object store when it was too large for
-    /// a message. The inner `Err` is why the stored changes are unusable (a dead letter).
-    async fn inline(&self, mut set: v1::ChangeSet) -> Result<Result<v1::ChangeSet, String>, Error> {
+    /// `set` with its changes inline (loaded from the object store when it was too large for
+    /// a message) and its digest, computed from the bytes as they arrived (`wire`, and the
+    /// stored set's), so fields a newer planner added still count
+    /// ([`bus::integrity::change_set_digest_of_wire`]). The inner `Err` is why the set is
+    /// unusable (a dead letter).
+    async fn inline(
+        &self,
+        wire: &[u8],
+        mut set: v1::ChangeSet,
+    ) -> Result<Result<(v1::ChangeSet, String), String>, Error> {
+        let mut stored_bytes = None;
         if let Some(object) = set.stored.take() {
-            set.changes = match self.bus.get_object::<v1::ChangeSet>(&object).await {
-                Ok(stored) => stored.changes,
-                Err(error) if error.is_permanent() => {
-                    return Ok(Err(format!(
-                        "the stored changes are unusable: {}",
-                        error_chain(&error)
-                    )));
-                }
+            let loaded = match self.bus.get_object_encoded(&object).await {
+                Ok(encoded) => bus::decode::<v1::ChangeSet>(&encoded)
+                    .map(|stored| (stored, encoded))
+                    .map_err(|error| error.to_string()),
+                Err(error) if error.is_permanent() => Err(error_chain(&error)),
                 Err(error) => return Err(error.into()),
             };
+            match loaded {
+                Ok((stored, encoded)) => {
+                    set.changes = stored.changes;
+                    stored_bytes = Some(encoded);
+                }
+                Err(reason) => {
+                    return Ok(Err(format!("the stored changes are unusable: {reason}")));
+                }
+            }
         }
-        Ok(Ok(set))
+        Ok(
+            match bus::integrity::change_set_digest_of_wire(wire, stored_bytes.as_deref()) {
+                Ok(digest) => Ok((set, digest)),
+                Err(error) => Err(format!("the change set cannot be digested: {error}")),
+            },
+        )
     }
 
     /// Whether `set` may be applied: `run` is an APPLY run that is not held, and the
     /// change-set manifest the control plane recorded for it (from the planner's
     /// `PlanReady`) lists the set's digest.
-    async fn verify(&self, run: &v1::Run, set: &v1::ChangeSet) -> Result<Verdict, Error> {
+    async fn verify(
+        &self,
+        run: &v1::Run,
+        set: &v1::ChangeSet,
+        digest: String,
+    ) -> Result<Verdict, Error> {
         let run_id = &run.run_id;
         if run.mode() != v1::RunMode::Apply {
             return Ok(Verdict::Refused(format!(
@@ -314,7 +338,7 @@ impl Applier {
             }
             Err(error) => return Err(error.into()),
         };
-        Ok(match bus::integrity::check(&manifest, set) {
+        Ok(match bus::integrity::check_digest(&manifest, set, digest) {
             Ok(()) => Verdict::Verified,
             Err(refusal) => Verdict::Refused(format!("run {run_id}: {refusal}")),
         })

@@ -47,6 +47,92 @@ pub fn change_set_digest(set: &v1::ChangeSet) -> String {
         .collect()
 }
 
+/// [`change_set_digest`] computed from the set's wire bytes (`set_bytes`, the encoded
+/// [`v1::ChangeSet`] as it arrived) and, for a set whose changes were stored, from the
+/// stored set's bytes (`stored_bytes`, decompressed), without decoding them: the top-level
+/// fields but the schema version (1), the changes (6) and the stored reference (7), in
+/// wire order, then every change field. For a set whose every field this build knows it
+/// equals [`change_set_digest`]; for a set from a newer planner it also covers the fields
+/// this build does not know, which decoding would drop, so the digest the newer planner
+/// listed still matches during a rolling upgrade.
+pub fn change_set_digest_of_wire(
+    set_bytes: &[u8],
+    stored_bytes: Option<&[u8]>,
+) -> Result<String, WireError> {
+    const SCHEMA_VERSION: u32 = 1;
+    const CHANGES: u32 = 6;
+    const STORED: u32 = 7;
+    let mut hasher = Sha256::new();
+    let mut changes = Vec::new();
+    for (tag, field) in top_level_fields(set_bytes)? {
+        match tag {
+            SCHEMA_VERSION | STORED => {}
+            CHANGES => changes.push(field),
+            _ => hasher.update(field),
+        }
+    }
+    if let Some(stored) = stored_bytes {
+        // The stored set's changes replace any inline ones, as the applier loads them.
+        changes = top_level_fields(stored)?
+            .into_iter()
+            .filter(|(tag, _)| *tag == CHANGES)
+            .map(|(_, field)| field)
+            .collect();
+    }
+    for field in changes {
+        hasher.update(field);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect())
+}
+
+/// Why a change set's wire bytes could not be digested.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("the change set is not valid protobuf: {0}")]
+    Malformed(#[from] prost::DecodeError),
+    #[error("a field of the change set runs past its end")]
+    Truncated,
+    #[error("the change set holds a protobuf group, which keysync never writes")]
+    Group,
+}
+
+/// The top-level fields of an encoded message, each as its tag and its whole bytes (key
+/// included), in wire order.
+fn top_level_fields(mut bytes: &[u8]) -> Result<Vec<(u32, &[u8])>, WireError> {
+    use prost::encoding::{WireType, decode_key, decode_varint};
+    let mut fields = Vec::new();
+    while !bytes.is_empty() {
+        let whole = bytes;
+        let mut rest = bytes;
+        let (tag, wire_type) = decode_key(&mut rest)?;
+        let body = match wire_type {
+            WireType::Varint => {
+                decode_varint(&mut rest)?;
+                0
+            }
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::LengthDelimited => {
+                usize::try_from(decode_varint(&mut rest)?).map_err(|_| WireError::Truncated)?
+            }
+            WireType::StartGroup | WireType::EndGroup => {
+                return Err(WireError::Group);
+            }
+        };
+        if rest.len() < body {
+            return Err(WireError::Truncated);
+        }
+        let used = whole.len() - rest.len() + body;
+        fields.push((tag, &whole[..used]));
+        bytes = &whole[used..];
+    }
+    Ok(fields)
+}
+
 /// The manifest of `sets`, the change sets of run `run_id`.
 pub fn manifest<'a>(
     run_id: &str,
@@ -87,6 +173,16 @@ pub enum Refusal {
 /// Checks `set` against `manifest`: the same run, and the digest listed for the set's
 /// product and sequence.
 pub fn check(manifest: &v1::ChangeSetManifest, set: &v1::ChangeSet) -> Result<(), Refusal> {
+    check_digest(manifest, set, change_set_digest(set))
+}
+
+/// [`check`] with the set's digest computed by the caller, e.g. by
+/// [`change_set_digest_of_wire`] from the bytes it received.
+pub fn check_digest(
+    manifest: &v1::ChangeSetManifest,
+    set: &v1::ChangeSet,
+    found: String,
+) -> Result<(), Refusal> {
     if manifest.run_id != set.run_id {
         return Err(Refusal::OtherRun {
             expected: set.run_id.clone(),
@@ -100,7 +196,6 @@ pub fn check(manifest: &v1::ChangeSetManifest, set: &v1::ChangeSet) -> Result<()
         .ok_or(Refusal::Unlisted {
             sequence: set.sequence,
         })?;
-    let found = change_set_digest(set);
     if !listed.sha256.eq_ignore_ascii_case(&found) {
         return Err(Refusal::Altered {
             sequence: set.sequence,
@@ -154,6 +249,36 @@ mod tests {
             .map(|byte| format!("{byte:02x}"))
             .collect();
         assert_eq!(change_set_digest(&set), expected);
+    }
+
+    #[test]
+    fn the_wire_digest_equals_the_digest_and_covers_fields_this_build_does_not_know() {
+        let set = set(0, &["ana", "bo"]);
+        let wire = set.encode_to_vec();
+        assert_eq!(
+            change_set_digest_of_wire(&wire, None).expect("well-formed"),
+            change_set_digest(&set)
+        );
+        // Stored: the message has no changes, the stored set has them.
+        let mut announced = set.clone();
+        announced.changes.clear();
+        announced.stored = Some(v1::ObjectRef::default());
+        assert_eq!(
+            change_set_digest_of_wire(&announced.encode_to_vec(), Some(&wire)).expect("ok"),
+            change_set_digest(&set)
+        );
+        // A newer planner's field 900 (a varint) on the set: decoding drops it, the wire
+        // digest keeps it, so it differs from the digest of the decoded set, as it differs
+        // for the newer planner that listed it.
+        let mut newer = wire.clone();
+        prost::encoding::uint32::encode(900, &7, &mut newer);
+        let decoded = v1::ChangeSet::decode(newer.as_slice()).expect("decodes");
+        assert_eq!(change_set_digest(&decoded), change_set_digest(&set));
+        assert_ne!(
+            change_set_digest_of_wire(&newer, None).expect("ok"),
+            change_set_digest(&set)
+        );
+        assert!(change_set_digest_of_wire(&wire[..wire.len() - 1], None).is_err());
     }
 
     #[test]
