@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bus::Bus;
 use bus::health::Health;
+use bus::liveness::Announcer;
 use bus::worker::{ConsumerSpec, Delivery, Handler, Worker};
 use cache::Cache;
 use control_client::Control;
@@ -190,7 +191,35 @@ impl App {
     /// endpoints meanwhile, and stops them before it returns.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         tracing::info!(product = %self.applier.product, "The applier is running.");
-        Ok(self.worker.run(&self.applier, shutdown).await?)
+        let announcer = Announcer::open(
+            &self.applier.bus,
+            self.applier.product.as_str(),
+            &instance(),
+        )
+        .await
+        .map_err(|error| Error::Liveness(Box::new(error)))?;
+        let announcing = tokio::spawn(async move {
+            let mut every = tokio::time::interval(bus::liveness::ANNOUNCE_INTERVAL);
+            loop {
+                every.tick().await;
+                if let Err(error) = announcer.announce().await {
+                    tracing::warn!(error = %error, "Could not announce the applier as running.");
+                }
+            }
+        });
+        let ran = self.worker.run(&self.applier, shutdown).await;
+        announcing.abort();
+        // Withdrawn so the control plane knows at once when the last replica stopped.
+        if let Ok(announcer) = Announcer::open(
+            &self.applier.bus,
+            self.applier.product.as_str(),
+            &instance(),
+        )
+        .await
+        {
+            announcer.withdraw().await;
+        }
+        Ok(ran?)
     }
 
     /// Takes one message, a run request first, else a change set, if one arrives within a
@@ -202,4 +231,25 @@ impl App {
             .await?
             .unwrap_or(StepOutcome::Idle))
     }
+}
+
+/// This process's name among the applier's replicas: the host (the pod) and the process id.
+fn instance() -> String {
+    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INSTANCE
+        .get_or_init(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let name: String = format!("{}-{}", host.trim(), std::process::id())
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            name.trim_start_matches('-').to_owned()
+        })
+        .clone()
 }

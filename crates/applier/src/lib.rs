@@ -93,4 +93,6 @@ pub enum Error {
     },
     #[error(transparent)]
     Worker(#[from] bus::worker::WorkerError),
+    #[error(transparent)]
+    Liveness(Box<bus::liveness::LivenessError>),
 }

@@ -17,14 +17,17 @@
 //! each product, so a run of 400 changes has 640 s. A run past it fails naming every
 //! product with changes unreported ("apply deadline of 640 s passed with jira: 120 of 400
 //! changes unreported"); a product that reported nothing at all is named as having no
-//! applier ("no applier for confluence reported anything"). The control plane cannot see
-//! appliers directly (its NATS user may not read the appliers' consumers), so a product
-//! without an applier fails the run at the apply deadline, not before.
+//! applier ("no applier for confluence reported anything").
+//!
+//! Sooner than that, a run APPLYING for `absent_applier_seconds` (60 s) fails when a product
+//! with changes unreported has no applier replica running ([`absent_applier`]): each replica
+//! announces itself every 10 s in a bucket that forgets an announcement after 30 s
+//! (`bus::liveness`), since the control plane may not read the appliers' consumers.
 //!
 //! When a run entered its state is stored beside it (`StoredRun::state_since`); a run
 //! stored before that was recorded counts from its approval (APPLYING) or its last write.
 
-use std::time::Duration;
+use std::{collections::BTreeSet, time::Duration};
 
 use prost_types::Timestamp;
 use proto::v1::{self, Product, RunState};
@@ -45,6 +48,8 @@ pub struct Deadlines {
     pub apply_per_change: Duration,
     /// How often the reaper looks for runs past their deadline.
     pub sweep_interval: Duration,
+    /// How long an APPLYING run waits on a product with no running applier.
+    pub absent_applier: Duration,
 }
 
 impl Default for Deadlines {
@@ -56,6 +61,7 @@ impl Default for Deadlines {
             apply: Duration::from_secs(600),
             apply_per_change: Duration::from_millis(100),
             sweep_interval: Duration::from_secs(5),
+            absent_applier: Duration::from_secs(60),
         }
     }
 }
@@ -69,6 +75,7 @@ impl Deadlines {
             apply_per_change: Duration::from_millis(settings.apply_deadline_per_change_ms),
             // Zero is refused by the settings' checks; never spin.
             sweep_interval: Duration::from_secs(settings.deadline_sweep_seconds.max(1)),
+            absent_applier: Duration::from_secs(settings.absent_applier_seconds),
         }
     }
 
@@ -151,6 +158,49 @@ pub fn overdue(
         }
         _ => apply_reason(run, &limit_text),
     })
+}
+
+/// The reason to fail an APPLYING `run` at `now` because a product with changes
+/// unreported has no running applier (`live` are the products that have one,
+/// `bus::liveness`), once the run has been APPLYING for `deadlines.absent_applier`; `None`
+/// otherwise. A replica that announced itself within the last 30 s counts as running, so a
+/// restarting applier does not fail the run.
+pub fn absent_applier(
+    run: &v1::Run,
+    state_since: Option<Timestamp>,
+    now: &Timestamp,
+    deadlines: &Deadlines,
+    live: &BTreeSet<String>,
+) -> Option<String> {
+    if run.state() != RunState::Applying {
+        return None;
+    }
+    let due = later(counted_from(run, state_since)?, deadlines.absent_applier);
+    if (now.seconds, now.nanos) < (due.seconds, due.nanos) {
+        return None;
+    }
+    let absent: Vec<String> = run
+        .progress
+        .iter()
+        .filter(|progress| done(progress) < progress.planned)
+        .filter(|progress| !live.contains(&product_name(progress.product)))
+        .map(|progress| {
+            format!(
+                "{} ({} of {} changes unreported)",
+                product_name(progress.product),
+                progress.planned - done(progress),
+                progress.planned
+            )
+        })
+        .collect();
+    if absent.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "no applier is running for {}: none announced itself for {}",
+        absent.join(", "),
+        seconds_text(deadlines.absent_applier)
+    ))
 }
 
 /// "apply deadline of 640 s passed with jira: 120 of 400 changes unreported; no applier for
@@ -284,6 +334,7 @@ mod tests {
                 apply: Duration::from_secs(20),
                 apply_per_change: Duration::ZERO,
                 sweep_interval: Duration::from_secs(1),
+                absent_applier: Duration::from_secs(60),
             }
         );
         for key in [
@@ -406,6 +457,42 @@ mod tests {
                 "{ended:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_product_with_no_running_applier_fails_the_run_after_the_grace_only() {
+        let deadlines = Deadlines::default();
+        let mut applying = run(RunState::Applying);
+        applying.progress = vec![
+            progress(Product::Jira, 4, 4, 0),
+            progress(Product::Confluence, 3, 1, 0),
+            progress(Product::Bitbucket, 2, 0, 0),
+        ];
+        let since = Some(at(CREATED + 10));
+        let live: BTreeSet<String> = ["bitbucket".to_owned()].into();
+        let early = at(CREATED + 69);
+        assert_eq!(
+            absent_applier(&applying, since, &early, &deadlines, &live),
+            None
+        );
+        let late = at(CREATED + 70);
+        assert_eq!(
+            absent_applier(&applying, since, &late, &deadlines, &live).as_deref(),
+            Some(
+                "no applier is running for confluence (2 of 3 changes unreported): none announced itself for 60 s"
+            )
+        );
+        // Jira has no applier either, but nothing left to apply; Bitbucket's is running.
+        let all: BTreeSet<String> = ["confluence".to_owned(), "bitbucket".to_owned()].into();
+        assert_eq!(
+            absent_applier(&applying, since, &late, &deadlines, &all),
+            None
+        );
+        let held = run(RunState::Held);
+        assert_eq!(
+            absent_applier(&held, since, &late, &deadlines, &BTreeSet::new()),
+            None
+        );
     }
 
     #[test]

@@ -305,12 +305,26 @@ impl Runs {
     }
 
     /// The HELD runs, newest first, among those created within the recovery window plus
-    /// the hold expiry (older ones have expired).
+    /// the hold expiry (older ones have expired): only the runs the index has active are
+    /// read, once it is loaded; before, every run of the window.
     async fn held_runs(&self) -> Result<Vec<v1::Run>, RunsError> {
-        Ok(self
-            .store
-            .recent_runs(RECOVERY_WINDOW + self.settings.hold_expiry)
-            .await?
+        let window = RECOVERY_WINDOW + self.settings.hold_expiry;
+        let stored = match self.index.as_ref().filter(|index| index.is_loaded()) {
+            Some(index) => {
+                let horizon = std::time::SystemTime::now()
+                    .checked_sub(window)
+                    .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+                let mut stored = Vec::new();
+                for run_id in index.since(horizon, true) {
+                    if let Some(run) = self.store.get(&run_id).await? {
+                        stored.push(run);
+                    }
+                }
+                stored
+            }
+            None => self.store.recent_runs(window).await?,
+        };
+        Ok(stored
             .into_iter()
             .filter(|stored| stored.run.state() == RunState::Held)
             .map(|stored| stored.run)

@@ -38,10 +38,15 @@
 //!
 //! ```text
 //! app -> service -> history -> runs (+ holds) -> store -> machine
+//!            history, reaper -> run_index
 //!     -> events  ----------->  runs
 //!     -> schedule ---------->  runs, settings
 //!     -> reaper  ----------->  runs -> deadlines -> machine
 //! ```
+//!
+//! The reads are sized by the page, not by the deployment: [`run_index::RunIndex`] keeps
+//! every run id (and state) in memory, followed from the runs bucket, so `ListRuns` and
+//! the [`reaper`] read only the runs they need; `ListChanges` streams the plan object.
 //!
 //! [`app`] builds everything. The gRPC [`service`] calls [`history`] (the reads) and
 //! [`runs`] (the writes), the event consumer [`events`] and the [`schedule`] call [`runs`];
@@ -64,6 +69,7 @@ pub mod holds;
 pub mod machine;
 pub mod metrics;
 pub mod reaper;
+pub mod run_index;
 pub mod runs;
 pub mod schedule;
 pub mod service;

@@ -2,10 +2,14 @@
 //! deadline ([`crate::deadlines`]), so that no run stays FETCHING, PLANNING or APPLYING
 //! forever. HELD runs are left to their hold expiry ([`crate::holds`]).
 //!
-//! Every `[control_plane] deadline_sweep_seconds` it lists the runs of the recovery window
-//! (a week; it reads again only those it has not seen ended) and, for each that
-//! [`deadlines::overdue`] names, writes FAILED with the reason through the store's
-//! compare-and-set, deciding again on the run as it is at the write: of several replicas
+//! Every `[control_plane] deadline_sweep_seconds` it takes the runs of the recovery window
+//! (a week) from the [`RunIndex`], reads only those the index does not have ended (an
+//! ended run never moves again, so the index's state, however recent, is enough to skip
+//! it) and, for each that [`deadlines::overdue`] names, or that is APPLYING with changes
+//! for a product no applier has announced itself for ([`deadlines::absent_applier`],
+//! `bus::liveness`, read once per sweep), writes FAILED with the reason
+//! through the store's compare-and-set, deciding again on the run as it is at the write:
+//! of several replicas
 //! reaping at once exactly one fails a run, and a run that moved on meanwhile (its plan
 //! came, its last result was counted) is left alone. Before an APPLYING run is failed,
 //! the results recorded but not yet counted are counted, so a run whose last report
@@ -13,7 +17,7 @@
 //! its connector, as every end does; late events and results find it ended and change
 //! nothing but its counts.
 
-use std::{collections::HashSet, sync::Arc, time::SystemTime};
+use std::{collections::BTreeSet, sync::Arc, time::SystemTime};
 
 use prost_types::Timestamp;
 use proto::v1::{self, RunState};
@@ -22,74 +26,76 @@ use tokio::sync::watch;
 use crate::{
     deadlines,
     machine::is_terminal,
+    run_index::RunIndex,
     runs::{RECOVERY_WINDOW, Runs, RunsError},
-    store::now,
+    store::{StoredRun, now},
 };
 
-/// One replica's reaper. It remembers the runs it has seen ended, which never move again,
-/// so that a sweep lists the run ids and reads only the runs that may still be overdue.
+/// One replica's reaper.
 pub struct Reaper {
     runs: Arc<Runs>,
-    ended: HashSet<String>,
+    index: Arc<RunIndex>,
 }
 
 impl Reaper {
-    pub fn new(runs: Arc<Runs>) -> Reaper {
-        Reaper {
-            runs,
-            ended: HashSet::new(),
-        }
+    pub fn new(runs: Arc<Runs>, index: Arc<RunIndex>) -> Reaper {
+        Reaper { runs, index }
     }
 
     /// Fails every run of the recovery window whose state's deadline has passed at `now`;
     /// answers how many it failed. A run that cannot be read or failed now is logged and
-    /// tried at the next sweep.
+    /// tried at the next sweep; before the index of runs is loaded, nothing is swept.
     pub async fn sweep(&mut self, now: &Timestamp) -> Result<usize, RunsError> {
+        if !self.index.is_loaded() {
+            return Ok(0);
+        }
         let horizon = SystemTime::now()
             .checked_sub(RECOVERY_WINDOW)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let mut listed = HashSet::new();
         let mut failed = 0;
-        for run_id in self.runs.store.run_ids().await? {
-            let Ok(ulid) = ulid::Ulid::from_string(&run_id) else {
-                continue;
-            };
-            if ulid.datetime() < horizon {
-                break;
-            }
-            listed.insert(run_id.clone());
-            if self.ended.contains(&run_id) {
-                continue;
-            }
+        // The products with a running applier, read once per sweep and only when an
+        // APPLYING run needs them; `None` when unknown (that check is skipped).
+        let mut live: Option<Option<BTreeSet<String>>> = None;
+        for run_id in self.index.since(horizon, true) {
             let stored = match self.runs.store.get(&run_id).await {
                 Ok(Some(stored)) => stored,
-                Ok(None) => continue,
+                Ok(None) => {
+                    self.index.remove(&run_id);
+                    continue;
+                }
                 Err(error) => {
                     tracing::warn!(run_id, error = %error, "Could not read a run to check its deadline.");
                     continue;
                 }
             };
             if is_terminal(stored.run.state()) {
-                self.ended.insert(run_id);
                 continue;
             }
+            if stored.run.state() == RunState::Applying && live.is_none() {
+                live = Some(match bus::liveness::live_products(&self.runs.bus).await {
+                    Ok(live) => Some(live),
+                    Err(error) => {
+                        tracing::warn!(
+                            error = %telemetry::error_chain(&error),
+                            "Could not read which appliers are running."
+                        );
+                        None
+                    }
+                });
+            }
+            let live = live.as_ref().and_then(Option::as_ref);
             let deadlines = self.runs.settings.deadlines;
-            if deadlines::overdue(&stored.run, stored.state_since, now, &deadlines).is_none() {
+            if reason(&stored, now, &deadlines, live).is_none() {
                 continue;
             }
-            match self.runs.fail_overdue(&stored.run, now).await {
-                Ok(true) => {
-                    failed += 1;
-                    self.ended.insert(run_id);
-                }
+            match self.runs.fail_overdue(&stored.run, now, live).await {
+                Ok(true) => failed += 1,
                 Ok(false) => {}
                 Err(error) => {
                     tracing::warn!(run_id, error = %error, "Could not fail a run past its deadline.");
                 }
             }
         }
-        // Forget the runs that left the window.
-        self.ended.retain(|run_id| listed.contains(run_id));
         Ok(failed)
     }
 }
@@ -98,7 +104,12 @@ impl Runs {
     /// Fails `run` if it is past its deadline at `now` as it is stored at the write (an
     /// APPLYING run's uncounted results counted first); answers whether this call failed
     /// it.
-    async fn fail_overdue(&self, run: &v1::Run, now: &Timestamp) -> Result<bool, RunsError> {
+    async fn fail_overdue(
+        &self,
+        run: &v1::Run,
+        now: &Timestamp,
+        live: Option<&BTreeSet<String>>,
+    ) -> Result<bool, RunsError> {
         let run_id = run.run_id.as_str();
         if run.state() == RunState::Applying {
             self.count_results(run_id).await?;
@@ -106,9 +117,7 @@ impl Runs {
         let deadlines = self.settings.deadlines;
         let updated = self
             .update_if_exists(run_id, |stored| {
-                let Some(reason) =
-                    deadlines::overdue(&stored.run, stored.state_since, now, &deadlines)
-                else {
+                let Some(reason) = reason(stored, now, &deadlines, live) else {
                     return false;
                 };
                 stored.run.set_state(RunState::Failed);
@@ -128,10 +137,25 @@ impl Runs {
     }
 }
 
+/// Why `stored` must fail at `now`: its state's deadline passed, or it is APPLYING with
+/// changes for a product no applier is running for (`live`, when known).
+fn reason(
+    stored: &StoredRun,
+    now: &Timestamp,
+    deadlines: &deadlines::Deadlines,
+    live: Option<&BTreeSet<String>>,
+) -> Option<String> {
+    deadlines::overdue(&stored.run, stored.state_since, now, deadlines).or_else(|| {
+        live.and_then(|live| {
+            deadlines::absent_applier(&stored.run, stored.state_since, now, deadlines, live)
+        })
+    })
+}
+
 /// Reaps every `deadline_sweep_seconds` until `stop` turns true.
-pub async fn run(runs: Arc<Runs>, mut stop: watch::Receiver<bool>) {
+pub async fn run(runs: Arc<Runs>, index: Arc<RunIndex>, mut stop: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(runs.settings.deadlines.sweep_interval);
-    let mut reaper = Reaper::new(runs);
+    let mut reaper = Reaper::new(runs, index);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

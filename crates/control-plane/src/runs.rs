@@ -25,6 +25,7 @@ use crate::{
     deadlines::Deadlines,
     machine::{self, Context, Event, Transition, state_name},
     metrics::Metrics,
+    run_index::RunIndex,
     store::{Claim, Store, StoreError, StoredRun, Updated, now},
 };
 
@@ -129,6 +130,9 @@ pub struct Runs {
     pub(crate) cache: Cache,
     pub(crate) metrics: Metrics,
     pub(crate) settings: RunsSettings,
+    /// The index of runs by id, once [`Runs::with_index`] gave one: the hold sweeps read
+    /// only the runs it has active instead of every run of the window.
+    pub(crate) index: Option<Arc<RunIndex>>,
 }
 
 impl Runs {
@@ -145,7 +149,14 @@ impl Runs {
             store,
             metrics,
             settings,
+            index: None,
         }
+    }
+
+    /// The same, finding the runs to sweep through `index`.
+    pub fn with_index(mut self, index: Arc<RunIndex>) -> Runs {
+        self.index = Some(index);
+        self
     }
 
     /// The configured connectors; empty when the control plane has none configured.

@@ -14,7 +14,9 @@
 //!   bucket (rather than a plain stream) because the key *is* the idempotency check, and
 //!   because its stream is still a stream: reading one run's results in the order they
 //!   were recorded is one ordered consumer filtered on `$KV.{bucket}.{run_id}.>`, which is
-//!   what both `ListChanges` and the progress counting need, and what survives a restart.
+//!   what the progress counting (and `ListChanges`' outcome filter) needs, and what
+//!   survives a restart; a page of `ListChanges` reads its changes' results by key
+//!   ([`Store::result`]).
 //!
 //! - `{prefix}-schedule`: claims, each a key written with `create` or a compare-and-set on
 //!   its revision, so exactly one replica wins it: `schedule.{unix seconds}` (the replica
@@ -57,8 +59,9 @@ const CLAIM_GRACE: Duration = Duration::from_secs(60);
 /// Why the store could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Boxed: the bucket's error is large, and every read returns this type.
     #[error(transparent)]
-    Bucket(#[from] bus::runs::KeyValueError),
+    Bucket(Box<bus::runs::KeyValueError>),
     #[error("reading {key} from bucket {bucket}")]
     Read {
         bucket: String,
@@ -82,6 +85,12 @@ pub enum StoreError {
     },
     #[error("run {run_id} was changed concurrently {MAX_UPDATE_ATTEMPTS} times in a row")]
     Contended { run_id: String },
+}
+
+impl From<bus::runs::KeyValueError> for StoreError {
+    fn from(error: bus::runs::KeyValueError) -> StoreError {
+        StoreError::Bucket(Box::new(error))
+    }
 }
 
 /// A run as stored, with what the control plane keeps beside the wire [`v1::Run`].
@@ -158,7 +167,9 @@ impl Store {
                 "keysync runs, by run id",
                 Retention {
                     history: 16,
-                    max_age: Duration::ZERO,
+                    // `[bus] retention_days`: a run is forgotten that long after its last
+                    // write, and its results that long after they were recorded.
+                    max_age: bus.provisioning().runs_max_age,
                 },
             )
             .await?;
@@ -168,7 +179,7 @@ impl Store {
                 "keysync change results, by run id and change id",
                 Retention {
                     history: 1,
-                    max_age: Duration::ZERO,
+                    max_age: bus.provisioning().runs_max_age,
                 },
             )
             .await?;
@@ -389,6 +400,23 @@ impl Store {
         run_id: &str,
         after: u64,
     ) -> Result<Vec<RecordedResult>, StoreError> {
+        let mut recorded = Vec::new();
+        self.for_each_result_after(run_id, after, |result| recorded.push(result))
+            .await?;
+        Ok(recorded)
+    }
+
+    /// Calls `each` with every result of `run_id` recorded after stream sequence `after`,
+    /// in the order they were recorded, holding one at a time.
+    pub async fn for_each_result_after<F>(
+        &self,
+        run_id: &str,
+        after: u64,
+        mut each: F,
+    ) -> Result<(), StoreError>
+    where
+        F: FnMut(RecordedResult),
+    {
         let filter = format!("{}{}.>", self.results.prefix, run_id);
         let read_error = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Read {
             bucket: self.results.name.clone(),
@@ -409,9 +437,8 @@ impl Store {
             })
             .await
             .map_err(|error| read_error(Box::new(error)))?;
-        let mut recorded = Vec::new();
         if consumer.cached_info().num_pending == 0 {
-            return Ok(recorded);
+            return Ok(());
         }
         let mut messages = consumer
             .messages()
@@ -428,12 +455,50 @@ impl Store {
                     source,
                 }
             })?;
-            recorded.push(RecordedResult { sequence, result });
+            each(RecordedResult { sequence, result });
             if pending == 0 {
                 break;
             }
         }
-        Ok(recorded)
+        Ok(())
+    }
+
+    /// The result recorded for the change `change_id` of `run_id`, if any.
+    pub async fn result(
+        &self,
+        run_id: &str,
+        change_id: &str,
+    ) -> Result<Option<v1::ChangeResult>, StoreError> {
+        let key = result_key(run_id, change_id);
+        let entry = self
+            .results
+            .entry(&key)
+            .await
+            .map_err(|source| StoreError::Read {
+                bucket: self.results.name.clone(),
+                key: key.clone(),
+                source: Box::new(source),
+            })?;
+        let Some(entry) = entry.filter(|entry| entry.operation == kv::Operation::Put) else {
+            return Ok(None);
+        };
+        v1::ChangeResult::decode(entry.value.as_ref())
+            .map(Some)
+            .map_err(|source| StoreError::Decode {
+                bucket: self.results.name.clone(),
+                key,
+                source,
+            })
+    }
+
+    /// The runs bucket, for [`crate::run_index::RunIndex`] to follow.
+    pub fn runs_bucket(&self) -> &kv::Store {
+        &self.runs
+    }
+
+    /// The NATS connection the buckets are read through.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
     }
 
     /// Adds the results of `run_id` recorded since it was last counted to its progress

@@ -45,6 +45,8 @@ pub use crate::schedule::{
 /// # plan_deadline_seconds = 600         # default
 /// # apply_deadline_seconds = 600        # default; + apply_deadline_per_change_ms (100)
 /// # deadline_sweep_seconds = 5          # default; how often replicas look
+/// # absent_applier_seconds = 60         # default; then a run waiting on a product with no
+/// #                                     # running applier FAILS
 /// # TLS of the API: required to listen beyond loopback, unless `allow_plaintext = true`.
 /// # tls_cert_file = "/run/secrets/keysync-tls/tls.crt"   # PEM chain, with tls_key_file
 /// # tls_key_file = "/run/secrets/keysync-tls/tls.key"    # PEM private key
@@ -164,6 +166,11 @@ pub struct ControlPlaneSettings {
     /// How often each replica looks for runs past their deadline, in seconds. Default: 5.
     #[serde(default = "number::<5>")]
     pub deadline_sweep_seconds: u64,
+    /// Seconds an APPLYING run waits on a product none of whose applier replicas is
+    /// running (each announces itself every 10 s; `bus::liveness`) before it fails with
+    /// that reason, long before its apply deadline. Default: 60.
+    #[serde(default = "number::<60>")]
+    pub absent_applier_seconds: u64,
     /// When syncs start by themselves.
     #[serde(default)]
     pub schedule: ScheduleSettings,
@@ -291,6 +298,7 @@ impl ControlPlaneSettings {
             ("plan_deadline_seconds", self.plan_deadline_seconds),
             ("apply_deadline_seconds", self.apply_deadline_seconds),
             ("deadline_sweep_seconds", self.deadline_sweep_seconds),
+            ("absent_applier_seconds", self.absent_applier_seconds),
         ] {
             if value == 0 {
                 return Err(Invalid::new(key, "must be at least 1 (seconds)"));

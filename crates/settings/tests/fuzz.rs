@@ -92,6 +92,7 @@ const SECTIONS: &[&str] = &[
 ];
 
 const KEYS: &[&str] = &[
+    "absent_applier_seconds",
     "ack_wait_seconds",
     "add_to_default_group",
     "allow_plaintext",
@@ -134,16 +135,20 @@ const KEYS: &[&str] = &[
     "plan_deadline_seconds",
     "prefix",
     "realm",
+    "replicas",
     "report_batch_size",
     "request_timeout_seconds",
     "require_tls",
     "required_groups",
+    "retention_days",
     "retries",
     "sequence_timeout_seconds",
     "service_token",
     "service_token_file",
     "snapshot_bucket",
+    "snapshot_retention_hours",
     "state_timeout_seconds",
+    "strict_secret_files",
     "timeout_seconds",
     "timezone",
     "tls_ca",
@@ -159,7 +164,6 @@ const KEYS: &[&str] = &[
     "tokens_file",
     "user",
     "user_listing",
-    "strict_secret_files",
 ];
 
 /// TOML strings, quoted: plain, escaped, literal, multi-line, long, broken.

@@ -157,3 +157,33 @@ async fn a_restart_publishes_again_the_approval_of_an_applying_run() {
         RunState::Applying
     );
 }
+
+#[tokio::test]
+async fn an_applying_run_fails_naming_the_product_no_applier_announced_itself_for() {
+    let app = spawn_app_with(Options {
+        control_plane: "absent_applier_seconds = 1\ndeadline_sweep_seconds = 1\n".to_owned(),
+        ..Options::default()
+    })
+    .await;
+    // A Jira applier is running; nobody applies Confluence.
+    let jira = bus::liveness::Announcer::open(&app.bus, "jira", "test-1")
+        .await
+        .expect("the announcements bucket");
+    jira.announce().await.expect("announced");
+
+    let run = app.start_sync(RunMode::Apply, &[]).await;
+    app.snapshot_ready(&run).await;
+    app.plan_ready(&plan(&run, fixture_changes(), None)).await;
+
+    let failed = app.wait_for_state(&run.run_id, RunState::Failed).await;
+    assert_eq!(
+        failed.reason,
+        "no applier is running for confluence (1 of 1 changes unreported): \
+         none announced itself for 1 s",
+        "Jira's applier is running, so only Confluence is named"
+    );
+    // The connector is free again.
+    app.try_start(RunMode::Simulate, "")
+        .await
+        .expect("the connector is free");
+}

@@ -8,6 +8,7 @@ mod deadlines;
 mod diagnostics;
 mod helpers;
 mod holds;
+mod listing;
 mod rebind;
 mod restart;
 mod runs;
