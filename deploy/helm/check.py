@@ -387,6 +387,21 @@ def check(name: str, overrides: dict, expected_kinds: dict) -> list:
     return problems
 
 
+def check_bus_replicas(name: str, overrides: dict, replicas: int) -> list:
+    """Every component's `[bus]` asks for `replicas` JetStream replicas."""
+    with helm.Chart.load(str(CHART)) as chart:
+        rendered = chart.render(overrides, name=RELEASE, namespace="identity")
+    problems = []
+    for template, text in sorted(rendered.items()):
+        for doc in yaml.safe_load_all(text) if template.endswith(".yaml") else []:
+            if not doc or doc.get("kind") != "ConfigMap":
+                continue
+            for key, toml in (doc.get("data") or {}).items():
+                if "[bus]" in toml and f"\nreplicas = {replicas}\n" not in toml:
+                    problems.append(f"{name}: {doc['metadata']['name']}/{key}: [bus] replicas is not {replicas}")
+    return problems
+
+
 def expect_failure(name: str, overrides: dict, reason: str) -> list:
     """Values the chart must refuse to render, with `reason` in the error."""
     try:
@@ -413,6 +428,12 @@ def main() -> int:
     problems += check("TLS values", tls, {
         "Deployment": 5, "ConfigMap": 5, "Service": 1, "PodDisruptionBudget": 2,
         "NetworkPolicy": 5})
+    production = yaml.safe_load((CHART / "values-production.yaml").read_text())
+    problems += check("production values", production, {
+        "Deployment": 3, "ConfigMap": 3, "Service": 1, "PodDisruptionBudget": 3,
+        "NetworkPolicy": 3})
+    problems += check_bus_replicas("production values", production, 3)
+    problems += check_bus_replicas("default values", {}, 1)
     problems += check("no NetworkPolicy", {"networkPolicy": {"enabled": False}}, {
         "Deployment": 3, "NetworkPolicy": 0})
     problems += expect_failure(

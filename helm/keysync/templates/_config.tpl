@@ -60,6 +60,9 @@ to nats.users.applier (one `applier` user for every product, as deploy/nats/acco
 [bus]
 nats_url = {{ $nats.url | toJson }}
 prefix = {{ $nats.prefix | toJson }}
+replicas = {{ $nats.replicas | int }}
+retention_days = {{ $nats.retentionDays | int }}
+snapshot_retention_hours = {{ $nats.snapshotRetentionHours | int }}
 {{- with $user.user }}
 user = {{ . | toJson }}
 {{- end }}
