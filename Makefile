@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEPS ?= $(or $(KEYSYNC_DEPS_DIR),.deps)
 
-.PHONY: help deps demo test reliability fuzz helm-check image-check lint fmt bench bench-plan bench-apply
+.PHONY: help deps demo test reliability fuzz helm-check image-check lint fmt bench bench-plan bench-apply bench-fetch bench-apply-replicas bench-listing
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,7 +42,9 @@ fmt: ## Format the code.
 
 BENCHES := $(if $(wildcard crates/model/benches/plan.rs),bench-plan) \
            $(if $(wildcard crates/atlassian/benches/apply.rs),bench-apply) \
-           $(if $(wildcard crates/fetcher/benches/fetch.rs),bench-fetch)
+           $(if $(wildcard crates/fetcher/benches/fetch.rs),bench-fetch) \
+           $(if $(wildcard tests/benches/apply_replicas.rs),bench-apply-replicas) \
+           $(if $(wildcard crates/control-plane/benches/listing.rs),bench-listing)
 
 bench: $(BENCHES) ## Run every benchmark; each ends with `BENCH <workload> key=value ...` lines.
 
@@ -54,3 +56,9 @@ bench-apply: ## 100,000 creates against the Jira emulator at 1,000 req/s (floor:
 
 bench-fetch: deps ## Fetch 100,000 users, 2,000 groups, 300,000 memberships from Keycloak (floor: >= 3x python-keycloak, <= 256 MiB).
 	$(CARGO) bench -p fetcher --bench fetch
+
+bench-apply-replicas: deps ## 20,000 creates into Jira (20 ms latency) by 1 and 3 applier replicas, every service a process (floor: speedup >= 2.5).
+	JAVA_OPTS_KC_HEAP="$${JAVA_OPTS_KC_HEAP:--Xms1g -Xmx3g}" $(CARGO) bench -p e2e --bench apply_replicas
+
+bench-listing: deps ## ListRuns over 100,000 runs, ListChanges of 500,000 changes (floor: < 100 ms a page, < 256 MiB).
+	$(CARGO) bench -p control-plane --bench listing

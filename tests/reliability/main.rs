@@ -13,7 +13,8 @@
 //! reason=...` and pass.
 //!
 //! - R1 ([`kills`]): `kill -9` of a service in the middle of a run, then a restart.
-//! - R2 ([`nats`]): nats-server restarted (same port, same store) in the middle of a run.
+//! - R2 ([`nats`]): nats-server restarted (same port, same store) in the middle of a run;
+//!   a three-node cluster (streams with three replicas) loses a node mid-run (full suite).
 //! - R3 ([`throttle`]): the products answer 503 to a quarter or a third of their calls (429
 //!   with Retry-After past Confluence's rate limit, which the appliers' pacer mostly avoids).
 //! - R4 ([`keycloak_faults`]): Keycloak fails after the first page of users: the run fails

@@ -110,6 +110,9 @@ pub struct StackOptions {
     /// plane's TestConnection) and its emulator, which resets the connections of the
     /// requests the rule picks: real transport errors, which the emulator cannot make.
     pub transport_faults: BTreeMap<Product, proxy::TransportFaults>,
+    /// The services' `[bus] nats_url` instead of the stack's own nats-server: a
+    /// comma-separated list for a cluster (`test_support::nats_cluster::NatsCluster::urls`).
+    pub nats_url: Option<String>,
 }
 
 /// The secrets of one stack, all random, so that a test can search for them.
@@ -399,7 +402,7 @@ client_secret_file = "{d}/kc-secret"
 # A killed applier's message comes back this soon.
 ack_wait_seconds = 5
 "#,
-            nats_url = nats.url(),
+            nats_url = options.nats_url.clone().unwrap_or_else(|| nats.url()),
             kc = realm.base_url(),
             realm_name = realm.name(),
             client_id = realm.client_id(),

@@ -25,6 +25,7 @@ pub mod fuzz;
 pub mod http;
 pub mod keycloak;
 pub mod nats;
+pub mod nats_cluster;
 pub mod otlp;
 pub mod prism;
 pub mod process;
