@@ -150,6 +150,13 @@ pub(crate) enum Endpoint {
     GroupsCount,
     Children,
     Members,
+    /// `GET /admin-events` (see `events`).
+    AdminEvents,
+    /// `GET /events`, the user events (see `events`).
+    UserEvents,
+    EventsConfig,
+    /// `GET /admin/realms/{realm}` itself.
+    Realm,
 }
 
 impl Endpoint {
@@ -163,13 +170,21 @@ impl Endpoint {
             Endpoint::GroupsCount => "GET /groups/count",
             Endpoint::Children => "GET /groups/{id}/children",
             Endpoint::Members => "GET /groups/{id}/members",
+            Endpoint::AdminEvents => "GET /admin-events",
+            Endpoint::UserEvents => "GET /events",
+            Endpoint::EventsConfig => "GET /events/config",
+            Endpoint::Realm => "GET /admin/realms/{realm}",
         }
     }
 
     /// The `realm-management` role that grants the endpoint. `view-users` implies
     /// `query-users` and `query-groups`; listing a group's members needs `view-users`.
+    /// Both event listings and the events configuration need `view-events`
+    /// (`requireViewEvents`); the realm's attributes need `view-realm`.
     fn role(self) -> &'static str {
         match self {
+            Endpoint::AdminEvents | Endpoint::UserEvents | Endpoint::EventsConfig => "view-events",
+            Endpoint::Realm => "view-realm",
             Endpoint::Groups | Endpoint::GroupsCount | Endpoint::Children => "query-groups",
             Endpoint::Users
             | Endpoint::UsersCount
