@@ -154,10 +154,30 @@ impl Applier {
                 .await?
         };
 
-        let reported = self
+        let reported = match self
             .control
             .report(&run_id, self.wire_product, &results, self.report_batch_size)
-            .await?;
+            .await
+        {
+            Ok(reported) => reported,
+            // Asking again cannot help, and redelivering the set would apply it again and
+            // again: its changes are made, the refusal goes to the dead letters with the
+            // set, and the run's later sets go on (the run fails at its deadline, its
+            // results unreported).
+            Err(error) if error.is_refused() => {
+                let reason = format!(
+                    "the control plane refused the results of change set {sequence}: {}",
+                    error_chain(&error)
+                );
+                tracing::error!(reason, "The change set's results cannot be reported.");
+                self.progress
+                    .finish(&run_id, sequence, give_up.as_deref())
+                    .await?;
+                delivery.dead_letter(&reason).await?;
+                return Ok(StepOutcome::DeadLettered);
+            }
+            Err(error) => return Err(error.into()),
+        };
         if reported.retries > 0 {
             self.metrics.retries.add(
                 reported.retries,

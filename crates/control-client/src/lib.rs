@@ -50,6 +50,22 @@ pub enum ControlError {
 }
 
 impl ControlError {
+    /// Whether the control plane refused the request for what it holds (an invalid
+    /// result, a run it does not know, a state that forbids it): making it again cannot
+    /// succeed. An unauthenticated or forbidden call is not a refusal of the request (an
+    /// operator may fix the credential), nor is anything [`Control`] would retry.
+    pub fn is_refused(&self) -> bool {
+        match self {
+            ControlError::Status { code, .. } => {
+                !matches!(
+                    code,
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied | tonic::Code::Ok
+                ) && !retriable(*code)
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the control plane refused the request itself for good: it does not know
     /// the run, or the run id is not one (a message made by hand). Asking again cannot
     /// help; the message that named the run is dead-lettered.
@@ -200,6 +216,19 @@ pub struct Reported {
     pub retries: u64,
 }
 
+/// Whether a call that failed with `code` may succeed if made again.
+fn retriable(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::Aborted
+            | tonic::Code::Internal
+            | tonic::Code::Unknown
+    )
+}
+
 /// Calls `call` until it succeeds, fails for good, or [`MAX_ATTEMPTS`] are spent.
 async fn retry<T, F, Fut>(
     name: &'static str,
@@ -217,16 +246,7 @@ where
             Ok(response) => return Ok(response),
             Err(status) => status,
         };
-        let retriable = matches!(
-            status.code(),
-            tonic::Code::Unavailable
-                | tonic::Code::DeadlineExceeded
-                | tonic::Code::ResourceExhausted
-                | tonic::Code::Aborted
-                | tonic::Code::Internal
-                | tonic::Code::Unknown
-        );
-        if !retriable || attempt >= MAX_ATTEMPTS {
+        if !retriable(status.code()) || attempt >= MAX_ATTEMPTS {
             return Err(ControlError::Status {
                 call: name,
                 code: status.code(),

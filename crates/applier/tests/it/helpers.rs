@@ -307,14 +307,25 @@ impl TestEnv {
     /// `PlanReady` that names it (held or not), so the control plane records the run's
     /// change sets; the sets themselves are left to the test to publish.
     pub async fn announce_plan(&self, run_id: &str, sets: &[v1::ChangeSet], held: bool) {
-        let topology = self.bus.topology();
         let manifest = bus::integrity::manifest(run_id, sets);
+        self.announce_manifest(run_id, sets, &manifest, held).await;
+    }
+
+    /// [`TestEnv::announce_plan`] with the manifest made by the test.
+    pub async fn announce_manifest(
+        &self,
+        run_id: &str,
+        sets: &[v1::ChangeSet],
+        manifest: &v1::ChangeSetManifest,
+        held: bool,
+    ) {
+        let topology = self.bus.topology();
         let object = self
             .bus
             .put_object(
                 &topology.plans_bucket(),
                 &format!("{run_id}.sets.pb.zst"),
-                &manifest,
+                manifest,
             )
             .await
             .expect("stores the manifest");

@@ -137,3 +137,81 @@ async fn only_the_change_sets_the_manifest_lists_are_applied() {
     assert!(reason.contains("lists no change set 1"), "{reason}");
     assert_eq!(env.writes(Product::Jira), 1, "olivia's creation only");
 }
+
+#[tokio::test]
+async fn a_set_from_a_newer_planner_with_fields_this_build_does_not_know_is_applied() {
+    use prost::Message as _;
+    let env = TestEnv::spawn(&[Product::Jira]).await;
+    let run_id = env.start_run(RunMode::Apply).await;
+    env.settle().await;
+    let set = create(&run_id, 0, "nora");
+    // A newer planner's set: a field 900 this build does not know, listed in the
+    // manifest by the digest of the set as that planner encoded it.
+    let mut wire = set.encode_to_vec();
+    prost::encoding::uint32::encode(900, &7, &mut wire);
+    let manifest = v1::ChangeSetManifest {
+        schema_version: v1::SCHEMA_VERSION,
+        run_id: run_id.clone(),
+        sets: vec![v1::ChangeSetDigest {
+            product: set.product,
+            sequence: set.sequence,
+            sha256: bus::integrity::change_set_digest_of_wire(&wire, None).expect("digests"),
+        }],
+    };
+    assert_ne!(
+        manifest.sets[0].sha256,
+        bus::integrity::change_set_digest(&set),
+        "the field counts in the digest"
+    );
+    env.announce_manifest(&run_id, std::slice::from_ref(&set), &manifest, false)
+        .await;
+    env.bus
+        .jetstream()
+        .publish(env.bus.topology().changes("jira"), wire.into())
+        .await
+        .expect("publishes")
+        .await
+        .expect("stored");
+    let outcome = env
+        .applier(Product::Jira)
+        .try_step()
+        .await
+        .expect("the applier steps");
+    let StepOutcome::Applied { results, .. } = outcome else {
+        panic!("the newer planner's set is applied: {outcome:?}");
+    };
+    assert_eq!(results[0].outcome(), v1::ChangeOutcome::Applied);
+    assert_eq!(env.writes(Product::Jira), 1);
+}
+
+#[tokio::test]
+async fn a_set_whose_results_the_control_plane_refuses_is_dead_lettered_not_applied_again() {
+    let env = TestEnv::spawn(&[Product::Jira]).await;
+    let run_id = env.start_run(RunMode::Apply).await;
+    env.settle().await;
+    // A change without an id: its result names no change, which the control plane
+    // refuses for good (InvalidArgument).
+    let mut set = create(&run_id, 0, "oscar");
+    set.changes[0].id = String::new();
+    env.announce_plan(&run_id, std::slice::from_ref(&set), false)
+        .await;
+    assert_eq!(
+        deliver(&env, &set, "no-change-id").await,
+        StepOutcome::DeadLettered
+    );
+    let reason = last_dead_reason(&env).await;
+    assert!(
+        reason.contains("the control plane refused the results of change set 0"),
+        "{reason}"
+    );
+    // Written once, and not delivered again to be written again.
+    assert_eq!(env.writes(Product::Jira), 1);
+    assert_eq!(
+        env.applier(Product::Jira)
+            .try_step()
+            .await
+            .expect("the applier steps"),
+        StepOutcome::Idle
+    );
+    assert_eq!(env.writes(Product::Jira), 1);
+}
