@@ -622,20 +622,18 @@ async fn test_connection(
             checks.iter().map(ConnectionCheckJson::from).collect();
         output::print_json(&checks)?;
     } else {
+        let mut notes = Vec::new();
         let rows: Vec<Vec<String>> = checks
             .iter()
             .map(|check| {
                 let check = ConnectionCheckJson::from(check);
+                let (details, long) = details_cell(&check.target, &check.details);
+                notes.extend(long);
                 vec![
                     check.target,
                     if check.ok { "ok" } else { "FAILED" }.to_owned(),
                     check.message,
-                    check
-                        .details
-                        .iter()
-                        .map(|(key, value)| format!("{key}={value}"))
-                        .collect::<Vec<_>>()
-                        .join(" "),
+                    details,
                 ]
             })
             .collect();
@@ -643,6 +641,9 @@ async fn test_connection(
             "{}",
             output::table(&["TARGET", "STATUS", "MESSAGE", "DETAILS"], &rows)
         );
+        for note in notes {
+            out!("{note}");
+        }
     }
     Ok(if all_ok {
         ExitCode::SUCCESS
@@ -651,9 +652,50 @@ async fn test_connection(
     })
 }
 
+/// The details of a check as a table cell, and the long ones (how to turn a realm's
+/// events on) as notes printed below the table, so they do not stretch it.
+fn details_cell(
+    target: &str,
+    details: &std::collections::BTreeMap<String, String>,
+) -> (String, Vec<String>) {
+    const LONG_DETAIL: usize = 40;
+    let mut notes = Vec::new();
+    let cell = details
+        .iter()
+        .map(|(key, value)| {
+            if value.chars().count() > LONG_DETAIL {
+                notes.push(format!("{target} {key}: {value}"));
+                format!("{key}=(below)")
+            } else {
+                format!("{key}={value}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    (cell, notes)
+}
+
 fn is_terminal(state: RunState) -> bool {
     matches!(
         state,
         RunState::Succeeded | RunState::Failed | RunState::Cancelled
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_detail_is_a_note_below_the_table_and_a_short_one_stays_in_its_cell() {
+        let long = "not ready: the realm does not save admin events: turn on \"Save events\"";
+        let details = [
+            ("events".to_owned(), long.to_owned()),
+            ("users".to_owned(), "2".to_owned()),
+        ]
+        .into();
+        let (cell, notes) = details_cell("keycloak:corp", &details);
+        assert_eq!(cell, "events=(below) users=2");
+        assert_eq!(notes, [format!("keycloak:corp events: {long}")]);
+    }
 }

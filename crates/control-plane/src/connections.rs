@@ -123,6 +123,7 @@ impl Connections {
                             ("realm".to_owned(), report.realm),
                             ("users".to_owned(), report.users.to_string()),
                             ("groups".to_owned(), report.groups.to_string()),
+                            ("events".to_owned(), events_readiness(client).await),
                         ]
                         .into(),
                     },
@@ -196,5 +197,25 @@ fn timed_out(target: String) -> v1::ConnectionCheck {
         ok: false,
         message: format!("no answer within {} s", CHECK_TIMEOUT.as_secs()),
         details: Default::default(),
+    }
+}
+
+/// Whether `client`'s realm could be followed by its events: "ready", or what it lacks
+/// and how to turn it on. Informational: full syncs need none of it, so it never fails
+/// the check.
+async fn events_readiness(client: &keycloak::client::Client) -> String {
+    match tokio::time::timeout(CHECK_TIMEOUT, client.check_events()).await {
+        Ok(Ok(problems)) if problems.is_empty() => {
+            "ready: the realm saves the admin events (with details) and the user events \
+             event-driven sync reads"
+                .to_owned()
+        }
+        Ok(Ok(problems)) => format!("not ready: {}", problems.join("; ")),
+        Ok(Err(keycloak::Error::MissingRole { role, .. })) => format!(
+            "unknown: the service account lacks the `realm-management` role `{role}`, which \
+             reading the realm's events needs"
+        ),
+        Ok(Err(error)) => format!("unknown: {}", telemetry::error_chain(&error)),
+        Err(_) => "unknown: the realm's events settings were not read in time".to_owned(),
     }
 }

@@ -1,9 +1,11 @@
 //! Test connection, as the control API offers it: the token, the realm, the roles (by
-//! making one small call of every kind the fetch makes) and the size of the directory.
+//! making one small call of every kind the fetch makes) and the size of the directory;
+//! and whether the realm is ready to be followed by its events ([`Client::check_events`]).
 
 use crate::{
     Error,
     client::{Client, Endpoint},
+    events::{EventsConfig, check_events_config},
     representation::{GroupRepresentation, MemberRepresentation, UserRepresentation},
 };
 
@@ -79,5 +81,17 @@ impl Client {
             users,
             groups,
         })
+    }
+
+    /// What the realm lacks for event-driven sync, each with how to turn it on; empty when
+    /// it saves every event keysync needs. Reading the settings needs the `realm-management`
+    /// role `view-events` ([`Error::MissingRole`] names it). No event is read.
+    #[tracing::instrument(skip(self), fields(realm = %self.settings().realm))]
+    pub async fn check_events(&self) -> Result<Vec<String>, Error> {
+        let config: EventsConfig = self.events_config().await?;
+        Ok(check_events_config(&config)
+            .into_iter()
+            .map(|problem| problem.message)
+            .collect())
     }
 }

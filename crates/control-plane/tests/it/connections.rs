@@ -241,3 +241,81 @@ async fn test_connection_passes_an_administrator_and_says_what_it_holds() {
     );
     assert!(checks[0].message.contains("ADMIN"), "{}", checks[0].message);
 }
+
+/// The `keycloak:corp` check of TestConnection against `realm`.
+async fn keycloak_check(realm: &test_support::keycloak::TestRealm<'_>) -> v1::ConnectionCheck {
+    let more_config = format!(
+        "[keycloak.corp]\nendpoint = \"{}\"\nrealm = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n",
+        realm.base_url(),
+        realm.name(),
+        realm.client_id(),
+        realm.client_secret(),
+    );
+    let app = spawn_app_with(Options {
+        more_config,
+        ..Options::default()
+    })
+    .await;
+    let mut checks = app
+        .client
+        .clone()
+        .test_connection(v1::TestConnectionRequest {
+            targets: vec!["keycloak:corp".to_owned()],
+        })
+        .await
+        .expect("TestConnection")
+        .into_inner()
+        .checks;
+    assert_eq!(checks.len(), 1, "{checks:#?}");
+    checks.remove(0)
+}
+
+#[tokio::test]
+async fn test_connection_says_whether_the_realm_saves_the_events_keysync_would_follow() {
+    use serde_json::json;
+    let keycloak = Keycloak::shared().await.expect("Keycloak starts");
+    let realm = keycloak
+        .create_realm(RealmSpec::default().user(UserSpec::new("alice")))
+        .await
+        .expect("a test realm");
+
+    // A new realm saves no events: the fetch works, and the check says what to turn on.
+    let check = keycloak_check(&realm).await;
+    assert!(check.ok, "events are not needed by a full sync: {check:#?}");
+    let events = check.details.get("events").expect("an events detail");
+    assert!(events.starts_with("not ready: "), "{events}");
+    assert!(events.contains("`adminEventsEnabled`"), "{events}");
+    assert!(events.contains("Include representation"), "{events}");
+
+    // Turned on as the check says: ready.
+    let mut config = realm
+        .admin(reqwest::Method::GET, "events/config", None)
+        .await
+        .expect("the events settings");
+    config["eventsEnabled"] = json!(true);
+    config["enabledEventTypes"] = json!(keycloak::events::USER_EVENT_TYPES);
+    config["adminEventsEnabled"] = json!(true);
+    config["adminEventsDetailsEnabled"] = json!(true);
+    realm
+        .admin(reqwest::Method::PUT, "events/config", Some(&config))
+        .await
+        .expect("events turned on");
+    let check = keycloak_check(&realm).await;
+    let events = check.details.get("events").expect("an events detail");
+    assert!(events.starts_with("ready"), "{events}");
+
+    // A service account without view-events: named.
+    let no_events_role = keycloak
+        .create_realm(
+            RealmSpec::default()
+                .user(UserSpec::new("bob"))
+                .client_roles(&["view-users", "query-groups"]),
+        )
+        .await
+        .expect("a test realm");
+    let check = keycloak_check(&no_events_role).await;
+    assert!(check.ok, "{check:#?}");
+    let events = check.details.get("events").expect("an events detail");
+    assert!(events.starts_with("unknown: "), "{events}");
+    assert!(events.contains("`view-events`"), "{events}");
+}
