@@ -157,6 +157,7 @@
 //! never shows.
 
 pub mod apply;
+pub mod delta;
 pub mod mapping;
 pub mod plan;
 pub mod policy;

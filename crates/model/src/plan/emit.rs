@@ -2,6 +2,8 @@
 //! update, the reactivation, the memberships, or the removal of access; and the safety hold.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use super::index::{Ctx, NONE, Report, joined};
 use super::leads;
@@ -17,6 +19,8 @@ use crate::state::{Account, Product};
 pub(super) struct Output {
     product: Product,
     operations: Operations,
+    /// The Keycloak users a delta plan may change ([`super::plan_scoped`]); `None`: every one.
+    scope: Option<Arc<BTreeSet<UserId>>>,
     pub(super) changes: Vec<Change>,
     pub(super) losing_access: usize,
     /// The changes the switches of `operations` left out.
@@ -28,10 +32,15 @@ pub(super) struct Output {
 }
 
 impl Output {
-    pub(super) fn new(product: Product, operations: Operations) -> Output {
+    pub(super) fn new(
+        product: Product,
+        operations: Operations,
+        scope: Option<Arc<BTreeSet<UserId>>>,
+    ) -> Output {
         Output {
             product,
             operations,
+            scope,
             changes: Vec::new(),
             losing_access: 0,
             skipped: Skipped::default(),
@@ -55,6 +64,17 @@ impl Output {
         action: Action,
         reason: String,
     ) -> bool {
+        if let Some(scope) = &self.scope {
+            // A delta changes only the users it names, and removes no group: what it does
+            // not name is left to the next full sync.
+            let in_scope = match user {
+                Some(user) => scope.contains(user),
+                None => !matches!(action, Action::RemoveGroup { .. }),
+            };
+            if !in_scope {
+                return false;
+            }
+        }
         if let Some(switch) = blocked_by(&self.operations, &action, purpose) {
             self.skipped.add(switch, action.op());
             return false;
@@ -208,10 +228,10 @@ pub(super) fn emit_accounts(
     dispositions: &[Disposition],
 ) {
     let half = dispositions.len() / 2;
-    let (product, operations) = (out.product, out.operations);
+    let (product, operations, delta) = (out.product, out.operations, out.scope.clone());
     std::thread::scope(|scope| {
         let second_half = scope.spawn(|| {
-            let mut second_out = Output::new(product, operations);
+            let mut second_out = Output::new(product, operations, delta);
             let mut second_report = Report::default();
             for (account_idx, disposition) in dispositions.iter().enumerate().skip(half) {
                 emit_account(

@@ -26,7 +26,9 @@ mod resolve;
 mod safety;
 mod seats;
 
+use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use self::emit::{Output, emit_accounts, emit_create, emit_group_changes};
 use self::index::{Ctx, Report};
@@ -280,6 +282,39 @@ pub enum DiagnosticKind {
 /// Plans the changes that make `state` match `snapshot` under `policy`. See the crate documentation
 /// for the rules.
 pub fn plan(snapshot: &Snapshot, state: &ProductState, policy: &ValidPolicy) -> Plan {
+    plan_with(snapshot, state, policy, None)
+}
+
+/// The plan of a delta (event-driven sync, [`crate::delta`]): [`plan`] of the whole
+/// `snapshot`, keeping only the changes, conflicts and diagnostics of the Keycloak users in
+/// `scope` and the groups to create; no group is removed. The safety counts and the hold
+/// are those of the changes kept. A user outside `scope` is never touched, whatever the
+/// snapshot says of it.
+pub fn plan_scoped(
+    snapshot: &Snapshot,
+    state: &ProductState,
+    policy: &ValidPolicy,
+    scope: &BTreeSet<UserId>,
+) -> Plan {
+    let mut planned = plan_with(snapshot, state, policy, Some(Arc::new(scope.clone())));
+    planned
+        .conflicts
+        .retain(|conflict| scope.contains(&conflict.keycloak_user_id));
+    planned.diagnostics.retain(|diagnostic| {
+        diagnostic
+            .keycloak_user_id
+            .as_ref()
+            .is_some_and(|user| scope.contains(user))
+    });
+    planned
+}
+
+fn plan_with(
+    snapshot: &Snapshot,
+    state: &ProductState,
+    policy: &ValidPolicy,
+    scope: Option<Arc<BTreeSet<UserId>>>,
+) -> Plan {
     let mut report = Report::default();
     let owned = owners::view(snapshot, state, policy);
     let state = owned.state.as_ref();
@@ -307,7 +342,7 @@ pub fn plan(snapshot: &Snapshot, state: &ProductState, policy: &ValidPolicy) -> 
         &mut report,
     );
 
-    let mut out = Output::new(state.product, policy.policy().operations);
+    let mut out = Output::new(state.product, policy.policy().operations, scope);
     emit_group_changes(&ctx, &mut out);
     for (user_idx, resolution) in resolutions.iter().enumerate() {
         if let Resolution::Create = resolution {
