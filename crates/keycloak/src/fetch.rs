@@ -624,9 +624,20 @@ impl Client {
         Ok(members)
     }
 
+    /// The whole group tree, without members: what the event follower reads again when
+    /// an event named a group.
+    pub(crate) async fn group_tree(&self) -> Result<Vec<KeycloakGroup>, Error> {
+        let users = self.count_users().await?;
+        let groups = self.count_groups().await?;
+        Ok(self
+            .fetch_tree(Members::NotListed, groups, users)
+            .await?
+            .groups)
+    }
+
     /// A user's direct groups (for `required_groups`); `groups` (`/groups/count`) bounds
     /// them.
-    async fn groups_of(
+    pub(crate) async fn groups_of(
         &self,
         user: &UserId,
         groups: u64,
@@ -848,7 +859,7 @@ enum Done {
 
 type TaskFuture<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Done, Error>> + Send + 'a>>;
 
-fn user_from(user: UserRepresentation) -> KeycloakUser {
+pub(crate) fn user_from(user: UserRepresentation) -> KeycloakUser {
     let non_empty = |value: Option<String>| value.filter(|value| !value.is_empty());
     KeycloakUser {
         id: UserId::new(user.id),

@@ -34,6 +34,7 @@
 pub mod check;
 pub mod client;
 pub mod config;
+pub mod delta;
 pub mod events;
 pub mod representation;
 

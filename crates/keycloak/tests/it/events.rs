@@ -19,7 +19,7 @@ use test_support::keycloak::{Keycloak, RealmSpec, TestRealm, UserSpec};
 use crate::helpers::settings;
 
 /// Turns on admin events with details and user events of the types keysync reads.
-async fn enable_events(realm: &TestRealm<'_>) -> anyhow::Result<()> {
+pub(crate) async fn enable_events(realm: &TestRealm<'_>) -> anyhow::Result<()> {
     let mut config = realm.admin(Method::GET, "events/config", None).await?;
     config["eventsEnabled"] = json!(true);
     config["enabledEventTypes"] = json!(USER_EVENT_TYPES);
@@ -31,7 +31,7 @@ async fn enable_events(realm: &TestRealm<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create_user(realm: &TestRealm<'_>, username: &str) -> anyhow::Result<String> {
+pub(crate) async fn create_user(realm: &TestRealm<'_>, username: &str) -> anyhow::Result<String> {
     realm
         .admin(
             Method::POST,

@@ -3,6 +3,7 @@
 //! a scripted server for failures a real one does not produce on demand.
 
 mod check;
+mod delta;
 mod events;
 mod fake;
 mod fetch;
