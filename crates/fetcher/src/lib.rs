@@ -26,6 +26,7 @@
 pub mod app;
 pub mod convert;
 pub mod fetch;
+pub mod follow;
 mod metrics;
 pub mod settings;
 
