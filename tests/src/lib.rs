@@ -716,6 +716,7 @@ ack_wait_seconds = 5
                     page_size: 100,
                     page_token: page_token.clone(),
                     states: Vec::new(),
+                    triggers: Vec::new(),
                 })
                 .await
                 .context("ListRuns")?

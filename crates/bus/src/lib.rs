@@ -154,6 +154,7 @@ macro_rules! bus_messages {
 }
 bus_messages!(
     RunRequested,
+    EventsObserved,
     Snapshot,
     SnapshotReady,
     SnapshotFailed,
@@ -216,6 +217,11 @@ impl Topology {
 
     pub fn run_requested(&self) -> String {
         format!("{}.run.requested", self.prefix)
+    }
+
+    /// The event follower saw Keycloak change: `{prefix}.run.events` (`EventsObserved`).
+    pub fn events_observed(&self) -> String {
+        format!("{}.run.events", self.prefix)
     }
 
     pub fn snapshot_ready(&self) -> String {

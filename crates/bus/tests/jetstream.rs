@@ -18,6 +18,7 @@ fn run_requested(run_id: &str) -> RunRequested {
         connector: "corp".to_owned(),
         requested_at: None,
         requested_by: "test".to_owned(),
+        event: None,
     }
 }
 

@@ -45,6 +45,9 @@ async fn a_stored_snapshot_loads_back_unchanged_from_the_snapshots_bucket() {
             user_id: "u1".to_owned(),
             group_id: "g1".to_owned(),
         }],
+        deleted_user_ids: Vec::new(),
+        delta: false,
+        groups_included: false,
     };
     let object = bus
         .put_object(&bucket, "run-1.pb.zst", &snapshot)

@@ -371,6 +371,7 @@ async fn runs(
             page_size: limit.max(1),
             page_token: String::new(),
             states: states.iter().map(|state| *state as i32).collect(),
+            triggers: Vec::new(),
         })
         .await
         .map_err(|status| connection.error(status))?

@@ -483,6 +483,7 @@ pub fn trigger_name(trigger: RunTrigger) -> &'static str {
         RunTrigger::Unspecified => "unspecified",
         RunTrigger::Api => "api",
         RunTrigger::Schedule => "schedule",
+        RunTrigger::Event => "event",
     }
 }
 

@@ -319,6 +319,7 @@ async fn list_page(
             states: states.iter().map(|state| *state as i32).collect(),
             page_size: RUNS_PAGE,
             page_token: token.to_owned(),
+            triggers: Vec::new(),
         }))
         .await
         .context("ListRuns")?

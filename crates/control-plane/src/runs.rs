@@ -357,6 +357,7 @@ impl Runs {
             connector: run.connector.clone(),
             requested_at: run.created_at,
             requested_by: run.requested_by.clone(),
+            event: run.event.clone(),
         };
         let subject = self.bus.topology().run_requested();
         if let Err(error) = self.bus.publish(&subject, &requested, &run.run_id).await {
@@ -768,6 +769,7 @@ pub fn trigger_name(trigger: RunTrigger) -> &'static str {
         RunTrigger::Unspecified => "unspecified",
         RunTrigger::Api => "api",
         RunTrigger::Schedule => "schedule",
+        RunTrigger::Event => "event",
     }
 }
 

@@ -28,6 +28,7 @@ pub fn snapshot_to_proto(snapshot: Snapshot, header: &SnapshotHeader<'_>) -> v1:
         users: users.into_iter().map(user_to_proto).collect(),
         groups: groups.into_iter().map(group_to_proto).collect(),
         memberships: memberships.into_iter().map(membership_to_proto).collect(),
+        ..Default::default()
     }
 }
 
@@ -195,6 +196,9 @@ mod tests {
                     user_id: "u1".to_owned(),
                     group_id: "g2".to_owned(),
                 }],
+                deleted_user_ids: Vec::new(),
+                delta: false,
+                groups_included: false,
             }
         );
     }

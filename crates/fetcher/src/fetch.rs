@@ -238,5 +238,6 @@ fn ready(
         fetched_at: snapshot.fetched_at,
         mode: request.mode,
         products: request.products.clone(),
+        base: None,
     }
 }

@@ -126,6 +126,15 @@ fn cached_account() -> CachedAccount {
     }
 }
 
+fn event_trigger() -> EventTrigger {
+    EventTrigger {
+        user_ids: vec!["u1".into(), "u2".into()],
+        group_ids: vec!["g1".into()],
+        events: 3,
+        full_sync_reason: String::new(),
+    }
+}
+
 fn capabilities() -> Capabilities {
     Capabilities {
         can_deactivate: true,
@@ -160,6 +169,7 @@ fn run() -> Run {
         approved_at: timestamp(),
         hold_expires_at: timestamp(),
         change_sets: Some(object_ref()),
+        event: None,
     }
 }
 
@@ -220,6 +230,9 @@ fn every_message_survives_a_round_trip() {
             user_id: "4f1c".into(),
             group_id: "g1".into(),
         }],
+        deleted_user_ids: Vec::new(),
+        delta: false,
+        groups_included: false,
     };
     let covered: BTreeSet<String> = [
         check("ObjectRef", object_ref()),
@@ -241,6 +254,20 @@ fn every_message_survives_a_round_trip() {
                 connector: "corp".into(),
                 requested_at: timestamp(),
                 requested_by: "schedule".into(),
+                event: Some(event_trigger()),
+            },
+        ),
+        check("EventTrigger", event_trigger()),
+        check(
+            "EventsObserved",
+            EventsObserved {
+                schema_version: SCHEMA_VERSION,
+                connector: "corp".into(),
+                trigger: Some(EventTrigger {
+                    full_sync_reason: "the follower's first start".into(),
+                    ..event_trigger()
+                }),
+                observed_at: timestamp(),
             },
         ),
         check(
@@ -266,6 +293,7 @@ fn every_message_survives_a_round_trip() {
                 fetched_at: timestamp(),
                 mode: RunMode::Apply as i32,
                 products: vec![Product::Jira as i32],
+                base: None,
             },
         ),
         check(
@@ -466,6 +494,7 @@ fn every_message_survives_a_round_trip() {
                 page_size: 50,
                 page_token: "next".into(),
                 states: vec![RunState::Held as i32],
+                triggers: Vec::new(),
             },
         ),
         check(

@@ -444,6 +444,7 @@ impl TestEnv {
                 .iter()
                 .map(|&product| cache::convert::product_to_proto(product) as i32)
                 .collect(),
+            base: None,
         };
         self.bus
             .publish(

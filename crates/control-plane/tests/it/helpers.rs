@@ -382,6 +382,7 @@ impl TestApp {
             fetched_at: None,
             mode: run.mode,
             products: run.products.clone(),
+            base: None,
         };
         let subject = self.bus.topology().snapshot_ready();
         self.bus

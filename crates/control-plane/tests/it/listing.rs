@@ -21,6 +21,7 @@ async fn list_runs(app: &TestApp, states: &[RunState], page_size: u32) -> Vec<St
                 states: states.iter().map(|state| *state as i32).collect(),
                 page_size,
                 page_token: token.clone(),
+                triggers: Vec::new(),
             })
             .await
             .expect("ListRuns")

@@ -104,6 +104,7 @@ pub fn run_requested(run_id: &str) -> RunRequested {
         connector: CONNECTOR.to_owned(),
         requested_at: None,
         requested_by: "test".to_owned(),
+        event: None,
     }
 }
 

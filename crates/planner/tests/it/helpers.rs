@@ -186,6 +186,7 @@ impl TestPlanner {
                 .iter()
                 .map(|&product| cache::convert::product_to_proto(product) as i32)
                 .collect(),
+            base: None,
         };
         self.bus
             .publish(
