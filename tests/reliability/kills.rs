@@ -2,12 +2,13 @@
 //! SUCCEEDED with exactly the expected state, nothing lost, nothing done twice.
 //!
 //! The fetcher is killed once the run is FETCHING (pages of 5 users), the planner once it
-//! is PLANNING, the Jira applier and the control plane once Jira has taken a share of its
-//! writes that changes from run to run (20%, 45%, 70%). The fast subset kills the Jira
-//! applier in a run of 150 people (~1,000 changes); the full suite kills each service in a
-//! run of 320 people (~2,150 changes).
+//! is PLANNING, an applier and the control plane once the applier's product (Jira for the
+//! control plane) has taken a share of its writes that changes from run to run (20%, 45%,
+//! 70%). The fast subset kills the Jira applier in a run of 150 people (~1,000 changes);
+//! the full suite kills each service, each of the three appliers, in a run of 320 people
+//! (~2,150 changes).
 
-use proto::v1::{RunMode, RunState};
+use proto::v1::{Product, RunMode, RunState};
 
 use crate::{
     directory,
@@ -19,18 +20,26 @@ use crate::{
 enum Target {
     Fetcher,
     Planner,
-    JiraApplier,
+    Applier(Product),
     ControlPlane,
 }
 
 impl Target {
-    fn service(self) -> &'static str {
+    fn service(self) -> String {
         match self {
-            Target::Fetcher => "fetcher",
-            Target::Planner => "planner",
-            Target::JiraApplier => "applier-jira",
-            Target::ControlPlane => "control-plane",
+            Target::Fetcher => "fetcher".to_owned(),
+            Target::Planner => "planner".to_owned(),
+            Target::Applier(product) => format!("applier-{}", product_name(product)),
+            Target::ControlPlane => "control-plane".to_owned(),
         }
+    }
+}
+
+fn product_name(product: Product) -> &'static str {
+    match product {
+        Product::Confluence => "confluence",
+        Product::Bitbucket => "bitbucket",
+        _ => "jira",
     }
 }
 
@@ -59,20 +68,29 @@ async fn killed_run(target: Target, shape: &Shape, run: usize) -> anyhow::Result
             let seen = tally::wait_state(&stack, &started.run_id, RunState::Planning).await?;
             (RunState::Planning, seen)
         }
-        Target::JiraApplier | Target::ControlPlane => {
+        Target::Applier(product) => {
             let writes = (jira_writes as f64 * share(run)) as u64;
-            tally::wait_writes(&stack, proto::v1::Product::Jira, writes).await?;
+            tally::wait_writes(&stack, product, writes).await?;
+            (RunState::Applying, RunState::Applying)
+        }
+        Target::ControlPlane => {
+            let writes = (jira_writes as f64 * share(run)) as u64;
+            tally::wait_writes(&stack, Product::Jira, writes).await?;
             (RunState::Applying, RunState::Applying)
         }
     };
-    stack.kill_service(target.service());
-    let at_kill = stack.writes(proto::v1::Product::Jira).await?;
-    stack.start_service(target.service())?;
+    let watched = match target {
+        Target::Applier(product) => product,
+        _ => Product::Jira,
+    };
+    stack.kill_service(&target.service());
+    let at_kill = stack.writes(watched).await?;
+    stack.start_service(&target.service())?;
     let run_record = tally::wait_terminal(&stack, &started.run_id, tally::RUN_DEADLINE).await?;
     let mut outcome = tally::check_complete(&stack, &run_record, &people).await?;
     if seen != wanted || at_kill >= jira_writes {
         outcome.notes.push(format!(
-            "the kill came late: the run was {seen:?}, Jira had {at_kill} of {jira_writes} writes"
+            "the kill came late: the run was {seen:?}, {watched:?} had {at_kill} of {jira_writes} writes"
         ));
     }
     Ok(outcome)
@@ -95,7 +113,30 @@ async fn r1_jira_applier_killed_mid_run() {
     } else {
         Shape::new(150, 20)
     };
-    scenario("R1-applier-jira", Target::JiraApplier, shape).await;
+    scenario("R1-applier-jira", Target::Applier(Product::Jira), shape).await;
+}
+
+/// The Confluence or Bitbucket applier killed: that product answers 10 ms late, so its
+/// writes last long enough to be broken into.
+async fn other_applier(scenario_name: &str, product: Product) {
+    if tally::skipped_unless_full(scenario_name) {
+        return;
+    }
+    let mut shape = full_shape();
+    shape
+        .emulator_args
+        .insert(product, vec!["--latency-ms".to_owned(), "10".to_owned()]);
+    scenario(scenario_name, Target::Applier(product), shape).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r1_confluence_applier_killed_mid_run() {
+    other_applier("R1-applier-confluence", Product::Confluence).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r1_bitbucket_applier_killed_mid_run() {
+    other_applier("R1-applier-bitbucket", Product::Bitbucket).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
