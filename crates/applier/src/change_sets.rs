@@ -154,39 +154,12 @@ impl Applier {
                 .await?
         };
 
-        let reported = match self
-            .control
-            .report(&run_id, self.wire_product, &results, self.report_batch_size)
-            .await
-        {
-            Ok(reported) => reported,
-            // Asking again cannot help, and redelivering the set would apply it again and
-            // again: its changes are made, the refusal goes to the dead letters with the
-            // set, and the run's later sets go on (the run fails at its deadline, its
-            // results unreported).
-            Err(error) if error.is_refused() => {
-                let reason = format!(
-                    "the control plane refused the results of change set {sequence}: {}",
-                    error_chain(&error)
-                );
-                tracing::error!(reason, "The change set's results cannot be reported.");
-                self.progress
-                    .finish(&run_id, sequence, give_up.as_deref())
-                    .await?;
-                delivery.dead_letter(&reason).await?;
-                return Ok(StepOutcome::DeadLettered);
-            }
-            Err(error) => return Err(error.into()),
+        let Some(reported) = self
+            .report(delivery, &run_id, sequence, give_up.as_deref(), &results)
+            .await?
+        else {
+            return Ok(StepOutcome::DeadLettered);
         };
-        if reported.retries > 0 {
-            self.metrics.retries.add(
-                reported.retries,
-                &[
-                    KeyValue::new("product", self.product.as_str()),
-                    KeyValue::new("kind", "report"),
-                ],
-            );
-        }
         self.progress
             .finish(&run_id, sequence, give_up.as_deref())
             .await?;
@@ -201,6 +174,49 @@ impl Applier {
             sequence,
             results,
         })
+    }
+
+    /// Reports the set's `results`; `None` when the control plane refused them for good.
+    /// Asking again cannot help then, and redelivering the set would apply it again and
+    /// again: its changes are made, its mark is finished so the run's later sets go on,
+    /// and the refusal goes to the dead letters with the set (the run fails at its
+    /// deadline, its results unreported).
+    async fn report(
+        &self,
+        delivery: &Delivery<'_>,
+        run_id: &str,
+        sequence: u32,
+        give_up: Option<&str>,
+        results: &[v1::ChangeResult],
+    ) -> Result<Option<control_client::Reported>, Error> {
+        let reported = match self
+            .control
+            .report(run_id, self.wire_product, results, self.report_batch_size)
+            .await
+        {
+            Ok(reported) => reported,
+            Err(error) if error.is_refused() => {
+                let reason = format!(
+                    "the control plane refused the results of change set {sequence}: {}",
+                    error_chain(&error)
+                );
+                tracing::error!(reason, "The change set's results cannot be reported.");
+                self.progress.finish(run_id, sequence, give_up).await?;
+                delivery.dead_letter(&reason).await?;
+                return Ok(None);
+            }
+            Err(error) => return Err(error.into()),
+        };
+        if reported.retries > 0 {
+            self.metrics.retries.add(
+                reported.retries,
+                &[
+                    KeyValue::new("product", self.product.as_str()),
+                    KeyValue::new("kind", "report"),
+                ],
+            );
+        }
+        Ok(Some(reported))
     }
 
     /// Applies `changes` to the product, touching the run's mark while it works, and records
