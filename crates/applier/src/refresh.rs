@@ -1,6 +1,8 @@
 //! A run request: read the product's whole state, keep what only keysync knows from the
 //! previous cached state ([`crate::state::refresh`]), store it in the cache and announce
-//! it with `StateReady`, or `StateFailed` when the product cannot be read.
+//! it with `StateReady`, or `StateFailed` when the product cannot be read. An event run
+//! that names users or groups (#16, no `full_sync_reason`) announces the cached state
+//! instead, when there is one (outcome `cached` of `keysync_state_refreshes_total`).
 
 use std::time::SystemTime;
 
@@ -28,6 +30,11 @@ impl Applier {
                 && !requested.products.contains(&(self.wire_product as i32))
             {
                 return Ok(StepOutcome::Ignored);
+            }
+            if names_only_some(&requested)
+                && let Some(outcome) = self.announce_cached(&run_id).await?
+            {
+                return Ok(outcome);
             }
             let topology = self.bus.topology();
             let product = self.product.as_str();
@@ -113,4 +120,70 @@ impl Applier {
         .instrument(span)
         .await
     }
+
+    /// Announces the cached state for an event run, without reading the product: a burst
+    /// of events changes a few users, and reading a whole product of 100,000 accounts for
+    /// them would cost more than the changes. The cache holds every write keysync made
+    /// (`model::apply`), so only what someone changed in the product by hand since the
+    /// last full read is missing, and the next full sync catches it. `None` when nothing
+    /// is cached (or the cache cannot be read): the run reads the product as a full run
+    /// does.
+    async fn announce_cached(&self, run_id: &str) -> Result<Option<StepOutcome>, Error> {
+        let (state, object) = match self.cache.load(self.product).await {
+            Ok(Some(cached)) => cached,
+            Ok(None) => {
+                tracing::info!("No state is cached; the event run reads the product.");
+                return Ok(None);
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = %error_chain(&error),
+                    "Could not load the cached state; the event run reads the product."
+                );
+                return Ok(None);
+            }
+        };
+        let product = self.product.as_str();
+        let ready = v1::StateReady {
+            schema_version: v1::SCHEMA_VERSION,
+            run_id: run_id.to_owned(),
+            product: self.wire_product as i32,
+            state: Some(object),
+            accounts: state.accounts.len() as u64,
+            groups: state.groups.len() as u64,
+            memberships: state.memberships.len() as u64,
+        };
+        self.bus
+            .publish(
+                &self.bus.topology().state_ready(product),
+                &ready,
+                &format!("{run_id}/state/{product}"),
+            )
+            .await?;
+        self.metrics.refreshes.add(
+            1,
+            &[
+                KeyValue::new("product", product),
+                KeyValue::new("outcome", "cached"),
+            ],
+        );
+        tracing::info!(
+            accounts = state.accounts.len(),
+            cached_by_run = %state.run_id,
+            "An event run: announced the cached state without reading the product."
+        );
+        Ok(Some(StepOutcome::StateReady {
+            run_id: run_id.to_owned(),
+            accounts: state.accounts.len(),
+        }))
+    }
+}
+
+/// Whether `requested` is an event run that names users or groups and needs no full sync:
+/// the fetcher reads only those again, and the product need not be read whole either.
+fn names_only_some(requested: &v1::RunRequested) -> bool {
+    requested.event.as_ref().is_some_and(|event| {
+        (!event.user_ids.is_empty() || !event.group_ids.is_empty())
+            && event.full_sync_reason.is_empty()
+    })
 }

@@ -80,6 +80,7 @@ impl App {
                 state_timeout: Duration::from_secs(settings.planner.state_timeout_seconds),
                 metrics,
                 control,
+                bases: Default::default(),
             },
         })
     }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use cache::convert::product_to_proto;
+use model::delta::Delta;
 use model::plan::{
     AccountFields, AccountRef, Action, Change, ChangeOp, Diagnostic, DiagnosticKind, Plan,
     SafetyCounts,
@@ -80,6 +81,27 @@ pub fn snapshot_to_model(snapshot: &v1::Snapshot) -> Snapshot {
         users,
         groups,
         memberships,
+    }
+}
+
+/// The model's view of a stored delta snapshot (`v1::Snapshot::delta`): its users and
+/// their memberships as re-read, the users Keycloak no longer has, and the group tree only
+/// when the fetcher included it (otherwise the base's tree stands).
+pub fn delta_to_model(snapshot: &v1::Snapshot) -> Delta {
+    let Snapshot {
+        users,
+        groups,
+        memberships,
+    } = snapshot_to_model(snapshot);
+    Delta {
+        users,
+        deleted: snapshot
+            .deleted_user_ids
+            .iter()
+            .map(|id| UserId::new(id.as_str()))
+            .collect(),
+        memberships,
+        groups: snapshot.groups_included.then_some(groups),
     }
 }
 
@@ -481,6 +503,25 @@ mod tests {
         assert_eq!(snapshot.groups[0].parent_id, None);
         assert_eq!(snapshot.groups[1].parent_id, Some(GroupId::new("g1")));
         assert_eq!(snapshot.memberships[0].user_id, UserId::new("u1"));
+    }
+
+    #[test]
+    fn a_delta_keeps_the_base_tree_unless_the_fetcher_included_one() {
+        let wire = v1::Snapshot {
+            delta: true,
+            deleted_user_ids: vec!["u9".to_owned()],
+            ..wire_snapshot()
+        };
+        let delta = delta_to_model(&wire);
+        assert_eq!(delta.users.len(), 2);
+        assert_eq!(delta.memberships.len(), 1);
+        assert_eq!(delta.deleted, [UserId::new("u9")]);
+        assert_eq!(delta.groups, None, "the tree was not re-read");
+        let with_tree = delta_to_model(&v1::Snapshot {
+            groups_included: true,
+            ..wire
+        });
+        assert_eq!(with_tree.groups.map(|groups| groups.len()), Some(2));
     }
 
     #[test]

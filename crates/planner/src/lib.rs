@@ -19,6 +19,10 @@
 //!    conflicts; a summary per product; held with the reasons if any product's plan is held)
 //!    is stored as `{run_id}.pb.zst` in `{prefix}-plans`. `PlanReady` announces it (message
 //!    id `{run_id}/plan`). A missing or damaged object fails the run instead.
+//!    A delta snapshot (an event run, #16) is planned over the full snapshot
+//!    `SnapshotReady.base` names, patched with it, with [`model::plan::plan_scoped`]: only
+//!    the users it names (and the members of groups it removed, renamed or moved) change,
+//!    and no group is removed; a delta with no usable base fails the run (`delta`).
 //!    An APPLY plan's change sets are cut then, and their manifest (one digest per set,
 //!    `bus::integrity`) is stored as `{run_id}.sets.pb.zst` and named in `PlanReady`: the
 //!    control plane records it, and an applier applies only a set the manifest lists.
@@ -44,13 +48,15 @@
 //! service), and [`app::App::try_step`] handles at most one message, so tests drive the
 //! planner one message at a time. [`runs::Planner`] is what is done with one message and
 //! with the runs whose states are late; [`join`] the durable join of a run's messages;
-//! [`change_sets`] the cutting and publishing of a plan's change sets; [`convert`] the
+//! [`change_sets`] the cutting and publishing of a plan's change sets; `delta` what a run
+//! is planned from (a delta over its base, the bases kept in memory); [`convert`] the
 //! wire's snapshot and plan to and from `model`'s; [`settings::Settings`] the
 //! configuration; `metrics` lists the instruments.
 
 pub mod app;
 pub mod change_sets;
 pub mod convert;
+mod delta;
 pub mod join;
 mod metrics;
 pub mod runs;

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use bus::Bus;
 use bus::worker::{Delivery, Handler};
 use cache::Cache;
+use model::snapshot::Snapshot;
 use model::state::Product;
 use opentelemetry::KeyValue;
 use proto::v1;
@@ -21,6 +22,7 @@ use settings::planner::Policies;
 use telemetry::error_chain;
 use tracing::Instrument;
 
+use crate::delta::{Bases, Input};
 use crate::join::{Decision, Join, Joins, Status};
 use crate::metrics::Metrics;
 use crate::{Error, change_sets, convert};
@@ -50,7 +52,7 @@ pub enum StepOutcome {
 }
 
 /// Whether a run's failure lies in its data (it fails the run) or in the bus (retry).
-enum Failure {
+pub(crate) enum Failure {
     Run(String),
     Bus(Error),
 }
@@ -74,6 +76,9 @@ pub struct Planner {
     pub(crate) metrics: Metrics,
     /// Asked whether a run was approved before its plan is published.
     pub(crate) control: control_client::Control,
+    /// The last base snapshot of each connector's deltas, so a burst of event runs loads
+    /// it once.
+    pub(crate) bases: Bases,
 }
 
 impl Handler for Planner {
@@ -297,22 +302,19 @@ impl Planner {
         let Some(ready) = &join.snapshot else {
             return Err(Failure::Run("the run has no snapshot".to_owned()));
         };
-        let Some(snapshot_ref) = &ready.snapshot else {
-            return Err(Failure::Run(
-                "SnapshotReady names no snapshot object".to_owned(),
-            ));
-        };
-        let snapshot = match self.bus.get_object::<v1::Snapshot>(snapshot_ref).await {
-            Ok(snapshot) => snapshot,
-            Err(error) if error.is_permanent() => {
-                return Err(Failure::Run(format!(
-                    "the snapshot is unusable: {}",
-                    error_chain(&error)
-                )));
-            }
-            Err(error) => return Err(Failure::Bus(error.into())),
-        };
-        let snapshot = convert::snapshot_to_model(&snapshot);
+        let Input { snapshot, scope } = self.load_input(ready).await?;
+        // What the summaries count and name: for a delta, only the users in its scope, so
+        // the users no event named count neither as skipped nor as unchanged.
+        let counted = scope.as_ref().map(|scope| Snapshot {
+            users: snapshot
+                .users
+                .iter()
+                .filter(|user| scope.contains(&user.id))
+                .cloned()
+                .collect(),
+            ..Snapshot::default()
+        });
+        let counted = counted.as_ref().unwrap_or(&snapshot);
         let mut plan = v1::Plan {
             schema_version: v1::SCHEMA_VERSION,
             run_id: run_id.to_owned(),
@@ -347,7 +349,10 @@ impl Planner {
             let Some(policy) = self.policies.get(product, &ready.connector) else {
                 return Err(Failure::Run(format!("{product} has no policy")));
             };
-            let product_plan = model::plan::plan(&snapshot, &state, &policy);
+            let product_plan = match &scope {
+                Some(scope) => model::plan::plan_scoped(&snapshot, &state, &policy, scope),
+                None => model::plan::plan(&snapshot, &state, &policy),
+            };
             for diagnostic in &product_plan.diagnostics {
                 tracing::debug!(
                     %product,
@@ -362,7 +367,7 @@ impl Planner {
                 conflicts,
                 diagnostics,
                 mut summary,
-            } = convert::plan_to_proto(&product_plan, &state, &snapshot);
+            } = convert::plan_to_proto(&product_plan, &state, counted);
             summary.state_fingerprint = cache::fingerprint(&cached);
             if let Some(hold) = &product_plan.hold {
                 hold_reasons.push(format!("{product}: {}", hold.reason));
@@ -370,8 +375,12 @@ impl Planner {
             plan.changes.extend(changes);
             plan.conflicts.extend(conflicts);
             plan.diagnostics.extend(diagnostics);
-            plan.diagnostics
-                .extend(convert::scope_diagnostic(&policy, product));
+            // The note on `scope.required_groups` is about who a full read leaves out; a
+            // delta names its users, and its plan says nothing of anyone else.
+            if scope.is_none() {
+                plan.diagnostics
+                    .extend(convert::scope_diagnostic(&policy, product));
+            }
             plan.products.push(summary);
         }
         plan.held = !hold_reasons.is_empty();

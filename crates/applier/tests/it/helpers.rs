@@ -792,3 +792,10 @@ pub fn seed_account(login: &str, display_name: &str) -> emulator::store::SeedAcc
         read_only: false,
     }
 }
+
+impl TestEnv {
+    /// Every request the product's emulator has answered, state reads included.
+    pub fn requests(&self, product: Product) -> u64 {
+        self.dump(product).counters.requests
+    }
+}

@@ -2,6 +2,7 @@
 //! the control plane and the planner per test, the protocol played with real messages.
 
 mod delivery;
+mod events;
 mod health;
 mod helpers;
 mod integrity;

@@ -157,6 +157,20 @@ impl TestPlanner {
         products: &[Product],
         snapshot: v1::Snapshot,
     ) {
+        self.publish_snapshot_over(run_id, mode, products, snapshot, None)
+            .await;
+    }
+
+    /// Stores `snapshot` and publishes `SnapshotReady` naming `base` (the full snapshot a
+    /// delta applies to). Answers the stored snapshot's object.
+    pub async fn publish_snapshot_over(
+        &self,
+        run_id: &str,
+        mode: v1::RunMode,
+        products: &[Product],
+        snapshot: v1::Snapshot,
+        base: Option<v1::ObjectRef>,
+    ) -> v1::ObjectRef {
         let topology = self.bus.topology();
         let snapshot = v1::Snapshot {
             schema_version: v1::SCHEMA_VERSION,
@@ -176,7 +190,7 @@ impl TestPlanner {
             schema_version: v1::SCHEMA_VERSION,
             run_id: run_id.to_owned(),
             connector: "corp".to_owned(),
-            snapshot: Some(object),
+            snapshot: Some(object.clone()),
             users: snapshot.users.len() as u64,
             groups: snapshot.groups.len() as u64,
             memberships: snapshot.memberships.len() as u64,
@@ -186,7 +200,7 @@ impl TestPlanner {
                 .iter()
                 .map(|&product| cache::convert::product_to_proto(product) as i32)
                 .collect(),
-            base: None,
+            base,
         };
         self.bus
             .publish(
@@ -196,6 +210,7 @@ impl TestPlanner {
             )
             .await
             .expect("publishes SnapshotReady");
+        object
     }
 
     /// Caches `state` as an applier does and publishes `StateReady`.

@@ -3,6 +3,7 @@
 //! what it records.
 
 mod control;
+mod delta;
 mod failures;
 mod health;
 mod helpers;
