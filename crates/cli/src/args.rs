@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use proto::v1::{ChangeOp, ChangeOutcome, DiagnosticKind, Product, RunState};
+use proto::v1::{ChangeOp, ChangeOutcome, DiagnosticKind, Product, RunState, RunTrigger};
 
 /// keysync: sync Keycloak users and groups into Jira, Confluence and Bitbucket.
 #[derive(Debug, Parser)]
@@ -66,9 +66,13 @@ pub enum Command {
     },
     /// List runs, newest first.
     Runs {
-        /// Only runs in this state (repeat for several).
-        #[arg(long = "state", value_name = "STATE")]
+        /// Only runs in this state (repeat, or separate with commas, for several).
+        #[arg(long = "state", value_name = "STATE", value_delimiter = ',')]
         states: Vec<StateArg>,
+        /// Only runs started this way (repeat, or separate with commas, for several): by
+        /// Keycloak's events, by the schedule, or through the API (`keysync sync`).
+        #[arg(long = "kind", value_name = "KIND", value_delimiter = ',')]
+        kinds: Vec<TriggerArg>,
         /// How many runs to show.
         #[arg(long, default_value_t = 20)]
         limit: u32,
@@ -193,6 +197,25 @@ impl From<StateArg> for RunState {
             StateArg::Succeeded => RunState::Succeeded,
             StateArg::Failed => RunState::Failed,
             StateArg::Cancelled => RunState::Cancelled,
+        }
+    }
+}
+
+/// How a run was started, as `keysync runs --kind` takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum TriggerArg {
+    Event,
+    Schedule,
+    Api,
+}
+
+impl From<TriggerArg> for RunTrigger {
+    fn from(trigger: TriggerArg) -> RunTrigger {
+        match trigger {
+            TriggerArg::Event => RunTrigger::Event,
+            TriggerArg::Schedule => RunTrigger::Schedule,
+            TriggerArg::Api => RunTrigger::Api,
         }
     }
 }
@@ -323,6 +346,30 @@ mod tests {
         assert_eq!(outcome, Some(OutcomeArg::AlreadyDone));
         assert_eq!(op, Some(OpArg::AddMembership));
         assert_eq!(product, Some(ProductArg::Bitbucket));
+    }
+
+    #[test]
+    fn runs_takes_kinds_and_states_repeated_or_separated_by_commas() {
+        let args = Args::parse_from([
+            "keysync",
+            "runs",
+            "--kind",
+            "event,schedule",
+            "--kind",
+            "api",
+            "--state",
+            "held,failed",
+        ]);
+        let Command::Runs { kinds, states, .. } = args.command else {
+            panic!("not `runs`: {args:?}");
+        };
+        assert_eq!(
+            kinds,
+            [TriggerArg::Event, TriggerArg::Schedule, TriggerArg::Api]
+        );
+        assert_eq!(states, [StateArg::Held, StateArg::Failed]);
+        assert_eq!(RunTrigger::from(TriggerArg::Event), RunTrigger::Event);
+        assert!(Args::try_parse_from(["keysync", "runs", "--kind", "cron"]).is_err());
     }
 
     #[test]

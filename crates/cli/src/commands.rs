@@ -5,7 +5,7 @@ use std::{process::ExitCode, time::Duration};
 
 use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use proto::v1::{self, Product, RunMode, RunState};
+use proto::v1::{self, Product, RunMode, RunState, RunTrigger};
 
 use crate::{
     args::{Args, Command, ConfigCommand},
@@ -47,9 +47,14 @@ pub async fn run(args: Args) -> Result<ExitCode, Error> {
             let products: Vec<Product> = products.into_iter().map(Product::from).collect();
             sync(&connection, mode, &products, connector, args.json).await
         }
-        Command::Runs { states, limit } => {
+        Command::Runs {
+            states,
+            kinds,
+            limit,
+        } => {
             let states: Vec<RunState> = states.into_iter().map(RunState::from).collect();
-            runs(&connection, &states, limit, args.json).await
+            let triggers: Vec<RunTrigger> = kinds.into_iter().map(RunTrigger::from).collect();
+            runs(&connection, &states, &triggers, limit, args.json).await
         }
         Command::Run {
             id,
@@ -362,6 +367,7 @@ fn print_plan(run: &v1::Run) {
 async fn runs(
     connection: &Connection,
     states: &[RunState],
+    triggers: &[RunTrigger],
     limit: u32,
     json: bool,
 ) -> Result<ExitCode, Error> {
@@ -371,7 +377,7 @@ async fn runs(
             page_size: limit.max(1),
             page_token: String::new(),
             states: states.iter().map(|state| *state as i32).collect(),
-            triggers: Vec::new(),
+            triggers: triggers.iter().map(|trigger| *trigger as i32).collect(),
         })
         .await
         .map_err(|status| connection.error(status))?
@@ -408,7 +414,7 @@ async fn runs(
                 run.run_id.clone(),
                 output::mode_name(run.mode()).to_owned(),
                 output::state_name(run.state()).to_owned(),
-                output::trigger_name(run.trigger()).to_owned(),
+                output::trigger_cell(run),
                 run.connector.clone(),
                 output::short_time(run.created_at.as_ref()),
                 changes,
@@ -479,6 +485,13 @@ async fn show_run(
         ("State", output::state_name(run.state()).to_owned()),
         ("Mode", output::mode_name(run.mode()).to_owned()),
         ("Trigger", output::trigger_name(run.trigger()).to_owned()),
+        (
+            "Event",
+            run.event
+                .as_ref()
+                .map(output::event_text)
+                .unwrap_or_default(),
+        ),
         ("Requested by", run.requested_by.clone()),
         ("Connector", run.connector.clone()),
         ("Products", products),

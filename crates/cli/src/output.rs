@@ -16,6 +16,8 @@ pub struct RunJson {
     pub mode: String,
     pub state: String,
     pub trigger: String,
+    /// For a run started by Keycloak's events: what they named; null for other runs.
+    pub event: Option<EventJson>,
     pub connector: String,
     /// Empty means every configured product.
     pub products: Vec<String>,
@@ -32,6 +34,94 @@ pub struct RunJson {
     pub hold_expires_at: Option<String>,
     pub progress: Vec<ProgressJson>,
     pub plan: Vec<PlanSummaryJson>,
+}
+
+/// What the Keycloak events behind an event run named.
+#[derive(Debug, Serialize)]
+pub struct EventJson {
+    pub events: u64,
+    pub user_ids: Vec<String>,
+    pub group_ids: Vec<String>,
+    /// Set when only a full sync would do, and why.
+    pub full_sync_reason: String,
+}
+
+impl From<&v1::EventTrigger> for EventJson {
+    fn from(event: &v1::EventTrigger) -> EventJson {
+        EventJson {
+            events: event.events,
+            user_ids: event.user_ids.clone(),
+            group_ids: event.group_ids.clone(),
+            full_sync_reason: event.full_sync_reason.clone(),
+        }
+    }
+}
+
+/// How many ids of users or groups an event line names before it only counts the rest.
+const EVENT_IDS_SHOWN: usize = 5;
+
+/// What an event run's events named, on one line: "3 events, users u1,u2; groups g1",
+/// or "1 event, full sync: the follower's first start".
+pub fn event_text(event: &v1::EventTrigger) -> String {
+    let mut parts = Vec::new();
+    if event.events > 0 {
+        let plural = if event.events == 1 { "" } else { "s" };
+        parts.push(format!("{} event{plural}", event.events));
+    }
+    let reason = event.full_sync_reason.trim();
+    if !reason.is_empty() {
+        parts.push(format!("full sync: {reason}"));
+        return parts.join(", ");
+    }
+    let mut named = Vec::new();
+    for (noun, ids) in [("users", &event.user_ids), ("groups", &event.group_ids)] {
+        if ids.is_empty() {
+            continue;
+        }
+        let mut list = ids
+            .iter()
+            .take(EVENT_IDS_SHOWN)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(",");
+        if ids.len() > EVENT_IDS_SHOWN {
+            list.push_str(&format!(" and {} more", ids.len() - EVENT_IDS_SHOWN));
+        }
+        named.push(format!("{noun} {list}"));
+    }
+    if !named.is_empty() {
+        parts.push(named.join("; "));
+    }
+    parts.join(", ")
+}
+
+/// The TRIGGER cell of the runs table: the trigger, and for an event run how much its
+/// events named, kept short ("event: 2 users, 1 group", "event: full sync").
+pub fn trigger_cell(run: &v1::Run) -> String {
+    let name = trigger_name(run.trigger());
+    let Some(event) = run.event.as_ref() else {
+        return name.to_owned();
+    };
+    if !event.full_sync_reason.trim().is_empty() {
+        return format!("{name}: full sync");
+    }
+    let count = |count: usize, noun: &str| match count {
+        0 => None,
+        1 => Some(format!("1 {noun}")),
+        many => Some(format!("{many} {noun}s")),
+    };
+    let named: Vec<String> = [
+        count(event.user_ids.len(), "user"),
+        count(event.group_ids.len(), "group"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if named.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}: {}", named.join(", "))
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -166,6 +256,7 @@ impl From<&v1::Run> for RunJson {
             mode: mode_name(run.mode()).to_owned(),
             state: state_name(run.state()).to_owned(),
             trigger: trigger_name(run.trigger()).to_owned(),
+            event: run.event.as_ref().map(EventJson::from),
             connector: run.connector.clone(),
             products: run
                 .products
@@ -537,6 +628,55 @@ mod tests {
             table(&["ID", "MODE", "CHANGES"], &rows),
             "ID    MODE      CHANGES\n01JD  apply\nx     simulate  3/4"
         );
+    }
+
+    #[test]
+    fn an_event_run_shows_what_its_events_named_in_a_line_a_cell_and_json() {
+        let mut run = v1::Run {
+            event: Some(v1::EventTrigger {
+                user_ids: vec!["u1".to_owned(), "u2".to_owned()],
+                group_ids: vec!["g1".to_owned()],
+                events: 3,
+                full_sync_reason: String::new(),
+            }),
+            ..v1::Run::default()
+        };
+        run.set_trigger(RunTrigger::Event);
+        let event = run.event.clone().expect("set above");
+        assert_eq!(event_text(&event), "3 events, users u1,u2; groups g1");
+        assert_eq!(trigger_cell(&run), "event: 2 users, 1 group");
+        let json = serde_json::to_value(RunJson::from(&run)).expect("serializes");
+        assert_eq!(json["trigger"], "event");
+        assert_eq!(json["event"]["events"], 3);
+        assert_eq!(json["event"]["user_ids"][1], "u2");
+        assert_eq!(json["event"]["group_ids"][0], "g1");
+
+        let many = v1::EventTrigger {
+            user_ids: (1..=7).map(|n| format!("u{n}")).collect(),
+            events: 1,
+            ..v1::EventTrigger::default()
+        };
+        assert_eq!(
+            event_text(&many),
+            "1 event, users u1,u2,u3,u4,u5 and 2 more"
+        );
+
+        run.event = Some(v1::EventTrigger {
+            events: 1,
+            full_sync_reason: "a gap in the watermark".to_owned(),
+            ..v1::EventTrigger::default()
+        });
+        assert_eq!(
+            event_text(run.event.as_ref().expect("set above")),
+            "1 event, full sync: a gap in the watermark"
+        );
+        assert_eq!(trigger_cell(&run), "event: full sync");
+
+        let mut api = v1::Run::default();
+        api.set_trigger(RunTrigger::Api);
+        assert_eq!(trigger_cell(&api), "api");
+        let json = serde_json::to_value(RunJson::from(&api)).expect("serializes");
+        assert!(json["event"].is_null());
     }
 
     #[test]

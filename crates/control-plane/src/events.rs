@@ -1,5 +1,6 @@
 //! The consumer of the events that move runs: the fetcher's `SnapshotReady` and
-//! `SnapshotFailed`, the planner's `PlanReady` and `PlanFailed`.
+//! `SnapshotFailed`, the planner's `PlanReady` and `PlanFailed`; and of the event
+//! follower's `EventsObserved`, which starts runs.
 //!
 //! The events stream is followed through the durable consumer `control-plane`
 //! ([`consumer_spec`]), shared by every replica, by the one message loop every service runs
@@ -9,6 +10,14 @@
 //! written (or found not to need a change); one that does not decode is dead-lettered and
 //! the consumer goes on; one whose run could not be written comes again after
 //! [`RETRY_DELAY`].
+//!
+//! An `EventsObserved` starts an event run of its connector ([`Runs::start_event_run`]):
+//! one of a connector that is not configured, or that names nothing to sync, is
+//! dead-lettered. While another run of the connector is active the observation is handed
+//! back to come again after [`BUSY_DELAY`] ([`StepOutcome::Deferred`], quietly: waiting for
+//! a run to end is normal, not a failure), so every observation gets a run of its own once
+//! the connector is free. Observations are not merged: a run in FETCHING may or may not
+//! have read Keycloak yet, so no queued observation can be known to be covered by it.
 //!
 //! The worker's tick ([`Handler::tick`], every [`Runs::sweep_interval`]) is the control
 //! plane's periodic work: it cancels the HELD runs whose hold has expired
@@ -24,7 +33,10 @@ use bus::{
 use proto::v1;
 use tracing::Instrument;
 
-use crate::{machine::Event, runs::Runs};
+use crate::{
+    machine::Event,
+    runs::{Runs, RunsError},
+};
 
 /// How long a replica may hold an event before JetStream gives it to another.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
@@ -32,8 +44,11 @@ pub const ACK_WAIT: Duration = Duration::from_secs(30);
 /// How long an event whose run could not be written waits before it comes back.
 pub const RETRY_DELAY: Duration = Duration::from_secs(1);
 
+/// How long an `EventsObserved` whose connector is busy waits before it comes back.
+pub const BUSY_DELAY: Duration = Duration::from_secs(1);
+
 /// The durable consumer of the events that move runs: `control-plane` on the events
-/// stream, filtered on the four events the control plane follows.
+/// stream, filtered on the four events that move runs and the follower's observations.
 pub fn consumer_spec(topology: &Topology) -> ConsumerSpec {
     ConsumerSpec {
         stream: topology.events_stream(),
@@ -43,6 +58,7 @@ pub fn consumer_spec(topology: &Topology) -> ConsumerSpec {
             topology.snapshot_failed(),
             topology.plan_ready(),
             topology.plan_failed(),
+            topology.events_observed(),
         ],
         ack_wait: ACK_WAIT,
     }
@@ -55,8 +71,14 @@ pub enum StepOutcome {
     Advanced,
     /// The run did not need to move, or does not exist.
     Ignored,
-    /// The message did not decode and went to the dead-letter stream.
+    /// The message did not decode, or could not be used, and went to the dead-letter
+    /// stream.
     DeadLettered,
+    /// An `EventsObserved` started this event run.
+    Started { run_id: String },
+    /// An `EventsObserved` whose connector is busy with `busy_run_id`: handed back to come
+    /// again after [`BUSY_DELAY`].
+    Deferred { busy_run_id: String },
 }
 
 /// Why an event could not be handled now; it comes again after [`RETRY_DELAY`].
@@ -101,8 +123,9 @@ impl Handler for EventHandler {
         }
     }
 
-    /// Decodes the event, moves its run, and answers what became of it; an error (the run
-    /// could not be written, or a bad message not dead-lettered) hands it back.
+    /// Decodes the event, moves its run (or starts one), and answers what became of it;
+    /// an error (the run could not be written, or a bad message not dead-lettered) hands
+    /// it back.
     async fn handle(&self, delivery: &Delivery<'_>) -> Result<StepOutcome, EventError> {
         let message = delivery.message();
         let span = tracing::info_span!(
@@ -113,9 +136,15 @@ impl Handler for EventHandler {
         bus::trace::continue_trace(&span, message.headers.as_ref());
         async {
             // An error is logged by the worker, which hands the event back.
-            let Some(event) = decode(delivery).await? else {
-                self.runs.metrics().event_dead_lettered();
-                return Ok(StepOutcome::DeadLettered);
+            let event = match decode(delivery).await? {
+                None => {
+                    self.runs.metrics().event_dead_lettered();
+                    return Ok(StepOutcome::DeadLettered);
+                }
+                Some(Decoded::Observed(observed)) => {
+                    return self.start_event_run(delivery, observed).await;
+                }
+                Some(Decoded::Run(event)) => event,
             };
             tracing::Span::current().record("run_id", event.run_id());
             self.runs.metrics().event_received(event.kind());
@@ -130,11 +159,92 @@ impl Handler for EventHandler {
     }
 }
 
-/// The event in the message, by its subject, or `None` when it was dead-lettered: it does
-/// not decode, its subject is not one the control plane follows, or it has no run id.
-async fn decode(delivery: &Delivery<'_>) -> Result<Option<Event>, bus::Error> {
+impl EventHandler {
+    /// Starts the event run `observed` asks for, dead-letters an observation the control
+    /// plane cannot use, or hands it back while its connector is busy.
+    async fn start_event_run(
+        &self,
+        delivery: &Delivery<'_>,
+        observed: v1::EventsObserved,
+    ) -> Result<StepOutcome, EventError> {
+        let connector = observed.connector.trim();
+        let configured = self.runs.connectors();
+        let refusal = if !configured.is_empty() && !configured.iter().any(|name| name == connector)
+        {
+            Some(format!(
+                "events observed for connector `{connector}`, which is not configured \
+                 (configured: {})",
+                configured.join(", ")
+            ))
+        } else {
+            match &observed.trigger {
+                Some(trigger) if names_something(trigger) => None,
+                _ => Some(
+                    "the events observed name no user, no group and no reason for a full sync"
+                        .to_owned(),
+                ),
+            }
+        };
+        if let Some(reason) = refusal {
+            delivery.dead_letter(&reason).await?;
+            self.runs.metrics().event_dead_lettered();
+            return Ok(StepOutcome::DeadLettered);
+        }
+        let trigger = observed.trigger.unwrap_or_default();
+        match self.runs.start_event_run(connector, trigger).await {
+            Ok(run) => {
+                tracing::Span::current().record("run_id", run.run_id.as_str());
+                self.runs.metrics().event_received(OBSERVED);
+                Ok(StepOutcome::Started { run_id: run.run_id })
+            }
+            Err(RunsError::Busy { run_id, state, .. }) => {
+                // Normal while a run is under way: no warning, and not counted again.
+                tracing::debug!(
+                    connector,
+                    busy_run_id = %run_id,
+                    state,
+                    "The connector is busy; the events observed wait for its run to end."
+                );
+                delivery.retry_after(BUSY_DELAY);
+                Ok(StepOutcome::Deferred {
+                    busy_run_id: run_id,
+                })
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+/// The kind `EventsObserved` is counted as among the events received.
+const OBSERVED: &str = "EventsObserved";
+
+/// Whether an observation names something to sync: a user, a group, or a full sync.
+fn names_something(trigger: &v1::EventTrigger) -> bool {
+    !trigger.user_ids.is_empty()
+        || !trigger.group_ids.is_empty()
+        || !trigger.full_sync_reason.trim().is_empty()
+}
+
+/// A message the control plane follows, decoded.
+enum Decoded {
+    /// An event that moves a run.
+    Run(Event),
+    /// The event follower's observation, which starts a run.
+    Observed(v1::EventsObserved),
+}
+
+/// The message, decoded by its subject, or `None` when it was dead-lettered: it does not
+/// decode, its subject is not one the control plane follows, or (an event that moves a
+/// run) it has no run id.
+async fn decode(delivery: &Delivery<'_>) -> Result<Option<Decoded>, bus::Error> {
     let topology = delivery.bus().topology();
     let subject = delivery.message().subject.as_str();
+    if subject == topology.events_observed() {
+        return Ok(delivery
+            .decode::<v1::EventsObserved>()
+            .await?
+            .map(Decoded::Observed));
+    }
     let event = if subject == topology.snapshot_ready() {
         delivery
             .decode::<v1::SnapshotReady>()
@@ -167,5 +277,5 @@ async fn decode(delivery: &Delivery<'_>) -> Result<Option<Event>, bus::Error> {
         delivery.dead_letter("the event has no run id").await?;
         return Ok(None);
     }
-    Ok(event)
+    Ok(event.map(Decoded::Run))
 }

@@ -16,7 +16,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use bus::{Bus, object_stream::FieldReader, objects::ObjectError};
 use futures::{Stream, StreamExt};
 use prost::{Message as _, encoding::WireType};
-use proto::v1::{self, ChangeOp, ChangeOutcome, DiagnosticKind, Product, RunState};
+use proto::v1::{self, ChangeOp, ChangeOutcome, DiagnosticKind, Product, RunState, RunTrigger};
 use sha2::{Digest, Sha256};
 
 use crate::{
@@ -179,12 +179,13 @@ impl History {
         ))
     }
 
-    /// Runs newest first: `limit` of them after the id `after`, in `states` (all when
-    /// empty). Reads only the runs of the page (and those the index had in another state
-    /// than the run now has, or that expired).
+    /// Runs newest first: `limit` of them after the id `after`, in `states` and of
+    /// `triggers` (all when empty). Reads only the runs of the page (and those the index
+    /// had in another state than the run now has, or that expired).
     pub async fn list(
         &self,
         states: &[RunState],
+        triggers: &[RunTrigger],
         after: Option<&str>,
         limit: usize,
     ) -> Result<RunPage, RunsError> {
@@ -198,7 +199,7 @@ impl History {
         while runs.len() <= limit {
             let ids = self
                 .index
-                .page(cursor.as_deref(), states, limit + 1 - runs.len());
+                .page(cursor.as_deref(), states, triggers, limit + 1 - runs.len());
             let Some(last) = ids.last() else {
                 break;
             };
@@ -214,7 +215,9 @@ impl History {
                 match stored? {
                     None => self.index.remove(&run_id),
                     Some(stored) => {
-                        if states.is_empty() || states.contains(&stored.run.state()) {
+                        if (states.is_empty() || states.contains(&stored.run.state()))
+                            && (triggers.is_empty() || triggers.contains(&stored.run.trigger()))
+                        {
                             runs.push(stored.run);
                         }
                     }

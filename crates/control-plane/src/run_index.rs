@@ -2,9 +2,9 @@
 //! read only the runs they answer about, not every key of the runs bucket.
 //!
 //! Run ids are ULIDs, so their order is their creation's; the index maps each (as its
-//! 128-bit value, 24 bytes an entry with its state) to the run's state as last written,
-//! which lets `ListRuns` filter by state and the reaper skip ended runs without reading
-//! them. It is loaded at start by one ordered consumer on the runs bucket's stream,
+//! 128-bit value, 24 bytes an entry with its state and trigger) to the run's state as last
+//! written and its trigger, which lets `ListRuns` filter by state and trigger and the
+//! reaper skip ended runs without reading them. It is loaded at start by one ordered consumer on the runs bucket's stream,
 //! delivering the last value of every key, and kept current by the same consumer: a run
 //! created or changed by any replica comes in, a delete or purge takes it out. Until the
 //! first load is done, [`RunIndex::wait_current`] waits for it (bounded). A consumer that
@@ -28,7 +28,7 @@ use async_nats::jetstream::{
 };
 use futures::StreamExt;
 use prost::Message as _;
-use proto::v1::RunState;
+use proto::v1::{RunState, RunTrigger};
 use tokio::{sync::watch, task::AbortHandle};
 use ulid::Ulid;
 
@@ -40,18 +40,39 @@ pub const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 /// How long a consumer that failed waits before it is made again, at most.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// The run's state, read from a stored value (the `Run`'s field 3) without decoding the
-/// rest.
+/// The run's state and trigger, read from a stored value (the `Run`'s fields 3 and 4)
+/// without decoding the rest.
 #[derive(Clone, PartialEq, prost::Message)]
 struct RunStateOnly {
     #[prost(int32, tag = "3")]
     state: i32,
+    #[prost(int32, tag = "4")]
+    trigger: i32,
+}
+
+/// What the index keeps of one run: its state as last written, and its trigger (which
+/// never changes), as stored (`RunState`, `RunTrigger`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Entry {
+    state: i32,
+    trigger: i32,
+}
+
+impl Entry {
+    /// Whether the run is in one of `states` and has one of `triggers` (any when empty).
+    fn matches(&self, states: &[RunState], triggers: &[RunTrigger]) -> bool {
+        (states.is_empty() || states.iter().any(|state| *state as i32 == self.state))
+            && (triggers.is_empty()
+                || triggers
+                    .iter()
+                    .any(|trigger| *trigger as i32 == self.trigger))
+    }
 }
 
 /// What the consumer and the readers share.
 struct Shared {
-    /// Run id -> state (`RunState` as stored).
-    runs: RwLock<BTreeMap<u128, i32>>,
+    /// Run id -> its state and trigger.
+    runs: RwLock<BTreeMap<u128, Entry>>,
     /// The stream sequence up to which the index has applied every write; 0 until the
     /// first load is done.
     applied: watch::Sender<u64>,
@@ -121,8 +142,15 @@ impl RunIndex {
     }
 
     /// Up to `max` run ids before `before` (all when `None`), newest first, whose state
-    /// (as the index has it) is in `states` (any when empty).
-    pub fn page(&self, before: Option<&str>, states: &[RunState], max: usize) -> Vec<String> {
+    /// (as the index has it) is in `states` and whose trigger is in `triggers` (any when
+    /// empty).
+    pub fn page(
+        &self,
+        before: Option<&str>,
+        states: &[RunState],
+        triggers: &[RunTrigger],
+        max: usize,
+    ) -> Vec<String> {
         let before = match before.map(Ulid::from_string) {
             Some(Ok(before)) => before.0,
             Some(Err(_)) => return Vec::new(),
@@ -131,7 +159,7 @@ impl RunIndex {
         let runs = self.read();
         runs.range(..before)
             .rev()
-            .filter(|(_, state)| states.is_empty() || states.iter().any(|s| *s as i32 == **state))
+            .filter(|(_, entry)| entry.matches(states, triggers))
             .take(max)
             .map(|(id, _)| Ulid(*id).to_string())
             .collect()
@@ -144,8 +172,8 @@ impl RunIndex {
         self.read()
             .range(from..)
             .rev()
-            .filter(|(_, state)| {
-                !active_only || !is_terminal(RunState::try_from(**state).unwrap_or_default())
+            .filter(|(_, entry)| {
+                !active_only || !is_terminal(RunState::try_from(entry.state).unwrap_or_default())
             })
             .map(|(id, _)| Ulid(*id).to_string())
             .collect()
@@ -168,14 +196,14 @@ impl RunIndex {
         self.read().is_empty()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u128, i32>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u128, Entry>> {
         self.shared
             .runs
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u128, i32>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u128, Entry>> {
         self.shared
             .runs
             .write()
@@ -255,18 +283,21 @@ async fn follow_once(
             .as_ref()
             .and_then(|headers| headers.get("KV-Operation"))
             .map(|value| value.as_str().to_owned());
-        let state = match operation.as_deref() {
+        let entry = match operation.as_deref() {
             Some("DEL") | Some("PURGE") => None,
             _ => Some(
                 RunStateOnly::decode(message.payload.as_ref())
-                    .map(|run| run.state)
+                    .map(|run| Entry {
+                        state: run.state,
+                        trigger: run.trigger,
+                    })
                     .unwrap_or_default(),
             ),
         };
         loaded_through = loaded_through.max(sequence);
         match &mut loading {
             Some(fresh) => {
-                apply(fresh, key, state);
+                apply(fresh, key, entry);
                 if pending == 0 {
                     install(shared, &mut loading, loaded_through);
                 }
@@ -278,7 +309,7 @@ async fn follow_once(
                         .write()
                         .unwrap_or_else(|poisoned| poisoned.into_inner()),
                     key,
-                    state,
+                    entry,
                 );
                 shared.applied.send_replace(sequence);
             }
@@ -288,7 +319,7 @@ async fn follow_once(
 }
 
 /// Makes the loaded index the one readers see.
-fn install(shared: &Shared, loading: &mut Option<BTreeMap<u128, i32>>, through: u64) {
+fn install(shared: &Shared, loading: &mut Option<BTreeMap<u128, Entry>>, through: u64) {
     if let Some(fresh) = loading.take() {
         tracing::debug!(runs = fresh.len(), "Loaded the index of runs.");
         *shared
@@ -301,16 +332,16 @@ fn install(shared: &Shared, loading: &mut Option<BTreeMap<u128, i32>>, through: 
 
 /// Records the write of `key` (`None`: deleted); keys that are not run ids (ULIDs in
 /// their canonical form) are not listed.
-fn apply(runs: &mut BTreeMap<u128, i32>, key: &str, state: Option<i32>) {
+fn apply(runs: &mut BTreeMap<u128, Entry>, key: &str, entry: Option<Entry>) {
     let Ok(ulid) = Ulid::from_string(key) else {
         return;
     };
     if ulid.to_string() != key {
         return;
     }
-    match state {
-        Some(state) => {
-            runs.insert(ulid.0, state);
+    match entry {
+        Some(entry) => {
+            runs.insert(ulid.0, entry);
         }
         None => {
             runs.remove(&ulid.0);
@@ -357,16 +388,61 @@ async fn prune_expired(shared: &Shared, bucket: &kv::Store) -> Result<(), BoxErr
 mod tests {
     use super::*;
 
+    fn entry(state: RunState, trigger: RunTrigger) -> Option<Entry> {
+        Some(Entry {
+            state: state as i32,
+            trigger: trigger as i32,
+        })
+    }
+
     #[test]
     fn only_canonical_run_ids_are_indexed_and_deletes_remove_them() {
         let mut runs = BTreeMap::new();
         let id = Ulid::new().to_string();
-        apply(&mut runs, &id, Some(RunState::Applying as i32));
-        apply(&mut runs, "not-a-ulid", Some(1));
-        apply(&mut runs, &id.to_lowercase(), Some(1));
+        apply(&mut runs, &id, entry(RunState::Applying, RunTrigger::Api));
+        apply(
+            &mut runs,
+            "not-a-ulid",
+            entry(RunState::Requested, RunTrigger::Api),
+        );
+        apply(
+            &mut runs,
+            &id.to_lowercase(),
+            entry(RunState::Requested, RunTrigger::Api),
+        );
         assert_eq!(runs.len(), 1);
-        assert_eq!(runs.values().next(), Some(&(RunState::Applying as i32)));
+        assert_eq!(
+            runs.values().next().copied(),
+            entry(RunState::Applying, RunTrigger::Api)
+        );
         apply(&mut runs, &id, None);
         assert!(runs.is_empty());
+    }
+
+    #[test]
+    fn an_entry_matches_its_state_and_trigger_and_empty_filters_match_all() {
+        let event_run = Entry {
+            state: RunState::Fetching as i32,
+            trigger: RunTrigger::Event as i32,
+        };
+        assert!(event_run.matches(&[], &[]));
+        assert!(event_run.matches(&[RunState::Fetching], &[RunTrigger::Event]));
+        assert!(event_run.matches(&[], &[RunTrigger::Api, RunTrigger::Event]));
+        assert!(!event_run.matches(&[], &[RunTrigger::Schedule]));
+        assert!(!event_run.matches(&[RunState::Failed], &[RunTrigger::Event]));
+    }
+
+    #[test]
+    fn the_state_and_trigger_are_read_from_a_stored_run() {
+        let mut run = proto::v1::Run {
+            run_id: Ulid::new().to_string(),
+            connector: "corp".to_owned(),
+            ..proto::v1::Run::default()
+        };
+        run.set_state(RunState::Held);
+        run.set_trigger(RunTrigger::Event);
+        let read = RunStateOnly::decode(run.encode_to_vec().as_slice()).expect("decodes");
+        assert_eq!(read.state, RunState::Held as i32);
+        assert_eq!(read.trigger, RunTrigger::Event as i32);
     }
 }

@@ -13,6 +13,10 @@
 //! the next apply run of its connector supersedes it. A run releases its claim when it
 //! ends; a claim whose run has ended or never came to exist is taken over, so a stopped
 //! replica cannot block a connector.
+//!
+//! **Event runs.** [`Runs::start_event_run`] starts the run the event follower asked for
+//! (trigger EVENT, carrying the `EventTrigger`): claimed like any other, but it supersedes
+//! no HELD run, since it may plan only some users.
 
 use std::{sync::Arc, time::Duration};
 
@@ -37,6 +41,9 @@ pub(crate) const RECOVERY_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Who the control plane names as the canceller of the runs it cancels itself.
 pub(crate) const CONTROL_PLANE: &str = "the control plane";
+
+/// Who requested the runs started for the event follower's `EventsObserved`.
+pub const EVENT_FOLLOWER: &str = "keysync event follower";
 
 /// Why a run operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +187,43 @@ impl Runs {
     /// (message id = run id) and moves the run to FETCHING. An apply run then supersedes
     /// the HELD runs of its connector.
     pub async fn start(&self, start: StartRun) -> Result<v1::Run, RunsError> {
+        let run = self.create_and_request(start, None).await?;
+        if run.mode() == RunMode::Apply {
+            self.supersede(&run).await;
+        }
+        Ok(run)
+    }
+
+    /// Starts the event run the event follower asked for (`EventsObserved`): an apply
+    /// run of every product of `connector`, trigger EVENT, carrying what the events
+    /// named (`event`), which `RunRequested` passes on to the fetcher. Refused with
+    /// [`RunsError::Busy`] while another run of the connector is active, as any start.
+    ///
+    /// It supersedes nothing: an event run plans only the users the events named (unless
+    /// it asks for a full sync), so a HELD full run of the connector still holds changes
+    /// the event run does not make, and stays for a person to approve or let expire.
+    pub async fn start_event_run(
+        &self,
+        connector: &str,
+        event: v1::EventTrigger,
+    ) -> Result<v1::Run, RunsError> {
+        let start = StartRun {
+            mode: RunMode::Apply,
+            products: Vec::new(),
+            connector: connector.to_owned(),
+            trigger: RunTrigger::Event,
+            requested_by: EVENT_FOLLOWER.to_owned(),
+        };
+        self.create_and_request(start, Some(event)).await
+    }
+
+    /// What every start does: checks the request, resolves and claims the connector,
+    /// creates the run (with `event`, for an event run), counts it and requests its fetch.
+    async fn create_and_request(
+        &self,
+        start: StartRun,
+        event: Option<v1::EventTrigger>,
+    ) -> Result<v1::Run, RunsError> {
         if start.mode == RunMode::Unspecified {
             return Err(RunsError::Invalid(
                 "mode must be RUN_MODE_SIMULATE or RUN_MODE_APPLY".to_owned(),
@@ -207,6 +251,7 @@ impl Runs {
             created_at: Some(created_at),
             updated_at: Some(created_at),
             requested_by: start.requested_by,
+            event,
             ..v1::Run::default()
         };
         run.set_mode(start.mode);
@@ -235,11 +280,7 @@ impl Runs {
         );
         self.metrics
             .run_started(trigger_name(run.trigger()), mode_name(run.mode()));
-        let run = self.request_fetch(&run).await?;
-        if run.mode() == RunMode::Apply {
-            self.supersede(&run).await;
-        }
-        Ok(run)
+        self.request_fetch(&run).await
     }
 
     /// The connector of a run that asked for `asked`: that one, if it is configured; the

@@ -168,10 +168,21 @@ impl ControlService for ControlPlane {
                     Status::invalid_argument(format!("{state} is not a run state"))
                 })?);
         }
+        let mut triggers = Vec::with_capacity(request.triggers.len());
+        for trigger in &request.triggers {
+            triggers.push(RunTrigger::try_from(*trigger).map_err(|_| {
+                Status::invalid_argument(format!("{trigger} is not a run trigger"))
+            })?);
+        }
         let after = (!request.page_token.is_empty()).then_some(request.page_token.as_str());
         let page = self
             .history
-            .list(&states, after, page_size(request.page_size, RUNS_PAGE))
+            .list(
+                &states,
+                &triggers,
+                after,
+                page_size(request.page_size, RUNS_PAGE),
+            )
             .await
             .map_err(|error| match error {
                 RunsError::InvalidRunId { .. } => {

@@ -2,6 +2,7 @@
 //! real nats-server; the tests play the fetcher's and planner's part on the bus.
 
 mod commands;
+mod event_runs;
 mod example_config;
 mod explain;
 mod helpers;

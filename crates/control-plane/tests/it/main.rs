@@ -6,6 +6,7 @@ mod claims;
 mod connections;
 mod deadlines;
 mod diagnostics;
+mod event_runs;
 mod helpers;
 mod holds;
 mod listing;
