@@ -643,7 +643,7 @@ async fn consumer(
         .get_consumer::<consumer::pull::Config>(&spec.name)
         .await
     {
-        return Ok((existing, created));
+        return Ok((refreshed(&stream, spec, existing).await, created));
     }
     let deliver_policy = match resume {
         // A work queue holds only what is not acknowledged: all of it is still to do.
@@ -660,6 +660,61 @@ async fn consumer(
             Ok(existing) => Ok((existing, created)),
             Err(_) => Err(spec.error(Box::new(create_error))),
         },
+    }
+}
+
+/// `existing` with the subjects and ack wait `spec` asks for: a newer release may follow
+/// more subjects than the one that made the consumer (the control plane's
+/// `EventsObserved`), and a bound consumer keeps its filter otherwise. Only those are
+/// changed; where the server refuses, the consumer is used as it is, with a warning.
+async fn refreshed(
+    stream: &jetstream::stream::Stream,
+    spec: &ConsumerSpec,
+    existing: PullConsumer,
+) -> PullConsumer {
+    let config = &existing.cached_info().config;
+    let mut found: Vec<&str> = config.filter_subjects.iter().map(String::as_str).collect();
+    if !config.filter_subject.is_empty() {
+        found.push(&config.filter_subject);
+    }
+    found.sort_unstable();
+    let mut wanted: Vec<&str> = spec.filter_subjects.iter().map(String::as_str).collect();
+    wanted.sort_unstable();
+    if found == wanted && config.ack_wait == spec.ack_wait {
+        return existing;
+    }
+    let (filter_subject, filter_subjects) = match spec.filter_subjects.as_slice() {
+        [one] => (one.clone(), Vec::new()),
+        many => (String::new(), many.to_vec()),
+    };
+    use consumer::FromConsumer as _;
+    let Ok(current) = consumer::pull::Config::try_from_consumer_config(config.clone()) else {
+        return existing;
+    };
+    let updated = consumer::pull::Config {
+        filter_subject,
+        filter_subjects,
+        ack_wait: spec.ack_wait,
+        ..current
+    };
+    match stream.update_consumer(updated).await {
+        Ok(consumer) => {
+            tracing::info!(
+                consumer = %spec.name,
+                subjects = ?spec.filter_subjects,
+                "Updated the consumer to the subjects this release follows."
+            );
+            consumer
+        }
+        Err(error) => {
+            tracing::warn!(
+                consumer = %spec.name,
+                error = %error,
+                "Could not update the consumer to the subjects this release follows; \
+                 using it as it is."
+            );
+            existing
+        }
     }
 }
 

@@ -379,3 +379,49 @@ async fn a_consumer_made_again_by_someone_else_is_bound_as_it_is() {
     .await;
     assert_eq!(handled, ["a", "b"]);
 }
+
+#[tokio::test]
+async fn a_consumer_made_by_an_older_release_follows_the_subjects_this_one_names() {
+    let setup = setup("w8", Duration::from_secs(30)).await;
+    // An older release made the consumer with one subject of the two this one follows.
+    let older = setup.worker().await;
+    drop(older);
+    let mut spec = setup.spec.clone();
+    let events = setup.bus.topology().events_observed();
+    spec.filter_subjects.push(events.clone());
+    let observed = v1::EventsObserved {
+        schema_version: v1::SCHEMA_VERSION,
+        connector: "corp".to_owned(),
+        ..v1::EventsObserved::default()
+    };
+    setup
+        .bus
+        .publish(&events, &observed, "observed-1")
+        .await
+        .expect("publish");
+    let worker = Worker::bind(
+        &setup.bus,
+        "test",
+        vec![spec],
+        &HealthSettings {
+            listen: Some("127.0.0.1:0".parse().expect("address")),
+        },
+    )
+    .await
+    .expect("binds");
+    let mut filters = setup.consumer_info().await.config.filter_subjects;
+    filters.sort();
+    let mut wanted = vec![setup.bus.topology().run_requested(), events.clone()];
+    wanted.sort();
+    assert_eq!(filters, wanted);
+    // The message on the new subject reaches the handler (which dead-letters what is not
+    // a RunRequested: proof enough that it was delivered).
+    let handler = Arc::new(Recorder::default());
+    setup.publish("after").await;
+    let (stop, task) = spawn(worker, Arc::clone(&handler));
+    handler.wait_for("after").await;
+    let _ = stop.send(());
+    task.await.expect("joins").expect("runs");
+    let info = setup.consumer_info().await;
+    assert_eq!(info.delivered.stream_sequence, 2, "{info:?}");
+}
