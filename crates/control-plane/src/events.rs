@@ -13,15 +13,16 @@
 //!
 //! An `EventsObserved` starts an event run of its connector ([`Runs::start_event_run`]):
 //! one of a connector that is not configured, or that names nothing to sync, is
-//! dead-lettered. While another run of the connector is active the observation is handed
-//! back to come again after [`BUSY_DELAY`] ([`StepOutcome::Deferred`], quietly: waiting for
-//! a run to end is normal, not a failure), so every observation gets a run of its own once
-//! the connector is free. Observations are not merged: a run in FETCHING may or may not
-//! have read Keycloak yet, so no queued observation can be known to be covered by it.
+//! dead-lettered. While another run of the connector is active the observation joins what
+//! waits for the connector and is acknowledged ([`StepOutcome::Deferred`], quietly:
+//! waiting for a run to end is normal, not a failure); what waits is started as one event
+//! run when that run ends ([`crate::pending`]). It is never merged into the active run: a
+//! run in FETCHING may or may not have read Keycloak yet.
 //!
 //! The worker's tick ([`Handler::tick`], every [`Runs::sweep_interval`]) is the control
 //! plane's periodic work: it cancels the HELD runs whose hold has expired
-//! ([`Runs::expire_holds`]). Every replica sweeps; the compare-and-set on each run makes
+//! ([`Runs::expire_holds`]) and starts the events observed that still wait for a free
+//! connector ([`Runs::start_all_pending`]). Every replica sweeps; the compare-and-set on each run makes
 //! one of them cancel it.
 
 use std::{sync::Arc, time::Duration};
@@ -43,9 +44,6 @@ pub const ACK_WAIT: Duration = Duration::from_secs(30);
 
 /// How long an event whose run could not be written waits before it comes back.
 pub const RETRY_DELAY: Duration = Duration::from_secs(1);
-
-/// How long an `EventsObserved` whose connector is busy waits before it comes back.
-pub const BUSY_DELAY: Duration = Duration::from_secs(1);
 
 /// The durable consumer of the events that move runs: `control-plane` on the events
 /// stream, filtered on the four events that move runs and the follower's observations.
@@ -76,8 +74,8 @@ pub enum StepOutcome {
     DeadLettered,
     /// An `EventsObserved` started this event run.
     Started { run_id: String },
-    /// An `EventsObserved` whose connector is busy with `busy_run_id`: handed back to come
-    /// again after [`BUSY_DELAY`].
+    /// An `EventsObserved` whose connector is busy with `busy_run_id`: it waits, merged
+    /// with any other, for that run to end ([`crate::pending`]).
     Deferred { busy_run_id: String },
 }
 
@@ -120,6 +118,10 @@ impl Handler for EventHandler {
                 error = %telemetry::error_chain(&error),
                 "Could not look for expired holds."
             ),
+        }
+        let started = self.runs.start_all_pending().await;
+        if started > 0 {
+            tracing::info!(started, "Started event runs of events observed while busy.");
         }
     }
 
@@ -191,24 +193,28 @@ impl EventHandler {
             return Ok(StepOutcome::DeadLettered);
         }
         let trigger = observed.trigger.unwrap_or_default();
-        match self.runs.start_event_run(connector, trigger).await {
+        match self.runs.start_event_run(connector, trigger.clone()).await {
             Ok(run) => {
                 tracing::Span::current().record("run_id", run.run_id.as_str());
                 self.runs.metrics().event_received(OBSERVED);
                 Ok(StepOutcome::Started { run_id: run.run_id })
             }
             Err(RunsError::Busy { run_id, state, .. }) => {
-                // Normal while a run is under way: no warning, and not counted again.
+                // Normal while a run is under way: no warning. The observation joins what
+                // waits for the connector and is acknowledged (`crate::pending`).
                 tracing::debug!(
                     connector,
                     busy_run_id = %run_id,
                     state,
                     "The connector is busy; the events observed wait for its run to end."
                 );
-                delivery.retry_after(BUSY_DELAY);
-                Ok(StepOutcome::Deferred {
-                    busy_run_id: run_id,
-                })
+                self.runs.metrics().event_received(OBSERVED);
+                match self.runs.defer_event_run(connector, trigger).await? {
+                    Some(run) => Ok(StepOutcome::Started { run_id: run.run_id }),
+                    None => Ok(StepOutcome::Deferred {
+                        busy_run_id: run_id,
+                    }),
+                }
             }
             Err(error) => Err(error.into()),
         }

@@ -68,6 +68,7 @@ pub mod history;
 pub mod holds;
 pub mod machine;
 pub mod metrics;
+pub mod pending;
 pub mod reaper;
 pub mod run_index;
 pub mod runs;

@@ -708,6 +708,15 @@ impl Runs {
         }
         let run = &updated.stored.run;
         self.release(run).await;
+        // Events observed while the run held the connector start now, as one event run.
+        // Boxed: starting a run can end one (a request that cannot be published fails it).
+        if let Err(error) = Box::pin(self.start_pending(&run.connector)).await {
+            tracing::warn!(
+                connector = %run.connector,
+                error = %telemetry::error_chain(&error),
+                "Could not start the events observed while the connector was busy; the next sweep will."
+            );
+        }
         let seconds = match (run.created_at, run.finished_at) {
             (Some(created), Some(finished)) => {
                 (finished.seconds - created.seconds) as f64

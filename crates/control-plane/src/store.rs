@@ -158,6 +158,12 @@ pub struct Store {
 }
 
 impl Store {
+    /// The claims bucket (schedule fire times, connectors, events observed while their
+    /// connector was busy: `crate::pending`).
+    pub(crate) fn claims(&self) -> &kv::Store {
+        &self.claims
+    }
+
     /// Opens the buckets, creating them if missing.
     pub async fn open(bus: &Bus) -> Result<Store, StoreError> {
         let topology = bus.topology();

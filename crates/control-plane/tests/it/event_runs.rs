@@ -1,8 +1,8 @@
 //! Event runs (#16): the event follower's `EventsObserved` starts an apply run of every
 //! product of its connector, trigger EVENT, carrying what the events named on to the
 //! fetcher, and superseding no held run; an observation of a connector that is not
-//! configured is dead-lettered; one that finds its connector busy waits, quietly, for the
-//! run to end, and each waiting observation gets a run of its own; `ListRuns` filters on
+//! configured is dead-lettered; those that find their connector busy are acknowledged and
+//! wait, merged, for its run to end, then start as one event run; `ListRuns` filters on
 //! the trigger.
 
 use std::time::{Duration, Instant};
@@ -88,30 +88,6 @@ async fn wait_for_event_runs(app: &TestApp, count: usize) -> Vec<String> {
     let runs = list(app, &[], &[RunTrigger::Event]).await;
     assert_eq!(runs.len(), count, "{runs:?}");
     runs
-}
-
-/// Waits until the control plane has handed an observation back at least `times` times
-/// (the consumer counts the messages it delivered again).
-async fn wait_for_redeliveries(app: &TestApp, times: usize) {
-    let topology = app.bus.topology();
-    let stream = app
-        .bus
-        .jetstream()
-        .get_stream(topology.events_stream())
-        .await
-        .expect("the events stream");
-    app.wait_until("the observation was handed back", || {
-        let stream = stream.clone();
-        async move {
-            let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
-                .get_consumer(&topology.control_plane_consumer())
-                .await
-                .expect("the control plane's consumer");
-            let info = consumer.info().await.expect("consumer info");
-            info.num_redelivered >= times
-        }
-    })
-    .await;
 }
 
 /// The dead letters of `EventsObserved` with their reasons: waits for `count` of them.
@@ -276,42 +252,51 @@ async fn an_observation_of_a_connector_not_configured_or_naming_nothing_is_dead_
 }
 
 #[tokio::test]
-async fn observations_for_a_busy_connector_wait_for_its_run_and_each_gets_a_run() {
+async fn observations_for_a_busy_connector_wait_merged_and_start_one_run_when_it_ends() {
     let app = spawn_corp().await;
     let running = app
         .try_start(RunMode::Apply, "corp")
         .await
         .expect("a running run");
-    observe_events(&app, "corp", Some(users(&["u1"], 1)), "observed-1").await;
-    observe_events(&app, "corp", Some(users(&["u2"], 2)), "observed-2").await;
+    observe_events(&app, "corp", Some(users(&["u2", "u1"], 1)), "observed-1").await;
+    observe_events(&app, "corp", Some(users(&["u2", "u3"], 2)), "observed-2").await;
 
-    // Handed back while the connector is busy, and no run started meanwhile.
-    wait_for_redeliveries(&app, 2).await;
+    // Both acknowledged and merged into what waits for the connector; no run meanwhile.
+    let claims = app
+        .bus
+        .jetstream()
+        .get_key_value(format!("{}-schedule", app.prefix))
+        .await
+        .expect("the claims bucket");
+    app.wait_until("both observations wait, merged", || {
+        let claims = claims.clone();
+        async move {
+            let Ok(Some(value)) = claims.get("pending.corp").await else {
+                return false;
+            };
+            let pending =
+                <v1::EventTrigger as prost::Message>::decode(value.as_ref()).expect("a trigger");
+            pending.user_ids == ["u1", "u2", "u3"] && pending.events == 3
+        }
+    })
+    .await;
     assert!(list(&app, &[], &[RunTrigger::Event]).await.is_empty());
     assert_eq!(
         app.get_run(&running.run_id).await.state(),
         RunState::Fetching
     );
 
-    // Once the run ends, one observation starts a run; the other waits for that one.
+    // Once the run ends, what waited starts as one event run naming every user.
     app.snapshot_failed(&running.run_id, "down").await;
     app.wait_for_state(&running.run_id, RunState::Failed).await;
-    let [first] = wait_for_event_runs(&app, 1).await.try_into().expect("one");
-    let first_run = app.get_run(&first).await;
-    assert_eq!(first_run.state(), RunState::Fetching);
-
-    app.snapshot_failed(&first, "down").await;
-    app.wait_for_state(&first, RunState::Failed).await;
-    let [second, again] = wait_for_event_runs(&app, 2).await.try_into().expect("two");
-    assert_eq!(again, first);
-    let second_run = app.get_run(&second).await;
-    assert_eq!(second_run.state(), RunState::Fetching);
-
-    // Each observation got its own run, whichever came first.
-    let mut named: Vec<Vec<String>> = [first_run, second_run]
-        .into_iter()
-        .map(|run| run.event.expect("the trigger").user_ids)
-        .collect();
-    named.sort();
-    assert_eq!(named, [vec!["u1".to_owned()], vec!["u2".to_owned()]]);
+    let [event_run] = wait_for_event_runs(&app, 1).await.try_into().expect("one");
+    let event_run = app.get_run(&event_run).await;
+    assert_eq!(event_run.state(), RunState::Fetching);
+    let trigger = event_run.event.expect("the trigger");
+    assert_eq!(trigger.user_ids, ["u1", "u2", "u3"]);
+    assert_eq!(trigger.events, 3);
+    assert!(
+        claims.get("pending.corp").await.expect("read").is_none(),
+        "nothing waits any more"
+    );
 }
