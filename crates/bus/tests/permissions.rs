@@ -282,3 +282,131 @@ async fn an_applier_does_its_own_work() {
         .await;
     assert!(refused.is_err(), "the applier opened the runs bucket");
 }
+
+/// The fetcher's event follower passes the rules: it publishes `EventsObserved` on
+/// `run.events`, keeps its watermarks and each connector's base pointer in
+/// `{prefix}-follower`, and reads back a snapshot it stored; the control plane's consumer
+/// takes `run.events` among its filters and may dead-letter such a message.
+#[tokio::test]
+async fn the_fetcher_follows_events_and_the_control_plane_consumes_them() {
+    use futures::StreamExt;
+
+    let prefix = unique_prefix("permv");
+    let nats = start(&prefix);
+    let fetcher = Bus::connect_with(&settings(&nats, &prefix, "fetcher"))
+        .await
+        .expect("the fetcher connects");
+    let control_plane = Bus::connect_with(&settings(&nats, &prefix, "control-plane"))
+        .await
+        .expect("the control plane connects");
+    let topology = fetcher.topology().clone();
+
+    let observed = v1::EventsObserved {
+        schema_version: v1::SCHEMA_VERSION,
+        connector: "corp".to_owned(),
+        trigger: Some(v1::EventTrigger {
+            user_ids: vec!["u1".to_owned()],
+            events: 1,
+            ..Default::default()
+        }),
+        observed_at: None,
+    };
+    fetcher
+        .publish(&topology.events_observed(), &observed, "corp/events/1")
+        .await
+        .expect("the fetcher may publish what its follower observed");
+
+    let follower = fetcher
+        .key_value(
+            &format!("{prefix}-follower"),
+            "follower",
+            bus::runs::Retention {
+                history: 1,
+                max_age: Duration::ZERO,
+            },
+        )
+        .await
+        .expect("the fetcher opens its follower bucket");
+    for key in ["corp", "base.corp"] {
+        follower
+            .put(key, "1".into())
+            .await
+            .expect("writes a watermark and a base pointer");
+        assert_eq!(
+            follower.get(key).await.expect("reads").as_deref(),
+            Some(&b"1"[..]),
+            "{key}"
+        );
+    }
+
+    let snapshot = v1::Snapshot {
+        schema_version: v1::SCHEMA_VERSION,
+        run_id: "01RUN".to_owned(),
+        ..Default::default()
+    };
+    let stored = fetcher
+        .put_object(&topology.snapshots_bucket(), "01RUN.pb.zst", &snapshot)
+        .await
+        .expect("the fetcher stores a snapshot");
+    let read: v1::Snapshot = fetcher
+        .get_object(&stored)
+        .await
+        .expect("and reads it back, as a request delivered again does");
+    assert_eq!(read.run_id, "01RUN");
+    assert_eq!(
+        fetcher
+            .object_sha256(&topology.snapshots_bucket(), "01RUN.pb.zst")
+            .await
+            .expect("reads its checksum"),
+        Some(stored.sha256.clone())
+    );
+
+    let consumer = control_plane
+        .durable_consumer_of_subjects(
+            &topology.events_stream(),
+            &topology.control_plane_consumer(),
+            &[
+                format!("{prefix}.snapshot.>"),
+                format!("{prefix}.plan.>"),
+                topology.events_observed(),
+            ],
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("the control plane filters run.events too");
+    let mut batch = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .expect("pulls");
+    let message = batch.next().await.expect("a message").expect("delivered");
+    let received: v1::EventsObserved = bus::decode(&message.payload).expect("EventsObserved");
+    assert_eq!(received.connector, "corp");
+    control_plane
+        .dead_letter(&message, "test")
+        .await
+        .expect("the control plane may dead-letter what it consumes");
+
+    // The fetcher still may not start runs, nor touch the control plane's buckets.
+    let refused = fetcher
+        .publish(
+            &topology.run_requested(),
+            &v1::RunRequested::default(),
+            "run-1",
+        )
+        .await;
+    assert!(matches!(refused, Err(Error::Publish { .. })), "{refused:?}");
+    let refused = fetcher
+        .key_value(
+            &topology.runs_bucket(),
+            "runs",
+            bus::runs::Retention {
+                history: 1,
+                max_age: Duration::ZERO,
+            },
+        )
+        .await;
+    assert!(refused.is_err(), "the fetcher opened the runs bucket");
+}

@@ -5,7 +5,9 @@
 //! is stored on the bus; while the fetch runs, the request's ack deadline is renewed, so a
 //! long fetch is not handed to a second replica. A request that does not decode is
 //! dead-lettered and the consumer goes on. While it runs, the service serves `[health]`
-//! (ready while it pulls from its consumer) and records its consumer's lag.
+//! (ready while it pulls from its consumer) and records its consumer's lag, and follows
+//! the Keycloak events of every connector with `[keycloak.<name>.events] enabled`, one
+//! task each ([`Observer`]), stopped with the worker.
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
@@ -16,18 +18,27 @@ use bus::{
 };
 
 pub use crate::fetch::{Fetcher, StepOutcome};
-use crate::{Error, metrics::Metrics, settings::Settings};
+use crate::{
+    Error,
+    base::Bases,
+    metrics::Metrics,
+    observe::{Observation, ObserveError, Observer},
+    settings::Settings,
+};
 
 /// The running service.
 pub struct App {
     worker: Worker,
     fetcher: Fetcher,
+    /// The event followers, by connector.
+    observers: BTreeMap<String, Observer>,
 }
 
 impl App {
-    /// Validates the settings, connects to NATS, makes sure the streams, the consumer and
-    /// the snapshot bucket exist, and builds one Keycloak client per connector (no request
-    /// to Keycloak yet).
+    /// Validates the settings, connects to NATS, makes sure the streams, the consumer, the
+    /// snapshot bucket and the follower bucket exist, and builds one Keycloak client per
+    /// connector, and one more per connector whose events it follows (no request to
+    /// Keycloak yet).
     pub async fn build(settings: Settings) -> Result<App, Error> {
         settings.validate()?;
         let mut connectors = BTreeMap::new();
@@ -51,6 +62,13 @@ impl App {
         let worker = Worker::bind(&bus, "fetcher", vec![consumer], &settings.health).await?;
         let bucket = settings.snapshot_bucket();
         bus.object_store(&bucket).await?;
+        let bases = Bases::open(&bus).await?;
+        let mut observers = BTreeMap::new();
+        for (name, connector) in &settings.keycloak {
+            if connector.events.enabled {
+                observers.insert(name.clone(), Observer::open(&bus, name, connector).await?);
+            }
+        }
         let metrics = Metrics::new();
         metrics.start_at_zero(connectors.keys().cloned());
         Ok(App {
@@ -60,7 +78,9 @@ impl App {
                 connectors,
                 bucket,
                 metrics,
+                bases,
             },
+            observers,
         })
     }
 
@@ -97,15 +117,47 @@ impl App {
             .unwrap_or(StepOutcome::Idle))
     }
 
+    /// Polls the events of `connector` once and publishes what they named, as the
+    /// service's follower task does every `poll_interval_ms`; `None` when the connector's
+    /// events are not followed.
+    pub async fn observe_step(&self, connector: &str) -> Option<Result<Observation, ObserveError>> {
+        Some(self.observers.get(connector)?.step().await)
+    }
+
     /// Handles run requests one at a time until `shutdown` completes; a request being
     /// handled then is finished first. Serves the health endpoints meanwhile, and stops
-    /// them before it returns.
+    /// them before it returns. Follows the events of the connectors that have them on
+    /// meanwhile too, and stops that before it returns.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let App {
+            worker,
+            fetcher,
+            observers,
+        } = self;
         tracing::info!(
-            bucket = %self.fetcher.bucket,
-            connectors = ?self.fetcher.connectors.keys().collect::<Vec<_>>(),
+            bucket = %fetcher.bucket,
+            connectors = ?fetcher.connectors.keys().collect::<Vec<_>>(),
+            following = ?observers.keys().collect::<Vec<_>>(),
             "The fetcher is running."
         );
-        Ok(self.worker.run(&self.fetcher, shutdown).await?)
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let followers: Vec<_> = observers
+            .into_values()
+            .map(|observer| tokio::spawn(observer.run(stopped.clone())))
+            .collect();
+        let served = worker
+            .run(&fetcher, async {
+                shutdown.await;
+                stop.send_replace(true);
+            })
+            .await;
+        // Also when the worker ended on an error: no follower outlives the service.
+        stop.send_replace(true);
+        for follower in followers {
+            if let Err(error) = follower.await {
+                tracing::error!(error = %error, "An event follower task ended abnormally.");
+            }
+        }
+        Ok(served?)
     }
 }

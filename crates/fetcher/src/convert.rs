@@ -2,7 +2,10 @@
 //! types in `model`, and only this service knows both. The conversion consumes the
 //! snapshot, so strings move instead of being copied where the types allow it.
 
-use model::snapshot::{KeycloakGroup, KeycloakMembership, KeycloakUser, Snapshot};
+use model::{
+    delta::Delta,
+    snapshot::{KeycloakGroup, KeycloakMembership, KeycloakUser, Snapshot},
+};
 use proto::v1;
 
 /// What the wire snapshot carries besides the directory.
@@ -29,6 +32,38 @@ pub fn snapshot_to_proto(snapshot: Snapshot, header: &SnapshotHeader<'_>) -> v1:
         groups: groups.into_iter().map(group_to_proto).collect(),
         memberships: memberships.into_iter().map(membership_to_proto).collect(),
         ..Default::default()
+    }
+}
+
+/// An event run's delta as a delta snapshot: the named users Keycloak still has with their
+/// memberships, those it no longer has, and the group tree only when the delta has one
+/// (`groups_included`; else the tree is the base's).
+pub fn delta_to_proto(delta: Delta, header: &SnapshotHeader<'_>) -> v1::Snapshot {
+    let Delta {
+        users,
+        deleted,
+        memberships,
+        groups,
+    } = delta;
+    v1::Snapshot {
+        schema_version: v1::SCHEMA_VERSION,
+        run_id: header.run_id.to_owned(),
+        connector: header.connector.to_owned(),
+        realm: header.realm.to_owned(),
+        fetched_at: Some(header.fetched_at),
+        users: users.into_iter().map(user_to_proto).collect(),
+        memberships: memberships.into_iter().map(membership_to_proto).collect(),
+        delta: true,
+        deleted_user_ids: deleted
+            .into_iter()
+            .map(|id| id.as_str().to_owned())
+            .collect(),
+        groups_included: groups.is_some(),
+        groups: groups
+            .unwrap_or_default()
+            .into_iter()
+            .map(group_to_proto)
+            .collect(),
     }
 }
 
@@ -78,6 +113,57 @@ mod tests {
     use model::snapshot::{GroupId, UserId};
 
     use super::*;
+
+    #[test]
+    fn a_delta_is_marked_and_carries_its_tree_only_when_it_has_one() {
+        let header = SnapshotHeader {
+            run_id: "run-2",
+            connector: "corp",
+            realm: "corp-realm",
+            fetched_at: prost_types::Timestamp::default(),
+        };
+        let ann = KeycloakUser {
+            id: UserId::new("u1"),
+            username: "ann".to_owned(),
+            email: None,
+            first_name: None,
+            last_name: None,
+            enabled: true,
+            email_verified: false,
+            attributes: BTreeMap::new(),
+            federation_link: None,
+        };
+        let membership = KeycloakMembership {
+            user_id: UserId::new("u1"),
+            group_id: GroupId::new("g1"),
+        };
+        let without_tree = delta_to_proto(
+            Delta {
+                users: vec![ann.clone()],
+                deleted: vec![UserId::new("u9")],
+                memberships: vec![membership.clone()],
+                groups: None,
+            },
+            &header,
+        );
+        assert!(without_tree.delta);
+        assert!(!without_tree.groups_included);
+        assert!(without_tree.groups.is_empty());
+        assert_eq!(without_tree.deleted_user_ids, ["u9"]);
+        assert_eq!(without_tree.users.len(), 1);
+        assert_eq!(without_tree.memberships.len(), 1);
+        assert_eq!(without_tree.run_id, "run-2");
+
+        let with_empty_tree = delta_to_proto(
+            Delta {
+                groups: Some(Vec::new()),
+                ..Delta::default()
+            },
+            &header,
+        );
+        assert!(with_empty_tree.groups_included);
+        assert!(with_empty_tree.groups.is_empty());
+    }
 
     #[test]
     fn every_field_reaches_the_wire_and_absent_values_are_empty() {

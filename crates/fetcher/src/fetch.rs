@@ -5,7 +5,8 @@
 //! A request gets `SnapshotReady` (the snapshot stored whole) or `SnapshotFailed` (the
 //! reason), both with the message id `{run_id}/snapshot`. A request delivered again reuses
 //! the snapshot already stored for its run, so an object never changes under a
-//! `SnapshotReady`.
+//! `SnapshotReady`. A full snapshot becomes its connector's base ([`crate::base`]) before
+//! it is announced; an event run's delta is `crate::event_run`'s.
 
 use std::{collections::BTreeMap, time::Instant};
 
@@ -20,6 +21,7 @@ use tracing::Instrument;
 
 use crate::{
     Error,
+    base::Bases,
     convert::{SnapshotHeader, snapshot_to_proto},
     metrics::Metrics,
 };
@@ -37,6 +39,19 @@ pub enum StepOutcome {
         groups: u64,
         memberships: u64,
     },
+    /// An event run's delta snapshot, stored and announced with its base.
+    DeltaReady {
+        run_id: String,
+        /// The named users Keycloak still has, and their memberships.
+        users: u64,
+        memberships: u64,
+        /// The named users Keycloak no longer has.
+        deleted: u64,
+        /// Whether the delta carries the group tree.
+        groups_included: bool,
+        /// The key of the base snapshot (the connector's last full one).
+        base: String,
+    },
     SnapshotFailed {
         run_id: String,
         reason: String,
@@ -49,6 +64,7 @@ pub struct Fetcher {
     pub(crate) connectors: BTreeMap<String, keycloak::client::Client>,
     pub(crate) bucket: String,
     pub(crate) metrics: Metrics,
+    pub(crate) bases: Bases,
 }
 
 impl Handler for Fetcher {
@@ -84,7 +100,13 @@ impl Fetcher {
         let topology = self.bus.topology();
         let connector = KeyValue::new("connector", request.connector.clone());
         let outcome = match produced {
-            Ok(ready) => {
+            Ok(Produced::Full(ready)) => {
+                // Before the announcement: the next event run's delta applies to this
+                // snapshot, never to an older one. A failure hands the request back; its
+                // redelivery reuses the stored snapshot and records it again.
+                if let Some(object) = &ready.snapshot {
+                    self.bases.put(&ready.connector, object).await?;
+                }
                 self.bus
                     .publish(&topology.snapshot_ready(), &ready, &message_id)
                     .await?;
@@ -101,6 +123,34 @@ impl Fetcher {
                     users: ready.users,
                     groups: ready.groups,
                     memberships: ready.memberships,
+                }
+            }
+            Ok(Produced::Delta { ready, snapshot }) => {
+                self.bus
+                    .publish(&topology.snapshot_ready(), &ready, &message_id)
+                    .await?;
+                self.metrics.ready.add(1, &[connector]);
+                let base = ready
+                    .base
+                    .as_ref()
+                    .map(|object| object.key.clone())
+                    .unwrap_or_default();
+                tracing::info!(
+                    users = ready.users,
+                    deleted = snapshot.deleted_user_ids.len(),
+                    memberships = ready.memberships,
+                    groups_included = snapshot.groups_included,
+                    key = ready.snapshot.as_ref().map(|object| object.key.as_str()),
+                    base = %base,
+                    "Delta snapshot ready."
+                );
+                StepOutcome::DeltaReady {
+                    run_id: request.run_id.clone(),
+                    users: ready.users,
+                    memberships: ready.memberships,
+                    deleted: snapshot.deleted_user_ids.len() as u64,
+                    groups_included: snapshot.groups_included,
+                    base,
                 }
             }
             Err(reason) => {
@@ -131,8 +181,9 @@ impl Fetcher {
             .map(|client| client.progress().clone())
     }
 
-    /// Fetches and stores the snapshot of the run, or says why there is none.
-    async fn produce(&self, request: &RunRequested) -> Result<SnapshotReady, String> {
+    /// Fetches and stores the snapshot of the run (a delta for an event run naming users
+    /// or groups, when the connector has a base), or says why there is none.
+    async fn produce(&self, request: &RunRequested) -> Result<Produced, String> {
         let (connector, client) = self.connector(&request.connector)?;
         let key = format!("{}.pb.zst", request.run_id);
         // A request delivered again (the last replica stopped before its ack) reuses the
@@ -144,10 +195,28 @@ impl Fetcher {
         {
             Ok(Some((stored, object))) => {
                 tracing::info!(key = %key, "Reusing the snapshot stored for this run.");
-                return Ok(ready(request, connector, &stored, object));
+                if stored.delta {
+                    return self.reuse_delta(request, connector, stored, object).await;
+                }
+                return Ok(Produced::Full(ready(request, connector, &stored, object)));
             }
             Ok(None) => {}
             Err(error) => return Err(format!("reading {key}: {}", error_chain(&error))),
+        }
+        if let Some(touched) = crate::event_run::delta_of(request) {
+            match self.base_of(connector).await? {
+                Some(base) => {
+                    return self
+                        .produce_delta(request, connector, client, &key, &touched, base)
+                        .await;
+                }
+                None => tracing::info!(
+                    users = touched.users.len(),
+                    groups = touched.groups.len(),
+                    "The connector has no stored full snapshot to apply a delta to: \
+                     reading the whole realm instead."
+                ),
+            }
         }
         let fetched_at = prost_types::Timestamp::from(std::time::SystemTime::now());
         let (requests, retries) = (client.progress().requests(), client.progress().retries());
@@ -160,14 +229,7 @@ impl Fetcher {
         self.metrics
             .fetch_duration
             .record(started.elapsed().as_secs_f64(), &labels);
-        self.metrics.keycloak_requests.add(
-            client.progress().requests().saturating_sub(requests),
-            &labels[..1],
-        );
-        self.metrics.keycloak_retries.add(
-            client.progress().retries().saturating_sub(retries),
-            &labels[..1],
-        );
+        self.count_requests(connector, client, requests, retries);
         let snapshot = fetched.map_err(|error| {
             format!(
                 "fetching realm `{}` of connector `{connector}`: {}",
@@ -189,7 +251,26 @@ impl Fetcher {
             .put_object(&self.bucket, &key, &snapshot)
             .await
             .map_err(|error| format!("storing the snapshot: {}", error_chain(&error)))?;
-        Ok(ready(request, connector, &snapshot, object))
+        Ok(Produced::Full(ready(request, connector, &snapshot, object)))
+    }
+
+    /// Counts the Keycloak requests and retries made since the counters read `requests`
+    /// and `retries`.
+    pub(crate) fn count_requests(
+        &self,
+        connector: &str,
+        client: &keycloak::client::Client,
+        requests: u64,
+        retries: u64,
+    ) {
+        let label = [KeyValue::new("connector", connector.to_owned())];
+        self.metrics.keycloak_requests.add(
+            client.progress().requests().saturating_sub(requests),
+            &label,
+        );
+        self.metrics
+            .keycloak_retries
+            .add(client.progress().retries().saturating_sub(retries), &label);
     }
 
     /// The connector a request names; an empty name means the only one configured.
@@ -221,7 +302,18 @@ impl Fetcher {
     }
 }
 
-fn ready(
+/// What a request produced: a full snapshot, or an event run's delta (the stored wire
+/// snapshot kept for its counts).
+pub(crate) enum Produced {
+    Full(SnapshotReady),
+    Delta {
+        ready: SnapshotReady,
+        snapshot: v1::Snapshot,
+    },
+}
+
+/// The announcement of a stored snapshot; its `base` is unset (a delta sets it).
+pub(crate) fn ready(
     request: &RunRequested,
     connector: &str,
     snapshot: &v1::Snapshot,

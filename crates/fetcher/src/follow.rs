@@ -10,10 +10,10 @@
 //! stopped for a while reads everything that happened meanwhile. Nothing is lost and a
 //! storm is not replayed.
 //!
-//! No service runs it yet: publishing the delta and planning it (`model::delta`) is the
-//! next step.
+//! The fetcher runs it ([`crate::observe`]) with [`Follower::poll_named`], which reads
+//! nothing again: the event run's fetch does that later.
 
-use std::time::Duration;
+use std::{collections::BTreeSet, time::Duration};
 
 use async_nats::jetstream::kv;
 use bus::{
@@ -78,11 +78,82 @@ pub enum Followed {
     FullSync { reason: String },
 }
 
+/// What one poll found, without reading anything again ([`Follower::poll_named`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Named {
+    /// No event that changes what keysync syncs.
+    Nothing,
+    /// The ids of the users and groups the events named; at least one.
+    Ids {
+        users: BTreeSet<String>,
+        groups: BTreeSet<String>,
+        /// How many events named them.
+        events: usize,
+    },
+    /// Only a full sync will do, for this reason.
+    FullSync { reason: String },
+}
+
 /// A poll's finding, and the watermarks to store once it is acted on.
 #[derive(Debug, Clone)]
-pub struct Pending {
-    pub followed: Followed,
+pub struct Pending<F = Followed> {
+    pub followed: F,
     watermarks: Watermarks,
+    /// The stored watermarks the poll started from.
+    start: Watermarks,
+}
+
+impl<F> Pending<F> {
+    /// The watermarks [`Follower::commit`] stores.
+    pub fn watermarks(&self) -> &Watermarks {
+        &self.watermarks
+    }
+
+    /// Whether the poll read past the stored watermarks (else a commit changes nothing).
+    pub fn advanced(&self) -> bool {
+        self.watermarks != self.start
+    }
+}
+
+/// The events of one poll, gathered, before anything is read again.
+struct Gathered {
+    touched: Touched,
+    events: usize,
+    watermarks: Watermarks,
+    start: Watermarks,
+}
+
+/// The key-value bucket `{prefix}-follower`: each connector's watermarks (key = the
+/// connector) and the pointer to its last full snapshot (`base.{connector}`,
+/// [`crate::base`]). Created if missing.
+pub(crate) async fn follower_bucket(bus: &Bus) -> Result<kv::Store, Box<KeyValueError>> {
+    bus.key_value(
+        &format!("{}-follower", bus.topology().prefix()),
+        "keysync: where each connector's event follower is in Keycloak's events, and each \
+         connector's last full snapshot",
+        Retention {
+            history: 1,
+            max_age: Duration::ZERO,
+        },
+    )
+    .await
+    .map_err(Box::new)
+}
+
+/// After a poll that asks for a full sync: a listing whose watermark did not move keeps no
+/// event key. A gap (`keycloak::events::gap`) is the watermark's own events no longer
+/// stored; left as it is, every later poll would find the same gap and ask for a full
+/// sync again. The full sync covers whatever the gap lost, so the next read starts at the
+/// watermark's time with nothing to find there.
+fn forget_lost_keys(watermarks: &mut Watermarks, start: &Watermarks) {
+    for (now, before) in [
+        (&mut watermarks.admin, &start.admin),
+        (&mut watermarks.user, &start.user),
+    ] {
+        if now == before {
+            now.keys.clear();
+        }
+    }
 }
 
 /// The follower of one connector.
@@ -102,17 +173,7 @@ impl Follower {
         client: Client,
         batch_window: Duration,
     ) -> Result<Follower, FollowError> {
-        let bucket = bus
-            .key_value(
-                &format!("{}-follower", bus.topology().prefix()),
-                "keysync: where each connector's event follower is in Keycloak's events",
-                Retention {
-                    history: 1,
-                    max_age: Duration::ZERO,
-                },
-            )
-            .await
-            .map_err(Box::new)?;
+        let bucket = follower_bucket(bus).await?;
         Ok(Follower {
             client,
             connector: connector.to_owned(),
@@ -145,14 +206,12 @@ impl Follower {
     /// batching window after it) and what they named. Stores nothing: see
     /// [`Follower::commit`].
     pub async fn poll(&self) -> Result<Pending, FollowError> {
-        let mut watermarks = self.watermarks().await?;
-        let (mut touched, mut events) = self.read(&mut watermarks).await?;
-        if !touched.is_empty() && touched.full_sync.is_none() && !self.batch_window.is_zero() {
-            tokio::time::sleep(self.batch_window).await;
-            let (more, more_events) = self.read(&mut watermarks).await?;
-            touched.merge(more);
-            events += more_events;
-        }
+        let Gathered {
+            mut touched,
+            events,
+            watermarks,
+            start,
+        } = self.gather().await?;
         let followed = if let Some(reason) = touched.full_sync.take() {
             Followed::FullSync { reason }
         } else if touched.is_empty() {
@@ -168,11 +227,65 @@ impl Follower {
         Ok(Pending {
             followed,
             watermarks,
+            start,
+        })
+    }
+
+    /// As [`Follower::poll`], but answers only the ids the events named: nothing is read
+    /// again, since the event run that follows reads them anyway.
+    pub async fn poll_named(&self) -> Result<Pending<Named>, FollowError> {
+        let Gathered {
+            touched,
+            events,
+            watermarks,
+            start,
+        } = self.gather().await?;
+        let followed = match touched {
+            Touched {
+                full_sync: Some(reason),
+                ..
+            } => Named::FullSync { reason },
+            Touched { users, groups, .. } if users.is_empty() && groups.is_empty() => {
+                Named::Nothing
+            }
+            Touched { users, groups, .. } => Named::Ids {
+                users,
+                groups,
+                events,
+            },
+        };
+        Ok(Pending {
+            followed,
+            watermarks,
+            start,
+        })
+    }
+
+    /// The events after the stored watermarks, and those of the batching window after the
+    /// first one.
+    async fn gather(&self) -> Result<Gathered, FollowError> {
+        let start = self.watermarks().await?;
+        let mut watermarks = start.clone();
+        let (mut touched, mut events) = self.read(&mut watermarks).await?;
+        if !touched.is_empty() && touched.full_sync.is_none() && !self.batch_window.is_zero() {
+            tokio::time::sleep(self.batch_window).await;
+            let (more, more_events) = self.read(&mut watermarks).await?;
+            touched.merge(more);
+            events += more_events;
+        }
+        if touched.full_sync.is_some() {
+            forget_lost_keys(&mut watermarks, &start);
+        }
+        Ok(Gathered {
+            touched,
+            events,
+            watermarks,
+            start,
         })
     }
 
     /// Stores the watermarks of `pending`, once what it found was acted on.
-    pub async fn commit(&self, pending: &Pending) -> Result<(), FollowError> {
+    pub async fn commit<F>(&self, pending: &Pending<F>) -> Result<(), FollowError> {
         let store_error = |source: Box<dyn std::error::Error + Send + Sync>| FollowError::Store {
             connector: self.connector.clone(),
             bucket: self.bucket.name.clone(),
@@ -211,5 +324,45 @@ impl Follower {
             connector: self.connector.clone(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn mark(time: i64, keys: &[&str]) -> Watermark {
+        Watermark {
+            time: Some(time),
+            keys: keys
+                .iter()
+                .map(|key| (*key).to_owned())
+                .collect::<BTreeSet<_>>(),
+        }
+    }
+
+    #[test]
+    fn a_full_sync_forgets_the_keys_of_a_watermark_that_did_not_move() {
+        let start = Watermarks {
+            admin: mark(5, &["lost"]),
+            user: mark(7, &["u1"]),
+        };
+        // The admin listing found nothing after its (expired) events; the user listing
+        // moved on.
+        let mut watermarks = Watermarks {
+            admin: mark(5, &["lost"]),
+            user: mark(9, &["u2"]),
+        };
+        forget_lost_keys(&mut watermarks, &start);
+        assert_eq!(
+            watermarks,
+            Watermarks {
+                admin: Watermark::at(5),
+                user: mark(9, &["u2"]),
+            }
+        );
+        assert_eq!(keycloak::events::gap(&watermarks.admin, false), None);
     }
 }

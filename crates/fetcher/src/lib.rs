@@ -10,6 +10,13 @@
 //!     or {prefix}.snapshot.failed (SnapshotFailed)  the reason; no object, nothing else
 //! ```
 //!
+//! An event run (`RunRequested.event` naming users or groups, #16) reads only those again
+//! ([`keycloak::client::Client::read_delta`]) into a delta snapshot (`Snapshot.delta`),
+//! announced with `SnapshotReady.base`, the connector's last full snapshot ([`base`]);
+//! without one it reads the whole realm. Per connector with `[keycloak.<name>.events]
+//! enabled`, an [`observe::Observer`] follows Keycloak's events ([`follow`]) and publishes
+//! `EventsObserved` on `{prefix}.run.events` for the control plane to start such runs.
+//!
 //! Start with [`app::App`]: [`app::App::build`] connects and checks the settings,
 //! [`app::App::run_until_stopped`] runs the service loop (`bus::worker`, the same in every
 //! service), and [`app::App::try_step`] handles at most one request, so tests drive the
@@ -24,10 +31,13 @@
 //! both within JetStream's duplicate window.
 
 pub mod app;
+pub mod base;
 pub mod convert;
+mod event_run;
 pub mod fetch;
 pub mod follow;
 mod metrics;
+pub mod observe;
 pub mod settings;
 
 /// Why the service could not start or go on. A failed fetch is not an error of the
@@ -48,4 +58,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Worker(#[from] bus::worker::WorkerError),
+    #[error(transparent)]
+    Follow(#[from] follow::FollowError),
+    #[error(transparent)]
+    Base(#[from] base::BaseError),
 }

@@ -52,6 +52,77 @@ pub struct KeycloakSettings {
     /// bundle is public: its file is not checked for permissions). Default: none.
     #[serde(default)]
     pub ca: Option<String>,
+    /// `[keycloak.<name>.events]`: event-driven sync (#16). Default: off.
+    #[serde(default)]
+    pub events: EventsSettings,
+}
+
+/// `[keycloak.<name>.events]`: whether the fetcher follows the realm's admin and user
+/// events, and how often. Following needs the realm to record them (`eventsEnabled`,
+/// `adminEventsEnabled` with details) and the role `view-events`; every burst of events
+/// becomes an event run that reads again only what they named.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSettings {
+    /// Whether the fetcher follows this connector's events. Default: false; full syncs
+    /// (the schedule, by hand) are the only runs then.
+    #[serde(default)]
+    pub enabled: bool,
+    /// How long the follower waits between two reads of the events, in milliseconds:
+    /// 100 to 60000. Default: 1000. Each read is two small requests to Keycloak.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// How long the follower keeps reading after the first event of a burst, so a burst
+    /// (a user created, then added to groups) becomes one run, in milliseconds: 0 to
+    /// 10000. Default: 500.
+    #[serde(default = "default_batch_window_ms")]
+    pub batch_window_ms: u64,
+}
+
+impl Default for EventsSettings {
+    fn default() -> Self {
+        EventsSettings {
+            enabled: false,
+            poll_interval_ms: default_poll_interval_ms(),
+            batch_window_ms: default_batch_window_ms(),
+        }
+    }
+}
+
+impl EventsSettings {
+    /// Checks every field; keys in errors are relative to the connector
+    /// (`events.poll_interval_ms`).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if !(100..=60_000).contains(&self.poll_interval_ms) {
+            return Err(Invalid::new(
+                "events.poll_interval_ms",
+                format!("must be 100 to 60000, not {}", self.poll_interval_ms),
+            ));
+        }
+        if self.batch_window_ms > 10_000 {
+            return Err(Invalid::new(
+                "events.batch_window_ms",
+                format!("must be 0 to 10000, not {}", self.batch_window_ms),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+
+    pub fn batch_window(&self) -> Duration {
+        Duration::from_millis(self.batch_window_ms)
+    }
+}
+
+fn default_poll_interval_ms() -> u64 {
+    1000
+}
+
+fn default_batch_window_ms() -> u64 {
+    500
 }
 
 /// The certificates of a PEM bundle, or why it is not one; the reason is for an error that
@@ -95,6 +166,7 @@ impl KeycloakSettings {
             retries: default_retries(),
             required_groups: Vec::new(),
             ca: None,
+            events: EventsSettings::default(),
         }
     }
 
@@ -164,6 +236,7 @@ impl KeycloakSettings {
             }
         }
         self.ca_certificates()?;
+        self.events.validate()?;
         Ok(())
     }
 
@@ -240,6 +313,64 @@ mod tests {
         assert_eq!(
             invalid.validate().expect_err("relative").key(),
             "required_groups[1]"
+        );
+    }
+
+    #[test]
+    fn events_are_off_by_default_and_their_bounds_name_the_key() {
+        let defaults = settings().events;
+        assert!(!defaults.enabled);
+        assert_eq!(defaults.poll_interval(), Duration::from_millis(1000));
+        assert_eq!(defaults.batch_window(), Duration::from_millis(500));
+        for (poll_interval_ms, batch_window_ms, key) in [
+            (99, 500, Some("events.poll_interval_ms")),
+            (60_001, 500, Some("events.poll_interval_ms")),
+            (100, 10_001, Some("events.batch_window_ms")),
+            (100, 0, None),
+            (60_000, 10_000, None),
+        ] {
+            let mut with_events = settings();
+            with_events.events = EventsSettings {
+                enabled: true,
+                poll_interval_ms,
+                batch_window_ms,
+            };
+            let found = with_events
+                .validate()
+                .err()
+                .map(|error| error.key().to_owned());
+            assert_eq!(
+                found.as_deref(),
+                key,
+                "{poll_interval_ms} ms, {batch_window_ms} ms"
+            );
+        }
+    }
+
+    #[test]
+    fn events_section_takes_defaults_and_refuses_unknown_keys() {
+        let parse = |json: &str| -> Result<EventsSettings, String> {
+            #[derive(Deserialize)]
+            struct Wrapper {
+                events: EventsSettings,
+            }
+            serde_json::from_str::<Wrapper>(json)
+                .map(|wrapper| wrapper.events)
+                .map_err(|error| error.to_string())
+        };
+        assert_eq!(
+            parse(r#"{"events": {"enabled": true}}"#),
+            Ok(EventsSettings {
+                enabled: true,
+                ..EventsSettings::default()
+            })
+        );
+        let unknown = parse(r#"{"events": {"enabled": true, "poll_ms": 5}}"#);
+        assert!(
+            unknown
+                .as_ref()
+                .is_err_and(|error| error.contains("poll_ms")),
+            "{unknown:?}"
         );
     }
 

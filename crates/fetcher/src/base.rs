@@ -1,0 +1,134 @@
+//! Each connector's base: the last full snapshot the fetcher stored for it, which the
+//! delta of an event run applies to (`SnapshotReady.base`). A pointer, the encoded
+//! `v1::ObjectRef`, under the key `base.{connector}` of the key-value bucket
+//! `{prefix}-follower`, written after every full fetch's snapshot is stored and before it
+//! is announced, so a delta announced later never applies to an older snapshot.
+//!
+//! The object itself is kept for `snapshot_retention_hours` only: [`Bases::get`] answers a
+//! pointer only while its object is still stored with the pointer's checksum, and an event
+//! run without one reads the whole realm instead.
+
+use async_nats::jetstream::{kv, object_store};
+use bus::{Bus, runs::KeyValueError};
+use prost::Message as _;
+use proto::v1;
+
+use crate::follow::follower_bucket;
+
+/// Why a base pointer could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum BaseError {
+    #[error(transparent)]
+    Bucket(#[from] Box<KeyValueError>),
+    #[error("reading the base snapshot of connector {connector} from bucket {bucket}")]
+    Load {
+        connector: String,
+        bucket: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("storing the base snapshot of connector {connector} in bucket {bucket}")]
+    Store {
+        connector: String,
+        bucket: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// The base pointers of every connector.
+#[derive(Clone)]
+pub struct Bases {
+    bus: Bus,
+    bucket: kv::Store,
+}
+
+impl Bases {
+    /// The pointers in `bus`'s bucket `{prefix}-follower`, created if missing.
+    pub async fn open(bus: &Bus) -> Result<Bases, BaseError> {
+        Ok(Bases {
+            bus: bus.clone(),
+            bucket: follower_bucket(bus).await?,
+        })
+    }
+
+    /// The last full snapshot of `connector`, while it is still stored as the pointer
+    /// names it; `None` when there was none or it is gone (expired, replaced).
+    pub async fn get(&self, connector: &str) -> Result<Option<v1::ObjectRef>, BaseError> {
+        let load_error = |source: Box<dyn std::error::Error + Send + Sync>| BaseError::Load {
+            connector: connector.to_owned(),
+            bucket: self.bucket.name.clone(),
+            source,
+        };
+        let Some(value) = self
+            .bucket
+            .get(key(connector))
+            .await
+            .map_err(|error| load_error(Box::new(error)))?
+        else {
+            return Ok(None);
+        };
+        let base =
+            v1::ObjectRef::decode(value.as_ref()).map_err(|error| load_error(Box::new(error)))?;
+        let stored = if self.deleted(&base).await.map_err(load_error)? {
+            None
+        } else {
+            self.bus
+                .object_sha256(&base.bucket, &base.key)
+                .await
+                .map_err(|error| load_error(Box::new(error)))?
+        };
+        match stored {
+            Some(sha256) if sha256.eq_ignore_ascii_case(&base.sha256) => Ok(Some(base)),
+            Some(_) => {
+                tracing::info!(
+                    connector,
+                    key = %base.key,
+                    "The last full snapshot was replaced since it was stored."
+                );
+                Ok(None)
+            }
+            None => {
+                tracing::info!(
+                    connector,
+                    key = %base.key,
+                    "The last full snapshot is no longer stored (expired or deleted)."
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Whether the object `base` names was deleted: its metadata stays, marked deleted,
+    /// and `Bus::object_sha256` still answers the digest it had.
+    async fn deleted(
+        &self,
+        base: &v1::ObjectRef,
+    ) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+        let store = self.bus.object_store(&base.bucket).await?;
+        match store.info(&base.key).await {
+            Ok(info) => Ok(info.deleted),
+            Err(error) if error.kind() == object_store::InfoErrorKind::NotFound => Ok(true),
+            Err(error) => Err(Box::new(error)),
+        }
+    }
+
+    /// Records `snapshot` as the last full snapshot of `connector`.
+    pub async fn put(&self, connector: &str, snapshot: &v1::ObjectRef) -> Result<(), BaseError> {
+        self.bucket
+            .put(key(connector), snapshot.encode_to_vec().into())
+            .await
+            .map_err(|error| BaseError::Store {
+                connector: connector.to_owned(),
+                bucket: self.bucket.name.clone(),
+                source: Box::new(error),
+            })?;
+        Ok(())
+    }
+}
+
+/// The key of a connector's pointer; connector names are lower-case letters, digits, `-`
+/// and `_` (the settings check it), all valid in a key.
+fn key(connector: &str) -> String {
+    format!("base.{connector}")
+}

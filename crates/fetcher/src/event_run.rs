@@ -1,0 +1,164 @@
+//! An event run's fetch (#16): a `RunRequested` whose `event` names users or groups and
+//! gives no `full_sync_reason` reads only those again
+//! ([`keycloak::client::Client::read_delta`]) into a delta snapshot, stored at the run's
+//! usual key and announced with `SnapshotReady.base`, the connector's last full snapshot
+//! ([`crate::base`]). Without a base (none yet, or expired) the run reads the whole realm
+//! instead, as a full run does. A Keycloak error is a `SnapshotFailed`, as for a full
+//! fetch: no part of a delta is ever announced.
+
+use keycloak::events::Touched;
+use proto::v1::{self, RunRequested};
+use telemetry::error_chain;
+
+use crate::{
+    convert::{SnapshotHeader, delta_to_proto},
+    fetch::{Fetcher, Produced, ready},
+};
+
+/// What an event run reads again: `None` for a run that is not an event run, names nothing,
+/// or must read the whole realm.
+pub(crate) fn delta_of(request: &RunRequested) -> Option<Touched> {
+    let event = request.event.as_ref()?;
+    if !event.full_sync_reason.is_empty()
+        || (event.user_ids.is_empty() && event.group_ids.is_empty())
+    {
+        return None;
+    }
+    Some(Touched {
+        users: event.user_ids.iter().cloned().collect(),
+        groups: event.group_ids.iter().cloned().collect(),
+        full_sync: None,
+    })
+}
+
+impl Fetcher {
+    /// The connector's base, while it is stored; a bus failure is the run's failure.
+    pub(crate) async fn base_of(&self, connector: &str) -> Result<Option<v1::ObjectRef>, String> {
+        self.bases.get(connector).await.map_err(|error| {
+            format!(
+                "reading the base snapshot of connector `{connector}`: {}",
+                error_chain(&error)
+            )
+        })
+    }
+
+    /// Reads `touched` again and stores the delta as `key`, to apply to `base`.
+    pub(crate) async fn produce_delta(
+        &self,
+        request: &RunRequested,
+        connector: &str,
+        client: &keycloak::client::Client,
+        key: &str,
+        touched: &Touched,
+        base: v1::ObjectRef,
+    ) -> Result<Produced, String> {
+        let fetched_at = prost_types::Timestamp::from(std::time::SystemTime::now());
+        let (requests, retries) = (client.progress().requests(), client.progress().retries());
+        let read = client.read_delta(touched).await;
+        self.count_requests(connector, client, requests, retries);
+        let delta = read.map_err(|error| {
+            format!(
+                "reading {} users and {} groups of realm `{}` of connector `{connector}` again: {}",
+                touched.users.len(),
+                touched.groups.len(),
+                client.settings().realm,
+                error_chain(&error)
+            )
+        })?;
+        let snapshot = delta_to_proto(
+            delta,
+            &SnapshotHeader {
+                run_id: &request.run_id,
+                connector,
+                realm: &client.settings().realm,
+                fetched_at,
+            },
+        );
+        let object = self
+            .bus
+            .put_object(&self.bucket, key, &snapshot)
+            .await
+            .map_err(|error| format!("storing the delta snapshot: {}", error_chain(&error)))?;
+        Ok(delta_ready(request, connector, snapshot, object, base))
+    }
+
+    /// A delta stored by an earlier delivery of the request: announced again with the
+    /// connector's base, which no full run replaced meanwhile (one run of a connector is
+    /// active at a time).
+    pub(crate) async fn reuse_delta(
+        &self,
+        request: &RunRequested,
+        connector: &str,
+        stored: v1::Snapshot,
+        object: v1::ObjectRef,
+    ) -> Result<Produced, String> {
+        let Some(base) = self.base_of(connector).await? else {
+            return Err(format!(
+                "the delta snapshot {} of this run is stored, but the full snapshot of \
+                 connector `{connector}` it applies to is gone",
+                object.key
+            ));
+        };
+        Ok(delta_ready(request, connector, stored, object, base))
+    }
+}
+
+fn delta_ready(
+    request: &RunRequested,
+    connector: &str,
+    snapshot: v1::Snapshot,
+    object: v1::ObjectRef,
+    base: v1::ObjectRef,
+) -> Produced {
+    let ready = v1::SnapshotReady {
+        base: Some(base),
+        ..ready(request, connector, &snapshot, object)
+    };
+    Produced::Delta { ready, snapshot }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(event: Option<v1::EventTrigger>) -> RunRequested {
+        RunRequested {
+            run_id: "run-1".to_owned(),
+            event,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_an_event_naming_ids_without_a_reason_is_a_delta() {
+        assert_eq!(delta_of(&request(None)), None);
+        assert_eq!(
+            delta_of(&request(Some(v1::EventTrigger::default()))),
+            None,
+            "names nothing"
+        );
+        let named = v1::EventTrigger {
+            user_ids: vec!["u2".to_owned(), "u1".to_owned()],
+            group_ids: vec!["g1".to_owned()],
+            events: 3,
+            full_sync_reason: String::new(),
+        };
+        assert_eq!(
+            delta_of(&request(Some(v1::EventTrigger {
+                full_sync_reason: "a gap".to_owned(),
+                ..named.clone()
+            }))),
+            None,
+            "a full sync reason wins"
+        );
+        let touched = delta_of(&request(Some(named))).expect("a delta");
+        assert_eq!(touched.users.into_iter().collect::<Vec<_>>(), ["u1", "u2"]);
+        assert_eq!(touched.groups.into_iter().collect::<Vec<_>>(), ["g1"]);
+        assert_eq!(touched.full_sync, None);
+        let groups_only = v1::EventTrigger {
+            group_ids: vec!["g1".to_owned()],
+            ..Default::default()
+        };
+        assert!(delta_of(&request(Some(groups_only))).is_some());
+    }
+}
