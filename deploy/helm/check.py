@@ -208,6 +208,18 @@ def check_pods(name: str, values: dict, documents: list) -> list:
                 problems.append(f"{where}: has [keycloak.*] sections")
         if component == "fetcher" and (products or control_plane):
             problems.append(f"{where}: has [products.*] or [control_plane]")
+        if component == "fetcher":
+            # `events` as the values say, with the documented defaults for what they leave out.
+            for connector, settings in values.get("keycloak", {}).items():
+                wanted = settings.get("events")
+                found = config.get("keycloak", {}).get(connector, {}).get("events")
+                if wanted is None and found is not None:
+                    problems.append(f"{where}: [keycloak.{connector}] has events the values do not set")
+                if wanted is not None and found != {
+                        "enabled": bool(wanted.get("enabled", False)),
+                        "poll_interval_ms": int(wanted.get("pollIntervalMs", 1000)),
+                        "batch_window_ms": int(wanted.get("batchWindowMs", 500))}:
+                    problems.append(f"{where}: [keycloak.{connector}] events = {found}, not as the values say")
         if component == "planner":
             if set(products) != set(enabled):
                 problems.append(f"{where}: plans {sorted(products)}, not the enabled {sorted(enabled)}")

@@ -144,6 +144,9 @@ client_secret_file = {{ include "keysync.secretFile" (dict "ref" ($connector.cli
 {{- with $connector.ca }}{{ if .secretName }}
 ca_file = {{ include "keysync.secretFile" (dict "ref" . "what" (printf "%s.ca" $what)) }}
 {{- end }}{{ end }}
+{{- with $connector.events }}
+events = { enabled = {{ .enabled | default false }}, poll_interval_ms = {{ .pollIntervalMs | default 1000 | int }}, batch_window_ms = {{ .batchWindowMs | default 500 | int }} }
+{{- end }}
 {{- end }}
 required_groups = {{ $connector.requiredGroups | default list | toJson }}
 {{- if and $withSecret $connector.settings }}
