@@ -4,6 +4,7 @@
 //! which.
 
 mod connectors;
+mod events;
 mod explain;
 mod faults;
 mod holds;

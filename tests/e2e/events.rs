@@ -1,0 +1,218 @@
+//! Event-driven sync end to end (#16): with `[keycloak.e2e.events] enabled`, nobody starts
+//! a run: the follower's first start asks for a full sync, every later Keycloak edit
+//! reaches the products as a run of trigger EVENT that names the users it read again, an
+//! edit made while the fetcher (the follower) is down is applied after it restarts, and a
+//! full sync afterwards writes nothing.
+
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use e2e::{Stack, StackOptions};
+use proto::v1::{Product, RunMode, RunState, RunTrigger};
+use reqwest::Method;
+use serde_json::json;
+
+use crate::directory::{self, Holdings, Person};
+
+/// The user event types keysync reads (`keycloak::events::USER_EVENT_TYPES`).
+const USER_EVENT_TYPES: [&str; 8] = [
+    "REGISTER",
+    "IDENTITY_PROVIDER_FIRST_LOGIN",
+    "UPDATE_PROFILE",
+    "UPDATE_EMAIL",
+    "VERIFY_PROFILE",
+    "DELETE_ACCOUNT",
+    "UPDATE_CREDENTIAL",
+    "VERIFY_EMAIL",
+];
+
+async fn holdings(stack: &Stack, people: &[Person]) -> anyhow::Result<Holdings> {
+    let state = stack.emulator_state(Product::Jira).await?;
+    directory::holdings(
+        &state,
+        &directory::logins(people),
+        &directory::group_names(),
+    )
+}
+
+/// Waits until Jira holds exactly what keysync should make of `people`; polls, since no
+/// run is started here to wait for.
+async fn until_jira_holds(stack: &Stack, people: &[Person], what: &str) -> anyhow::Result<()> {
+    let expected = directory::expected(people);
+    let until = Instant::now() + e2e::DEADLINE;
+    loop {
+        let held = holdings(stack, people).await?;
+        if held == expected {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            bail!(
+                "{what}: Jira never held what keysync should make of the realm:\n{held:#?}\nexpected:\n{expected:#?}"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until no run is active, so that stopping the fetcher interrupts no fetch.
+async fn until_idle(stack: &Stack) -> anyhow::Result<()> {
+    let until = Instant::now() + e2e::DEADLINE;
+    loop {
+        let runs = stack.runs().await?;
+        let active: Vec<&str> = runs
+            .iter()
+            .filter(|run| {
+                !matches!(
+                    run.state(),
+                    RunState::Succeeded | RunState::Failed | RunState::Cancelled
+                )
+            })
+            .map(|run| run.run_id.as_str())
+            .collect();
+        if active.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            bail!("runs {active:?} never ended");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keycloak_edits_reach_jira_as_event_runs_even_made_while_the_follower_is_down() {
+    let mut people = directory::people(8);
+    let events = |key: &str, value: &str| {
+        (
+            format!("KEYSYNC_KEYCLOAK__E2E__EVENTS__{key}"),
+            value.to_owned(),
+        )
+    };
+    let mut stack = Stack::start(StackOptions {
+        realm: directory::realm(&people),
+        service_env: vec![
+            events("ENABLED", "true"),
+            events("POLL_INTERVAL_MS", "200"),
+            events("BATCH_WINDOW_MS", "200"),
+        ],
+        ..StackOptions::default()
+    })
+    .await
+    .expect("the stack starts");
+    let mut config = stack
+        .realm
+        .admin(Method::GET, "events/config", None)
+        .await
+        .expect("the realm's events settings");
+    config["eventsEnabled"] = json!(true);
+    config["enabledEventTypes"] = json!(USER_EVENT_TYPES);
+    config["adminEventsEnabled"] = json!(true);
+    config["adminEventsDetailsEnabled"] = json!(true);
+    stack
+        .realm
+        .admin(Method::PUT, "events/config", Some(&config))
+        .await
+        .expect("events turned on");
+
+    // Nobody starts a run: the follower's first start asks for a full sync.
+    until_jira_holds(&stack, &people, "the first start")
+        .await
+        .expect("the first full sync");
+
+    // A new colleague, in a group.
+    let newbie = Person {
+        username: "newbie".to_owned(),
+        email: Some("newbie@example.org".to_owned()),
+        enabled: true,
+        first: "New".to_owned(),
+        last: "Colleague".to_owned(),
+        groups: vec!["/staff/sales".to_owned()],
+    };
+    stack
+        .realm
+        .admin(
+            Method::POST,
+            "users",
+            Some(&json!({
+                "username": newbie.username,
+                "email": newbie.email,
+                "emailVerified": true,
+                "firstName": newbie.first,
+                "lastName": newbie.last,
+                "enabled": true,
+            })),
+        )
+        .await
+        .expect("newbie created");
+    let newbie_id = stack.realm.user_id("newbie").await.expect("newbie's id");
+    let sales = stack
+        .realm
+        .group_id("/staff/sales")
+        .await
+        .expect("the sales group");
+    stack
+        .realm
+        .admin(
+            Method::PUT,
+            &format!("users/{newbie_id}/groups/{sales}"),
+            None,
+        )
+        .await
+        .expect("newbie joins sales");
+    people.push(newbie);
+    until_jira_holds(&stack, &people, "newbie")
+        .await
+        .expect("newbie in Jira");
+    let runs = stack.runs().await.expect("ListRuns");
+    let newbie_run = runs
+        .iter()
+        .find(|run| {
+            run.event
+                .as_ref()
+                .is_some_and(|event| event.user_ids.contains(&newbie_id))
+        })
+        .with_context(|| format!("no run names newbie: {runs:#?}"))
+        .expect("an event run for newbie");
+    assert_eq!(newbie_run.trigger(), RunTrigger::Event);
+    let newbie_run = stack
+        .wait_for(&newbie_run.run_id, e2e::TERMINAL)
+        .await
+        .expect("newbie's run ends");
+    assert_eq!(newbie_run.state(), RunState::Succeeded, "{newbie_run:#?}");
+
+    // The follower is down while alice changes her email, and catches up once it is back.
+    until_idle(&stack).await.expect("the event runs end");
+    stack.kill_service("fetcher");
+    let alice = stack.realm.user_id("alice").await.expect("alice's id");
+    stack
+        .realm
+        .admin(
+            Method::PUT,
+            &format!("users/{alice}"),
+            Some(&json!({ "email": "alice.new@example.org", "emailVerified": true })),
+        )
+        .await
+        .expect("alice's email changed");
+    people[0].email = Some("alice.new@example.org".to_owned());
+    stack
+        .start_service("fetcher")
+        .expect("the fetcher restarts");
+    until_jira_holds(&stack, &people, "alice's email after the restart")
+        .await
+        .expect("alice's new email in Jira");
+
+    // Nothing was missed: a full sync writes nothing.
+    until_idle(&stack).await.expect("the event runs end");
+    let before = stack.writes(Product::Jira).await.expect("writes");
+    let full = stack.sync(RunMode::Apply).await.expect("a full sync");
+    assert_eq!(full.trigger(), RunTrigger::Api);
+    assert_eq!(stack.writes(Product::Jira).await.expect("writes"), before);
+    for run in stack.runs().await.expect("ListRuns") {
+        if run.trigger() == RunTrigger::Event {
+            assert!(
+                matches!(run.state(), RunState::Succeeded),
+                "every event run succeeded: {run:#?}"
+            );
+        }
+    }
+}
