@@ -23,6 +23,11 @@
 //! required_groups = []                 # default: the whole realm
 //! # ca_file = "/etc/keysync/corp-ca.pem"   # default: the system's roots only; PEM bundle
 //!
+//! [keycloak.corp.events]               # follow the realm's events (event-driven sync)
+//! enabled = false                      # default
+//! poll_interval_ms = 1000              # default; 100 to 60000
+//! batch_window_ms = 500                # default; 0 to 10000
+//!
 //! [health]
 //! # listen = "0.0.0.0:8080"             # default: not served; /healthz and /readyz
 //! ```
