@@ -273,9 +273,19 @@ impl Joins {
             .keys()
             .await
             .map_err(|error| kv_error(Box::new(error)))?;
-        keys.try_collect()
+        let keys: Vec<String> = keys
+            .try_collect()
             .await
-            .map_err(|error| kv_error(Box::new(error)))
+            .map_err(|error| kv_error(Box::new(error)))?;
+        // The event runs' losses share the bucket (`crate::window`).
+        Ok(keys
+            .into_iter()
+            .filter(|key| !key.starts_with("window."))
+            .collect())
+    }
+
+    pub(crate) fn store(&self) -> &kv::Store {
+        &self.store
     }
 
     async fn read(&self, run_id: &str) -> Result<Option<(Join, u64)>, Error> {

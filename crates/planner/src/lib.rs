@@ -61,6 +61,7 @@ pub mod join;
 mod metrics;
 pub mod runs;
 pub mod settings;
+mod window;
 
 use bus::objects::ObjectError;
 use config::Invalid;

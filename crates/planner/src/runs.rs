@@ -323,6 +323,8 @@ impl Planner {
             ..Default::default()
         };
         let mut hold_reasons = Vec::new();
+        let mut losing_by_product: Vec<(Product, u64)> = Vec::new();
+        let now = std::time::SystemTime::now();
         for (product, object) in products {
             let product = *product;
             let cached = match self.cache.load_announced_or_newer(product, object).await {
@@ -371,6 +373,23 @@ impl Planner {
             summary.state_fingerprint = cache::fingerprint(&cached);
             if let Some(hold) = &product_plan.hold {
                 hold_reasons.push(format!("{product}: {}", hold.reason));
+            } else if scope.is_some() {
+                // A delta is also judged with the event runs of the last hour before it.
+                let losing = product_plan.safety.losing_access as u64;
+                let before = self
+                    .joins
+                    .window_losing(&ready.connector, product.as_str(), now)
+                    .await
+                    .map_err(Failure::Bus)?;
+                let managed = product_plan.safety.managed_accounts as u64;
+                match crate::window::hold_reason(before, losing, managed, &policy.policy().safety) {
+                    Some(reason) => {
+                        summary.hold_reason = reason.clone();
+                        hold_reasons.push(format!("{product}: {reason}"));
+                    }
+                    None if losing > 0 => losing_by_product.push((product, losing)),
+                    None => {}
+                }
             }
             plan.changes.extend(changes);
             plan.conflicts.extend(conflicts);
@@ -385,6 +404,15 @@ impl Planner {
         }
         plan.held = !hold_reasons.is_empty();
         plan.hold_reason = hold_reasons.join("; ");
+        // What an applied delta takes away counts toward the window of the next ones.
+        if !plan.held && plan.mode == v1::RunMode::Apply as i32 {
+            for (product, losing) in losing_by_product {
+                self.joins
+                    .record_losing(&ready.connector, product.as_str(), losing, now)
+                    .await
+                    .map_err(Failure::Bus)?;
+            }
+        }
         Ok(plan)
     }
 

@@ -232,3 +232,68 @@ async fn a_delta_whose_base_is_gone_fails_the_run() {
         }
     }
 }
+
+/// Applies one Jira delta run over `base` and answers its plan event.
+async fn apply_delta(
+    planner: &TestPlanner,
+    run_id: &str,
+    snapshot: v1::Snapshot,
+    base: &v1::ObjectRef,
+) -> v1::PlanReady {
+    planner
+        .publish_snapshot_over(
+            run_id,
+            RunMode::Apply,
+            &[Product::Jira],
+            snapshot,
+            Some(base.clone()),
+        )
+        .await;
+    planner.publish_state(run_id, jira()).await;
+    assert!(matches!(planner.step().await, StepOutcome::Waiting { .. }));
+    let outcome = planner.step().await;
+    assert!(
+        matches!(outcome, StepOutcome::Planned { .. }),
+        "{outcome:?}"
+    );
+    planner.next_plan_event().await.ready()
+}
+
+/// A delta that names only user `id`, deleted from Keycloak.
+fn deleted(id: &str) -> v1::Snapshot {
+    v1::Snapshot {
+        deleted_user_ids: vec![id.to_owned()],
+        delta: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn deletions_one_by_one_are_held_once_the_last_hour_crosses_the_limit() {
+    let nats = test_support::nats::NatsServer::start().expect("nats-server starts");
+    let mut settings = crate::helpers::settings(&nats, 100, 600);
+    settings.products.jira = Some(crate::helpers::toml_section(
+        "endpoint = \"http://127.0.0.1:1\"\ntoken = \"t\"\n\n[policy.safety]\nmax_accounts = 1\nmax_percent = 100\n",
+    ));
+    let planner = TestPlanner::spawn_with(nats, settings).await;
+    let (base, _) = plan_jira(&planner, "01JRUNWINDOWFULL", realm(), None).await;
+
+    // One deletion is within the limit, and is applied.
+    let first = apply_delta(&planner, "01JRUNWINDOW1", deleted("u-bob"), &base).await;
+    assert!(!first.held, "{}", first.hold_reason);
+    // The next one would make two within the hour: held, for a person to approve.
+    let second = apply_delta(&planner, "01JRUNWINDOW2", deleted("u-alice"), &base).await;
+    assert!(second.held);
+    assert!(
+        second
+            .hold_reason
+            .contains("event runs of the last 60 minutes would take access from 2 account(s)"),
+        "{}",
+        second.hold_reason
+    );
+    assert!(
+        second.hold_reason.contains("safety.max_accounts (1)"),
+        "{}",
+        second.hold_reason
+    );
+}
