@@ -1,8 +1,9 @@
 //! Event-driven sync end to end (#16): with `[keycloak.e2e.events] enabled`, nobody starts
 //! a run: the follower's first start asks for a full sync, every later Keycloak edit
 //! reaches the products as a run of trigger EVENT that names the users it read again, an
-//! edit made while the fetcher (the follower) is down is applied after it restarts, and a
-//! full sync afterwards writes nothing.
+//! edit made while the fetcher (the follower) is down is applied after it restarts, a
+//! full sync afterwards writes nothing, and with `safety.max_accounts = 1` a user deleted
+//! is deactivated while the next deletion within the hour is held.
 
 use std::time::Instant;
 
@@ -88,13 +89,29 @@ async fn keycloak_edits_reach_jira_as_event_runs_even_made_while_the_follower_is
             value.to_owned(),
         )
     };
+    let mut service_env = vec![
+        events("ENABLED", "true"),
+        events("POLL_INTERVAL_MS", "200"),
+        events("BATCH_WINDOW_MS", "200"),
+    ];
+    // One deletion at a time passes; the safety limits count the event runs of the last
+    // hour together. Only the count limits, in every product: this realm is small.
+    for product in ["JIRA", "CONFLUENCE", "BITBUCKET"] {
+        for (key, value) in [
+            ("MAX_ACCOUNTS", "1"),
+            ("MAX_PERCENT", "100"),
+            ("MAX_MEMBERSHIPS_PERCENT", "100"),
+            ("MAX_GROUP_LOSS_PERCENT", "100"),
+        ] {
+            service_env.push((
+                format!("KEYSYNC_PRODUCTS__{product}__POLICY__SAFETY__{key}"),
+                value.to_owned(),
+            ));
+        }
+    }
     let mut stack = Stack::start(StackOptions {
         realm: directory::realm(&people),
-        service_env: vec![
-            events("ENABLED", "true"),
-            events("POLL_INTERVAL_MS", "200"),
-            events("BATCH_WINDOW_MS", "200"),
-        ],
+        service_env,
         ..StackOptions::default()
     })
     .await
@@ -215,4 +232,58 @@ async fn keycloak_edits_reach_jira_as_event_runs_even_made_while_the_follower_is
             );
         }
     }
+
+    // A user deleted in Keycloak is deactivated in Jira; the next deletion would make two
+    // within the hour, more than max_accounts: its run is held.
+    let user002 = stack.realm.user_id("user002").await.expect("user002's id");
+    stack
+        .realm
+        .admin(Method::DELETE, &format!("users/{user002}"), None)
+        .await
+        .expect("user002 deleted");
+    let until = Instant::now() + e2e::DEADLINE;
+    while jira_active(&stack, "user002").await != Some(false) {
+        assert!(
+            Instant::now() < until,
+            "user002 was never deactivated in Jira"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    until_idle(&stack).await.expect("the event runs end");
+    let user003 = stack.realm.user_id("user003").await.expect("user003's id");
+    stack
+        .realm
+        .admin(Method::DELETE, &format!("users/{user003}"), None)
+        .await
+        .expect("user003 deleted");
+    let until = Instant::now() + e2e::DEADLINE;
+    let held = loop {
+        let runs = stack.runs().await.expect("ListRuns");
+        if let Some(run) = runs.into_iter().find(|run| {
+            run.event
+                .as_ref()
+                .is_some_and(|event| event.user_ids.contains(&user003))
+                && run.state() == RunState::Held
+        }) {
+            break run;
+        }
+        assert!(Instant::now() < until, "the second deletion was never held");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        held.reason.contains("safety.max_accounts (1)"),
+        "{}",
+        held.reason
+    );
+    assert_eq!(jira_active(&stack, "user003").await, Some(true));
+}
+
+/// Whether Jira's account `login` is active; `None` when there is none.
+async fn jira_active(stack: &Stack, login: &str) -> Option<bool> {
+    let state = stack.emulator_state(Product::Jira).await.ok()?;
+    state["accounts"]
+        .as_array()?
+        .iter()
+        .find(|account| account["login"] == login)
+        .and_then(|account| account["active"].as_bool())
 }
