@@ -122,12 +122,25 @@ impl Observer {
                     trigger: Some(trigger.clone()),
                     observed_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
                 };
+                // Each observation is the root of its own trace (the follower's loop is one
+                // long span): the control plane continues it into the event run, so one
+                // delta is one trace, from the events through every product write.
+                let observed_span = tracing::info_span!(
+                    parent: None,
+                    "events_observed",
+                    connector = %self.connector,
+                    users = trigger.user_ids.len(),
+                    groups = trigger.group_ids.len(),
+                    events = trigger.events,
+                    full_sync = %trigger.full_sync_reason,
+                );
                 self.bus
                     .publish(
                         &self.bus.topology().events_observed(),
                         &observed,
                         &message_id,
                     )
+                    .instrument(observed_span)
                     .await
                     .map_err(|source| ObserveError::Publish {
                         connector: self.connector.clone(),
