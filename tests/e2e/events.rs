@@ -36,9 +36,50 @@ async fn holdings(stack: &Stack, people: &[Person]) -> anyhow::Result<Holdings> 
     )
 }
 
+/// The services' environment that follows the `e2e` connector's events, polling every
+/// 200 ms and gathering a burst for 200 ms.
+pub(crate) fn events_env() -> Vec<(String, String)> {
+    [
+        ("ENABLED", "true"),
+        ("POLL_INTERVAL_MS", "200"),
+        ("BATCH_WINDOW_MS", "200"),
+    ]
+    .into_iter()
+    .map(|(key, value)| {
+        (
+            format!("KEYSYNC_KEYCLOAK__E2E__EVENTS__{key}"),
+            value.to_owned(),
+        )
+    })
+    .collect()
+}
+
+/// Makes the stack's realm save admin events with details and the user events keysync
+/// reads.
+pub(crate) async fn turn_events_on(stack: &Stack) {
+    let mut config = stack
+        .realm
+        .admin(Method::GET, "events/config", None)
+        .await
+        .expect("the realm's events settings");
+    config["eventsEnabled"] = json!(true);
+    config["enabledEventTypes"] = json!(USER_EVENT_TYPES);
+    config["adminEventsEnabled"] = json!(true);
+    config["adminEventsDetailsEnabled"] = json!(true);
+    stack
+        .realm
+        .admin(Method::PUT, "events/config", Some(&config))
+        .await
+        .expect("events turned on");
+}
+
 /// Waits until Jira holds exactly what keysync should make of `people`; polls, since no
 /// run is started here to wait for.
-async fn until_jira_holds(stack: &Stack, people: &[Person], what: &str) -> anyhow::Result<()> {
+pub(crate) async fn until_jira_holds(
+    stack: &Stack,
+    people: &[Person],
+    what: &str,
+) -> anyhow::Result<()> {
     let expected = directory::expected(people);
     let until = Instant::now() + e2e::DEADLINE;
     loop {
@@ -56,7 +97,7 @@ async fn until_jira_holds(stack: &Stack, people: &[Person], what: &str) -> anyho
 }
 
 /// Waits until no run is active, so that stopping the fetcher interrupts no fetch.
-async fn until_idle(stack: &Stack) -> anyhow::Result<()> {
+pub(crate) async fn until_idle(stack: &Stack) -> anyhow::Result<()> {
     let until = Instant::now() + e2e::DEADLINE;
     loop {
         let runs = stack.runs().await?;
@@ -83,17 +124,7 @@ async fn until_idle(stack: &Stack) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keycloak_edits_reach_jira_as_event_runs_even_made_while_the_follower_is_down() {
     let mut people = directory::people(8);
-    let events = |key: &str, value: &str| {
-        (
-            format!("KEYSYNC_KEYCLOAK__E2E__EVENTS__{key}"),
-            value.to_owned(),
-        )
-    };
-    let mut service_env = vec![
-        events("ENABLED", "true"),
-        events("POLL_INTERVAL_MS", "200"),
-        events("BATCH_WINDOW_MS", "200"),
-    ];
+    let mut service_env = events_env();
     // One deletion at a time passes; the safety limits count the event runs of the last
     // hour together. Only the count limits, in every product: this realm is small.
     for product in ["JIRA", "CONFLUENCE", "BITBUCKET"] {
@@ -116,20 +147,7 @@ async fn keycloak_edits_reach_jira_as_event_runs_even_made_while_the_follower_is
     })
     .await
     .expect("the stack starts");
-    let mut config = stack
-        .realm
-        .admin(Method::GET, "events/config", None)
-        .await
-        .expect("the realm's events settings");
-    config["eventsEnabled"] = json!(true);
-    config["enabledEventTypes"] = json!(USER_EVENT_TYPES);
-    config["adminEventsEnabled"] = json!(true);
-    config["adminEventsDetailsEnabled"] = json!(true);
-    stack
-        .realm
-        .admin(Method::PUT, "events/config", Some(&config))
-        .await
-        .expect("events turned on");
+    turn_events_on(&stack).await;
 
     // Nobody starts a run: the follower's first start asks for a full sync.
     until_jira_holds(&stack, &people, "the first start")

@@ -4,6 +4,7 @@
 //! which.
 
 mod connectors;
+mod event_script;
 mod events;
 mod explain;
 mod faults;
