@@ -21,7 +21,8 @@
 //!   and the products are not written to.
 //! - R5 ([`holds`]): an empty realm, a realm that lost 60% of its users: the run is held and
 //!   the products are not written to.
-//! - R7 ([`replicas`]): two Jira appliers and two control planes, one of each killed.
+//! - R7 ([`replicas`]): two replicas of every applier and of the control plane through a run
+//!   of ~20,000 changes, one of each killed.
 
 mod holds;
 mod keycloak_faults;

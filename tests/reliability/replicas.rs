@@ -1,13 +1,14 @@
-//! R7: two replicas of the Jira applier and two of the control plane; one Jira applier is
-//! killed (`kill -9`) once Jira has taken 30% of its writes, one control plane at 60%, and
-//! neither comes back. The run ends SUCCEEDED, nothing lost, nothing done twice.
+//! R7: two replicas of every applier and two of the control plane, through a run of
+//! ~20,000 changes (3,000 people, every product answering 10 ms late); one replica of
+//! each applier is killed (`kill -9`) once its product has taken 30% of its writes, one
+//! control plane once Jira has taken 60%, and none comes back. The run ends SUCCEEDED,
+//! nothing lost, nothing done twice.
 //!
 //! The harness names one process per service, so the second replicas are started here,
 //! from the same binaries and configuration; the second control plane listens on its own
 //! port (`KEYSYNC_CONTROL_PLANE__LISTEN`). With no load balancer in front of the API, the
 //! services and the test reach the first control plane only, so the one killed is the
 //! second: it shares the event consumer, and the events it held come back to the first.
-//! The 20,000 changes take too long on the test machine; the run has ~6,000.
 
 use std::path::PathBuf;
 
@@ -63,25 +64,40 @@ async fn replicated_run(shape: &Shape) -> anyhow::Result<Outcome> {
         "KEYSYNC_KEYCLOAK__E2E__PAGE_SIZE",
         shape.page_size.to_string(),
     ));
-    let mut applier = second_replica(&stack, "applier", &["--product", "jira"], &env)?;
+    let mut appliers = Vec::new();
+    for product in ["jira", "confluence", "bitbucket"] {
+        appliers.push((
+            product,
+            second_replica(&stack, "applier", &["--product", product], &env)?,
+        ));
+    }
     env.push((
         "KEYSYNC_CONTROL_PLANE__LISTEN",
         format!("127.0.0.1:{}", free_port()?),
     ));
     let mut control_plane = second_replica(&stack, "control-plane", &[], &env)?;
     let started = stack.start_sync(RunMode::Apply).await?;
-    let jira_writes = tally::writes_of(&people);
-    tally::wait_writes(&stack, Product::Jira, jira_writes * 3 / 10).await?;
-    stack.kill_service("applier-jira");
-    tally::wait_writes(&stack, Product::Jira, jira_writes * 6 / 10).await?;
+    let writes = tally::writes_of(&people);
+    for (product, service) in [
+        (Product::Jira, "applier-jira"),
+        (Product::Confluence, "applier-confluence"),
+        (Product::Bitbucket, "applier-bitbucket"),
+    ] {
+        tally::wait_writes(&stack, product, writes * 3 / 10).await?;
+        stack.kill_service(service);
+    }
+    tally::wait_writes(&stack, Product::Jira, writes * 6 / 10).await?;
     control_plane.kill();
-    let run = tally::wait_terminal(&stack, &started.run_id, tally::RUN_DEADLINE).await?;
+    // 20,000 changes take longer than the other scenarios' runs.
+    let run = tally::wait_terminal(&stack, &started.run_id, 3 * tally::RUN_DEADLINE).await?;
     let mut outcome = tally::check_complete(&stack, &run, &people).await?;
-    if applier.exited().is_some() {
-        outcome
-            .notes
-            .push("the second Jira applier exited".to_owned());
-        outcome.succeeded = false;
+    for (product, applier) in &mut appliers {
+        if applier.exited().is_some() {
+            outcome
+                .notes
+                .push(format!("the second {product} applier exited"));
+            outcome.succeeded = false;
+        }
     }
     Ok(outcome)
 }
@@ -93,7 +109,13 @@ async fn r7_replicas_one_of_each_killed() {
     }
     let mut tally = Tally::new("R7-replicas");
     for run in 0..tally::runs() {
-        let outcome = replicated_run(&Shape::new(900, 10)).await;
+        let mut shape = Shape::new(3_000, 10);
+        for product in [Product::Confluence, Product::Bitbucket] {
+            shape
+                .emulator_args
+                .insert(product, vec!["--latency-ms".to_owned(), "10".to_owned()]);
+        }
+        let outcome = replicated_run(&shape).await;
         tally.add(run, outcome);
     }
     tally.finish();
