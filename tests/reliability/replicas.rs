@@ -47,7 +47,11 @@ fn second_replica(
     all_args.extend(args.iter().map(|arg| (*arg).to_owned()));
     let mut all_env = vec![("RUST_LOG", "info".to_owned())];
     all_env.extend(env.iter().cloned());
-    let log = log_dir().join(format!("{}-{program}-replica-2.log", stack.prefix));
+    // One file per replica: the three second appliers must not write over each other.
+    let name = args
+        .last()
+        .map_or(program.to_owned(), |last| format!("{program}-{last}"));
+    let log = log_dir().join(format!("{}-{name}-replica-2.log", stack.prefix));
     Tethered::spawn(&binaries()?.join(program), &all_args, &all_env, &log)
 }
 
