@@ -83,29 +83,8 @@ impl Applier {
             .await;
             guard.release().await;
             let (state, object) = stored?;
-            let ready = v1::StateReady {
-                schema_version: v1::SCHEMA_VERSION,
-                run_id: run_id.clone(),
-                product: self.wire_product as i32,
-                state: Some(object),
-                accounts: state.accounts.len() as u64,
-                groups: state.groups.len() as u64,
-                memberships: state.memberships.len() as u64,
-            };
-            self.bus
-                .publish(
-                    &topology.state_ready(product),
-                    &ready,
-                    &format!("{run_id}/state/{product}"),
-                )
+            self.announce_state(&run_id, &state, object, "ready")
                 .await?;
-            self.metrics.refreshes.add(
-                1,
-                &[
-                    KeyValue::new("product", product),
-                    KeyValue::new("outcome", "ready"),
-                ],
-            );
             tracing::info!(
                 accounts = state.accounts.len(),
                 groups = state.groups.len(),
@@ -143,6 +122,28 @@ impl Applier {
                 return Ok(None);
             }
         };
+        self.announce_state(run_id, &state, object, "cached")
+            .await?;
+        tracing::info!(
+            accounts = state.accounts.len(),
+            cached_by_run = %state.run_id,
+            "An event run: announced the cached state without reading the product."
+        );
+        Ok(Some(StepOutcome::StateReady {
+            run_id: run_id.to_owned(),
+            accounts: state.accounts.len(),
+        }))
+    }
+
+    /// Publishes `StateReady` naming `object`, the stored `state`, and counts the refresh
+    /// with `outcome` (`ready` after a read of the product, `cached` for an event run).
+    async fn announce_state(
+        &self,
+        run_id: &str,
+        state: &v1::ProductState,
+        object: v1::ObjectRef,
+        outcome: &'static str,
+    ) -> Result<(), Error> {
         let product = self.product.as_str();
         let ready = v1::StateReady {
             schema_version: v1::SCHEMA_VERSION,
@@ -164,18 +165,10 @@ impl Applier {
             1,
             &[
                 KeyValue::new("product", product),
-                KeyValue::new("outcome", "cached"),
+                KeyValue::new("outcome", outcome),
             ],
         );
-        tracing::info!(
-            accounts = state.accounts.len(),
-            cached_by_run = %state.run_id,
-            "An event run: announced the cached state without reading the product."
-        );
-        Ok(Some(StepOutcome::StateReady {
-            run_id: run_id.to_owned(),
-            accounts: state.accounts.len(),
-        }))
+        Ok(())
     }
 }
 
