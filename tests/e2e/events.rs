@@ -15,18 +15,6 @@ use serde_json::json;
 
 use crate::directory::{self, Holdings, Person};
 
-/// The user event types keysync reads (`keycloak::events::USER_EVENT_TYPES`).
-const USER_EVENT_TYPES: [&str; 8] = [
-    "REGISTER",
-    "IDENTITY_PROVIDER_FIRST_LOGIN",
-    "UPDATE_PROFILE",
-    "UPDATE_EMAIL",
-    "VERIFY_PROFILE",
-    "DELETE_ACCOUNT",
-    "UPDATE_CREDENTIAL",
-    "VERIFY_EMAIL",
-];
-
 async fn holdings(stack: &Stack, people: &[Person]) -> anyhow::Result<Holdings> {
     let state = stack.emulator_state(Product::Jira).await?;
     directory::holdings(
@@ -63,7 +51,7 @@ pub(crate) async fn turn_events_on(stack: &Stack) {
         .await
         .expect("the realm's events settings");
     config["eventsEnabled"] = json!(true);
-    config["enabledEventTypes"] = json!(USER_EVENT_TYPES);
+    config["enabledEventTypes"] = json!(keycloak::events::USER_EVENT_TYPES);
     config["adminEventsEnabled"] = json!(true);
     config["adminEventsDetailsEnabled"] = json!(true);
     stack
