@@ -33,6 +33,7 @@ pub mod health;
 pub mod integrity;
 pub mod lag;
 pub mod liveness;
+pub mod object_read;
 pub mod object_stream;
 pub mod objects;
 pub mod provision;

@@ -353,7 +353,10 @@ impl Bus {
         ObjectReader::new(
             bucket,
             key,
-            Box::new(source),
+            Box::new(crate::object_read::Stalling::new(
+                source,
+                crate::object_read::READ_STALL,
+            )),
             &object.sha256,
             MAX_DECODED_BYTES,
         )

@@ -14,7 +14,6 @@
 use async_nats::jetstream::object_store::{self, ObjectStore};
 use proto::v1;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 
 use crate::{Bus, BusMessage, DecodeError, Topology};
 
@@ -50,6 +49,14 @@ pub enum ObjectError {
         key: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The read waited this long without a byte of the object (see
+    /// [`crate::object_read`]).
+    #[error("reading object {key} from bucket {bucket}: no bytes for {waited:?}")]
+    Stalled {
+        bucket: String,
+        key: String,
+        waited: std::time::Duration,
     },
     #[error("object {key} is not in bucket {bucket}")]
     NotFound { bucket: String, key: String },
@@ -263,28 +270,8 @@ impl Bus {
     }
 
     async fn get_object_bytes(&self, bucket: &str, key: &str) -> Result<Vec<u8>, ObjectError> {
-        let get_error = |source: Box<dyn std::error::Error + Send + Sync>| ObjectError::Get {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            source,
-        };
         let store = self.object_store(bucket).await?;
-        let mut reader = match store.get(key).await {
-            Ok(reader) => reader,
-            Err(error) if error.kind() == object_store::GetErrorKind::NotFound => {
-                return Err(ObjectError::NotFound {
-                    bucket: bucket.to_owned(),
-                    key: key.to_owned(),
-                });
-            }
-            Err(error) => return Err(get_error(Box::new(error))),
-        };
-        let mut stored = Vec::new();
-        reader
-            .read_to_end(&mut stored)
-            .await
-            .map_err(|error| get_error(Box::new(error)))?;
-        Ok(stored)
+        crate::object_read::read_whole(&store, bucket, key).await
     }
 }
 
