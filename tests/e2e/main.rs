@@ -6,6 +6,7 @@
 mod connectors;
 mod event_script;
 mod events;
+mod events_off;
 mod explain;
 mod faults;
 mod holds;

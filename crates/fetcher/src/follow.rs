@@ -182,6 +182,12 @@ impl Follower {
         })
     }
 
+    /// What the realm lacks for its events to be followed (see
+    /// `keycloak::client::Client::check_events`); empty when it saves every event needed.
+    pub async fn check_events(&self) -> Result<Vec<String>, keycloak::Error> {
+        self.client.check_events().await
+    }
+
     /// The stored watermarks; empty before the first commit.
     pub async fn watermarks(&self) -> Result<Watermarks, FollowError> {
         let load_error = |source: Box<dyn std::error::Error + Send + Sync>| FollowError::Load {

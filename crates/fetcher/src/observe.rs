@@ -11,7 +11,11 @@
 //! and JetStream's duplicate window keeps one.
 //!
 //! [`Observer::run`] repeats the step every `poll_interval_ms`; an error is logged and
-//! retried with a growing delay (at most [`MAX_BACKOFF`]), never ending the service.
+//! retried with a growing delay (at most [`MAX_BACKOFF`]), never ending the service. It
+//! also reads the realm's events settings when it starts and every [`READINESS_EVERY`]
+//! after, and warns while the realm does not save the events it follows: such a realm's
+//! changes reach the products by full syncs only (the schedule, or on demand), and the
+//! warning says which settings to turn on.
 
 use std::time::Duration;
 
@@ -30,6 +34,9 @@ use crate::{
 
 /// The longest wait after failed steps, unless the poll interval is longer.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How often the follower reads the realm's events settings again.
+pub const READINESS_EVERY: Duration = Duration::from_secs(600);
 
 /// Why one step failed; the next step tries again.
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +178,12 @@ impl Observer {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let span = tracing::info_span!("follow", connector = %self.connector);
         let mut failures: u32 = 0;
+        let mut readiness_due = tokio::time::Instant::now();
         loop {
+            if tokio::time::Instant::now() >= readiness_due {
+                readiness_due += READINESS_EVERY;
+                self.warn_unless_ready().instrument(span.clone()).await;
+            }
             let stepped = tokio::select! {
                 _ = stop.wait_for(|stopped| *stopped) => return,
                 stepped = self.step().instrument(span.clone()) => stepped,
@@ -198,6 +210,25 @@ impl Observer {
                 _ = stop.wait_for(|stopped| *stopped) => return,
                 () = tokio::time::sleep(wait) => {}
             }
+        }
+    }
+}
+
+impl Observer {
+    /// Warns when the realm does not save the events followed, or they cannot be checked.
+    async fn warn_unless_ready(&self) {
+        match self.follower.check_events().await {
+            Ok(problems) if problems.is_empty() => {}
+            Ok(problems) => tracing::warn!(
+                problems = %problems.join("; "),
+                "Events are enabled for this connector, but the realm does not save all the \
+                 events keysync follows: its changes reach the products only by full syncs \
+                 (the schedule, or on demand) until they are turned on."
+            ),
+            Err(error) => tracing::warn!(
+                error = %error_chain(&error),
+                "Cannot read the realm's events settings; the events followed may be incomplete."
+            ),
         }
     }
 }
