@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEPS ?= $(or $(KEYSYNC_DEPS_DIR),.deps)
 
-.PHONY: help deps demo test reliability fuzz helm-check image-check lint fmt bench bench-plan bench-apply bench-fetch bench-apply-replicas bench-listing
+.PHONY: help deps demo test reliability fuzz helm-check image-check lint fmt bench bench-plan bench-apply bench-fetch bench-apply-replicas bench-listing bench-e2e bench-events
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,7 +44,8 @@ BENCHES := $(if $(wildcard crates/model/benches/plan.rs),bench-plan) \
            $(if $(wildcard crates/atlassian/benches/apply.rs),bench-apply) \
            $(if $(wildcard crates/fetcher/benches/fetch.rs),bench-fetch) \
            $(if $(wildcard tests/benches/apply_replicas.rs),bench-apply-replicas) \
-           $(if $(wildcard crates/control-plane/benches/listing.rs),bench-listing)
+           $(if $(wildcard crates/control-plane/benches/listing.rs),bench-listing) \
+           $(if $(wildcard tests/benches/pipeline.rs),bench-events)
 
 bench: $(BENCHES) ## Run every benchmark; each ends with `BENCH <workload> key=value ...` lines.
 
@@ -59,6 +60,12 @@ bench-fetch: deps ## Fetch 100,000 users, 2,000 groups, 300,000 memberships from
 
 bench-apply-replicas: deps ## 20,000 creates into Jira (20 ms latency) by 1 and 3 applier replicas, every service a process (floor: speedup >= 2.5).
 	JAVA_OPTS_KC_HEAP="$${JAVA_OPTS_KC_HEAP:--Xms1g -Xmx3g}" $(CARGO) bench -p e2e --bench apply_replicas
+
+bench-e2e: deps ## The whole pipeline at 100,000 users: first sync, no-op resync, peak memory per service (floors in tests/benches/pipeline.rs).
+	$(CARGO) bench -p e2e --bench pipeline
+
+bench-events: deps ## bench-e2e, then 200 Keycloak edits at 2/s: seconds from each edit to Jira (floor: p95 <= 3 s, none missed).
+	$(CARGO) bench -p e2e --bench pipeline -- --events
 
 bench-listing: deps ## ListRuns over 100,000 runs, ListChanges of 500,000 changes (floor: < 100 ms a page, < 256 MiB).
 	$(CARGO) bench -p control-plane --bench listing

@@ -110,6 +110,9 @@ pub struct StackOptions {
     /// plane's TestConnection) and its emulator, which resets the connections of the
     /// requests the rule picks: real transport errors, which the emulator cannot make.
     pub transport_faults: BTreeMap<Product, proxy::TransportFaults>,
+    /// A realm that exists already (the benchmarks' big one, `test_support::bench_realm`),
+    /// used instead of creating [`StackOptions::realm`] in the shared Keycloak.
+    pub existing_realm: Option<TestRealm<'static>>,
     /// The services' `[bus] nats_url` instead of the stack's own nats-server: a
     /// comma-separated list for a cluster (`test_support::nats_cluster::NatsCluster::urls`).
     pub nats_url: Option<String>,
@@ -330,10 +333,18 @@ fn product_name(product: Product) -> &'static str {
 impl Stack {
     pub async fn start(options: StackOptions) -> anyhow::Result<Stack> {
         let bin = binaries()?;
-        let keycloak = Keycloak::shared().await?;
-        let realm = keycloak.create_realm(options.realm).await?;
+        // The shared Keycloak starts only when a realm is made in it.
+        let realm = match options.existing_realm {
+            Some(realm) => realm,
+            None => {
+                Keycloak::shared()
+                    .await?
+                    .create_realm(options.realm)
+                    .await?
+            }
+        };
         let second_realm = match options.second_realm {
-            Some(spec) => Some(keycloak.create_realm(spec).await?),
+            Some(spec) => Some(Keycloak::shared().await?.create_realm(spec).await?),
             None => None,
         };
         let dir = tempfile::tempdir()?;
@@ -781,6 +792,14 @@ ack_wait_seconds = 5
         self.services
             .iter()
             .map(|(name, service)| (name.clone(), service.log().to_owned()))
+            .collect()
+    }
+
+    /// The peak resident memory (`VmHWM`, KiB) of every running service, by name.
+    pub fn service_peaks_kib(&self) -> BTreeMap<String, u64> {
+        self.services
+            .iter()
+            .filter_map(|(name, service)| Some((name.clone(), service.peak_resident_kib()?)))
             .collect()
     }
 

@@ -33,15 +33,10 @@ use config::Secret;
 use keycloak::{client::Client, config::KeycloakSettings};
 use prost::Message;
 use serde_json::{Value, json};
-use test_support::keycloak::{Keycloak, KeycloakOptions, RealmSpec, TestRealm, UserSpec};
+use test_support::bench_realm::{self, REALM, USERS};
+use test_support::keycloak::TestRealm;
 
-const REALM: &str = "bench";
-const USERS: usize = 100_000;
-const IMPORT_BATCH: usize = 1_000;
 const PYTHON_KEYCLOAK: &str = "7.1.1";
-/// The bench server only listens on 127.0.0.1; its admin must keep one password because
-/// Keycloak creates the bootstrap admin only when its database is new.
-const ADMIN_PASSWORD: &str = "keysync-bench-admin";
 const MIN_RATIO: f64 = 3.0;
 const MAX_PEAK_MIB: f64 = 256.0;
 
@@ -70,16 +65,10 @@ fn main() -> ExitCode {
 
 async fn bench() -> anyhow::Result<ExitCode> {
     let root = test_support::deps::workspace_root();
-    let data_dir = root.join(".deps/bench/keycloak-data");
+    let data_dir = bench_realm::data_dir();
     eprintln!("bench-fetch: starting keycloak on {}", data_dir.display());
-    let keycloak = Keycloak::start(KeycloakOptions {
-        heap: Some("-Xms1g -Xmx4g".to_owned()),
-        data_dir: Some(data_dir.clone()),
-        admin_password: Some(ADMIN_PASSWORD.to_owned()),
-        ..KeycloakOptions::default()
-    })
-    .await?;
-    let realm = seeded_realm(&keycloak, &data_dir).await?;
+    let keycloak = bench_realm::start_keycloak().await?;
+    let realm = bench_realm::seeded_realm(&keycloak, &data_dir).await?;
     let python = python_with_keycloak(&root)?;
 
     // Keycloak's JIT warms up on the first export; warm it first, so that the order of
@@ -179,98 +168,6 @@ fn settings(realm: &TestRealm<'_>) -> KeycloakSettings {
         realm.client_id(),
         Secret::new(realm.client_secret()),
     )
-}
-
-/// The realm, seeded now unless a complete earlier seeding is recorded next to the data.
-async fn seeded_realm<'k>(
-    keycloak: &'k Keycloak,
-    data_dir: &Path,
-) -> anyhow::Result<TestRealm<'k>> {
-    let marker = data_dir.join("bench-realm.json");
-    if let Ok(text) = std::fs::read_to_string(&marker) {
-        let recorded: Value = serde_json::from_str(&text)?;
-        if let Some(secret) = recorded["client_secret"].as_str()
-            && recorded["users"] == USERS
-        {
-            let realm = keycloak.existing_realm(REALM, secret);
-            match realm.admin(reqwest::Method::GET, "users/count", None).await {
-                Ok(count) if count == USERS => {
-                    eprintln!("bench-fetch: reusing realm {REALM} ({USERS} users)");
-                    return Ok(realm);
-                }
-                other => {
-                    eprintln!("bench-fetch: recorded realm unusable ({other:?}); seeding again")
-                }
-            }
-        }
-    }
-    let _ = std::fs::remove_file(&marker);
-    // A realm left by an interrupted seeding goes first.
-    let _ = keycloak
-        .admin(reqwest::Method::DELETE, &format!("realms/{REALM}"), None)
-        .await;
-    let started = Instant::now();
-    let paths = group_paths();
-    let mut spec = RealmSpec::default().name(REALM);
-    for path in &paths {
-        spec = spec.group(path);
-    }
-    let realm = keycloak.create_realm(spec).await?;
-    for batch_start in (0..USERS).step_by(IMPORT_BATCH) {
-        let batch: Vec<UserSpec> = (batch_start..(batch_start + IMPORT_BATCH).min(USERS))
-            .map(|idx| user(idx, &paths))
-            .collect();
-        // One call per batch: each gets a fresh admin token (the master realm's last 60 s).
-        realm.import_users(&batch, IMPORT_BATCH).await?;
-        if (batch_start + IMPORT_BATCH).is_multiple_of(10_000) {
-            eprintln!(
-                "bench-fetch: seeded {} users in {:.0} s",
-                batch_start + IMPORT_BATCH,
-                started.elapsed().as_secs_f64()
-            );
-        }
-    }
-    std::fs::write(
-        &marker,
-        json!({ "realm": REALM, "client_secret": realm.client_secret(), "users": USERS })
-            .to_string(),
-    )?;
-    Ok(realm)
-}
-
-/// 2,000 groups: 20 departments of 9 teams of 10 squads.
-fn group_paths() -> Vec<String> {
-    let mut paths = Vec::new();
-    for department in 0..20 {
-        paths.push(format!("/dept-{department:02}"));
-        for team in 0..9 {
-            paths.push(format!("/dept-{department:02}/team-{team}"));
-            for squad in 0..10 {
-                paths.push(format!("/dept-{department:02}/team-{team}/squad-{squad}"));
-            }
-        }
-    }
-    paths
-}
-
-/// User `idx`: three direct memberships spread over the tree, two attributes, some
-/// disabled and some without email.
-fn user(idx: usize, paths: &[String]) -> UserSpec {
-    let mut user = UserSpec::new(&format!("user-{idx:06}"))
-        .name(&format!("First{idx}"), &format!("Last{idx}"))
-        .attribute("employeeNumber", &[&idx.to_string()])
-        .attribute("costCenter", &[&format!("cc-{}", idx % 97)]);
-    if idx.is_multiple_of(40) {
-        user = user.no_email();
-    }
-    if idx.is_multiple_of(50) {
-        user = user.disabled();
-    }
-    let n = paths.len();
-    for offset in [0, n / 3, 2 * n / 3] {
-        user = user.member_of(&paths[(idx + offset + idx / n) % n]);
-    }
-    user
 }
 
 /// The venv's python with python-keycloak at the pinned version, installed when missing.

@@ -19,6 +19,7 @@
 //!
 //! Every server's output goes to a log file that is printed when a test fails.
 
+pub mod bench_realm;
 pub mod dashboard;
 pub mod deps;
 pub mod fuzz;

@@ -93,6 +93,34 @@ impl Tethered {
         })
     }
 
+    /// The server's peak resident memory so far (`VmHWM`), in KiB; `None` once it has
+    /// exited or where `/proc` cannot say. The server is the shell's child that is not a
+    /// shell itself.
+    pub fn peak_resident_kib(&self) -> Option<u64> {
+        let shell = self.shell.id().to_string();
+        let field = |status: &str, key: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(key))
+                .map(|value| value.trim().to_owned())
+        };
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .find_map(|entry| {
+                let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+                let child = field(&status, "PPid:")? == shell && field(&status, "Name:")? != "bash";
+                if !child {
+                    return None;
+                }
+                field(&status, "VmHWM:")?
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+    }
+
     /// The exit status, once the server has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.shell.try_wait().ok().flatten()
