@@ -585,15 +585,7 @@ async fn events_part(stack: &mut Stack) -> anyhow::Result<bool> {
 
 /// Makes the realm save admin events with details and the user events keysync reads.
 async fn turn_events_on(realm: &TestRealm<'_>) -> anyhow::Result<()> {
-    let mut config = realm.admin(Method::GET, "events/config", None).await?;
-    config["eventsEnabled"] = json!(true);
-    config["enabledEventTypes"] = json!(keycloak::events::USER_EVENT_TYPES);
-    config["adminEventsEnabled"] = json!(true);
-    config["adminEventsDetailsEnabled"] = json!(true);
-    realm
-        .admin(Method::PUT, "events/config", Some(&config))
-        .await?;
-    Ok(())
+    realm.save_events(&keycloak::events::USER_EVENT_TYPES).await
 }
 
 /// Waits until the follower's first-start run (trigger EVENT) has ended and no run is

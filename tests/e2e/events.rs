@@ -45,20 +45,32 @@ pub(crate) fn events_env() -> Vec<(String, String)> {
 /// Makes the stack's realm save admin events with details and the user events keysync
 /// reads.
 pub(crate) async fn turn_events_on(stack: &Stack) {
-    let mut config = stack
-        .realm
-        .admin(Method::GET, "events/config", None)
-        .await
-        .expect("the realm's events settings");
-    config["eventsEnabled"] = json!(true);
-    config["enabledEventTypes"] = json!(keycloak::events::USER_EVENT_TYPES);
-    config["adminEventsEnabled"] = json!(true);
-    config["adminEventsDetailsEnabled"] = json!(true);
     stack
         .realm
-        .admin(Method::PUT, "events/config", Some(&config))
+        .save_events(&keycloak::events::USER_EVENT_TYPES)
         .await
         .expect("events turned on");
+}
+
+/// Creates `person` in the realm through the Admin API, without their groups; answers
+/// their id.
+pub(crate) async fn create_person(stack: &Stack, person: &Person) -> anyhow::Result<String> {
+    stack
+        .realm
+        .admin(
+            Method::POST,
+            "users",
+            Some(&json!({
+                "username": person.username,
+                "email": person.email,
+                "emailVerified": true,
+                "firstName": person.first,
+                "lastName": person.last,
+                "enabled": person.enabled,
+            })),
+        )
+        .await?;
+    stack.realm.user_id(&person.username).await
 }
 
 /// Waits until Jira holds exactly what keysync should make of `people`; polls, since no
@@ -151,23 +163,9 @@ async fn keycloak_edits_reach_jira_as_event_runs_even_made_while_the_follower_is
         last: "Colleague".to_owned(),
         groups: vec!["/staff/sales".to_owned()],
     };
-    stack
-        .realm
-        .admin(
-            Method::POST,
-            "users",
-            Some(&json!({
-                "username": newbie.username,
-                "email": newbie.email,
-                "emailVerified": true,
-                "firstName": newbie.first,
-                "lastName": newbie.last,
-                "enabled": true,
-            })),
-        )
+    let newbie_id = create_person(&stack, &newbie)
         .await
         .expect("newbie created");
-    let newbie_id = stack.realm.user_id("newbie").await.expect("newbie's id");
     let sales = stack
         .realm
         .group_id("/staff/sales")

@@ -8,11 +8,9 @@ use std::time::Duration;
 
 use e2e::{CONNECTOR, Stack, StackOptions};
 use proto::v1::{self, RunState, RunTrigger};
-use reqwest::Method;
-use serde_json::json;
 
 use crate::directory::{self, Person};
-use crate::events::{events_env, until_jira_holds};
+use crate::events::{create_person, events_env, until_jira_holds};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_realm_with_events_off_is_reported_and_synced_by_the_schedule() {
@@ -70,23 +68,9 @@ async fn a_realm_with_events_off_is_reported_and_synced_by_the_schedule() {
         last: "Colleague".to_owned(),
         groups: Vec::new(),
     };
-    stack
-        .realm
-        .admin(
-            Method::POST,
-            "users",
-            Some(&json!({
-                "username": newbie.username,
-                "email": newbie.email,
-                "emailVerified": true,
-                "firstName": newbie.first,
-                "lastName": newbie.last,
-                "enabled": true,
-            })),
-        )
+    let newbie_id = create_person(&stack, &newbie)
         .await
         .expect("newbie created");
-    let newbie_id = stack.realm.user_id("newbie").await.expect("newbie's id");
     people.push(newbie);
     until_jira_holds(&stack, &people, "newbie")
         .await

@@ -187,6 +187,21 @@ mod tests {
         vec![byte; 600 << 10]
     }
 
+    /// [`read_from`] of `opened`, with short waits, failing the test if it hangs.
+    async fn read_opened(store: &ObjectStore, opened: Object) -> Result<Vec<u8>, ObjectError> {
+        let read = read_from(
+            store,
+            "read",
+            "state",
+            opened,
+            Duration::from_millis(200),
+            Duration::from_secs(5),
+        );
+        tokio::time::timeout(Duration::from_secs(20), read)
+            .await
+            .expect("the read does not hang")
+    }
+
     #[tokio::test]
     async fn a_read_whose_object_is_replaced_under_it_reads_the_newer_version() {
         let nats = NatsServer::start().expect("nats-server");
@@ -202,20 +217,9 @@ mod tests {
             .put("state", &mut version(2).as_slice())
             .await
             .expect("put again");
-        let read = tokio::time::timeout(
-            Duration::from_secs(20),
-            read_from(
-                &store,
-                "read",
-                "state",
-                opened,
-                Duration::from_millis(200),
-                Duration::from_secs(5),
-            ),
-        )
-        .await
-        .expect("the read does not hang")
-        .expect("the newer version");
+        let read = read_opened(&store, opened)
+            .await
+            .expect("the newer version");
         assert_eq!(read, version(2));
     }
 
@@ -229,19 +233,7 @@ mod tests {
             .expect("put");
         let opened = open(&store, "read", "state").await.expect("opened");
         store.delete("state").await.expect("delete");
-        let read = tokio::time::timeout(
-            Duration::from_secs(20),
-            read_from(
-                &store,
-                "read",
-                "state",
-                opened,
-                Duration::from_millis(200),
-                Duration::from_secs(5),
-            ),
-        )
-        .await
-        .expect("the read does not hang");
+        let read = read_opened(&store, opened).await;
         assert!(
             matches!(read, Err(ObjectError::NotFound { .. })),
             "{read:?}"

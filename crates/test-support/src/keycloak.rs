@@ -601,6 +601,20 @@ impl TestRealm<'_> {
         Ok(())
     }
 
+    /// Makes the realm save admin events with their representation and the user events of
+    /// `user_event_types` (keysync's are `keycloak::events::USER_EVENT_TYPES`, which this
+    /// crate cannot name), as an administrator would in Realm settings → Events.
+    pub async fn save_events(&self, user_event_types: &[&str]) -> anyhow::Result<()> {
+        let mut config = self.admin(Method::GET, "events/config", None).await?;
+        config["eventsEnabled"] = json!(true);
+        config["enabledEventTypes"] = json!(user_event_types);
+        config["adminEventsEnabled"] = json!(true);
+        config["adminEventsDetailsEnabled"] = json!(true);
+        self.admin(Method::PUT, "events/config", Some(&config))
+            .await?;
+        Ok(())
+    }
+
     /// The id of the user with exactly this username.
     pub async fn user_id(&self, username: &str) -> anyhow::Result<String> {
         let users = self

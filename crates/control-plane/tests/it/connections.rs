@@ -272,7 +272,6 @@ async fn keycloak_check(realm: &test_support::keycloak::TestRealm<'_>) -> v1::Co
 
 #[tokio::test]
 async fn test_connection_says_whether_the_realm_saves_the_events_keysync_would_follow() {
-    use serde_json::json;
     let keycloak = Keycloak::shared().await.expect("Keycloak starts");
     let realm = keycloak
         .create_realm(RealmSpec::default().user(UserSpec::new("alice")))
@@ -288,16 +287,8 @@ async fn test_connection_says_whether_the_realm_saves_the_events_keysync_would_f
     assert!(events.contains("Include representation"), "{events}");
 
     // Turned on as the check says: ready.
-    let mut config = realm
-        .admin(reqwest::Method::GET, "events/config", None)
-        .await
-        .expect("the events settings");
-    config["eventsEnabled"] = json!(true);
-    config["enabledEventTypes"] = json!(keycloak::events::USER_EVENT_TYPES);
-    config["adminEventsEnabled"] = json!(true);
-    config["adminEventsDetailsEnabled"] = json!(true);
     realm
-        .admin(reqwest::Method::PUT, "events/config", Some(&config))
+        .save_events(&keycloak::events::USER_EVENT_TYPES)
         .await
         .expect("events turned on");
     let check = keycloak_check(&realm).await;

@@ -199,15 +199,7 @@ async fn an_event_run_without_a_base_reads_the_whole_realm() -> anyhow::Result<(
 
 /// Turns on the user and admin events the follower reads.
 async fn record_events(realm: &TestRealm<'_>) -> anyhow::Result<()> {
-    let mut config = realm.admin(Method::GET, "events/config", None).await?;
-    config["eventsEnabled"] = json!(true);
-    config["enabledEventTypes"] = json!(keycloak::events::USER_EVENT_TYPES);
-    config["adminEventsEnabled"] = json!(true);
-    config["adminEventsDetailsEnabled"] = json!(true);
-    realm
-        .admin(Method::PUT, "events/config", Some(&config))
-        .await?;
-    Ok(())
+    realm.save_events(&keycloak::events::USER_EVENT_TYPES).await
 }
 
 /// Every EventsObserved published so far, oldest first.

@@ -34,13 +34,8 @@ async fn a_follower_neither_loses_nor_replays_an_edit_across_a_restart() -> anyh
                 .user(UserSpec::new("ann")),
         )
         .await?;
-    let mut config = realm.admin(Method::GET, "events/config", None).await?;
-    config["eventsEnabled"] = json!(true);
-    config["enabledEventTypes"] = json!(keycloak::events::USER_EVENT_TYPES);
-    config["adminEventsEnabled"] = json!(true);
-    config["adminEventsDetailsEnabled"] = json!(true);
     realm
-        .admin(Method::PUT, "events/config", Some(&config))
+        .save_events(&keycloak::events::USER_EVENT_TYPES)
         .await?;
 
     // The first start: no watermark, so only a full sync will do.

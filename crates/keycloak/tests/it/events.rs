@@ -20,15 +20,7 @@ use crate::helpers::settings;
 
 /// Turns on admin events with details and user events of the types keysync reads.
 pub(crate) async fn enable_events(realm: &TestRealm<'_>) -> anyhow::Result<()> {
-    let mut config = realm.admin(Method::GET, "events/config", None).await?;
-    config["eventsEnabled"] = json!(true);
-    config["enabledEventTypes"] = json!(USER_EVENT_TYPES);
-    config["adminEventsEnabled"] = json!(true);
-    config["adminEventsDetailsEnabled"] = json!(true);
-    realm
-        .admin(Method::PUT, "events/config", Some(&config))
-        .await?;
-    Ok(())
+    realm.save_events(&USER_EVENT_TYPES).await
 }
 
 pub(crate) async fn create_user(realm: &TestRealm<'_>, username: &str) -> anyhow::Result<String> {
