@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEPS ?= $(or $(KEYSYNC_DEPS_DIR),.deps)
 
-.PHONY: help deps demo test reliability fuzz helm-check image-check lint fmt bench bench-plan bench-apply bench-fetch bench-apply-replicas bench-listing bench-e2e bench-events
+.PHONY: help deps demo test reliability fuzz helm-check image-check lint fmt bench bench-plan bench-apply bench-fetch bench-apply-replicas bench-listing bench-cache bench-e2e bench-events
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,6 +45,7 @@ BENCHES := $(if $(wildcard crates/model/benches/plan.rs),bench-plan) \
            $(if $(wildcard crates/fetcher/benches/fetch.rs),bench-fetch) \
            $(if $(wildcard tests/benches/apply_replicas.rs),bench-apply-replicas) \
            $(if $(wildcard crates/control-plane/benches/listing.rs),bench-listing) \
+           $(if $(wildcard crates/cache/benches/journal.rs),bench-cache) \
            $(if $(wildcard tests/benches/pipeline.rs),bench-events)
 
 bench: $(BENCHES) ## Run every benchmark; each ends with `BENCH <workload> key=value ...` lines.
@@ -66,6 +67,9 @@ bench-e2e: deps ## The whole pipeline at 100,000 users: first sync, no-op resync
 
 bench-events: deps ## bench-e2e, then 200 Keycloak edits at 2/s: seconds from each edit to Jira (floor: p95 <= 3 s, none missed).
 	$(CARGO) bench -p e2e --bench pipeline -- --events
+
+bench-cache: deps ## 200 one-user deltas through the product state cache at 100,000 accounts (floor: <= 1/20 of a whole rewrite, <= 1 % of its bytes).
+	$(CARGO) bench -p cache --bench journal
 
 bench-listing: deps ## ListRuns over 100,000 runs, ListChanges of 500,000 changes (floor: < 100 ms a page, < 256 MiB).
 	$(CARGO) bench -p control-plane --bench listing

@@ -220,8 +220,10 @@ impl Applier {
     }
 
     /// Applies `changes` to the product, touching the run's mark while it works, and records
-    /// what succeeded in the cached state: loaded and stored under the product's cache lock,
-    /// so replicas applying sets of one phase at once never lose each other's records.
+    /// what succeeded in the product's state journal ([`cache::Cache::append`]): one small
+    /// entry, whatever the size of the product, and replicas applying sets of one phase at
+    /// once never lose each other's records. Now and then the journal is folded into a new
+    /// base, under the product's cache lock so a refresh storing one is never lost.
     async fn apply_and_record(
         &self,
         run_id: &str,
@@ -229,7 +231,6 @@ impl Applier {
         changes: &[v1::Change],
     ) -> Result<Vec<v1::ChangeResult>, Error> {
         let cached = self.cache.load(self.product).await?;
-        let loaded = cached.as_ref().map(|(_, object)| object.sha256.clone());
         let mut working = self.working(cached.map(|(state, _)| state), connector)?;
         let touching = self.touch_while_working(run_id);
         let results = apply::apply(
@@ -242,24 +243,18 @@ impl Applier {
         )
         .await;
         touching.abort();
-        let guard = self.cache_lock.acquire().await?;
-        let stored = async {
-            // Another replica may have stored its own set's records since this one loaded
-            // the state: then this set's are replayed on the newest state.
-            if self.cache.current_sha256(self.product).await? != loaded {
-                let newest = self.cache.load(self.product).await?;
-                let recorded = working.recorded().to_vec();
-                working = self.working(newest.map(|(state, _)| state), connector)?;
-                working.replay(&recorded);
-            }
-            self.cache
-                .store(self.product, &working.into_state(run_id))
-                .await?;
-            Ok::<_, Error>(())
+        let records = working.take_recorded();
+        drop(working);
+        let fold = self
+            .cache
+            .append(self.product, run_id, connector, records)
+            .await?;
+        if fold {
+            let guard = self.cache_lock.acquire().await?;
+            let folded = self.cache.fold(self.product).await;
+            guard.release().await;
+            folded?;
         }
-        .await;
-        guard.release().await;
-        stored?;
         Ok(results)
     }
 

@@ -1,5 +1,6 @@
 //! A run request: read the product's whole state, keep what only keysync knows from the
-//! previous cached state ([`crate::state::refresh`]), store it in the cache and announce
+//! previous cached state ([`crate::state::refresh`]), store it in the cache as the product's
+//! new base (holding the state journal up to where the read began) and announce
 //! it with `StateReady`, or `StateFailed` when the product cannot be read. An event run
 //! that names users or groups (#16, no `full_sync_reason`) announces the cached state
 //! instead, when there is one (outcome `cached` of `keysync_state_refreshes_total`).
@@ -38,6 +39,9 @@ impl Applier {
             }
             let topology = self.bus.topology();
             let product = self.product.as_str();
+            // What change sets record from here on may be missing from the read: the new
+            // base takes the journal in only up to here, and the rest is replayed on it.
+            let journal_seq = self.cache.journal_position().await?;
             let directory = match self.directory.fetch_state().await {
                 Ok(directory) => directory,
                 Err(error) => {
@@ -69,7 +73,7 @@ impl Applier {
             let guard = self.cache_lock.acquire().await?;
             let stored = async {
                 let previous = self.cache.load(self.product).await?;
-                let state = state::refresh(
+                let mut state = state::refresh(
                     self.wire_product,
                     directory,
                     previous.as_ref().map(|(state, _)| state),
@@ -77,6 +81,7 @@ impl Applier {
                     &run_id,
                     SystemTime::now(),
                 );
+                state.journal_seq = journal_seq;
                 let object = self.cache.store(self.product, &state).await?;
                 Ok::<_, Error>((state, object))
             }

@@ -10,19 +10,16 @@
 //! see every email as missing. The capabilities the product's client reports are cached with
 //! the state, for the plan.
 //!
-//! While a change set is applied, the state is the model's ([`Applied`]), and each change the
-//! product did is recorded with the model's own rules ([`Applied::apply_one`]); only the
-//! conversion to and from the wire happens here.
+//! While a change set is applied, the state is a [`Working`] one (in the `cache` crate,
+//! whose readers replay the same records from the product's state journal).
 
 use std::collections::HashMap;
 use std::time::SystemTime;
 
 use atlassian::{Capabilities, DirectoryState};
-use model::apply::Applied;
+pub use cache::working::Working;
 use model::mapping::fold;
-use model::plan::Action;
-use model::state::{Account, AccountId, Product};
-use proto::v1::{self, account_ref::Ref};
+use proto::v1;
 
 /// The cached state of `product` after reading `directory`, with keysync's knowledge taken
 /// from `previous` and the capabilities the product's client reports.
@@ -108,6 +105,8 @@ pub fn refresh(
         .collect();
     v1::ProductState {
         schema_version: v1::SCHEMA_VERSION,
+        // The caller sets it: where the journal stood when the product was read.
+        journal_seq: 0,
         product: product as i32,
         accounts,
         groups,
@@ -152,177 +151,14 @@ fn lead_target(target: atlassian::LeadTarget) -> v1::LeadTarget {
     }
 }
 
-/// The cached state while a change set is applied: what the changes that succeeded did,
-/// written back to the cache at the end of the set. Lookups by id and by login are what
-/// the applier needs to name accounts to the product.
-///
-/// The state is the model's, converted from the cached one; what only the wire holds (the
-/// accounts' read-only reasons, the schema version, when the state was read and the
-/// capabilities it records) is kept aside and put back by [`Working::into_state`].
-pub struct Working {
-    applied: Applied,
-    /// The cached state without its accounts, groups and memberships.
-    envelope: v1::ProductState,
-    /// The read-only reason of each account that has one, by product id.
-    read_only: HashMap<String, String>,
-    /// What [`Working::record`] took, in order, to be replayed on a newer state.
-    recorded: Vec<Recorded>,
-}
-
-/// One change [`Working::record`] took, with the ids it was recorded with.
-#[derive(Clone, Debug)]
-pub struct Recorded {
-    change: v1::Change,
-    account_id: Option<String>,
-    created_id: Option<String>,
-}
-
-impl Working {
-    /// The working state of a cached state of `product`; a cached state the model cannot
-    /// read (an account without an id) is an error.
-    pub fn new(product: Product, state: v1::ProductState) -> Result<Working, cache::Error> {
-        Working::for_connector(product, state, "")
-    }
-
-    /// [`Working::new`], recording `connector` (the change set's; empty: none) as the owner
-    /// of the accounts and groups the changes create or link.
-    pub fn for_connector(
-        product: Product,
-        state: v1::ProductState,
-        connector: &str,
-    ) -> Result<Working, cache::Error> {
-        let model = cache::convert::state_to_model(&state)
-            .map_err(|source| cache::Error::Convert { product, source })?;
-        let read_only = state
-            .accounts
-            .iter()
-            .filter(|account| !account.read_only_reason.is_empty())
-            .map(|account| (account.id.clone(), account.read_only_reason.clone()))
-            .collect();
-        let envelope = v1::ProductState {
-            accounts: Vec::new(),
-            groups: Vec::new(),
-            memberships: Vec::new(),
-            leads: Vec::new(),
-            seats: None,
-            ..state
-        };
-        Ok(Working {
-            applied: Applied::new(model).for_connector(
-                (!connector.is_empty()).then(|| model::state::ConnectorName::new(connector)),
-            ),
-            envelope,
-            read_only,
-            recorded: Vec::new(),
-        })
-    }
-
-    /// The state to cache, as updated by `run_id`.
-    pub fn into_state(self, run_id: &str) -> v1::ProductState {
-        let Working {
-            applied,
-            envelope,
-            read_only,
-            ..
-        } = self;
-        let mut state = cache::convert::state_from_model(&applied.into_state(), run_id);
-        for account in &mut state.accounts {
-            if let Some(reason) = read_only.get(&account.id) {
-                account.read_only_reason = reason.clone();
-            }
-        }
-        v1::ProductState {
-            accounts: state.accounts,
-            groups: state.groups,
-            memberships: state.memberships,
-            leads: state.leads,
-            seats: state.seats,
-            run_id: run_id.to_owned(),
-            ..envelope
-        }
-    }
-
-    /// The account with product id `id`.
-    pub fn account(&self, id: &str) -> Option<&Account> {
-        self.applied.account(id)
-    }
-
-    /// The account whose login is `login`, compared case-insensitively.
-    pub fn account_by_login(&self, login: &str) -> Option<&Account> {
-        self.applied.account_by_login(login)
-    }
-
-    /// Records what `change` did, now that the product did it (or had it done already):
-    /// `account_id` is the product id of the account the change named, as the applier
-    /// resolved it, and `created_id` the id the product gave an account it created. A
-    /// created account is managed for the change's Keycloak user, and has no read-only
-    /// reason.
-    pub fn record(
-        &mut self,
-        change: &v1::Change,
-        account_id: Option<&str>,
-        created_id: Option<&str>,
-    ) {
-        self.recorded.push(Recorded {
-            change: change.clone(),
-            account_id: account_id.map(str::to_owned),
-            created_id: created_id.map(str::to_owned),
-        });
-        self.record_one(change, account_id, created_id);
-    }
-
-    /// What [`Working::record`] took so far, in order.
-    pub fn recorded(&self) -> &[Recorded] {
-        &self.recorded
-    }
-
-    /// Records again what another working state took: the same changes on a newer state.
-    pub fn replay(&mut self, recorded: &[Recorded]) {
-        for one in recorded {
-            self.record(
-                &one.change,
-                one.account_id.as_deref(),
-                one.created_id.as_deref(),
-            );
-        }
-    }
-
-    fn record_one(
-        &mut self,
-        change: &v1::Change,
-        account_id: Option<&str>,
-        created_id: Option<&str>,
-    ) {
-        let mut change = change.clone();
-        if let Some(id) = account_id {
-            change.account = Some(v1::AccountRef {
-                r#ref: Some(Ref::AccountId(id.to_owned())),
-            });
-        }
-        let change = match cache::convert::change_to_model(&change) {
-            Ok(change) => change,
-            Err(error) => {
-                tracing::warn!(%error, "A change the product made cannot be recorded in the cache.");
-                return;
-            }
-        };
-        if matches!(change.action, Action::CreateUser { .. }) {
-            let Some(id) = created_id else {
-                return;
-            };
-            self.read_only.remove(id);
-        }
-        self.applied
-            .apply_one(&change, |_| AccountId::new(created_id.unwrap_or_default()));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
 
     use atlassian::{Membership, RemoteAccount, RemoteGroup};
+    use model::state::Product;
     use proto::v1::ChangeOp;
+    use proto::v1::account_ref::Ref;
 
     use super::*;
 
@@ -588,6 +424,7 @@ mod tests {
         locked.active = false;
         v1::ProductState {
             schema_version: v1::SCHEMA_VERSION,
+            journal_seq: 0,
             product: v1::Product::Jira as i32,
             accounts: vec![
                 cached("k1", "alice", "kc-alice", "alice@example.com"),

@@ -31,6 +31,7 @@
 mod consumers;
 pub mod health;
 pub mod integrity;
+pub mod journal;
 pub mod lag;
 pub mod liveness;
 pub mod object_read;
@@ -168,6 +169,7 @@ bus_messages!(
     RunApproved,
     RunCancelled,
     ProductState,
+    StateRecords,
     StateReady,
     StateFailed,
 );

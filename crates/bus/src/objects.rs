@@ -123,6 +123,12 @@ impl Topology {
     pub fn state_bucket(&self) -> String {
         format!("{}-state", self.prefix)
     }
+
+    /// The key-value bucket of the product state journals, `{prefix}-state-journal`
+    /// ([`crate::journal`]): a product's entries are under its name.
+    pub fn state_journal_bucket(&self) -> String {
+        format!("{}-state-journal", self.prefix)
+    }
 }
 
 impl Bus {

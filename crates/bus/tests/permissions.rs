@@ -269,6 +269,37 @@ async fn an_applier_does_its_own_work() {
         .expect("the applier writes the state cache");
     let _: v1::ProductState = applier.get_object(&stored).await.expect("and reads it");
 
+    // It appends to the product state journal and purges it; the planner only reads it.
+    let bucket = topology.state_journal_bucket();
+    let journal = bus::journal::Journal::open(&applier, &bucket, "journal")
+        .await
+        .expect("the applier opens the journal");
+    let entry = v1::StateRecords {
+        schema_version: v1::SCHEMA_VERSION,
+        run_id: "01RUN".to_owned(),
+        ..Default::default()
+    };
+    let appended = journal
+        .append("jira", &entry)
+        .await
+        .expect("the applier appends");
+    let read = bus::journal::Journal::open(&planner, &bucket, "journal")
+        .await
+        .expect("the planner opens the journal");
+    let entries = read
+        .read_after::<v1::StateRecords>("jira", 0)
+        .await
+        .expect("the planner reads it");
+    assert_eq!(entries.len(), 1);
+    assert!(
+        read.append("jira", &entry).await.is_err(),
+        "the planner wrote the journal"
+    );
+    journal
+        .purge_through("jira", appended)
+        .await
+        .expect("the applier purges");
+
     // It may not touch another service's bucket.
     let refused = applier
         .key_value(

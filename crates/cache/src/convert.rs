@@ -237,6 +237,7 @@ fn connector_from_model(connector: Option<&ConnectorName>) -> String {
 pub fn state_from_model(state: &ProductState, run_id: &str) -> v1::ProductState {
     v1::ProductState {
         schema_version: v1::SCHEMA_VERSION,
+        journal_seq: 0,
         product: product_to_proto(state.product) as i32,
         accounts: state
             .accounts
@@ -436,6 +437,7 @@ mod tests {
     fn wire_state() -> v1::ProductState {
         v1::ProductState {
             schema_version: v1::SCHEMA_VERSION,
+            journal_seq: 0,
             product: v1::Product::Bitbucket as i32,
             accounts: vec![
                 cached("alice", "alice", "kc-1"),

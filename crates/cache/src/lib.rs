@@ -4,15 +4,34 @@
 //!
 //! # Layout
 //!
-//! One JetStream object store bucket per deployment, `{prefix}-state`, holds one object per
-//! product, named after it (`jira`, `confluence`, `bitbucket`): a [`proto::v1::ProductState`]
-//! (every account with its login, name, email, activity, whether keysync manages it and for
-//! which Keycloak user, and why it is read-only if it is; every group with whether keysync
-//! created it; every membership), protobuf-encoded and zstd-compressed. The object is
-//! replaced as a whole: by an applier's refresh at the start of every run, and at the end of
-//! every change set the applier applies. [`Cache::store`] answers the [`proto::v1::ObjectRef`]
-//! (with the SHA-256 of the stored bytes) that `StateReady` announces, and
-//! [`Cache::load_announced`] refuses an object that changed since.
+//! A product's state is a **base** and a **journal** above it (#16):
+//!
+//! - the base: one object per product in the object store bucket `{prefix}-state`, named
+//!   after it (`jira`, `confluence`, `bitbucket`): a [`proto::v1::ProductState`] (every
+//!   account with its login, name, email, activity, whether keysync manages it and for
+//!   which Keycloak user, and why it is read-only if it is; every group with whether keysync
+//!   created it; every membership), protobuf-encoded and zstd-compressed, written whole by
+//!   an applier's refresh (a full run reads the product) and by a fold;
+//! - the journal: in the key-value bucket `{prefix}-state-journal` ([`bus::journal`]), one
+//!   small [`proto::v1::StateRecords`] entry per change set the applier applied: what the
+//!   product did, as the applier recorded it ([`working::Working`]).
+//!
+//! The base says how far the journal is in it (`journal_seq`); a reader replays the entries
+//! above on it with the model's rules. Each process remembers the state it last loaded, so
+//! its next load reads only the entries appended since: a delta of one user costs one
+//! small append and one small read, never a rewrite or a re-read of 100,000 accounts. Once
+//! [`FOLD_AFTER`] entries are above the base, the applier folds them into a new base under
+//! its cache lock, and the entries are purged.
+//!
+//! A full run and a delta may overlap: a refresh takes the journal's position before it
+//! reads the product and stores its base with that position, so what a change set recorded
+//! during the read is replayed on the new base (recording a change twice is harmless: the
+//! model's rules are idempotent). A load that finds the base replaced while it read the
+//! journal (whose entries the new base may have purged) starts again.
+//!
+//! [`Cache::store`] answers the [`proto::v1::ObjectRef`] of a base (with the SHA-256 of the
+//! stored bytes) that `StateReady` announces; [`Cache::load_announced_or_newer`] answers
+//! the newest state, and says when its base is no longer the announced one.
 //!
 //! The product knows its accounts, groups and memberships; only the cache knows which of
 //! them keysync manages. The state also carries the capabilities the product's client
@@ -23,8 +42,14 @@
 //! makes no product calls and plans nothing.
 
 pub mod convert;
+pub mod working;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bus::Bus;
+use bus::journal::{Journal, JournalError};
 use bus::objects::ObjectError;
 use model::state::Product;
 use proto::v1;
@@ -44,12 +69,23 @@ pub enum Error {
         #[source]
         source: convert::ConvertError,
     },
+    #[error("the state journal of the cached states")]
+    Journal(#[source] Box<JournalError>),
+    /// The base was replaced again and again while its journal was read.
+    #[error("the cached state of {product} kept changing while it was read")]
+    Unsettled { product: Product },
     #[error("the cached state in {key} is of {found}, not {expected}")]
     WrongProduct {
         key: String,
         expected: Product,
         found: String,
     },
+}
+
+impl From<JournalError> for Error {
+    fn from(error: JournalError) -> Error {
+        Error::Journal(Box::new(error))
+    }
 }
 
 impl Error {
@@ -59,21 +95,72 @@ impl Error {
         match self {
             Error::Object { source, .. } => source.is_permanent(),
             Error::Convert { .. } | Error::WrongProduct { .. } => true,
+            Error::Journal(error) => matches!(**error, JournalError::Decode { .. }),
+            Error::Unsettled { .. } => false,
         }
     }
 }
+
+/// How many journal entries a base may have above it before the applier folds them into a
+/// new base ([`Cache::append`] says when): a full sync appends one per change set, and every
+/// reader that has not followed the journal replays them all once.
+pub const FOLD_AFTER: usize = 64;
+
+/// The most bytes one journal entry's records take: well under a NATS message's default
+/// 1 MiB limit.
+const ENTRY_BYTES: usize = 256 * 1024;
+
+/// How many times a load starts again because a fold or a refresh replaced the base while
+/// it read the journal.
+const LOAD_ATTEMPTS: usize = 5;
 
 /// The product state cache of one deployment.
 #[derive(Clone)]
 pub struct Cache {
     bus: Bus,
     bucket: String,
+    journal: Arc<tokio::sync::OnceCell<Journal>>,
+    /// The newest state each product was loaded at, kept so the next load reads only the
+    /// journal entries appended since (a delta costs what it changed).
+    memo: Arc<Mutex<HashMap<Product, Memo>>>,
+    /// How many times a base was read whole (for tests and the logs).
+    base_reads: Arc<AtomicU64>,
+}
+
+/// A product's state as last loaded.
+struct Memo {
+    base: v1::ObjectRef,
+    /// The last journal sequence in `state`.
+    through: u64,
+    /// Journal entries in `state` above its base.
+    entries: usize,
+    state: Arc<v1::ProductState>,
+}
+
+/// A product's state as loaded: its base with the journal replayed through `through`.
+struct Loaded {
+    state: Arc<v1::ProductState>,
+    base: v1::ObjectRef,
+    through: u64,
+    entries: usize,
 }
 
 impl Cache {
     pub fn new(bus: Bus) -> Cache {
         let bucket = bus.topology().state_bucket();
-        Cache { bus, bucket }
+        Cache {
+            bus,
+            bucket,
+            journal: Arc::default(),
+            memo: Arc::default(),
+            base_reads: Arc::default(),
+        }
+    }
+
+    /// How many times this cache (and its clones) read a base whole: once per base and
+    /// process while the journal above it is followed.
+    pub fn base_reads(&self) -> u64 {
+        self.base_reads.load(Ordering::Relaxed)
     }
 
     /// The bucket, `{prefix}-state`.
@@ -81,69 +168,72 @@ impl Cache {
         &self.bucket
     }
 
-    /// The newest cached state of `product` and where it is; `None` before the first
-    /// refresh.
+    /// The newest state of `product` (its base with the journal replayed) and where its base
+    /// is; `None` before the first refresh.
     pub async fn load(
         &self,
         product: Product,
     ) -> Result<Option<(v1::ProductState, v1::ObjectRef)>, Error> {
-        let loaded = self
-            .bus
-            .get_latest_object::<v1::ProductState>(&self.bucket, product.as_str())
-            .await
-            .map_err(|source| Error::Object { product, source })?;
-        let Some((state, object)) = loaded else {
-            return Ok(None);
-        };
-        check_product(&state, product, &object.key)?;
-        Ok(Some((state, object)))
+        Ok(self
+            .load_newest(product)
+            .await?
+            .map(|loaded| (Arc::unwrap_or_clone(loaded.state), loaded.base)))
     }
 
-    /// The state a `StateReady` announced, if it is still the one in the cache.
+    /// The state a `StateReady` announced, if its base is still the one in the cache, with
+    /// the journal replayed on it.
     pub async fn load_announced(
         &self,
         product: Product,
         object: &v1::ObjectRef,
     ) -> Result<v1::ProductState, Error> {
-        let state = self
+        let base = self
             .bus
             .get_object::<v1::ProductState>(object)
             .await
             .map_err(|source| Error::Object { product, source })?;
-        check_product(&state, product, &object.key)?;
-        Ok(state)
+        check_product(&base, product, &object.key)?;
+        let through = base.journal_seq;
+        let (state, ..) = self.replay(product, Arc::new(base), through, 0).await?;
+        if self.current_sha256(product).await?.as_deref() != Some(object.sha256.as_str()) {
+            // Replaced while the journal was read: the entries the new base took in may
+            // be purged already.
+            return Err(Error::Object {
+                product,
+                source: ObjectError::Checksum {
+                    bucket: object.bucket.clone(),
+                    key: object.key.clone(),
+                    expected: object.sha256.clone(),
+                    found: "a newer base".to_owned(),
+                },
+            });
+        }
+        Ok(Arc::unwrap_or_clone(state))
     }
 
     /// The state a `StateReady` announced or, when a later refresh or change set has
-    /// replaced it since (another connector's run reads the same product), the newest one:
+    /// changed it since (another connector's run reads the same product), the newest one:
     /// a state read after the announced one is at least as true of the product. Answers
-    /// whether the newer state was taken.
+    /// whether the newer state was taken (its base is not the announced one).
     pub async fn load_announced_or_newer(
         &self,
         product: Product,
         object: &v1::ObjectRef,
     ) -> Result<(v1::ProductState, bool), Error> {
-        match self.load_announced(product, object).await {
-            Ok(state) => Ok((state, false)),
-            Err(Error::Object {
-                source: ObjectError::Checksum { .. },
-                ..
-            }) => match self.load(product).await? {
-                Some((state, _)) => Ok((state, true)),
-                None => Err(Error::Object {
-                    product,
-                    source: ObjectError::NotFound {
-                        bucket: self.bucket.clone(),
-                        key: object.key.clone(),
-                    },
-                }),
-            },
-            Err(error) => Err(error),
+        match self.load(product).await? {
+            Some((state, base)) => Ok((state, !base.sha256.eq_ignore_ascii_case(&object.sha256))),
+            None => Err(Error::Object {
+                product,
+                source: ObjectError::NotFound {
+                    bucket: self.bucket.clone(),
+                    key: object.key.clone(),
+                },
+            }),
         }
     }
 
-    /// The checksum of the newest cached state of `product` ([`v1::ObjectRef::sha256`]),
-    /// without loading it; `None` before the first refresh.
+    /// The checksum of the base of the newest cached state of `product`
+    /// ([`v1::ObjectRef::sha256`]), without loading it; `None` before the first refresh.
     pub async fn current_sha256(&self, product: Product) -> Result<Option<String>, Error> {
         self.bus
             .object_sha256(&self.bucket, product.as_str())
@@ -151,18 +241,241 @@ impl Cache {
             .map_err(|source| Error::Object { product, source })
     }
 
-    /// Replaces the cached state of `product`; the state must be of that product.
+    /// Replaces the base of `product`'s state with `state`, which must be of that product
+    /// and hold the journal through `state.journal_seq`; the entries up to there are
+    /// purged.
     pub async fn store(
         &self,
         product: Product,
         state: &v1::ProductState,
     ) -> Result<v1::ObjectRef, Error> {
         check_product(state, product, product.as_str())?;
-        self.bus
+        let object = self
+            .bus
             .put_object(&self.bucket, product.as_str(), state)
             .await
-            .map_err(|source| Error::Object { product, source })
+            .map_err(|source| Error::Object { product, source })?;
+        if state.journal_seq > 0 {
+            self.journal()
+                .await?
+                .purge_through(product.as_str(), state.journal_seq)
+                .await?;
+        }
+        Ok(object)
     }
+
+    /// The journal's position: a refresh that starts reading the product now stores a
+    /// base holding the journal through it ([`v1::ProductState::journal_seq`]), so what a
+    /// change set recorded while the product was read is replayed on the new base.
+    pub async fn journal_position(&self) -> Result<u64, Error> {
+        Ok(self.journal().await?.position().await?)
+    }
+
+    /// Appends what one change set of `run_id` did to `product` (`records`, made with
+    /// `connector`'s ownership) to the product's journal: one small entry (or a few, for a
+    /// large set) instead of a rewrite of the whole state. Answers whether enough entries
+    /// are above the base for [`Cache::fold`] to be due.
+    pub async fn append(
+        &self,
+        product: Product,
+        run_id: &str,
+        connector: &str,
+        records: Vec<v1::StateRecord>,
+    ) -> Result<bool, Error> {
+        if records.is_empty() {
+            return Ok(false);
+        }
+        let journal = self.journal().await?;
+        let mut written = 0;
+        for chunk in chunks(records) {
+            let entry = v1::StateRecords {
+                schema_version: v1::SCHEMA_VERSION,
+                product: convert::product_to_proto(product) as i32,
+                run_id: run_id.to_owned(),
+                connector: connector.to_owned(),
+                records: chunk,
+            };
+            journal.append(product.as_str(), &entry).await?;
+            written += 1;
+        }
+        let entries = self
+            .memo()
+            .get(&product)
+            .map(|memo| memo.entries)
+            .unwrap_or_default();
+        Ok(entries + written >= FOLD_AFTER)
+    }
+
+    /// Stores the newest state of `product` as its new base, taking the journal entries
+    /// above the old one in (and purging them). The caller holds the product's cache lock,
+    /// so a refresh storing a base at the same time cannot be lost.
+    pub async fn fold(&self, product: Product) -> Result<(), Error> {
+        let Some(loaded) = self.load_newest(product).await? else {
+            return Ok(());
+        };
+        if loaded.entries == 0 {
+            return Ok(());
+        }
+        let mut state = Arc::unwrap_or_clone(loaded.state);
+        state.journal_seq = loaded.through;
+        self.store(product, &state).await?;
+        Ok(())
+    }
+
+    /// The newest state: the memo's when its base is still the cached one, else the base,
+    /// with the journal entries above either replayed; again when the base was replaced
+    /// while the journal was read.
+    async fn load_newest(&self, product: Product) -> Result<Option<Loaded>, Error> {
+        for _ in 0..LOAD_ATTEMPTS {
+            let Some(sha256) = self.current_sha256(product).await? else {
+                self.memo().remove(&product);
+                return Ok(None);
+            };
+            let remembered = self.memo().get(&product).and_then(|memo| {
+                memo.base.sha256.eq_ignore_ascii_case(&sha256).then(|| {
+                    (
+                        memo.base.clone(),
+                        memo.state.clone(),
+                        memo.through,
+                        memo.entries,
+                    )
+                })
+            });
+            let (base, state, through, entries) = match remembered {
+                Some(remembered) => remembered,
+                None => {
+                    self.base_reads.fetch_add(1, Ordering::Relaxed);
+                    let loaded = self
+                        .bus
+                        .get_latest_object::<v1::ProductState>(&self.bucket, product.as_str())
+                        .await
+                        .map_err(|source| Error::Object { product, source })?;
+                    let Some((state, base)) = loaded else {
+                        continue;
+                    };
+                    check_product(&state, product, &base.key)?;
+                    let through = state.journal_seq;
+                    (base, Arc::new(state), through, 0)
+                }
+            };
+            let (state, through, entries) = self.replay(product, state, through, entries).await?;
+            let now = self.current_sha256(product).await?;
+            if !now.is_some_and(|now| now.eq_ignore_ascii_case(&base.sha256)) {
+                continue;
+            }
+            self.memo().insert(
+                product,
+                Memo {
+                    base: base.clone(),
+                    through,
+                    entries,
+                    state: state.clone(),
+                },
+            );
+            return Ok(Some(Loaded {
+                state,
+                base,
+                through,
+                entries,
+            }));
+        }
+        Err(Error::Unsettled { product })
+    }
+
+    /// `state` (the journal in it through `through`, `entries` of them above its base) with
+    /// the journal's newer entries replayed.
+    async fn replay(
+        &self,
+        product: Product,
+        state: Arc<v1::ProductState>,
+        through: u64,
+        entries: usize,
+    ) -> Result<(Arc<v1::ProductState>, u64, usize), Error> {
+        let newer = self
+            .journal()
+            .await?
+            .read_after::<v1::StateRecords>(product.as_str(), through)
+            .await?;
+        let Some(&(last, _)) = newer.last() else {
+            return Ok((state, through, entries));
+        };
+        let count = newer.len();
+        let mut state = Arc::unwrap_or_clone(state);
+        let mut run_id = state.run_id.clone();
+        let mut working: Option<(String, working::Working)> = None;
+        let wire_product = convert::product_to_proto(product) as i32;
+        for (sequence, entry) in newer {
+            if entry.product != wire_product {
+                return Err(Error::from(JournalError::Bus {
+                    bucket: self.bus.topology().state_journal_bucket(),
+                    action: "an entry of another product",
+                    source: format!("entry {sequence} is of product {}", entry.product).into(),
+                }));
+            }
+            if working
+                .as_ref()
+                .is_none_or(|(owner, _)| *owner != entry.connector)
+            {
+                if let Some((_, done)) = working.take() {
+                    state = done.into_state(&run_id);
+                }
+                let fresh = working::Working::for_connector(product, state, &entry.connector)?;
+                state = v1::ProductState::default();
+                working = Some((entry.connector.clone(), fresh));
+            }
+            if let Some((_, working)) = working.as_mut() {
+                working.replay(&entry.records);
+            }
+            run_id = entry.run_id;
+        }
+        if let Some((_, done)) = working {
+            state = done.into_state(&run_id);
+        }
+        Ok((Arc::new(state), last, entries + count))
+    }
+
+    async fn journal(&self) -> Result<&Journal, Error> {
+        let bucket = self.bus.topology().state_journal_bucket();
+        Ok(self
+            .journal
+            .get_or_try_init(|| {
+                Journal::open(
+                    &self.bus,
+                    &bucket,
+                    "keysync: what change sets did to product states",
+                )
+            })
+            .await?)
+    }
+
+    fn memo(&self) -> std::sync::MutexGuard<'_, HashMap<Product, Memo>> {
+        self.memo
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// `records` in runs that each encode to at most [`ENTRY_BYTES`] (a record larger than
+/// that alone is a run of one).
+fn chunks(records: Vec<v1::StateRecord>) -> Vec<Vec<v1::StateRecord>> {
+    use prost::Message;
+
+    let mut chunks = Vec::new();
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    for record in records {
+        let size = record.encoded_len() + 4;
+        if !chunk.is_empty() && bytes + size > ENTRY_BYTES {
+            chunks.push(std::mem::take(&mut chunk));
+            bytes = 0;
+        }
+        bytes += size;
+        chunk.push(record);
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
 }
 
 fn check_product(state: &v1::ProductState, expected: Product, key: &str) -> Result<(), Error> {
@@ -189,6 +502,7 @@ pub fn fingerprint(state: &v1::ProductState) -> String {
 
     let mut canonical = state.clone();
     canonical.read_at = None;
+    canonical.journal_seq = 0;
     canonical.run_id.clear();
     canonical
         .accounts
@@ -213,6 +527,7 @@ mod tests {
     fn state() -> v1::ProductState {
         v1::ProductState {
             schema_version: v1::SCHEMA_VERSION,
+            journal_seq: 0,
             product: v1::Product::Jira as i32,
             accounts: vec![
                 v1::CachedAccount {

@@ -131,6 +131,7 @@ fn wire_state() -> impl Strategy<Value = v1::ProductState> {
         .prop_map(
             |(product, capabilities, accounts, groups, memberships)| v1::ProductState {
                 schema_version: v1::SCHEMA_VERSION,
+                journal_seq: 0,
                 product: product as i32,
                 accounts,
                 groups: groups

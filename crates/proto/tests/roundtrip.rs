@@ -437,6 +437,7 @@ fn every_message_survives_a_round_trip() {
             "ProductState",
             ProductState {
                 schema_version: SCHEMA_VERSION,
+                journal_seq: 42,
                 product: Product::Jira as i32,
                 accounts: vec![cached_account()],
                 groups: vec![CachedGroup {
@@ -641,6 +642,28 @@ fn every_message_survives_a_round_trip() {
             Seats {
                 used: 7,
                 limit: Some(10),
+            },
+        ),
+        check(
+            "StateRecord",
+            StateRecord {
+                change: Some(change()),
+                account_id: Some("10001".into()),
+                created_id: None,
+            },
+        ),
+        check(
+            "StateRecords",
+            StateRecords {
+                schema_version: SCHEMA_VERSION,
+                product: Product::Jira as i32,
+                run_id: "01JZRUN1".into(),
+                connector: "corp".into(),
+                records: vec![StateRecord {
+                    change: Some(change()),
+                    account_id: None,
+                    created_id: Some("10002".into()),
+                }],
             },
         ),
         check(

@@ -1,0 +1,266 @@
+//! The product state journal against a real nats-server: what a change set did is one
+//! small entry on top of the base, not a rewrite of it; every replica sees it; a fold takes
+//! the entries into a new base; and a refresh that overlaps a change set keeps its records.
+
+use bus::{Bus, Topology};
+use cache::Cache;
+use model::state::Product;
+use proto::v1;
+use test_support::nats::NatsServer;
+
+/// A base of `accounts` managed accounts, `JIRAUSER{n}` / `user{n}`.
+fn base(accounts: usize, run_id: &str) -> v1::ProductState {
+    v1::ProductState {
+        schema_version: v1::SCHEMA_VERSION,
+        product: v1::Product::Jira as i32,
+        accounts: (0..accounts)
+            .map(|n| v1::CachedAccount {
+                id: format!("JIRAUSER{n}"),
+                login: format!("user{n}"),
+                display_name: format!("User {n}"),
+                email: format!("user{n}@example.com"),
+                active: true,
+                managed: true,
+                keycloak_user_id: format!("kc-{n}"),
+                ..Default::default()
+            })
+            .collect(),
+        groups: vec![v1::CachedGroup {
+            name: "staff".to_owned(),
+            managed: true,
+            connector: String::new(),
+        }],
+        run_id: run_id.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// A change id (16 hex digits) of its own for each login and kind.
+fn change_id(login: &str, kind: u64) -> String {
+    let hash = login
+        .bytes()
+        .fold(kind, |hash, byte| hash * 131 + u64::from(byte));
+    format!("{hash:016x}")
+}
+
+fn create(login: &str) -> v1::StateRecord {
+    v1::StateRecord {
+        change: Some(v1::Change {
+            id: change_id(login, 1),
+            product: v1::Product::Jira as i32,
+            op: v1::ChangeOp::CreateUser as i32,
+            keycloak_user_id: format!("kc-{login}"),
+            fields: Some(v1::AccountFields {
+                login: login.to_owned(),
+                display_name: login.to_owned(),
+                email: format!("{login}@example.com"),
+                ..Default::default()
+            }),
+            reason: "a test".to_owned(),
+            ..Default::default()
+        }),
+        account_id: None,
+        created_id: Some(format!("JIRAUSER-{login}")),
+    }
+}
+
+fn join(login: &str, group: &str) -> v1::StateRecord {
+    v1::StateRecord {
+        change: Some(v1::Change {
+            id: change_id(login, 2),
+            product: v1::Product::Jira as i32,
+            op: v1::ChangeOp::AddMembership as i32,
+            keycloak_user_id: format!("kc-{login}"),
+            group: group.to_owned(),
+            reason: "a test".to_owned(),
+            ..Default::default()
+        }),
+        account_id: Some(format!("JIRAUSER-{login}")),
+        created_id: None,
+    }
+}
+
+async fn cache(nats: &NatsServer, prefix: &str) -> Cache {
+    let bus = Bus::connect(&nats.url(), Topology::new(prefix))
+        .await
+        .expect("bus");
+    Cache::new(bus)
+}
+
+fn logins(state: &v1::ProductState) -> Vec<&str> {
+    let mut logins: Vec<&str> = state.accounts.iter().map(|a| a.login.as_str()).collect();
+    logins.sort_unstable();
+    logins
+}
+
+#[tokio::test]
+async fn a_change_set_is_a_small_entry_every_replica_sees_and_a_fold_takes_it_into_the_base() {
+    let nats = NatsServer::start().expect("nats-server");
+    let applier = cache(&nats, "j1").await;
+    let planner = cache(&nats, "j1").await;
+    let object = applier
+        .store(Product::Jira, &base(20_000, "full"))
+        .await
+        .expect("stores the base");
+    let loaded = planner.load(Product::Jira).await.expect("loads");
+    assert_eq!(loaded.expect("present").0.accounts.len(), 20_000);
+    assert_eq!(planner.base_reads(), 1);
+
+    let fold_due = applier
+        .append(
+            Product::Jira,
+            "delta-1",
+            "corp",
+            vec![create("zoe"), join("zoe", "staff")],
+        )
+        .await
+        .expect("appends");
+    assert!(!fold_due, "one entry is far from a fold");
+    // The base was not rewritten: the delta is one journal entry.
+    assert_eq!(
+        applier.current_sha256(Product::Jira).await.expect("sha"),
+        Some(object.sha256.clone())
+    );
+    let journal = nats_bytes(&nats, "j1-state-journal").await;
+    assert!(
+        journal < 2_048,
+        "the entry of one user takes {journal} bytes"
+    );
+
+    // The planner that had loaded the base reads only the new entry.
+    let (seen, base_ref) = planner
+        .load(Product::Jira)
+        .await
+        .expect("loads")
+        .expect("present");
+    assert_eq!(planner.base_reads(), 1, "the base was read again");
+    assert_eq!(base_ref, object);
+    assert_eq!(seen.accounts.len(), 20_001);
+    let zoe = seen
+        .accounts
+        .iter()
+        .find(|account| account.login == "zoe")
+        .expect("the created account");
+    assert_eq!(
+        (zoe.id.as_str(), zoe.managed, zoe.connector.as_str()),
+        ("JIRAUSER-zoe", true, "corp")
+    );
+    assert!(
+        seen.memberships
+            .iter()
+            .any(|m| m.account_id == "JIRAUSER-zoe" && m.group == "staff")
+    );
+    assert_eq!(seen.run_id, "delta-1");
+    // A replica that never loaded it reads the base and replays the entry: the same state.
+    let fresh = cache(&nats, "j1").await;
+    let (same, _) = fresh
+        .load(Product::Jira)
+        .await
+        .expect("loads")
+        .expect("present");
+    assert_eq!(cache::fingerprint(&same), cache::fingerprint(&seen));
+
+    applier.fold(Product::Jira).await.expect("folds");
+    let folded = applier.current_sha256(Product::Jira).await.expect("sha");
+    assert_ne!(folded, Some(object.sha256.clone()), "a new base");
+    assert_eq!(
+        nats_messages(&nats, "j1-state-journal").await,
+        0,
+        "the entries are purged"
+    );
+    for replica in [&planner, &fresh, &cache(&nats, "j1").await] {
+        let (state, _) = replica
+            .load(Product::Jira)
+            .await
+            .expect("loads")
+            .expect("present");
+        assert_eq!(cache::fingerprint(&state), cache::fingerprint(&seen));
+        assert!(state.journal_seq > 0);
+    }
+    // The base the planner was told of is gone, and the newest state is answered instead.
+    let (newest, newer) = planner
+        .load_announced_or_newer(Product::Jira, &object)
+        .await
+        .expect("the newest");
+    assert!(newer);
+    assert_eq!(logins(&newest), logins(&seen));
+}
+
+#[tokio::test]
+async fn a_refresh_that_overlaps_a_change_set_keeps_what_the_set_recorded() {
+    let nats = NatsServer::start().expect("nats-server");
+    let applier = cache(&nats, "j2").await;
+    applier
+        .store(Product::Jira, &base(2, "full-1"))
+        .await
+        .expect("stores the base");
+    applier
+        .append(Product::Jira, "delta-1", "", vec![create("early")])
+        .await
+        .expect("appends");
+    // A refresh starts reading the product here; a change set records a user while it reads.
+    let position = applier.journal_position().await.expect("position");
+    applier
+        .append(Product::Jira, "delta-2", "", vec![create("late")])
+        .await
+        .expect("appends");
+    // The read saw `early` (made before it began) but not `late`.
+    let mut fresh = base(2, "full-2");
+    fresh.accounts.push(v1::CachedAccount {
+        id: "JIRAUSER-early".to_owned(),
+        login: "early".to_owned(),
+        active: true,
+        managed: true,
+        keycloak_user_id: "kc-early".to_owned(),
+        ..Default::default()
+    });
+    fresh.journal_seq = position;
+    applier.store(Product::Jira, &fresh).await.expect("stores");
+
+    assert_eq!(
+        nats_messages(&nats, "j2-state-journal").await,
+        1,
+        "only `late` is left"
+    );
+    // Another connector's set after it: two entries, two owners, replayed in order.
+    applier
+        .append(Product::Jira, "delta-3", "partners", vec![create("later")])
+        .await
+        .expect("appends");
+
+    let reader = cache(&nats, "j2").await;
+    let (state, _) = reader
+        .load(Product::Jira)
+        .await
+        .expect("loads")
+        .expect("present");
+    assert_eq!(logins(&state), ["early", "late", "later", "user0", "user1"]);
+    let owner = |login: &str| {
+        state
+            .accounts
+            .iter()
+            .find(|account| account.login == login)
+            .map(|account| account.connector.clone())
+    };
+    assert_eq!(owner("late").as_deref(), Some(""));
+    assert_eq!(owner("later").as_deref(), Some("partners"));
+    assert_eq!(state.run_id, "delta-3");
+}
+
+async fn stream_state(nats: &NatsServer, bucket: &str) -> async_nats::jetstream::stream::State {
+    let client = async_nats::connect(nats.url()).await.expect("connects");
+    let jetstream = async_nats::jetstream::new(client);
+    let mut stream = jetstream
+        .get_stream(format!("KV_{bucket}"))
+        .await
+        .expect("the journal's stream");
+    stream.info().await.expect("info").state.clone()
+}
+
+async fn nats_bytes(nats: &NatsServer, bucket: &str) -> u64 {
+    stream_state(nats, bucket).await.bytes
+}
+
+async fn nats_messages(nats: &NatsServer, bucket: &str) -> u64 {
+    stream_state(nats, bucket).await.messages
+}
