@@ -1,8 +1,9 @@
-//! The lock every applier replica of one product takes to write the product's cached state:
-//! a key `lock.{product}` in the appliers' KV bucket, taken by creating it and given back by
-//! deleting exactly the revision taken (compare-and-set both ways). A change set's successes
-//! and a refresh are written as load, change, store under it, so replicas that apply sets of
-//! one phase at the same time never store over each other's records. The holder renews its
+//! The lock every applier replica of one product takes to write the base of the product's
+//! cached state: a key `lock.{product}` in the appliers' KV bucket, taken by creating it and
+//! given back by deleting exactly the revision taken (compare-and-set both ways). A refresh
+//! and a fold of the state journal are written as load, change, store under it, so a fold
+//! never stores over a refresh's new base (a change set's records are journal entries,
+//! appended without it). The holder renews its
 //! lease every third of [`LEASE`] while it holds the lock, however long the store takes; a
 //! holder that died leaves the key behind, which expires after [`LEASE`], and the next
 //! replica takes it over with compare-and-set on the expired entry, so a replica killed while

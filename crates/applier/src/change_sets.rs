@@ -230,8 +230,10 @@ impl Applier {
         connector: &str,
         changes: &[v1::Change],
     ) -> Result<Vec<v1::ChangeResult>, Error> {
-        let cached = self.cache.load(self.product).await?;
-        let mut working = self.working(cached.map(|(state, _)| state), connector)?;
+        let (mut working, lease) = match self.cache.take_working(self.product, connector).await? {
+            Some((working, lease)) => (working, Some(lease)),
+            None => (self.working(None, connector)?, None),
+        };
         let touching = self.touch_while_working(run_id);
         let results = apply::apply(
             &self.directory,
@@ -243,11 +245,9 @@ impl Applier {
         )
         .await;
         touching.abort();
-        let records = working.take_recorded();
-        drop(working);
         let fold = self
             .cache
-            .append(self.product, run_id, connector, records)
+            .record_set(self.product, run_id, connector, working, lease)
             .await?;
         if fold {
             let guard = self.cache_lock.acquire().await?;

@@ -25,8 +25,9 @@
 //!    later sets are reported skipped, never applied out of order.
 //! 2. **Cancellation.** `GetRun` comes first: the changes of a cancelled run are reported
 //!    skipped ("run cancelled") without touching the product.
-//! 3. **Apply** ([`apply`]): in dependency phases with bounded concurrency; the cache is
-//!    updated with what succeeded and written once, at the end of the set.
+//! 3. **Apply** ([`apply`]): in dependency phases with bounded concurrency; what succeeded
+//!    is recorded in the state taken from the cache, and appended to the product's state
+//!    journal once, at the end of the set (one small entry, `cache::Cache::record_set`).
 //! 4. **Report** every result to the control plane with `ReportResults`, in batches, with
 //!    retries (the `control-client` crate). Only then is the message acknowledged; if reporting fails the
 //!    set is redelivered and applied again, which the product's idempotent writes make

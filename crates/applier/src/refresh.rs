@@ -72,7 +72,9 @@ impl Applier {
             };
             let guard = self.cache_lock.acquire().await?;
             let stored = async {
-                let previous = self.cache.load(self.product).await?;
+                // The base is about to be replaced: the state followed so far is not kept
+                // next to the new one (an applier's memory is bounded).
+                let previous = self.cache.load_once(self.product).await?;
                 let mut state = state::refresh(
                     self.wire_product,
                     directory,
@@ -88,7 +90,12 @@ impl Applier {
             .await;
             guard.release().await;
             let (state, object) = stored?;
-            self.announce_state(&run_id, &state, object, "ready")
+            let counts = (
+                state.accounts.len(),
+                state.groups.len(),
+                state.memberships.len(),
+            );
+            self.announce_state(&run_id, counts, object, "ready")
                 .await?;
             tracing::info!(
                 accounts = state.accounts.len(),
@@ -113,7 +120,7 @@ impl Applier {
     /// is cached (or the cache cannot be read): the run reads the product as a full run
     /// does.
     async fn announce_cached(&self, run_id: &str) -> Result<Option<StepOutcome>, Error> {
-        let (state, object) = match self.cache.load(self.product).await {
+        let (object, counts) = match self.cache.summary(self.product).await {
             Ok(Some(cached)) => cached,
             Ok(None) => {
                 tracing::info!("No state is cached; the event run reads the product.");
@@ -127,25 +134,25 @@ impl Applier {
                 return Ok(None);
             }
         };
-        self.announce_state(run_id, &state, object, "cached")
+        self.announce_state(run_id, counts, object, "cached")
             .await?;
         tracing::info!(
-            accounts = state.accounts.len(),
-            cached_by_run = %state.run_id,
+            accounts = counts.0,
             "An event run: announced the cached state without reading the product."
         );
         Ok(Some(StepOutcome::StateReady {
             run_id: run_id.to_owned(),
-            accounts: state.accounts.len(),
+            accounts: counts.0,
         }))
     }
 
-    /// Publishes `StateReady` naming `object`, the stored `state`, and counts the refresh
-    /// with `outcome` (`ready` after a read of the product, `cached` for an event run).
+    /// Publishes `StateReady` naming `object`, the stored base of a state of `counts`
+    /// accounts, groups and memberships, and counts the refresh with `outcome` (`ready`
+    /// after a read of the product, `cached` for an event run).
     async fn announce_state(
         &self,
         run_id: &str,
-        state: &v1::ProductState,
+        (accounts, groups, memberships): (usize, usize, usize),
         object: v1::ObjectRef,
         outcome: &'static str,
     ) -> Result<(), Error> {
@@ -155,9 +162,9 @@ impl Applier {
             run_id: run_id.to_owned(),
             product: self.wire_product as i32,
             state: Some(object),
-            accounts: state.accounts.len() as u64,
-            groups: state.groups.len() as u64,
-            memberships: state.memberships.len() as u64,
+            accounts: accounts as u64,
+            groups: groups as u64,
+            memberships: memberships as u64,
         };
         self.bus
             .publish(

@@ -17,11 +17,16 @@
 //!   product did, as the applier recorded it ([`working::Working`]).
 //!
 //! The base says how far the journal is in it (`journal_seq`); a reader replays the entries
-//! above on it with the model's rules. Each process remembers the state it last loaded, so
-//! its next load reads only the entries appended since: a delta of one user costs one
-//! small append and one small read, never a rewrite or a re-read of 100,000 accounts. Once
-//! [`FOLD_AFTER`] entries are above the base, the applier folds them into a new base under
-//! its cache lock, and the entries are purged.
+//! above on it with the model's rules. Each process keeps the state it last loaded in the
+//! model's form, with its lookups, so its next load reads and replays only the entries
+//! appended since: a delta of one user costs one small append and one small read, never a
+//! rewrite or a re-read of 100,000 accounts. The applier takes that state for a change set
+//! and gives it back with the set's records ([`Cache::take_working`],
+//! [`Cache::record_set`]), so its side of a delta costs what the delta changed; a
+//! [`Cache::load`] answers a copy in the wire form (the planner plans against all of it).
+//! Once [`FOLD_AFTER`] entries are above the base, the applier folds them into a new base
+//! under its cache lock, and the entries are purged. `make bench-cache` measures both sides
+//! against a whole rewrite.
 //!
 //! A full run and a delta may overlap: a refresh takes the journal's position before it
 //! reads the product and stores its base with that position, so what a change set recorded
@@ -53,6 +58,7 @@ use bus::journal::{Journal, JournalError};
 use bus::objects::ObjectError;
 use model::state::Product;
 use proto::v1;
+use working::Working;
 
 /// Why the cache could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -127,22 +133,29 @@ pub struct Cache {
     base_reads: Arc<AtomicU64>,
 }
 
-/// A product's state as last loaded.
+/// A product's state as last loaded, in the model's form with its lookups, so the journal
+/// entries appended since are replayed at the cost of what they did.
+#[derive(Clone)]
 struct Memo {
     base: v1::ObjectRef,
-    /// The last journal sequence in `state`.
+    /// The last journal sequence in `working`.
     through: u64,
-    /// Journal entries in `state` above its base.
+    /// Journal entries in `working` above its base.
     entries: usize,
-    state: Arc<v1::ProductState>,
+    /// The run of the newest entry (of the base without any).
+    run_id: String,
+    working: Working,
 }
 
-/// A product's state as loaded: its base with the journal replayed through `through`.
-struct Loaded {
-    state: Arc<v1::ProductState>,
+/// Where the state [`Cache::take_working`] answered stood: what [`Cache::record_set`] needs
+/// to keep it as the state this process follows.
+#[derive(Debug)]
+pub struct Lease {
+    product: Product,
     base: v1::ObjectRef,
     through: u64,
     entries: usize,
+    run_id: String,
 }
 
 impl Cache {
@@ -174,10 +187,110 @@ impl Cache {
         &self,
         product: Product,
     ) -> Result<Option<(v1::ProductState, v1::ObjectRef)>, Error> {
+        self.with_newest(product, |memo| {
+            (memo.working.to_state(&memo.run_id), memo.base.clone())
+        })
+        .await
+    }
+
+    /// [`Cache::load`], without keeping the state for the next load (and dropping the one
+    /// kept): for a process that reads a product's state now and then (the control plane's
+    /// approvals), or a full plan that reads all of it anyway, the memory matters more.
+    pub async fn load_once(
+        &self,
+        product: Product,
+    ) -> Result<Option<(v1::ProductState, v1::ObjectRef)>, Error> {
         Ok(self
-            .load_newest(product)
+            .newest(product)
             .await?
-            .map(|loaded| (Arc::unwrap_or_clone(loaded.state), loaded.base)))
+            .map(|memo| (memo.working.to_state(&memo.run_id), memo.base)))
+    }
+
+    /// The newest state of `product` as a change set starts from it, owned by `connector`'s
+    /// changes: the model's state this process follows, taken (not copied) for the set and
+    /// given back by [`Cache::record_set`]. `None` before the first refresh.
+    pub async fn take_working(
+        &self,
+        product: Product,
+        connector: &str,
+    ) -> Result<Option<(Working, Lease)>, Error> {
+        let Some(memo) = self.newest(product).await? else {
+            return Ok(None);
+        };
+        let Memo {
+            base,
+            through,
+            entries,
+            run_id,
+            working,
+        } = memo;
+        let lease = Lease {
+            product,
+            base,
+            through,
+            entries,
+            run_id,
+        };
+        Ok(Some((working.for_change_set(connector), lease)))
+    }
+
+    /// Appends what `working` recorded while one change set of `run_id` was applied (made
+    /// with `connector`'s ownership) to the product's journal ([`Cache::append`]), and
+    /// keeps `working` as the state this process follows when nothing else was appended
+    /// since it was taken (`lease`): the next set starts from it at no cost. Answers
+    /// whether a fold is due.
+    pub async fn record_set(
+        &self,
+        product: Product,
+        run_id: &str,
+        connector: &str,
+        mut working: Working,
+        lease: Option<Lease>,
+    ) -> Result<bool, Error> {
+        let records = working.take_recorded();
+        let appended = self
+            .append_entries(product, run_id, connector, records)
+            .await?;
+        let Some(lease) = lease.filter(|lease| lease.product == product) else {
+            return Ok(appended.len() >= FOLD_AFTER);
+        };
+        let entries = lease.entries + appended.len();
+        let newer = self
+            .journal()
+            .await?
+            .read_after::<v1::StateRecords>(product.as_str(), lease.through)
+            .await?;
+        let only_ours = newer.len() == appended.len()
+            && newer
+                .iter()
+                .map(|(sequence, _)| *sequence)
+                .eq(appended.iter().copied());
+        if only_ours {
+            let through = appended.last().copied().unwrap_or(lease.through);
+            let run_id = if appended.is_empty() {
+                lease.run_id
+            } else {
+                run_id.to_owned()
+            };
+            self.memo().entry(product).or_insert(Memo {
+                base: lease.base,
+                through,
+                entries,
+                run_id,
+                working,
+            });
+        }
+        Ok(entries >= FOLD_AFTER)
+    }
+
+    /// Where the base of the newest state is, and how many accounts, groups and
+    /// memberships that state holds, without making a copy of it.
+    pub async fn summary(
+        &self,
+        product: Product,
+    ) -> Result<Option<(v1::ObjectRef, (usize, usize, usize))>, Error> {
+        self.with_newest(product, |memo| (memo.base.clone(), memo.working.counts()))
+            .await
     }
 
     /// The state a `StateReady` announced, if its base is still the one in the cache, with
@@ -193,8 +306,14 @@ impl Cache {
             .await
             .map_err(|source| Error::Object { product, source })?;
         check_product(&base, product, &object.key)?;
-        let through = base.journal_seq;
-        let (state, ..) = self.replay(product, Arc::new(base), through, 0).await?;
+        let memo = Memo {
+            base: object.clone(),
+            through: base.journal_seq,
+            entries: 0,
+            run_id: base.run_id.clone(),
+            working: Working::new(product, base)?,
+        };
+        let memo = self.replay(product, memo).await?;
         if self.current_sha256(product).await?.as_deref() != Some(object.sha256.as_str()) {
             // Replaced while the journal was read: the entries the new base took in may
             // be purged already.
@@ -208,19 +327,26 @@ impl Cache {
                 },
             });
         }
-        Ok(Arc::unwrap_or_clone(state))
+        Ok(memo.working.to_state(&memo.run_id))
     }
 
     /// The state a `StateReady` announced or, when a later refresh or change set has
     /// changed it since (another connector's run reads the same product), the newest one:
     /// a state read after the announced one is at least as true of the product. Answers
-    /// whether the newer state was taken (its base is not the announced one).
+    /// whether the newer state was taken (its base is not the announced one). `keep`: keep
+    /// the state for the next load ([`Cache::load`]) or not ([`Cache::load_once`]).
     pub async fn load_announced_or_newer(
         &self,
         product: Product,
         object: &v1::ObjectRef,
+        keep: bool,
     ) -> Result<(v1::ProductState, bool), Error> {
-        match self.load(product).await? {
+        let loaded = if keep {
+            self.load(product).await?
+        } else {
+            self.load_once(product).await?
+        };
+        match loaded {
             Some((state, base)) => Ok((state, !base.sha256.eq_ignore_ascii_case(&object.sha256))),
             None => Err(Error::Object {
                 product,
@@ -282,11 +408,31 @@ impl Cache {
         connector: &str,
         records: Vec<v1::StateRecord>,
     ) -> Result<bool, Error> {
+        let written = self
+            .append_entries(product, run_id, connector, records)
+            .await?
+            .len();
+        let entries = self
+            .memo()
+            .get(&product)
+            .map(|memo| memo.entries)
+            .unwrap_or_default();
+        Ok(written > 0 && entries + written >= FOLD_AFTER)
+    }
+
+    /// Appends `records` in entries of at most [`ENTRY_BYTES`]; answers their sequences.
+    async fn append_entries(
+        &self,
+        product: Product,
+        run_id: &str,
+        connector: &str,
+        records: Vec<v1::StateRecord>,
+    ) -> Result<Vec<u64>, Error> {
         if records.is_empty() {
-            return Ok(false);
+            return Ok(Vec::new());
         }
         let journal = self.journal().await?;
-        let mut written = 0;
+        let mut sequences = Vec::new();
         for chunk in chunks(records) {
             let entry = v1::StateRecords {
                 schema_version: v1::SCHEMA_VERSION,
@@ -295,54 +441,60 @@ impl Cache {
                 connector: connector.to_owned(),
                 records: chunk,
             };
-            journal.append(product.as_str(), &entry).await?;
-            written += 1;
+            sequences.push(journal.append(product.as_str(), &entry).await?);
         }
-        let entries = self
-            .memo()
-            .get(&product)
-            .map(|memo| memo.entries)
-            .unwrap_or_default();
-        Ok(entries + written >= FOLD_AFTER)
+        Ok(sequences)
     }
 
     /// Stores the newest state of `product` as its new base, taking the journal entries
     /// above the old one in (and purging them). The caller holds the product's cache lock,
     /// so a refresh storing a base at the same time cannot be lost.
     pub async fn fold(&self, product: Product) -> Result<(), Error> {
-        let Some(loaded) = self.load_newest(product).await? else {
-            return Ok(());
-        };
-        if loaded.entries == 0 {
-            return Ok(());
+        let folded = self
+            .with_newest(product, |memo| {
+                (memo.entries > 0).then(|| {
+                    let mut state = memo.working.to_state(&memo.run_id);
+                    state.journal_seq = memo.through;
+                    state
+                })
+            })
+            .await?;
+        if let Some(Some(state)) = folded {
+            self.store(product, &state).await?;
         }
-        let mut state = Arc::unwrap_or_clone(loaded.state);
-        state.journal_seq = loaded.through;
-        self.store(product, &state).await?;
         Ok(())
     }
 
-    /// The newest state: the memo's when its base is still the cached one, else the base,
-    /// with the journal entries above either replayed; again when the base was replaced
-    /// while the journal was read.
-    async fn load_newest(&self, product: Product) -> Result<Option<Loaded>, Error> {
+    /// `f` of the newest state ([`Cache::newest`]), which is kept for the next load.
+    async fn with_newest<T>(
+        &self,
+        product: Product,
+        f: impl FnOnce(&Memo) -> T,
+    ) -> Result<Option<T>, Error> {
+        let Some(memo) = self.newest(product).await? else {
+            return Ok(None);
+        };
+        let answer = f(&memo);
+        self.memo().insert(product, memo);
+        Ok(Some(answer))
+    }
+
+    /// The newest state: the memo's when its base is still the cached one, else the
+    /// base's, with the journal entries above either replayed; again when the base was
+    /// replaced while the journal was read. The memo is taken out (a concurrent load reads
+    /// the base itself) and is the caller's to keep or not.
+    async fn newest(&self, product: Product) -> Result<Option<Memo>, Error> {
         for _ in 0..LOAD_ATTEMPTS {
             let Some(sha256) = self.current_sha256(product).await? else {
                 self.memo().remove(&product);
                 return Ok(None);
             };
-            let remembered = self.memo().get(&product).and_then(|memo| {
-                memo.base.sha256.eq_ignore_ascii_case(&sha256).then(|| {
-                    (
-                        memo.base.clone(),
-                        memo.state.clone(),
-                        memo.through,
-                        memo.entries,
-                    )
-                })
-            });
-            let (base, state, through, entries) = match remembered {
-                Some(remembered) => remembered,
+            let remembered = self
+                .memo()
+                .remove(&product)
+                .filter(|memo| memo.base.sha256.eq_ignore_ascii_case(&sha256));
+            let memo = match remembered {
+                Some(memo) => memo,
                 None => {
                     self.base_reads.fetch_add(1, Ordering::Relaxed);
                     let loaded = self
@@ -354,55 +506,32 @@ impl Cache {
                         continue;
                     };
                     check_product(&state, product, &base.key)?;
-                    let through = state.journal_seq;
-                    (base, Arc::new(state), through, 0)
+                    Memo {
+                        base,
+                        through: state.journal_seq,
+                        entries: 0,
+                        run_id: state.run_id.clone(),
+                        working: Working::new(product, state)?,
+                    }
                 }
             };
-            let (state, through, entries) = self.replay(product, state, through, entries).await?;
+            let memo = self.replay(product, memo).await?;
             let now = self.current_sha256(product).await?;
-            if !now.is_some_and(|now| now.eq_ignore_ascii_case(&base.sha256)) {
-                continue;
+            if now.is_some_and(|now| now.eq_ignore_ascii_case(&memo.base.sha256)) {
+                return Ok(Some(memo));
             }
-            self.memo().insert(
-                product,
-                Memo {
-                    base: base.clone(),
-                    through,
-                    entries,
-                    state: state.clone(),
-                },
-            );
-            return Ok(Some(Loaded {
-                state,
-                base,
-                through,
-                entries,
-            }));
         }
         Err(Error::Unsettled { product })
     }
 
-    /// `state` (the journal in it through `through`, `entries` of them above its base) with
-    /// the journal's newer entries replayed.
-    async fn replay(
-        &self,
-        product: Product,
-        state: Arc<v1::ProductState>,
-        through: u64,
-        entries: usize,
-    ) -> Result<(Arc<v1::ProductState>, u64, usize), Error> {
+    /// `memo` with the journal's newer entries replayed, each with its connector as the
+    /// owner of what it created or linked.
+    async fn replay(&self, product: Product, mut memo: Memo) -> Result<Memo, Error> {
         let newer = self
             .journal()
             .await?
-            .read_after::<v1::StateRecords>(product.as_str(), through)
+            .read_after::<v1::StateRecords>(product.as_str(), memo.through)
             .await?;
-        let Some(&(last, _)) = newer.last() else {
-            return Ok((state, through, entries));
-        };
-        let count = newer.len();
-        let mut state = Arc::unwrap_or_clone(state);
-        let mut run_id = state.run_id.clone();
-        let mut working: Option<(String, working::Working)> = None;
         let wire_product = convert::product_to_proto(product) as i32;
         for (sequence, entry) in newer {
             if entry.product != wire_product {
@@ -412,26 +541,13 @@ impl Cache {
                     source: format!("entry {sequence} is of product {}", entry.product).into(),
                 }));
             }
-            if working
-                .as_ref()
-                .is_none_or(|(owner, _)| *owner != entry.connector)
-            {
-                if let Some((_, done)) = working.take() {
-                    state = done.into_state(&run_id);
-                }
-                let fresh = working::Working::for_connector(product, state, &entry.connector)?;
-                state = v1::ProductState::default();
-                working = Some((entry.connector.clone(), fresh));
-            }
-            if let Some((_, working)) = working.as_mut() {
-                working.replay(&entry.records);
-            }
-            run_id = entry.run_id;
+            memo.working = memo.working.for_change_set(&entry.connector);
+            memo.working.replay(&entry.records);
+            memo.through = sequence;
+            memo.entries += 1;
+            memo.run_id = entry.run_id;
         }
-        if let Some((_, done)) = working {
-            state = done.into_state(&run_id);
-        }
-        Ok((Arc::new(state), last, entries + count))
+        Ok(memo)
     }
 
     async fn journal(&self) -> Result<&Journal, Error> {

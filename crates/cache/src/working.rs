@@ -20,6 +20,7 @@ use crate::Error;
 /// The state is the model's, converted from the cached one; what only the wire holds (the
 /// accounts' read-only reasons, the schema version, when the state was read and the
 /// capabilities it records) is kept aside and put back by [`Working::into_state`].
+#[derive(Clone)]
 pub struct Working {
     applied: Applied,
     /// The cached state without its accounts, groups and memberships.
@@ -72,27 +73,30 @@ impl Working {
 
     /// The state to cache, as updated by `run_id`.
     pub fn into_state(self, run_id: &str) -> v1::ProductState {
-        let Working {
-            applied,
-            envelope,
-            read_only,
-            ..
-        } = self;
-        let mut state = crate::convert::state_from_model(&applied.into_state(), run_id);
-        for account in &mut state.accounts {
-            if let Some(reason) = read_only.get(&account.id) {
-                account.read_only_reason = reason.clone();
-            }
-        }
-        v1::ProductState {
-            accounts: state.accounts,
-            groups: state.groups,
-            memberships: state.memberships,
-            leads: state.leads,
-            seats: state.seats,
-            run_id: run_id.to_owned(),
-            ..envelope
-        }
+        let model = self.applied.into_state();
+        wire_state(&model, &self.envelope, &self.read_only, run_id)
+    }
+
+    /// [`Working::into_state`], leaving this one as it is.
+    pub fn to_state(&self, run_id: &str) -> v1::ProductState {
+        let model = self.applied.to_state();
+        wire_state(&model, &self.envelope, &self.read_only, run_id)
+    }
+
+    /// Records `connector` (empty: none) as the owner of what the changes recorded from now
+    /// on create or link, and forgets what was recorded so far: a copy of a cache's state
+    /// made ready for one change set.
+    pub fn for_change_set(mut self, connector: &str) -> Working {
+        self.applied.set_connector(
+            (!connector.is_empty()).then(|| model::state::ConnectorName::new(connector)),
+        );
+        self.recorded.clear();
+        self
+    }
+
+    /// How many accounts, groups and memberships the state holds now.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        self.applied.counts()
     }
 
     /// The account with product id `id`.
@@ -172,5 +176,30 @@ impl Working {
         }
         self.applied
             .apply_one(&change, |_| AccountId::new(created_id.unwrap_or_default()));
+    }
+}
+
+/// The wire form of `model` with what only the wire holds: the envelope's fields, the
+/// read-only reasons, and the run that made it.
+fn wire_state(
+    model: &model::state::ProductState,
+    envelope: &v1::ProductState,
+    read_only: &HashMap<String, String>,
+    run_id: &str,
+) -> v1::ProductState {
+    let mut state = crate::convert::state_from_model(model, run_id);
+    for account in &mut state.accounts {
+        if let Some(reason) = read_only.get(&account.id) {
+            account.read_only_reason = reason.clone();
+        }
+    }
+    v1::ProductState {
+        accounts: state.accounts,
+        groups: state.groups,
+        memberships: state.memberships,
+        leads: state.leads,
+        seats: state.seats,
+        run_id: run_id.to_owned(),
+        ..envelope.clone()
     }
 }

@@ -179,7 +179,7 @@ async fn a_change_set_is_a_small_entry_every_replica_sees_and_a_fold_takes_it_in
     }
     // The base the planner was told of is gone, and the newest state is answered instead.
     let (newest, newer) = planner
-        .load_announced_or_newer(Product::Jira, &object)
+        .load_announced_or_newer(Product::Jira, &object, true)
         .await
         .expect("the newest");
     assert!(newer);
@@ -263,4 +263,74 @@ async fn nats_bytes(nats: &NatsServer, bucket: &str) -> u64 {
 
 async fn nats_messages(nats: &NatsServer, bucket: &str) -> u64 {
     stream_state(nats, bucket).await.messages
+}
+
+#[tokio::test]
+async fn a_change_set_takes_the_followed_state_and_gives_it_back_unless_another_set_came_between() {
+    let nats = NatsServer::start().expect("nats-server");
+    let first = cache(&nats, "j3").await;
+    let second = cache(&nats, "j3").await;
+    first
+        .store(Product::Jira, &base(3, "full"))
+        .await
+        .expect("stores the base");
+
+    // Alone: the state comes back with the set's records, and the next set starts from it
+    // without reading the base again.
+    let (mut working, lease) = first
+        .take_working(Product::Jira, "corp")
+        .await
+        .expect("takes")
+        .expect("present");
+    assert_eq!(first.base_reads(), 1);
+    record(&mut working, create("ann"));
+    first
+        .record_set(Product::Jira, "set-1", "corp", working, Some(lease))
+        .await
+        .expect("records");
+    let (working, lease) = first
+        .take_working(Product::Jira, "corp")
+        .await
+        .expect("takes")
+        .expect("present");
+    assert_eq!(first.base_reads(), 1, "the base was read again");
+    assert!(working.account_by_login("ann").is_some());
+
+    // Another replica's set lands while this one applies: this one's state is not kept
+    // (it lacks the other's records), and the next load replays both.
+    let mut working = working;
+    record(&mut working, create("bea"));
+    second
+        .append(Product::Jira, "set-2", "corp", vec![create("cid")])
+        .await
+        .expect("the other replica appends");
+    first
+        .record_set(Product::Jira, "set-3", "corp", working, Some(lease))
+        .await
+        .expect("records");
+    let (state, _) = first
+        .load(Product::Jira)
+        .await
+        .expect("loads")
+        .expect("present");
+    assert_eq!(
+        logins(&state),
+        ["ann", "bea", "cid", "user0", "user1", "user2"]
+    );
+    assert_eq!(first.base_reads(), 2, "read again once");
+    let (elsewhere, _) = second
+        .load(Product::Jira)
+        .await
+        .expect("loads")
+        .expect("present");
+    assert_eq!(cache::fingerprint(&elsewhere), cache::fingerprint(&state));
+}
+
+fn record(working: &mut cache::working::Working, record: v1::StateRecord) {
+    let change = record.change.as_ref().expect("a change");
+    working.record(
+        change,
+        record.account_id.as_deref(),
+        record.created_id.as_deref(),
+    );
 }

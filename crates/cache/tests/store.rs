@@ -64,7 +64,7 @@ async fn a_stored_state_is_the_newest_and_the_announced_one_until_replaced() {
     assert!(replaced.is_permanent(), "{replaced:?}");
     // Another connector's run refreshed the product since: its newer state is taken.
     let (newer, was_replaced) = cache
-        .load_announced_or_newer(Product::Jira, &object)
+        .load_announced_or_newer(Product::Jira, &object, true)
         .await
         .expect("the newer state");
     assert!(was_replaced);

@@ -175,14 +175,14 @@ impl Runs {
             let Ok(product) = cache::convert::product_from_proto(summary.product) else {
                 continue;
             };
-            let loaded = self
-                .cache
-                .load(product)
-                .await
-                .map_err(|source| RunsError::State {
-                    run_id: run.run_id.clone(),
-                    source: Box::new(source),
-                })?;
+            let loaded =
+                self.cache
+                    .load_once(product)
+                    .await
+                    .map_err(|source| RunsError::State {
+                        run_id: run.run_id.clone(),
+                        source: Box::new(source),
+                    })?;
             let now = match &loaded {
                 Some((state, _)) if cache::fingerprint(state) == summary.state_fingerprint => {
                     continue;

@@ -52,6 +52,7 @@ pub fn apply(
 /// A product state being changed, with the lookups that applying changes needs: accounts by id
 /// and by login, groups by name, memberships by account and group. Removed items leave a hole
 /// (`None`) until [`Applied::into_state`], so indexes stay valid.
+#[derive(Clone)]
 pub struct Applied {
     product: Product,
     /// The owner of what is created or linked here.
@@ -136,6 +137,35 @@ impl Applied {
     pub fn for_connector(mut self, connector: Option<ConnectorName>) -> Applied {
         self.connector = connector;
         self
+    }
+
+    /// Records `connector` as the owner of what the changes applied from now on create or
+    /// link.
+    pub fn set_connector(&mut self, connector: Option<ConnectorName>) {
+        self.connector = connector;
+    }
+
+    /// The state so far, leaving this one as it is: [`Applied::into_state`] of a clone,
+    /// without cloning the indexes.
+    pub fn to_state(&self) -> ProductState {
+        ProductState {
+            product: self.product,
+            capabilities: self.capabilities,
+            accounts: self.accounts.iter().flatten().cloned().collect(),
+            groups: self.groups.iter().flatten().cloned().collect(),
+            memberships: self.memberships.iter().flatten().cloned().collect(),
+            leads: self.leads.clone(),
+            seats: self.seats,
+        }
+    }
+
+    /// How many accounts, groups and memberships the state holds now.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (
+            live_count(&self.accounts),
+            live_count(&self.groups),
+            live_count(&self.memberships),
+        )
     }
 
     /// The product whose changes this state takes.
@@ -481,4 +511,8 @@ impl Applied {
         self.by_group[key].push(idx);
         self.memberships.push(Some(membership));
     }
+}
+
+fn live_count<T>(items: &[Option<T>]) -> usize {
+    items.iter().filter(|item| item.is_some()).count()
 }

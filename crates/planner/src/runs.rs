@@ -327,7 +327,14 @@ impl Planner {
         let now = std::time::SystemTime::now();
         for (product, object) in products {
             let product = *product;
-            let cached = match self.cache.load_announced_or_newer(product, object).await {
+            // A delta keeps the state for the next one (it then reads only what the
+            // appliers recorded since); a full plan reads all of it and keeps nothing.
+            let keep = scope.is_some();
+            let cached = match self
+                .cache
+                .load_announced_or_newer(product, object, keep)
+                .await
+            {
                 Ok((cached, newer)) => {
                     if newer {
                         tracing::info!(
