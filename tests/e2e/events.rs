@@ -3,7 +3,8 @@
 //! reaches the products as a run of trigger EVENT that names the users it read again, an
 //! edit made while the fetcher (the follower) is down is applied after it restarts, a
 //! full sync afterwards writes nothing, and with `safety.max_accounts = 1` a user deleted
-//! is deactivated while the next deletion within the hour is held.
+//! is deactivated while the next deletion within the hour is held; once approved, it counts
+//! toward the hour too.
 
 use std::time::Instant;
 
@@ -260,26 +261,61 @@ async fn keycloak_edits_reach_jira_as_event_runs_even_made_while_the_follower_is
         .admin(Method::DELETE, &format!("users/{user003}"), None)
         .await
         .expect("user003 deleted");
-    let until = Instant::now() + e2e::DEADLINE;
-    let held = loop {
-        let runs = stack.runs().await.expect("ListRuns");
-        if let Some(run) = runs.into_iter().find(|run| {
-            run.event
-                .as_ref()
-                .is_some_and(|event| event.user_ids.contains(&user003))
-                && run.state() == RunState::Held
-        }) {
-            break run;
-        }
-        assert!(Instant::now() < until, "the second deletion was never held");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let held = held_deletion(&stack, &user003).await;
     assert!(
         held.reason.contains("safety.max_accounts (1)"),
         "{}",
         held.reason
     );
     assert_eq!(jira_active(&stack, "user003").await, Some(true));
+
+    // Approved, it counts toward the hour as an applied one does: the next deletion is
+    // judged with both before it.
+    stack.approve(&held.run_id).await.expect("approves");
+    let until = Instant::now() + e2e::DEADLINE;
+    while jira_active(&stack, "user003").await != Some(false) {
+        assert!(
+            Instant::now() < until,
+            "the approved deletion was never applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    until_idle(&stack).await.expect("the event runs end");
+    let user004 = stack.realm.user_id("user004").await.expect("user004's id");
+    stack
+        .realm
+        .admin(Method::DELETE, &format!("users/{user004}"), None)
+        .await
+        .expect("user004 deleted");
+    let third = held_deletion(&stack, &user004).await;
+    assert!(
+        third
+            .reason
+            .contains("would take access from 3 account(s) with this one (2 before it)"),
+        "{}",
+        third.reason
+    );
+}
+
+/// The held event run of the deletion of user `id`, once there is one.
+async fn held_deletion(stack: &Stack, id: &str) -> proto::v1::Run {
+    let until = Instant::now() + e2e::DEADLINE;
+    loop {
+        let runs = stack.runs().await.expect("ListRuns");
+        if let Some(run) = runs.into_iter().find(|run| {
+            run.event
+                .as_ref()
+                .is_some_and(|event| event.user_ids.iter().any(|named| named == id))
+                && run.state() == RunState::Held
+        }) {
+            return run;
+        }
+        assert!(
+            Instant::now() < until,
+            "the deletion of {id} was never held"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Whether Jira's account `login` is active; `None` when there is none.

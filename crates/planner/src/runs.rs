@@ -415,7 +415,7 @@ impl Planner {
         if !plan.held && plan.mode == v1::RunMode::Apply as i32 {
             for (product, losing) in losing_by_product {
                 self.joins
-                    .record_losing(&ready.connector, product.as_str(), losing, now)
+                    .record_losing(&ready.connector, product.as_str(), run_id, losing, now)
                     .await
                     .map_err(Failure::Bus)?;
             }
@@ -444,15 +444,18 @@ impl Planner {
         approved: &v1::RunApproved,
     ) -> Result<StepOutcome, Error> {
         let run_id = approved.run_id.as_str();
-        if let Some(reason) = self.unconfirmed_approval(run_id).await? {
-            tracing::warn!(
-                approved_by = %approved.approved_by,
-                reason,
-                "Refused an approval the control plane does not confirm."
-            );
-            delivery.dead_letter(&reason).await?;
-            return Ok(StepOutcome::DeadLettered);
-        }
+        let run = match self.confirmed_approval(run_id).await? {
+            Ok(run) => run,
+            Err(reason) => {
+                tracing::warn!(
+                    approved_by = %approved.approved_by,
+                    reason,
+                    "Refused an approval the control plane does not confirm."
+                );
+                delivery.dead_letter(&reason).await?;
+                return Ok(StepOutcome::DeadLettered);
+            }
+        };
         let key = format!("{run_id}.pb.zst");
         let stored = self
             .bus
@@ -485,6 +488,9 @@ impl Planner {
             tracing::warn!(approved_by = %approved.approved_by, "Ignored the approval of a simulated run.");
             return Ok(StepOutcome::Ignored);
         }
+        if run.trigger() == v1::RunTrigger::Event {
+            self.count_approved_losses(&plan).await?;
+        }
         let size = match plan.change_set_size {
             0 => self.change_set_size,
             size => size as usize,
@@ -499,14 +505,37 @@ impl Planner {
         })
     }
 
-    /// Why the control plane does not confirm that `run_id` was approved, if it does not:
+    /// What an approved event run takes away counts toward the window of the next event
+    /// runs of its connector, like an applied one's: approving a held deletion must not
+    /// let the next ones through as if it had not happened.
+    async fn count_approved_losses(&self, plan: &v1::Plan) -> Result<(), Error> {
+        let now = std::time::SystemTime::now();
+        for summary in &plan.products {
+            let losing = summary
+                .safety
+                .as_ref()
+                .map(|safety| safety.losing_access)
+                .unwrap_or_default();
+            let Ok(product) = cache::convert::product_from_proto(summary.product) else {
+                continue;
+            };
+            if losing > 0 {
+                self.joins
+                    .record_losing(&plan.connector, product.as_str(), &plan.run_id, losing, now)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The run, when the control plane confirms that `run_id` was approved; else why not:
     /// an approved run is APPLYING (or further, if it finished or was cancelled since)
     /// with who approved it recorded.
-    async fn unconfirmed_approval(&self, run_id: &str) -> Result<Option<String>, Error> {
+    async fn confirmed_approval(&self, run_id: &str) -> Result<Result<v1::Run, String>, Error> {
         let run = match self.control.get_run(run_id).await {
             Ok(run) => run,
             Err(error) if error.is_unknown_run() => {
-                return Ok(Some(format!(
+                return Ok(Err(format!(
                     "the control plane knows no run {run_id}: {}",
                     error_chain(&error)
                 )));
@@ -522,12 +551,12 @@ impl Planner {
                 | v1::RunState::Held
         );
         Ok(if before_approval || run.approved_by.is_empty() {
-            Some(format!(
+            Err(format!(
                 "the control plane records no approval of run {run_id} (it is {})",
                 state.as_str_name()
             ))
         } else {
-            None
+            Ok(run)
         })
     }
 

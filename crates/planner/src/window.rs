@@ -4,7 +4,9 @@
 //! past that limit. So the accounts each applied event run of a connector took access from
 //! are recorded per product (key `window.{connector}.{product}` in the planner's bucket,
 //! written with compare-and-set), and an event run whose accounts, added to those of the
-//! last [`WINDOW`], cross a limit is held with that reason, for a person to approve.
+//! last [`WINDOW`], cross a limit is held with that reason, for a person to approve. A held
+//! event run that is approved counts too, from its approval on: the next deletions are
+//! judged with it.
 //!
 //! Event runs of one connector never overlap (the control plane's claim), so the window a
 //! plan reads is the window its run is judged against.
@@ -23,17 +25,22 @@ pub const WINDOW: Duration = Duration::from_secs(3600);
 /// How many times a record is tried against concurrent writers.
 const MAX_ATTEMPTS: usize = 16;
 
-/// The losses recorded for one connector and product: (unix seconds, accounts).
+/// The losses recorded for one connector and product: (unix seconds, accounts, the run),
+/// one line each, `{at} {accounts} {run_id}` (the run id is absent in lines written before
+/// it was recorded).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Losses(Vec<(u64, u64)>);
+pub(crate) struct Losses(Vec<(u64, u64, String)>);
 
 impl Losses {
     fn parse(text: &str) -> Losses {
         Losses(
             text.lines()
                 .filter_map(|line| {
-                    let (at, accounts) = line.split_once(' ')?;
-                    Some((at.parse().ok()?, accounts.parse().ok()?))
+                    let mut fields = line.split(' ');
+                    let at = fields.next()?.parse().ok()?;
+                    let accounts = fields.next()?.parse().ok()?;
+                    let run_id = fields.next().unwrap_or_default().to_owned();
+                    Some((at, accounts, run_id))
                 })
                 .collect(),
         )
@@ -42,8 +49,12 @@ impl Losses {
     fn render(&self) -> String {
         self.0
             .iter()
-            .map(|(at, accounts)| format!("{at} {accounts}\n"))
+            .map(|(at, accounts, run_id)| format!("{at} {accounts} {run_id}\n"))
             .collect()
+    }
+
+    fn has_run(&self, run_id: &str) -> bool {
+        !run_id.is_empty() && self.0.iter().any(|(_, _, run)| run == run_id)
     }
 
     /// The entries of the window ending at `now`.
@@ -52,14 +63,14 @@ impl Losses {
         Losses(
             self.0
                 .iter()
-                .copied()
-                .filter(|(at, _)| *at >= since)
+                .filter(|(at, ..)| *at >= since)
+                .cloned()
                 .collect(),
         )
     }
 
     fn total(&self) -> u64 {
-        self.0.iter().map(|(_, accounts)| *accounts).sum()
+        self.0.iter().map(|(_, accounts, _)| *accounts).sum()
     }
 }
 
@@ -119,11 +130,14 @@ impl Joins {
         Ok(losses.within(unix(now)).total())
     }
 
-    /// Records that an applied event run took access from `accounts` accounts at `now`.
+    /// Records that event run `run_id`, applied (or approved, once held), took access from
+    /// `accounts` accounts at `now`; once per run, however often its plan or approval is
+    /// delivered.
     pub(crate) async fn record_losing(
         &self,
         connector: &str,
         product: &str,
+        run_id: &str,
         accounts: u64,
         now: SystemTime,
     ) -> Result<(), Error> {
@@ -132,7 +146,10 @@ impl Joins {
         for _ in 0..MAX_ATTEMPTS {
             let (losses, revision) = self.losses(connector, product).await?;
             let mut kept = losses.within(now);
-            kept.0.push((now, accounts));
+            if kept.has_run(run_id) {
+                return Ok(());
+            }
+            kept.0.push((now, accounts, run_id.to_owned()));
             let value = kept.render().into_bytes().into();
             let store = self.store();
             let written = match revision {
@@ -183,9 +200,12 @@ mod tests {
 
     #[test]
     fn losses_of_the_window_add_up_and_older_ones_drop_out() {
-        let losses = Losses::parse("100 2\n4000 3\nnot a line\n4100 1\n");
+        let losses = Losses::parse("100 2\n4000 3 01RUNA\nnot a line\n4100 1 01RUNB\n");
         assert_eq!(losses.within(4100).total(), 4);
         assert_eq!(Losses::parse(&losses.render()), losses);
+        assert!(losses.has_run("01RUNB"));
+        assert!(!losses.has_run("01RUNC"));
+        assert!(!losses.has_run(""), "lines without a run are no run's");
     }
 
     #[test]
