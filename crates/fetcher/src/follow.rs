@@ -101,9 +101,17 @@ pub struct Pending<F = Followed> {
     watermarks: Watermarks,
     /// The stored watermarks the poll started from.
     start: Watermarks,
+    /// False when a listing was cut short ([`keycloak::events::MAX_BATCH_EVENTS`]): more
+    /// events wait, and the next poll should not wait for the poll interval.
+    complete: bool,
 }
 
 impl<F> Pending<F> {
+    /// Whether the poll read every event there was (see the field).
+    pub fn complete(&self) -> bool {
+        self.complete
+    }
+
     /// The watermarks [`Follower::commit`] stores.
     pub fn watermarks(&self) -> &Watermarks {
         &self.watermarks
@@ -121,6 +129,7 @@ struct Gathered {
     events: usize,
     watermarks: Watermarks,
     start: Watermarks,
+    complete: bool,
 }
 
 /// The key-value bucket `{prefix}-follower`: each connector's watermarks (key = the
@@ -217,6 +226,7 @@ impl Follower {
             events,
             watermarks,
             start,
+            complete,
         } = self.gather().await?;
         let followed = if let Some(reason) = touched.full_sync.take() {
             Followed::FullSync { reason }
@@ -234,6 +244,7 @@ impl Follower {
             followed,
             watermarks,
             start,
+            complete,
         })
     }
 
@@ -245,6 +256,7 @@ impl Follower {
             events,
             watermarks,
             start,
+            complete,
         } = self.gather().await?;
         let followed = match touched {
             Touched {
@@ -264,6 +276,7 @@ impl Follower {
             followed,
             watermarks,
             start,
+            complete,
         })
     }
 
@@ -272,12 +285,18 @@ impl Follower {
     async fn gather(&self) -> Result<Gathered, FollowError> {
         let start = self.watermarks().await?;
         let mut watermarks = start.clone();
-        let (mut touched, mut events) = self.read(&mut watermarks).await?;
-        if !touched.is_empty() && touched.full_sync.is_none() && !self.batch_window.is_zero() {
+        let (mut touched, mut events, mut complete) = self.read(&mut watermarks).await?;
+        // A backlog (a listing cut short) is gathered at once, without a batching window.
+        if complete
+            && !touched.is_empty()
+            && touched.full_sync.is_none()
+            && !self.batch_window.is_zero()
+        {
             tokio::time::sleep(self.batch_window).await;
-            let (more, more_events) = self.read(&mut watermarks).await?;
+            let (more, more_events, more_complete) = self.read(&mut watermarks).await?;
             touched.merge(more);
             events += more_events;
+            complete = more_complete;
         }
         if touched.full_sync.is_some() {
             forget_lost_keys(&mut watermarks, &start);
@@ -287,6 +306,7 @@ impl Follower {
             events,
             watermarks,
             start,
+            complete,
         })
     }
 
@@ -306,8 +326,12 @@ impl Follower {
         Ok(())
     }
 
-    /// The events after `watermarks`, advancing them; what they touched and how many.
-    async fn read(&self, watermarks: &mut Watermarks) -> Result<(Touched, usize), FollowError> {
+    /// The events after `watermarks`, advancing them; what they touched, how many, and
+    /// whether both listings were read to their end.
+    async fn read(
+        &self,
+        watermarks: &mut Watermarks,
+    ) -> Result<(Touched, usize, bool), FollowError> {
         let admin = self
             .client
             .admin_events_since(&watermarks.admin)
@@ -322,7 +346,11 @@ impl Follower {
         touched.merge(user.touched());
         watermarks.admin = admin.watermark;
         watermarks.user = user.watermark;
-        Ok((touched, admin.events.len() + user.events.len()))
+        Ok((
+            touched,
+            admin.events.len() + user.events.len(),
+            admin.complete && user.complete,
+        ))
     }
 
     fn keycloak_error(&self, source: keycloak::Error) -> FollowError {

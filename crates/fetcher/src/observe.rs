@@ -101,6 +101,13 @@ impl Observer {
 
     /// Polls once; publishes what the events named, then commits the watermarks.
     pub async fn step(&self) -> Result<Observation, ObserveError> {
+        Ok(self.step_and_see().await?.0)
+    }
+
+    /// [`Observer::step`], and whether more events wait (a listing was cut short): then
+    /// [`Observer::run`] polls again at once, so a backlog drains at the speed of reading
+    /// it, not one batch per poll interval.
+    async fn step_and_see(&self) -> Result<(Observation, bool), ObserveError> {
         let pending = self.follower.poll_named().await?;
         let trigger = match &pending.followed {
             Named::Nothing => None,
@@ -170,7 +177,7 @@ impl Observer {
         if pending.advanced() {
             self.follower.commit(&pending).await?;
         }
-        Ok(observation)
+        Ok((observation, !pending.complete()))
     }
 
     /// Steps every `poll_interval` until `stop` turns true (or its sender is gone); a step
@@ -186,12 +193,16 @@ impl Observer {
             }
             let stepped = tokio::select! {
                 _ = stop.wait_for(|stopped| *stopped) => return,
-                stepped = self.step().instrument(span.clone()) => stepped,
+                stepped = self.step_and_see().instrument(span.clone()) => stepped,
             };
             let wait = match stepped {
-                Ok(_) => {
+                Ok((_, more_waiting)) => {
                     failures = 0;
-                    self.poll_interval
+                    if more_waiting {
+                        Duration::ZERO
+                    } else {
+                        self.poll_interval
+                    }
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);

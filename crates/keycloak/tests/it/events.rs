@@ -798,6 +798,48 @@ mod scripted {
             .collect()
     }
 
+    /// A backlog larger than one call takes is cut at `MAX_BATCH_EVENTS`, says so (the
+    /// follower then reads again at once), and the next read from its watermark brings the
+    /// rest: nothing lost, nothing twice.
+    #[tokio::test]
+    async fn a_backlog_larger_than_a_batch_is_cut_short_and_read_on_from_its_watermark()
+    -> anyhow::Result<()> {
+        let total = keycloak::events::MAX_BATCH_EVENTS + 50;
+        let stored: Vec<(i64, &'static str)> = (0..total)
+            .map(|n| {
+                let id: &'static str = Box::leak(format!("e{n:05}").into_boxed_str());
+                (1_000 + n as i64, id)
+            })
+            .collect();
+        let fake =
+            FakeKeycloak::start(move |request| answer(request, Server::Current, &stored)).await?;
+        let mut settings =
+            KeycloakSettings::new(fake.url(), "corp", "keysync", Secret::new("secret"));
+        settings.retries = 0;
+        settings.page_size = 500;
+        let client = Client::new(settings)?;
+        let first = client.admin_events_since(&Watermark::default()).await?;
+        assert!(first.events.len() <= keycloak::events::MAX_BATCH_EVENTS);
+        assert!(!first.complete, "a cut batch says more wait");
+        let mut seen: Vec<String> = ids(&first.events).into_iter().map(str::to_owned).collect();
+        let mut watermark = first.watermark;
+        let mut reads = 1;
+        loop {
+            let next = client.admin_events_since(&watermark).await?;
+            assert_eq!(next.gap, None);
+            seen.extend(ids(&next.events).into_iter().map(str::to_owned));
+            watermark = next.watermark;
+            reads += 1;
+            if next.complete {
+                break;
+            }
+            assert!(reads < 4, "the backlog never ends");
+        }
+        let expected: Vec<String> = (0..total).map(|n| format!("e{n:05}")).collect();
+        assert_eq!(seen, expected);
+        Ok(())
+    }
+
     /// Seven events in one millisecond, read in pages of two, from nothing and from a
     /// watermark in the middle of the millisecond.
     #[tokio::test]
