@@ -353,10 +353,17 @@ async fn list_users(
     let base = reply::base_url(&headers);
     let store = state.lock();
     let filter = lowered_filter(&params);
-    let users: Vec<&Account> = store
-        .accounts()
-        .filter(|account| user_matches(account, filter.as_deref()))
-        .collect();
+    // The index narrows a filter to a few candidates; each is still checked.
+    let candidates = filter
+        .as_deref()
+        .and_then(|filter| store.search_candidates(filter));
+    let users: Vec<&Account> = match candidates {
+        Some(candidates) => candidates,
+        None => store.accounts().collect(),
+    }
+    .into_iter()
+    .filter(|account| user_matches(account, filter.as_deref()))
+    .collect();
     let body = page_of(&params, users, |account| detailed_user(&base, account));
     reply::json(200, tri!(body))
 }
@@ -489,14 +496,14 @@ async fn update_user(
         return field_error("email", "A valid email address is required.");
     }
     let mut store = state.lock();
-    if let Some(stored) = store.account_mut(account.id) {
+    store.update_account(account.id, |stored| {
         if let Some(display_name) = display_name {
             stored.display_name = display_name.to_owned();
         }
         if let Some(email) = email {
             stored.email = email.to_owned();
         }
-    }
+    });
     store.count_write("update_account");
     let Some(updated) = store.account(account.id) else {
         return error(500, "The user vanished.", INTEGRITY);

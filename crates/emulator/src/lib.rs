@@ -47,6 +47,7 @@ mod jira_projects;
 mod jira_rules;
 mod projects;
 mod reply;
+mod search;
 pub mod store;
 
 use std::net::SocketAddr;

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use crate::bucket::{Bucket, Take};
 use crate::projects::Projects;
+use crate::search::Search;
 use crate::{Config, Error, Product};
 
 pub use crate::projects::{DumpComponent, DumpProject, SeedComponent, SeedProject};
@@ -453,6 +454,8 @@ pub(crate) struct Store {
     pub(crate) requests: Vec<RequestRecord>,
     pub(crate) long_tasks: BTreeMap<String, LongTask>,
     next_task: u64,
+    /// Bitbucket's user search (`filter`); `None` for the products that have none.
+    search: Option<Search>,
 }
 
 impl Store {
@@ -477,6 +480,7 @@ impl Store {
             requests: Vec::new(),
             long_tasks: BTreeMap::new(),
             next_task: 1,
+            search: (product == Product::Bitbucket).then(Search::default),
         };
         for account in &seed.accounts {
             if store.account_by_name(&account.login).is_some() {
@@ -648,8 +652,39 @@ impl Store {
         self.accounts.get(&id)
     }
 
+    /// The account to change in place; only for products without a user search index
+    /// (Bitbucket's writes go through [`Store::update_account`]).
     pub(crate) fn account_mut(&mut self, id: u64) -> Option<&mut Account> {
+        debug_assert!(
+            self.search.is_none(),
+            "use update_account: the index would go stale"
+        );
         self.accounts.get_mut(&id)
+    }
+
+    /// Changes the account `id` with `change`, keeping the user search index true.
+    pub(crate) fn update_account<R>(
+        &mut self,
+        id: u64,
+        change: impl FnOnce(&mut Account) -> R,
+    ) -> Option<R> {
+        let account = self.accounts.get_mut(&id)?;
+        if let Some(search) = &mut self.search {
+            search.remove(account);
+        }
+        let answer = change(account);
+        if let Some(search) = &mut self.search {
+            search.insert(account);
+        }
+        Some(answer)
+    }
+
+    /// The accounts that may contain `lowered` (lower-cased) in their name, display name or
+    /// email, in id order, for the caller to check; `None` when there is no index or the
+    /// filter is too short to narrow (then every account is a candidate).
+    pub(crate) fn search_candidates(&self, lowered: &str) -> Option<Vec<&Account>> {
+        let ids = self.search.as_ref()?.candidates(lowered)?;
+        Some(ids.iter().filter_map(|id| self.accounts.get(id)).collect())
     }
 
     pub(crate) fn account_by_name(&self, name: &str) -> Option<&Account> {
@@ -680,18 +715,19 @@ impl Store {
         };
         self.by_key.insert(key.clone(), id);
         self.by_name.insert(name.to_lowercase(), id);
-        self.accounts.insert(
+        let account = Account {
             id,
-            Account {
-                id,
-                key,
-                name: name.to_owned(),
-                display_name: display_name.to_owned(),
-                email: email.to_owned(),
-                active: true,
-                read_only: false,
-            },
-        );
+            key,
+            name: name.to_owned(),
+            display_name: display_name.to_owned(),
+            email: email.to_owned(),
+            active: true,
+            read_only: false,
+        };
+        if let Some(search) = &mut self.search {
+            search.insert(&account);
+        }
+        self.accounts.insert(id, account);
         id
     }
 
@@ -735,14 +771,17 @@ impl Store {
         } else {
             old_key
         };
-        if let Some(account) = self.accounts.get_mut(&id) {
+        self.update_account(id, |account| {
             account.name = new_name.to_owned();
             account.key = new_key;
-        }
+        });
     }
 
     pub(crate) fn remove_account(&mut self, id: u64) -> Option<Account> {
         let account = self.accounts.remove(&id)?;
+        if let Some(search) = &mut self.search {
+            search.remove(&account);
+        }
         self.by_key.remove(&account.key);
         self.by_name.remove(&account.name.to_lowercase());
         self.memberships.retain(|(_, member)| *member != id);
