@@ -356,9 +356,13 @@ async fn list_users(
     // The index narrows a filter to a few candidates; each is still checked.
     let candidates = filter
         .as_deref()
-        .and_then(|filter| store.search_candidates(filter));
+        .zip(store.search())
+        .and_then(|(filter, search)| search.candidates(filter));
     let users: Vec<&Account> = match candidates {
-        Some(candidates) => candidates,
+        Some(ids) => ids
+            .iter()
+            .filter_map(|&id| store.account(id))
+            .collect::<Vec<_>>(),
         None => store.accounts().collect(),
     }
     .into_iter()

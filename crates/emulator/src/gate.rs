@@ -6,8 +6,10 @@
 //! handlers check the rights they need. Bad credentials answer 401, except a bad bearer token
 //! on Confluence, which the real product answers as the anonymous user. Bitbucket refuses an
 //! HTTP access token (any bearer token) on its administrative endpoints, whatever the rights
-//! of its owner ([`refuses_token`]).
+//! of its owner ([`refuses_token`]). What it counts and records is [`Counters`] and
+//! [`RequestRecord`] (served by `/_emulator/state` through the store).
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -16,9 +18,10 @@ use axum::http::HeaderValue;
 use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
 use axum::middleware::Next;
 use axum::response::Response;
+use serde::Serialize;
 
 use crate::access::{Caller, authenticate};
-use crate::store::{RequestRecord, StateHandle, Take};
+use crate::store::{StateHandle, Take};
 use crate::{Product, bitbucket, confluence, jira};
 
 /// The largest request body kept in the request log.
@@ -174,4 +177,33 @@ fn product_error(product: Product, status: u16, message: &str) -> Response {
             bitbucket::error(status, message, "com.atlassian.bitbucket.ServiceException")
         }
     }
+}
+
+/// What the emulator has answered since it started or was reset.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Counters {
+    /// Every request to the product endpoints, whatever the answer.
+    pub requests: u64,
+    /// 429 answers.
+    pub throttled: u64,
+    /// Injected 503 answers.
+    pub unavailable: u64,
+    /// 401 answers and requests answered as anonymous because of a bad token.
+    pub unauthorized: u64,
+    /// Successful writes by kind (`create_account`, `add_member`, …).
+    pub writes: BTreeMap<String, u64>,
+}
+
+/// One request, when `record_requests` is on.
+#[derive(Clone, Debug, Serialize)]
+pub struct RequestRecord {
+    /// Milliseconds since the emulator started, when the request arrived.
+    pub at_ms: f64,
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    pub body: String,
+    pub status: u16,
+    /// The `Retry-After` seconds of a 429.
+    pub retry_after: Option<u64>,
 }

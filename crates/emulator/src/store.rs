@@ -14,6 +14,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use crate::bucket::{Bucket, Take};
+pub use crate::gate::{Counters, RequestRecord};
 use crate::projects::Projects;
 use crate::search::Search;
 use crate::{Config, Error, Product};
@@ -230,35 +231,6 @@ pub struct DumpPermission {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     pub permission: GlobalPermission,
-}
-
-/// What the emulator has answered since it started or was reset.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Counters {
-    /// Every request to the product endpoints, whatever the answer.
-    pub requests: u64,
-    /// 429 answers.
-    pub throttled: u64,
-    /// Injected 503 answers.
-    pub unavailable: u64,
-    /// 401 answers and requests answered as anonymous because of a bad token.
-    pub unauthorized: u64,
-    /// Successful writes by kind (`create_account`, `add_member`, …).
-    pub writes: BTreeMap<String, u64>,
-}
-
-/// One request, when `record_requests` is on.
-#[derive(Clone, Debug, Serialize)]
-pub struct RequestRecord {
-    /// Milliseconds since the emulator started, when the request arrived.
-    pub at_ms: f64,
-    pub method: String,
-    /// Path and query.
-    pub uri: String,
-    pub body: String,
-    pub status: u16,
-    /// The `Retry-After` seconds of a 429.
-    pub retry_after: Option<u64>,
 }
 
 /// A clonable handle on one emulator's state.
@@ -652,13 +624,9 @@ impl Store {
         self.accounts.get(&id)
     }
 
-    /// The account to change in place; only for products without a user search index
-    /// (Bitbucket's writes go through [`Store::update_account`]).
+    /// Only where there is no search index (Bitbucket's: [`Store::update_account`]).
     pub(crate) fn account_mut(&mut self, id: u64) -> Option<&mut Account> {
-        debug_assert!(
-            self.search.is_none(),
-            "use update_account: the index would go stale"
-        );
+        debug_assert!(self.search.is_none(), "the search index would go stale");
         self.accounts.get_mut(&id)
     }
 
@@ -669,22 +637,19 @@ impl Store {
         change: impl FnOnce(&mut Account) -> R,
     ) -> Option<R> {
         let account = self.accounts.get_mut(&id)?;
-        if let Some(search) = &mut self.search {
-            search.remove(account);
-        }
+        self.search
+            .iter_mut()
+            .for_each(|search| search.remove(account));
         let answer = change(account);
-        if let Some(search) = &mut self.search {
-            search.insert(account);
-        }
+        self.search
+            .iter_mut()
+            .for_each(|search| search.insert(account));
         Some(answer)
     }
 
-    /// The accounts that may contain `lowered` (lower-cased) in their name, display name or
-    /// email, in id order, for the caller to check; `None` when there is no index or the
-    /// filter is too short to narrow (then every account is a candidate).
-    pub(crate) fn search_candidates(&self, lowered: &str) -> Option<Vec<&Account>> {
-        let ids = self.search.as_ref()?.candidates(lowered)?;
-        Some(ids.iter().filter_map(|id| self.accounts.get(id)).collect())
+    /// Bitbucket's user search index ([`Search::candidates`]); `None` for other products.
+    pub(crate) fn search(&self) -> Option<&Search> {
+        self.search.as_ref()
     }
 
     pub(crate) fn account_by_name(&self, name: &str) -> Option<&Account> {
@@ -724,9 +689,9 @@ impl Store {
             active: true,
             read_only: false,
         };
-        if let Some(search) = &mut self.search {
-            search.insert(&account);
-        }
+        self.search
+            .iter_mut()
+            .for_each(|search| search.insert(&account));
         self.accounts.insert(id, account);
         id
     }
@@ -779,9 +744,9 @@ impl Store {
 
     pub(crate) fn remove_account(&mut self, id: u64) -> Option<Account> {
         let account = self.accounts.remove(&id)?;
-        if let Some(search) = &mut self.search {
-            search.remove(&account);
-        }
+        self.search
+            .iter_mut()
+            .for_each(|search| search.remove(&account));
         self.by_key.remove(&account.key);
         self.by_name.remove(&account.name.to_lowercase());
         self.memberships.retain(|(_, member)| *member != id);
