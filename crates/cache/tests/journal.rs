@@ -334,3 +334,146 @@ fn record(working: &mut cache::working::Working, record: v1::StateRecord) {
         record.created_id.as_deref(),
     );
 }
+
+/// One step of a generated history of the cache.
+#[derive(Debug, Clone)]
+enum Step {
+    /// A change set of the applier that follows the journal: these users created and in
+    /// the group; and another replica's set of one user appended while it applies.
+    Set(Vec<u8>, Option<u8>),
+    /// A change set of another replica, appended without the state taken.
+    Other(u8),
+    /// The applier folds the journal into a new base.
+    Fold,
+    /// The planner loads (and follows) the state.
+    Load,
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (
+            proptest::collection::vec(0u8..12, 1..4),
+            proptest::option::of(0u8..12)
+        )
+            .prop_map(|(ids, meanwhile)| Step::Set(ids, meanwhile)),
+        1 => (0u8..12).prop_map(Step::Other),
+        1 => Just(Step::Fold),
+        2 => Just(Step::Load),
+    ]
+}
+
+/// The records of users `ids`: each created, then in `staff` (a user created before is
+/// created again, which the model's rules make a no-op).
+fn set_records(ids: &[u8]) -> Vec<v1::StateRecord> {
+    ids.iter()
+        .flat_map(|id| {
+            let login = format!("p{id}");
+            [create(&login), join(&login, "staff")]
+        })
+        .collect()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 16,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Whatever the order of sets, other replicas' sets, folds and loads, every reader
+    /// ends with the base plus every record, in order, as the model's rules make it.
+    #[test]
+    fn every_reader_sees_the_base_with_every_record_whatever_the_history(
+        steps in proptest::collection::vec(step(), 1..24)
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(history(steps));
+    }
+}
+
+async fn history(steps: Vec<Step>) {
+    static NATS: std::sync::OnceLock<NatsServer> = std::sync::OnceLock::new();
+    static CASE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let nats = NATS.get_or_init(|| NatsServer::start().expect("nats-server"));
+    let prefix = format!(
+        "jp{}",
+        CASE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let applier = cache(nats, &prefix).await;
+    let other = cache(nats, &prefix).await;
+    let planner = cache(nats, &prefix).await;
+    let start = base(2, "full");
+    applier
+        .store(Product::Jira, &start)
+        .await
+        .expect("stores the base");
+    let mut expected = cache::working::Working::new(Product::Jira, start).expect("a state");
+    for (n, step) in steps.into_iter().enumerate() {
+        let run_id = format!("run-{n}");
+        match step {
+            Step::Set(ids, meanwhile) => {
+                let (mut working, lease) = applier
+                    .take_working(Product::Jira, "")
+                    .await
+                    .expect("takes")
+                    .expect("present");
+                if let Some(id) = meanwhile {
+                    let records = set_records(&[id]);
+                    for record in &records {
+                        record_in(&mut expected, record);
+                    }
+                    other
+                        .append(Product::Jira, &format!("{run_id}-meanwhile"), "", records)
+                        .await
+                        .expect("appends");
+                }
+                for record in set_records(&ids) {
+                    record_in(&mut working, &record);
+                    record_in(&mut expected, &record);
+                }
+                let fold = applier
+                    .record_set(Product::Jira, &run_id, "", working, Some(lease))
+                    .await
+                    .expect("records");
+                if fold {
+                    applier.fold(Product::Jira).await.expect("folds");
+                }
+            }
+            Step::Other(id) => {
+                let records = set_records(&[id]);
+                for record in &records {
+                    record_in(&mut expected, record);
+                }
+                other
+                    .append(Product::Jira, &run_id, "", records)
+                    .await
+                    .expect("appends");
+            }
+            Step::Fold => applier.fold(Product::Jira).await.expect("folds"),
+            Step::Load => {
+                planner.load(Product::Jira).await.expect("loads");
+            }
+        }
+    }
+    let want = cache::fingerprint(&expected.into_state(""));
+    for reader in [&applier, &planner, &cache(nats, &prefix).await] {
+        let (state, _) = reader
+            .load(Product::Jira)
+            .await
+            .expect("loads")
+            .expect("present");
+        assert_eq!(cache::fingerprint(&state), want);
+    }
+}
+
+fn record_in(working: &mut cache::working::Working, record: &v1::StateRecord) {
+    let change = record.change.as_ref().expect("a change");
+    working.record(
+        change,
+        record.account_id.as_deref(),
+        record.created_id.as_deref(),
+    );
+}
