@@ -241,11 +241,16 @@ fn resolve<'a>(
 
 /// A running `prism proxy DOCUMENT UPSTREAM` on a free port, killed on drop.
 pub struct PrismProxy {
+    /// Declared first: killed before its document goes.
     process: Tethered,
     port: u16,
     /// Where this run's output starts in the log, which an earlier Prism on the same port
     /// may have begun.
     log_start: u64,
+    /// Prism's own copy of the document, kept while it runs: Prism watches the file, and
+    /// its watcher crashed the process (chokidar, "Cannot read properties of undefined
+    /// (reading 'close')") when a caller's copy went away just after Prism listened.
+    _document: TempDir,
 }
 
 impl PrismProxy {
@@ -257,7 +262,18 @@ impl PrismProxy {
         let mut last_error = None;
         // A free port can be taken between our check and Prism's bind: retry.
         for _ in 0..3 {
-            match start_once(&node, &prism, document.path(), upstream) {
+            let own = tempfile::Builder::new()
+                .prefix("keysync-prism-")
+                .tempdir()
+                .context("creating a folder for Prism's copy of the document")?;
+            let name = document
+                .path()
+                .file_name()
+                .context("the document has a file name")?;
+            let copy = own.path().join(name);
+            std::fs::copy(document.path(), &copy)
+                .with_context(|| format!("copying {}", document.path().display()))?;
+            match start_once(&node, &prism, own, &copy, upstream) {
                 Ok(proxy) => return Ok(proxy),
                 Err(error) => last_error = Some(error),
             }
@@ -320,6 +336,7 @@ impl Drop for PrismProxy {
 fn start_once(
     node: &Path,
     prism: &Path,
+    own: TempDir,
     document: &Path,
     upstream: &str,
 ) -> anyhow::Result<PrismProxy> {
@@ -346,6 +363,7 @@ fn start_once(
         process,
         port,
         log_start,
+        _document: own,
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
