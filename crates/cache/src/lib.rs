@@ -129,13 +129,12 @@ pub struct Cache {
     /// The newest state each product was loaded at, kept so the next load reads only the
     /// journal entries appended since (a delta costs what it changed).
     memo: Arc<Mutex<HashMap<Product, Memo>>>,
-    /// How many times a base was read whole (for tests and the logs).
+    /// How many times a base was read whole (for the tests and `make bench-cache`).
     base_reads: Arc<AtomicU64>,
 }
 
 /// A product's state as last loaded, in the model's form with its lookups, so the journal
 /// entries appended since are replayed at the cost of what they did.
-#[derive(Clone)]
 struct Memo {
     base: v1::ObjectRef,
     /// The last journal sequence in `working`.
@@ -294,29 +293,14 @@ impl Cache {
     }
 
     /// The state a `StateReady` announced, if its base is still the one in the cache, with
-    /// the journal replayed on it.
+    /// the journal replayed on it; a replaced base is [`ObjectError::Checksum`].
     pub async fn load_announced(
         &self,
         product: Product,
         object: &v1::ObjectRef,
     ) -> Result<v1::ProductState, Error> {
-        let base = self
-            .bus
-            .get_object::<v1::ProductState>(object)
-            .await
-            .map_err(|source| Error::Object { product, source })?;
-        check_product(&base, product, &object.key)?;
-        let memo = Memo {
-            base: object.clone(),
-            through: base.journal_seq,
-            entries: 0,
-            run_id: base.run_id.clone(),
-            working: Working::new(product, base)?,
-        };
-        let memo = self.replay(product, memo).await?;
-        if self.current_sha256(product).await?.as_deref() != Some(object.sha256.as_str()) {
-            // Replaced while the journal was read: the entries the new base took in may
-            // be purged already.
+        let (state, newer) = self.load_announced_or_newer(product, object, true).await?;
+        if newer {
             return Err(Error::Object {
                 product,
                 source: ObjectError::Checksum {
@@ -327,7 +311,7 @@ impl Cache {
                 },
             });
         }
-        Ok(memo.working.to_state(&memo.run_id))
+        Ok(state)
     }
 
     /// The state a `StateReady` announced or, when a later refresh or change set has

@@ -20,7 +20,6 @@ use crate::Error;
 /// The state is the model's, converted from the cached one; what only the wire holds (the
 /// accounts' read-only reasons, the schema version, when the state was read and the
 /// capabilities it records) is kept aside and put back by [`Working::into_state`].
-#[derive(Clone)]
 pub struct Working {
     applied: Applied,
     /// The cached state without its accounts, groups and memberships.

@@ -52,7 +52,6 @@ pub fn apply(
 /// A product state being changed, with the lookups that applying changes needs: accounts by id
 /// and by login, groups by name, memberships by account and group. Removed items leave a hole
 /// (`None`) until [`Applied::into_state`], so indexes stay valid.
-#[derive(Clone)]
 pub struct Applied {
     product: Product,
     /// The owner of what is created or linked here.
