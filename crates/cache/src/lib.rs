@@ -519,11 +519,14 @@ impl Cache {
         let wire_product = convert::product_to_proto(product) as i32;
         for (sequence, entry) in newer {
             if entry.product != wire_product {
-                return Err(Error::from(JournalError::Bus {
-                    bucket: self.bus.topology().state_journal_bucket(),
-                    action: "an entry of another product",
-                    source: format!("entry {sequence} is of product {}", entry.product).into(),
-                }));
+                return Err(Error::WrongProduct {
+                    key: format!(
+                        "{} entry {sequence}",
+                        self.bus.topology().state_journal_bucket()
+                    ),
+                    expected: product,
+                    found: wire_product_name(entry.product),
+                });
             }
             memo.working = memo.working.for_change_set(&entry.connector);
             memo.working.replay(&entry.records);
@@ -584,11 +587,16 @@ fn check_product(state: &v1::ProductState, expected: Product, key: &str) -> Resu
         _ => Err(Error::WrongProduct {
             key: key.to_owned(),
             expected,
-            found: v1::Product::try_from(state.product)
-                .map(|product| product.as_str_name().to_owned())
-                .unwrap_or_else(|_| state.product.to_string()),
+            found: wire_product_name(state.product),
         }),
     }
+}
+
+/// A wire product's name, or its number when it names none.
+fn wire_product_name(product: i32) -> String {
+    v1::Product::try_from(product)
+        .map(|product| product.as_str_name().to_owned())
+        .unwrap_or_else(|_| product.to_string())
 }
 
 /// A fingerprint of what a product state says about the product: its accounts, groups,

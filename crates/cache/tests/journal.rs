@@ -247,6 +247,39 @@ async fn a_refresh_that_overlaps_a_change_set_keeps_what_the_set_recorded() {
     assert_eq!(state.run_id, "delta-3");
 }
 
+#[tokio::test]
+async fn an_entry_of_another_product_under_this_one_is_refused_as_permanent() {
+    let nats = NatsServer::start().expect("nats-server");
+    let applier = cache(&nats, "j4").await;
+    applier
+        .store(Product::Jira, &base(2, "full-1"))
+        .await
+        .expect("stores the base");
+    // Something that may write the journal files a Confluence entry under Jira's topic.
+    let bus = Bus::connect(&nats.url(), Topology::new("j4"))
+        .await
+        .expect("bus");
+    let journal = bus::journal::Journal::open(&bus, "j4-state-journal", "test")
+        .await
+        .expect("journal");
+    let foreign = v1::StateRecords {
+        schema_version: v1::SCHEMA_VERSION,
+        product: v1::Product::Confluence as i32,
+        run_id: "elsewhere".to_owned(),
+        connector: String::new(),
+        records: vec![create("intruder")],
+    };
+    journal.append("jira", &foreign).await.expect("appends");
+
+    let reader = cache(&nats, "j4").await;
+    let error = reader.load(Product::Jira).await.expect_err("refused");
+    assert!(
+        matches!(error, cache::Error::WrongProduct { .. }) && error.is_permanent(),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("CONFLUENCE"), "{error}");
+}
+
 async fn stream_state(nats: &NatsServer, bucket: &str) -> async_nats::jetstream::stream::State {
     let client = async_nats::connect(nats.url()).await.expect("connects");
     let jetstream = async_nats::jetstream::new(client);
