@@ -147,24 +147,11 @@ pub async fn apply<D: Directory>(
             continue;
         }
         let licence_full = &licence_full;
-        let done: Vec<(usize, Call, Result<Done, String>)> = futures::stream::iter(calls)
-            .map(|(idx, call)| async move {
-                let takes_seat = matches!(call, Call::CreateUser { .. } | Call::Reactivate { .. });
-                if takes_seat && let Some(refused) = lock(licence_full).clone() {
-                    return (idx, call, Err(refused));
-                }
-                let done = execute(directory, &call).await;
-                if takes_seat && let Err(error @ atlassian::Error::LicenseLimit { .. }) = &done {
-                    lock(licence_full).get_or_insert_with(|| {
-                        format!(
-                            "not attempted: an earlier account of this set was refused for the \
-                             licence limit ({error}); a later run makes it once a seat is free"
-                        )
-                    });
-                }
-                (idx, call, Ok(done))
-            })
+        let units = units(calls, directory.capabilities().groups_per_add);
+        let done: Vec<(usize, Call, Result<Done, String>)> = futures::stream::iter(units)
+            .map(|unit| run_unit(directory, unit, licence_full))
             .buffer_unordered(concurrency.max(1))
+            .flat_map(futures::stream::iter)
             .collect()
             .await;
         for (idx, call, done) in done {
@@ -214,6 +201,108 @@ pub async fn apply<D: Directory>(
             })
         })
         .collect()
+}
+
+/// Calls made as one: a call alone, or an account's additions to several groups where the
+/// product takes them in one request ([`atlassian::Capabilities::groups_per_add`]).
+enum Unit {
+    One(usize, Call),
+    Adds {
+        id: String,
+        login: String,
+        /// The change's index and the group, for each addition.
+        groups: Vec<(usize, String)>,
+    },
+}
+
+/// The calls of one phase as units: consecutive additions of one account (the plan orders
+/// memberships by login) gathered, at most `groups_per_add` to a unit.
+fn units(calls: Vec<(usize, Call)>, groups_per_add: usize) -> Vec<Unit> {
+    let mut units = Vec::with_capacity(calls.len());
+    for (idx, call) in calls {
+        if groups_per_add > 1
+            && let Call::AddMember { id, login, group } = call
+        {
+            if let Some(Unit::Adds {
+                id: last, groups, ..
+            }) = units.last_mut()
+                && *last == id
+                && groups.len() < groups_per_add
+            {
+                groups.push((idx, group));
+            } else {
+                units.push(Unit::Adds {
+                    id,
+                    login,
+                    groups: vec![(idx, group)],
+                });
+            }
+        } else {
+            units.push(Unit::One(idx, call));
+        }
+    }
+    units
+}
+
+/// Makes the calls of one unit: each call's index, the call, and what it did (or why it was
+/// not made).
+async fn run_unit<D: Directory>(
+    directory: &D,
+    unit: Unit,
+    licence_full: &Mutex<Option<String>>,
+) -> Vec<(usize, Call, Result<Done, String>)> {
+    match unit {
+        Unit::One(idx, call) => vec![run_one(directory, idx, call, licence_full).await],
+        Unit::Adds { id, login, groups } => {
+            let names: Vec<String> = groups.iter().map(|(_, group)| group.clone()).collect();
+            let account = AccountRef {
+                id: &id,
+                login: &login,
+            };
+            let mut outcomes = directory
+                .add_member_to_groups(&names, account)
+                .await
+                .into_iter();
+            groups
+                .into_iter()
+                .map(|(idx, group)| {
+                    let done = outcomes
+                        .next()
+                        .map(|outcome| outcome.map(|outcome| (outcome, None)))
+                        .ok_or_else(|| "the product answered nothing for this group".to_owned());
+                    let call = Call::AddMember {
+                        id: id.clone(),
+                        login: login.clone(),
+                        group,
+                    };
+                    (idx, call, done)
+                })
+                .collect()
+        }
+    }
+}
+
+/// Makes one call, unless the set already met the licence limit and the call takes a seat.
+async fn run_one<D: Directory>(
+    directory: &D,
+    idx: usize,
+    call: Call,
+    licence_full: &Mutex<Option<String>>,
+) -> (usize, Call, Result<Done, String>) {
+    let takes_seat = matches!(call, Call::CreateUser { .. } | Call::Reactivate { .. });
+    if takes_seat && let Some(refused) = lock(licence_full).clone() {
+        return (idx, call, Err(refused));
+    }
+    let done = execute(directory, &call).await;
+    if takes_seat && let Err(error @ atlassian::Error::LicenseLimit { .. }) = &done {
+        lock(licence_full).get_or_insert_with(|| {
+            format!(
+                "not attempted: an earlier account of this set was refused for the licence \
+                 limit ({error}); a later run makes it once a seat is free"
+            )
+        });
+    }
+    (idx, call, Ok(done))
 }
 
 /// The guarded value, even after a panic elsewhere (it holds only a message).
@@ -503,4 +592,77 @@ fn record(working: &mut Working, change: &v1::Change, call: &Call, created_id: O
         | Call::RemoveMember { id, .. } => Some(id.as_str()),
     };
     working.record(change, account_id, created_id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(idx: usize, id: &str, group: &str) -> (usize, Call) {
+        let call = Call::AddMember {
+            id: id.to_owned(),
+            login: id.to_owned(),
+            group: group.to_owned(),
+        };
+        (idx, call)
+    }
+
+    /// A unit of additions: the account, and each change's index and group.
+    type Adds<'a> = (&'a str, Vec<(usize, &'a str)>);
+
+    /// Each unit's additions, `None` for a call alone.
+    fn shape(units: &[Unit]) -> Vec<Option<Adds<'_>>> {
+        units
+            .iter()
+            .map(|unit| match unit {
+                Unit::One(..) => None,
+                Unit::Adds { id, groups, .. } => Some((
+                    id.as_str(),
+                    groups
+                        .iter()
+                        .map(|(idx, group)| (*idx, group.as_str()))
+                        .collect(),
+                )),
+            })
+            .collect()
+    }
+
+    fn calls() -> Vec<(usize, Call)> {
+        vec![
+            add(0, "ann", "a"),
+            add(1, "ann", "b"),
+            add(2, "ann", "c"),
+            add(3, "bob", "a"),
+            (
+                4,
+                Call::RemoveMember {
+                    id: "bob".to_owned(),
+                    login: "bob".to_owned(),
+                    group: "b".to_owned(),
+                },
+            ),
+            add(5, "bob", "c"),
+        ]
+    }
+
+    #[test]
+    fn an_accounts_consecutive_additions_become_one_unit_up_to_the_products_limit() {
+        let units = units(calls(), 2);
+        assert_eq!(
+            shape(&units),
+            [
+                Some(("ann", vec![(0, "a"), (1, "b")])),
+                Some(("ann", vec![(2, "c")])),
+                Some(("bob", vec![(3, "a")])),
+                None,
+                Some(("bob", vec![(5, "c")])),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_product_without_several_groups_per_add_makes_every_call_alone() {
+        let units = units(calls(), 1);
+        assert_eq!(shape(&units), [None, None, None, None, None, None]);
+    }
 }

@@ -169,6 +169,7 @@ mod tests {
             lists_email,
             async_delete: false,
             nested_group_members: false,
+            groups_per_add: 1,
         }
     }
 

@@ -64,12 +64,16 @@ use crate::config::BitbucketSettings;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::{
     AccountRef, AccountUpdate, Capabilities, ConnectionInfo, Created, Directory, DirectoryState,
-    Error, NewAccount, Outcome, Product, RemoteAccount, RemoteGroup, Seats, random_password,
-    read_directory, same_account,
+    Error, NewAccount, Outcome, Product, RemoteAccount, RemoteGroup, Seats, add_one_by_one,
+    random_password, read_directory, same_account,
 };
 
 /// Bitbucket's documented default page is 25; it serves up to 1,000 per page.
 const DEFAULT_PAGE: u32 = 1000;
+
+/// The most groups one `add-groups` request gives a user: an account's new memberships of
+/// one change set, in one request after one lookup instead of a lookup and a request each.
+const GROUPS_PER_ADD: usize = 50;
 
 /// The global permissions that make their holder an administrator; the others are
 /// `LICENSED_USER` and `PROJECT_CREATE`.
@@ -135,6 +139,41 @@ impl BitbucketClient {
         }
     }
 
+    /// `account` added to every group of `groups` with one lookup and one `add-groups`.
+    /// The request is all or none and its error does not say which group refused it, so
+    /// after any failure each group is added on its own for its own answer (an add is
+    /// idempotent); a single group takes the one-group path.
+    async fn add_groups_at_once(
+        &self,
+        groups: &[String],
+        account: AccountRef<'_>,
+    ) -> Vec<Result<Outcome, Error>> {
+        if groups.len() < 2 {
+            return add_one_by_one(self, groups, account).await;
+        }
+        let Ok(user) = self.existing_user(account).await else {
+            return add_one_by_one(self, groups, account).await;
+        };
+        if let Some(reason) = user.groups_read_only_reason() {
+            return groups
+                .iter()
+                .map(|_| {
+                    Ok(Outcome::Skipped {
+                        reason: reason.clone(),
+                    })
+                })
+                .collect();
+        }
+        let request = ApiRequest::new(Method::POST, "rest/api/1.0/admin/users/add-groups")
+            .json(json!({ "user": user.name, "groups": groups }));
+        match self.core.send(&request).await {
+            Ok(response) if response.is_success() => {
+                groups.iter().map(|_| Ok(Outcome::Applied)).collect()
+            }
+            _ => add_one_by_one(self, groups, account).await,
+        }
+    }
+
     /// The user behind `account`, or `NotFound`.
     async fn existing_user(&self, account: AccountRef<'_>) -> Result<DetailedUser, Error> {
         self.find_user(Some(account.id), account.login)
@@ -159,6 +198,7 @@ impl Directory for BitbucketClient {
             lists_email: true,
             async_delete: false,
             nested_group_members: false,
+            groups_per_add: GROUPS_PER_ADD,
         }
     }
 
@@ -387,14 +427,8 @@ impl Directory for BitbucketClient {
     #[tracing::instrument(skip_all, fields(product = "bitbucket", group = group, id = account.id, login = account.login))]
     async fn add_member(&self, group: &str, account: AccountRef<'_>) -> Result<Outcome, Error> {
         let user = self.existing_user(account).await?;
-        if !user.mutable_groups {
-            return Ok(Outcome::Skipped {
-                reason: format!(
-                    "the groups of {} are managed by {}",
-                    user.name,
-                    user.directory()
-                ),
-            });
+        if let Some(reason) = user.groups_read_only_reason() {
+            return Ok(Outcome::Skipped { reason });
         }
         let request = ApiRequest::new(Method::POST, "rest/api/1.0/admin/users/add-groups")
             .json(json!({ "user": user.name, "groups": [group] }));
@@ -405,19 +439,28 @@ impl Directory for BitbucketClient {
         Ok(Outcome::Applied)
     }
 
+    /// One lookup and one `add-groups` for up to [`GROUPS_PER_ADD`] groups at a time (the
+    /// document's `UserAndGroups` takes a list).
+    #[tracing::instrument(skip_all, fields(product = "bitbucket", groups = groups.len(), id = account.id, login = account.login))]
+    async fn add_member_to_groups(
+        &self,
+        groups: &[String],
+        account: AccountRef<'_>,
+    ) -> Vec<Result<Outcome, Error>> {
+        let mut results = Vec::with_capacity(groups.len());
+        for chunk in groups.chunks(GROUPS_PER_ADD) {
+            results.extend(self.add_groups_at_once(chunk, account).await);
+        }
+        results
+    }
+
     #[tracing::instrument(skip_all, fields(product = "bitbucket", group = group, id = account.id, login = account.login))]
     async fn remove_member(&self, group: &str, account: AccountRef<'_>) -> Result<Outcome, Error> {
         let Some(user) = self.find_user(Some(account.id), account.login).await? else {
             return Ok(Outcome::AlreadyDone);
         };
-        if !user.mutable_groups {
-            return Ok(Outcome::Skipped {
-                reason: format!(
-                    "the groups of {} are managed by {}",
-                    user.name,
-                    user.directory()
-                ),
-            });
+        if let Some(reason) = user.groups_read_only_reason() {
+            return Ok(Outcome::Skipped { reason });
         }
         let request = ApiRequest::new(Method::POST, "rest/api/1.0/admin/users/remove-group")
             .json(json!({ "context": user.name, "itemName": group }));
@@ -564,6 +607,17 @@ impl DetailedUser {
             ));
         }
         None
+    }
+
+    /// Why the account's groups must not be written, from `mutableGroups`.
+    fn groups_read_only_reason(&self) -> Option<String> {
+        (!self.mutable_groups).then(|| {
+            format!(
+                "the groups of {} are managed by {}",
+                self.name,
+                self.directory()
+            )
+        })
     }
 
     fn into_account(self) -> RemoteAccount {

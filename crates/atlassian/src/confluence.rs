@@ -215,6 +215,7 @@ impl Directory for ConfluenceClient {
             lists_email: false,
             async_delete: true,
             nested_group_members: false,
+            groups_per_add: 1,
         }
     }
 

@@ -213,6 +213,7 @@ impl Directory for JiraClient {
             lists_email: true,
             async_delete: false,
             nested_group_members: true,
+            groups_per_add: 1,
         }
     }
 

@@ -175,6 +175,18 @@ pub trait Directory: Send + Sync {
         account: AccountRef<'_>,
     ) -> impl Future<Output = Result<Outcome, Error>> + Send;
 
+    /// Adds an account to several groups: one result per group, in order, each as
+    /// [`Directory::add_member`] would answer it. Where the product takes several groups in
+    /// one request ([`Capabilities::groups_per_add`]), that is one request when they all
+    /// succeed; the default adds them one by one.
+    fn add_member_to_groups(
+        &self,
+        groups: &[String],
+        account: AccountRef<'_>,
+    ) -> impl Future<Output = Vec<Result<Outcome, Error>>> + Send {
+        add_one_by_one(self, groups, account)
+    }
+
     /// Removes an account from a group; a membership that does not exist (including a gone
     /// account or group) is [`Outcome::AlreadyDone`].
     fn remove_member(
@@ -182,6 +194,19 @@ pub trait Directory: Send + Sync {
         group: &str,
         account: AccountRef<'_>,
     ) -> impl Future<Output = Result<Outcome, Error>> + Send;
+}
+
+/// [`Directory::add_member`] for each group in turn: one result per group, in order.
+pub(crate) async fn add_one_by_one<D: Directory + ?Sized>(
+    directory: &D,
+    groups: &[String],
+    account: AccountRef<'_>,
+) -> Vec<Result<Outcome, Error>> {
+    let mut results = Vec::with_capacity(groups.len());
+    for group in groups {
+        results.push(directory.add_member(group, account).await);
+    }
+    results
 }
 
 /// Accounts, groups and memberships of `directory`, with members listed for several groups
@@ -256,6 +281,9 @@ pub struct Capabilities {
     /// Group member listings include members of nested groups (Jira), not only direct
     /// members.
     pub nested_group_members: bool,
+    /// How many groups [`Directory::add_member_to_groups`] gives an account in one request:
+    /// Bitbucket's `add-groups` takes a list; 1 where every membership is its own request.
+    pub groups_per_add: usize,
 }
 
 /// An account as the product reports it.
@@ -706,6 +734,14 @@ impl Directory for Client {
 
     async fn add_member(&self, group: &str, account: AccountRef<'_>) -> Result<Outcome, Error> {
         delegate!(self, client => client.add_member(group, account).await)
+    }
+
+    async fn add_member_to_groups(
+        &self,
+        groups: &[String],
+        account: AccountRef<'_>,
+    ) -> Vec<Result<Outcome, Error>> {
+        delegate!(self, client => client.add_member_to_groups(groups, account).await)
     }
 
     async fn remove_member(&self, group: &str, account: AccountRef<'_>) -> Result<Outcome, Error> {

@@ -121,6 +121,86 @@ async fn writes_to_read_only_accounts_are_skipped_with_a_reason() {
 }
 
 #[tokio::test]
+async fn an_account_joins_several_groups_with_one_request_and_each_group_answers_for_itself() {
+    let mut ldap_user = seed_account("ldap-user");
+    ldap_user.read_only = true;
+    let mut config = seeded(
+        Product::Bitbucket,
+        Seed {
+            accounts: vec![seed_account("carol"), ldap_user],
+            groups: ["developers", "testers", "writers"]
+                .map(seed_group)
+                .to_vec(),
+            memberships: vec![],
+        },
+    );
+    config.record_requests = true;
+    let emulator = spawn(config).await;
+    let client = bitbucket(&emulator);
+    let carol = AccountRef {
+        id: "carol",
+        login: "carol",
+    };
+    let groups = |names: &[&str]| {
+        names
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(client.capabilities().groups_per_add > 1);
+
+    let joined = client
+        .add_member_to_groups(&groups(&["developers", "testers"]), carol)
+        .await;
+    let requests = emulator.state().dump().requests.len();
+    // A group that does not exist fails the request as a whole: each group is then added on
+    // its own, and only the missing one fails.
+    let mixed = client
+        .add_member_to_groups(&groups(&["writers", "no-such-group"]), carol)
+        .await;
+    let read_only = client
+        .add_member_to_groups(
+            &groups(&["developers", "testers"]),
+            AccountRef {
+                id: "ldap-user",
+                login: "ldap-user",
+            },
+        )
+        .await;
+
+    assert!(
+        joined
+            .iter()
+            .all(|outcome| matches!(outcome, Ok(Outcome::Applied))),
+        "{joined:?}"
+    );
+    assert_eq!(requests, 2, "one lookup and one add-groups for both groups");
+    assert!(matches!(mixed[0], Ok(Outcome::Applied)), "{mixed:?}");
+    assert!(matches!(mixed[1], Err(Error::NotFound { .. })), "{mixed:?}");
+    assert!(
+        read_only
+            .iter()
+            .all(|outcome| matches!(outcome, Ok(Outcome::Skipped { .. }))),
+        "{read_only:?}"
+    );
+    let dump = emulator.state().dump();
+    let mut carols: Vec<&str> = dump
+        .memberships
+        .iter()
+        .filter(|membership| membership.login == "carol")
+        .map(|membership| membership.group.as_str())
+        .collect();
+    carols.sort_unstable();
+    assert_eq!(carols, ["developers", "testers", "writers"]);
+    assert!(
+        dump.memberships
+            .iter()
+            .all(|membership| membership.login != "ldap-user"),
+        "nothing written for the read-only account"
+    );
+}
+
+#[tokio::test]
 async fn fetch_state_pages_with_next_page_start() {
     let accounts = seed_accounts("user", 60);
     let memberships = accounts

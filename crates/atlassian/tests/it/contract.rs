@@ -115,6 +115,17 @@ async fn every_request_of_the_bitbucket_client_conforms_to_the_openapi_document(
         client.add_member("contractors", account).await.unwrap(),
         Outcome::Applied
     );
+    // Several groups at once: one `add-groups` with the list.
+    assert!(
+        client
+            .add_member_to_groups(
+                &["developers".to_owned(), "contractors".to_owned()],
+                account
+            )
+            .await
+            .into_iter()
+            .all(|outcome| matches!(outcome, Ok(Outcome::Applied)))
+    );
     let update = AccountUpdate {
         login: Some("carol.new".into()),
         display_name: Some("Carol New".into()),
