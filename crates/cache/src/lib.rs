@@ -136,14 +136,20 @@ pub struct Cache {
 /// A product's state as last loaded, in the model's form with its lookups, so the journal
 /// entries appended since are replayed at the cost of what they did.
 struct Memo {
+    at: Position,
+    working: Working,
+}
+
+/// Where a followed state stands: its base and how far into the journal above it.
+#[derive(Debug)]
+struct Position {
     base: v1::ObjectRef,
-    /// The last journal sequence in `working`.
+    /// The last journal sequence in the state.
     through: u64,
-    /// Journal entries in `working` above its base.
+    /// Journal entries in the state above its base.
     entries: usize,
     /// The run of the newest entry (of the base without any).
     run_id: String,
-    working: Working,
 }
 
 /// Where the state [`Cache::take_working`] answered stood: what [`Cache::record_set`] needs
@@ -151,10 +157,7 @@ struct Memo {
 #[derive(Debug)]
 pub struct Lease {
     product: Product,
-    base: v1::ObjectRef,
-    through: u64,
-    entries: usize,
-    run_id: String,
+    at: Position,
 }
 
 impl Cache {
@@ -187,7 +190,7 @@ impl Cache {
         product: Product,
     ) -> Result<Option<(v1::ProductState, v1::ObjectRef)>, Error> {
         self.with_newest(product, |memo| {
-            (memo.working.to_state(&memo.run_id), memo.base.clone())
+            (memo.working.to_state(&memo.at.run_id), memo.at.base.clone())
         })
         .await
     }
@@ -202,7 +205,7 @@ impl Cache {
         Ok(self
             .newest(product)
             .await?
-            .map(|memo| (memo.working.to_state(&memo.run_id), memo.base)))
+            .map(|memo| (memo.working.to_state(&memo.at.run_id), memo.at.base)))
     }
 
     /// The newest state of `product` as a change set starts from it, owned by `connector`'s
@@ -216,21 +219,11 @@ impl Cache {
         let Some(memo) = self.newest(product).await? else {
             return Ok(None);
         };
-        let Memo {
-            base,
-            through,
-            entries,
-            run_id,
-            working,
-        } = memo;
-        let lease = Lease {
-            product,
-            base,
-            through,
-            entries,
-            run_id,
-        };
-        Ok(Some((working.for_change_set(connector), lease)))
+        let Memo { at, working } = memo;
+        Ok(Some((
+            working.for_change_set(connector),
+            Lease { product, at },
+        )))
     }
 
     /// Appends what `working` recorded while one change set of `run_id` was applied (made
@@ -253,11 +246,12 @@ impl Cache {
         let Some(lease) = lease.filter(|lease| lease.product == product) else {
             return Ok(appended.len() >= FOLD_AFTER);
         };
-        let entries = lease.entries + appended.len();
+        let Lease { at, .. } = lease;
+        let entries = at.entries + appended.len();
         let newer = self
             .journal()
             .await?
-            .read_after::<v1::StateRecords>(product.as_str(), lease.through)
+            .read_after::<v1::StateRecords>(product.as_str(), at.through)
             .await?;
         let only_ours = newer.len() == appended.len()
             && newer
@@ -265,19 +259,17 @@ impl Cache {
                 .map(|(sequence, _)| *sequence)
                 .eq(appended.iter().copied());
         if only_ours {
-            let through = appended.last().copied().unwrap_or(lease.through);
-            let run_id = if appended.is_empty() {
-                lease.run_id
-            } else {
-                run_id.to_owned()
-            };
-            self.memo().entry(product).or_insert(Memo {
-                base: lease.base,
-                through,
+            let at = Position {
+                through: appended.last().copied().unwrap_or(at.through),
                 entries,
-                run_id,
-                working,
-            });
+                run_id: if appended.is_empty() {
+                    at.run_id
+                } else {
+                    run_id.to_owned()
+                },
+                base: at.base,
+            };
+            self.memo().entry(product).or_insert(Memo { at, working });
         }
         Ok(entries >= FOLD_AFTER)
     }
@@ -288,8 +280,10 @@ impl Cache {
         &self,
         product: Product,
     ) -> Result<Option<(v1::ObjectRef, (usize, usize, usize))>, Error> {
-        self.with_newest(product, |memo| (memo.base.clone(), memo.working.counts()))
-            .await
+        self.with_newest(product, |memo| {
+            (memo.at.base.clone(), memo.working.counts())
+        })
+        .await
     }
 
     /// The state a `StateReady` announced, if its base is still the one in the cache, with
@@ -399,7 +393,7 @@ impl Cache {
         let entries = self
             .memo()
             .get(&product)
-            .map(|memo| memo.entries)
+            .map(|memo| memo.at.entries)
             .unwrap_or_default();
         Ok(written > 0 && entries + written >= FOLD_AFTER)
     }
@@ -436,9 +430,9 @@ impl Cache {
     pub async fn fold(&self, product: Product) -> Result<(), Error> {
         let folded = self
             .with_newest(product, |memo| {
-                (memo.entries > 0).then(|| {
-                    let mut state = memo.working.to_state(&memo.run_id);
-                    state.journal_seq = memo.through;
+                (memo.at.entries > 0).then(|| {
+                    let mut state = memo.working.to_state(&memo.at.run_id);
+                    state.journal_seq = memo.at.through;
                     state
                 })
             })
@@ -476,7 +470,7 @@ impl Cache {
             let remembered = self
                 .memo()
                 .remove(&product)
-                .filter(|memo| memo.base.sha256.eq_ignore_ascii_case(&sha256));
+                .filter(|memo| memo.at.base.sha256.eq_ignore_ascii_case(&sha256));
             let memo = match remembered {
                 Some(memo) => memo,
                 None => {
@@ -491,17 +485,19 @@ impl Cache {
                     };
                     check_product(&state, product, &base.key)?;
                     Memo {
-                        base,
-                        through: state.journal_seq,
-                        entries: 0,
-                        run_id: state.run_id.clone(),
+                        at: Position {
+                            base,
+                            through: state.journal_seq,
+                            entries: 0,
+                            run_id: state.run_id.clone(),
+                        },
                         working: Working::new(product, state)?,
                     }
                 }
             };
             let memo = self.replay(product, memo).await?;
             let now = self.current_sha256(product).await?;
-            if now.is_some_and(|now| now.eq_ignore_ascii_case(&memo.base.sha256)) {
+            if now.is_some_and(|now| now.eq_ignore_ascii_case(&memo.at.base.sha256)) {
                 return Ok(Some(memo));
             }
         }
@@ -514,7 +510,7 @@ impl Cache {
         let newer = self
             .journal()
             .await?
-            .read_after::<v1::StateRecords>(product.as_str(), memo.through)
+            .read_after::<v1::StateRecords>(product.as_str(), memo.at.through)
             .await?;
         let wire_product = convert::product_to_proto(product) as i32;
         for (sequence, entry) in newer {
@@ -530,9 +526,9 @@ impl Cache {
             }
             memo.working = memo.working.for_change_set(&entry.connector);
             memo.working.replay(&entry.records);
-            memo.through = sequence;
-            memo.entries += 1;
-            memo.run_id = entry.run_id;
+            memo.at.through = sequence;
+            memo.at.entries += 1;
+            memo.at.run_id = entry.run_id;
         }
         Ok(memo)
     }
