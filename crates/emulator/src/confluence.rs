@@ -149,12 +149,29 @@ fn group_json(base: &str, name: &str) -> Value {
 /// envelope of Confluence's REST reference (e.g. "Group", "Get groups"); clients loop until
 /// `_links.next` is absent. `limit` is capped server-side at [`PAGE_MAX`].
 fn page(base: &str, path: &str, params: &Params, items: Vec<Value>) -> Result<Value, Response> {
+    page_of(base, path, params, items, |item| item)
+}
+
+/// [`page`] of items rendered by `render`, only those on the page: a listing of 100,000
+/// people renders one page of them per request, not all of them.
+fn page_of<T>(
+    base: &str,
+    path: &str,
+    params: &Params,
+    items: Vec<T>,
+    render: impl FnMut(T) -> Value,
+) -> Result<Value, Response> {
     let start = reply::number(params, "start", 0).map_err(|m| error(400, &m))?;
     let limit = reply::number(params, "limit", PAGE_MAX)
         .map_err(|m| error(400, &m))?
         .clamp(1, PAGE_MAX);
     let total = items.len();
-    let results: Vec<Value> = items.into_iter().skip(start).take(limit).collect();
+    let results: Vec<Value> = items
+        .into_iter()
+        .skip(start)
+        .take(limit)
+        .map(render)
+        .collect();
     let size = results.len();
     let mut links = json!({
         "base": base,
@@ -270,11 +287,14 @@ async fn list_users(
     tri!(require_user(&caller));
     let base = reply::base_url(&headers);
     let store = state.lock();
-    let people: Vec<Value> = store
-        .accounts()
-        .map(|account| person(&base, account, params.get("expand")))
-        .collect();
-    let body = tri!(page(&base, "/rest/api/user/list", &params, people));
+    let people: Vec<&Account> = store.accounts().collect();
+    let body = tri!(page_of(
+        &base,
+        "/rest/api/user/list",
+        &params,
+        people,
+        |account| { person(&base, account, params.get("expand")) }
+    ));
     reply::json(200, body)
 }
 
@@ -370,13 +390,11 @@ async fn group_members(
     let Some(group) = store.group(&group) else {
         return error(404, &format!("No group found with name: {group}"));
     };
-    let people: Vec<Value> = store
-        .members(&group.name)
-        .into_iter()
-        .map(|account| person(&base, account, params.get("expand")))
-        .collect();
+    let people = store.members(&group.name);
     let path = format!("/rest/api/group/{}/member", group.name);
-    let body = tri!(page(&base, &path, &params, people));
+    let body = tri!(page_of(&base, &path, &params, people, |account| {
+        person(&base, account, params.get("expand"))
+    }));
     reply::json(200, body)
 }
 
@@ -640,16 +658,13 @@ async fn active_users(
     tri!(require_admin(&state, &caller));
     let base = reply::base_url(&headers);
     let store = state.lock();
-    let people: Vec<Value> = store
-        .accounts()
-        .filter(|account| account.active)
-        .map(|account| person(&base, account, params.get("expand")))
-        .collect();
-    let body = tri!(page(
+    let people: Vec<&Account> = store.accounts().filter(|account| account.active).collect();
+    let body = tri!(page_of(
         &base,
         "/rest/api/admin/users/list/active",
         &params,
-        people
+        people,
+        |account| person(&base, account, params.get("expand"))
     ));
     reply::json(200, body)
 }

@@ -21,6 +21,8 @@ use crate::{Config, Error, Product};
 
 pub use crate::projects::{DumpComponent, DumpProject, SeedComponent, SeedProject};
 
+mod dump;
+
 /// The initial directory of an emulator ([`Config::seed`]): accounts, groups and
 /// memberships. Its global permissions, if any, are [`Config::permissions`]; the JSON seed
 /// holds both ([`SeedDocument`]).
@@ -414,8 +416,10 @@ pub(crate) struct Store {
     by_name: HashMap<String, u64>,
     next_id: u64,
     groups: BTreeMap<String, Group>,
-    /// (lower-cased group name, account id).
+    /// (lower-cased group name, account id): a group's members are one range.
     memberships: BTreeSet<(String, u64)>,
+    /// The same pairs the other way round: an account's groups are one range.
+    groups_by_account: BTreeSet<(u64, String)>,
     /// Bitbucket's global permissions: each holder's one (highest) permission.
     permissions: BTreeMap<Grantee, GlobalPermission>,
     /// The accounts that may sign in.
@@ -445,6 +449,7 @@ impl Store {
             next_id: 1,
             groups: BTreeMap::new(),
             memberships: BTreeSet::new(),
+            groups_by_account: BTreeSet::new(),
             permissions: BTreeMap::new(),
             callers: Vec::new(),
             projects: Projects::default(),
@@ -749,7 +754,15 @@ impl Store {
             .for_each(|search| search.remove(&account));
         self.by_key.remove(&account.key);
         self.by_name.remove(&account.name.to_lowercase());
-        self.memberships.retain(|(_, member)| *member != id);
+        let groups: Vec<String> = self
+            .groups_by_account
+            .range((id, String::new())..)
+            .take_while(|(member, _)| *member == id)
+            .map(|(_, group)| group.clone())
+            .collect();
+        for group in groups {
+            self.remove_pair(group, id);
+        }
         self.permissions.remove(&Grantee::User(id));
         Some(account)
     }
@@ -775,41 +788,55 @@ impl Store {
     pub(crate) fn remove_group(&mut self, name: &str) -> Option<Group> {
         let lower = name.to_lowercase();
         let group = self.groups.remove(&lower)?;
-        self.memberships
-            .retain(|(group_name, _)| *group_name != lower);
+        for id in self.member_ids(&lower) {
+            self.remove_pair(lower.clone(), id);
+        }
         self.permissions.remove(&Grantee::Group(lower));
         Some(group)
     }
 
     /// `true` when the membership is new.
     pub(crate) fn add_member(&mut self, group: &str, account_id: u64) -> bool {
-        self.memberships.insert((group.to_lowercase(), account_id))
+        let lower = group.to_lowercase();
+        self.groups_by_account.insert((account_id, lower.clone()));
+        self.memberships.insert((lower, account_id))
     }
 
     /// `true` when there was such a membership.
     pub(crate) fn remove_member(&mut self, group: &str, account_id: u64) -> bool {
-        self.memberships.remove(&(group.to_lowercase(), account_id))
+        self.remove_pair(group.to_lowercase(), account_id)
+    }
+
+    /// Removes the membership of `account_id` in the lower-cased `group` from both indexes;
+    /// `true` when there was one.
+    fn remove_pair(&mut self, group: String, account_id: u64) -> bool {
+        let removed = self.memberships.remove(&(group.clone(), account_id));
+        self.groups_by_account.remove(&(account_id, group));
+        removed
+    }
+
+    /// The members' ids of a lower-cased group name, in id order.
+    fn member_ids(&self, lower: &str) -> Vec<u64> {
+        self.memberships
+            .range((lower.to_owned(), 0)..=(lower.to_owned(), u64::MAX))
+            .map(|(_, id)| *id)
+            .collect()
     }
 
     /// A group's members in account id order.
     pub(crate) fn members(&self, group: &str) -> Vec<&Account> {
-        let lower = group.to_lowercase();
-        let mut ids: Vec<u64> = self
-            .memberships
+        self.member_ids(&group.to_lowercase())
             .iter()
-            .filter(|(group_name, _)| *group_name == lower)
-            .map(|(_, id)| *id)
-            .collect();
-        ids.sort_unstable();
-        ids.iter().filter_map(|id| self.accounts.get(id)).collect()
+            .filter_map(|id| self.accounts.get(id))
+            .collect()
     }
 
     /// The groups an account belongs to, by name.
     pub(crate) fn groups_of(&self, account_id: u64) -> Vec<&Group> {
-        self.memberships
-            .iter()
-            .filter(|(_, id)| *id == account_id)
-            .filter_map(|(group_name, _)| self.groups.get(group_name))
+        self.groups_by_account
+            .range((account_id, String::new())..)
+            .take_while(|(id, _)| *id == account_id)
+            .filter_map(|(_, group_name)| self.groups.get(group_name))
             .collect()
     }
 
@@ -847,61 +874,6 @@ impl Store {
             if self.remove_account(account_id).is_some() {
                 self.count_write("delete_account");
             }
-        }
-    }
-
-    fn dump(&self) -> Dump {
-        let accounts = self
-            .accounts
-            .values()
-            .map(|account| DumpAccount {
-                key: account.key.clone(),
-                login: account.name.clone(),
-                display_name: account.display_name.clone(),
-                email: account.email.clone(),
-                active: account.active,
-                read_only: account.read_only,
-            })
-            .collect();
-        let memberships = self
-            .memberships
-            .iter()
-            .filter_map(|(group_name, id)| {
-                Some(DumpMembership {
-                    group: self.groups.get(group_name)?.name.clone(),
-                    login: self.accounts.get(id)?.name.clone(),
-                })
-            })
-            .collect();
-        let users = self
-            .permitted_users()
-            .into_iter()
-            .map(|(account, permission)| DumpPermission {
-                user: Some(account.name.clone()),
-                group: None,
-                permission,
-            });
-        let groups = self
-            .permitted_groups()
-            .into_iter()
-            .map(|(group, permission)| DumpPermission {
-                user: None,
-                group: Some(group.name.clone()),
-                permission,
-            });
-        Dump {
-            product: self.product,
-            accounts,
-            groups: self
-                .groups
-                .values()
-                .map(|group| group.name.clone())
-                .collect(),
-            memberships,
-            permissions: users.chain(groups).collect(),
-            projects: self.projects.dump(self),
-            counters: self.counters.clone(),
-            requests: self.requests.clone(),
         }
     }
 }
@@ -949,10 +921,25 @@ mod tests {
         store.insert_group("readers");
         store.add_member("writers", id);
         store.add_member("readers", id);
+        let other = store.insert_account("finn", "Finn", "finn@example.com");
+        store.add_member("Readers", other);
+        let names = |store: &Store, id| -> Vec<String> {
+            store
+                .groups_of(id)
+                .iter()
+                .map(|group| group.name.clone())
+                .collect()
+        };
+        assert_eq!(names(&store, id), ["readers", "writers"]);
         store.remove_group("writers");
-        assert_eq!(store.groups_of(id).len(), 1);
+        assert_eq!(names(&store, id), ["readers"]);
+        assert!(store.members("writers").is_empty());
         store.remove_account(id);
-        assert!(store.members("readers").is_empty());
+        let members: Vec<u64> = store.members("READERS").iter().map(|a| a.id).collect();
+        assert_eq!(members, [other], "a group's members, by either index");
+        assert!(store.remove_member("readers", other));
+        assert!(names(&store, other).is_empty() && store.members("readers").is_empty());
+        assert!(store.memberships.is_empty() && store.groups_by_account.is_empty());
     }
 
     #[test]
