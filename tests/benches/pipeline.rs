@@ -5,7 +5,9 @@
 //! while), a fresh `e2e::Stack` on it (nats-server, the control plane, fetcher, planner and
 //! one applier per product, every one a release-built process, with the default policy),
 //! and the three emulators, each answering after [`LATENCY_MS`] and allowing
-//! [`RATE_LIMIT`] requests a second (429 with `Retry-After` beyond).
+//! [`RATE_LIMIT`] requests a second (429 with `Retry-After` beyond). The appliers are
+//! configured as an operator would to use that allowance ([`APPLIER_CONCURRENCY`],
+//! [`MAX_CONCURRENCY`]); everything else is the default.
 //!
 //! **e2e** (both targets):
 //! 1. *the fetch alone*: `keycloak::client::Client::fetch` of the realm, in this process,
@@ -63,6 +65,14 @@ use test_support::{bench_realm, keycloak::TestRealm};
 const LATENCY_MS: u64 = 10;
 /// Every emulator's rate limit, in requests per second.
 const RATE_LIMIT: u32 = 1_000;
+/// `[applier] concurrency`: the changes each applier has in hand at once. The default (8)
+/// is sized for a product that answers slowly; at [`LATENCY_MS`] it would cap an applier at
+/// about 8 / 10 ms = 800 changes/s, below [`RATE_LIMIT`] (Bitbucket's additions are two
+/// requests each). By Little's law 1,000 req/s at 10 ms need about 10 requests in flight;
+/// this leaves headroom, and the client paces itself from the `X-RateLimit-*` headers.
+const APPLIER_CONCURRENCY: usize = 32;
+/// `[products.*] max_concurrency`: the requests each product client has in flight at once.
+const MAX_CONCURRENCY: usize = 48;
 /// The first sync, at most this many times the slowest single stage.
 const FIRST_SYNC_FACTOR: f64 = 1.25;
 /// The no-op resync, at most this many times the fetch alone.
@@ -142,6 +152,11 @@ fn options(realm: TestRealm<'static>) -> StackOptions {
         emulator_args: PRODUCTS
             .into_iter()
             .map(|product| (product, limits.clone()))
+            .collect(),
+        applier_config: format!("concurrency = {APPLIER_CONCURRENCY}"),
+        product_config: PRODUCTS
+            .into_iter()
+            .map(|product| (product, format!("max_concurrency = {MAX_CONCURRENCY}")))
             .collect(),
         // A killed applier's message comes back after 5 s in the e2e stack; a change set
         // at 100,000 users takes longer than that to store, and the keep-alive covers it.

@@ -92,6 +92,8 @@ pub struct StackOptions {
     pub extra_config: String,
     /// More keys of each `[products.NAME]` section (`max_concurrency = 2`).
     pub product_config: BTreeMap<Product, String>,
+    /// More keys of the `[applier]` section (`concurrency = 32`).
+    pub applier_config: String,
     /// Environment of every keysync service (`OTEL_*`; a `RUST_LOG` here replaces the
     /// default `info`).
     pub service_env: Vec<(String, String)>,
@@ -412,7 +414,9 @@ client_secret_file = "{d}/kc-secret"
 [applier]
 # A killed applier's message comes back this soon.
 ack_wait_seconds = 5
+{applier_config}
 "#,
+            applier_config = options.applier_config,
             nats_url = options.nats_url.clone().unwrap_or_else(|| nats.url()),
             kc = realm.base_url(),
             realm_name = realm.name(),
