@@ -212,6 +212,12 @@ async fn e2e_part(stack: &Stack, fetch_s: f64) -> anyhow::Result<bool> {
     }
     let peaks = stack.service_peaks_kib();
     let peak = |name: &str| peaks.get(name).map_or(f64::NAN, |kib| *kib as f64 / 1024.0);
+    // Each service's own peak, for the reader looking for which one sets the figure.
+    let each: Vec<String> = peaks
+        .iter()
+        .map(|(name, kib)| format!("{name} {:.1}", *kib as f64 / 1024.0))
+        .collect();
+    eprintln!("bench-pipeline: peak MiB per service: {}", each.join(", "));
     let applier_peak = ["applier-jira", "applier-confluence", "applier-bitbucket"]
         .into_iter()
         .map(peak)
