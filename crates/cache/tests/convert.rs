@@ -158,8 +158,55 @@ fn wire_state() -> impl Strategy<Value = v1::ProductState> {
         )
 }
 
+/// The fingerprint as first defined: the digest of the encoding of a sorted copy of the
+/// state without its time, run and journal position.
+fn fingerprint_of_a_sorted_copy(state: &v1::ProductState) -> String {
+    use prost::Message;
+    use sha2::Digest;
+
+    let mut canonical = state.clone();
+    canonical.read_at = None;
+    canonical.journal_seq = 0;
+    canonical.run_id.clear();
+    canonical
+        .accounts
+        .sort_by(|left, right| left.id.cmp(&right.id));
+    canonical
+        .groups
+        .sort_by(|left, right| left.name.cmp(&right.name));
+    canonical.memberships.sort_by(|left, right| {
+        (&left.account_id, &left.group).cmp(&(&right.account_id, &right.group))
+    });
+    let digest = sha2::Sha256::digest(canonical.encode_to_vec());
+    digest[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// The fingerprint written field by field is the one a sorted copy gives, so plans held
+    /// before it was written this way can still be approved.
+    #[test]
+    fn the_fingerprint_is_the_digest_of_a_sorted_copy(
+        mut state in wire_state(),
+        journal_seq in any::<u64>(),
+        seats in prop::option::of((0u64..5, prop::option::of(0u64..5))),
+        leads in prop::collection::vec(text(&["k1", "k9"]), 0..3),
+        schema_version in 0u32..3,
+    ) {
+        state.journal_seq = journal_seq;
+        state.schema_version = schema_version;
+        state.read_at = Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 5 });
+        state.seats = seats.map(|(used, limit)| v1::Seats { used, limit });
+        state.leads = leads
+            .into_iter()
+            .map(|account_id| v1::CachedLead { account_id, target: None })
+            .collect();
+        prop_assert_eq!(cache::fingerprint(&state), fingerprint_of_a_sorted_copy(&state));
+    }
 
     /// A model state written to the cache and read back is the same state.
     #[test]
