@@ -1,6 +1,8 @@
 //! Applying one change set to a product: each [`v1::Change`] becomes one [`Directory`]
 //! call, in dependency order, with bounded concurrency, and every change gets a
-//! [`v1::ChangeResult`].
+//! [`v1::ChangeResult`]. An account's consecutive additions to groups are one call where
+//! the product takes several groups in one request (Bitbucket's `add-groups`,
+//! [`atlassian::Capabilities::groups_per_add`]); each still gets its own result.
 //!
 //! Changes run in the phases of the plan's order ([`model::plan::ChangeOp::phase`]): create
 //! groups, create users, link, update, reactivate, add memberships, remove memberships,
