@@ -12,12 +12,13 @@
 //!
 //! Prints `BENCH cache-delta accounts=100000 deltas=200 write_p50_ms=.. write_p95_ms=..
 //! read_p50_ms=.. read_p95_ms=.. bytes_per_delta=.. whole_ms=.. whole_bytes=.. folds=..
-//! base_reads=..`. The write (the applier's: take, record, append, give back) is the
+//! base_reads=.. fingerprint_ms=..`. The write (the applier's: take, record, append, give back) is the
 //! delta's cost to the cache; the read is the planner's load, which copies the whole state
 //! for its plan but reads only the new entries. Fails when a write's median costs more
 //! than a twentieth of the whole rewrite, a read's more than a quarter, when the bytes a
 //! delta writes (folds aside) are more than 1 % of the stored base, or when the planner's
-//! cache read the base whole more than once per fold.
+//! cache read the base whole more than once per fold. `fingerprint_ms` is the median time of
+//! `cache::fingerprint` of the whole state, which the planner computes for every plan.
 
 use std::time::{Duration, Instant};
 
@@ -127,16 +128,28 @@ async fn bench() -> anyhow::Result<()> {
     let millis = |time: Duration| time.as_secs_f64() * 1e3;
     let (p50, p95) = (DELTAS / 2, DELTAS * 95 / 100);
     let bytes_per_delta = delta_bytes / DELTAS as u64;
+    // The planner fingerprints each product's state for every plan, deltas included.
+    let whole = crate::base();
+    let mut fingerprints: Vec<Duration> = (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(cache::fingerprint(&whole));
+            started.elapsed()
+        })
+        .collect();
+    fingerprints.sort_unstable();
     println!(
         "BENCH cache-delta accounts={ACCOUNTS} deltas={DELTAS} write_p50_ms={:.1} \
          write_p95_ms={:.1} read_p50_ms={:.1} read_p95_ms={:.1} bytes_per_delta={bytes_per_delta} \
-         whole_ms={:.0} whole_bytes={} folds={folds} base_reads={base_reads}",
+         whole_ms={:.0} whole_bytes={} folds={folds} base_reads={base_reads} \
+         fingerprint_ms={:.1}",
         millis(writes[p50]),
         millis(writes[p95]),
         millis(reads[p50]),
         millis(reads[p95]),
         millis(whole_time),
         base_ref.size,
+        millis(fingerprints[2]),
     );
     ensure!(
         writes[p50] * 20 <= whole_time,
