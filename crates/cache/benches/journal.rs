@@ -12,13 +12,14 @@
 //!
 //! Prints `BENCH cache-delta accounts=100000 deltas=200 write_p50_ms=.. write_p95_ms=..
 //! read_p50_ms=.. read_p95_ms=.. bytes_per_delta=.. whole_ms=.. whole_bytes=.. folds=..
-//! base_reads=.. fingerprint_ms=..`. The write (the applier's: take, record, append, give back) is the
-//! delta's cost to the cache; the read is the planner's load, which copies the whole state
-//! for its plan but reads only the new entries. Fails when a write's median costs more
-//! than a twentieth of the whole rewrite, a read's more than a quarter, when the bytes a
-//! delta writes (folds aside) are more than 1 % of the stored base, or when the planner's
-//! cache read the base whole more than once per fold. `fingerprint_ms` is the median time of
-//! `cache::fingerprint` of the whole state, which the planner computes for every plan.
+//! base_reads=.. fingerprint_ms=..`. The write (the applier's: take, record, append, give
+//! back) is the delta's cost to the cache; the read is the planner's load, which copies the
+//! whole state for its plan but reads only the new entries. Fails when a write's median
+//! costs more than a twentieth of the whole rewrite, a read's more than a quarter, when the
+//! bytes a delta writes (folds aside) are more than 1 % of the stored base, or when the
+//! planner's cache read the base whole more than once per fold. `fingerprint_ms` is the
+//! median time of `cache::fingerprint` of the whole state, which the planner computes for
+//! every plan.
 
 use std::time::{Duration, Instant};
 

@@ -87,6 +87,16 @@ async fn cache(nats: &NatsServer, prefix: &str) -> Cache {
     Cache::new(bus)
 }
 
+/// A cache under `prefix` with a stored Jira base of two accounts (run `full-1`).
+async fn jira_with_base(nats: &NatsServer, prefix: &str) -> Cache {
+    let cache = cache(nats, prefix).await;
+    cache
+        .store(Product::Jira, &base(2, "full-1"))
+        .await
+        .expect("stores the base");
+    cache
+}
+
 fn logins(state: &v1::ProductState) -> Vec<&str> {
     let mut logins: Vec<&str> = state.accounts.iter().map(|a| a.login.as_str()).collect();
     logins.sort_unstable();
@@ -189,11 +199,7 @@ async fn a_change_set_is_a_small_entry_every_replica_sees_and_a_fold_takes_it_in
 #[tokio::test]
 async fn a_refresh_that_overlaps_a_change_set_keeps_what_the_set_recorded() {
     let nats = NatsServer::start().expect("nats-server");
-    let applier = cache(&nats, "j2").await;
-    applier
-        .store(Product::Jira, &base(2, "full-1"))
-        .await
-        .expect("stores the base");
+    let applier = jira_with_base(&nats, "j2").await;
     applier
         .append(Product::Jira, "delta-1", "", vec![create("early")])
         .await
@@ -250,16 +256,13 @@ async fn a_refresh_that_overlaps_a_change_set_keeps_what_the_set_recorded() {
 #[tokio::test]
 async fn an_entry_of_another_product_under_this_one_is_refused_as_permanent() {
     let nats = NatsServer::start().expect("nats-server");
-    let applier = cache(&nats, "j4").await;
-    applier
-        .store(Product::Jira, &base(2, "full-1"))
-        .await
-        .expect("stores the base");
+    jira_with_base(&nats, "j4").await;
     // Something that may write the journal files a Confluence entry under Jira's topic.
     let bus = Bus::connect(&nats.url(), Topology::new("j4"))
         .await
         .expect("bus");
-    let journal = bus::journal::Journal::open(&bus, "j4-state-journal", "test")
+    let bucket = bus.topology().state_journal_bucket();
+    let journal = bus::journal::Journal::open(&bus, &bucket, "test")
         .await
         .expect("journal");
     let foreign = v1::StateRecords {

@@ -293,7 +293,7 @@ async fn list_users(
         "/rest/api/user/list",
         &params,
         people,
-        |account| { person(&base, account, params.get("expand")) }
+        |account| person(&base, account, params.get("expand"))
     ));
     reply::json(200, body)
 }
