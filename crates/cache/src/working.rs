@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use model::apply::Applied;
 use model::plan::Action;
-use model::state::{Account, AccountId, Product};
+use model::state::{Account, AccountId, Product, ProductState};
 use proto::v1::{self, account_ref::Ref};
 
 use crate::Error;
@@ -80,6 +80,28 @@ impl Working {
     pub fn to_state(&self, run_id: &str) -> v1::ProductState {
         let model = self.applied.to_state();
         wire_state(&model, &self.envelope, &self.read_only, run_id)
+    }
+
+    /// The state in the model's form, leaving this one as it is: a copy of the model's
+    /// lists, without the conversion to the wire and back that [`Working::to_state`] and
+    /// [`crate::convert::state_to_model`] would cost.
+    pub fn to_model_state(&self, run_id: &str) -> ModelState {
+        ModelState {
+            state: self.applied.to_state(),
+            envelope: self.envelope.clone(),
+            read_only: self.read_only.clone(),
+            run_id: run_id.to_owned(),
+        }
+    }
+
+    /// [`Working::to_model_state`], without a copy.
+    pub fn into_model_state(self, run_id: &str) -> ModelState {
+        ModelState {
+            state: self.applied.into_state(),
+            envelope: self.envelope,
+            read_only: self.read_only,
+            run_id: run_id.to_owned(),
+        }
     }
 
     /// Records `connector` (empty: none) as the owner of what the changes recorded from now
@@ -175,6 +197,50 @@ impl Working {
         }
         self.applied
             .apply_one(&change, |_| AccountId::new(created_id.unwrap_or_default()));
+    }
+}
+
+/// A cached state in the model's form, as a plan reads it, with what only the wire holds
+/// kept aside: its [`ModelState::fingerprint`] is [`crate::fingerprint`] of the cached state,
+/// computed only when it is needed (a held plan), not for every plan.
+pub struct ModelState {
+    /// The state, as [`crate::convert::state_to_model`] reads the cached one.
+    pub state: ProductState,
+    /// The cached state without its accounts, groups and memberships.
+    envelope: v1::ProductState,
+    /// The read-only reason of each account that has one, by product id.
+    read_only: HashMap<String, String>,
+    /// The run that made the state.
+    run_id: String,
+}
+
+/// Its size and run, not its hundred thousand accounts.
+impl std::fmt::Debug for ModelState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelState")
+            .field("product", &self.state.product)
+            .field("accounts", &self.state.accounts.len())
+            .field("groups", &self.state.groups.len())
+            .field("memberships", &self.state.memberships.len())
+            .field("run_id", &self.run_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelState {
+    /// The run that made the state (the last journal entry's, else the base's).
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// [`crate::fingerprint`] of the cached state this is the model's form of.
+    pub fn fingerprint(&self) -> String {
+        crate::fingerprint(&wire_state(
+            &self.state,
+            &self.envelope,
+            &self.read_only,
+            &self.run_id,
+        ))
     }
 }
 

@@ -208,6 +208,24 @@ proptest! {
         prop_assert_eq!(cache::fingerprint(&state), fingerprint_of_a_sorted_copy(&state));
     }
 
+    /// The model's form of a followed state, which a plan reads, is the state a load
+    /// answers converted to the model, and fingerprints as that state does (read-only
+    /// reasons, capabilities and all): a held delta's fingerprint is the one an approval
+    /// compares with the cached state's.
+    #[test]
+    fn a_followed_states_model_form_is_the_loaded_states(wire in wire_state()) {
+        prop_assume!(wire.accounts.iter().all(|account| !account.id.is_empty()));
+        let product = cache::convert::product_from_proto(wire.product).expect("a product");
+        let working = cache::working::Working::new(product, wire).expect("reads");
+        let loaded = working.to_state("run-2");
+        let model = working.to_model_state("run-2");
+        let converted = state_to_model(&loaded);
+        prop_assert_eq!(Ok(&model.state), converted.as_ref());
+        prop_assert_eq!(model.fingerprint(), cache::fingerprint(&loaded));
+        let owned = working.into_model_state("run-2");
+        prop_assert_eq!(owned.fingerprint(), cache::fingerprint(&loaded));
+    }
+
     /// A model state written to the cache and read back is the same state.
     #[test]
     fn a_model_state_survives_the_cache(state in model_state()) {

@@ -193,7 +193,16 @@ async fn a_change_set_is_a_small_entry_every_replica_sees_and_a_fold_takes_it_in
         .await
         .expect("the newest");
     assert!(newer);
-    assert_eq!(logins(&newest), logins(&seen));
+    let mut newest_logins: Vec<&str> = newest
+        .state
+        .accounts
+        .iter()
+        .map(|account| account.login.as_str())
+        .collect();
+    newest_logins.sort_unstable();
+    assert_eq!(newest_logins, logins(&seen));
+    // The model's form fingerprints as the cached state does, journal replayed and all.
+    assert_eq!(newest.fingerprint(), cache::fingerprint(&seen));
 }
 
 #[tokio::test]

@@ -45,13 +45,16 @@ async fn a_stored_state_is_the_newest_and_the_announced_one_until_replaced() {
         .expect("loads")
         .expect("present");
     assert_eq!((&newest, &newest_ref), (&first, &object));
+    let announced = cache
+        .load_announced(Product::Jira, &object)
+        .await
+        .expect("announced");
     assert_eq!(
-        cache
-            .load_announced(Product::Jira, &object)
-            .await
-            .expect("announced"),
-        first
+        Ok(&announced.state),
+        cache::convert::state_to_model(&first).as_ref()
     );
+    assert_eq!(announced.fingerprint(), cache::fingerprint(&first));
+    assert_eq!(announced.run_id(), first.run_id);
 
     cache
         .store(Product::Jira, &state(v1::Product::Jira, "run-2"))
@@ -68,7 +71,7 @@ async fn a_stored_state_is_the_newest_and_the_announced_one_until_replaced() {
         .await
         .expect("the newer state");
     assert!(was_replaced);
-    assert_eq!(newer.run_id, "run-2");
+    assert_eq!(newer.run_id(), "run-2");
     assert!(
         cache
             .load(Product::Confluence)

@@ -324,25 +324,28 @@ impl Planner {
         };
         let mut hold_reasons = Vec::new();
         let mut losing_by_product: Vec<(Product, u64)> = Vec::new();
+        // A delta's states as it planned against them (with the index of their summary), for
+        // the fingerprints of a held plan.
+        let mut states = Vec::with_capacity(products.len());
         let now = std::time::SystemTime::now();
         for (product, object) in products {
             let product = *product;
             // A delta keeps the state for the next one (it then reads only what the
             // appliers recorded since); a full plan reads all of it and keeps nothing.
             let keep = scope.is_some();
-            let cached = match self
+            let loaded = match self
                 .cache
                 .load_announced_or_newer(product, object, keep)
                 .await
             {
-                Ok((cached, newer)) => {
+                Ok((loaded, newer)) => {
                     if newer {
                         tracing::info!(
                             %product,
                             "The announced state was replaced by a newer one; planning against that."
                         );
                     }
-                    cached
+                    loaded
                 }
                 Err(error) if error.is_permanent() => {
                     return Err(Failure::Run(format!(
@@ -352,15 +355,13 @@ impl Planner {
                 }
                 Err(error) => return Err(Failure::Bus(error.into())),
             };
-            let state = cache::convert::state_to_model(&cached).map_err(|error| {
-                Failure::Run(format!("the state of {product} is unusable: {error}"))
-            })?;
+            let state = &loaded.state;
             let Some(policy) = self.policies.get(product, &ready.connector) else {
                 return Err(Failure::Run(format!("{product} has no policy")));
             };
             let product_plan = match &scope {
-                Some(scope) => model::plan::plan_scoped(&snapshot, &state, &policy, scope),
-                None => model::plan::plan(&snapshot, &state, &policy),
+                Some(scope) => model::plan::plan_scoped(&snapshot, state, &policy, scope),
+                None => model::plan::plan(&snapshot, state, &policy),
             };
             for diagnostic in &product_plan.diagnostics {
                 tracing::debug!(
@@ -376,8 +377,7 @@ impl Planner {
                 conflicts,
                 diagnostics,
                 mut summary,
-            } = convert::plan_to_proto(&product_plan, &state, counted);
-            summary.state_fingerprint = cache::fingerprint(&cached);
+            } = convert::plan_to_proto(&product_plan, state, counted);
             if let Some(hold) = &product_plan.hold {
                 hold_reasons.push(format!("{product}: {}", hold.reason));
             } else if scope.is_some() {
@@ -407,9 +407,26 @@ impl Planner {
                 plan.diagnostics
                     .extend(convert::scope_diagnostic(&policy, product));
             }
+            // A full plan is as large as the directory: it fingerprints each state now rather
+            // than keep them all until it knows whether it holds.
+            if keep {
+                states.push((plan.products.len(), loaded));
+            } else {
+                summary.state_fingerprint = loaded.fingerprint();
+            }
             plan.products.push(summary);
         }
         plan.held = !hold_reasons.is_empty();
+        // Only a held plan is checked against the states it was made against (approving it
+        // is refused once one has changed), so only a held delta pays for their fingerprints.
+        if plan.held {
+            for (index, state) in &states {
+                if let Some(summary) = plan.products.get_mut(*index) {
+                    summary.state_fingerprint = state.fingerprint();
+                }
+            }
+        }
+        drop(states);
         plan.hold_reason = hold_reasons.join("; ");
         // What an applied delta takes away counts toward the window of the next ones.
         if !plan.held && plan.mode == v1::RunMode::Apply as i32 {
