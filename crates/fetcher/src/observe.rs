@@ -10,7 +10,8 @@
 //! new watermarks}`: two fetcher replicas that read the same events publish the same id,
 //! and JetStream's duplicate window keeps one.
 //!
-//! [`Observer::run`] repeats the step every `poll_interval_ms`; an error is logged and
+//! [`Observer::run`] starts a step every `poll_interval_ms` (counted from the start of the
+//! last one, so a batching window does not stretch it); an error is logged and
 //! retried with a growing delay (at most [`MAX_BACKOFF`]), never ending the service. It
 //! also reads the realm's events settings when it starts and every [`READINESS_EVERY`]
 //! after, and warns while the realm does not save the events it follows: such a realm's
@@ -191,6 +192,7 @@ impl Observer {
                 readiness_due += READINESS_EVERY;
                 self.warn_unless_ready().instrument(span.clone()).await;
             }
+            let step_started = tokio::time::Instant::now();
             let stepped = tokio::select! {
                 _ = stop.wait_for(|stopped| *stopped) => return,
                 stepped = self.step_and_see().instrument(span.clone()) => stepped,
@@ -198,11 +200,7 @@ impl Observer {
             let wait = match stepped {
                 Ok((_, more_waiting)) => {
                     failures = 0;
-                    if more_waiting {
-                        Duration::ZERO
-                    } else {
-                        self.poll_interval
-                    }
+                    next_poll_in(self.poll_interval, step_started.elapsed(), more_waiting)
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
@@ -255,6 +253,18 @@ pub fn message_id(connector: &str, watermarks: &Watermarks) -> String {
     format!("{connector}/events/{hex}")
 }
 
+/// The wait after a step that took `took`: none when more events wait, else what is left
+/// of the poll interval, which counts from the step's start. A step that found events
+/// spends the batching window (500 ms by default) in it; counted from its end, a one-second
+/// interval would poll every second and a half while edits keep coming.
+fn next_poll_in(poll_interval: Duration, took: Duration, more_waiting: bool) -> Duration {
+    if more_waiting {
+        Duration::ZERO
+    } else {
+        poll_interval.saturating_sub(took)
+    }
+}
+
 /// The wait after `failures` failed steps in a row: the poll interval doubled each time,
 /// at most [`MAX_BACKOFF`] (or the poll interval, when that is longer).
 fn backoff(poll_interval: Duration, failures: u32) -> Duration {
@@ -278,6 +288,23 @@ mod tests {
         assert_eq!(backoff(interval, 5), MAX_BACKOFF);
         assert_eq!(backoff(interval, u32::MAX), MAX_BACKOFF);
         assert_eq!(backoff(Duration::from_secs(60), 1), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_poll_interval_counts_from_the_start_of_a_step() {
+        let interval = Duration::from_millis(1000);
+        let window = Duration::from_millis(500);
+        assert_eq!(next_poll_in(interval, window, false), window);
+        assert_eq!(
+            next_poll_in(interval, Duration::from_millis(10), false),
+            Duration::from_millis(990)
+        );
+        // A step longer than the interval polls again at once, and a backlog too.
+        assert_eq!(
+            next_poll_in(interval, Duration::from_secs(3), false),
+            Duration::ZERO
+        );
+        assert_eq!(next_poll_in(interval, window, true), Duration::ZERO);
     }
 
     #[test]
