@@ -73,39 +73,47 @@ impl Applier {
             let guard = self.cache_lock.acquire().await?;
             let stored = async {
                 // The base is about to be replaced: the state followed so far is not kept
-                // next to the new one (an applier's memory is bounded).
-                let previous = self.cache.load_once(self.product).await?;
+                // next to the new one (an applier's memory is bounded). What the refresh
+                // needs of it is taken, and the rest (its memberships, its lookups) dropped
+                // before the new state is built.
+                let known = self
+                    .cache
+                    .load_model_once(self.product)
+                    .await?
+                    .map(|previous| state::Known::from(&previous.state))
+                    .unwrap_or_default();
                 let mut state = state::refresh(
                     self.wire_product,
                     directory,
-                    previous.as_ref().map(|(state, _)| state),
+                    &known,
                     self.directory.capabilities(),
                     &run_id,
                     SystemTime::now(),
                 );
+                drop(known);
                 state.journal_seq = journal_seq;
                 let object = self.cache.store(self.product, &state).await?;
-                Ok::<_, Error>((state, object))
+                let counts = (
+                    state.accounts.len(),
+                    state.groups.len(),
+                    state.memberships.len(),
+                );
+                Ok::<_, Error>((counts, object))
             }
             .await;
             guard.release().await;
-            let (state, object) = stored?;
-            let counts = (
-                state.accounts.len(),
-                state.groups.len(),
-                state.memberships.len(),
-            );
+            let (counts, object) = stored?;
             self.announce_state(&run_id, counts, object, "ready")
                 .await?;
             tracing::info!(
-                accounts = state.accounts.len(),
-                groups = state.groups.len(),
-                memberships = state.memberships.len(),
+                accounts = counts.0,
+                groups = counts.1,
+                memberships = counts.2,
                 "Cached the product's state."
             );
             Ok(StepOutcome::StateReady {
                 run_id,
-                accounts: state.accounts.len(),
+                accounts: counts.0,
             })
         }
         .instrument(span)

@@ -19,64 +19,138 @@ use std::time::SystemTime;
 use atlassian::{Capabilities, DirectoryState};
 pub use cache::working::Working;
 use model::mapping::fold;
+use model::state::ProductState;
 use proto::v1;
 
-/// The cached state of `product` after reading `directory`, with keysync's knowledge taken
-/// from `previous` and the capabilities the product's client reports.
+/// What only keysync knows of a product, taken from its previous cached state before a
+/// refresh replaces it: which accounts it manages (for which Keycloak user and connector),
+/// the emails it wrote, and which groups it created. Small next to the state it comes from
+/// (no memberships), so the state can be dropped before the new one is built.
+#[derive(Debug, Default, PartialEq)]
+pub struct Known {
+    /// By the product's account id.
+    accounts: HashMap<String, KnownAccount>,
+    /// The managed groups by folded name, with the connector that created each.
+    managed_groups: HashMap<String, String>,
+}
+
+#[derive(Debug, PartialEq)]
+struct KnownAccount {
+    email: String,
+    /// Empty: not managed.
+    keycloak_user_id: String,
+    connector: String,
+}
+
+impl From<&v1::ProductState> for Known {
+    fn from(state: &v1::ProductState) -> Known {
+        Known {
+            accounts: state
+                .accounts
+                .iter()
+                .map(|account| {
+                    let managed = account.managed && !account.keycloak_user_id.is_empty();
+                    let known = KnownAccount {
+                        email: account.email.clone(),
+                        keycloak_user_id: if managed {
+                            account.keycloak_user_id.clone()
+                        } else {
+                            String::new()
+                        },
+                        connector: if managed {
+                            account.connector.clone()
+                        } else {
+                            String::new()
+                        },
+                    };
+                    (account.id.clone(), known)
+                })
+                .collect(),
+            managed_groups: state
+                .groups
+                .iter()
+                .filter(|group| group.managed)
+                .map(|group| (fold(&group.name).into_owned(), group.connector.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// The model's form says the same: an account is managed when it names its Keycloak user
+/// (`cache::convert::state_to_model`).
+impl From<&ProductState> for Known {
+    fn from(state: &ProductState) -> Known {
+        Known {
+            accounts: state
+                .accounts
+                .iter()
+                .map(|account| {
+                    let managed = account.keycloak_user_id.as_ref();
+                    let known = KnownAccount {
+                        email: account.email.clone().unwrap_or_default(),
+                        keycloak_user_id: managed
+                            .map(|user| user.as_str().to_owned())
+                            .unwrap_or_default(),
+                        connector: account
+                            .connector
+                            .as_ref()
+                            .filter(|_| managed.is_some())
+                            .map(|connector| connector.as_str().to_owned())
+                            .unwrap_or_default(),
+                    };
+                    (account.id.as_str().to_owned(), known)
+                })
+                .collect(),
+            managed_groups: state
+                .groups
+                .iter()
+                .filter(|group| group.managed)
+                .map(|group| {
+                    let connector = group
+                        .connector
+                        .as_ref()
+                        .map(|connector| connector.as_str().to_owned())
+                        .unwrap_or_default();
+                    (fold(group.name.as_str()).into_owned(), connector)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The cached state of `product` after reading `directory`, with what keysync knew of it
+/// before (`previous`) and the capabilities the product's client reports.
 pub fn refresh(
     product: v1::Product,
     directory: DirectoryState,
-    previous: Option<&v1::ProductState>,
+    previous: &Known,
     capabilities: Capabilities,
     run_id: &str,
     read_at: SystemTime,
 ) -> v1::ProductState {
-    let known_accounts: HashMap<&str, &v1::CachedAccount> = previous
-        .map(|state| {
-            state
-                .accounts
-                .iter()
-                .map(|account| (account.id.as_str(), account))
-                .collect()
-        })
-        .unwrap_or_default();
-    // Managed groups, with the connector that created each.
-    let managed_groups: HashMap<String, &str> = previous
-        .map(|state| {
-            state
-                .groups
-                .iter()
-                .filter(|group| group.managed)
-                .map(|group| (fold(&group.name).into_owned(), group.connector.as_str()))
-                .collect()
-        })
-        .unwrap_or_default();
     let accounts = directory
         .accounts
         .into_iter()
         .map(|remote| {
-            let known = known_accounts.get(remote.id.as_str());
+            let known = previous.accounts.get(remote.id.as_str());
             let email = match (remote.email, known) {
                 (Some(email), _) => email,
                 (None, Some(known)) if !capabilities.lists_email => known.email.clone(),
                 (None, _) => String::new(),
             };
-            let managed =
-                known.is_some_and(|known| known.managed && !known.keycloak_user_id.is_empty());
+            let managed = known.filter(|known| !known.keycloak_user_id.is_empty());
             v1::CachedAccount {
                 id: remote.id,
                 login: remote.login,
                 display_name: remote.display_name,
                 email,
                 active: remote.active,
-                managed,
-                keycloak_user_id: known
-                    .filter(|_| managed)
+                managed: managed.is_some(),
+                keycloak_user_id: managed
                     .map(|known| known.keycloak_user_id.clone())
                     .unwrap_or_default(),
                 read_only_reason: remote.read_only.unwrap_or_default(),
-                connector: known
-                    .filter(|_| managed)
+                connector: managed
                     .map(|known| known.connector.clone())
                     .unwrap_or_default(),
                 administrator: remote.administrator,
@@ -87,10 +161,10 @@ pub fn refresh(
         .groups
         .into_iter()
         .map(|remote| {
-            let owner = managed_groups.get(fold(&remote.name).as_ref());
+            let owner = previous.managed_groups.get(fold(&remote.name).as_ref());
             v1::CachedGroup {
                 managed: owner.is_some(),
-                connector: owner.map(|owner| (*owner).to_owned()).unwrap_or_default(),
+                connector: owner.cloned().unwrap_or_default(),
                 name: remote.name,
             }
         })
@@ -265,7 +339,7 @@ mod tests {
         let state = refresh(
             v1::Product::Jira,
             directory,
-            Some(&previous),
+            &Known::from(&previous),
             capabilities(true),
             "run-2",
             SystemTime::now(),
@@ -318,7 +392,7 @@ mod tests {
         let state = refresh(
             v1::Product::Bitbucket,
             directory,
-            Some(&previous),
+            &Known::from(&previous),
             capabilities(true),
             "run",
             SystemTime::now(),
@@ -356,7 +430,7 @@ mod tests {
         let state = refresh(
             v1::Product::Confluence,
             directory,
-            Some(&previous),
+            &Known::from(&previous),
             capabilities(false),
             "run",
             SystemTime::now(),
@@ -571,7 +645,7 @@ mod tests {
         let state = refresh(
             v1::Product::Bitbucket,
             directory,
-            Some(&previous),
+            &Known::from(&previous),
             reported,
             "run",
             SystemTime::now(),
@@ -592,5 +666,55 @@ mod tests {
                 can_rename: false,
             }
         );
+    }
+
+    /// A refresh knows the same of the previous state whether it is read from the wire (as
+    /// the tests give it) or from the followed state's model form (as the applier does).
+    #[test]
+    fn what_is_known_is_the_same_from_the_wire_and_from_the_model() {
+        let account =
+            |id: &str, managed: bool, user: &str, connector: &str, email: &str| v1::CachedAccount {
+                id: id.to_owned(),
+                login: format!("login-{id}"),
+                email: email.to_owned(),
+                managed,
+                keycloak_user_id: user.to_owned(),
+                connector: connector.to_owned(),
+                read_only_reason: "read-only directory".to_owned(),
+                ..Default::default()
+            };
+        let group = |name: &str, managed: bool, connector: &str| v1::CachedGroup {
+            name: name.to_owned(),
+            managed,
+            connector: connector.to_owned(),
+        };
+        let wire = v1::ProductState {
+            product: v1::Product::Jira as i32,
+            accounts: vec![
+                account("1", true, "kc-1", "corp", "a@example.com"),
+                account("2", true, "", "corp", ""),
+                account("3", false, "kc-3", "corp", "c@example.com"),
+                account("4", true, "kc-4", "", ""),
+            ],
+            groups: vec![
+                group("Devs", true, "corp"),
+                group("ÄRGER", true, ""),
+                group("jira-users", false, "corp"),
+            ],
+            memberships: vec![v1::CachedMembership {
+                account_id: "1".to_owned(),
+                group: "Devs".to_owned(),
+            }],
+            ..Default::default()
+        };
+        let model = cache::convert::state_to_model(&wire).expect("a state the model reads");
+        let known = Known::from(&wire);
+        assert_eq!(Known::from(&model), known);
+        assert_eq!(known.accounts["1"].keycloak_user_id, "kc-1");
+        assert_eq!(known.accounts["1"].connector, "corp");
+        assert!(known.accounts["2"].keycloak_user_id.is_empty());
+        assert!(known.accounts["3"].connector.is_empty());
+        assert_eq!(known.managed_groups.len(), 2);
+        assert_eq!(known.managed_groups[&*fold("Devs")], "corp");
     }
 }

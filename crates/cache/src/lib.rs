@@ -208,6 +208,16 @@ impl Cache {
             .map(|memo| (memo.working.to_state(&memo.at.run_id), memo.at.base)))
     }
 
+    /// [`Cache::load_once`] in the model's form, without a copy: the followed state's lists
+    /// are handed over and its lookups dropped. For a refresh, which needs what keysync
+    /// knows of each account and group next to a whole read of the product.
+    pub async fn load_model_once(&self, product: Product) -> Result<Option<ModelState>, Error> {
+        Ok(self
+            .newest(product)
+            .await?
+            .map(|Memo { at, working }| working.into_model_state(&at.run_id)))
+    }
+
     /// The newest state of `product` as a change set starts from it, owned by `connector`'s
     /// changes: the model's state this process follows, taken (not copied) for the set and
     /// given back by [`Cache::record_set`]. `None` before the first refresh.
