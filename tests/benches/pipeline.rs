@@ -198,6 +198,11 @@ async fn e2e_part(stack: &Stack, fetch_s: f64) -> anyhow::Result<bool> {
         writes.push((product, stack.writes(product).await?));
     }
     eprintln!("bench-pipeline: first sync {first_s:.1} s, writes {writes:?}");
+    // The peaks so far, so a reader can tell the first sync's peak from the resync's.
+    eprintln!(
+        "bench-pipeline: peak MiB per service after the first sync: {}",
+        peaks_text(&stack.service_peaks_kib())
+    );
     let most_writes = writes.iter().map(|(_, count)| *count).max().unwrap_or(0);
     let slowest_stage = fetch_s.max(most_writes as f64 / f64::from(RATE_LIMIT));
 
@@ -213,11 +218,10 @@ async fn e2e_part(stack: &Stack, fetch_s: f64) -> anyhow::Result<bool> {
     let peaks = stack.service_peaks_kib();
     let peak = |name: &str| peaks.get(name).map_or(f64::NAN, |kib| *kib as f64 / 1024.0);
     // Each service's own peak, for the reader looking for which one sets the figure.
-    let each: Vec<String> = peaks
-        .iter()
-        .map(|(name, kib)| format!("{name} {:.1}", *kib as f64 / 1024.0))
-        .collect();
-    eprintln!("bench-pipeline: peak MiB per service: {}", each.join(", "));
+    eprintln!(
+        "bench-pipeline: peak MiB per service: {}",
+        peaks_text(&peaks)
+    );
     let applier_peak = ["applier-jira", "applier-confluence", "applier-bitbucket"]
         .into_iter()
         .map(peak)
@@ -518,6 +522,15 @@ impl Jira {
             tokio::time::sleep(POLL_EVERY).await;
         }
     }
+}
+
+/// `name MiB, ...` of each service's peak.
+fn peaks_text<'a>(peaks: impl IntoIterator<Item = (&'a String, &'a u64)>) -> String {
+    peaks
+        .into_iter()
+        .map(|(name, kib)| format!("{name} {:.1}", *kib as f64 / 1024.0))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The events part; prints the `BENCH events` line; answers whether the floors hold.
