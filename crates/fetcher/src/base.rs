@@ -4,6 +4,10 @@
 //! `{prefix}-follower`, written after every full fetch's snapshot is stored and before it
 //! is announced, so a delta announced later never applies to an older snapshot.
 //!
+//! Beside it, `groups-named.{connector}` holds the checksum of the base an event run last
+//! named a group on ([`Bases::groups_named_since`]): from then on, every delta on that base
+//! carries the group tree as Keycloak has it now.
+//!
 //! The object itself is kept for `snapshot_retention_hours` only: [`Bases::get`] answers a
 //! pointer only while its object is still stored with the pointer's checksum, and an event
 //! run without one reads the whole realm instead.
@@ -125,6 +129,58 @@ impl Bases {
             })?;
         Ok(())
     }
+}
+
+impl Bases {
+    /// Whether an event run named a group since `base` was stored: the group tree may then
+    /// differ from the base's, and every later delta on that base carries the tree
+    /// (`SnapshotReady.base` stays the last full snapshot, which each delta is applied to
+    /// alone). Without this, a delta that names only users would be planned with the
+    /// base's tree: after a group was renamed, its members' memberships would map to the
+    /// old name again.
+    pub async fn groups_named_since(
+        &self,
+        connector: &str,
+        base: &v1::ObjectRef,
+    ) -> Result<bool, BaseError> {
+        let value = self
+            .bucket
+            .get(groups_key(connector))
+            .await
+            .map_err(|error| BaseError::Load {
+                connector: connector.to_owned(),
+                bucket: self.bucket.name.clone(),
+                source: Box::new(error),
+            })?;
+        Ok(value.is_some_and(|value| value.as_ref().eq_ignore_ascii_case(base.sha256.as_bytes())))
+    }
+
+    /// Records that an event run on `base` named a group ([`Bases::groups_named_since`]),
+    /// before its delta is announced.
+    pub async fn mark_groups_named(
+        &self,
+        connector: &str,
+        base: &v1::ObjectRef,
+    ) -> Result<(), BaseError> {
+        self.bucket
+            .put(
+                groups_key(connector),
+                base.sha256.clone().into_bytes().into(),
+            )
+            .await
+            .map_err(|error| BaseError::Store {
+                connector: connector.to_owned(),
+                bucket: self.bucket.name.clone(),
+                source: Box::new(error),
+            })?;
+        Ok(())
+    }
+}
+
+/// The key under which the checksum of the base a group was named on is kept
+/// ([`Bases::mark_groups_named`]).
+fn groups_key(connector: &str) -> String {
+    format!("groups-named.{connector}")
 }
 
 /// The key of a connector's pointer; connector names are lower-case letters, digits, `-`

@@ -3,7 +3,11 @@
 //! ([`keycloak::client::Client::read_delta`]) into a delta snapshot, stored at the run's
 //! usual key and announced with `SnapshotReady.base`, the connector's last full snapshot
 //! ([`crate::base`]). Without a base (none yet, or expired) the run reads the whole realm
-//! instead, as a full run does. A Keycloak error is a `SnapshotFailed`, as for a full
+//! instead, as a full run does. Each delta is applied to the base alone, so once an event
+//! run has named a group, every later delta on the same base carries the group tree too
+//! (`Bases::groups_named_since`): a delta naming only users would otherwise be planned
+//! with the base's tree, and a renamed group's members mapped to its old name again. A
+//! Keycloak error is a `SnapshotFailed`, as for a full
 //! fetch: no part of a delta is ever announced.
 
 use keycloak::events::Touched;
@@ -53,8 +57,16 @@ impl Fetcher {
         base: v1::ObjectRef,
     ) -> Result<Produced, String> {
         let fetched_at = prost_types::Timestamp::from(std::time::SystemTime::now());
+        let tree_changed = self.tree_since(connector, touched, &base).await?;
         let (requests, retries) = (client.progress().requests(), client.progress().retries());
-        let read = client.read_delta(touched).await;
+        let read = async {
+            let mut delta = client.read_delta(touched).await?;
+            if tree_changed && delta.groups.is_none() {
+                delta.groups = Some(client.group_tree().await?);
+            }
+            Ok::<_, keycloak::Error>(delta)
+        }
+        .await;
         self.count_requests(connector, client, requests, retries);
         let delta = read.map_err(|error| {
             format!(
@@ -80,6 +92,35 @@ impl Fetcher {
             .await
             .map_err(|error| format!("storing the delta snapshot: {}", error_chain(&error)))?;
         Ok(delta_ready(request, connector, snapshot, object, base))
+    }
+
+    /// Whether the delta on `base` must carry the group tree although `touched` names no
+    /// group: an earlier event run on the same base named one ([`crate::base::Bases`]).
+    /// When `touched` names a group, records it first, for the deltas after this one.
+    async fn tree_since(
+        &self,
+        connector: &str,
+        touched: &Touched,
+        base: &v1::ObjectRef,
+    ) -> Result<bool, String> {
+        let failed = |error: crate::base::BaseError| {
+            format!(
+                "recording which group tree the deltas of connector `{connector}` need: {}",
+                error_chain(&error)
+            )
+        };
+        if touched.groups.is_empty() {
+            self.bases
+                .groups_named_since(connector, base)
+                .await
+                .map_err(failed)
+        } else {
+            self.bases
+                .mark_groups_named(connector, base)
+                .await
+                .map_err(failed)?;
+            Ok(false)
+        }
     }
 
     /// A delta stored by an earlier delivery of the request: announced again with the

@@ -72,7 +72,9 @@
 //!
 //! Admin events, by `resourceType` (`ResourceType` in Keycloak 26.7):
 //! - `USER` (`users/{id}`, and `users/{id}/...` actions) → the user;
-//! - `GROUP_MEMBERSHIP` (`users/{uid}/groups/{gid}`) → the user and the group;
+//! - `GROUP_MEMBERSHIP` (`users/{uid}/groups/{gid}`) → the user (whose direct groups are
+//!   read with it; the tree did not change, and reading 2,000 groups again for each
+//!   membership was most of such a delta's fetch);
 //! - `GROUP`: `groups/{id}` (create, update, delete) → the group;
 //!   `groups/{parentId}/children` (a child created or moved below the parent) → the
 //!   parent; `groups` (a group moved to the top level: its id is only in the
@@ -431,9 +433,11 @@ impl Touched {
                 _ => self.require_full_sync(unexpected()),
             },
             "GROUP_MEMBERSHIP" => match segments.as_slice() {
+                // The user's direct groups are read again with the user; the tree is
+                // unchanged (a group created since the last full snapshot was named by its
+                // own `GROUP` event, after which every delta carries the tree).
                 ["users", user, "groups", group] if !user.is_empty() && !group.is_empty() => {
                     self.users.insert((*user).to_owned());
-                    self.groups.insert((*group).to_owned());
                 }
                 _ => self.require_full_sync(unexpected()),
             },

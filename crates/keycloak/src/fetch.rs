@@ -625,8 +625,8 @@ impl Client {
     }
 
     /// The whole group tree, without members: what the event follower reads again when
-    /// an event named a group.
-    pub(crate) async fn group_tree(&self) -> Result<Vec<KeycloakGroup>, Error> {
+    /// an event named a group, and with every later delta on the same base.
+    pub async fn group_tree(&self) -> Result<Vec<KeycloakGroup>, Error> {
         let users = self.count_users().await?;
         let groups = self.count_groups().await?;
         Ok(self

@@ -1,6 +1,7 @@
 //! Event-driven sync in the fetcher (#16), against a real Keycloak and nats-server: an event
 //! run naming users reads only those into a delta snapshot announced with the connector's
-//! last full snapshot as its base; without a base (none yet, or gone) it reads the whole
+//! last full snapshot as its base (with the group tree once a group was named on that
+//! base); without a base (none yet, or gone) it reads the whole
 //! realm; and the follower publishes one `EventsObserved` per edit, with the message id
 //! every replica reading the same events would give it.
 
@@ -134,6 +135,42 @@ async fn an_event_run_after_a_full_run_reads_only_what_it_names() -> anyhow::Res
             .map(|group| group.path.as_str())
             .collect::<BTreeSet<_>>(),
         BTreeSet::from(["/staff", "/staff/devs", "/staff/devs/backend"])
+    );
+
+    // The tree may differ from the base's now (the group was renamed, say), and each delta
+    // is applied to the base alone: a later delta naming only users carries the tree too.
+    test.request_run(&event_run("run-after-group", &[&zoe], &[]))
+        .await?;
+    assert_eq!(
+        test.app.try_step(STEP_WAIT).await?,
+        StepOutcome::DeltaReady {
+            run_id: "run-after-group".to_owned(),
+            users: 1,
+            memberships: 2,
+            deleted: 0,
+            groups_included: true,
+            base: "run-full.pb.zst".to_owned(),
+        }
+    );
+
+    // A new full snapshot is the new base, with the tree as it is: users alone again.
+    test.request_run(&run_requested("run-full-2")).await?;
+    assert!(matches!(
+        test.app.try_step(STEP_WAIT).await?,
+        StepOutcome::SnapshotReady { .. }
+    ));
+    test.request_run(&event_run("run-users-2", &[&zoe], &[]))
+        .await?;
+    assert_eq!(
+        test.app.try_step(STEP_WAIT).await?,
+        StepOutcome::DeltaReady {
+            run_id: "run-users-2".to_owned(),
+            users: 1,
+            memberships: 2,
+            deleted: 0,
+            groups_included: false,
+            base: "run-full-2.pb.zst".to_owned(),
+        }
     );
     Ok(())
 }
