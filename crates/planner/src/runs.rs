@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime};
 use bus::Bus;
 use bus::worker::{Delivery, Handler};
 use cache::Cache;
+use cache::working::ModelState;
+use model::policy::ValidPolicy;
 use model::snapshot::Snapshot;
 use model::state::Product;
 use opentelemetry::KeyValue;
@@ -314,108 +316,71 @@ impl Planner {
                 .collect(),
             ..Snapshot::default()
         });
-        let counted = counted.as_ref().unwrap_or(&snapshot);
-        let mut plan = v1::Plan {
-            schema_version: v1::SCHEMA_VERSION,
-            run_id: run_id.to_owned(),
-            mode: ready.mode,
-            connector: ready.connector.clone(),
-            ..Default::default()
+        let mut assembly = Assembly {
+            plan: v1::Plan {
+                schema_version: v1::SCHEMA_VERSION,
+                run_id: run_id.to_owned(),
+                mode: ready.mode,
+                connector: ready.connector.clone(),
+                ..Default::default()
+            },
+            counted: counted.as_ref().unwrap_or(&snapshot),
+            delta: scope.is_some(),
+            hold_reasons: Vec::new(),
+            losing_by_product: Vec::new(),
+            states: Vec::new(),
+            now: SystemTime::now(),
         };
-        let mut hold_reasons = Vec::new();
-        let mut losing_by_product: Vec<(Product, u64)> = Vec::new();
-        // A delta's states as it planned against them (with the index of their summary), for
-        // the fingerprints of a held plan.
-        let mut states = Vec::with_capacity(products.len());
-        let now = std::time::SystemTime::now();
-        for (product, object) in products {
-            let product = *product;
-            // A delta keeps the state for the next one (it then reads only what the
-            // appliers recorded since); a full plan reads all of it and keeps nothing.
-            let keep = scope.is_some();
-            let loaded = match self
-                .cache
-                .load_announced_or_newer(product, object, keep)
-                .await
-            {
-                Ok((loaded, newer)) => {
-                    if newer {
-                        tracing::info!(
-                            %product,
-                            "The announced state was replaced by a newer one; planning against that."
-                        );
-                    }
-                    loaded
+        match &scope {
+            // A delta keeps each state for the next one (it then reads only what the
+            // appliers recorded since), and plans the products at once, one thread each:
+            // each plan reads the whole snapshot and state, and an edit waits for them.
+            Some(scope) => {
+                let mut loaded = Vec::with_capacity(products.len());
+                for (product, object) in products {
+                    let state = self.load_state(*product, object, true).await?;
+                    loaded.push((*product, state, self.policy(*product, &ready.connector)?));
                 }
-                Err(error) if error.is_permanent() => {
-                    return Err(Failure::Run(format!(
-                        "the state of {product} is unusable: {}",
-                        error_chain(&error)
-                    )));
-                }
-                Err(error) => return Err(Failure::Bus(error.into())),
-            };
-            let state = &loaded.state;
-            let Some(policy) = self.policies.get(product, &ready.connector) else {
-                return Err(Failure::Run(format!("{product} has no policy")));
-            };
-            let product_plan = match &scope {
-                Some(scope) => model::plan::plan_scoped(&snapshot, state, &policy, scope),
-                None => model::plan::plan(&snapshot, state, &policy),
-            };
-            for diagnostic in &product_plan.diagnostics {
-                tracing::debug!(
-                    %product,
-                    kind = ?diagnostic.kind,
-                    subject = %diagnostic.subject,
-                    message = %diagnostic.message,
-                    "The plan reports a problem."
-                );
-            }
-            let convert::WirePlan {
-                changes,
-                conflicts,
-                diagnostics,
-                mut summary,
-            } = convert::plan_to_proto(&product_plan, state, counted);
-            if let Some(hold) = &product_plan.hold {
-                hold_reasons.push(format!("{product}: {}", hold.reason));
-            } else if scope.is_some() {
-                // A delta is also judged with the event runs of the last hour before it.
-                let losing = product_plan.safety.losing_access as u64;
-                let before = self
-                    .joins
-                    .window_losing(&ready.connector, product.as_str(), now)
-                    .await
-                    .map_err(Failure::Bus)?;
-                let managed = product_plan.safety.managed_accounts as u64;
-                match crate::window::hold_reason(before, losing, managed, &policy.policy().safety) {
-                    Some(reason) => {
-                        summary.hold_reason = reason.clone();
-                        hold_reasons.push(format!("{product}: {reason}"));
-                    }
-                    None if losing > 0 => losing_by_product.push((product, losing)),
-                    None => {}
+                let plans = std::thread::scope(|threads| {
+                    let planning: Vec<_> = loaded
+                        .iter()
+                        .map(|(_, state, policy)| {
+                            threads.spawn(|| {
+                                model::plan::plan_scoped(&snapshot, &state.state, policy, scope)
+                            })
+                        })
+                        .collect();
+                    planning
+                        .into_iter()
+                        .map(|thread| thread.join())
+                        .collect::<Result<Vec<_>, _>>()
+                });
+                let plans =
+                    plans.map_err(|_| Failure::Run("planning a product panicked".to_owned()))?;
+                for ((product, state, policy), product_plan) in loaded.into_iter().zip(plans) {
+                    self.add_product(&mut assembly, product, state, &policy, &product_plan)
+                        .await?;
                 }
             }
-            plan.changes.extend(changes);
-            plan.conflicts.extend(conflicts);
-            plan.diagnostics.extend(diagnostics);
-            // The note on `scope.required_groups` is about who a full read leaves out; a
-            // delta names its users, and its plan says nothing of anyone else.
-            if scope.is_none() {
-                plan.diagnostics
-                    .extend(convert::scope_diagnostic(&policy, product));
+            // A full plan reads each state whole and keeps none: one product at a time.
+            None => {
+                for (product, object) in products {
+                    let state = self.load_state(*product, object, false).await?;
+                    let policy = self.policy(*product, &ready.connector)?;
+                    let product_plan = model::plan::plan(&snapshot, &state.state, &policy);
+                    self.add_product(&mut assembly, *product, state, &policy, &product_plan)
+                        .await?;
+                }
             }
-            // A full plan is as large as the directory: it fingerprints each state now rather
-            // than keep them all until it knows whether it holds.
-            if keep {
-                states.push((plan.products.len(), loaded));
-            } else {
-                summary.state_fingerprint = loaded.fingerprint();
-            }
-            plan.products.push(summary);
         }
+        let Assembly {
+            mut plan,
+            hold_reasons,
+            losing_by_product,
+            states,
+            now,
+            ..
+        } = assembly;
         plan.held = !hold_reasons.is_empty();
         // Only a held plan is checked against the states it was made against (approving it
         // is refused once one has changed), so only a held delta pays for their fingerprints.
@@ -438,6 +403,110 @@ impl Planner {
             }
         }
         Ok(plan)
+    }
+
+    /// The state of `product` the run's `StateReady` announced, or a newer one.
+    async fn load_state(
+        &self,
+        product: Product,
+        object: &v1::ObjectRef,
+        keep: bool,
+    ) -> Result<ModelState, Failure> {
+        match self
+            .cache
+            .load_announced_or_newer(product, object, keep)
+            .await
+        {
+            Ok((loaded, newer)) => {
+                if newer {
+                    tracing::info!(
+                        %product,
+                        "The announced state was replaced by a newer one; planning against that."
+                    );
+                }
+                Ok(loaded)
+            }
+            Err(error) if error.is_permanent() => Err(Failure::Run(format!(
+                "the state of {product} is unusable: {}",
+                error_chain(&error)
+            ))),
+            Err(error) => Err(Failure::Bus(error.into())),
+        }
+    }
+
+    fn policy(&self, product: Product, connector: &str) -> Result<ValidPolicy, Failure> {
+        self.policies
+            .get(product, connector)
+            .ok_or_else(|| Failure::Run(format!("{product} has no policy")))
+    }
+
+    /// Adds one product's plan to the run's: its changes and summary, and its hold (for a
+    /// delta, also the hold of what the connector's event runs took away in the last hour).
+    async fn add_product(
+        &self,
+        assembly: &mut Assembly<'_>,
+        product: Product,
+        loaded: ModelState,
+        policy: &ValidPolicy,
+        product_plan: &model::plan::Plan,
+    ) -> Result<(), Failure> {
+        for diagnostic in &product_plan.diagnostics {
+            tracing::debug!(
+                %product,
+                kind = ?diagnostic.kind,
+                subject = %diagnostic.subject,
+                message = %diagnostic.message,
+                "The plan reports a problem."
+            );
+        }
+        let convert::WirePlan {
+            changes,
+            conflicts,
+            diagnostics,
+            mut summary,
+        } = convert::plan_to_proto(product_plan, &loaded.state, assembly.counted);
+        let connector = assembly.plan.connector.clone();
+        if let Some(hold) = &product_plan.hold {
+            assembly
+                .hold_reasons
+                .push(format!("{product}: {}", hold.reason));
+        } else if assembly.delta {
+            // A delta is also judged with the event runs of the last hour before it.
+            let losing = product_plan.safety.losing_access as u64;
+            let before = self
+                .joins
+                .window_losing(&connector, product.as_str(), assembly.now)
+                .await
+                .map_err(Failure::Bus)?;
+            let managed = product_plan.safety.managed_accounts as u64;
+            match crate::window::hold_reason(before, losing, managed, &policy.policy().safety) {
+                Some(reason) => {
+                    summary.hold_reason = reason.clone();
+                    assembly.hold_reasons.push(format!("{product}: {reason}"));
+                }
+                None if losing > 0 => assembly.losing_by_product.push((product, losing)),
+                None => {}
+            }
+        }
+        let plan = &mut assembly.plan;
+        plan.changes.extend(changes);
+        plan.conflicts.extend(conflicts);
+        plan.diagnostics.extend(diagnostics);
+        // The note on `scope.required_groups` is about who a full read leaves out; a
+        // delta names its users, and its plan says nothing of anyone else.
+        if !assembly.delta {
+            plan.diagnostics
+                .extend(convert::scope_diagnostic(policy, product));
+        }
+        // A full plan is as large as the directory: it fingerprints each state now rather
+        // than keep them all until it knows whether it holds.
+        if assembly.delta {
+            assembly.states.push((plan.products.len(), loaded));
+        } else {
+            summary.state_fingerprint = loaded.fingerprint();
+        }
+        plan.products.push(summary);
+        Ok(())
     }
 
     async fn publish_change_sets(
@@ -601,6 +670,20 @@ impl Planner {
         tracing::warn!(reason, "The run failed to plan.");
         Ok(())
     }
+}
+
+/// A run's plan while its products are added to it ([`Planner::add_product`]).
+struct Assembly<'a> {
+    plan: v1::Plan,
+    /// The users the summaries count: a delta's scope, else the whole snapshot.
+    counted: &'a Snapshot,
+    delta: bool,
+    hold_reasons: Vec<String>,
+    losing_by_product: Vec<(Product, u64)>,
+    /// A delta's states as it planned against them (with the index of their summary), for
+    /// the fingerprints of a held plan.
+    states: Vec<(usize, ModelState)>,
+    now: SystemTime,
 }
 
 /// The span of one message of one run, continuing the run's trace.
