@@ -43,6 +43,97 @@ async fn create_account_answers_204_and_the_client_reads_back_the_slug() {
 }
 
 #[tokio::test]
+async fn an_account_created_here_joins_its_groups_without_a_lookup() {
+    let mut config = seeded(
+        Product::Bitbucket,
+        Seed {
+            groups: ["stash-users", "developers", "testers", "writers"]
+                .map(seed_group)
+                .to_vec(),
+            ..Seed::default()
+        },
+    );
+    config.record_requests = true;
+    let emulator = spawn(config).await;
+    let client = bitbucket(&emulator);
+    let created = client.create_account(&new_account("Dave")).await.unwrap();
+    let dave = AccountRef {
+        id: &created.id,
+        login: "Dave",
+    };
+    let groups = |names: &[&str]| {
+        names
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect::<Vec<_>>()
+    };
+    let before = emulator.state().dump().requests.len();
+
+    let joined = client
+        .add_member_to_groups(&groups(&["developers", "testers"]), dave)
+        .await;
+    let one = client
+        .add_member_to_groups(&groups(&["writers"]), dave)
+        .await;
+
+    assert!(
+        joined
+            .iter()
+            .chain(&one)
+            .all(|outcome| matches!(outcome, Ok(Outcome::Applied))),
+        "{joined:?} {one:?}"
+    );
+    let dump = emulator.state().dump();
+    let calls: Vec<(&str, &str)> = dump.requests[before..]
+        .iter()
+        .map(|request| (request.method.as_str(), request.uri.as_str()))
+        .collect();
+    assert_eq!(calls.len(), 2, "one add-groups each, no lookup: {calls:?}");
+    assert!(
+        calls
+            .iter()
+            .all(|(method, uri)| *method == "POST" && uri.contains("admin/users/add-groups")),
+        "{calls:?}"
+    );
+    let mut daves: Vec<&str> = dump
+        .memberships
+        .iter()
+        .filter(|membership| membership.login == "Dave")
+        .map(|membership| membership.group.as_str())
+        .collect();
+    daves.sort_unstable();
+    assert_eq!(daves, ["developers", "stash-users", "testers", "writers"]);
+
+    // Deleted behind this client's back: the shortcut fails, and the lookup answers.
+    assert_eq!(
+        bitbucket(&emulator).delete_account(dave).await.unwrap(),
+        Outcome::Applied
+    );
+    let gone = client
+        .add_member_to_groups(&groups(&["developers", "testers"]), dave)
+        .await;
+    assert!(
+        gone.iter()
+            .all(|outcome| matches!(outcome, Err(Error::NotFound { .. }))),
+        "{gone:?}"
+    );
+    // A login that is no longer the one created (a rename) takes the lookup too.
+    let renamed = client
+        .add_member_to_groups(
+            &groups(&["developers"]),
+            AccountRef {
+                id: &created.id,
+                login: "someone-else",
+            },
+        )
+        .await;
+    assert!(
+        matches!(renamed[0], Err(Error::NotFound { .. })),
+        "{renamed:?}"
+    );
+}
+
+#[tokio::test]
 async fn deactivate_is_unsupported_and_declared_as_a_capability() {
     let emulator = spawn(seeded(
         Product::Bitbucket,
