@@ -38,7 +38,7 @@ use tempfile::TempDir;
 use test_support::{
     keycloak::{Keycloak, RealmSpec, TestRealm},
     nats::NatsServer,
-    process::{Tethered, free_port, log_dir, print_log_if_panicking},
+    process::{Tethered, free_port, log_dir, log_len, print_log_if_panicking},
 };
 use tonic::{
     Request, Status,
@@ -49,6 +49,9 @@ use tonic::{
 
 /// How long one step (a run, a service start) may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(120);
+
+/// How the emulator's first line begins; its URL follows (`crates/emulator/src/main.rs`).
+const EMULATOR_LISTENING: &str = "emulator listening on ";
 
 /// The products, in the order the stack starts their emulators and appliers.
 pub const PRODUCTS: [Product; 3] = [Product::Jira, Product::Confluence, Product::Bitbucket];
@@ -365,7 +368,8 @@ impl Stack {
             &options.seeds,
             &options.emulator_args,
             &prefix,
-        )?;
+        )
+        .await?;
 
         let mut proxies = BTreeMap::new();
         for (product, faults) in options.transport_faults {
@@ -867,8 +871,11 @@ fn start_nats(dir: &Path, tls: bool) -> anyhow::Result<(Option<StackTls>, NatsSe
     Ok((tls, nats))
 }
 
-/// Starts the three emulators with the stack's secrets, their seeds and extra flags.
-fn start_emulators(
+/// Starts the three emulators with the stack's secrets, their seeds and extra flags, each
+/// on a port it binds itself (`--port 0`) and then names on its first line. A port probed
+/// free beforehand could be bound by a parallel test's server first, and the stack would
+/// then talk to that test's emulator.
+async fn start_emulators(
     bin: &Path,
     dir: &Path,
     secrets: &Secrets,
@@ -876,15 +883,14 @@ fn start_emulators(
     emulator_args: &BTreeMap<Product, Vec<String>>,
     prefix: &str,
 ) -> anyhow::Result<BTreeMap<Product, Emulator>> {
-    let mut emulators = BTreeMap::new();
+    let mut started = Vec::new();
     for product in PRODUCTS {
         let name = product_name(product);
-        let port = free_port()?;
         let mut args = vec![
             "--product".to_owned(),
             name.to_owned(),
             "--port".to_owned(),
-            port.to_string(),
+            "0".to_owned(),
             "--token".to_owned(),
             secrets.product_token.clone(),
             "--user".to_owned(),
@@ -899,14 +905,16 @@ fn start_emulators(
         }
         args.extend(emulator_args.get(&product).into_iter().flatten().cloned());
         let log = log_dir().join(format!("{prefix}-emulator-{name}.log"));
+        let from = log_len(&log);
         let process = Tethered::spawn(&bin.join("emulator"), &args, &[], &log)?;
-        emulators.insert(
-            product,
-            Emulator {
-                url: format!("http://127.0.0.1:{port}"),
-                process,
-            },
-        );
+        started.push((product, from, process));
+    }
+    let mut emulators = BTreeMap::new();
+    for (product, from, mut process) in started {
+        let url = process
+            .announced(from, EMULATOR_LISTENING, DEADLINE)
+            .await?;
+        emulators.insert(product, Emulator { url, process });
     }
     Ok(emulators)
 }

@@ -118,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
         .state()
         .set_initial_projects(&projects)
         .context("invalid projects in the seed file")?;
+    // The test stack reads the URL from this line (it starts emulators on port 0).
     println!("emulator listening on {}", running.url());
     wait_for_signal().await?;
     tracing::info!("Shutting down.");

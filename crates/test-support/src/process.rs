@@ -18,6 +18,12 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// The length of `log` now (0 if it does not exist yet): where a server spawned next
+/// starts writing, for [`Tethered::announced`].
+pub fn log_len(log: &Path) -> u64 {
+    std::fs::metadata(log).map_or(0, |metadata| metadata.len())
+}
+
 /// The folder for server logs: `target/test-logs`, kept after the run.
 pub fn log_dir() -> PathBuf {
     let dir = crate::deps::workspace_root().join("target/test-logs");
@@ -119,6 +125,40 @@ impl Tethered {
                     .parse()
                     .ok()
             })
+    }
+
+    /// What follows `prefix` on the first line of the log past byte `from` that starts
+    /// with it, once the server writes it: how a server started on port 0 says which port
+    /// it bound (`from` is [`log_len`] before the spawn, as logs are appended to). An error
+    /// if the server exits first or says nothing within `timeout`.
+    pub async fn announced(
+        &mut self,
+        from: u64,
+        prefix: &str,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let bytes = std::fs::read(&self.log)
+                .with_context(|| format!("reading {}", self.log.display()))?;
+            let start = usize::try_from(from).unwrap_or(usize::MAX).min(bytes.len());
+            let text = String::from_utf8_lossy(&bytes[start..]);
+            // Only whole lines: the last one may still be being written.
+            let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+            if let Some(rest) = whole.lines().find_map(|line| line.strip_prefix(prefix)) {
+                return Ok(rest.trim().to_owned());
+            }
+            if let Some(status) = self.exited() {
+                anyhow::bail!(
+                    "{} exited ({status}) before it wrote `{prefix}`",
+                    self.log.display()
+                );
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("{} did not write `{prefix}` in time", self.log.display());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// The exit status, once the server has exited.
