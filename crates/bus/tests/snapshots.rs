@@ -48,6 +48,8 @@ async fn a_stored_snapshot_loads_back_unchanged_from_the_snapshots_bucket() {
         deleted_user_ids: Vec::new(),
         delta: false,
         groups_included: false,
+        named_user_ids: Vec::new(),
+        named_listed: false,
     };
     let object = bus
         .put_object(&bucket, "run-1.pb.zst", &snapshot)

@@ -8,6 +8,9 @@
 //! named a group on ([`Bases::groups_named_since`]): from then on, every delta on that base
 //! carries the group tree as Keycloak has it now.
 //!
+//! And `last-delta.{connector}` names the last delta stored on a base, for the next delta
+//! to carry what it read (`crate::carry`).
+//!
 //! The object itself is kept for `snapshot_retention_hours` only: [`Bases::get`] answers a
 //! pointer only while its object is still stored with the pointer's checksum, and an event
 //! run without one reads the whole realm instead.
@@ -175,6 +178,73 @@ impl Bases {
             })?;
         Ok(())
     }
+}
+
+/// The value of `last-delta.{connector}`: the last delta stored, and its base's checksum.
+#[derive(Clone, PartialEq, prost::Message)]
+struct LastDelta {
+    #[prost(string, tag = "1")]
+    base_sha256: String,
+    #[prost(message, optional, tag = "2")]
+    delta: Option<v1::ObjectRef>,
+}
+
+impl Bases {
+    /// The last delta stored on `base` (`crate::carry`); `None` when the last one was on
+    /// another base, or there was none.
+    pub async fn last_delta(
+        &self,
+        connector: &str,
+        base: &v1::ObjectRef,
+    ) -> Result<Option<v1::ObjectRef>, BaseError> {
+        let load_error = |source: Box<dyn std::error::Error + Send + Sync>| BaseError::Load {
+            connector: connector.to_owned(),
+            bucket: self.bucket.name.clone(),
+            source,
+        };
+        let Some(value) = self
+            .bucket
+            .get(last_delta_key(connector))
+            .await
+            .map_err(|error| load_error(Box::new(error)))?
+        else {
+            return Ok(None);
+        };
+        let last =
+            LastDelta::decode(value.as_ref()).map_err(|error| load_error(Box::new(error)))?;
+        Ok(last
+            .base_sha256
+            .eq_ignore_ascii_case(&base.sha256)
+            .then_some(last.delta)
+            .flatten())
+    }
+
+    /// Records `delta` as the last delta stored on `base`, before it is announced.
+    pub async fn mark_last_delta(
+        &self,
+        connector: &str,
+        base: &v1::ObjectRef,
+        delta: &v1::ObjectRef,
+    ) -> Result<(), BaseError> {
+        let value = LastDelta {
+            base_sha256: base.sha256.clone(),
+            delta: Some(delta.clone()),
+        };
+        self.bucket
+            .put(last_delta_key(connector), value.encode_to_vec().into())
+            .await
+            .map_err(|error| BaseError::Store {
+                connector: connector.to_owned(),
+                bucket: self.bucket.name.clone(),
+                source: Box::new(error),
+            })?;
+        Ok(())
+    }
+}
+
+/// The key of the last delta stored ([`Bases::mark_last_delta`]).
+fn last_delta_key(connector: &str) -> String {
+    format!("last-delta.{connector}")
 }
 
 /// The key under which the checksum of the base a group was named on is kept

@@ -37,7 +37,8 @@ pub fn snapshot_to_proto(snapshot: Snapshot, header: &SnapshotHeader<'_>) -> v1:
 
 /// An event run's delta as a delta snapshot: the named users Keycloak still has with their
 /// memberships, those it no longer has, and the group tree only when the delta has one
-/// (`groups_included`; else the tree is the base's).
+/// (`groups_included`; else the tree is the base's). It names them all
+/// (`named_user_ids`): what it carries from earlier deltas is added later (`crate::carry`).
 pub fn delta_to_proto(delta: Delta, header: &SnapshotHeader<'_>) -> v1::Snapshot {
     let Delta {
         users,
@@ -45,7 +46,7 @@ pub fn delta_to_proto(delta: Delta, header: &SnapshotHeader<'_>) -> v1::Snapshot
         memberships,
         groups,
     } = delta;
-    v1::Snapshot {
+    let mut snapshot = v1::Snapshot {
         schema_version: v1::SCHEMA_VERSION,
         run_id: header.run_id.to_owned(),
         connector: header.connector.to_owned(),
@@ -64,7 +65,11 @@ pub fn delta_to_proto(delta: Delta, header: &SnapshotHeader<'_>) -> v1::Snapshot
             .into_iter()
             .map(group_to_proto)
             .collect(),
-    }
+        named_user_ids: Vec::new(),
+        named_listed: true,
+    };
+    snapshot.named_user_ids = crate::carry::named(&snapshot);
+    snapshot
 }
 
 fn user_to_proto(user: KeycloakUser) -> v1::KeycloakUser {
@@ -285,6 +290,8 @@ mod tests {
                 deleted_user_ids: Vec::new(),
                 delta: false,
                 groups_included: false,
+                named_user_ids: Vec::new(),
+                named_listed: false,
             }
         );
     }

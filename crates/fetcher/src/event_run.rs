@@ -3,7 +3,8 @@
 //! ([`keycloak::client::Client::read_delta`]) into a delta snapshot, stored at the run's
 //! usual key and announced with `SnapshotReady.base`, the connector's last full snapshot
 //! ([`crate::base`]). Without a base (none yet, or expired) the run reads the whole realm
-//! instead, as a full run does. Each delta is applied to the base alone, so once an event
+//! instead, as a full run does. A delta carries what the earlier deltas on its base read
+//! (`crate::carry`), and each is applied to the base alone, so once an event
 //! run has named a group, every later delta on the same base carries the group tree too
 //! (`Bases::groups_named_since`): a delta naming only users would otherwise be planned
 //! with the base's tree, and a renamed group's members mapped to its old name again. A
@@ -15,6 +16,7 @@ use proto::v1::{self, RunRequested};
 use telemetry::error_chain;
 
 use crate::{
+    carry,
     convert::{SnapshotHeader, delta_to_proto},
     fetch::{Fetcher, Produced, ready},
 };
@@ -77,7 +79,7 @@ impl Fetcher {
                 error_chain(&error)
             )
         })?;
-        let snapshot = delta_to_proto(
+        let mut snapshot = delta_to_proto(
             delta,
             &SnapshotHeader {
                 run_id: &request.run_id,
@@ -86,12 +88,56 @@ impl Fetcher {
                 fetched_at,
             },
         );
+        if let Some(previous) = self.previous_delta(connector, &base).await {
+            snapshot = carry::carry(previous, snapshot);
+        }
         let object = self
             .bus
             .put_object(&self.bucket, key, &snapshot)
             .await
             .map_err(|error| format!("storing the delta snapshot: {}", error_chain(&error)))?;
-        Ok(delta_ready(request, connector, snapshot, object, base))
+        self.mark_last_delta(connector, &base, &object).await?;
+        Ok(delta_ready(request, connector, &snapshot, object, base))
+    }
+
+    /// The last delta stored on `base`, for this one to carry (`crate::carry`). Without
+    /// it (none, expired, unreadable) the delta carries nothing: it is planned as before
+    /// deltas carried anything, which a failure is logged for.
+    async fn previous_delta(&self, connector: &str, base: &v1::ObjectRef) -> Option<v1::Snapshot> {
+        let object = match self.bases.last_delta(connector, base).await {
+            Ok(object) => object?,
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "The last delta could not be found; this one carries nothing.");
+                return None;
+            }
+        };
+        match self.bus.get_object::<v1::Snapshot>(&object).await {
+            Ok(previous) if previous.delta => Some(previous),
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(key = %object.key, error = %error_chain(&error), "The last delta could not be read; this one carries nothing.");
+                None
+            }
+        }
+    }
+
+    /// Records `delta` as the last one on `base`; a failure fails the run, as the delta
+    /// after it would carry an older one.
+    async fn mark_last_delta(
+        &self,
+        connector: &str,
+        base: &v1::ObjectRef,
+        delta: &v1::ObjectRef,
+    ) -> Result<(), String> {
+        self.bases
+            .mark_last_delta(connector, base, delta)
+            .await
+            .map_err(|error| {
+                format!(
+                    "recording the last delta of connector `{connector}`: {}",
+                    error_chain(&error)
+                )
+            })
     }
 
     /// Whether the delta on `base` must carry the group tree although `touched` names no
@@ -140,22 +186,31 @@ impl Fetcher {
                 object.key
             ));
         };
-        Ok(delta_ready(request, connector, stored, object, base))
+        self.mark_last_delta(connector, &base, &object).await?;
+        Ok(delta_ready(request, connector, &stored, object, base))
     }
 }
 
 fn delta_ready(
     request: &RunRequested,
     connector: &str,
-    snapshot: v1::Snapshot,
+    snapshot: &v1::Snapshot,
     object: v1::ObjectRef,
     base: v1::ObjectRef,
 ) -> Produced {
+    let own = carry::Own::of(snapshot);
     let ready = v1::SnapshotReady {
         base: Some(base),
-        ..ready(request, connector, &snapshot, object)
+        // What this run named, not what it carries.
+        users: own.users,
+        memberships: own.memberships,
+        ..ready(request, connector, snapshot, object)
     };
-    Produced::Delta { ready, snapshot }
+    Produced::Delta {
+        ready,
+        own,
+        groups_included: snapshot.groups_included,
+    }
 }
 
 #[cfg(test)]

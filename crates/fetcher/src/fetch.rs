@@ -125,7 +125,11 @@ impl Fetcher {
                     memberships: ready.memberships,
                 }
             }
-            Ok(Produced::Delta { ready, snapshot }) => {
+            Ok(Produced::Delta {
+                ready,
+                own,
+                groups_included,
+            }) => {
                 self.bus
                     .publish(&topology.snapshot_ready(), &ready, &message_id)
                     .await?;
@@ -136,10 +140,11 @@ impl Fetcher {
                     .map(|object| object.key.clone())
                     .unwrap_or_default();
                 tracing::info!(
-                    users = ready.users,
-                    deleted = snapshot.deleted_user_ids.len(),
-                    memberships = ready.memberships,
-                    groups_included = snapshot.groups_included,
+                    users = own.users,
+                    deleted = own.deleted,
+                    carried = own.carried,
+                    memberships = own.memberships,
+                    groups_included,
                     key = ready.snapshot.as_ref().map(|object| object.key.as_str()),
                     base = %base,
                     "Delta snapshot ready."
@@ -148,8 +153,8 @@ impl Fetcher {
                     run_id: request.run_id.clone(),
                     users: ready.users,
                     memberships: ready.memberships,
-                    deleted: snapshot.deleted_user_ids.len() as u64,
-                    groups_included: snapshot.groups_included,
+                    deleted: own.deleted,
+                    groups_included,
                     base,
                 }
             }
@@ -308,7 +313,9 @@ pub(crate) enum Produced {
     Full(SnapshotReady),
     Delta {
         ready: SnapshotReady,
-        snapshot: v1::Snapshot,
+        /// What the delta holds of the users its run named.
+        own: crate::carry::Own,
+        groups_included: bool,
     },
 }
 

@@ -32,6 +32,7 @@
 
 pub mod app;
 pub mod base;
+pub mod carry;
 pub mod convert;
 mod event_run;
 pub mod fetch;

@@ -82,7 +82,13 @@ pub fn patch(base: &Snapshot, delta: &Delta) -> Snapshot {
 /// The users a plan of `delta` over `base` may change: the named ones, and the members (in
 /// `base`) of every group the delta's tree removed, renamed or moved.
 pub fn scope(base: &Snapshot, delta: &Delta) -> BTreeSet<UserId> {
-    let mut scope = delta.named();
+    scope_of(base, delta, delta.named())
+}
+
+/// [`scope`] for a delta that also carries users earlier deltas named (to patch the base
+/// with what they read), where only `named`, the users this run named, may change.
+pub fn scope_of(base: &Snapshot, delta: &Delta, named: BTreeSet<UserId>) -> BTreeSet<UserId> {
+    let mut scope = named;
     let Some(groups) = &delta.groups else {
         return scope;
     };

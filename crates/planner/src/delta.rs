@@ -73,10 +73,22 @@ impl Planner {
         };
         let base = self.load_base(&ready.connector, base_ref).await?;
         let delta = convert::delta_to_model(&wire);
-        let scope = model::delta::scope(&base, &delta);
+        // Users the earlier deltas on this base named are carried for what they read, not
+        // planned again: only the ones this run named are in scope.
+        let scope = if !wire.named_listed {
+            model::delta::scope(&base, &delta)
+        } else {
+            let named = wire
+                .named_user_ids
+                .iter()
+                .map(|id| UserId::new(id.as_str()))
+                .collect();
+            model::delta::scope_of(&base, &delta, named)
+        };
         tracing::info!(
             users = delta.users.len(),
             deleted = delta.deleted.len(),
+            named = wire.named_user_ids.len(),
             groups_included = delta.groups.is_some(),
             scope = scope.len(),
             "Planning a delta over its base snapshot."

@@ -233,6 +233,8 @@ fn every_message_survives_a_round_trip() {
         deleted_user_ids: Vec::new(),
         delta: false,
         groups_included: false,
+        named_user_ids: Vec::new(),
+        named_listed: false,
     };
     let covered: BTreeSet<String> = [
         check("ObjectRef", object_ref()),

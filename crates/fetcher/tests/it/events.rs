@@ -128,6 +128,28 @@ async fn an_event_run_after_a_full_run_reads_only_what_it_names() -> anyhow::Res
     let object = ready[2].snapshot.clone().expect("an object ref");
     let snapshot: v1::Snapshot = test.bus.get_object(&object).await?;
     assert!(snapshot.delta && snapshot.groups_included);
+    // It carries what the delta before it on the same base read, and names none of it:
+    // the planner patches the base with zoë and bob as they are now, and plans neither.
+    assert!(snapshot.named_listed);
+    assert!(
+        snapshot.named_user_ids.is_empty(),
+        "{:?}",
+        snapshot.named_user_ids
+    );
+    assert_eq!(
+        snapshot
+            .users
+            .iter()
+            .map(|user| user.id.as_str())
+            .collect::<Vec<_>>(),
+        [zoe.as_str()]
+    );
+    assert_eq!(snapshot.deleted_user_ids, [bob.as_str()]);
+    assert_eq!(
+        snapshot.memberships.len(),
+        2,
+        "zoë's, in groups of the tree"
+    );
     assert_eq!(
         snapshot
             .groups
@@ -172,6 +194,20 @@ async fn an_event_run_after_a_full_run_reads_only_what_it_names() -> anyhow::Res
             base: "run-full-2.pb.zst".to_owned(),
         }
     );
+    // ... and carries nothing of the deltas on the old base: bob's deletion is in it.
+    let ready = snapshots_ready(&test).await?;
+    let object = ready
+        .last()
+        .and_then(|ready| ready.snapshot.clone())
+        .expect("an object ref");
+    let snapshot: v1::Snapshot = test.bus.get_object(&object).await?;
+    assert_eq!(snapshot.named_user_ids, [zoe.as_str()]);
+    assert!(
+        snapshot.deleted_user_ids.is_empty(),
+        "{:?}",
+        snapshot.deleted_user_ids
+    );
+    assert_eq!(snapshot.users.len(), 1);
     Ok(())
 }
 

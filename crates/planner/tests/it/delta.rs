@@ -297,3 +297,106 @@ async fn deletions_one_by_one_are_held_once_the_last_hour_crosses_the_limit() {
         second.hold_reason
     );
 }
+
+/// Plans one Jira delta run over `base` against `jira`, and answers the stored plan.
+async fn plan_delta_against(
+    planner: &TestPlanner,
+    run_id: &str,
+    snapshot: v1::Snapshot,
+    base: &v1::ObjectRef,
+    jira: v1::ProductState,
+) -> v1::Plan {
+    planner
+        .publish_snapshot_over(
+            run_id,
+            RunMode::Simulate,
+            &[Product::Jira],
+            snapshot,
+            Some(base.clone()),
+        )
+        .await;
+    planner.publish_state(run_id, jira).await;
+    assert!(matches!(planner.step().await, StepOutcome::Waiting { .. }));
+    let outcome = planner.step().await;
+    assert!(
+        matches!(outcome, StepOutcome::Planned { .. }),
+        "{outcome:?}"
+    );
+    let ready = planner.next_plan_event().await.ready();
+    planner
+        .stored_plan(ready.plan.as_ref().expect("a plan object"))
+        .await
+}
+
+#[tokio::test]
+async fn a_delta_is_patched_with_what_earlier_deltas_read_and_plans_only_its_own_users() {
+    let planner = TestPlanner::spawn(100).await;
+    let (base, _) = plan_jira(&planner, "01JRUNCARRYFULL", realm(), None).await;
+    // Earlier deltas on this base: carol was renamed caroline (and Jira followed), bob was
+    // deleted. Now erin is created with carol's old username.
+    let realm = realm();
+    let mut caroline = realm.users[2].clone();
+    assert_eq!(caroline.id, "u-carol");
+    caroline.username = "caroline".to_owned();
+    caroline.email = "caroline@example.com".to_owned();
+    caroline.first_name = "Caroline".to_owned();
+    let mut erin = realm.users[2].clone();
+    erin.id = "u-erin".to_owned();
+    erin.email = "erin@example.com".to_owned();
+    let jira_now = state(
+        Product::Jira,
+        vec![
+            account("JIRAUSER1", "alice", "u-alice"),
+            account("JIRAUSER2", "bob", "u-bob"),
+            account("JIRAUSER3", "caroline", "u-carol"),
+        ],
+    );
+    let carrying = v1::Snapshot {
+        users: vec![erin.clone(), caroline],
+        memberships: vec![realm.memberships[1].clone()],
+        deleted_user_ids: vec!["u-bob".to_owned()],
+        delta: true,
+        named_user_ids: vec!["u-erin".to_owned()],
+        named_listed: true,
+        ..Default::default()
+    };
+
+    let plan =
+        plan_delta_against(&planner, "01JRUNCARRY1", carrying, &base, jira_now.clone()).await;
+
+    assert_eq!(
+        ops_of(&plan, "u-erin"),
+        [ChangeOp::CreateUser],
+        "carol's old login is free: {:?} {:?}",
+        plan.changes,
+        plan.conflicts
+    );
+    let users: BTreeSet<&str> = plan
+        .changes
+        .iter()
+        .map(|change| change.keycloak_user_id.as_str())
+        .filter(|id| !id.is_empty())
+        .collect();
+    assert_eq!(
+        users,
+        BTreeSet::from(["u-erin"]),
+        "bob's carried deletion and caroline are not planned again: {:?}",
+        plan.changes
+    );
+
+    // The same run's users over the base alone (a delta that carries nothing): erin's
+    // login is still carol's there.
+    let alone = v1::Snapshot {
+        users: vec![erin],
+        delta: true,
+        named_user_ids: vec!["u-erin".to_owned()],
+        named_listed: true,
+        ..Default::default()
+    };
+    let plan = plan_delta_against(&planner, "01JRUNCARRY2", alone, &base, jira_now).await;
+    assert!(
+        !ops_of(&plan, "u-erin").contains(&ChangeOp::CreateUser),
+        "{:?}",
+        plan.changes
+    );
+}
