@@ -50,6 +50,9 @@ use tonic::{
 /// How long one step (a run, a service start) may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(120);
 
+/// What the control plane logs once it listens (`crates/control-plane/src/app.rs`).
+const CONTROL_PLANE_SERVES: &str = "Serving the control API.";
+
 /// How the emulator's first line begins; its URL follows (`crates/emulator/src/main.rs`).
 const EMULATOR_LISTENING: &str = "emulator listening on ";
 
@@ -269,6 +272,8 @@ pub struct Stack {
     /// The control API: `http://127.0.0.1:PORT`, or `https://` with TLS.
     pub endpoint: String,
     services: BTreeMap<String, Tethered>,
+    /// Where each service's last start began writing in its (appended) log.
+    log_from: BTreeMap<String, u64>,
     service_env: Vec<(String, String)>,
     config: PathBuf,
     token_file: PathBuf,
@@ -463,6 +468,7 @@ ack_wait_seconds = 5
             tls,
             endpoint,
             services: BTreeMap::new(),
+            log_from: BTreeMap::new(),
             service_env: options.service_env,
             config: config_path,
             token_file,
@@ -471,8 +477,7 @@ ack_wait_seconds = 5
                 .build()?,
             _dir: dir,
         };
-        stack.start_service("control-plane")?;
-        stack.wait_for_api().await?;
+        stack.start_control_plane(cp_port).await?;
         stack.start_service("fetcher")?;
         stack.start_service("planner")?;
         for product in PRODUCTS {
@@ -506,6 +511,7 @@ ack_wait_seconds = 5
             )
             .collect();
         let log = log_dir().join(format!("{}-{name}.log", self.prefix));
+        self.log_from.insert(name.to_owned(), log_len(&log));
         let process = Tethered::spawn(&program, &args, &env, &log)?;
         if let Some(mut old) = self.services.insert(name.to_owned(), process) {
             old.kill();
@@ -546,12 +552,67 @@ ack_wait_seconds = 5
         self.wait_for_api().await
     }
 
+    /// Starts the control plane on `port` and waits for its API. Its port was probed free
+    /// and released, so another test's server may have bound it first: then the control
+    /// plane cannot listen, and it starts again on another port, the configuration
+    /// rewritten (no other service has read it yet).
+    async fn start_control_plane(&mut self, mut port: u16) -> anyhow::Result<()> {
+        let ca = self.tls.as_ref().map(|tls| tls.ca.clone());
+        for _ in 0..3 {
+            self.start_service("control-plane")?;
+            match self.wait_for_api().await {
+                Ok(()) => return Ok(()),
+                Err(error)
+                    if self.is_running("control-plane")
+                        || !self.control_plane_log()?.contains("Address already in use") =>
+                {
+                    return Err(error);
+                }
+                Err(_) => {}
+            }
+            let new_port = free_port()?;
+            let config = std::fs::read_to_string(&self.config)?;
+            std::fs::write(
+                &self.config,
+                config.replace(
+                    &format!("127.0.0.1:{port}\""),
+                    &format!("127.0.0.1:{new_port}\""),
+                ),
+            )?;
+            self.endpoint = self
+                .endpoint
+                .replace(&port.to_string(), &new_port.to_string());
+            self.client = client_of(&self.endpoint, &self.secrets.operator_token, ca.as_deref())?;
+            port = new_port;
+        }
+        bail!("the control plane found no free port in three attempts")
+    }
+
+    /// Waits until the control plane this stack started serves its API. An answer alone
+    /// is not enough: until it says it listens, the port may be another test's server.
     async fn wait_for_api(&mut self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             let mut client = self.client.clone();
-            match client.list_runs(v1::ListRunsRequest::default()).await {
-                Ok(_) => return Ok(()),
+            // Bounded: a port held by something that never answers must not hang the stack.
+            let answer = tokio::time::timeout(
+                Duration::from_secs(2),
+                client.list_runs(v1::ListRunsRequest::default()),
+            )
+            .await
+            .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer within 2 s")));
+            match answer {
+                Ok(_) if self.control_plane_serves()? => return Ok(()),
+                Ok(_) if self.is_running("control-plane") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(_) => {
+                    let log = self.services["control-plane"].log().to_owned();
+                    bail!(
+                        "the control plane exited:\n{}",
+                        test_support::process::log_tail(&log, 30)
+                    );
+                }
                 Err(status) if tokio::time::Instant::now() > deadline => {
                     bail!("the control plane did not answer: {status}")
                 }
@@ -567,6 +628,22 @@ ack_wait_seconds = 5
                 }
             }
         }
+    }
+
+    /// Whether the control plane's last start logged that it serves the API.
+    fn control_plane_serves(&self) -> anyhow::Result<bool> {
+        Ok(self.control_plane_log()?.contains(CONTROL_PLANE_SERVES))
+    }
+
+    /// What the control plane logged since its last start.
+    fn control_plane_log(&self) -> anyhow::Result<String> {
+        let Some(service) = self.services.get("control-plane") else {
+            return Ok(String::new());
+        };
+        let bytes = std::fs::read(service.log())?;
+        let from = self.log_from.get("control-plane").copied().unwrap_or(0);
+        let start = usize::try_from(from).unwrap_or(usize::MAX).min(bytes.len());
+        Ok(String::from_utf8_lossy(&bytes[start..]).into_owned())
     }
 
     async fn wait_for_emulator(&self, product: Product) -> anyhow::Result<()> {
