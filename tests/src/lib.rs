@@ -581,7 +581,7 @@ ack_wait_seconds = 5
             )?;
             self.endpoint = self
                 .endpoint
-                .replace(&port.to_string(), &new_port.to_string());
+                .replace(&format!(":{port}"), &format!(":{new_port}"));
             self.client = client_of(&self.endpoint, &self.secrets.operator_token, ca.as_deref())?;
             port = new_port;
         }

@@ -157,14 +157,10 @@ impl BitbucketClient {
         account: AccountRef<'_>,
     ) -> Vec<Result<Outcome, Error>> {
         if let Some(name) = self.created_here.name_of(account) {
-            let request = ApiRequest::new(Method::POST, "rest/api/1.0/admin/users/add-groups")
-                .json(json!({ "user": name, "groups": groups }));
-            match self.core.send(&request).await {
-                Ok(response) if response.is_success() => {
-                    return groups.iter().map(|_| Ok(Outcome::Applied)).collect();
-                }
-                _ => self.created_here.forget(account.id),
+            if self.added_at_once(&name, groups).await {
+                return groups.iter().map(|_| Ok(Outcome::Applied)).collect();
             }
+            self.created_here.forget(account.id);
         }
         if groups.len() < 2 {
             return add_one_by_one(self, groups, account).await;
@@ -182,14 +178,18 @@ impl BitbucketClient {
                 })
                 .collect();
         }
-        let request = ApiRequest::new(Method::POST, "rest/api/1.0/admin/users/add-groups")
-            .json(json!({ "user": user.name, "groups": groups }));
-        match self.core.send(&request).await {
-            Ok(response) if response.is_success() => {
-                groups.iter().map(|_| Ok(Outcome::Applied)).collect()
-            }
-            _ => add_one_by_one(self, groups, account).await,
+        if self.added_at_once(&user.name, groups).await {
+            return groups.iter().map(|_| Ok(Outcome::Applied)).collect();
         }
+        add_one_by_one(self, groups, account).await
+    }
+
+    /// One `add-groups` of `groups` for the user named `name`: whether Bitbucket took it.
+    async fn added_at_once(&self, name: &str, groups: &[String]) -> bool {
+        matches!(
+            self.core.send(&add_groups_request(name, groups)).await,
+            Ok(response) if response.is_success()
+        )
     }
 
     /// The user behind `account`, or `NotFound`.
@@ -451,9 +451,10 @@ impl Directory for BitbucketClient {
         if let Some(reason) = user.groups_read_only_reason() {
             return Ok(Outcome::Skipped { reason });
         }
-        let request = ApiRequest::new(Method::POST, "rest/api/1.0/admin/users/add-groups")
-            .json(json!({ "user": user.name, "groups": [group] }));
-        let response = self.core.send(&request).await?;
+        let response = self
+            .core
+            .send(&add_groups_request(&user.name, &[group]))
+            .await?;
         if !response.is_success() {
             return Err(licence_or_error(response));
         }
@@ -529,6 +530,13 @@ fn create_user_request(account: &NewAccount, add_to_default_group: bool) -> ApiR
         .query("password", password.expose())
         .query("addToDefaultGroup", add_to_default_group.to_string())
         .query("notify", "false")
+}
+
+/// `POST /rest/api/1.0/admin/users/add-groups` of the document's `UserAndGroups`: the user
+/// `name` into every group of `groups`.
+fn add_groups_request(name: &str, groups: &[impl serde::Serialize]) -> ApiRequest {
+    ApiRequest::new(Method::POST, "rest/api/1.0/admin/users/add-groups")
+        .json(json!({ "user": name, "groups": groups }))
 }
 
 /// `PUT /rest/api/1.0/admin/users` with the changed details; `None` when only the name

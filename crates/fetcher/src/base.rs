@@ -59,20 +59,46 @@ impl Bases {
         })
     }
 
-    /// The last full snapshot of `connector`, while it is still stored as the pointer
-    /// names it; `None` when there was none or it is gone (expired, replaced).
-    pub async fn get(&self, connector: &str) -> Result<Option<v1::ObjectRef>, BaseError> {
-        let load_error = |source: Box<dyn std::error::Error + Send + Sync>| BaseError::Load {
+    /// The value under `key` of `connector`'s pointers, if any.
+    async fn read(&self, connector: &str, key: String) -> Result<Option<Vec<u8>>, BaseError> {
+        // The values are small: an object reference or a checksum.
+        self.bucket
+            .get(key)
+            .await
+            .map(|value| value.map(|value| value.to_vec()))
+            .map_err(|error| self.load_error(connector, Box::new(error)))
+    }
+
+    /// Writes `value` under `key` of `connector`'s pointers.
+    async fn write(&self, connector: &str, key: String, value: Vec<u8>) -> Result<(), BaseError> {
+        self.bucket
+            .put(key, value.into())
+            .await
+            .map_err(|error| BaseError::Store {
+                connector: connector.to_owned(),
+                bucket: self.bucket.name.clone(),
+                source: Box::new(error),
+            })?;
+        Ok(())
+    }
+
+    fn load_error(
+        &self,
+        connector: &str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    ) -> BaseError {
+        BaseError::Load {
             connector: connector.to_owned(),
             bucket: self.bucket.name.clone(),
             source,
-        };
-        let Some(value) = self
-            .bucket
-            .get(key(connector))
-            .await
-            .map_err(|error| load_error(Box::new(error)))?
-        else {
+        }
+    }
+
+    /// The last full snapshot of `connector`, while it is still stored as the pointer
+    /// names it; `None` when there was none or it is gone (expired, replaced).
+    pub async fn get(&self, connector: &str) -> Result<Option<v1::ObjectRef>, BaseError> {
+        let load_error = |source| self.load_error(connector, source);
+        let Some(value) = self.read(connector, key(connector)).await? else {
             return Ok(None);
         };
         let base =
@@ -122,15 +148,8 @@ impl Bases {
 
     /// Records `snapshot` as the last full snapshot of `connector`.
     pub async fn put(&self, connector: &str, snapshot: &v1::ObjectRef) -> Result<(), BaseError> {
-        self.bucket
-            .put(key(connector), snapshot.encode_to_vec().into())
+        self.write(connector, key(connector), snapshot.encode_to_vec())
             .await
-            .map_err(|error| BaseError::Store {
-                connector: connector.to_owned(),
-                bucket: self.bucket.name.clone(),
-                source: Box::new(error),
-            })?;
-        Ok(())
     }
 }
 
@@ -146,16 +165,8 @@ impl Bases {
         connector: &str,
         base: &v1::ObjectRef,
     ) -> Result<bool, BaseError> {
-        let value = self
-            .bucket
-            .get(groups_key(connector))
-            .await
-            .map_err(|error| BaseError::Load {
-                connector: connector.to_owned(),
-                bucket: self.bucket.name.clone(),
-                source: Box::new(error),
-            })?;
-        Ok(value.is_some_and(|value| value.as_ref().eq_ignore_ascii_case(base.sha256.as_bytes())))
+        let value = self.read(connector, groups_key(connector)).await?;
+        Ok(value.is_some_and(|value| value.eq_ignore_ascii_case(base.sha256.as_bytes())))
     }
 
     /// Records that an event run on `base` named a group ([`Bases::groups_named_since`]),
@@ -165,18 +176,12 @@ impl Bases {
         connector: &str,
         base: &v1::ObjectRef,
     ) -> Result<(), BaseError> {
-        self.bucket
-            .put(
-                groups_key(connector),
-                base.sha256.clone().into_bytes().into(),
-            )
-            .await
-            .map_err(|error| BaseError::Store {
-                connector: connector.to_owned(),
-                bucket: self.bucket.name.clone(),
-                source: Box::new(error),
-            })?;
-        Ok(())
+        self.write(
+            connector,
+            groups_key(connector),
+            base.sha256.clone().into_bytes(),
+        )
+        .await
     }
 }
 
@@ -197,21 +202,11 @@ impl Bases {
         connector: &str,
         base: &v1::ObjectRef,
     ) -> Result<Option<v1::ObjectRef>, BaseError> {
-        let load_error = |source: Box<dyn std::error::Error + Send + Sync>| BaseError::Load {
-            connector: connector.to_owned(),
-            bucket: self.bucket.name.clone(),
-            source,
-        };
-        let Some(value) = self
-            .bucket
-            .get(last_delta_key(connector))
-            .await
-            .map_err(|error| load_error(Box::new(error)))?
-        else {
+        let Some(value) = self.read(connector, last_delta_key(connector)).await? else {
             return Ok(None);
         };
-        let last =
-            LastDelta::decode(value.as_ref()).map_err(|error| load_error(Box::new(error)))?;
+        let last = LastDelta::decode(value.as_ref())
+            .map_err(|error| self.load_error(connector, Box::new(error)))?;
         Ok(last
             .base_sha256
             .eq_ignore_ascii_case(&base.sha256)
@@ -230,15 +225,8 @@ impl Bases {
             base_sha256: base.sha256.clone(),
             delta: Some(delta.clone()),
         };
-        self.bucket
-            .put(last_delta_key(connector), value.encode_to_vec().into())
+        self.write(connector, last_delta_key(connector), value.encode_to_vec())
             .await
-            .map_err(|error| BaseError::Store {
-                connector: connector.to_owned(),
-                bucket: self.bucket.name.clone(),
-                source: Box::new(error),
-            })?;
-        Ok(())
     }
 }
 

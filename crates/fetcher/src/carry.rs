@@ -49,21 +49,19 @@ impl Own {
     pub fn of(delta: &v1::Snapshot) -> Own {
         let named: BTreeSet<&str> = delta.named_user_ids.iter().map(String::as_str).collect();
         let own = |id: &str| !delta.named_listed || named.contains(id);
-        let count = |n: usize| n as u64;
-        let users = count(delta.users.iter().filter(|user| own(&user.id)).count());
-        let deleted = count(delta.deleted_user_ids.iter().filter(|id| own(id)).count());
-        let all = count(delta.users.len() + delta.deleted_user_ids.len());
+        let users = delta.users.iter().filter(|user| own(&user.id)).count();
+        let deleted = delta.deleted_user_ids.iter().filter(|id| own(id)).count();
+        let memberships = delta
+            .memberships
+            .iter()
+            .filter(|membership| own(&membership.user_id))
+            .count();
+        let carried = delta.users.len() + delta.deleted_user_ids.len() - users - deleted;
         Own {
-            users,
-            deleted,
-            carried: all.saturating_sub(users + deleted),
-            memberships: count(
-                delta
-                    .memberships
-                    .iter()
-                    .filter(|membership| own(&membership.user_id))
-                    .count(),
-            ),
+            users: users as u64,
+            deleted: deleted as u64,
+            memberships: memberships as u64,
+            carried: carried as u64,
         }
     }
 }

@@ -45,6 +45,17 @@ async fn snapshots_ready(test: &TestApp) -> anyhow::Result<Vec<SnapshotReady>> {
         .collect()
 }
 
+/// The snapshot `ready` announces, as stored.
+async fn stored(test: &TestApp, ready: &SnapshotReady) -> anyhow::Result<v1::Snapshot> {
+    let object = ready.snapshot.as_ref().expect("an object ref");
+    Ok(test.bus.get_object(object).await?)
+}
+
+/// The ids of a snapshot's users, in its order.
+fn user_ids(snapshot: &v1::Snapshot) -> Vec<&str> {
+    snapshot.users.iter().map(|user| user.id.as_str()).collect()
+}
+
 #[tokio::test]
 async fn an_event_run_after_a_full_run_reads_only_what_it_names() -> anyhow::Result<()> {
     let keycloak = Keycloak::shared().await?;
@@ -91,14 +102,7 @@ async fn an_event_run_after_a_full_run_reads_only_what_it_names() -> anyhow::Res
     assert!(snapshot.delta);
     assert!(!snapshot.groups_included);
     assert!(snapshot.groups.is_empty());
-    assert_eq!(
-        snapshot
-            .users
-            .iter()
-            .map(|user| user.id.as_str())
-            .collect::<Vec<_>>(),
-        [zoe.as_str()]
-    );
+    assert_eq!(user_ids(&snapshot), [zoe.as_str()]);
     assert_eq!(snapshot.deleted_user_ids, [bob.as_str()]);
     assert!(
         snapshot
@@ -124,9 +128,7 @@ async fn an_event_run_after_a_full_run_reads_only_what_it_names() -> anyhow::Res
             base: "run-full.pb.zst".to_owned(),
         }
     );
-    let ready = snapshots_ready(&test).await?;
-    let object = ready[2].snapshot.clone().expect("an object ref");
-    let snapshot: v1::Snapshot = test.bus.get_object(&object).await?;
+    let snapshot = stored(&test, &snapshots_ready(&test).await?[2]).await?;
     assert!(snapshot.delta && snapshot.groups_included);
     // It carries what the delta before it on the same base read, and names none of it:
     // the planner patches the base with zoë and bob as they are now, and plans neither.
@@ -136,14 +138,7 @@ async fn an_event_run_after_a_full_run_reads_only_what_it_names() -> anyhow::Res
         "{:?}",
         snapshot.named_user_ids
     );
-    assert_eq!(
-        snapshot
-            .users
-            .iter()
-            .map(|user| user.id.as_str())
-            .collect::<Vec<_>>(),
-        [zoe.as_str()]
-    );
+    assert_eq!(user_ids(&snapshot), [zoe.as_str()]);
     assert_eq!(snapshot.deleted_user_ids, [bob.as_str()]);
     assert_eq!(
         snapshot.memberships.len(),
@@ -196,11 +191,7 @@ async fn an_event_run_after_a_full_run_reads_only_what_it_names() -> anyhow::Res
     );
     // ... and carries nothing of the deltas on the old base: bob's deletion is in it.
     let ready = snapshots_ready(&test).await?;
-    let object = ready
-        .last()
-        .and_then(|ready| ready.snapshot.clone())
-        .expect("an object ref");
-    let snapshot: v1::Snapshot = test.bus.get_object(&object).await?;
+    let snapshot = stored(&test, ready.last().expect("a SnapshotReady")).await?;
     assert_eq!(snapshot.named_user_ids, [zoe.as_str()]);
     assert!(
         snapshot.deleted_user_ids.is_empty(),

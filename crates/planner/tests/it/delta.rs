@@ -40,28 +40,53 @@ fn delta() -> v1::Snapshot {
     }
 }
 
-/// Plans one run of Jira from `snapshot` over `base`, and answers the stored plan.
-async fn plan_jira(
+/// Plans one run of Jira in `mode` from `snapshot` over `base` against `state`; answers
+/// the stored snapshot and the plan event.
+async fn plan_run(
     planner: &TestPlanner,
     run_id: &str,
+    mode: RunMode,
     snapshot: v1::Snapshot,
     base: Option<v1::ObjectRef>,
-) -> (v1::ObjectRef, v1::Plan) {
+    state: v1::ProductState,
+) -> (v1::ObjectRef, v1::PlanReady) {
     let object = planner
-        .publish_snapshot_over(run_id, RunMode::Simulate, &[Product::Jira], snapshot, base)
+        .publish_snapshot_over(run_id, mode, &[Product::Jira], snapshot, base)
         .await;
-    planner.publish_state(run_id, jira()).await;
+    planner.publish_state(run_id, state).await;
     assert!(matches!(planner.step().await, StepOutcome::Waiting { .. }));
     let outcome = planner.step().await;
     assert!(
         matches!(outcome, StepOutcome::Planned { .. }),
         "{outcome:?}"
     );
-    let ready = planner.next_plan_event().await.ready();
+    (object, planner.next_plan_event().await.ready())
+}
+
+/// Simulates one run of Jira from `snapshot` over `base` against `state`, and answers
+/// the stored snapshot and plan.
+async fn simulate(
+    planner: &TestPlanner,
+    run_id: &str,
+    snapshot: v1::Snapshot,
+    base: Option<v1::ObjectRef>,
+    state: v1::ProductState,
+) -> (v1::ObjectRef, v1::Plan) {
+    let (object, ready) = plan_run(planner, run_id, RunMode::Simulate, snapshot, base, state).await;
     let plan = planner
         .stored_plan(ready.plan.as_ref().expect("a plan object"))
         .await;
     (object, plan)
+}
+
+/// Simulates one run of Jira from `snapshot` over `base`, and answers the stored plan.
+async fn plan_jira(
+    planner: &TestPlanner,
+    run_id: &str,
+    snapshot: v1::Snapshot,
+    base: Option<v1::ObjectRef>,
+) -> (v1::ObjectRef, v1::Plan) {
+    simulate(planner, run_id, snapshot, base, jira()).await
 }
 
 /// The operations of the plan's changes for Keycloak user `id`.
@@ -240,23 +265,10 @@ async fn apply_delta(
     snapshot: v1::Snapshot,
     base: &v1::ObjectRef,
 ) -> v1::PlanReady {
-    planner
-        .publish_snapshot_over(
-            run_id,
-            RunMode::Apply,
-            &[Product::Jira],
-            snapshot,
-            Some(base.clone()),
-        )
-        .await;
-    planner.publish_state(run_id, jira()).await;
-    assert!(matches!(planner.step().await, StepOutcome::Waiting { .. }));
-    let outcome = planner.step().await;
-    assert!(
-        matches!(outcome, StepOutcome::Planned { .. }),
-        "{outcome:?}"
-    );
-    planner.next_plan_event().await.ready()
+    let base = Some(base.clone());
+    plan_run(planner, run_id, RunMode::Apply, snapshot, base, jira())
+        .await
+        .1
 }
 
 /// A delta that names only user `id`, deleted from Keycloak.
@@ -298,36 +310,6 @@ async fn deletions_one_by_one_are_held_once_the_last_hour_crosses_the_limit() {
     );
 }
 
-/// Plans one Jira delta run over `base` against `jira`, and answers the stored plan.
-async fn plan_delta_against(
-    planner: &TestPlanner,
-    run_id: &str,
-    snapshot: v1::Snapshot,
-    base: &v1::ObjectRef,
-    jira: v1::ProductState,
-) -> v1::Plan {
-    planner
-        .publish_snapshot_over(
-            run_id,
-            RunMode::Simulate,
-            &[Product::Jira],
-            snapshot,
-            Some(base.clone()),
-        )
-        .await;
-    planner.publish_state(run_id, jira).await;
-    assert!(matches!(planner.step().await, StepOutcome::Waiting { .. }));
-    let outcome = planner.step().await;
-    assert!(
-        matches!(outcome, StepOutcome::Planned { .. }),
-        "{outcome:?}"
-    );
-    let ready = planner.next_plan_event().await.ready();
-    planner
-        .stored_plan(ready.plan.as_ref().expect("a plan object"))
-        .await
-}
-
 #[tokio::test]
 async fn a_delta_is_patched_with_what_earlier_deltas_read_and_plans_only_its_own_users() {
     let planner = TestPlanner::spawn(100).await;
@@ -361,8 +343,14 @@ async fn a_delta_is_patched_with_what_earlier_deltas_read_and_plans_only_its_own
         ..Default::default()
     };
 
-    let plan =
-        plan_delta_against(&planner, "01JRUNCARRY1", carrying, &base, jira_now.clone()).await;
+    let (_, plan) = simulate(
+        &planner,
+        "01JRUNCARRY1",
+        carrying,
+        Some(base.clone()),
+        jira_now.clone(),
+    )
+    .await;
 
     assert_eq!(
         ops_of(&plan, "u-erin"),
@@ -393,7 +381,7 @@ async fn a_delta_is_patched_with_what_earlier_deltas_read_and_plans_only_its_own
         named_listed: true,
         ..Default::default()
     };
-    let plan = plan_delta_against(&planner, "01JRUNCARRY2", alone, &base, jira_now).await;
+    let (_, plan) = simulate(&planner, "01JRUNCARRY2", alone, Some(base), jira_now).await;
     assert!(
         !ops_of(&plan, "u-erin").contains(&ChangeOp::CreateUser),
         "{:?}",
