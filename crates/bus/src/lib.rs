@@ -28,6 +28,7 @@
 //! Architecture invariant: this crate knows the wire (`proto`) and NATS, nothing of
 //! Keycloak, the products or the plan.
 
+mod compress;
 mod consumers;
 pub mod health;
 pub mod integrity;

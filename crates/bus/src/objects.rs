@@ -27,6 +27,12 @@ const ZSTD_LEVEL: i32 = 3;
 /// [`ObjectError::TooLarge`] (a zstd bomb of a few KB would otherwise decode to any size).
 pub const MAX_DECODED_BYTES: u64 = 1 << 30;
 
+/// `message` as [`Bus::put_object`] stores it: encoded straight into zstd, so its whole
+/// encoding is never in memory at once.
+pub fn compressed<M: prost::Message>(message: &M) -> std::io::Result<Vec<u8>> {
+    crate::compress::encode_compressed(message, ZSTD_LEVEL)
+}
+
 /// Why an object could not be stored or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
@@ -171,8 +177,7 @@ impl Bus {
             key: key.to_owned(),
             source,
         };
-        let compressed = zstd::bulk::compress(&message.encode_to_vec(), ZSTD_LEVEL)
-            .map_err(|error| put_error(Box::new(error)))?;
+        let compressed = compressed(message).map_err(|error| put_error(Box::new(error)))?;
         let store = self.object_store(bucket).await?;
         store
             .put(key, &mut compressed.as_slice())
@@ -304,7 +309,14 @@ fn decompress_bounded(
         source,
     };
     let decoder = zstd::stream::read::Decoder::new(stored).map_err(decompress_error)?;
-    let mut encoded = Vec::new();
+    // Sized once when the frame records its length (every object keysync stores), instead
+    // of doubling up to it: at its last doubling a growing buffer briefly holds 1.5 times
+    // the object. A recorded length past the bound is not believed.
+    let recorded = zstd::zstd_safe::get_frame_content_size(stored)
+        .ok()
+        .flatten()
+        .filter(|&len| len <= limit);
+    let mut encoded = Vec::with_capacity(recorded.map_or(0, |len| len as usize + 1));
     decoder
         .take(limit.saturating_add(1))
         .read_to_end(&mut encoded)

@@ -285,20 +285,19 @@ async fn child_fetch() -> anyhow::Result<()> {
             fetched_at: prost_types::Timestamp::from(std::time::SystemTime::now()),
         },
     );
-    // As `bus::Bus::put_object` does: the message, its encoding and the compressed bytes
-    // live at the same time.
-    let encoded = wire.encode_to_vec();
-    let compressed = zstd::bulk::compress(&encoded, 3)?;
+    // As `bus::Bus::put_object` does: the message and its compressed encoding.
+    let encoded_len = wire.encoded_len();
+    let compressed = bus::objects::compressed(&wire)?;
     let peak_kib = peak_resident_kib()?;
     eprintln!(
         "bench-fetch: {} requests, {} retries, encoded {} MiB, stored {} MiB, {:?} total",
         client.progress().requests(),
         client.progress().retries(),
-        encoded.len() >> 20,
+        encoded_len >> 20,
         compressed.len() >> 20,
         Duration::from_secs_f64(seconds),
     );
-    drop((wire, encoded, compressed));
+    drop((wire, compressed));
     println!(
         "CHILD {}",
         json!({
