@@ -246,7 +246,7 @@ impl Bus {
 
     /// The hex SHA-256 of the stored bytes of object `key` in `bucket` (as
     /// [`v1::ObjectRef::sha256`] has it), read from the object's metadata without loading
-    /// it; `None` when there is no such object.
+    /// it; `None` when there is no such object, or it was deleted.
     pub async fn object_sha256(
         &self,
         bucket: &str,
@@ -266,6 +266,10 @@ impl Bus {
                 });
             }
         };
+        // A deleted object keeps its metadata, marked deleted (and its digest with it).
+        if info.deleted {
+            return Ok(None);
+        }
         // NATS records `SHA-256=<base64url>` of the bytes it stored.
         use base64::Engine as _;
         let digest = info

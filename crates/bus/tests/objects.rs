@@ -64,6 +64,18 @@ async fn a_stored_object_loads_back_unchanged_and_compressed() {
         bus.object_sha256(&bucket, "none").await.expect("info"),
         None
     );
+    // NATS keeps a deleted object's metadata, digest included: it is no object all the same.
+    bus.jetstream()
+        .get_object_store(&bucket)
+        .await
+        .expect("store")
+        .delete("jira")
+        .await
+        .expect("delete");
+    assert_eq!(
+        bus.object_sha256(&bucket, "jira").await.expect("info"),
+        None
+    );
 }
 
 #[tokio::test]
