@@ -5,7 +5,9 @@
 //! Jira and Bitbucket answer every third request 503 (`--fail-503-every 3`); Confluence
 //! every fourth, and throttles past 20 requests a second (`--rate-limit 20`: 429 with
 //! Retry-After). The appliers' pacer reads the emulator's `X-RateLimit-*` headers and stays
-//! under the limit, so 429s are rare: most of the faults are 503s. The share of faults each
+//! under that limit, so every product also answers every 23rd request 429 with
+//! `Retry-After: 1` whatever the rate (`--fail-429-every 23`: a limit the pacer cannot see
+//! coming), and the scenario checks that each served them. The share of faults each
 //! emulator served is printed.
 
 use proto::v1::{Product, RunMode};
@@ -14,6 +16,9 @@ use crate::{
     directory,
     tally::{self, Outcome, Shape, Tally},
 };
+
+/// Every product answers every this many requests 429 (`--fail-429-every`).
+const INJECTED_429_EVERY: u64 = 23;
 
 /// One run against failing products; `faults` gets each emulator's share of faults.
 async fn throttled_run(shape: &Shape, faults: &mut Vec<String>) -> anyhow::Result<Outcome> {
@@ -25,6 +30,12 @@ async fn throttled_run(shape: &Shape, faults: &mut Vec<String>) -> anyhow::Resul
         let counters = &stack.emulator_state(product).await?["counters"];
         let count = |key: &str| counters[key].as_u64().unwrap_or(0);
         let requests = count("requests").max(1);
+        // Every 23rd request of the run was a 429, rate or not.
+        anyhow::ensure!(
+            count("throttled") >= requests / INJECTED_429_EVERY,
+            "{product:?} answered {} 429s to {requests} requests",
+            count("throttled")
+        );
         faults.push(format!(
             "{product:?}: {} of {requests} requests 503, {} 429 ({:.0}%)",
             count("unavailable"),
@@ -40,7 +51,14 @@ async fn r3_products_answer_503_and_429_throughout() {
     if tally::skipped_unless_full("R3-503-429") {
         return;
     }
-    let every = |n: &str| vec!["--fail-503-every".to_owned(), n.to_owned()];
+    let every = |n: &str| {
+        vec![
+            "--fail-503-every".to_owned(),
+            n.to_owned(),
+            "--fail-429-every".to_owned(),
+            INJECTED_429_EVERY.to_string(),
+        ]
+    };
     let mut shape = Shape::new(200, 0);
     shape.emulator_args = [
         (Product::Jira, every("3")),

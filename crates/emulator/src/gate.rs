@@ -1,5 +1,5 @@
 //! The middleware in front of every product endpoint: counting, the token-bucket rate limit
-//! (429 with `Retry-After`, `X-RateLimit-*` on every answer), injected 503s, latency, and
+//! (429 with `Retry-After`, `X-RateLimit-*` on every answer), injected 429s and 503s, latency, and
 //! authentication.
 //!
 //! Authentication answers who the caller is ([`Caller`], see the `access` module) and
@@ -63,7 +63,14 @@ pub(crate) async fn gate(
     }
 
     let mut retry_after = None;
-    let mut response = if let Take::Throttled { retry_after_secs } = take {
+    let injected_429 = config.fail_429_every > 0 && request_number % config.fail_429_every == 0;
+    let throttled = match take {
+        Take::Throttled { retry_after_secs } => Some(retry_after_secs),
+        // A limit the client cannot see coming (another node's, a proxy's): one second.
+        _ if injected_429 => Some(1),
+        _ => None,
+    };
+    let mut response = if let Some(retry_after_secs) = throttled {
         state.lock().counters.throttled += 1;
         retry_after = Some(retry_after_secs);
         let mut response = product_error(

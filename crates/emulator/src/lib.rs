@@ -109,6 +109,9 @@ pub struct Config {
     pub rate_limit: u32,
     /// Every Nth request answers 503; 0 never.
     pub fail_503_every: u64,
+    /// Every Nth request answers 429 with `Retry-After: 1` (before the 503s), whatever the
+    /// rate: a limit the client's pacer cannot see coming; 0 never.
+    pub fail_429_every: u64,
     pub jira_version: JiraVersion,
     /// The most groups one Jira `groups/picker` call answers (the server property
     /// `jira.ajax.autocomplete.limit`).
@@ -145,6 +148,7 @@ impl Config {
             latency: Duration::ZERO,
             rate_limit: 0,
             fail_503_every: 0,
+            fail_429_every: 0,
             jira_version: JiraVersion::V10_3,
             jira_picker_limit: 1000,
             license_seats: None,

@@ -36,6 +36,9 @@ struct Args {
     /// Answer every Nth request with 503; 0 never.
     #[arg(long = "fail-503-every", default_value_t = 0)]
     fail_503_every: u64,
+    /// Answer every Nth request with 429 and `Retry-After: 1`, whatever the rate; 0 never.
+    #[arg(long = "fail-429-every", default_value_t = 0)]
+    fail_429_every: u64,
     /// Jira version: 10.3 (cursor /user/list), 10.1 (no /user/list, /user/search capped at
     /// 100) or 9.12 (no /user/list, /user/search capped at 1000).
     #[arg(long, value_enum, default_value = "10.3")]
@@ -99,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
         latency: Duration::from_millis(args.latency_ms),
         rate_limit: args.rate_limit,
         fail_503_every: args.fail_503_every,
+        fail_429_every: args.fail_429_every,
         jira_version: match args.jira_version {
             JiraVersionArg::V10_3 => emulator::JiraVersion::V10_3,
             JiraVersionArg::V10_1 => emulator::JiraVersion::V10_1,

@@ -122,6 +122,29 @@ async fn injected_503s_are_retried_until_every_call_succeeds() {
 }
 
 #[tokio::test]
+async fn a_429_the_pacer_could_not_foresee_is_waited_out_and_retried() {
+    // Every second request answers 429 with `Retry-After: 1`, whatever the rate.
+    let mut config = Config::for_tests(Product::Jira);
+    config.fail_429_every = 2;
+    let emulator = spawn(config).await;
+    let client = jira(&emulator);
+
+    let started = std::time::Instant::now();
+    for idx in 0..2 {
+        client
+            .create_account(&new_account(&format!("paced{idx}")))
+            .await
+            .unwrap();
+    }
+
+    let dump = emulator.state().dump();
+    assert_eq!(dump.accounts.len(), 2);
+    assert!(dump.counters.throttled >= 1, "{:?}", dump.counters);
+    // The client waited the second the answer asked for before it asked again.
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+}
+
+#[tokio::test]
 async fn a_product_that_stays_unavailable_fails_after_the_configured_retries() {
     let mut config = Config::for_tests(Product::Confluence);
     config.fail_503_every = 1;
