@@ -179,6 +179,18 @@ impl RunIndex {
             .collect()
     }
 
+    /// The ids of the runs created at or after `horizon` whose state (as the index has it)
+    /// is in `states`, newest first.
+    pub fn since_in(&self, horizon: SystemTime, states: &[RunState]) -> Vec<String> {
+        let from = Ulid::from_datetime(horizon).0 & !((1u128 << 80) - 1);
+        self.read()
+            .range(from..)
+            .rev()
+            .filter(|(_, entry)| entry.matches(states, &[]))
+            .map(|(id, _)| Ulid(*id).to_string())
+            .collect()
+    }
+
     /// Forgets `run_id`: a read found no such run (it expired).
     pub fn remove(&self, run_id: &str) {
         if let Ok(ulid) = Ulid::from_string(run_id) {

@@ -36,6 +36,9 @@ use crate::{
 /// How many results of one report are written at once.
 const RECORD_CONCURRENCY: usize = 16;
 
+/// How long [`recover`] waits for the index of runs to catch up with the bucket.
+const INDEX_WAIT: Duration = Duration::from_secs(30);
+
 /// How far back [`recover`] looks for runs left unfinished by a stop.
 pub(crate) const RECOVERY_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -754,7 +757,7 @@ impl Runs {
 ///
 /// A run that still never moves is failed at its state's deadline ([`crate::reaper`]).
 pub async fn recover(runs: Arc<Runs>) -> Result<(), RunsError> {
-    for stored in runs.store.recent_runs(RECOVERY_WINDOW).await? {
+    for stored in runs_to_recover(&runs).await? {
         let run_id = stored.run.run_id.clone();
         let outcome = match stored.run.state() {
             RunState::Requested => runs.request_fetch(&stored.run).await.map(|_| ()),
@@ -774,6 +777,37 @@ pub async fn recover(runs: Arc<Runs>) -> Result<(), RunsError> {
         }
     }
     Ok(())
+}
+
+/// The runs of the [`RECOVERY_WINDOW`] that [`recover`] may have to act on. Through the
+/// index once it is current (it names only those in a state that may need it, so thousands
+/// of finished event runs a day are not read); else every run of the window, from the
+/// bucket.
+async fn runs_to_recover(runs: &Runs) -> Result<Vec<StoredRun>, RunsError> {
+    const MAY_NEED_RECOVERY: [RunState; 5] = [
+        RunState::Requested,
+        RunState::Planning,
+        RunState::Held,
+        RunState::Applying,
+        RunState::Cancelled,
+    ];
+    let Some(index) = &runs.index else {
+        return Ok(runs.store.recent_runs(RECOVERY_WINDOW).await?);
+    };
+    if let Err(error) = index.wait_current(INDEX_WAIT).await {
+        tracing::warn!(error = %error, "Recovering from the runs bucket: the index is not current.");
+        return Ok(runs.store.recent_runs(RECOVERY_WINDOW).await?);
+    }
+    let horizon = std::time::SystemTime::now()
+        .checked_sub(RECOVERY_WINDOW)
+        .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+    let mut stored = Vec::new();
+    for run_id in index.since_in(horizon, &MAY_NEED_RECOVERY) {
+        if let Some(run) = runs.store.get(&run_id).await? {
+            stored.push(run);
+        }
+    }
+    Ok(stored)
 }
 
 /// "connector `corp`", or "the default connector" for the empty name.
