@@ -35,7 +35,8 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -64,17 +65,22 @@ pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// How long one pull request waits on the server, and how often the server says it is
 /// alive meanwhile: a pull stream that misses two heartbeats is bound again.
 ///
-/// The heartbeat bounds how long a stalled stream goes unnoticed. In `make bench-events`
-/// the fetcher's stream, a few seconds after a message it had held for two minutes (a full
-/// fetch at 100,000 users), delivered nothing while event runs waited in it, until two
-/// missed heartbeats (10 s at 5 s) had it bound again; at 1 s that is 2 s. (The cause looks
-/// like async-nats counting a pull request the server has let expire as outstanding; not
-/// confirmed.) An idle consumer costs the server one pull request every 10 s.
-const PULL_EXPIRES: Duration = Duration::from_secs(10);
+/// The expiry is long because of how async-nats keeps a pull stream: its task sends a new
+/// pull request every `expires + 5 s` whether or not the stream is polled. While a message
+/// is in hand (a full fetch holds one for minutes) nobody polls it, so those requests, their
+/// expiries and their heartbeats pile up unread, and once polled again the stream's count of
+/// outstanding pulls disagrees with the server's: it waited for a pull the server had let
+/// expire, until two missed heartbeats had it bound again (seen in `make bench-events`;
+/// `a_long_message_leaves_the_stream_whole` reproduced it with a 10 s expiry). A message
+/// held for less than the expiry leaves nothing behind. The heartbeat still finds a dead
+/// stream within 2 s; an idle consumer costs the server one pull request every 5 minutes.
+const PULL_EXPIRES: Duration = Duration::from_secs(300);
 const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// The name of the dead-letter counter.
 pub const DEAD_LETTERS: &str = "keysync_dead_letters_total";
+/// The name of the counter of message streams bound again ([`Rebinds`]).
+pub const REBINDS: &str = "keysync_consumer_rebinds_total";
 
 /// A durable pull consumer a service reads: on `stream`, the messages of
 /// `filter_subjects`, shared by every replica that uses the same `name`.
@@ -239,6 +245,27 @@ struct Shared {
     labels: Vec<KeyValue>,
     dead_letters: Counter<u64>,
     retry_delay: Duration,
+    rebinds: Rebinds,
+}
+
+/// How many times a worker's message streams failed or ended and were bound again
+/// (also the `keysync_consumer_rebinds_total{service}` counter). Clones count together.
+#[derive(Clone, Debug)]
+pub struct Rebinds {
+    count: Arc<AtomicU64>,
+    counter: Counter<u64>,
+}
+
+impl Rebinds {
+    /// The count so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, labels: &[KeyValue]) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.counter.add(1, labels);
+    }
 }
 
 /// One consumer of the worker and where it stands.
@@ -328,6 +355,15 @@ impl Worker {
             .with_description("Messages that went to the dead-letter stream, by service.")
             .build();
         dead_letters.add(0, &labels);
+        let rebinds = Rebinds {
+            count: Arc::default(),
+            counter: opentelemetry::global::meter("keysync")
+                .u64_counter(REBINDS)
+                .with_description(
+                    "Consumer message streams that failed or ended and were bound again.",
+                )
+                .build(),
+        };
         Ok(Worker {
             shared: Shared {
                 bus: bus.clone(),
@@ -335,6 +371,7 @@ impl Worker {
                 labels,
                 dead_letters,
                 retry_delay: DEFAULT_RETRY_DELAY,
+                rebinds,
             },
             lanes,
             health: readiness,
@@ -379,6 +416,11 @@ impl Worker {
 
     pub fn bus(&self) -> &Bus {
         &self.shared.bus
+    }
+
+    /// The count of message streams bound again, which goes on counting while the worker runs.
+    pub fn rebinds(&self) -> Rebinds {
+        self.shared.rebinds.clone()
     }
 
     /// The consumers, in the order they were given (to read their info).
@@ -512,6 +554,7 @@ impl Worker {
                     lane.messages = None;
                     lane.rebind_at = Instant::now() + lane.backoff;
                     self.health.set_ready(&lane.spec.name, false);
+                    self.shared.rebinds.add(&self.shared.labels);
                 }
             }
         }

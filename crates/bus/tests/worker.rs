@@ -81,6 +81,13 @@ impl Handler for Recorder {
 }
 
 impl Recorder {
+    /// Waits until `run_id` was handled, however long that takes.
+    async fn wait_for_long(&self, run_id: &str) {
+        while !self.handled().iter().any(|handled| handled == run_id) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn handled(&self) -> Vec<String> {
         self.handled.lock().expect("lock").clone()
     }
@@ -424,4 +431,31 @@ async fn a_consumer_made_by_an_older_release_follows_the_subjects_this_one_names
     task.await.expect("joins").expect("runs");
     let info = setup.consumer_info().await;
     assert_eq!(info.delivered.stream_sequence, 2, "{info:?}");
+}
+
+/// A message in hand for longer than async-nats's pull stream re-pulls on its own (every
+/// `expires + 5 s` when the expiry was 10 s) left that stream counting a pull the server
+/// had let expire: the messages after it waited for two missed heartbeats and a rebind.
+#[tokio::test]
+async fn a_long_message_leaves_the_stream_whole() {
+    let setup = setup("w9", Duration::from_secs(60)).await;
+    setup.publish("slow").await;
+    let handler = Arc::new(Recorder {
+        slow: Duration::from_secs(40),
+        ..Recorder::default()
+    });
+    let worker = setup.worker().await;
+    let rebinds = worker.rebinds();
+    let (stop, task) = spawn(worker, Arc::clone(&handler));
+    handler.wait_for_long("slow").await;
+    // One at once, then others after the stream has had time to go wrong.
+    for (round, pause_ms) in [0, 300, 1000, 2500].into_iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        let name = format!("after{round}");
+        setup.publish(&name).await;
+        handler.wait_for(&name).await;
+    }
+    let _ = stop.send(());
+    task.await.expect("joins").expect("runs");
+    assert_eq!(rebinds.count(), 0, "the stream was bound again");
 }
