@@ -135,17 +135,14 @@ fn users(users: usize) -> Vec<UserSpec> {
         .collect()
 }
 
-/// Imports `users` into the stack's realm, a batch at a time, each with a fresh admin
-/// token: one token for the whole import expires (60 s) before 20,000 users are in.
+/// Imports `users` into the stack's realm, [`IMPORT_BATCH`] at a time.
 async fn import(stack: &Stack, users: &[UserSpec]) -> anyhow::Result<()> {
     let started = Instant::now();
-    for batch in users.chunks(IMPORT_BATCH) {
-        stack
-            .realm
-            .import_users(batch, IMPORT_BATCH)
-            .await
-            .context("importing the users")?;
-    }
+    stack
+        .realm
+        .import_users(users, IMPORT_BATCH)
+        .await
+        .context("importing the users")?;
     eprintln!(
         "bench-apply-replicas: imported {} users in {:.0} s",
         users.len(),

@@ -78,7 +78,6 @@ pub async fn seeded_realm<'k>(
         let batch: Vec<UserSpec> = (batch_start..(batch_start + IMPORT_BATCH).min(USERS))
             .map(|idx| user(idx, &paths))
             .collect();
-        // One call per batch: each gets a fresh admin token (the master realm's last 60 s).
         realm.import_users(&batch, IMPORT_BATCH).await?;
         if (batch_start + IMPORT_BATCH).is_multiple_of(10_000) {
             eprintln!(

@@ -584,11 +584,12 @@ impl TestRealm<'_> {
     }
 
     /// Adds users (and their groups' memberships) with the partial-import endpoint, in
-    /// batches; the groups must exist already.
+    /// batches, each with a fresh admin token; the groups must exist already.
     pub async fn import_users(&self, users: &[UserSpec], batch_size: usize) -> anyhow::Result<()> {
-        let token = self.keycloak.admin_token().await?;
         let path = format!("realms/{}/partialImport", self.name);
         for batch in users.chunks(batch_size.max(1)) {
+            // The master realm's tokens last 60 s; an import of many batches takes longer.
+            let token = self.keycloak.admin_token().await?;
             let body = json!({
                 "ifResourceExists": "FAIL",
                 "users": batch.iter().map(UserSpec::representation).collect::<Vec<_>>(),
