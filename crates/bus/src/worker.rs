@@ -364,6 +364,8 @@ impl Worker {
                 )
                 .build(),
         };
+        // Exported from the start, as zero, like the dead letters.
+        rebinds.counter.add(0, &labels);
         Ok(Worker {
             shared: Shared {
                 bus: bus.clone(),
