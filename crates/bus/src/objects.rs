@@ -33,6 +33,10 @@ pub fn compressed<M: prost::Message>(message: &M) -> std::io::Result<Vec<u8>> {
     crate::compress::encode_compressed(message, ZSTD_LEVEL)
 }
 
+/// How many times its stored size an object may say it decodes to and still have its buffer
+/// sized to that at once: keysync's objects compress 5 to 25 times.
+const MAX_PRESIZE_RATIO: u64 = 64;
+
 /// Why an object could not be stored or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
@@ -313,14 +317,7 @@ fn decompress_bounded(
         source,
     };
     let decoder = zstd::stream::read::Decoder::new(stored).map_err(decompress_error)?;
-    // Sized once when the frame records its length (every object keysync stores), instead
-    // of doubling up to it: at its last doubling a growing buffer briefly holds 1.5 times
-    // the object. A recorded length past the bound is not believed.
-    let recorded = zstd::zstd_safe::get_frame_content_size(stored)
-        .ok()
-        .flatten()
-        .filter(|&len| len <= limit);
-    let mut encoded = Vec::with_capacity(recorded.map_or(0, |len| len as usize + 1));
+    let mut encoded = Vec::with_capacity(presize(stored, limit));
     decoder
         .take(limit.saturating_add(1))
         .read_to_end(&mut encoded)
@@ -333,6 +330,20 @@ fn decompress_bounded(
         });
     }
     Ok(encoded)
+}
+
+/// The buffer to decode `stored` into, sized once when its frame records its length (every
+/// object keysync stores) instead of doubling up to it: at its last doubling a growing
+/// buffer briefly holds 1.5 times the object. The length is the writer's word, and anyone
+/// on the bus may write: past `limit`, or past what the stored bytes could plausibly hold
+/// ([`MAX_PRESIZE_RATIO`]), it is not believed, and the buffer grows as the bytes come.
+fn presize(stored: &[u8], limit: u64) -> usize {
+    let plausible = (stored.len() as u64).saturating_mul(MAX_PRESIZE_RATIO);
+    zstd::zstd_safe::get_frame_content_size(stored)
+        .ok()
+        .flatten()
+        .filter(|&len| len <= limit && len <= plausible)
+        .map_or(0, |len| len as usize + 1)
 }
 
 /// Lower-case hex SHA-256.
@@ -348,6 +359,31 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_buffer_is_sized_from_a_plausible_recorded_length_only() {
+        // Ids that compress as real ones do (a few times, not a thousand).
+        let message = v1::Snapshot {
+            users: (0..500u64)
+                .map(|i| v1::KeycloakUser {
+                    id: format!("{:016x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+                    username: format!("user{i}"),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let stored = compressed(&message).expect("compresses");
+        let len = prost::Message::encoded_len(&message);
+        assert_eq!(presize(&stored, 1 << 20), len + 1);
+        // Past the bound.
+        assert_eq!(presize(&stored, 100), 0);
+        // 8 MiB of zeros claims its length truly, from a few hundred bytes: not believed.
+        let bomb = zstd::bulk::compress(&vec![0u8; 8 << 20], ZSTD_LEVEL).expect("compresses");
+        assert_eq!(presize(&bomb, 1 << 30), 0);
+        // No frame at all.
+        assert_eq!(presize(b"not zstd", 1 << 30), 0);
+    }
 
     #[test]
     fn an_object_decoding_beyond_the_bound_is_refused() {
