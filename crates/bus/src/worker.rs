@@ -381,10 +381,12 @@ impl Worker {
         })
     }
 
-    /// Labels added to the dead-letter counter besides `service` (e.g. the product).
+    /// Labels added to the dead-letter and rebind counters besides `service` (e.g. the
+    /// product).
     pub fn with_labels(mut self, labels: impl IntoIterator<Item = KeyValue>) -> Worker {
         self.shared.labels.extend(labels);
         self.shared.dead_letters.add(0, &self.shared.labels);
+        self.shared.rebinds.counter.add(0, &self.shared.labels);
         self
     }
 

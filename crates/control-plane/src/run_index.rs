@@ -168,25 +168,25 @@ impl RunIndex {
     /// The ids of the runs created at or after `horizon`, newest first, with ended ones
     /// left out when `active_only`.
     pub fn since(&self, horizon: SystemTime, active_only: bool) -> Vec<String> {
-        let from = Ulid::from_datetime(horizon).0 & !((1u128 << 80) - 1);
-        self.read()
-            .range(from..)
-            .rev()
-            .filter(|(_, entry)| {
-                !active_only || !is_terminal(RunState::try_from(entry.state).unwrap_or_default())
-            })
-            .map(|(id, _)| Ulid(*id).to_string())
-            .collect()
+        self.since_where(horizon, |entry| {
+            !active_only || !is_terminal(RunState::try_from(entry.state).unwrap_or_default())
+        })
     }
 
     /// The ids of the runs created at or after `horizon` whose state (as the index has it)
     /// is in `states`, newest first.
     pub fn since_in(&self, horizon: SystemTime, states: &[RunState]) -> Vec<String> {
+        self.since_where(horizon, |entry| entry.matches(states, &[]))
+    }
+
+    /// The ids of the runs created at or after `horizon` whose entry `keep` keeps, newest
+    /// first.
+    fn since_where(&self, horizon: SystemTime, keep: impl Fn(&Entry) -> bool) -> Vec<String> {
         let from = Ulid::from_datetime(horizon).0 & !((1u128 << 80) - 1);
         self.read()
             .range(from..)
             .rev()
-            .filter(|(_, entry)| entry.matches(states, &[]))
+            .filter(|(_, entry)| keep(entry))
             .map(|(id, _)| Ulid(*id).to_string())
             .collect()
     }
