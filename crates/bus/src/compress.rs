@@ -21,11 +21,7 @@ pub(crate) fn encode_compressed<M: Message>(message: &M, level: i32) -> io::Resu
     let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), level)?;
     encoder.include_contentsize(true)?;
     encoder.set_pledged_src_size(Some(len as u64))?;
-    let mut spill = Spill {
-        staged: Vec::with_capacity(STAGING.min(len.max(1))),
-        out: &mut encoder,
-        failed: None,
-    };
+    let mut spill = Spill::new(&mut encoder, STAGING.min(len));
     message
         .encode(&mut spill)
         .map_err(|error| io::Error::other(error.to_string()))?;
@@ -41,9 +37,19 @@ struct Spill<'a, W: Write> {
     failed: Option<io::Error>,
 }
 
-impl<W: Write> Spill<'_, W> {
-    /// Hands the staged bytes on; answers the first write error, if any.
-    fn flush(&mut self) -> io::Result<()> {
+impl<'a, W: Write> Spill<'a, W> {
+    /// A spill into `out` staging up to `capacity` bytes (at least one, so that
+    /// [`BufMut::chunk_mut`] is never empty).
+    fn new(out: &'a mut W, capacity: usize) -> Self {
+        Spill {
+            staged: Vec::with_capacity(capacity.max(1)),
+            out,
+            failed: None,
+        }
+    }
+
+    /// Hands the staged bytes on, unless a write failed before (the error is kept).
+    fn spill(&mut self) {
         if self.failed.is_none()
             && !self.staged.is_empty()
             && let Err(error) = self.out.write_all(&self.staged)
@@ -51,6 +57,11 @@ impl<W: Write> Spill<'_, W> {
             self.failed = Some(error);
         }
         self.staged.clear();
+    }
+
+    /// Hands the staged bytes on; answers the first write error, if any.
+    fn flush(&mut self) -> io::Result<()> {
+        self.spill();
         self.failed.take().map_or(Ok(()), Err)
     }
 }
@@ -77,15 +88,7 @@ unsafe impl<W: Write> BufMut for Spill<'_, W> {
 
     fn chunk_mut(&mut self) -> &mut UninitSlice {
         if self.staged.len() == self.staged.capacity() {
-            if self.failed.is_none()
-                && let Err(error) = self.out.write_all(&self.staged)
-            {
-                self.failed = Some(error);
-            }
-            self.staged.clear();
-            if self.staged.capacity() == 0 {
-                self.staged.reserve(STAGING);
-            }
+            self.spill();
         }
         UninitSlice::uninit(self.staged.spare_capacity_mut())
     }
@@ -160,11 +163,7 @@ mod tests {
             }
         }
         let mut out = Refusing;
-        let mut spill = Spill {
-            staged: Vec::with_capacity(16),
-            out: &mut out,
-            failed: None,
-        };
+        let mut spill = Spill::new(&mut out, 16);
         snapshot(100)
             .encode(&mut spill)
             .expect("prost never sees it");

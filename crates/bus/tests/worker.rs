@@ -81,20 +81,18 @@ impl Handler for Recorder {
 }
 
 impl Recorder {
-    /// Waits until `run_id` was handled, however long that takes.
-    async fn wait_for_long(&self, run_id: &str) {
-        while !self.handled().iter().any(|handled| handled == run_id) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
     fn handled(&self) -> Vec<String> {
         self.handled.lock().expect("lock").clone()
     }
 
     /// Waits until `run_id` was handled, for at most [`WAIT`].
     async fn wait_for(&self, run_id: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        self.wait_for_within(run_id, WAIT).await;
+    }
+
+    /// Waits until `run_id` was handled, for at most `wait`.
+    async fn wait_for_within(&self, run_id: &str, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
         while !self.handled().iter().any(|handled| handled == run_id) {
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -447,7 +445,9 @@ async fn a_long_message_leaves_the_stream_whole() {
     let worker = setup.worker().await;
     let rebinds = worker.rebinds();
     let (stop, task) = spawn(worker, Arc::clone(&handler));
-    handler.wait_for_long("slow").await;
+    handler
+        .wait_for_within("slow", Duration::from_secs(40) + WAIT)
+        .await;
     // One at once, then others after the stream has had time to go wrong.
     for (round, pause_ms) in [0, 300, 1000, 2500].into_iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(pause_ms)).await;

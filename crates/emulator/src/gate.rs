@@ -64,9 +64,13 @@ pub(crate) async fn gate(
 
     let mut retry_after = None;
     let injected_429 = config.fail_429_every > 0 && request_number % config.fail_429_every == 0;
+    // Throttled as Data Center rate limiting answers: 429 with `Retry-After` in seconds
+    // (https://confluence.atlassian.com/conf87/_ratelimiting_httpheaders-1333822054.html;
+    // Jira 8.6+ and Bitbucket use the same per-user token bucket). An injected 429 stands for
+    // a bucket emptied between two requests by another client of the same user, which the
+    // `X-RateLimit-*` headers of this answer could not foretell: one second.
     let throttled = match take {
         Take::Throttled { retry_after_secs } => Some(retry_after_secs),
-        // A limit the client cannot see coming (another node's, a proxy's): one second.
         _ if injected_429 => Some(1),
         _ => None,
     };
