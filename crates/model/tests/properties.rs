@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use fixture::assert_converges;
 use model::apply::{Applied, apply};
-use model::plan::{AccountRef, Action, ChangeOp, DiagnosticKind, Plan, plan};
+use model::mapping::fold;
+use model::plan::{AccountRef, Action, ChangeOp, DiagnosticKind, Plan, plan, plan_part};
 use model::policy::{
     CleanupAction, Fallback, GroupNaming, GroupSelection, LoginSource, Operations, Policy,
     RestSelection, Safety, ValidPolicy,
@@ -779,6 +780,17 @@ proptest! {
         switches_that_are_off_leave_out_exactly_their_changes_holds(case)?;
     }
 
+    /// Every change of a part of a streamed first sync (some users, every group, those users'
+    /// memberships; Keycloak keeps ids and usernames unique, so users sharing either are in one
+    /// part) is a change of the complete plan, with the same id and action.
+    #[test]
+    fn the_changes_of_a_part_are_changes_of_the_complete_plan(
+        case in odd_case(),
+        split in prop::collection::vec(0usize..3, 6),
+    ) {
+        the_changes_of_a_part_are_changes_of_the_complete_plan_holds(case, split)?;
+    }
+
     /// An excluded Keycloak group is the reason for no group and no membership; with
     /// `remove_unmanaged_members = false`, no member is pruned from a group keysync did not
     /// create.
@@ -1425,6 +1437,60 @@ fn excluded_groups_and_groups_keysync_did_not_create_are_left_alone_holds(
             group,
             change
         );
+    }
+    Ok(())
+}
+
+fn the_changes_of_a_part_are_changes_of_the_complete_plan_holds(
+    case: Case,
+    split: Vec<usize>,
+) -> Result<(), TestCaseError> {
+    let policy = case.valid_policy();
+    let complete = plan(&case.snapshot, &case.state, &policy);
+    let users = &case.snapshot.users;
+    let mut part_of: Vec<usize> = Vec::with_capacity(users.len());
+    for (index, user) in users.iter().enumerate() {
+        let together = users[..index].iter().position(|earlier| {
+            earlier.id == user.id || fold(&earlier.username) == fold(&user.username)
+        });
+        part_of.push(match together {
+            Some(earlier) => part_of[earlier],
+            None => split[index % split.len()],
+        });
+    }
+    for part in 0..3 {
+        let ids: BTreeSet<&UserId> = users
+            .iter()
+            .zip(&part_of)
+            .filter(|(_, of)| **of == part)
+            .map(|(user, _)| &user.id)
+            .collect();
+        let snapshot = Snapshot {
+            users: users
+                .iter()
+                .filter(|user| ids.contains(&user.id))
+                .cloned()
+                .collect(),
+            groups: case.snapshot.groups.clone(),
+            memberships: case
+                .snapshot
+                .memberships
+                .iter()
+                .filter(|membership| ids.contains(&membership.user_id))
+                .cloned()
+                .collect(),
+        };
+        let planned = plan_part(&snapshot, &case.state, &policy);
+        for change in &planned.changes {
+            let in_complete = complete.changes.iter().find(|full| full.id == change.id);
+            prop_assert_eq!(
+                in_complete,
+                Some(change),
+                "part {} plans {}, which the complete plan does not",
+                part,
+                change
+            );
+        }
     }
     Ok(())
 }

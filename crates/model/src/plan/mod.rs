@@ -20,6 +20,7 @@ mod index;
 mod leads;
 mod operations;
 mod owners;
+mod part;
 mod protect;
 mod recreated;
 mod resolve;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 
 use self::emit::{Output, emit_accounts, emit_create, emit_group_changes};
 use self::index::{Ctx, Report};
+pub use self::part::plan_part;
 use self::resolve::{Resolution, Resolved, dispositions, renames, resolve, settle_held_logins};
 use crate::hash::fnv1a;
 use crate::policy::ValidPolicy;
