@@ -108,6 +108,7 @@ async fn an_approval_or_a_change_set_published_by_hand_for_a_held_run_writes_not
         .await
         .unwrap();
     let set = v1::ChangeSet {
+        part: Default::default(),
         schema_version: v1::SCHEMA_VERSION,
         run_id: run.run_id.clone(),
         product: v1::Product::Jira as i32,

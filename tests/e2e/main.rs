@@ -15,6 +15,7 @@ mod leads;
 mod rules;
 mod safety;
 mod security;
+mod streamed;
 mod sync;
 mod telemetry;
 

@@ -44,7 +44,11 @@ fn op(op: ChangeOp, login: &str, group: &str) -> (ChangeOp, String, String) {
     (op, login.to_owned(), group.to_owned())
 }
 
-async fn holdings(stack: &Stack, product: Product, people: &[directory::Person]) -> Holdings {
+pub(crate) async fn holdings(
+    stack: &Stack,
+    product: Product,
+    people: &[directory::Person],
+) -> Holdings {
     let state = stack.emulator_state(product).await.expect("emulator state");
     directory::holdings(
         &state,
@@ -55,7 +59,7 @@ async fn holdings(stack: &Stack, product: Product, people: &[directory::Person])
 }
 
 /// The seeded Jira accounts keysync must leave alone, as the emulator shows them.
-fn untouched(state: &Value) -> Vec<Value> {
+pub(crate) fn untouched(state: &Value) -> Vec<Value> {
     let mut kept: Vec<Value> = state["accounts"]
         .as_array()
         .into_iter()

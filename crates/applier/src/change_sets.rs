@@ -350,8 +350,8 @@ impl Applier {
         )
     }
 
-    /// Whether `set` may be applied: `run` is an APPLY run that is not held, and the
-    /// change-set manifest the control plane recorded for it (from the planner's
+    /// Whether `set` may be applied: `run` is an APPLY run that is not held (a part's set
+    /// of a streamed first sync may be applied while it is), and the change-set manifest the control plane recorded for it (from the planner's
     /// `PlanReady`) lists the set's digest.
     async fn verify(
         &self,
@@ -376,7 +376,9 @@ impl Applier {
                 )),
             });
         };
-        if run.state() == v1::RunState::Held {
+        // A part of a streamed first sync only adds and is never held: its sets go on
+        // while the complete plan waits for an approval.
+        if run.state() == v1::RunState::Held && set.part == 0 {
             return Ok(Verdict::Refused(format!(
                 "run {run_id} is held: its change sets are published once it is approved"
             )));
@@ -391,8 +393,15 @@ impl Applier {
             }
             Err(error) => return Err(error.into()),
         };
+        let planning = matches!(
+            run.state(),
+            v1::RunState::Requested | v1::RunState::Fetching | v1::RunState::Planning
+        );
         Ok(match bus::integrity::check_digest(&manifest, set, digest) {
             Ok(()) => Verdict::Verified,
+            // The control plane records each part's manifest as it comes: a part's set can
+            // arrive before its manifest is recorded, never after the complete plan's.
+            Err(_) if set.part > 0 && planning => Verdict::NotYet,
             Err(refusal) => Verdict::Refused(format!("run {run_id}: {refusal}")),
         })
     }

@@ -16,7 +16,7 @@ use proto::v1;
 use sha2::{Digest, Sha256};
 
 /// The hex SHA-256 of `set`'s canonical form: the encoding of its run, product, sequence,
-/// total, connector and the sets it depends on (no schema version, nothing stored), followed by the encoding of its
+/// total, connector, the sets it depends on and its part (no schema version, nothing stored), followed by the encoding of its
 /// changes. A stored set is digested after its changes are loaded, so a set digests the
 /// same however it travelled.
 pub fn change_set_digest(set: &v1::ChangeSet) -> String {
@@ -30,6 +30,7 @@ pub fn change_set_digest(set: &v1::ChangeSet) -> String {
         stored: None,
         connector: set.connector.clone(),
         depends_on: set.depends_on,
+        part: set.part,
     };
     let mut hasher = Sha256::new();
     hasher.update(canonical.encode_to_vec());
@@ -212,6 +213,7 @@ mod tests {
 
     fn set(sequence: u32, logins: &[&str]) -> v1::ChangeSet {
         v1::ChangeSet {
+            part: Default::default(),
             schema_version: v1::SCHEMA_VERSION,
             run_id: "run-1".to_owned(),
             product: v1::Product::Jira as i32,

@@ -270,6 +270,7 @@ fn change_set() -> impl Strategy<Value = v1::ChangeSet> {
                 depends_on,
             )| {
                 v1::ChangeSet {
+                    part: Default::default(),
                     schema_version,
                     run_id,
                     product,

@@ -16,6 +16,7 @@ async fn a_stored_snapshot_loads_back_unchanged_from_the_snapshots_bucket() {
     let bucket = bus.topology().snapshots_bucket();
     assert_eq!(bucket, "s1-snapshots");
     let snapshot = Snapshot {
+        parts: Default::default(),
         schema_version: v1::SCHEMA_VERSION,
         run_id: "run-1".to_owned(),
         connector: "corp".to_owned(),

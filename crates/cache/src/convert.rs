@@ -542,6 +542,7 @@ mod tests {
 
     fn wire_change(op: v1::ChangeOp) -> v1::Change {
         v1::Change {
+            streamed_part: Default::default(),
             id: "00c0ffee00000001".to_owned(),
             product: v1::Product::Jira as i32,
             op: op as i32,

@@ -77,6 +77,17 @@ pub fn next(run: &v1::Run, event: &Event, context: &Context) -> Transition {
     };
     let mut next = run.clone();
     match event {
+        Event::SnapshotReady(ready) if ready.part > 0 => {
+            return Transition::Ignore {
+                why: "a part of a streamed first sync moves no run".to_owned(),
+            };
+        }
+        Event::PlanReady(ready) if ready.part > 0 => {
+            if !before_plan || ready.part <= run.streamed_parts {
+                return passed();
+            }
+            record_part(&mut next, ready);
+        }
         Event::SnapshotReady(_) => {
             if !before_planning {
                 return passed();
@@ -152,6 +163,30 @@ pub fn next(run: &v1::Run, event: &Event, context: &Context) -> Transition {
         }
     }
     Transition::To(Box::new(next))
+}
+
+/// Records the PlanReady of a part of a streamed first sync (`planner::parts`): the
+/// manifest of every part's change sets so far, which appliers check the parts' sets
+/// against while the run is still fetching or planning, and the parts' changes as planned
+/// (the complete plan's PlanReady counts them again, with its own). The state stays.
+fn record_part(run: &mut v1::Run, ready: &v1::PlanReady) {
+    run.streamed_parts = ready.part;
+    run.change_sets = ready.change_sets.clone();
+    for summary in &ready.products {
+        let planned = summary.changes_by_op.values().sum();
+        match run
+            .progress
+            .iter_mut()
+            .find(|progress| progress.product == summary.product)
+        {
+            Some(progress) => progress.planned = planned,
+            None => run.progress.push(v1::ProductProgress {
+                product: summary.product,
+                planned,
+                ..v1::ProductProgress::default()
+            }),
+        }
+    }
 }
 
 /// Adds `results` to the run's progress, product by product.
@@ -315,6 +350,7 @@ mod tests {
 
     fn plan_ready(products: Vec<v1::PlanSummary>, held: Option<&str>) -> Event {
         Event::PlanReady(v1::PlanReady {
+            part: Default::default(),
             schema_version: v1::SCHEMA_VERSION,
             run_id: "01JD000000000000000000000".to_owned(),
             products,
@@ -414,6 +450,63 @@ mod tests {
         assert_eq!(next_run.reason, "planning failed: no state for jira");
         assert!(matches!(
             next(&run(RunState::Cancelled, RunMode::Apply), &event),
+            Transition::Ignore { .. }
+        ));
+    }
+
+    #[test]
+    fn a_part_records_its_manifest_without_moving_the_run_and_the_complete_plan_counts_it_all() {
+        let part = |number: u32, created: u64| {
+            let Event::PlanReady(mut ready) = plan_ready(
+                vec![summary(
+                    v1::Product::Jira,
+                    &[("CHANGE_OP_CREATE_USER", created)],
+                )],
+                None,
+            ) else {
+                unreachable!("a PlanReady")
+            };
+            ready.part = number;
+            if let Some(manifest) = &mut ready.change_sets {
+                manifest.key = format!("run.sets-part-{number}.pb.zst");
+            }
+            Event::PlanReady(ready)
+        };
+        let fetching = run(RunState::Fetching, RunMode::Apply);
+        let first = moved_to(next(&fetching, &part(1, 10)));
+        assert_eq!(first.state(), RunState::Fetching);
+        assert_eq!(first.streamed_parts, 1);
+        assert_eq!(first.progress[0].planned, 10);
+        assert_eq!(
+            first.change_sets.as_ref().map(|object| object.key.as_str()),
+            Some("run.sets-part-1.pb.zst")
+        );
+        let second = moved_to(next(&first, &part(2, 20)));
+        assert_eq!(second.streamed_parts, 2);
+        assert_eq!(second.progress[0].planned, 20);
+        // An older part arriving late never replaces a newer manifest.
+        assert!(matches!(
+            next(&second, &part(1, 10)),
+            Transition::Ignore { .. }
+        ));
+        // Nor does a part move a run past planning, or a part's snapshot move it at all.
+        let snapshot = Event::SnapshotReady(v1::SnapshotReady {
+            part: 3,
+            ..v1::SnapshotReady::default()
+        });
+        assert!(matches!(
+            next(&second, &snapshot),
+            Transition::Ignore { .. }
+        ));
+        let complete = plan_ready(
+            vec![summary(v1::Product::Jira, &[("CHANGE_OP_CREATE_USER", 25)])],
+            None,
+        );
+        let applying = moved_to(next(&second, &complete));
+        assert_eq!(applying.state(), RunState::Applying);
+        assert_eq!(applying.progress[0].planned, 25);
+        assert!(matches!(
+            next(&applying, &part(3, 30)),
             Transition::Ignore { .. }
         ));
     }

@@ -644,7 +644,9 @@ impl Runs {
                     Transition::To(run) => {
                         ignored = None;
                         stored.run = *run;
-                        if let Event::PlanReady(ready) = event {
+                        if let Event::PlanReady(ready) = event
+                            && ready.part == 0
+                        {
                             stored.plan = ready.plan.clone();
                         }
                         true

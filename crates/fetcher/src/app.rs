@@ -79,6 +79,7 @@ impl App {
                 bucket,
                 metrics,
                 bases,
+                part_users: settings.first_sync_part_users(),
             },
             observers,
         })

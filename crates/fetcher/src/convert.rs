@@ -67,6 +67,7 @@ pub fn delta_to_proto(delta: Delta, header: &SnapshotHeader<'_>) -> v1::Snapshot
             .collect(),
         named_user_ids: Vec::new(),
         named_listed: true,
+        parts: 0,
     };
     snapshot.named_user_ids = crate::carry::named(&snapshot);
     snapshot
@@ -238,6 +239,7 @@ mod tests {
         assert_eq!(
             wire,
             v1::Snapshot {
+                parts: Default::default(),
                 schema_version: v1::SCHEMA_VERSION,
                 run_id: "run-1".to_owned(),
                 connector: "corp".to_owned(),

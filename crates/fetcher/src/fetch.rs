@@ -65,6 +65,8 @@ pub struct Fetcher {
     pub(crate) bucket: String,
     pub(crate) metrics: Metrics,
     pub(crate) bases: Bases,
+    /// `[fetcher] first_sync_part_users` (`crate::stream`).
+    pub(crate) part_users: usize,
 }
 
 impl Handler for Fetcher {
@@ -226,7 +228,11 @@ impl Fetcher {
         let fetched_at = prost_types::Timestamp::from(std::time::SystemTime::now());
         let (requests, retries) = (client.progress().requests(), client.progress().retries());
         let started = Instant::now();
-        let fetched = client.fetch().await;
+        let (fetched, parts) = if self.streams(request, connector, client).await? {
+            self.fetch_streaming(request, connector, client).await
+        } else {
+            (client.fetch().await, 0)
+        };
         let labels = [
             KeyValue::new("connector", connector.to_owned()),
             KeyValue::new("outcome", if fetched.is_ok() { "ok" } else { "error" }),
@@ -242,7 +248,7 @@ impl Fetcher {
                 error_chain(&error)
             )
         })?;
-        let snapshot = snapshot_to_proto(
+        let mut snapshot = snapshot_to_proto(
             snapshot,
             &SnapshotHeader {
                 run_id: &request.run_id,
@@ -251,6 +257,7 @@ impl Fetcher {
                 fetched_at,
             },
         );
+        snapshot.parts = parts;
         let object = self
             .bus
             .put_object(&self.bucket, &key, &snapshot)
@@ -338,5 +345,8 @@ pub(crate) fn ready(
         mode: request.mode,
         products: request.products.clone(),
         base: None,
+        part: 0,
+        parts: snapshot.parts,
+        realm_users: 0,
     }
 }

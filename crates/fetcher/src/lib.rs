@@ -40,6 +40,7 @@ pub mod follow;
 mod metrics;
 pub mod observe;
 pub mod settings;
+mod stream;
 
 /// Why the service could not start or go on. A failed fetch is not an error of the
 /// service: it is a `SnapshotFailed` on the bus.

@@ -70,6 +70,7 @@ use crate::{
     Error,
     client::{Client, Endpoint},
     representation::{Count, GroupRepresentation, MemberRepresentation, UserRepresentation},
+    stream::Parts,
 };
 
 /// Passes before the fetch gives up on a directory that keeps changing.
@@ -113,11 +114,23 @@ impl Client {
     /// sorted by username, groups by path, memberships by group then user.
     #[tracing::instrument(skip(self), fields(realm = %self.settings().realm))]
     pub async fn fetch(&self) -> Result<Snapshot, Error> {
+        self.fetch_with(None).await
+    }
+
+    /// [`Client::fetch`] that also hands `parts` the users as they are read
+    /// ([`crate::stream`]), in its first pass over the realm (a pass read again after the
+    /// directory changed streams nothing). With `required_groups`, nothing is streamed.
+    pub async fn fetch_streaming(&self, mut parts: Parts) -> Result<Snapshot, Error> {
+        self.fetch_with(Some(&mut parts)).await
+    }
+
+    async fn fetch_with(&self, mut parts: Option<&mut Parts>) -> Result<Snapshot, Error> {
         let started = std::time::Instant::now();
         let mut detail = String::new();
         for pass in 1..=PASSES {
             let outcome = if self.settings().required_groups.is_empty() {
-                self.fetch_realm().await
+                let streaming = parts.take().filter(|_| pass == 1);
+                self.fetch_realm(streaming).await
             } else {
                 self.fetch_required_groups().await
             };
@@ -151,7 +164,7 @@ impl Client {
         })
     }
 
-    async fn fetch_realm(&self) -> Result<Snapshot, Pass> {
+    async fn fetch_realm(&self, parts: Option<&mut Parts>) -> Result<Snapshot, Pass> {
         // One after the other, so that a service account without roles is told about
         // `view-users` (which implies `query-groups`) first, every time.
         let users_before = self.count_users().await?;
@@ -159,13 +172,26 @@ impl Client {
         // Each timed: the users' listing is most of a fetch (at 100,000 users about 80 s of
         // Keycloak's time against 15 s for the tree and every group's members).
         let started = std::time::Instant::now();
-        let ((users, users_seconds), (tree, tree_seconds)) = futures::try_join!(
-            timed(started, self.fetch_users(users_before)),
-            timed(
-                started,
-                self.fetch_tree(Members::Listed, groups_before, users_before)
-            )
-        )?;
+        let ((users, users_seconds), (tree, tree_seconds)) = match parts {
+            None => futures::try_join!(
+                timed(started, self.fetch_users(users_before, None)),
+                timed(
+                    started,
+                    self.fetch_tree(Members::Listed, groups_before, users_before)
+                )
+            )?,
+            // A part holds its users' memberships: the tree and its members come first.
+            Some(parts) => {
+                let tree = timed(
+                    started,
+                    self.fetch_tree(Members::Listed, groups_before, users_before),
+                )
+                .await?;
+                parts.know_tree(&tree.0.groups, &tree.0.members, users_before);
+                let users = timed(started, self.fetch_users(users_before, Some(parts))).await?;
+                (users, tree)
+            }
+        };
         tracing::info!(
             users_seconds,
             tree_seconds,
@@ -322,7 +348,7 @@ impl Client {
         })
     }
 
-    async fn fetch_users(&self, count: u64) -> Result<Users, Error> {
+    async fn fetch_users(&self, count: u64, mut parts: Option<&mut Parts>) -> Result<Users, Error> {
         let mut users = Users {
             by_id: HashMap::with_capacity(preallocation(count)),
             listed: 0,
@@ -335,7 +361,18 @@ impl Client {
             self.settings().concurrency,
             |first| self.user_page(first),
             |page| {
+                let Some(parts) = parts.as_deref_mut() else {
+                    users.add(page, self);
+                    return Ok(());
+                };
+                let fresh: Vec<UserId> = page
+                    .iter()
+                    .filter(|user| user.service_account_client_id.is_none())
+                    .map(|user| UserId::new(user.id.as_str()))
+                    .filter(|id| !users.by_id.contains_key(id))
+                    .collect();
                 users.add(page, self);
+                parts.offer(fresh, &users.by_id);
                 Ok(())
             },
         )
@@ -853,7 +890,7 @@ impl Users {
 }
 
 #[derive(Default)]
-struct Tree {
+pub(crate) struct Tree {
     groups: Vec<KeycloakGroup>,
     /// Member ids per group, resolved to the users' ids once all users are read.
     members: Vec<(GroupId, Vec<String>)>,
@@ -895,7 +932,7 @@ pub(crate) fn user_from(user: UserRepresentation) -> KeycloakUser {
 }
 
 /// The snapshot in a stable order.
-fn finish(
+pub(crate) fn finish(
     mut users: Vec<KeycloakUser>,
     mut groups: Vec<KeycloakGroup>,
     mut memberships: Vec<KeycloakMembership>,

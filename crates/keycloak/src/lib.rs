@@ -37,6 +37,7 @@ pub mod config;
 pub mod delta;
 pub mod events;
 pub mod representation;
+pub mod stream;
 
 mod fetch;
 mod token;

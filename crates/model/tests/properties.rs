@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use fixture::assert_converges;
 use model::apply::{Applied, apply};
 use model::mapping::fold;
-use model::plan::{AccountRef, Action, ChangeOp, DiagnosticKind, Plan, plan, plan_part};
+use model::plan::{
+    AccountRef, Action, ChangeOp, Created, DiagnosticKind, Plan, plan, plan_part, without_parts,
+};
 use model::policy::{
     CleanupAction, Fallback, GroupNaming, GroupSelection, LoginSource, Operations, Policy,
     RestSelection, Safety, ValidPolicy,
@@ -20,7 +22,7 @@ use model::policy::{
 use model::snapshot::{GroupId, KeycloakGroup, KeycloakMembership, KeycloakUser, Snapshot, UserId};
 use model::state::{
     Account, AccountId, Capabilities, ConnectorName, Group, GroupName, Membership, Product,
-    ProductState,
+    ProductState, Seats,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -782,12 +784,16 @@ proptest! {
 
     /// Every change of a part of a streamed first sync (some users, every group, those users'
     /// memberships; Keycloak keeps ids and usernames unique, so users sharing either are in one
-    /// part) is a change of the complete plan, with the same id and action.
+    /// part) is a change of the complete plan, with the same id and action; and taking what the
+    /// parts created out of the state they were applied to gives back the state before them.
     #[test]
     fn the_changes_of_a_part_are_changes_of_the_complete_plan(
         case in odd_case(),
         split in prop::collection::vec(0usize..3, 6),
+        seats in opt(vec![(0u64, None), (2, Some(3)), (0, Some(40)), (1, Some(13))]),
     ) {
+        let mut case = case;
+        case.state.seats = seats.map(|(used, limit)| Seats { used, limit });
         the_changes_of_a_part_are_changes_of_the_complete_plan_holds(case, split)?;
     }
 
@@ -1458,6 +1464,10 @@ fn the_changes_of_a_part_are_changes_of_the_complete_plan_holds(
             None => split[index % split.len()],
         });
     }
+    // The parts applied one after the other, and what they created.
+    let mut applied = case.state.clone();
+    let mut created = Created::default();
+    let mut new_id = new_account_id();
     for part in 0..3 {
         let ids: BTreeSet<&UserId> = users
             .iter()
@@ -1480,7 +1490,19 @@ fn the_changes_of_a_part_are_changes_of_the_complete_plan_holds(
                 .cloned()
                 .collect(),
         };
-        let planned = plan_part(&snapshot, &case.state, &policy);
+        let planned = plan_part(&snapshot, &case.state, &policy, users.len() as u64);
+        for change in &planned.changes {
+            match &change.action {
+                Action::CreateUser { fields } => {
+                    if let Some(user) = &change.keycloak_user_id {
+                        created.accounts.push((user.clone(), fields.login.clone()));
+                    }
+                }
+                Action::CreateGroup { group } => created.groups.push(group.clone()),
+                _ => {}
+            }
+        }
+        applied = apply(applied, &planned.changes, &mut new_id);
         for change in &planned.changes {
             let in_complete = complete.changes.iter().find(|full| full.id == change.id);
             prop_assert_eq!(
@@ -1492,5 +1514,10 @@ fn the_changes_of_a_part_are_changes_of_the_complete_plan_holds(
             );
         }
     }
+    // Taking out what the parts created gives back the state the run began with, so the
+    // complete plan is planned as if nothing had been streamed.
+    let mut before = applied;
+    without_parts(&mut before, &created);
+    prop_assert_eq!(&before, &case.state);
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! never mix two phases (`model::plan::ChangeOp::phase`: creations, then memberships, then
 //! removals, …); each set knows its `sequence` (from 0), the run's `total_sets` for the
 //! product, and `depends_on`, the sequence of its phase's first set: the sets before it
-//! must be finished first, while the sets of one phase may be applied at the same time by
+//! must be finished first (so a complete plan's sets wait for every part's of a streamed
+//! first sync, numbered before them), while the sets of one phase may be applied at the same time by
 //! any applier replica. Each set is
 //! is published on `{prefix}.changes.{product}` with the message id
 //! `{run_id}/{product}/{sequence}`, so publishing a plan twice (a redelivered message, a
@@ -24,10 +25,42 @@ use crate::Error;
 const HEADER_ALLOWANCE: usize = 8 * 1024;
 
 /// The change sets of `plan`, product by product in the order the plan lists them, each
-/// product's changes in plan order.
+/// product's changes in plan order. A change a part of a streamed first sync published
+/// already (`streamed_part`) is in none; the sets of a product are numbered after the
+/// parts' (`PlanSummary.streamed_sets`).
 pub fn split(plan: &v1::Plan, change_set_size: usize) -> Vec<(Product, v1::ChangeSet)> {
+    let first = |product: i32| {
+        plan.products
+            .iter()
+            .find(|summary| summary.product == product)
+            .map_or(0, |summary| summary.streamed_sets)
+    };
+    cut(plan, change_set_size, first, 0)
+}
+
+/// The change sets of part `part` of a streamed first sync: [`split`], numbered after the
+/// sets the earlier parts published (`first`), each naming its part.
+pub fn split_part(
+    plan: &v1::Plan,
+    change_set_size: usize,
+    part: u32,
+    first: impl Fn(i32) -> u32,
+) -> Vec<(Product, v1::ChangeSet)> {
+    cut(plan, change_set_size, first, part)
+}
+
+fn cut(
+    plan: &v1::Plan,
+    change_set_size: usize,
+    first: impl Fn(i32) -> u32,
+    part: u32,
+) -> Vec<(Product, v1::ChangeSet)> {
     let mut by_product: Vec<(Product, Vec<&v1::Change>)> = Vec::new();
-    for change in &plan.changes {
+    for change in plan
+        .changes
+        .iter()
+        .filter(|change| change.streamed_part == 0)
+    {
         let Ok(product) = product_from_proto(change.product) else {
             continue;
         };
@@ -39,26 +72,29 @@ pub fn split(plan: &v1::Plan, change_set_size: usize) -> Vec<(Product, v1::Chang
     let size = change_set_size.max(1);
     let mut sets = Vec::new();
     for (product, changes) in by_product {
+        let wire_product = cache::convert::product_to_proto(product) as i32;
+        let first = first(wire_product);
         // (depends_on, changes) per set: chunks of one phase each.
         let mut chunks: Vec<(u32, &[&v1::Change])> = Vec::new();
         for run in changes.chunk_by(|left, right| phase(left) == phase(right)) {
-            let first_of_phase = chunks.len() as u32;
+            let first_of_phase = first + chunks.len() as u32;
             chunks.extend(run.chunks(size).map(|chunk| (first_of_phase, chunk)));
         }
-        let total_sets = chunks.len() as u32;
-        for (sequence, (depends_on, chunk)) in chunks.into_iter().enumerate() {
+        let total_sets = first + chunks.len() as u32;
+        for (index, (depends_on, chunk)) in chunks.into_iter().enumerate() {
             sets.push((
                 product,
                 v1::ChangeSet {
                     schema_version: v1::SCHEMA_VERSION,
                     run_id: plan.run_id.clone(),
-                    product: cache::convert::product_to_proto(product) as i32,
-                    sequence: sequence as u32,
+                    product: wire_product,
+                    sequence: first + index as u32,
                     total_sets,
                     changes: chunk.iter().map(|&change| change.clone()).collect(),
                     stored: None,
                     connector: plan.connector.clone(),
                     depends_on: Some(depends_on),
+                    part,
                 },
             ));
         }

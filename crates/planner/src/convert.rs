@@ -200,6 +200,8 @@ pub fn plan_to_proto(plan: &Plan, state: &ProductState, snapshot: &Snapshot) -> 
         safety: Some(safety_to_proto(&plan.safety)),
         // Set by the caller, who has the state as it was cached.
         state_fingerprint: String::new(),
+        // Set by the caller, who knows the parts of a streamed first sync.
+        streamed_sets: 0,
         skipped_users: users.skipped,
         unchanged_users: users.unchanged,
         seats: plan.seats.map(|seats| v1::SeatUse {
@@ -392,6 +394,7 @@ fn change_to_proto(
         group: String::new(),
         reason: change.reason.clone(),
         handovers: Vec::new(),
+        streamed_part: 0,
     };
     match &change.action {
         Action::CreateGroup { group } | Action::RemoveGroup { group } => wire.group = group.clone(),

@@ -51,6 +51,20 @@ pub struct Join {
     pub failures: Vec<v1::StateFailed>,
     #[prost(enumeration = "Status", tag = "5")]
     pub status: i32,
+    /// A streamed first sync (`crate::parts`): how many parts (1, 2, …) are planned and
+    /// their change sets published.
+    #[prost(uint32, tag = "6")]
+    pub parts_planned: u32,
+    /// Per product, what the parts published: their changes by op and how many change
+    /// sets (`streamed_sets`), after which the next part's sets are numbered.
+    #[prost(message, repeated, tag = "7")]
+    pub streamed: Vec<v1::PlanSummary>,
+    /// The ids of the groups the parts created: a later part does not create them again.
+    #[prost(string, repeated, tag = "8")]
+    pub streamed_groups: Vec<String>,
+    /// The manifest of every part's change sets so far.
+    #[prost(message, optional, tag = "9")]
+    pub parts_manifest: Option<v1::ObjectRef>,
 }
 
 /// What to do with a run now.
@@ -175,10 +189,25 @@ impl Join {
                 None => missing.push(product),
             }
         }
-        if missing.is_empty() {
+        let waited_ms = unix_ms(now).saturating_sub(self.snapshot_seen_ms);
+        let parts = self.snapshot.as_ref().map_or(0, |snapshot| snapshot.parts);
+        if missing.is_empty() && self.parts_planned >= parts {
             return Decision::Plan { products: ready };
         }
-        let waited_ms = unix_ms(now).saturating_sub(self.snapshot_seen_ms);
+        if missing.is_empty() {
+            // The complete plan leaves out what the parts published: it waits for them all.
+            if waited_ms >= state_timeout.as_millis() as i64 {
+                return Decision::Fail {
+                    reason: format!(
+                        "{} of the {parts} parts of the streamed sync were planned within {} s \
+                         of the snapshot",
+                        self.parts_planned,
+                        state_timeout.as_secs()
+                    ),
+                };
+            }
+            return Decision::Wait { missing };
+        }
         if waited_ms >= state_timeout.as_millis() as i64 {
             let names: Vec<&str> = missing.iter().map(|product| product.as_str()).collect();
             return Decision::Fail {
@@ -417,6 +446,31 @@ mod tests {
             panic!("times out");
         };
         assert!(reason.contains("no state of jira"), "{reason}");
+    }
+
+    #[test]
+    fn a_complete_snapshot_waits_for_every_part_it_announced() {
+        let start = SystemTime::now();
+        let mut join = Join::default();
+        let mut complete = snapshot(&[v1::Product::Jira]);
+        complete.parts = 2;
+        join.add_snapshot(complete, start);
+        join.add_state(state(v1::Product::Jira));
+        join.parts_planned = 1;
+        assert_eq!(
+            join.decide(&ALL, TIMEOUT, start),
+            Decision::Wait { missing: vec![] }
+        );
+        let later = start + TIMEOUT + Duration::from_secs(1);
+        let Decision::Fail { reason } = join.decide(&ALL, TIMEOUT, later) else {
+            panic!("times out");
+        };
+        assert!(reason.contains("1 of the 2 parts"), "{reason}");
+        join.parts_planned = 2;
+        assert!(matches!(
+            join.decide(&ALL, TIMEOUT, start),
+            Decision::Plan { .. }
+        ));
     }
 
     #[test]

@@ -59,6 +59,7 @@ pub mod convert;
 mod delta;
 pub mod join;
 mod metrics;
+mod parts;
 pub mod runs;
 pub mod settings;
 mod window;

@@ -49,6 +49,13 @@ pub enum StepOutcome {
     Failed { run_id: String, reason: String },
     /// An approval published the stored plan's change sets.
     Approved { run_id: String, change_sets: usize },
+    /// A part of a streamed first sync was planned and its change sets published
+    /// ([`crate::parts`]).
+    PartPlanned {
+        run_id: String,
+        part: u32,
+        change_sets: usize,
+    },
     /// The message changed nothing: its run is finished, or it is not for the planner.
     Ignored,
 }
@@ -97,6 +104,10 @@ impl Handler for Planner {
             let Some(ready) = delivery.decode::<v1::SnapshotReady>().await? else {
                 return Ok(StepOutcome::DeadLettered);
             };
+            if ready.part > 0 {
+                let span = run_span(&ready.run_id, "snapshot_part", headers);
+                return self.plan_part(delivery, ready).instrument(span).await;
+            }
             let span = run_span(&ready.run_id, "snapshot_ready", headers);
             let run_id = ready.run_id.clone();
             return self
@@ -210,7 +221,7 @@ impl Planner {
 
     /// Plans a complete run, stores and announces the plan, and publishes its change sets
     /// when the run may write.
-    async fn plan_run(
+    pub(crate) async fn plan_run(
         &self,
         run_id: &str,
         join: &Join,
@@ -229,6 +240,9 @@ impl Planner {
         };
         let mut plan = plan;
         plan.change_set_size = self.change_set_size as u32;
+        if join.parts_planned > 0 {
+            self.merge_parts(run_id, join, &mut plan).await?;
+        }
         let topology = self.bus.topology();
         let object = self
             .bus
@@ -242,10 +256,17 @@ impl Planner {
         } else {
             Vec::new()
         };
-        let manifest = if sets.is_empty() {
+        let parts_manifest = self.parts_manifest(join).await?;
+        let manifest = if sets.is_empty() && parts_manifest.is_none() {
             None
         } else {
-            let manifest = bus::integrity::manifest(run_id, sets.iter().map(|(_, set)| set));
+            let mut manifest = parts_manifest.unwrap_or_default();
+            manifest.schema_version = v1::SCHEMA_VERSION;
+            manifest.run_id = run_id.to_owned();
+            // The parts' sets may still be in flight: an applier checks them against this.
+            manifest
+                .sets
+                .extend(bus::integrity::manifest(run_id, sets.iter().map(|(_, set)| set)).sets);
             Some(
                 self.bus
                     .put_object(
@@ -264,6 +285,7 @@ impl Planner {
             held: plan.held,
             hold_reason: plan.hold_reason.clone(),
             change_sets: manifest,
+            part: 0,
         };
         self.bus
             .publish(&topology.plan_ready(), &ready, &format!("{run_id}/plan"))
@@ -364,8 +386,18 @@ impl Planner {
             }
             // A full plan reads each state whole and keeps none: one product at a time.
             None => {
+                // A streamed first sync's complete plan is that of the state it began with.
+                let created = if join.parts_planned > 0 {
+                    self.parts_created(run_id, join).await?
+                } else {
+                    Default::default()
+                };
                 for (product, object) in products {
-                    let state = self.load_state(*product, object, false).await?;
+                    let mut state = self.load_state(*product, object, false).await?;
+                    let wire = cache::convert::product_to_proto(*product) as i32;
+                    if let Some(created) = created.get(&wire) {
+                        model::plan::without_parts(&mut state.state, created);
+                    }
                     let policy = self.policy(*product, &ready.connector)?;
                     let product_plan = model::plan::plan(&snapshot, &state.state, &policy);
                     self.add_product(&mut assembly, *product, state, &policy, &product_plan)
@@ -406,7 +438,7 @@ impl Planner {
     }
 
     /// The state of `product` the run's `StateReady` announced, or a newer one.
-    async fn load_state(
+    pub(crate) async fn load_state(
         &self,
         product: Product,
         object: &v1::ObjectRef,
@@ -434,7 +466,7 @@ impl Planner {
         }
     }
 
-    fn policy(&self, product: Product, connector: &str) -> Result<ValidPolicy, Failure> {
+    pub(crate) fn policy(&self, product: Product, connector: &str) -> Result<ValidPolicy, Failure> {
         self.policies
             .get(product, connector)
             .ok_or_else(|| Failure::Run(format!("{product} has no policy")))
@@ -509,7 +541,7 @@ impl Planner {
         Ok(())
     }
 
-    async fn publish_change_sets(
+    pub(crate) async fn publish_change_sets(
         &self,
         sets: Vec<(Product, v1::ChangeSet)>,
     ) -> Result<usize, Error> {

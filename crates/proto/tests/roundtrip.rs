@@ -34,6 +34,7 @@ fn fields(login: &str) -> AccountFields {
 
 fn change() -> Change {
     Change {
+        streamed_part: 2,
         id: "c0ffee".into(),
         product: Product::Jira as i32,
         op: ChangeOp::UpdateUser as i32,
@@ -51,6 +52,7 @@ fn change() -> Change {
 
 fn plan_summary() -> PlanSummary {
     PlanSummary {
+        streamed_sets: 3,
         product: Product::Bitbucket as i32,
         changes_by_op: HashMap::from([("CHANGE_OP_CREATE_USER".into(), 3)]),
         conflicts: 1,
@@ -144,6 +146,7 @@ fn capabilities() -> Capabilities {
 
 fn run() -> Run {
     Run {
+        streamed_parts: 8,
         run_id: "01JZRUN".into(),
         mode: RunMode::Apply as i32,
         state: RunState::Held as i32,
@@ -198,6 +201,7 @@ fn check<M: Message + Default + PartialEq + std::fmt::Debug>(name: &str, message
 #[test]
 fn every_message_survives_a_round_trip() {
     let snapshot = Snapshot {
+        parts: 4,
         schema_version: SCHEMA_VERSION,
         run_id: "01JZRUN".into(),
         connector: "corp".into(),
@@ -285,6 +289,9 @@ fn every_message_survives_a_round_trip() {
         check(
             "SnapshotReady",
             SnapshotReady {
+                realm_users: 9,
+                part: 1,
+                parts: 5,
                 schema_version: SCHEMA_VERSION,
                 run_id: "01JZRUN".into(),
                 connector: "corp".into(),
@@ -311,6 +318,7 @@ fn every_message_survives_a_round_trip() {
         check(
             "PlanReady",
             PlanReady {
+                part: 6,
                 schema_version: SCHEMA_VERSION,
                 run_id: "01JZRUN".into(),
                 products: vec![plan_summary()],
@@ -352,6 +360,7 @@ fn every_message_survives_a_round_trip() {
         check(
             "ChangeSet",
             ChangeSet {
+                part: 7,
                 schema_version: SCHEMA_VERSION,
                 run_id: "01JZRUN".into(),
                 product: Product::Jira as i32,

@@ -72,6 +72,12 @@ pub struct FetcherSettings {
     /// Default: 60.
     #[serde(default)]
     pub ack_wait_seconds: Option<u64>,
+    /// A connector's first full sync (no full snapshot of it stored yet) announces its
+    /// users a part of this many at a time before the complete snapshot, so the appliers
+    /// create the first accounts while Keycloak is still read (`model::plan::part`: a
+    /// part only creates). 0 turns it off. Default: 10000.
+    #[serde(default)]
+    pub first_sync_part_users: Option<u32>,
 }
 
 impl Settings {
@@ -140,6 +146,11 @@ impl Settings {
 
     pub fn ack_wait(&self) -> Duration {
         Duration::from_secs(self.fetcher.ack_wait_seconds.unwrap_or(60))
+    }
+
+    /// `[fetcher] first_sync_part_users`: 0 when a first sync is not streamed.
+    pub fn first_sync_part_users(&self) -> usize {
+        self.fetcher.first_sync_part_users.unwrap_or(10_000) as usize
     }
 }
 

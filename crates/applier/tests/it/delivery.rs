@@ -184,6 +184,7 @@ async fn a_change_set_waits_for_its_predecessor_and_a_finished_one_is_not_applie
         ..change(3, ChangeOp::AddMembership)
     };
     let set = |sequence: u32, changes: Vec<v1::Change>| v1::ChangeSet {
+        part: Default::default(),
         schema_version: v1::SCHEMA_VERSION,
         run_id: run_id.clone(),
         product: v1::Product::Jira as i32,

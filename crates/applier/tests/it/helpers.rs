@@ -357,6 +357,7 @@ impl TestEnv {
             }
         }
         let ready = v1::PlanReady {
+            part: Default::default(),
             schema_version: v1::SCHEMA_VERSION,
             run_id: run_id.to_owned(),
             products: summaries,
@@ -430,6 +431,9 @@ impl TestEnv {
             .await
             .expect("stores the snapshot");
         let ready = v1::SnapshotReady {
+            realm_users: Default::default(),
+            part: Default::default(),
+            parts: Default::default(),
             schema_version: v1::SCHEMA_VERSION,
             run_id: run_id.to_owned(),
             connector: "corp".to_owned(),

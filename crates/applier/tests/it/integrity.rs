@@ -12,6 +12,7 @@ use crate::helpers::TestEnv;
 /// One Jira change set of run `run_id` that creates `login`.
 fn create(run_id: &str, sequence: u32, login: &str) -> v1::ChangeSet {
     v1::ChangeSet {
+        part: Default::default(),
         schema_version: v1::SCHEMA_VERSION,
         run_id: run_id.to_owned(),
         product: v1::Product::Jira as i32,

@@ -42,6 +42,7 @@ fn sets(run_id: &str) -> Vec<v1::ChangeSet> {
         ..change(1, ChangeOp::CreateGroup)
     };
     let set = |sequence: u32, depends_on: u32, changes: Vec<v1::Change>| v1::ChangeSet {
+        part: Default::default(),
         schema_version: v1::SCHEMA_VERSION,
         run_id: run_id.to_owned(),
         product: v1::Product::Jira as i32,

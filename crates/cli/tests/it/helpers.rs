@@ -202,6 +202,7 @@ impl TestApp {
             .await
             .expect("stores the plan");
         let ready = v1::PlanReady {
+            part: Default::default(),
             schema_version: v1::SCHEMA_VERSION,
             run_id: run_id.to_owned(),
             products: plan.products.clone(),

@@ -367,6 +367,9 @@ impl TestApp {
     /// Publishes `SnapshotReady` as the fetcher does.
     pub async fn snapshot_ready(&self, run: &v1::Run) {
         let ready = v1::SnapshotReady {
+            realm_users: Default::default(),
+            part: Default::default(),
+            parts: Default::default(),
             schema_version: v1::SCHEMA_VERSION,
             run_id: run.run_id.clone(),
             connector: "corp".to_owned(),
@@ -418,6 +421,7 @@ impl TestApp {
             .await
             .expect("stores the plan");
         let ready = v1::PlanReady {
+            part: Default::default(),
             schema_version: v1::SCHEMA_VERSION,
             run_id: plan.run_id.clone(),
             products: plan.products.clone(),

@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use self::emit::{Output, emit_accounts, emit_create, emit_group_changes};
 use self::index::{Ctx, Report};
-pub use self::part::plan_part;
+pub use self::part::{Created, plan_part, without_parts};
 use self::resolve::{Resolution, Resolved, dispositions, renames, resolve, settle_held_logins};
 use crate::hash::fnv1a;
 use crate::policy::ValidPolicy;

@@ -12,8 +12,10 @@
 //! rules that keep every kept change in the complete plan, unchanged (same id, same
 //! action), whatever the other parts hold:
 //!
-//! - a product that reports licence seats gets nothing from a part: which users get a
-//!   seat depends on every user at once ([`super::seats`]);
+//! - a product whose licence has fewer seats free than the realm has users (`realm_users`,
+//!   counted when the fetch began, plus a tenth for users added during it) gets nothing
+//!   from a part: which users get a seat then depends on every user at once
+//!   ([`super::seats`]);
 //! - an account is created only for a user whose login is its Keycloak username and is
 //!   already case-folded. Keycloak keeps usernames unique, so two users of different
 //!   parts can never claim one login; a login mapped from an attribute, or folded, could;
@@ -21,6 +23,11 @@
 //!
 //! `tests/properties.rs` checks the rule: the changes of every part of a realm are changes
 //! of the realm's complete plan.
+//!
+//! The complete plan is the plan of the state the run began with: [`without_parts`] takes
+//! out of a state read while the parts were applied what they created, so the complete
+//! plan is what a run that streamed nothing would have planned (the same holds, the same
+//! `first_run`), and lists every part's change.
 
 use std::collections::{HashMap, HashSet};
 
@@ -28,13 +35,19 @@ use super::{AccountRef, Action, Plan, SafetyCounts, plan};
 use crate::mapping::fold;
 use crate::policy::ValidPolicy;
 use crate::snapshot::{Snapshot, UserId};
-use crate::state::ProductState;
+use crate::state::{AccountId, ProductState, Seats};
 
 /// The changes [`plan`] of `part` (some of a realm's users, every group, those users'
 /// memberships) makes that may be applied before the complete snapshot is planned; see
-/// the module documentation. The plan has no conflicts, diagnostics, hold or counts: the
-/// complete plan reports them.
-pub fn plan_part(part: &Snapshot, state: &ProductState, policy: &ValidPolicy) -> Plan {
+/// the module documentation. `realm_users` is how many users the realm had when the fetch
+/// began. The plan has no conflicts, diagnostics, hold or counts: the complete plan
+/// reports them.
+pub fn plan_part(
+    part: &Snapshot,
+    state: &ProductState,
+    policy: &ValidPolicy,
+    realm_users: u64,
+) -> Plan {
     let planned = plan(part, state, policy);
     let mut kept = Plan {
         product: planned.product,
@@ -45,8 +58,15 @@ pub fn plan_part(part: &Snapshot, state: &ProductState, policy: &ValidPolicy) ->
         safety: SafetyCounts::default(),
         seats: None,
     };
-    if state.seats.is_some() || planned.seats.is_some() {
-        return kept;
+    if let Some(Seats {
+        used,
+        limit: Some(limit),
+    }) = state.seats
+    {
+        let bound = realm_users.saturating_add(realm_users / 10);
+        if limit.saturating_sub(used) < bound {
+            return kept;
+        }
     }
     let usernames: HashMap<&UserId, &str> = part
         .users
@@ -81,4 +101,51 @@ pub fn plan_part(part: &Snapshot, state: &ProductState, policy: &ValidPolicy) ->
         .cloned()
         .collect();
     kept
+}
+
+/// What the parts of a streamed first sync created in one product: the accounts (their
+/// Keycloak user and login) and the groups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Created {
+    pub accounts: Vec<(UserId, String)>,
+    pub groups: Vec<String>,
+}
+
+/// `state` without what `created` names: the accounts made for those Keycloak users under
+/// those logins with their memberships, and the groups keysync made under those names. A part
+/// only creates what the state did not have, so this is the state before the parts; a
+/// part's work not yet applied is simply not there to take out.
+pub fn without_parts(state: &mut ProductState, created: &Created) {
+    let accounts: HashSet<(&UserId, String)> = created
+        .accounts
+        .iter()
+        .map(|(user, login)| (user, fold(login).into_owned()))
+        .collect();
+    let groups: HashSet<String> = created
+        .groups
+        .iter()
+        .map(|group| fold(group).into_owned())
+        .collect();
+    let mut removed: HashSet<AccountId> = HashSet::new();
+    state.accounts.retain(|account| {
+        let made = account
+            .keycloak_user_id
+            .as_ref()
+            .is_some_and(|user| accounts.contains(&(user, fold(&account.login).into_owned())));
+        if made {
+            removed.insert(account.id.clone());
+        }
+        !made
+    });
+    state
+        .groups
+        .retain(|group| !(group.managed && groups.contains(fold(group.name.as_str()).as_ref())));
+    // Each account made took a seat (`crate::apply`).
+    if let Some(seats) = &mut state.seats {
+        seats.used = seats.used.saturating_sub(removed.len() as u64);
+    }
+    // A part adds members only to the accounts it created.
+    state
+        .memberships
+        .retain(|membership| !removed.contains(&membership.account_id));
 }

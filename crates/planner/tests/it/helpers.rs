@@ -187,6 +187,9 @@ impl TestPlanner {
             .await
             .expect("stores the snapshot");
         let ready = v1::SnapshotReady {
+            realm_users: Default::default(),
+            part: Default::default(),
+            parts: Default::default(),
             schema_version: v1::SCHEMA_VERSION,
             run_id: run_id.to_owned(),
             connector: "corp".to_owned(),
