@@ -78,7 +78,7 @@ impl Planner {
             // The complete snapshot fails the run for the same reason.
             Decision::Fail { .. } | Decision::Done => return Ok(StepOutcome::Ignored),
         };
-        let plan = match self.part_plan(&ready, &join, &products).await {
+        let plan = match Box::pin(self.part_plan(&ready, &join, &products)).await {
             Ok(plan) => plan,
             Err(Failure::Bus(error)) => return Err(error),
             // The complete plan makes every change the part would have.
@@ -170,7 +170,7 @@ impl Planner {
             && let Decision::Plan { products } =
                 join.decide(&self.enabled, self.state_timeout, SystemTime::now())
         {
-            return self.plan_run(&run_id, &join, &products).await;
+            return Box::pin(self.plan_run(&run_id, &join, &products)).await;
         }
         Ok(StepOutcome::PartPlanned {
             run_id,

@@ -106,7 +106,9 @@ impl Handler for Planner {
             };
             if ready.part > 0 {
                 let span = run_span(&ready.run_id, "snapshot_part", headers);
-                return self.plan_part(delivery, ready).instrument(span).await;
+                return Box::pin(self.plan_part(delivery, ready))
+                    .instrument(span)
+                    .await;
             }
             let span = run_span(&ready.run_id, "snapshot_ready", headers);
             let run_id = ready.run_id.clone();
@@ -241,7 +243,7 @@ impl Planner {
         let mut plan = plan;
         plan.change_set_size = self.change_set_size as u32;
         if join.parts_planned > 0 {
-            self.merge_parts(run_id, join, &mut plan).await?;
+            Box::pin(self.merge_parts(run_id, join, &mut plan)).await?;
         }
         let topology = self.bus.topology();
         let object = self
@@ -388,7 +390,7 @@ impl Planner {
             None => {
                 // A streamed first sync's complete plan is that of the state it began with.
                 let created = if join.parts_planned > 0 {
-                    self.parts_created(run_id, join).await?
+                    Box::pin(self.parts_created(run_id, join)).await?
                 } else {
                     Default::default()
                 };

@@ -216,3 +216,85 @@ async fn a_set_whose_results_the_control_plane_refuses_is_dead_lettered_not_appl
     );
     assert_eq!(env.writes(Product::Jira), 1);
 }
+
+#[tokio::test]
+async fn a_part_of_a_streamed_first_sync_is_applied_before_the_plan_and_while_it_is_held() {
+    let env = TestEnv::spawn(&[Product::Jira]).await;
+    let run_id = env.start_run(RunMode::Apply).await;
+    // The appliers read their state for the run; the run is still fetching.
+    env.settle().await;
+    let part = |sequence: u32, part: u32, login: &str| v1::ChangeSet {
+        part,
+        ..create(&run_id, sequence, login)
+    };
+    let (first, second) = (part(0, 1, "pia"), part(1, 2, "quinn"));
+
+    // The planner's PlanReady of part 1: its manifest lists the first part's set only.
+    let topology = env.bus.topology();
+    let manifest = env
+        .bus
+        .put_object(
+            &topology.plans_bucket(),
+            &format!("{run_id}.sets-part-1.pb.zst"),
+            &bus::integrity::manifest(&run_id, [&first]),
+        )
+        .await
+        .expect("stores the manifest");
+    let ready = v1::PlanReady {
+        schema_version: v1::SCHEMA_VERSION,
+        run_id: run_id.clone(),
+        change_sets: Some(manifest),
+        part: 1,
+        ..Default::default()
+    };
+    env.bus
+        .publish(
+            &topology.plan_ready(),
+            &ready,
+            &format!("{run_id}/plan-part-1"),
+        )
+        .await
+        .expect("publishes PlanReady");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while env.get_run(&run_id).await.streamed_parts != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the part is not recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(matches!(
+        deliver(&env, &first, "part-1").await,
+        StepOutcome::Applied { .. }
+    ));
+    // Part 2's set before its manifest is recorded: it waits, it is not refused.
+    assert!(matches!(
+        deliver(&env, &second, "part-2").await,
+        StepOutcome::Unconfirmed { .. }
+    ));
+    assert_eq!(env.writes(Product::Jira), 1);
+
+    // The complete plan is held; its manifest lists the parts' sets and its own.
+    let own = create(&run_id, 2, "rhea");
+    env.announce_plan(&run_id, &[first, second.clone(), own.clone()], true)
+        .await;
+    // Part 2's set comes again (it was handed back) and is applied, held or not.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let outcome = env
+            .applier(Product::Jira)
+            .try_step()
+            .await
+            .expect("the applier steps");
+        if matches!(outcome, StepOutcome::Applied { .. }) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{outcome:?}");
+    }
+    assert_eq!(
+        deliver(&env, &own, "own-held").await,
+        StepOutcome::DeadLettered
+    );
+    assert!(last_dead_reason(&env).await.contains("is held"));
+    assert_eq!(env.writes(Product::Jira), 2, "pia and quinn only");
+}

@@ -172,3 +172,51 @@ async fn fetch_reads_the_realm_again_when_a_user_is_added_during_the_fetch() -> 
     assert!(client.progress().users() > 151, "{:?}", client.progress());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_streamed_fetch_hands_on_each_user_once_with_their_memberships_before_the_end()
+-> anyhow::Result<()> {
+    let keycloak = Keycloak::shared().await?;
+    let realm = keycloak.create_realm(helpers::seeded_realm()).await?;
+    let client = Client::new(settings(&realm))?;
+    let complete = client.fetch().await?;
+    let (parts, received) = keycloak::stream::Parts::new(7);
+    let (streamed, parts) = tokio::join!(client.fetch_streaming(parts), async {
+        use futures::StreamExt;
+        received.collect::<Vec<_>>().await
+    });
+    let streamed = streamed?;
+    assert_eq!(directory(&streamed), directory(&complete));
+    // Every full part of 7 users was handed on, and the users after the last are in none.
+    let users = complete.users.len();
+    assert!(users >= 14, "{users} users: too few for two parts");
+    assert_eq!(parts.len(), users / 7);
+    let mut seen = std::collections::BTreeSet::new();
+    for part in &parts {
+        assert_eq!(part.snapshot.users.len(), 7);
+        assert_eq!(part.realm_users, users as u64);
+        assert_eq!(part.snapshot.groups, complete.groups);
+        for user in &part.snapshot.users {
+            assert!(
+                seen.insert(user.id.clone()),
+                "{} in two parts",
+                user.username
+            );
+            assert!(
+                complete.users.contains(user),
+                "{} as the complete fetch read it",
+                user.username
+            );
+        }
+        let ids: std::collections::BTreeSet<_> =
+            part.snapshot.users.iter().map(|user| &user.id).collect();
+        let expected: Vec<_> = complete
+            .memberships
+            .iter()
+            .filter(|membership| ids.contains(&membership.user_id))
+            .cloned()
+            .collect();
+        assert_eq!(part.snapshot.memberships, expected);
+    }
+    Ok(())
+}
