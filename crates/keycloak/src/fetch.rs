@@ -182,13 +182,17 @@ impl Client {
             )?,
             // A part holds its users' memberships: the tree and its members come first.
             Some(parts) => {
-                let tree = timed(
+                let mut tree = timed(
                     started,
                     self.fetch_tree(Members::Listed, groups_before, users_before),
                 )
                 .await?;
-                parts.know_tree(&tree.0.groups, &tree.0.members, users_before);
-                let users = timed(started, self.fetch_users(users_before, Some(parts))).await?;
+                // The members are lent to the parts while the users are read, not copied.
+                let members = std::mem::take(&mut tree.0.members);
+                parts.know_tree(&tree.0.groups, members, users_before);
+                let users =
+                    timed(started, self.fetch_users(users_before, Some(&mut *parts))).await?;
+                tree.0.members = parts.give_back_members();
                 (users, tree)
             }
         };

@@ -7,7 +7,9 @@
 //! of those users, every group and those users' direct memberships, sent on a channel
 //! while the listing goes on. A user is in one part at most (a user read twice, as an
 //! offset listing can when users are added during it, is sent once); users read after
-//! the last full part are in no part. The complete snapshot is still read, checked and
+//! the last full part are in no part. The first part holds an eighth of `size` users, and
+//! each next one twice the last, up to `size`: the appliers start as soon as a few users
+//! are read, and stay busy since the listing reads faster than they write. The complete snapshot is still read, checked and
 //! returned as by [`crate::client::Client::fetch`]: a part is never a substitute for it,
 //! and what may be done with one is the planner's rule (`model::plan::plan_part`).
 
@@ -32,6 +34,8 @@ pub struct Parts {
     /// Every group's direct member ids, as the tree read them.
     members: Vec<(GroupId, Vec<String>)>,
     pending: Vec<UserId>,
+    /// Parts sent so far.
+    sent: usize,
 }
 
 impl Parts {
@@ -46,6 +50,7 @@ impl Parts {
             groups: Vec::new(),
             members: Vec::new(),
             pending: Vec::new(),
+            sent: 0,
         };
         (parts, receiver)
     }
@@ -55,22 +60,35 @@ impl Parts {
     pub(crate) fn know_tree(
         &mut self,
         groups: &[KeycloakGroup],
-        members: &[(GroupId, Vec<String>)],
+        members: Vec<(GroupId, Vec<String>)>,
         realm_users: u64,
     ) {
         self.realm_users = realm_users;
         self.groups = groups.to_vec();
-        self.members = members.to_vec();
+        self.members = members;
+    }
+
+    /// The members [`Parts::know_tree`] was given, once the users are read.
+    pub(crate) fn give_back_members(&mut self) -> Vec<(GroupId, Vec<String>)> {
+        std::mem::take(&mut self.members)
+    }
+
+    /// How many users the next part holds: an eighth of `size` first, then twice the last
+    /// part up to `size`, so the appliers start within a second or two of the first users
+    /// and the listing, faster than they write, stays ahead of them.
+    fn next_size(&self) -> usize {
+        (self.size >> 3usize.saturating_sub(self.sent)).max(1)
     }
 
     /// Users read for the first time (`fresh`, found in `users`); sends a part for every
     /// `size` of them.
     pub(crate) fn offer(&mut self, fresh: Vec<UserId>, users: &HashMap<UserId, KeycloakUser>) {
         self.pending.extend(fresh);
-        while self.pending.len() >= self.size {
-            let rest = self.pending.split_off(self.size);
+        while self.pending.len() >= self.next_size() {
+            let rest = self.pending.split_off(self.next_size());
             let part = std::mem::replace(&mut self.pending, rest);
             self.send(&part, users);
+            self.sent += 1;
         }
     }
 

@@ -180,20 +180,29 @@ async fn a_streamed_fetch_hands_on_each_user_once_with_their_memberships_before_
     let realm = keycloak.create_realm(helpers::seeded_realm()).await?;
     let client = Client::new(settings(&realm))?;
     let complete = client.fetch().await?;
-    let (parts, received) = keycloak::stream::Parts::new(7);
+    let (parts, received) = keycloak::stream::Parts::new(8);
     let (streamed, parts) = tokio::join!(client.fetch_streaming(parts), async {
         use futures::StreamExt;
         received.collect::<Vec<_>>().await
     });
     let streamed = streamed?;
     assert_eq!(directory(&streamed), directory(&complete));
-    // Every full part of 7 users was handed on, and the users after the last are in none.
+    // Parts of 1, 2, 4, then 8 users (an eighth of 8 first, doubling): every full part was
+    // handed on, and the users after the last are in none.
     let users = complete.users.len();
-    assert!(users >= 14, "{users} users: too few for two parts");
-    assert_eq!(parts.len(), users / 7);
+    let sizes: Vec<usize> = parts.iter().map(|part| part.snapshot.users.len()).collect();
+    let expected: Vec<usize> = [1, 2, 4]
+        .into_iter()
+        .chain(std::iter::repeat(8))
+        .scan(0, |read, size| {
+            *read += size;
+            (*read <= users).then_some(size)
+        })
+        .collect();
+    assert!(expected.len() >= 5, "{users} users: too few parts");
+    assert_eq!(sizes, expected);
     let mut seen = std::collections::BTreeSet::new();
     for part in &parts {
-        assert_eq!(part.snapshot.users.len(), 7);
         assert_eq!(part.realm_users, users as u64);
         assert_eq!(part.snapshot.groups, complete.groups);
         for user in &part.snapshot.users {
