@@ -13,7 +13,10 @@
 //! 1. *the fetch alone*: `keycloak::client::Client::fetch` of the realm, in this process,
 //!    with the connector's default settings, timed;
 //! 2. *the first sync*: StartSync (APPLY, every product), timed from the call to the run's
-//!    end; it must end SUCCEEDED with nothing failed;
+//!    end; it must end SUCCEEDED with nothing failed. It is the connector's first, so it
+//!    streams (`[fetcher] first_sync_part_users`, the default 10,000): the appliers write
+//!    while Keycloak is still read, which is what lets it end near the slowest stage rather
+//!    than at the fetch plus the apply;
 //! 3. *the no-op resync*: the same again, which must write nothing to any product.
 //!
 //! The slowest single stage at its limit is the larger of the fetch alone and, for the
