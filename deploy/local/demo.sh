@@ -62,7 +62,8 @@ wait_for() { # name, command...
 }
 
 read -r nats_port kc_port kc_mgmt cp_port jira_port confluence_port bitbucket_port < <(free_ports 7)
-secret() { python3 -c 'import secrets; print(secrets.token_urlsafe(32))'; }
+# Hex: a secret passed as an argument must never begin with `-`, which token_urlsafe can.
+secret() { python3 -c 'import secrets; print(secrets.token_hex(24))'; }
 # Secret files readable by their owner only, as keysync expects of a secret mount.
 (umask 077; for name in api-token service-token kc-secret kc-admin product-token bitbucket-password; do secret >"$work/$name"; done)
 
