@@ -399,9 +399,10 @@ impl Applier {
         );
         Ok(match bus::integrity::check_digest(&manifest, set, digest) {
             Ok(()) => Verdict::Verified,
-            // The control plane records each part's manifest as it comes: a part's set can
-            // arrive before its manifest is recorded, never after the complete plan's.
-            Err(_) if set.part > 0 && planning => Verdict::NotYet,
+            // Until the run applies, the newest manifest recorded may be a part's of a
+            // streamed first sync: a later part's set, or a set of the complete plan, can
+            // arrive before the control plane records the manifest that lists it.
+            Err(_) if planning => Verdict::NotYet,
             Err(refusal) => Verdict::Refused(format!("run {run_id}: {refusal}")),
         })
     }
