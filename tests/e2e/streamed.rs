@@ -7,7 +7,7 @@ use e2e::{PRODUCTS, Stack, StackOptions};
 use proto::v1::{ChangeOutcome, Product, RunMode, RunState};
 
 use crate::directory;
-use crate::sync::{holdings, untouched};
+use crate::sync::{assert_no_changes, holdings, untouched};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_first_sync_ends_where_a_complete_one_does() {
@@ -74,16 +74,7 @@ async fn a_streamed_first_sync_ends_where_a_complete_one_does() {
 
     // The connector has a full snapshot now: the next sync streams nothing, and writes nothing.
     let again = stack.sync(RunMode::Apply).await.unwrap();
-    for product in PRODUCTS {
-        assert!(
-            stack
-                .changes(&again.run_id, product)
-                .await
-                .unwrap()
-                .is_empty(),
-            "{product:?} changes on a second sync"
-        );
-    }
+    assert_no_changes(&stack, &again.run_id).await;
     let fetcher_log = std::fs::read_to_string(&stack.service_logs()["fetcher"]).unwrap();
     assert_eq!(
         fetcher_log

@@ -58,6 +58,16 @@ pub(crate) async fn holdings(
     .expect("a well-formed emulator state")
 }
 
+/// Asserts that run `run_id` planned no change for any product.
+pub(crate) async fn assert_no_changes(stack: &Stack, run_id: &str) {
+    for product in PRODUCTS {
+        assert!(
+            stack.changes(run_id, product).await.unwrap().is_empty(),
+            "{product:?} changes on a second sync"
+        );
+    }
+}
+
 /// The seeded Jira accounts keysync must leave alone, as the emulator shows them.
 pub(crate) fn untouched(state: &Value) -> Vec<Value> {
     let mut kept: Vec<Value> = state["accounts"]
@@ -183,16 +193,7 @@ async fn simulate_apply_resync_then_follow_keycloak() {
     // 3. Sync again: nothing to do, nothing written.
     let writes: Vec<u64> = futures_writes(&stack).await;
     let again = stack.sync(RunMode::Apply).await.unwrap();
-    for product in PRODUCTS {
-        assert!(
-            stack
-                .changes(&again.run_id, product)
-                .await
-                .unwrap()
-                .is_empty(),
-            "{product:?} changes on a second sync"
-        );
-    }
+    assert_no_changes(&stack, &again.run_id).await;
     assert_eq!(futures_writes(&stack).await, writes, "a second sync wrote");
 
     // 4. In Keycloak: an email changes, a user leaves a group, one is disabled, one deleted.

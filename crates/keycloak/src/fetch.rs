@@ -894,7 +894,7 @@ impl Users {
 }
 
 #[derive(Default)]
-pub(crate) struct Tree {
+struct Tree {
     groups: Vec<KeycloakGroup>,
     /// Member ids per group, resolved to the users' ids once all users are read.
     members: Vec<(GroupId, Vec<String>)>,

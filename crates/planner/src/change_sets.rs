@@ -6,8 +6,7 @@
 //! product, and `depends_on`, the sequence of its phase's first set: the sets before it
 //! must be finished first (so a complete plan's sets wait for every part's of a streamed
 //! first sync, numbered before them), while the sets of one phase may be applied at the same time by
-//! any applier replica. Each set is
-//! is published on `{prefix}.changes.{product}` with the message id
+//! any applier replica. Each set is published on `{prefix}.changes.{product}` with the message id
 //! `{run_id}/{product}/{sequence}`, so publishing a plan twice (a redelivered message, a
 //! repeated approval) is deduplicated by JetStream. A set too large for one NATS message
 //! goes to the plans bucket as `{run_id}/{product}/{sequence}.pb.zst`, and the message

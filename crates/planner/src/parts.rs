@@ -104,14 +104,14 @@ impl Planner {
             .await?;
         let first = |product: i32| streamed_sets(&join.streamed, product);
         let sets = change_sets::split_part(&plan, self.change_set_size, part, first);
-        let mut manifest = match &join.parts_manifest {
-            Some(object) => self.bus.get_object::<v1::ChangeSetManifest>(object).await?,
-            None => v1::ChangeSetManifest {
-                schema_version: v1::SCHEMA_VERSION,
-                run_id: run_id.clone(),
-                sets: Vec::new(),
-            },
-        };
+        let mut manifest =
+            self.parts_manifest(&join)
+                .await?
+                .unwrap_or_else(|| v1::ChangeSetManifest {
+                    schema_version: v1::SCHEMA_VERSION,
+                    run_id: run_id.clone(),
+                    sets: Vec::new(),
+                });
         manifest
             .sets
             .extend(bus::integrity::manifest(&run_id, sets.iter().map(|(_, set)| set)).sets);
@@ -231,7 +231,6 @@ impl Planner {
         join: &Join,
         plan: &mut v1::Plan,
     ) -> Result<(), Error> {
-        let bucket = self.bus.topology().plans_bucket();
         let mut index: HashMap<String, usize> = plan
             .changes
             .iter()
@@ -240,13 +239,7 @@ impl Planner {
             .collect();
         let (mut marked, mut added) = (0u64, 0u64);
         for part in 1..=join.parts_planned {
-            let key = format!("{run_id}.part-{part}.pb.zst");
-            let Some((stored, _)) = self
-                .bus
-                .get_latest_object::<v1::Plan>(&bucket, &key)
-                .await?
-            else {
-                tracing::warn!(part, key, "A planned part's changes are not stored.");
+            let Some(stored) = self.stored_part(run_id, part).await? else {
                 continue;
             };
             for mut change in stored.changes {
@@ -294,15 +287,9 @@ impl Planner {
         run_id: &str,
         join: &Join,
     ) -> Result<HashMap<i32, Created>, Error> {
-        let bucket = self.bus.topology().plans_bucket();
         let mut created: HashMap<i32, Created> = HashMap::new();
         for part in 1..=join.parts_planned {
-            let key = format!("{run_id}.part-{part}.pb.zst");
-            let Some((stored, _)) = self
-                .bus
-                .get_latest_object::<v1::Plan>(&bucket, &key)
-                .await?
-            else {
+            let Some(stored) = self.stored_part(run_id, part).await? else {
                 continue;
             };
             for change in stored.changes {
@@ -318,6 +305,21 @@ impl Planner {
             }
         }
         Ok(created)
+    }
+
+    /// The changes part `part` of the run stored (`{run_id}.part-{n}.pb.zst`), read again by
+    /// the complete plan: once for what the parts created, once to mark what they published,
+    /// so that no more than one part's changes are in memory beside the plan.
+    async fn stored_part(&self, run_id: &str, part: u32) -> Result<Option<v1::Plan>, Error> {
+        let key = format!("{run_id}.part-{part}.pb.zst");
+        let stored = self
+            .bus
+            .get_latest_object::<v1::Plan>(&self.bus.topology().plans_bucket(), &key)
+            .await?;
+        if stored.is_none() {
+            tracing::warn!(part, key, "A planned part's changes are not stored.");
+        }
+        Ok(stored.map(|(plan, _)| plan))
     }
 
     /// The manifest of the parts' change sets, if the run streamed any.
