@@ -347,9 +347,17 @@ fn deltas_leave_a_full_sync_nothing_but_group_removals(
     Ok(())
 }
 
+/// `KEYSYNC_PROPERTY_CASES` (`make properties` sets 20000), else 256.
+fn cases() -> u32 {
+    std::env::var("KEYSYNC_PROPERTY_CASES")
+        .ok()
+        .and_then(|cases| cases.trim().parse().ok())
+        .unwrap_or(256)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 256,
+        cases: cases(),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

@@ -1499,7 +1499,30 @@ fn reports_duplicate_ids_and_unknown_references_without_failing() {
             InvalidInput J7: 1 membership(s) in the product state name this account id, which it does not list
             InvalidInput u1: this Keycloak user id occurs more than once; the users and their account are left alone
             InvalidInput u3: 1 membership(s) name this user id, which is not in the snapshot; ignored
-            InvalidInput unlisted: the product has memberships of this group but does not list the group
+            InvalidInput unlisted: the product has memberships of this group but does not list the group; the group and its members are left alone until it does
+        "#]],
+    );
+}
+
+/// A group only the product's memberships mention exists in the product (its listing was read
+/// mid-change): keysync neither creates it nor changes its members until the product lists it.
+/// Found by the convergence property: creating it made the next plan prune a member it had not seen.
+#[test]
+fn leaves_a_group_the_product_does_not_list_alone() {
+    check(
+        snapshot(
+            vec![user("u1", "ann"), user("u2", "ben")],
+            vec![group("/x")],
+            vec![member("u2", "/x")],
+        ),
+        jira(
+            vec![managed("J1", "ann", "u1"), managed("J2", "ben", "u2")],
+            vec![],
+            vec![membership("J1", "x")],
+        ),
+        Policy::default(),
+        expect![[r#"
+            InvalidInput x: the product has memberships of this group but does not list the group; the group and its members are left alone until it does
         "#]],
     );
 }
@@ -2003,4 +2026,48 @@ fn a_protected_account_or_one_another_connector_may_own_does_not_follow_its_logi
             Recreated ann: the Keycloak user of account J1 (u1) was deleted and re-created as u2; the account follows the username
         "#]],
     );
+}
+
+// A part of a streamed first sync.
+
+fn part_plan(policy: Policy) -> String {
+    let policy = policy
+        .validate()
+        .unwrap_or_else(|errors| panic!("invalid policy: {errors:?}"));
+    let part = snapshot(
+        vec![user("u1", "ann")],
+        vec![group("/devs")],
+        vec![member("u1", "/devs")],
+    );
+    model::plan::plan_part(&part, &jira(vec![], vec![], vec![]), &policy, 2).to_string()
+}
+
+#[test]
+fn a_part_creates_accounts_whose_login_is_the_username() {
+    expect![[r#"
+        create_group devs: mapped from Keycloak group /devs
+        create_user ann "Ann Example" <ann@example.com>: new Keycloak user
+        add_membership ann [new] to devs: member of Keycloak group /devs
+    "#]]
+    .assert_eq(&part_plan(Policy::default()));
+}
+
+/// A login read from an email (or cut at its `@`, or with characters replaced) may equal a
+/// user's username in another part: only the complete plan can tell, so a part creates groups
+/// only. Found by the part property: `ann`'s email `cat@y.io` cut to `cat` took the login of
+/// the user `cat` in the other part.
+#[test]
+fn a_part_creates_no_account_when_logins_are_not_usernames() {
+    let mut from_email = Policy::default();
+    from_email.attributes.login.from = LoginSource::Email;
+    let mut stripped = Policy::default();
+    stripped.attributes.login.strip_domain = true;
+    let mut replaced = Policy::default();
+    replaced.attributes.login.replace_forbidden = Some("_".to_owned());
+    for policy in [from_email, stripped, replaced] {
+        expect![[r#"
+            create_group devs: mapped from Keycloak group /devs
+        "#]]
+        .assert_eq(&part_plan(policy));
+    }
 }

@@ -106,7 +106,7 @@ pub(super) fn emit_group_changes(ctx: &Ctx<'_>, out: &mut Output) {
             );
             continue;
         }
-        if flags.listed || !(flags.mapped || flags.default_new || flags.default_all) {
+        if flags.in_state || !(flags.mapped || flags.default_new || flags.default_all) {
             continue;
         }
         let reason = if flags.mapped {
@@ -148,6 +148,8 @@ fn desired_groups(ctx: &Ctx<'_>, user_idx: usize, new_account: bool, desired: &m
     if new_account {
         desired.extend_from_slice(&ctx.product_groups.default_new);
     }
+    let flags = &ctx.product_groups.flags;
+    desired.retain(|&group| flags[group as usize].usable());
     desired.sort_unstable();
     desired.dedup();
 }

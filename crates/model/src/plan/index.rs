@@ -189,6 +189,15 @@ pub(super) struct GroupFlags {
     pub(super) removed: bool,
 }
 
+impl GroupFlags {
+    /// False for a group only the product's memberships mention: the product's own list missed
+    /// it (a listing read mid-change), so keysync neither creates it (it exists) nor changes its
+    /// members until a consistent read.
+    pub(super) fn usable(self) -> bool {
+        self.listed || !self.in_state
+    }
+}
+
 /// Where a product group name was seen, from the least to the most authoritative spelling.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum NameSource {
@@ -294,7 +303,8 @@ impl<'a> ProductGroups<'a> {
     /// is not being removed, and keysync created it unless `groups.remove_unmanaged_members`.
     pub(super) fn prunes(&self, idx: u32) -> bool {
         let flags = self.flags[idx as usize];
-        (flags.mapped || (flags.state_managed && !self.is_default(idx)))
+        flags.usable()
+            && (flags.mapped || (flags.state_managed && !self.is_default(idx)))
             && !flags.removed
             && (self.prune_unmanaged || flags.state_managed)
     }
@@ -303,7 +313,9 @@ impl<'a> ProductGroups<'a> {
     /// default group.
     pub(super) fn strips(&self, idx: u32) -> bool {
         let flags = self.flags[idx as usize];
-        (flags.mapped || flags.state_managed || self.is_default(idx)) && !flags.removed
+        flags.usable()
+            && (flags.mapped || flags.state_managed || self.is_default(idx))
+            && !flags.removed
     }
 
     /// Marks the groups this plan removes (never a protected one), and reports groups several
@@ -336,7 +348,8 @@ impl<'a> ProductGroups<'a> {
                     DiagnosticKind::InvalidInput,
                     None,
                     &self.names[idx],
-                    "the product has memberships of this group but does not list the group"
+                    "the product has memberships of this group but does not list the group; \
+                     the group and its members are left alone until it does"
                         .to_owned(),
                 );
             }

@@ -17,8 +17,11 @@
 //!   from a part: which users get a seat then depends on every user at once
 //!   ([`super::seats`]);
 //! - an account is created only for a user whose login is its Keycloak username and is
-//!   already case-folded. Keycloak keeps usernames unique, so two users of different
-//!   parts can never claim one login; a login mapped from an attribute, or folded, could;
+//!   already case-folded, and only when every login is its user's username
+//!   (`attributes.login.from = "username"`, no `strip_domain`, no `replace_forbidden`).
+//!   Keycloak keeps usernames unique, so two users of different parts can never claim one
+//!   login; a login mapped from an email or an attribute, cut at its `@` or with
+//!   characters replaced could equal another part's username;
 //! - a membership is added only to an account created in the same part.
 //!
 //! `tests/properties.rs` checks the rule: the changes of every part of a realm are changes
@@ -33,7 +36,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::{AccountRef, Action, Plan, SafetyCounts, plan};
 use crate::mapping::fold;
-use crate::policy::ValidPolicy;
+use crate::policy::{LoginSource, ValidPolicy};
 use crate::snapshot::{Snapshot, UserId};
 use crate::state::{AccountId, ProductState, Seats};
 
@@ -67,6 +70,19 @@ pub fn plan_part(
         if limit.saturating_sub(used) < bound {
             return kept;
         }
+    }
+    let login = &policy.policy().attributes.login;
+    if login.from != LoginSource::Username
+        || login.strip_domain
+        || login.replace_forbidden.is_some()
+    {
+        kept.changes = planned
+            .changes
+            .iter()
+            .filter(|change| matches!(change.action, Action::CreateGroup { .. }))
+            .cloned()
+            .collect();
+        return kept;
     }
     let usernames: HashMap<&UserId, &str> = part
         .users
