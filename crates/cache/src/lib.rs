@@ -47,6 +47,7 @@
 //! makes no product calls and plans nothing.
 
 pub mod convert;
+pub mod parts;
 pub mod working;
 
 use std::collections::HashMap;

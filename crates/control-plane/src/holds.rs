@@ -15,6 +15,7 @@
 //!
 //! Every cancellation here publishes `RunCancelled`, as `CancelRun` does.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use proto::v1::{self, RunState};
@@ -166,8 +167,21 @@ impl Runs {
 
     /// Refuses a plan made against a product state that is no longer the cached one: for
     /// each product whose summary carries the fingerprint of the state it was made against
-    /// (plans made before fingerprints were recorded carry none, and are not checked).
+    /// (plans made before fingerprints were recorded carry none, and are not checked). A
+    /// streamed first sync's plan was made against the state without what its parts created
+    /// (`cache::parts`), which the parts' sets may still be creating while the run is held:
+    /// that is taken out of the cached state before it is compared.
     async fn check_plan_is_current(&self, run: &v1::Run) -> Result<(), RunsError> {
+        let created = if run.streamed_parts > 0 {
+            cache::parts::created_by_parts(&self.bus, &run.run_id, run.streamed_parts)
+                .await
+                .map_err(|source| RunsError::Plan {
+                    run_id: run.run_id.clone(),
+                    source,
+                })?
+        } else {
+            HashMap::new()
+        };
         for summary in &run.plan {
             if summary.state_fingerprint.is_empty() {
                 continue;
@@ -175,20 +189,32 @@ impl Runs {
             let Ok(product) = cache::convert::product_from_proto(summary.product) else {
                 continue;
             };
-            let loaded =
-                self.cache
+            let state_error = |source| RunsError::State {
+                run_id: run.run_id.clone(),
+                source: Box::new(source),
+            };
+            // The fingerprint of the cached state, and the run that made it.
+            let current = match created.get(&summary.product) {
+                Some(created) => self
+                    .cache
+                    .load_model_once(product)
+                    .await
+                    .map_err(state_error)?
+                    .map(|mut state| {
+                        model::plan::without_parts(&mut state.state, created);
+                        (state.fingerprint(), state.run_id().to_owned())
+                    }),
+                None => self
+                    .cache
                     .load_once(product)
                     .await
-                    .map_err(|source| RunsError::State {
-                        run_id: run.run_id.clone(),
-                        source: Box::new(source),
-                    })?;
-            let now = match &loaded {
-                Some((state, _)) if cache::fingerprint(state) == summary.state_fingerprint => {
-                    continue;
-                }
-                Some((state, _)) if !state.run_id.is_empty() => {
-                    format!("state now from run {}", state.run_id)
+                    .map_err(state_error)?
+                    .map(|(state, _)| (cache::fingerprint(&state), state.run_id.clone())),
+            };
+            let now = match current {
+                Some((fingerprint, _)) if fingerprint == summary.state_fingerprint => continue,
+                Some((_, run_id)) if !run_id.is_empty() => {
+                    format!("state now from run {run_id}")
                 }
                 Some(_) => "state now from no recorded run".to_owned(),
                 None => "no state is cached now".to_owned(),

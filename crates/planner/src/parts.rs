@@ -33,7 +33,6 @@ use std::time::{Duration, SystemTime};
 
 use bus::worker::Delivery;
 use model::plan::Created;
-use model::snapshot::UserId;
 use model::state::Product;
 use proto::v1;
 
@@ -98,7 +97,7 @@ impl Planner {
         self.bus
             .put_object(
                 &topology.plans_bucket(),
-                &format!("{run_id}.part-{part}.pb.zst"),
+                &cache::parts::part_key(&run_id, part),
                 &plan,
             )
             .await?;
@@ -287,39 +286,14 @@ impl Planner {
         run_id: &str,
         join: &Join,
     ) -> Result<HashMap<i32, Created>, Error> {
-        let mut created: HashMap<i32, Created> = HashMap::new();
-        for part in 1..=join.parts_planned {
-            let Some(stored) = self.stored_part(run_id, part).await? else {
-                continue;
-            };
-            for change in stored.changes {
-                let of = created.entry(change.product).or_default();
-                if change.op == v1::ChangeOp::CreateUser as i32
-                    && let Some(fields) = change.fields
-                {
-                    of.accounts
-                        .push((UserId::new(change.keycloak_user_id), fields.login));
-                } else if change.op == v1::ChangeOp::CreateGroup as i32 {
-                    of.groups.push(change.group);
-                }
-            }
-        }
-        Ok(created)
+        Ok(cache::parts::created_by_parts(&self.bus, run_id, join.parts_planned).await?)
     }
 
-    /// The changes part `part` of the run stored (`{run_id}.part-{n}.pb.zst`), read again by
-    /// the complete plan: once for what the parts created, once to mark what they published,
-    /// so that no more than one part's changes are in memory beside the plan.
+    /// The changes part `part` of the run stored, read again by the complete plan: once for
+    /// what the parts created, once to mark what they published, so that no more than one
+    /// part's changes are in memory beside the plan.
     async fn stored_part(&self, run_id: &str, part: u32) -> Result<Option<v1::Plan>, Error> {
-        let key = format!("{run_id}.part-{part}.pb.zst");
-        let stored = self
-            .bus
-            .get_latest_object::<v1::Plan>(&self.bus.topology().plans_bucket(), &key)
-            .await?;
-        if stored.is_none() {
-            tracing::warn!(part, key, "A planned part's changes are not stored.");
-        }
-        Ok(stored.map(|(plan, _)| plan))
+        Ok(cache::parts::stored_part(&self.bus, run_id, part).await?)
     }
 
     /// The manifest of the parts' change sets, if the run streamed any.

@@ -409,6 +409,40 @@ impl TestApp {
     }
 
     /// Stores `plan` as the planner does and publishes `PlanReady` with its summaries.
+    /// Plays the planner for part `part` of a streamed first sync of `run`: stores the
+    /// part's changes where the planner does and publishes its PlanReady.
+    pub async fn part_ready(&self, run: &v1::Run, part: u32, changes: Vec<v1::Change>) {
+        let topology = self.bus.topology();
+        let planned = plan(run, changes, None);
+        let object = self
+            .bus
+            .put_object(
+                &topology.plans_bucket(),
+                &cache::parts::part_key(&run.run_id, part),
+                &planned,
+            )
+            .await
+            .expect("stores the part");
+        let ready = v1::PlanReady {
+            part,
+            schema_version: v1::SCHEMA_VERSION,
+            run_id: run.run_id.clone(),
+            products: planned.products.clone(),
+            plan: Some(object),
+            held: false,
+            hold_reason: String::new(),
+            change_sets: None,
+        };
+        self.bus
+            .publish(
+                &topology.plan_ready(),
+                &ready,
+                &format!("{}/plan-part-{part}", run.run_id),
+            )
+            .await
+            .expect("publishes the part's PlanReady");
+    }
+
     pub async fn plan_ready(&self, plan: &v1::Plan) {
         let topology = self.bus.topology();
         let object = self

@@ -278,6 +278,76 @@ async fn a_plan_made_against_a_product_state_that_changed_since_cannot_be_approv
     assert_eq!(approved.state(), RunState::Applying);
 }
 
+/// A streamed first sync's parts create accounts while the run is held (a part only
+/// creates); its complete plan was made against the state without them. Approving it checks
+/// the cached state without what the parts created: their accounts are this run's work, and
+/// anything else changed since still refuses the approval.
+#[tokio::test]
+async fn a_held_streamed_first_sync_is_checked_without_what_its_parts_created() {
+    let app = spawn_app().await;
+    let cache = cache::Cache::new(app.bus.clone());
+    let run = app.start_sync(RunMode::Apply, &[]).await;
+    let carol = crate::helpers::change(
+        "j-carol",
+        Product::Jira,
+        v1::ChangeOp::CreateUser,
+        "kc-carol",
+        "carol",
+        "carol@example.org",
+    );
+    app.part_ready(&run, 1, vec![carol]).await;
+    app.wait_until("the part is recorded", || async {
+        app.get_run(&run.run_id).await.streamed_parts == 1
+    })
+    .await;
+    let planned_against = jira_state(&run.run_id, &["alice", "bob"]);
+    let fingerprint = cache::fingerprint(&planned_against);
+    app.hold(&run, &[(Product::Jira, &fingerprint)]).await;
+
+    // The part's account is in the product now, and so is one nobody planned.
+    let with = |logins: &[&str]| {
+        let mut state = jira_state(&ulid::Ulid::new().to_string(), logins);
+        for account in &mut state.accounts {
+            if account.login == "carol" {
+                account.managed = true;
+                account.keycloak_user_id = "kc-carol".to_owned();
+            }
+        }
+        state
+    };
+    let changed = with(&["alice", "bob", "carol", "dave"]);
+    cache
+        .store(model::state::Product::Jira, &changed)
+        .await
+        .expect("stores a state");
+    let status = app
+        .approve(&run.run_id, "checked", None)
+        .await
+        .expect_err("dave came since");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        status
+            .message()
+            .contains(&format!("(state now from run {})", changed.run_id)),
+        "{}",
+        status.message()
+    );
+
+    // Only the part's account: the plan is current.
+    cache
+        .store(
+            model::state::Product::Jira,
+            &with(&["alice", "bob", "carol"]),
+        )
+        .await
+        .expect("stores a state");
+    let approved = app
+        .approve(&run.run_id, "checked", None)
+        .await
+        .expect("the plan is current");
+    assert_eq!(approved.state(), RunState::Applying);
+}
+
 #[tokio::test]
 async fn a_held_run_cannot_be_approved_while_another_run_of_its_connector_is_active() {
     let app = spawn_app().await;
