@@ -16,7 +16,7 @@ demo: deps ## A real sync from a seeded Keycloak into the emulated products, eve
 
 test: deps helm-check ## Run every test, with real nats-server and one Keycloak for the whole run.
 	$(CARGO) build --quiet -p test-support --bin keysync-test-env
-	$(CARGO) run --quiet -p test-support --bin keysync-test-env -- $(CARGO) test --workspace
+	RUST_TEST_THREADS=$${RUST_TEST_THREADS:-4} $(CARGO) run --quiet -p test-support --bin keysync-test-env -- $(CARGO) test --workspace
 
 reliability: deps ## Every fault scenario against the real services, 3 runs each; prints `RELIABILITY <scenario> ...` lines.
 	$(CARGO) build --quiet -p test-support --bin keysync-test-env
