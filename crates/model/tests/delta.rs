@@ -347,17 +347,9 @@ fn deltas_leave_a_full_sync_nothing_but_group_removals(
     Ok(())
 }
 
-/// `KEYSYNC_PROPERTY_CASES` (`make properties` sets 20000), else 256.
-fn cases() -> u32 {
-    std::env::var("KEYSYNC_PROPERTY_CASES")
-        .ok()
-        .and_then(|cases| cases.trim().parse().ok())
-        .unwrap_or(256)
-}
-
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: cases(),
+        cases: fixture::property_cases(256),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

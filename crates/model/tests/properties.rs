@@ -703,16 +703,8 @@ fn new_account_id() -> impl FnMut(&model::plan::Change) -> AccountId {
 // -------------------------------------------------------------------------------------------------
 // Properties.
 
-/// `KEYSYNC_PROPERTY_CASES` (`make properties` sets 20000), else 512.
-fn cases() -> u32 {
-    std::env::var("KEYSYNC_PROPERTY_CASES")
-        .ok()
-        .and_then(|cases| cases.trim().parse().ok())
-        .unwrap_or(512)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: fixture::property_cases(512), ..ProptestConfig::default() })]
 
     /// The plan does not depend on the order of any input vector, and never panics on odd input.
     #[test]

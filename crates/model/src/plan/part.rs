@@ -72,18 +72,9 @@ pub fn plan_part(
         }
     }
     let login = &policy.policy().attributes.login;
-    if login.from != LoginSource::Username
-        || login.strip_domain
-        || login.replace_forbidden.is_some()
-    {
-        kept.changes = planned
-            .changes
-            .iter()
-            .filter(|change| matches!(change.action, Action::CreateGroup { .. }))
-            .cloned()
-            .collect();
-        return kept;
-    }
+    let logins_are_usernames = login.from == LoginSource::Username
+        && !login.strip_domain
+        && login.replace_forbidden.is_none();
     let usernames: HashMap<&UserId, &str> = part
         .users
         .iter()
@@ -92,6 +83,7 @@ pub fn plan_part(
     let created: HashSet<&str> = planned
         .changes
         .iter()
+        .filter(|_| logins_are_usernames)
         .filter_map(|change| match &change.action {
             Action::CreateUser { fields } => {
                 let username = usernames.get(change.keycloak_user_id.as_ref()?)?;
